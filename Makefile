@@ -1,0 +1,43 @@
+# surfacer: one command to set up and run each job from nothing (see README).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH if present, else the pip-installed module (bootstrapped by `make uv`).
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+DEMO_DIR ?= .surfacer/demo
+
+.PHONY: help uv install lint format test test-fast demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+uv: ## make sure uv is available (installs it with pip if missing)
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) --version
+
+install: uv ## create .venv and install the locked dependencies
+	$(UV) sync --frozen
+
+lint: install ## ruff format check and lint
+	$(RUN) ruff format --check .
+	$(RUN) ruff check .
+
+format: install ## apply ruff formatting and autofixes
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+test: lint ## set up from nothing, lint, run the whole test suite
+	$(RUN) pytest
+
+test-fast: install ## tests without the slow ones
+	$(RUN) pytest -m "not slow"
+
+demo: install ## simulate the default ecosystem and run the main job end to end on it
+	$(RUN) surfacer demo --out $(DEMO_DIR)
+
+bench: install ## run the benchmarks (prints tables and ratios)
+	$(RUN) python bench/features.py
+
+clean: ## remove local state (venv, MLflow store, demo output)
+	rm -rf .venv .surfacer .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""Shared settings: one pydantic-settings class, env prefix ``SURFACER_``.
+
+Every package may import this module (and only this one from ``surfacer``): the design asks
+for a single settings class, and the CLI, training and serving all need it. Nothing here
+touches the disk at import; paths are created by whoever writes to them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where surfacer keeps its state and how it talks to MLflow, the review store and callers."""
+
+    model_config = SettingsConfigDict(env_prefix="SURFACER_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".surfacer"), description="Local state: MLflow store, artifacts, cache."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default a SQLite store under data_dir."
+    )
+    mlflow_registry_uri: str | None = None
+    model_name: str = Field(default="surfacer", description="Registered model name.")
+    experiment_name: str = "surfacer"
+    database_url: str | None = Field(
+        default=None, description="Review store URL; default SQLite under data_dir."
+    )
+    random_state: int = 0
+
+    # serving
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="API key -> scopes (score, review, admin); JSON in SURFACER_API_KEYS.",
+    )
+    max_batch_size: int = Field(default=1000, ge=1, description="Items per /v1/score request.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    reload_interval_s: float = Field(
+        default=30.0, ge=0, description="How often to check the champion alias."
+    )
+
+    # review queue
+    review_random_share: float = Field(
+        default=0.1, ge=0, le=1, description="Share of the queue that is a random sample."
+    )
+    lease_seconds: int = Field(
+        default=600, ge=1, description="How long a claimed item stays claimed."
+    )
+    review_capacity_per_day: int = Field(
+        default=200, ge=1, description="Items analysts can review per day and issue."
+    )
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @cached_property
+    def artifact_root(self) -> str:
+        return (self.data_dir / "mlartifacts").resolve().as_uri()
+
+    @cached_property
+    def model_cache_dir(self) -> Path:
+        return (self.data_dir / "model-cache").resolve()
+
+    @cached_property
+    def review_db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'review.db').resolve()}"
+
+
+def get_settings() -> Settings:
+    """Settings read from the environment now (not cached: tests change the environment)."""
+    return Settings()

@@ -1,0 +1,9 @@
+"""`surfacer` commands owned by the training package (thin wrappers over importable functions)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `surfacer` app."""
