@@ -20,7 +20,12 @@ app = typer.Typer(
 )
 
 # Library packages raise these plain exceptions with messages naming the bad value.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, LookupError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    LookupError,
+)
 
 
 @app.callback()

@@ -1,0 +1,158 @@
+"""Read and write raw-table datasets: a folder of `<table>.parquet` (or `<table>.csv`) files.
+
+Loading coerces CSV text to contract dtypes and validates the whole dataset, raising one
+`ContractError` with every problem. Writing validates first and then publishes the folder
+atomically (temp sibling folder + rename), so a reader never sees a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import TABLE_ORDER, TABLES
+from features.validate import ContractError, check_dataset, coerce_table, validate_dataset
+
+DATA_SUFFIXES = (".parquet", ".csv")
+
+
+def dataset_files(path: str | Path) -> dict[str, Path]:
+    """Map each contract table present in folder `path` to its file; unknown files are ignored.
+
+    Raises FileNotFoundError when the folder is missing, ValueError when it is not a folder or
+    when a table exists both as Parquet and as CSV (which one is right would be a guess).
+    """
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"dataset folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a folder; expected a dataset folder of tables")
+    found: dict[str, Path] = {}
+    for name in TABLE_ORDER:
+        present = [folder / f"{name}{suf}" for suf in DATA_SUFFIXES]
+        present = [p for p in present if p.is_file()]
+        if len(present) > 1:
+            raise ValueError(
+                f"table {name!r} is in {str(folder)!r} twice ({', '.join(p.name for p in present)}); "
+                "keep only one of them"
+            )
+        if present:
+            found[name] = present[0]
+    return found
+
+
+def _read_csv(name: str, path: Path) -> pd.DataFrame:
+    # Everything is read as text and converted by coerce_table, so that a value that does not
+    # parse is reported rather than silently guessed. Only an empty cell means null, except in
+    # non-nullable text columns where an empty cell can only mean "" (e.g. no hashtags).
+    header = pd.read_csv(path, nrows=0).columns
+    keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
+    na_values = {c: [""] for c in header if c not in keep_empty}
+    return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+
+
+def read_table(name: str, path: str | Path) -> pd.DataFrame:
+    """Read one table file (Parquet or CSV) and coerce it to contract dtypes (not validated)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        df = _read_csv(name, path)
+    else:
+        raise ValueError(f"unsupported file {str(path)!r}; expected .parquet or .csv")
+    return coerce_table(name, df.reset_index(drop=True))
+
+
+def load_dataset(path: str | Path) -> dict[str, pd.DataFrame]:
+    """Load a dataset folder into validated frames keyed by table name (contract order).
+
+    Optional tables that are absent are absent from the dict; extra columns are kept.
+    Raises FileNotFoundError when `items` is missing and ContractError listing every problem.
+    """
+    folder = Path(path)
+    files = dataset_files(folder)
+    if "items" not in files:
+        raise FileNotFoundError(
+            f"dataset folder {str(folder)!r} has no items table; expected items.parquet or "
+            f"items.csv (optional: {', '.join(n for n in TABLE_ORDER if n != 'items')})"
+        )
+    tables = {name: read_table(name, file) for name, file in files.items()}
+    check_dataset(tables, context=f"dataset {str(folder)!r}")
+    return tables
+
+
+def _check_extra_name(name: str) -> None:
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"extra file name {name!r} must be a plain file name (no folders)")
+    stem, suffix = os.path.splitext(name)
+    if stem in TABLES and suffix in DATA_SUFFIXES:
+        raise ValueError(f"extra file name {name!r} would shadow the {stem!r} table")
+
+
+def write_dataset(
+    tables: Mapping[str, pd.DataFrame],
+    out: str | Path,
+    *,
+    extra_files: Mapping[str, bytes] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Validate `tables` and write them as `<table>.parquet` into folder `out`, atomically.
+
+    Nothing is written when validation fails (ContractError). Files go to a temp sibling
+    folder that is renamed into place; an existing non-empty `out` is refused unless
+    `overwrite`, in which case the old folder is renamed aside, the new one renamed in, and
+    the old one deleted. `extra_files` (name -> bytes) land in the same folder.
+    """
+    out = Path(out)
+    extra = dict(extra_files or {})
+    for name in extra:
+        _check_extra_name(name)
+    unknown = [n for n in tables if n not in TABLES]
+    coerced = {n: coerce_table(n, df) for n, df in tables.items() if n in TABLES}
+    problems = validate_dataset({**coerced, **{n: tables[n] for n in unknown}})
+    if problems:
+        raise ContractError(problems, context=f"tables for {str(out)!r}")
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output folder {str(out)!r} exists and is not empty; pass overwrite=True to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should be readable
+        for name in TABLE_ORDER:
+            if name in coerced:
+                coerced[name].to_parquet(tmp / f"{name}.parquet", index=False)
+        for name, data in extra.items():
+            (tmp / name).write_bytes(data)
+        _publish(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished temp folder to `out`, swapping out any existing folder."""
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old.rmdir()  # only the unique name is wanted; rename needs the target absent
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)  # put the previous dataset back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        # rename onto a missing or empty folder is atomic on POSIX.
+        os.replace(tmp, out)

@@ -1,0 +1,461 @@
+"""Check raw tables against the data contract and turn CSV text into contract dtypes.
+
+Validation collects every problem at once (a user fixing a file wants the whole list, not one
+error per run). Each `Problem` names the table, the column, what is wrong, how many rows and
+the first few row numbers (0-based positions in the table, i.e. CSV data line minus 2).
+
+`coerce_table` never loses information: a column is converted only when every value parses;
+otherwise it is left as it was and `validate_table` reports the values that did not parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import TABLE_ORDER, TABLES, Column, TableSpec
+
+MAX_EXAMPLE_ROWS = 5
+
+# A timestamp string carries a zone when its time part ends in Z, UTC or a +hh[:mm] offset.
+# The time part is required so that a bare date like 2024-01-31 is not read as offset -31.
+_TZ_SUFFIX = re.compile(
+    r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$",
+    re.IGNORECASE,
+)
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+# Columns that reference items/creators in other tables (checked when both sides are present).
+_ITEM_REFERENCING = ("events", "moderation", "appeals", "labels")
+
+
+@dataclass
+class Problem:
+    """One contract violation: where it is, what is wrong, how many rows and which ones."""
+
+    table: str
+    column: str | None
+    message: str
+    rows: list[int] = field(default_factory=list)
+    count: int = 0
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        text = f"{where}: {self.message}"
+        if self.count:
+            shown = ", ".join(str(r) for r in self.rows)
+            more = ", ..." if self.count > len(self.rows) else ""
+            text += f" ({self.count} row{'s' if self.count != 1 else ''}: {shown}{more})"
+        return text
+
+
+class ContractError(ValueError):
+    """Raised when tables break the contract; `.problems` holds every problem found."""
+
+    def __init__(self, problems: list[Problem], context: str = "dataset") -> None:
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} contract problem(s) in {context}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Parsed:
+    """Result of reading a column as one contract kind (shared by coerce and validate)."""
+
+    values: pd.Series | None  # the converted column, or None if some value did not convert
+    bad: np.ndarray  # rows whose value cannot be read as the kind
+    naive: np.ndarray  # timestamp rows without a time zone
+    detail: str = ""  # a short reason for the bad rows
+
+
+def _mask(s: pd.Series, value: bool = False) -> np.ndarray:
+    return np.full(len(s), value, dtype=bool)
+
+
+def _is_text(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.StringDtype) or s.dtype.kind == "O"
+
+
+def _non_str(s: pd.Series) -> np.ndarray:
+    """Rows holding a non-null value that is not a Python str (for object columns)."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return _mask(s)
+    notna = s.notna().to_numpy()
+    return notna & ~np.fromiter((isinstance(v, str) for v in s), dtype=bool, count=len(s))
+
+
+def _dtype_matches(s: pd.Series, kind: str) -> bool:
+    """True when the column already has the contract dtype for `kind`."""
+    dt = s.dtype
+    if kind == "str":
+        return isinstance(dt, pd.StringDtype)
+    if kind == "float":
+        return pd.api.types.is_float_dtype(dt)
+    if kind == "int":
+        return pd.api.types.is_integer_dtype(dt) and not pd.api.types.is_bool_dtype(dt)
+    if kind == "bool":
+        return pd.api.types.is_bool_dtype(dt)
+    if kind == "timestamp":
+        return isinstance(dt, pd.DatetimeTZDtype) and str(dt.tz) == "UTC"
+    raise ValueError(f"unknown column kind {kind!r}; expected str, float, int, bool or timestamp")
+
+
+def _parse_str(s: pd.Series) -> _Parsed:
+    if _is_text(s):
+        bad = _non_str(s)
+        if bad.any():
+            return _Parsed(None, bad, _mask(s), "not text")
+        return _Parsed(s.astype("str"), bad, _mask(s))
+    if pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        # Integer ids (e.g. numeric item ids) convert to text losslessly; floats would not.
+        out = s.astype("str")
+        out[s.isna().to_numpy()] = np.nan
+        return _Parsed(out, _mask(s), _mask(s))
+    return _Parsed(None, s.notna().to_numpy(), _mask(s), f"{s.dtype} values, expected text")
+
+
+def _to_numbers(s: pd.Series) -> tuple[pd.Series | None, np.ndarray, str]:
+    """Read a column as float64; returns (values or None, bad rows, reason)."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return None, s.notna().to_numpy(), "true/false values, expected numbers"
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.astype("float64"), _mask(s), ""
+    if _is_text(s):
+        non_str = _non_str(s)
+        text = s.where(~non_str, None) if non_str.any() else s
+        stripped = text.astype("str").str.strip()
+        num = pd.to_numeric(stripped, errors="coerce").astype("float64")
+        bad = (s.notna().to_numpy() & num.isna().to_numpy()) | non_str
+        if bad.any():
+            return None, bad, "not a number"
+        return num, bad, ""
+    return None, s.notna().to_numpy(), f"{s.dtype} values, expected numbers"
+
+
+def _parse_float(s: pd.Series) -> _Parsed:
+    num, bad, why = _to_numbers(s)
+    return _Parsed(num, bad, _mask(s), why)
+
+
+def _parse_int(s: pd.Series) -> _Parsed:
+    if pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        return _Parsed(s, _mask(s), _mask(s))
+    num, bad, why = _to_numbers(s)
+    if num is None:
+        return _Parsed(None, bad, _mask(s), why)
+    frac = num.notna().to_numpy() & (np.mod(num.fillna(0).to_numpy(), 1) != 0)
+    if frac.any():
+        return _Parsed(None, frac, _mask(s), "not a whole number")
+    if num.isna().any():
+        # Keep nulls visible (nullable Int64) so validation can report them.
+        return _Parsed(num.astype("Int64"), bad, _mask(s))
+    return _Parsed(num.astype("int64"), bad, _mask(s))
+
+
+def _parse_bool(s: pd.Series) -> _Parsed:
+    notna = s.notna().to_numpy()
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return _Parsed(s, _mask(s), _mask(s))
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        num = s.astype("float64")
+        bad = notna & ~num.isin([0.0, 1.0]).to_numpy()
+        if bad.any():
+            return _Parsed(None, bad, _mask(s), "not 0/1")
+        out = num.map({0.0: False, 1.0: True})
+    elif _is_text(s):
+        non_str = _non_str(s)
+        key = s.where(~non_str, None).astype("str").str.strip().str.lower()
+        true = key.isin(_TRUE).to_numpy()
+        false = key.isin(_FALSE).to_numpy()
+        bad = notna & ~(true | false)
+        if bad.any():
+            return _Parsed(None, bad, _mask(s), "not true/false/1/0")
+        out = pd.Series(np.where(true, True, np.where(false, False, None)), index=s.index)
+    else:
+        return _Parsed(None, notna, _mask(s), f"{s.dtype} values, expected true/false")
+    if not notna.all():
+        return _Parsed(out.astype("boolean"), _mask(s), _mask(s))
+    return _Parsed(out.astype(bool), _mask(s), _mask(s))
+
+
+def _parse_timestamp_strings(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse text timestamps to UTC; returns (values, unparseable rows, rows without zone)."""
+    text = s.astype("str").str.strip()
+    notna = text.notna().to_numpy()
+    has_zone = text.str.contains(_TZ_SUFFIX, na=False).to_numpy()
+    naive = notna & ~has_zone
+    zoned = text.where(has_zone)
+    out = pd.to_datetime(zoned, utc=True, format="ISO8601", errors="coerce")
+    retry = has_zone & out.isna().to_numpy()
+    if retry.any():
+        # Non-ISO layouts (e.g. "01/02/2024 10:00 +01:00") are slower to parse; only retry them.
+        out = out.copy()
+        out[retry] = pd.to_datetime(text[retry], utc=True, format="mixed", errors="coerce")
+    bad = has_zone & out.isna().to_numpy()
+    return out, bad, naive
+
+
+def _parse_timestamp(s: pd.Series) -> _Parsed:
+    notna = s.notna().to_numpy()
+    dt = s.dtype
+    if isinstance(dt, pd.DatetimeTZDtype):
+        return _Parsed(s.dt.tz_convert("UTC"), _mask(s), _mask(s))
+    if pd.api.types.is_datetime64_dtype(dt):
+        return _Parsed(None, _mask(s), notna, "")
+    if isinstance(dt, pd.StringDtype) or (dt.kind == "O" and not _non_str(s).any()):
+        out, bad, naive = _parse_timestamp_strings(s)
+        ok = not bad.any() and not naive.any()
+        return _Parsed(out if ok else None, bad, naive, "not a timestamp")
+    if dt.kind == "O":
+        # Mixed Python objects (datetimes, strings, ...): classify element by element.
+        bad, naive = _mask(s), _mask(s)
+        values: list[Any] = []
+        for i, v in enumerate(s):
+            if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+                values.append(pd.NaT)
+            elif isinstance(v, datetime):
+                naive[i] = v.tzinfo is None
+                values.append(
+                    pd.Timestamp(v) if v.tzinfo is None else pd.Timestamp(v).tz_convert("UTC")
+                )
+            elif isinstance(v, str):
+                one, b, n = _parse_timestamp_strings(pd.Series([v], dtype="str"))
+                bad[i], naive[i] = b[0], n[0]
+                values.append(one.iloc[0])
+            else:
+                bad[i] = True
+                values.append(pd.NaT)
+        if bad.any() or naive.any():
+            return _Parsed(None, bad, naive, "not a timestamp")
+        return _Parsed(pd.Series(pd.to_datetime(values, utc=True), index=s.index), bad, naive)
+    return _Parsed(None, notna, _mask(s), f"{dt} values, expected timestamps")
+
+
+_PARSERS = {
+    "str": _parse_str,
+    "float": _parse_float,
+    "int": _parse_int,
+    "bool": _parse_bool,
+    "timestamp": _parse_timestamp,
+}
+
+
+_NULL_DTYPES = {
+    "str": "str",
+    "float": "float64",
+    "int": "Int64",
+    "bool": "boolean",
+    "timestamp": "datetime64[us, UTC]",
+}
+
+
+def _spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown table {name!r}; expected one of {', '.join(TABLE_ORDER)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def coerce_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Return `df` with each contract column converted to its contract dtype where lossless.
+
+    Text from CSV becomes numbers, booleans (true/false/1/0/yes/no) and UTC timestamps.
+    A column with any value that does not convert (or a timestamp without a zone) is left
+    unchanged so that `validate_table` reports those rows; nothing becomes NaN silently.
+    Extra columns are kept as they are.
+    """
+    spec = _spec(name)
+    out = df.copy()
+    for col in spec.columns:
+        if col.name not in out.columns or _dtype_matches(out[col.name], col.kind):
+            continue
+        if out[col.name].isna().all():
+            # A column without values fits any kind; give it the kind's null-holding dtype.
+            out[col.name] = pd.Series(
+                pd.array([None] * len(out), dtype=_NULL_DTYPES[col.kind]), index=out.index
+            )
+            continue
+        parsed = _PARSERS[col.kind](out[col.name])
+        if parsed.values is not None:
+            out[col.name] = parsed.values
+    return out
+
+
+def _rows(mask: np.ndarray) -> tuple[list[int], int]:
+    idx = np.flatnonzero(mask)
+    return [int(i) for i in idx[:MAX_EXAMPLE_ROWS]], int(idx.size)
+
+
+def _problem(table: str, column: str | None, message: str, mask: np.ndarray) -> Problem:
+    rows, count = _rows(mask)
+    return Problem(table, column, message, rows, count)
+
+
+def _example(s: pd.Series, mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    if not idx.size:
+        return ""
+    value = s.iloc[int(idx[0])]
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check_column(table: str, col: Column, s: pd.Series) -> list[Problem]:
+    problems: list[Problem] = []
+    notna = s.notna().to_numpy()
+    values = s
+    if not _dtype_matches(s, col.kind) and not (notna.size and not notna.any()):
+        parsed = _PARSERS[col.kind](s)
+        if parsed.bad.any():
+            msg = f"{parsed.detail or 'wrong type'} (expected {col.kind}, got {s.dtype}), e.g. {_example(s, parsed.bad)}"
+            problems.append(_problem(table, col.name, msg, parsed.bad))
+        if parsed.naive.any():
+            msg = f"timestamps without time zone, e.g. {_example(s, parsed.naive)}; give an explicit offset such as Z or +00:00 (not assumed UTC)"
+            problems.append(_problem(table, col.name, msg, parsed.naive))
+        if parsed.values is None:
+            # Null and value checks below need the parsed values; report only the parsed ones.
+            return [*problems, *_check_nulls(table, col, notna)]
+        if not parsed.bad.any() and not parsed.naive.any():
+            problems.append(
+                Problem(
+                    table,
+                    col.name,
+                    f"stored as {s.dtype}, expected {col.kind} (coerce_table converts it)",
+                )
+            )
+        values = parsed.values
+    problems += _check_nulls(table, col, notna)
+    if col.allowed is not None:
+        bad = notna & ~values.isin(col.allowed).to_numpy()
+        if bad.any():
+            seen = sorted({str(v) for v in values[bad].unique()[:5]})
+            msg = f"values not allowed: {', '.join(map(repr, seen))}; allowed: {', '.join(col.allowed)}"
+            problems.append(_problem(table, col.name, msg, bad))
+    if col.value_range is not None and col.kind in ("int", "float"):
+        lo, hi = col.value_range
+        num = values.astype("float64").to_numpy()
+        with np.errstate(invalid="ignore"):
+            bad = notna & ((num < lo) | (num > hi))
+        if bad.any():
+            want = f">= {_fmt(lo)}" if np.isinf(hi) else f"in {_fmt(lo)}..{_fmt(hi)}"
+            if col.kind == "int" and hi - lo == 1:
+                want = f"{_fmt(lo)} or {_fmt(hi)}"
+            msg = f"values out of range (expected {want}), e.g. {_example(s, bad)}"
+            problems.append(_problem(table, col.name, msg, bad))
+    if col.kind == "str" and col.name.endswith("_id") and not col.nullable:
+        empty = notna & (values.astype("str").str.strip() == "").to_numpy()
+        if empty.any():
+            problems.append(_problem(table, col.name, "empty ids", empty))
+    if col.unique:
+        dup = (notna & values.duplicated(keep=False).to_numpy()).astype(bool)
+        if dup.any():
+            n_vals = values[dup].nunique()
+            msg = f"duplicate values ({n_vals} value(s) repeated, e.g. {_example(s, dup)})"
+            problems.append(_problem(table, col.name, msg, dup))
+    return problems
+
+
+def _check_nulls(table: str, col: Column, notna: np.ndarray) -> list[Problem]:
+    if col.nullable or notna.all():
+        return []
+    return [_problem(table, col.name, "nulls in a non-nullable column", ~notna)]
+
+
+def validate_table(name: str, df: pd.DataFrame) -> list[Problem]:
+    """Return every contract problem of one table (an empty list when it is valid)."""
+    spec = _spec(name)
+    if not isinstance(df, pd.DataFrame):
+        return [Problem(name, None, f"expected a pandas DataFrame, got {type(df).__name__}")]
+    problems: list[Problem] = []
+    dup_cols = df.columns[df.columns.duplicated()].unique().tolist()
+    for c in dup_cols:
+        problems.append(Problem(name, str(c), "column appears more than once"))
+    for col in spec.columns:
+        if col.name not in df.columns:
+            problems.append(
+                Problem(
+                    name,
+                    col.name,
+                    f"missing column (expected columns: {', '.join(spec.column_names)})",
+                )
+            )
+        elif col.name not in dup_cols:
+            problems += _check_column(name, col, df[col.name].reset_index(drop=True))
+    if name == "appeals" and not problems:
+        early = (df["resolved_at"] < df["filed_at"]).fillna(False).to_numpy(dtype=bool)
+        if early.any():
+            problems.append(_problem(name, "resolved_at", "resolved before it was filed", early))
+    return problems
+
+
+def validate_dataset(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Return every problem of a whole dataset: per table, then references between tables.
+
+    `items` must be present; other tables are optional. Unknown table names are problems.
+    Cross-table checks run only on columns that passed their own checks.
+    """
+    problems: list[Problem] = []
+    for name in tables:
+        if name not in TABLES:
+            problems.append(
+                Problem(name, None, f"unknown table; expected one of {', '.join(TABLE_ORDER)}")
+            )
+    for name in TABLE_ORDER:
+        if TABLES[name].required and name not in tables:
+            problems.append(Problem(name, None, "required table is missing"))
+    bad_cols: set[tuple[str, str | None]] = set()
+    for name in TABLE_ORDER:
+        if name in tables:
+            found = validate_table(name, tables[name])
+            problems += found
+            bad_cols |= {(p.table, p.column) for p in found}
+
+    def usable(table: str, column: str) -> bool:
+        df = tables.get(table)
+        return (
+            isinstance(df, pd.DataFrame)
+            and column in df.columns
+            and (table, column) not in bad_cols
+        )
+
+    if usable("items", "item_id"):
+        known = tables["items"]["item_id"]
+        for name in _ITEM_REFERENCING:
+            if usable(name, "item_id"):
+                ids = tables[name]["item_id"].reset_index(drop=True)
+                bad = ids.notna().to_numpy() & ~ids.isin(known).to_numpy()
+                if bad.any():
+                    msg = f"item_id not in items, e.g. {_example(ids, bad)}"
+                    problems.append(_problem(name, "item_id", msg, bad))
+    if usable("items", "creator_id") and usable("creators", "creator_id"):
+        ids = tables["items"]["creator_id"].reset_index(drop=True)
+        bad = ids.notna().to_numpy() & ~ids.isin(tables["creators"]["creator_id"]).to_numpy()
+        if bad.any():
+            msg = f"creator_id not in creators, e.g. {_example(ids, bad)}"
+            problems.append(_problem("items", "creator_id", msg, bad))
+    return problems
+
+
+def check_dataset(tables: Mapping[str, pd.DataFrame], context: str = "dataset") -> None:
+    """Raise `ContractError` listing every problem when the dataset breaks the contract."""
+    problems = validate_dataset(tables)
+    if problems:
+        raise ContractError(problems, context)
