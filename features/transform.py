@@ -1,0 +1,523 @@
+"""One feature transform for batch training and online scoring.
+
+`FeatureTransform` turns a snapshot (a DataFrame, a list of dicts or one dict posted to the
+scoring service) into the model's feature vector. Both paths share one implementation:
+
+1. *extract*: every input cell goes through the same scalar kernel (`_as_float`,
+   `_category_key`, `features.text.text_stats`) into a float matrix of raw inputs. The batch
+   path takes a fast vectorised route only where it is exact by construction (numeric
+   dtypes cast to float64; categorical codes looked up once per distinct value);
+2. *compute*: one function (`_compute`) applies the numpy ops (log1p, ratios, copies) to
+   that matrix, whether it has one row or a million.
+
+So the vectors are identical bit for bit, which `tests/features/test_transform_property.py`
+proves with hypothesis. The one-record path builds no pandas object.
+
+Feature families (output order):
+
+- ``numeric``: the value as float (bools -> 0/1); NaN stays NaN (LightGBM handles it).
+- ``counts``: ``log1p(count)``; negative counts are rejected.
+- ``ratios``: ``num / (den + 1)`` for each (num, den) pair. Add-one smoothing makes the rate
+  defined at zero (0 views -> 0), shrinks rates backed by little evidence (1 like of 1 view
+  -> 0.5, 100 of 100 -> 0.99) and keeps it monotone in both counts. NaN if either is NaN.
+- ``categorical``: integer codes learned in `fit`: values seen at least
+  ``min_category_count`` times get codes 1..k (sorted by value); rare and unseen values get
+  the reserved code 0 (``OTHER_CODE``); null or missing -> NaN. Their positions are in
+  ``categorical_indices_`` for LightGBM (or one-hot encoding in a linear baseline).
+- ``text``: the dense statistics of `features.text.TEXT_STAT_NAMES` per text column. A
+  column named ``hashtags`` (or ending in ``hashtags``) is a space-separated tag list.
+
+Hashed word n-grams of all text columns (`text_hashed`, `text_hashed_one`) are separate,
+for a linear text model: see `features.text.hashed_ngrams` (CRC32 buckets, l2-normalised
+term frequencies).
+
+A column absent from the frame at fit time produces no features (a ratio needs both of its
+columns). Absent at transform time, or a key missing from a record, gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+
+from features.schema import (
+    EVENT_COUNT_COLUMNS,
+    REPORT_REASON_COLUMNS,
+    VELOCITY_COLUMNS,
+    WINDOWS_H,
+)
+from features.text import TEXT_STAT_NAMES, hashed_ngrams, text_stats
+
+OTHER_CODE = 0  # the categorical code of rare and unseen values
+_NAN = math.nan
+
+
+class _Missing:
+    """Marks a key absent from a record (distinct from an explicit None)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+    def __reduce__(self) -> str:
+        return "_MISSING"
+
+
+_MISSING = _Missing()
+_NA_SCALARS = (pd.NA, pd.NaT)
+
+
+def _as_float(value: Any, field: str) -> float:
+    """One numeric cell as float: None/NaN/missing -> NaN, bool -> 0/1; strings are an error."""
+    t = type(value)
+    if t is float:
+        return value
+    if t is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"field {field!r}: number {value} is too large for float64") from None
+    if value is None or value is _MISSING:
+        return _NAN
+    if t is bool or isinstance(value, np.bool_):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if any(value is na for na in _NA_SCALARS):
+        return _NAN
+    raise ValueError(
+        f"field {field!r}: expected a number, bool or null, got {type(value).__name__} "
+        f"{_short(value)}"
+    )
+
+
+def _category_key(value: Any, field: str) -> str | None:
+    """One categorical cell as its string key (None when null or missing).
+
+    JSON callers may send 3 where the frame holds 3.0 or "3": integral numbers become
+    "3" either way, bools "true"/"false", so a value gets the same code on both paths.
+    """
+    t = type(value)
+    if t is str:
+        return value
+    if value is None or value is _MISSING:
+        return None
+    if t is bool or isinstance(value, np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v != v:
+            return None
+        if v.is_integer():
+            return str(int(v))
+        return repr(v)
+    if any(value is na for na in _NA_SCALARS):
+        return None
+    raise ValueError(
+        f"field {field!r}: expected a category (string, number, bool or null), got "
+        f"{type(value).__name__} {_short(value)}"
+    )
+
+
+def _as_text(value: Any, field: str) -> str | None:
+    """One text cell: a string, or None when null or missing; anything else is an error."""
+    if type(value) is str:
+        return value
+    if value is None or value is _MISSING:
+        return None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (float, np.floating)) and value != value:
+        return None
+    if any(value is na for na in _NA_SCALARS):
+        return None
+    raise ValueError(
+        f"field {field!r}: expected text (a string or null), got {type(value).__name__} "
+        f"{_short(value)}"
+    )
+
+
+def _short(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _is_tag_list(column: str) -> bool:
+    return column.endswith("hashtags")
+
+
+class FeatureTransform(BaseEstimator):
+    """Snapshot -> model feature vector, identical for a frame, records and one record."""
+
+    def __init__(
+        self,
+        numeric: Sequence[str] = (),
+        counts: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        text: Sequence[str] = (),
+        ratios: Sequence[tuple[str, str]] = (),
+        hash_dim: int = 2**18,
+        ngram_range: tuple[int, int] = (1, 2),
+        min_category_count: int = 5,
+    ) -> None:
+        self.numeric = numeric
+        self.counts = counts
+        self.categorical = categorical
+        self.text = text
+        self.ratios = ratios
+        self.hash_dim = hash_dim
+        self.ngram_range = ngram_range
+        self.min_category_count = min_category_count
+
+    # ------------------------------------------------------------------ configuration
+
+    @classmethod
+    def for_snapshots(cls, **overrides: Any) -> FeatureTransform:
+        """The default configuration for the snapshot columns of `features.schema`."""
+        counts = (
+            EVENT_COUNT_COLUMNS
+            + VELOCITY_COLUMNS
+            + ("n_viewers", "n_reporters")
+            + REPORT_REASON_COLUMNS
+            + (
+                "n_comment_toxic",
+                "creator_followers",
+                "creator_n_items",
+                "creator_prior_removals",
+                "creator_prior_overturned",
+                "mod_n_actions",
+            )
+        )
+        numeric = (
+            "duration_s",
+            "age_h",
+            "horizon_h",
+            "mean_watch_frac",
+            "comment_mean_len",
+            "creator_age_d",
+            "creator_verified",
+            "mod_removed",
+            "mod_restricted",
+        )
+        categorical = (
+            "format",
+            "region",
+            "language",
+            "category",
+            "anchor",
+            "action",
+            "action_source",
+            "action_policy",
+        )
+        per_view = ("like", "share", "comment", "report", "not_interested", "download", "follow")
+        ratios: list[tuple[str, str]] = [(f"n_{k}", "n_view") for k in per_view]
+        ratios += [("n_comment_toxic", "n_comment"), ("n_reporters", "n_viewers")]
+        for w in WINDOWS_H:
+            # velocity: how much of the activity is recent, and recent rates themselves
+            ratios += [(f"n_{k}_{w}h", f"n_{k}") for k in ("view", "report", "not_interested")]
+            ratios += [(f"n_{k}_{w}h", f"n_view_{w}h") for k in ("like", "report", "share")]
+        ratios += [(c, "n_report") for c in REPORT_REASON_COLUMNS]
+        ratios += [
+            ("n_view", "creator_followers"),
+            ("creator_prior_removals", "creator_n_items"),
+            ("creator_prior_overturned", "creator_prior_removals"),
+        ]
+        params: dict[str, Any] = {
+            "numeric": numeric,
+            "counts": counts,
+            "categorical": categorical,
+            "text": ("caption", "hashtags"),
+            "ratios": tuple(ratios),
+        }
+        params.update(overrides)
+        return cls(**params)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, frame: pd.DataFrame, y: Any = None) -> Self:
+        """Keep the configured columns present in `frame`, learn category codes, name features."""
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"fit expects a pandas DataFrame, got {type(frame).__name__}")
+        lo, hi = self.ngram_range
+        if not (1 <= lo <= hi):
+            raise ValueError(f"ngram_range must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+        if int(self.hash_dim) < 1:
+            raise ValueError(f"hash_dim must be a positive integer, got {self.hash_dim}")
+        if int(self.min_category_count) < 1:
+            raise ValueError(f"min_category_count must be >= 1, got {self.min_category_count}")
+        for pair in self.ratios:
+            if len(pair) != 2:
+                raise ValueError(f"ratios must be (numerator, denominator) pairs, got {pair!r}")
+
+        cols = set(frame.columns)
+        numeric = [c for c in dict.fromkeys(self.numeric) if c in cols]
+        counts = [c for c in dict.fromkeys(self.counts) if c in cols]
+        ratios = [
+            (n, d) for n, d in dict.fromkeys(map(tuple, self.ratios)) if n in cols and d in cols
+        ]
+        categorical = [c for c in dict.fromkeys(self.categorical) if c in cols]
+        text = [c for c in dict.fromkeys(self.text) if c in cols]
+
+        # Raw numeric inputs: each column once, whatever role(s) it plays.
+        num_inputs = list(dict.fromkeys(numeric + counts + [c for p in ratios for c in p]))
+        for c in num_inputs:
+            _numeric_column(frame[c], c)  # type check now rather than at the first transform
+
+        categories: dict[str, list[str]] = {}
+        for c in categorical:
+            tally = _category_tally(frame[c], c)
+            categories[c] = sorted(k for k, n in tally.items() if n >= self.min_category_count)
+
+        self.numeric_columns_ = numeric
+        self.count_columns_ = counts
+        self.ratio_pairs_ = ratios
+        self.categorical_columns_ = categorical
+        self.text_columns_ = text
+        self.numeric_inputs_ = num_inputs
+        self.categories_ = categories
+        self.category_codes_ = {
+            c: {k: i + 1 for i, k in enumerate(vals)} for c, vals in categories.items()
+        }
+
+        names = list(numeric)
+        names += [f"log1p_{c}" for c in counts]
+        names += [f"{n}_per_{d}" for n, d in ratios]
+        first_cat = len(names)
+        names += categorical
+        names += [f"{c}__{s}" for c in text for s in TEXT_STAT_NAMES]
+        self.feature_names_ = names
+        self.categorical_indices_ = list(range(first_cat, first_cat + len(categorical)))
+        self.n_features_out_ = len(names)
+        self._compile()
+        return self
+
+    def _compile(self) -> None:
+        """Index arrays from the raw-input matrix to the output (plain data: picklable)."""
+        pos = {c: i for i, c in enumerate(self.numeric_inputs_)}
+        k_num = len(self.numeric_inputs_)
+        k_cat = len(self.categorical_columns_)
+        n_stats = len(TEXT_STAT_NAMES)
+        k_raw = k_num + k_cat + n_stats * len(self.text_columns_)
+        # Raw matrix layout: [numeric inputs | category codes | text stats].
+        n_numeric = len(self.numeric_columns_)
+        n_counts = len(self.count_columns_)
+        n_ratio = len(self.ratio_pairs_)
+        copy_in = [pos[c] for c in self.numeric_columns_] + list(range(k_num, k_raw))
+        copy_out = list(range(n_numeric)) + list(
+            range(n_numeric + n_counts + n_ratio, self.n_features_out_)
+        )
+        self._k_raw = k_raw
+        self._copy_in = np.asarray(copy_in, dtype=np.intp)
+        self._copy_out = np.asarray(copy_out, dtype=np.intp)
+        self._log_in = np.asarray([pos[c] for c in self.count_columns_], dtype=np.intp)
+        self._log_out = np.arange(n_numeric, n_numeric + n_counts, dtype=np.intp)
+        self._ratio_num = np.asarray([pos[n] for n, _ in self.ratio_pairs_], dtype=np.intp)
+        self._ratio_den = np.asarray([pos[d] for _, d in self.ratio_pairs_], dtype=np.intp)
+        self._ratio_out = np.arange(
+            n_numeric + n_counts, n_numeric + n_counts + n_ratio, dtype=np.intp
+        )
+        self._tag_list = [_is_tag_list(c) for c in self.text_columns_]
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "feature_names_"):
+            raise ValueError("FeatureTransform is not fitted: call fit(frame) first")
+
+    # ------------------------------------------------------------------ shared compute
+
+    def _compute(self, raw: np.ndarray) -> np.ndarray:
+        """Raw-input matrix (n, k_raw) -> features (n, d). The only numeric code of both paths."""
+        out = np.empty((raw.shape[0], self.n_features_out_), dtype=np.float64)
+        out[:, self._copy_out] = raw[:, self._copy_in]
+        if self._log_in.size:
+            c = raw[:, self._log_in]
+            if (c < 0).any():
+                bad = self.count_columns_[int(np.nonzero((c < 0).any(axis=0))[0][0])]
+                raise ValueError(f"field {bad!r}: counts must be >= 0, got a negative value")
+            out[:, self._log_out] = np.log1p(c)
+        if self._ratio_out.size:
+            out[:, self._ratio_out] = raw[:, self._ratio_num] / (raw[:, self._ratio_den] + 1.0)
+        return out
+
+    def _record_raw(self, record: Mapping[str, Any], row: list[float]) -> None:
+        """Append one record's raw inputs to `row` (the scalar kernels; no pandas)."""
+        get = record.get
+        for c in self.numeric_inputs_:
+            row.append(_as_float(get(c, _MISSING), c))
+        for c in self.categorical_columns_:
+            key = _category_key(get(c, _MISSING), c)
+            row.append(_NAN if key is None else float(self.category_codes_[c].get(key, OTHER_CODE)))
+        for c, tags in zip(self.text_columns_, self._tag_list, strict=True):
+            row.extend(text_stats(_as_text(get(c, _MISSING), c), tag_list=tags))
+
+    # ------------------------------------------------------------------ online paths
+
+    def transform_one(self, record: Mapping[str, Any]) -> np.ndarray:
+        """One record (e.g. a JSON dict) -> feature vector (d,). Builds no pandas object."""
+        self._check_fitted()
+        if not isinstance(record, Mapping):
+            raise ValueError(f"transform_one expects a mapping, got {type(record).__name__}")
+        row: list[float] = []
+        self._record_raw(record, row)
+        raw = np.array(row, dtype=np.float64).reshape(1, self._k_raw)
+        return self._compute(raw)[0]
+
+    def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Records -> feature matrix (n, d), the online batch path. Builds no pandas object."""
+        self._check_fitted()
+        raw = np.empty((len(records), self._k_raw), dtype=np.float64)
+        row: list[float] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise ValueError(f"record {i} is a {type(record).__name__}, expected a mapping")
+            row.clear()
+            self._record_raw(record, row)
+            raw[i] = row
+        return self._compute(raw)
+
+    def text_hashed_one(self, record: Mapping[str, Any]) -> sp.csr_matrix:
+        """Hashed word n-grams of one record's text columns, a (1, hash_dim) CSR row."""
+        self._check_fitted()
+        texts = [_as_text(record.get(c, _MISSING), c) for c in self.text_columns_]
+        idx, val = hashed_ngrams(texts, int(self.hash_dim), tuple(self.ngram_range))
+        return sp.csr_matrix(
+            (
+                np.array(val, dtype=np.float64),
+                np.array(idx, dtype=np.int32),
+                np.array([0, len(idx)], dtype=np.int32),
+            ),
+            shape=(1, int(self.hash_dim)),
+        )
+
+    # ------------------------------------------------------------------ batch paths
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Frame -> feature matrix (n, d) float64; the batch path."""
+        self._check_fitted()
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"transform expects a pandas DataFrame, got {type(frame).__name__}")
+        n = len(frame)
+        raw = np.empty((n, self._k_raw), dtype=np.float64)
+        j = 0
+        for c in self.numeric_inputs_:
+            raw[:, j] = _numeric_column(frame[c], c) if c in frame.columns else _NAN
+            j += 1
+        for c in self.categorical_columns_:
+            raw[:, j] = self._category_column(frame[c], c) if c in frame.columns else _NAN
+            j += 1
+        n_stats = len(TEXT_STAT_NAMES)
+        for c, tags in zip(self.text_columns_, self._tag_list, strict=True):
+            if c in frame.columns:
+                raw[:, j : j + n_stats] = _text_stats_column(frame[c], c, tags)
+            else:
+                raw[:, j : j + n_stats] = text_stats(None)
+            j += n_stats
+        return self._compute(raw)
+
+    def fit_transform(self, frame: pd.DataFrame, y: Any = None) -> np.ndarray:
+        """`fit` then `transform` on the same frame."""
+        return self.fit(frame).transform(frame)
+
+    def text_hashed(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        """Hashed word n-grams of the frame's text columns, an (n, hash_dim) CSR matrix."""
+        self._check_fitted()
+        n = len(frame)
+        columns = [
+            [_as_text(v, c) for v in frame[c].tolist()] if c in frame.columns else [None] * n
+            for c in self.text_columns_
+        ]
+        dim = int(self.hash_dim)
+        ngr = tuple(self.ngram_range)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        all_idx: list[int] = []
+        all_val: list[float] = []
+        for i in range(n):
+            idx, val = hashed_ngrams([col[i] for col in columns], dim, ngr)
+            all_idx.extend(idx)
+            all_val.extend(val)
+            indptr[i + 1] = len(all_idx)
+        return sp.csr_matrix(
+            (np.array(all_val, dtype=np.float64), np.array(all_idx, dtype=np.int32), indptr),
+            shape=(n, dim),
+        )
+
+    def _category_column(self, series: pd.Series, field: str) -> np.ndarray:
+        """Codes of a column: the scalar kernel once per distinct value, then a lookup."""
+        codes_of = self.category_codes_[field]
+        if series.dtype == object:
+            # Mixed Python objects: factorize would merge True with 1; go value by value
+            # (strings, the common case, are memoised).
+            cache: dict[str, float] = {}
+            out = np.empty(len(series), dtype=np.float64)
+            for i, v in enumerate(series.tolist()):
+                if type(v) is str:
+                    code = cache.get(v)
+                    if code is None:
+                        code = cache[v] = float(codes_of.get(v, OTHER_CODE))
+                else:
+                    key = _category_key(v, field)
+                    code = _NAN if key is None else float(codes_of.get(key, OTHER_CODE))
+                out[i] = code
+            return out
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        lut = np.empty(len(uniques) + 1, dtype=np.float64)
+        for i, v in enumerate(uniques.tolist() if hasattr(uniques, "tolist") else list(uniques)):
+            key = _category_key(v, field)
+            lut[i] = _NAN if key is None else float(codes_of.get(key, OTHER_CODE))
+        lut[-1] = _NAN  # code -1 (NA) indexes the last slot
+        return lut[codes]
+
+
+def _category_tally(series: pd.Series, field: str) -> dict[str, int]:
+    """How often each category key occurs (nulls left out), via the scalar kernel."""
+    tally: dict[str, int] = {}
+    if series.dtype == object:
+        values: Iterable[tuple[Any, int]] = ((v, 1) for v in series.tolist())
+    else:
+        vc = series.value_counts(dropna=True)
+        values = zip(vc.index.tolist(), vc.tolist(), strict=True)
+    for value, n in values:
+        key = _category_key(value, field)
+        if key is not None:
+            tally[key] = tally.get(key, 0) + n
+    return tally
+
+
+def _numeric_column(series: pd.Series, field: str) -> np.ndarray:
+    """A numeric input column as float64; the scalar kernel for object columns."""
+    dtype = series.dtype
+    if pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return np.fromiter(
+            (_as_float(v, field) for v in series.tolist()), np.float64, count=len(series)
+        )
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        return series.to_numpy(dtype=np.float64, na_value=_NAN)
+    if pd.api.types.is_string_dtype(dtype):
+        present = series.dropna()
+        if len(present):
+            _as_float(present.iloc[0], field)  # raises, naming the field and the value
+        return np.full(len(series), _NAN)
+    raise ValueError(f"field {field!r}: expected a numeric column, got dtype {dtype}")
+
+
+def _text_stats_column(series: pd.Series, field: str, tag_list: bool) -> np.ndarray:
+    """Text statistics of a column: the scalar kernel once per distinct string."""
+    cache: dict[str | None, tuple[float, ...]] = {}
+    rows = []
+    for v in series.tolist():
+        t = _as_text(v, field)
+        s = cache.get(t)
+        if s is None:
+            s = cache[t] = text_stats(t, tag_list=tag_list)
+        rows.append(s)
+    if not rows:
+        return np.empty((0, len(TEXT_STAT_NAMES)), dtype=np.float64)
+    return np.array(rows, dtype=np.float64)
