@@ -1,9 +1,97 @@
-"""`surfacer` commands owned by the features package (thin wrappers over importable functions)."""
+"""`surfacer` commands owned by the features package (thin wrappers over importable functions).
+
+Commands are grouped in Typer sub-apps (`surfacer data ...`) so that each area of the package
+adds its own group without touching the others.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
 import typer
+
+from features.flat import FlatDataset, load_flat
+from features.io import describe_dataset, load_dataset, table_summary
+
+data_app = typer.Typer(
+    help="Check and summarize datasets: a folder of raw tables or a flat-dataset TOML spec.",
+    no_args_is_help=True,
+)
+
+PathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A dataset folder (<table>.parquet|csv) or a flat-dataset spec (.toml).",
+        show_default=False,
+    ),
+]
+
+
+def _is_spec(path: Path) -> bool:
+    return path.suffix == ".toml"
+
+
+def _echo_frame(df: pd.DataFrame) -> None:
+    typer.echo(df.to_string(index=False) if len(df) else "  (none)")
+
+
+def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
+    spec = ds.spec
+    typer.echo(f"flat dataset {spec.name!r}: {spec.path}")
+    typer.echo(
+        f"  source rows {ds.n_source_rows}, kept {len(ds.frame)}, dropped {len(ds.dropped)}"
+        + (f", repaired quoted rows {ds.repaired}" if ds.repaired else "")
+    )
+    for reason, n in ds.drop_reasons().items():
+        typer.echo(f"  dropped {n:>6}  {reason}")
+    if not details:
+        return
+    for issue, rate in ds.label_rates().items():
+        rule = spec.labels[issue]
+        how = f"== {rule.equals!r}" if rule.equals is not None else f"!= {rule.not_equals!r}"
+        typer.echo(f"  label {issue}: rate {rate:.4f} ({rule.column} {how})")
+    if spec.time:
+        typer.echo(f"  time {spec.time}: {ds.frame['as_of'].min()} .. {ds.frame['as_of'].max()}")
+    roles = {
+        "id": [spec.id],
+        "text": spec.text,
+        "numeric": spec.numeric,
+        "categorical": spec.categorical,
+    }
+    for role, cols in roles.items():
+        typer.echo(f"  {role}: {', '.join(cols) or '-'}")
+
+
+@data_app.command("validate")
+def validate_cmd(path: PathArg) -> None:
+    """Check a dataset against the contract; print a per-table summary or every problem."""
+    if _is_spec(path):
+        _echo_flat(load_flat(path), details=False)
+        return
+    tables = load_dataset(path)
+    summary = table_summary(tables)
+    summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
+    typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
+    _echo_frame(summary)
+
+
+@data_app.command("describe")
+def describe_cmd(path: PathArg) -> None:
+    """Describe a dataset: row counts, time range per table, label rates, value counts."""
+    if _is_spec(path):
+        _echo_flat(load_flat(path), details=True)
+        return
+    info = describe_dataset(load_dataset(path))
+    typer.echo(f"dataset {str(path)!r}")
+    _echo_frame(info["tables"])
+    typer.echo("\nlabel rates")
+    _echo_frame(info["labels"])
+    typer.echo("\nvalue counts")
+    _echo_frame(info["breakdown"])
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
+    app.add_typer(data_app, name="data")

@@ -156,3 +156,72 @@ def _publish(tmp: Path, out: Path) -> None:
     else:
         # rename onto a missing or empty folder is atomic on POSIX.
         os.replace(tmp, out)
+
+
+# The column that dates each table's rows (for time ranges in summaries).
+TIME_COLUMNS: dict[str, str] = {
+    "items": "created_at",
+    "creators": "created_at",
+    "events": "ts",
+    "moderation": "ts",
+    "appeals": "filed_at",
+    "labels": "labeled_at",
+}
+# Enum columns whose value counts say most about a table at a glance.
+BREAKDOWNS: dict[str, str] = {
+    "items": "format",
+    "events": "kind",
+    "moderation": "action",
+    "appeals": "outcome",
+    "labels": "source",
+}
+
+
+def table_summary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per table: rows, number of columns and the extra (non-contract) columns."""
+    rows = []
+    for name, df in tables.items():
+        known = set(TABLES[name].column_names) if name in TABLES else set()
+        extra = [str(c) for c in df.columns if c not in known]
+        rows.append(
+            {"table": name, "rows": len(df), "columns": df.shape[1], "extra_columns": extra}
+        )
+    return pd.DataFrame(rows, columns=["table", "rows", "columns", "extra_columns"])
+
+
+def describe_dataset(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Summaries of a loaded dataset: per-table rows and time range, label rates, enum counts.
+
+    Returns frames keyed "tables" (table, rows, time_column, start, end), "labels" (issue,
+    labels, positives, rate; empty without a labels table) and "breakdown" (table, column,
+    value, rows).
+    """
+    per_table = []
+    for name, df in tables.items():
+        col = TIME_COLUMNS.get(name)
+        times = df[col] if col in df.columns else pd.Series(dtype="datetime64[us, UTC]")
+        per_table.append(
+            {
+                "table": name,
+                "rows": len(df),
+                "time_column": col,
+                "start": times.min() if len(times) else pd.NaT,
+                "end": times.max() if len(times) else pd.NaT,
+            }
+        )
+    labels = pd.DataFrame(columns=["issue", "labels", "positives", "rate"])
+    if "labels" in tables and len(tables["labels"]):
+        g = tables["labels"].groupby("issue", sort=True)["label"]
+        labels = pd.DataFrame(
+            {"labels": g.size(), "positives": g.sum().astype("int64"), "rate": g.mean()}
+        ).reset_index()
+    breakdown = []
+    for name, col in BREAKDOWNS.items():
+        if name in tables and col in tables[name].columns:
+            for value, n in tables[name][col].value_counts(dropna=False).sort_index().items():
+                breakdown.append({"table": name, "column": col, "value": value, "rows": int(n)})
+    return {
+        "tables": pd.DataFrame(per_table),
+        "labels": labels,
+        "breakdown": pd.DataFrame(breakdown, columns=["table", "column", "value", "rows"]),
+    }

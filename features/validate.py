@@ -188,21 +188,33 @@ def _parse_bool(s: pd.Series) -> _Parsed:
     return _Parsed(out.astype(bool), _mask(s), _mask(s))
 
 
-def _parse_timestamp_strings(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Parse text timestamps to UTC; returns (values, unparseable rows, rows without zone)."""
+def parse_timestamp_text(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse text timestamps to UTC; returns (values, unparseable rows, rows without zone).
+
+    Values without a zone are NaT in the result and flagged, never assumed to be UTC.
+    """
     text = s.astype("str").str.strip()
     notna = text.notna().to_numpy()
     has_zone = text.str.contains(_TZ_SUFFIX, na=False).to_numpy()
+    out = _to_utc(text.where(has_zone))
+    bad = has_zone & out.isna().to_numpy()
     naive = notna & ~has_zone
-    zoned = text.where(has_zone)
-    out = pd.to_datetime(zoned, utc=True, format="ISO8601", errors="coerce")
-    retry = has_zone & out.isna().to_numpy()
+    if naive.any():
+        # Only to tell "no zone" from "not a timestamp at all"; these values are not used.
+        unreadable = naive & _to_utc(text.where(naive)).isna().to_numpy()
+        bad |= unreadable
+        naive &= ~unreadable
+    return out, bad, naive
+
+
+def _to_utc(text: pd.Series) -> pd.Series:
+    out = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    retry = text.notna().to_numpy() & out.isna().to_numpy()
     if retry.any():
         # Non-ISO layouts (e.g. "01/02/2024 10:00 +01:00") are slower to parse; only retry them.
         out = out.copy()
         out[retry] = pd.to_datetime(text[retry], utc=True, format="mixed", errors="coerce")
-    bad = has_zone & out.isna().to_numpy()
-    return out, bad, naive
+    return out
 
 
 def _parse_timestamp(s: pd.Series) -> _Parsed:
@@ -213,7 +225,7 @@ def _parse_timestamp(s: pd.Series) -> _Parsed:
     if pd.api.types.is_datetime64_dtype(dt):
         return _Parsed(None, _mask(s), notna, "")
     if isinstance(dt, pd.StringDtype) or (dt.kind == "O" and not _non_str(s).any()):
-        out, bad, naive = _parse_timestamp_strings(s)
+        out, bad, naive = parse_timestamp_text(s)
         ok = not bad.any() and not naive.any()
         return _Parsed(out if ok else None, bad, naive, "not a timestamp")
     if dt.kind == "O":
@@ -229,7 +241,7 @@ def _parse_timestamp(s: pd.Series) -> _Parsed:
                     pd.Timestamp(v) if v.tzinfo is None else pd.Timestamp(v).tz_convert("UTC")
                 )
             elif isinstance(v, str):
-                one, b, n = _parse_timestamp_strings(pd.Series([v], dtype="str"))
+                one, b, n = parse_timestamp_text(pd.Series([v], dtype="str"))
                 bad[i], naive[i] = b[0], n[0]
                 values.append(one.iloc[0])
             else:

@@ -1,0 +1,431 @@
+"""Flat datasets: one row per item with counters already aggregated, described by a TOML spec.
+
+The spec names the file and each column's role (id, time, text, numeric, categorical) and the
+issue labels with their positive value. Loading keeps only complete rows: a row with a blank
+or unreadable value in an id, label or feature column is dropped and reported with a reason,
+never filled with zeros. Example spec (paths resolve against the spec file's folder):
+
+    name = "tiktok_claims"
+    path = "../../../shared/data/tiktok_claims.csv"
+    id = "video_id"
+    text = ["video_transcription_text"]
+    numeric = ["video_duration_sec", "video_view_count"]
+    categorical = ["verified_status"]
+    [labels.claim]
+    column = "claim_status"
+    equals = "claim"
+"""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.validate import parse_timestamp_text
+
+SPEC_KEYS = frozenset(
+    {
+        "name",
+        "path",
+        "id",
+        "time",
+        "timezone",
+        "text",
+        "numeric",
+        "categorical",
+        "labels",
+        "repair_quoted_rows",
+        "description",
+    }
+)
+LABEL_KEYS = frozenset({"column", "equals", "not_equals"})
+# Frame columns the loader creates; a spec column with one of these names would be shadowed.
+RESERVED = ("item_id", "as_of")
+
+# The cell texts pandas reads as missing by default; a repaired row must read the same way.
+NA_TOKENS = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"),
+    *("1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
+
+LabelValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """How one issue's 0/1 label is read from a column: `equals` or `not_equals` a value."""
+
+    column: str
+    equals: LabelValue | None = None
+    not_equals: LabelValue | None = None
+
+    def __post_init__(self) -> None:
+        if (self.equals is None) == (self.not_equals is None):
+            raise ValueError(
+                f"label rule on column {self.column!r} needs exactly one of equals / not_equals, "
+                f"got equals={self.equals!r}, not_equals={self.not_equals!r}"
+            )
+
+    def apply(self, values: pd.Series) -> pd.Series:
+        """Return 0/1 labels (int64) for non-blank `values`."""
+        target = self.equals if self.equals is not None else self.not_equals
+        hit = _matches(values, target)
+        if self.not_equals is not None:
+            hit = ~hit
+        return hit.astype("int64")
+
+
+def _matches(values: pd.Series, target: LabelValue | None) -> pd.Series:
+    # Compare numerically when both sides are numbers (1 == 1.0 == "1"); else as trimmed text.
+    if isinstance(target, bool):
+        text = values.astype("str").str.strip().str.lower()
+        truthy = {"true", "1", "yes", "t", "y"} if target else {"false", "0", "no", "f", "n"}
+        return text.isin(truthy)
+    if isinstance(target, int | float):
+        return pd.to_numeric(values, errors="coerce").eq(float(target))
+    return values.astype("str").str.strip().eq(str(target))
+
+
+@dataclass
+class FlatSpec:
+    """A flat dataset's file and column roles (see the module docstring for the TOML form)."""
+
+    name: str
+    path: Path
+    id: str
+    time: str | None = None
+    text: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    labels: dict[str, LabelRule] = field(default_factory=dict)
+    timezone: str | None = None  # declares the zone of naive times; never assumed otherwise
+    repair_quoted_rows: bool = True
+    source: Path | None = None  # the TOML file this spec came from
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.text, *self.numeric, *self.categorical]
+
+    @property
+    def issues(self) -> list[str]:
+        return list(self.labels)
+
+    def columns(self) -> list[str]:
+        """Every source column the spec names (id, time, features, labels), in order, unique."""
+        cols = [self.id, *([self.time] if self.time else []), *self.feature_columns]
+        cols += [r.column for r in self.labels.values()]
+        return list(dict.fromkeys(cols))
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self._check()
+
+    def _check(self) -> None:
+        where = f"flat spec {self.name!r}"
+        if not self.labels:
+            raise ValueError(f"{where} declares no [labels.<issue>] tables; expected at least one")
+        roles: dict[str, list[str]] = {}
+        for role, cols in (
+            ("id", [self.id]),
+            ("time", [self.time] if self.time else []),
+            ("text", self.text),
+            ("numeric", self.numeric),
+            ("categorical", self.categorical),
+        ):
+            for c in cols:
+                if not isinstance(c, str) or not c:
+                    raise ValueError(
+                        f"{where}: {role} column names must be non-empty strings, got {c!r}"
+                    )
+                roles.setdefault(c, []).append(role)
+        clash = {c: r for c, r in roles.items() if len(r) > 1}
+        if clash:
+            detail = "; ".join(f"{c!r} as {' and '.join(r)}" for c, r in clash.items())
+            raise ValueError(f"{where}: a column may have one role only, got {detail}")
+        label_cols = {r.column for r in self.labels.values()}
+        leaked = sorted(label_cols & set(roles))
+        if leaked:
+            # A label used as a feature (or as the id/time) would leak the answer into the model.
+            raise ValueError(
+                f"{where}: label column(s) {leaked} must not also be id, time or features"
+            )
+        reserved = sorted(set(self.feature_columns) & set(RESERVED))
+        if reserved:
+            raise ValueError(f"{where}: feature column names {reserved} are reserved by the loader")
+
+
+def load_spec(path: str | Path) -> FlatSpec:
+    """Read a flat-dataset TOML spec; a relative `path` in it resolves against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"flat dataset spec {str(path)!r} does not exist")
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"flat dataset spec {str(path)!r} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise ValueError(
+            f"flat dataset spec {str(path)!r} has unknown keys {unknown}; "
+            f"expected keys: {', '.join(sorted(SPEC_KEYS))}"
+        )
+    missing = [k for k in ("name", "path", "id", "labels") if k not in raw]
+    if missing:
+        raise ValueError(f"flat dataset spec {str(path)!r} lacks required keys {missing}")
+    for key in ("text", "numeric", "categorical"):
+        if not isinstance(raw.get(key, []), list):
+            raise ValueError(
+                f"flat dataset spec {str(path)!r}: {key} must be a list of column names"
+            )
+    if not isinstance(raw["labels"], dict):
+        raise ValueError(f"flat dataset spec {str(path)!r}: labels must be [labels.<issue>] tables")
+    labels: dict[str, LabelRule] = {}
+    for issue, rule in raw["labels"].items():
+        if not isinstance(rule, dict) or "column" not in rule or set(rule) - LABEL_KEYS:
+            raise ValueError(
+                f"flat dataset spec {str(path)!r}: [labels.{issue}] needs `column` and one of "
+                f"`equals` / `not_equals` (got {rule!r})"
+            )
+        labels[issue] = LabelRule(**rule)
+    data = Path(raw["path"])
+    if not data.is_absolute():
+        data = (path.parent / data).resolve()
+    return FlatSpec(
+        name=str(raw["name"]),
+        path=data,
+        id=raw["id"],
+        time=raw.get("time"),
+        text=list(raw.get("text", [])),
+        numeric=list(raw.get("numeric", [])),
+        categorical=list(raw.get("categorical", [])),
+        labels=labels,
+        timezone=raw.get("timezone"),
+        repair_quoted_rows=bool(raw.get("repair_quoted_rows", True)),
+        source=path.resolve(),
+    )
+
+
+@dataclass
+class FlatDataset:
+    """A loaded flat dataset: features per item, long-form labels, and what was dropped why.
+
+    frame: item_id (str), as_of (UTC, NaT without a time column), then the feature columns.
+    labels: item_id, issue, label (int 0/1) for every kept item and issue.
+    dropped: the dropped source rows (all their columns), their 0-based source `row` and a
+    `reason` naming the blank or unreadable columns.
+    repaired: rows that arrived as one quoted field and were split back into columns.
+    """
+
+    spec: FlatSpec
+    frame: pd.DataFrame
+    labels: pd.DataFrame
+    dropped: pd.DataFrame
+    n_source_rows: int = 0
+    repaired: int = 0
+
+    def label_rates(self) -> dict[str, float]:
+        """Share of positive labels per issue among the kept items."""
+        if self.labels.empty:
+            return {issue: float("nan") for issue in self.spec.issues}
+        rates = self.labels.groupby("issue", sort=False)["label"].mean()
+        return {issue: float(rates.get(issue, float("nan"))) for issue in self.spec.issues}
+
+    def drop_reasons(self) -> dict[str, int]:
+        """How many dropped rows carry each reason (a row may carry several)."""
+        if self.dropped.empty:
+            return {}
+        parts = self.dropped["reason"].str.split("; ").explode()
+        return {str(k): int(v) for k, v in parts.value_counts().items()}
+
+
+def _read(spec: FlatSpec) -> pd.DataFrame:
+    path = spec.path
+    if not path.is_file():
+        where = f" (from spec {str(spec.source)!r})" if spec.source else ""
+        raise FileNotFoundError(f"flat dataset file {str(path)!r} does not exist{where}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".txt"):
+        # All text: numbers are converted by the loader so unreadable values can be reported.
+        return pd.read_csv(path, dtype="str")
+    raise ValueError(f"flat dataset file {str(path)!r}: expected a .csv or .parquet file")
+
+
+def _repair_quoted_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Split rows that a CSV writer quoted as one whole field back into their columns.
+
+    Such a row reads as a first column holding the comma-joined line and every other column
+    blank. It is repaired only when it splits into exactly the header's number of fields.
+    """
+    if df.shape[1] < 2:
+        return df, 0
+    first = df.iloc[:, 0]
+    rest_blank = df.iloc[:, 1:].isna().all(axis=1)
+    cand = rest_blank & first.astype("str").str.contains(",", regex=False, na=False)
+    if not cand.any():
+        return df, 0
+    positions = np.flatnonzero(cand.to_numpy())
+    fixed: dict[int, list[str | None]] = {}
+    for pos in positions:
+        fields = next(csv.reader([str(first.iloc[pos])]))
+        if len(fields) == df.shape[1]:
+            fixed[int(pos)] = fields
+    if not fixed:
+        return df, 0
+    out = df.copy()
+    rows = pd.DataFrame.from_dict(fixed, orient="index", columns=df.columns, dtype="str")
+    # Fields of a repaired line are text like the rest of a CSV read; NA tokens become blank.
+    rows = rows.mask(rows.isin(NA_TOKENS))
+    out.iloc[list(fixed)] = rows.to_numpy()
+    return out, len(fixed)
+
+
+def _blank(s: pd.Series) -> np.ndarray:
+    isna = s.isna().to_numpy().copy()
+    if isinstance(s.dtype, pd.StringDtype) or s.dtype.kind == "O":
+        isna |= s.astype("str").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    return isna
+
+
+def _item_ids(s: pd.Series) -> pd.Series:
+    # Integral float ids (a Parquet artefact of nulls in an int column) must not become "12.0".
+    if pd.api.types.is_float_dtype(s.dtype):
+        whole = s.dropna()
+        if (whole % 1 == 0).all():
+            s = s.astype("Int64")
+    out = s.astype("str").str.strip()
+    out[s.isna().to_numpy()] = np.nan
+    return out
+
+
+def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
+    """Load a flat dataset (CSV or Parquet) by its spec; see `FlatDataset` for the result.
+
+    Raises ValueError when named columns are missing (listing the available ones), when ids
+    repeat, or when times have no zone and the spec declares no `timezone`.
+    """
+    if not isinstance(spec, FlatSpec):
+        spec = load_spec(spec)
+    raw = _read(spec).reset_index(drop=True)
+    n_source = len(raw)
+    repaired = 0
+    if spec.repair_quoted_rows and spec.path.suffix != ".parquet":
+        raw, repaired = _repair_quoted_rows(raw)
+
+    missing = [c for c in spec.columns() if c not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"flat dataset {spec.name!r} ({str(spec.path)!r}) lacks column(s) {missing}; "
+            f"available columns: {', '.join(map(str, raw.columns))}"
+        )
+
+    reasons: dict[str, np.ndarray] = {}
+    needed = [spec.id, *([spec.time] if spec.time else []), *spec.feature_columns]
+    needed += [r.column for r in spec.labels.values()]
+    blanks = {c: _blank(raw[c]) for c in dict.fromkeys(needed)}
+
+    numbers: dict[str, pd.Series] = {}
+    for c in spec.numeric:
+        col = raw[c]
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            numbers[c] = col.astype("float64")
+            continue
+        num = pd.to_numeric(col.astype("str").str.strip(), errors="coerce").astype("float64")
+        numbers[c] = num
+        reasons[f"not a number: {c}"] = ~blanks[c] & num.isna().to_numpy()
+
+    as_of = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    if spec.time:
+        as_of, bad_time = _read_times(spec, raw[spec.time], blanks[spec.time])
+        reasons[f"not a timestamp: {spec.time}"] = bad_time
+
+    for c, mask in blanks.items():
+        reasons[f"blank: {c}"] = mask
+    drop = np.zeros(len(raw), dtype=bool)
+    for mask in reasons.values():
+        drop |= mask
+
+    ids = _item_ids(raw[spec.id])
+    dup = ~blanks[spec.id] & ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:5].tolist()
+        raise ValueError(
+            f"flat dataset {spec.name!r}: id column {spec.id!r} has {int(dup.sum())} rows with "
+            f"repeated ids (e.g. {ids.iloc[rows[0]]!r} at rows {rows}); ids must be unique"
+        )
+
+    dropped = raw.loc[drop].copy()
+    dropped.insert(0, "row", np.flatnonzero(drop))
+    dropped["reason"] = _reason_text(reasons, drop, len(raw))
+    dropped = dropped.reset_index(drop=True)
+
+    keep = ~drop
+    kept = raw.loc[keep].reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "item_id": ids[keep].reset_index(drop=True),
+            "as_of": as_of[keep].reset_index(drop=True),
+        }
+    )
+    for c in spec.text:
+        frame[c] = kept[c].astype("str")
+    for c in spec.numeric:
+        frame[c] = numbers[c][keep].reset_index(drop=True)
+    for c in spec.categorical:
+        frame[c] = kept[c].astype("str").str.strip()
+
+    parts = []
+    for issue, rule in spec.labels.items():
+        lab = rule.apply(kept[rule.column])
+        parts.append(
+            pd.DataFrame({"item_id": frame["item_id"], "issue": issue, "label": lab.to_numpy()})
+        )
+    labels = pd.concat(parts, ignore_index=True).astype({"issue": "str", "item_id": "str"})
+    return FlatDataset(spec, frame, labels, dropped, n_source_rows=n_source, repaired=repaired)
+
+
+def _reason_text(reasons: dict[str, np.ndarray], drop: np.ndarray, n: int) -> list[str]:
+    # Group reasons by kind so a row says e.g. "blank: a, b; not a number: c".
+    out: list[str] = []
+    idx = np.flatnonzero(drop)
+    for i in idx:
+        kinds: dict[str, list[str]] = {}
+        for key, mask in reasons.items():
+            if mask[i]:
+                kind, col = key.split(": ", 1)
+                kinds.setdefault(kind, []).append(col)
+        out.append("; ".join(f"{k}: {', '.join(cols)}" for k, cols in kinds.items()))
+    return out
+
+
+def _read_times(spec: FlatSpec, s: pd.Series, blank: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Parse the time column to UTC; returns (times, unreadable rows). Naive needs `timezone`."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        return s.dt.tz_convert("UTC"), np.zeros(len(s), dtype=bool)
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        text = s.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        text[s.isna().to_numpy()] = np.nan
+    else:
+        text = s.astype("str")
+    out, bad, naive = parse_timestamp_text(text)
+    naive &= ~blank
+    if naive.any():
+        if not spec.timezone:
+            rows = np.flatnonzero(naive)[:5].tolist()
+            raise ValueError(
+                f"flat dataset {spec.name!r}: time column {spec.time!r} has {int(naive.sum())} "
+                f"values without a time zone (e.g. {text.iloc[rows[0]]!r} at rows {rows}); add "
+                'an offset to the data or declare the zone with `timezone = "UTC"` in the spec'
+            )
+        local = pd.to_datetime(text.where(naive), format="ISO8601", errors="coerce")
+        local = local.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
+        local = local.dt.tz_convert("UTC").astype(out.dtype)
+        bad |= naive & local.isna().to_numpy()
+        out = out.where(~naive, local)
+    return out, bad & ~blank
