@@ -1,0 +1,168 @@
+"""Point-in-time counting primitives on integer codes: "how many (and what sum) before t".
+
+Snapshots ask, for many (group, t) pairs at once, how many events of a group happened
+strictly before t. Sorting events once by a combined int64 key (group, time) turns each
+question into one `np.searchsorted`, so no per-item Python loop and no string groupby runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+_KEY_LIMIT = 2**62  # combined keys stay well inside int64
+_NS_UNITS = (1_000_000_000, 1_000_000, 1_000, 1)  # s, ms, us, ns grids tried in this order
+
+
+def to_ns(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """Timestamps (any unit, tz-aware or naive-as-UTC) as int64 ns since the epoch; NaT -> min int64."""
+    s = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if not isinstance(s.dtype, pd.DatetimeTZDtype) and s.dtype.kind != "M":
+        s = pd.to_datetime(s, utc=True)
+    return np.asarray(s.dt.as_unit("ns").array.asi8, dtype=np.int64)
+
+
+def codes_for(
+    values: pd.Series | np.ndarray, categories: Sequence[object] | pd.Index
+) -> np.ndarray:
+    """Position of each value in `categories` (int64, -1 when unknown or null).
+
+    Factorizes first (Arrow's hash for string columns) so that only the distinct values are
+    looked up: much faster than hashing every row against the categories.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    lookup = pd.Index(categories).get_indexer(uniques).astype(np.int64)
+    # Appending -1 maps the NA sentinel (-1) to "unknown" through the same take.
+    return np.append(lookup, -1)[codes]
+
+
+class TimeGrid:
+    """Order-preserving map of int64 ns timestamps onto small offsets 0..size-1.
+
+    Uses the coarsest exact unit (s, ms, us, ns) the data sits on, or dense ranks when even
+    that range is too wide to pack with a group code into one int64 key.
+    """
+
+    def __init__(self, ts_ns: np.ndarray, n_groups: int) -> None:
+        ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        self.uniques: np.ndarray | None = None
+        if ts_ns.size == 0:
+            self.origin, self.unit, self.size = 0, 1, 1
+            return
+        self.origin = int(ts_ns.min())
+        rel = ts_ns - self.origin
+        span = int(rel.max())
+        for unit in _NS_UNITS:
+            if span // unit + 1 > _KEY_LIMIT // max(n_groups + 1, 1):
+                continue  # even this unit is too wide; finer ones are wider still
+            if unit == 1 or not np.any(rel % unit):
+                self.unit, self.size = unit, span // unit + 1
+                return
+        # Dense ranks always fit: at most len(ts) distinct values.
+        self.uniques = np.unique(ts_ns)
+        self.unit, self.size = 0, int(self.uniques.size)
+        if (n_groups + 1) * (self.size + 1) > _KEY_LIMIT:
+            raise ValueError(f"cannot pack {n_groups} groups x {self.size} times into int64 keys")
+
+    def offsets(self, ts_ns: np.ndarray) -> np.ndarray:
+        """Exact offsets of data timestamps (those the grid was built from)."""
+        if self.uniques is not None:
+            return np.searchsorted(self.uniques, ts_ns, side="left").astype(np.int64)
+        return (np.asarray(ts_ns, dtype=np.int64) - self.origin) // self.unit
+
+    def to_ns(self, offsets: np.ndarray) -> np.ndarray:
+        """Timestamps back from exact offsets."""
+        if self.uniques is not None:
+            return self.uniques[offsets]
+        return np.asarray(offsets, dtype=np.int64) * self.unit + self.origin
+
+    def query(self, t_ns: np.ndarray) -> np.ndarray:
+        """Offset q with: data offset < q  <=>  data timestamp < t (clipped to 0..size)."""
+        t_ns = np.asarray(t_ns, dtype=np.int64)
+        if self.uniques is not None:
+            return np.searchsorted(self.uniques, t_ns, side="left").astype(np.int64)
+        # ceil((t - origin) / unit) without float rounding; clip first so nothing overflows.
+        rel = (
+            np.clip(t_ns, self.origin - self.unit, self.origin + self.size * self.unit)
+            - self.origin
+        )
+        return np.clip(-((-rel) // self.unit), 0, self.size)
+
+
+class GroupedTimes:
+    """Events sorted by (group, time), answering counts and sums over `time < t` per group.
+
+    `values` are per-event numbers whose prefix sums are kept (NaN counts as 0; keep a
+    separate indicator column to count the non-null ones).
+    """
+
+    def __init__(
+        self,
+        group: np.ndarray,
+        ts_ns: np.ndarray,
+        n_groups: int,
+        values: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        group = np.asarray(group, dtype=np.int64)
+        self.n_groups = int(n_groups)
+        self.grid = TimeGrid(ts_ns, self.n_groups)
+        self.stride = self.grid.size + 1
+        key = group * self.stride + self.grid.offsets(ts_ns)
+        self.sums: dict[str, np.ndarray] = {}
+        if values:
+            order = np.argsort(key, kind="stable")
+            self.key = key[order]
+            for name, v in values.items():
+                v = np.nan_to_num(np.asarray(v, dtype=np.float64)[order], nan=0.0)
+                self.sums[name] = np.concatenate(([0.0], np.cumsum(v)))
+        else:
+            self.key = np.sort(key)
+        # Group starts from a bincount: cheaper than searching each group boundary.
+        self.starts = np.zeros(self.n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(group, minlength=self.n_groups), out=self.starts[1:])
+
+    def __len__(self) -> int:
+        return int(self.key.size)
+
+    def position(self, group: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+        """Index one past the last event of `group` strictly before `t`."""
+        q = np.asarray(group, dtype=np.int64) * self.stride + self.grid.query(t_ns)
+        return np.searchsorted(self.key, q, side="left")
+
+    def count_before(self, group: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+        """Events of `group` with time < t."""
+        return self.position(group, t_ns) - self.starts[group]
+
+    def count_between(self, group: np.ndarray, lo_ns: np.ndarray, hi_ns: np.ndarray) -> np.ndarray:
+        """Events of `group` with lo <= time < hi."""
+        return self.position(group, hi_ns) - self.position(group, lo_ns)
+
+    def sum_before(self, name: str, group: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+        """Sum of value `name` over events of `group` with time < t."""
+        cum = self.sums[name]
+        return cum[self.position(group, t_ns)] - cum[self.starts[group]]
+
+
+def first_occurrences(
+    group: np.ndarray, member: np.ndarray, ts_ns: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(group, earliest ts) of each distinct (group, member) pair; null members (-1) dropped.
+
+    A distinct count before t is then a plain count of these first occurrences before t.
+    """
+    keep = member >= 0
+    group, member, ts_ns = group[keep], member[keep], ts_ns[keep]
+    if group.size == 0:
+        return group.astype(np.int64), ts_ns.astype(np.int64)
+    n_members = int(member.max()) + 1
+    pair = group.astype(np.int64) * n_members + member
+    # One sort of a packed (pair, time) key; the first key of each pair run is its earliest time.
+    grid = TimeGrid(ts_ns, int(pair.max()) + 1)
+    stride = grid.size + 1
+    key = np.sort(pair * stride + grid.offsets(ts_ns))
+    pair_sorted = key // stride
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = pair_sorted[1:] != pair_sorted[:-1]
+    return pair_sorted[first] // n_members, grid.to_ns(key[first] % stride)
