@@ -187,7 +187,13 @@ def load_spec(path: str | Path) -> FlatSpec:
         raise ValueError(f"flat dataset spec {str(path)!r}: labels must be [labels.<issue>] tables")
     labels: dict[str, LabelRule] = {}
     for issue, rule in raw["labels"].items():
-        if not isinstance(rule, dict) or "column" not in rule or set(rule) - LABEL_KEYS:
+        extra = sorted(set(rule) - LABEL_KEYS) if isinstance(rule, dict) else []
+        if extra:
+            raise ValueError(
+                f"flat dataset spec {str(path)!r}: [labels.{issue}] has unknown keys {extra}; "
+                f"expected {', '.join(sorted(LABEL_KEYS))}"
+            )
+        if not isinstance(rule, dict) or "column" not in rule:
             raise ValueError(
                 f"flat dataset spec {str(path)!r}: [labels.{issue}] needs `column` and one of "
                 f"`equals` / `not_equals` (got {rule!r})"

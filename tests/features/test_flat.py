@@ -1,0 +1,275 @@
+"""Flat datasets: TOML specs, blank rows reported and dropped (never zero-filled), labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.flat import FlatSpec, LabelRule, load_flat, load_spec
+from surfacer.cli import run
+
+REPO = Path(__file__).resolve().parents[2]
+TIKTOK_SPEC = REPO / "features" / "specs" / "tiktok_claims.toml"
+
+SPEC = """
+name = "toy"
+path = "data.csv"
+id = "vid"
+text = ["caption"]
+numeric = ["views", "likes"]
+categorical = ["tier"]
+[labels.spam]
+column = "status"
+equals = "spam"
+[labels.banned]
+column = "ban"
+not_equals = "active"
+"""
+
+
+def _toy(tmp_path: Path, csv: str, spec: str = SPEC) -> Path:
+    (tmp_path / "data.csv").write_text(csv)
+    (tmp_path / "toy.toml").write_text(spec)
+    return tmp_path / "toy.toml"
+
+
+TOY_CSV = """vid,caption,views,likes,tier,status,ban,unused
+1,hello,10,1,gold,spam,active,x
+2,world,20,,gold,ok,banned,x
+3,,30,3,free,ok,active,x
+4,again,forty,4,free,spam,under review,x
+5,last,50,5,free,,active,x
+6,fine,60.5,6,gold,ok,active,
+"""
+
+
+def test_toy_dataset_drops_and_explains(tmp_path: Path) -> None:
+    ds = load_flat(_toy(tmp_path, TOY_CSV))
+    assert ds.n_source_rows == 6
+    assert ds.frame["item_id"].tolist() == ["1", "6"]
+    assert list(ds.frame.columns) == ["item_id", "as_of", "caption", "views", "likes", "tier"]
+    assert ds.frame["views"].tolist() == [10.0, 60.5]
+    assert ds.frame["as_of"].isna().all() and str(ds.frame["as_of"].dt.tz) == "UTC"
+    reasons = dict(zip(ds.dropped["vid"], ds.dropped["reason"], strict=True))
+    assert reasons == {
+        "2": "blank: likes",
+        "3": "blank: caption",
+        "4": "not a number: views",
+        "5": "blank: status",
+    }
+    assert ds.dropped["row"].tolist() == [1, 2, 3, 4]
+    assert "unused" in ds.dropped.columns  # dropped rows keep all their source columns
+    labels = ds.labels.pivot(index="item_id", columns="issue", values="label")
+    assert labels.loc["1"].to_dict() == {"banned": 0, "spam": 1}
+    assert labels.loc["6"].to_dict() == {"banned": 0, "spam": 0}
+    assert ds.labels["label"].dtype == np.int64
+    assert ds.drop_reasons() == {
+        "blank: likes": 1,
+        "blank: caption": 1,
+        "not a number: views": 1,
+        "blank: status": 1,
+    }
+
+
+def test_several_reasons_on_one_row(tmp_path: Path) -> None:
+    csv = "vid,caption,views,likes,tier,status,ban\n1,,many,,gold,,active\n2,a,1,1,gold,ok,active\n"
+    ds = load_flat(_toy(tmp_path, csv))
+    assert ds.dropped["reason"].tolist() == ["not a number: views; blank: caption, likes, status"]
+
+
+def test_missing_columns_are_listed_with_available_ones(tmp_path: Path) -> None:
+    csv = "vid,caption,views,tier,status\n1,a,1,gold,ok\n"
+    with pytest.raises(ValueError) as info:
+        load_flat(_toy(tmp_path, csv))
+    msg = str(info.value)
+    assert "['likes', 'ban']" in msg
+    assert "available columns: vid, caption, views, tier, status" in msg
+
+
+def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
+    csv = "vid,caption,views,likes,tier,status,ban\n1,a,1,1,g,ok,active\n2,b,1,1,g,ok,active\n1,c,1,1,g,ok,active\n"
+    with pytest.raises(ValueError, match=r"repeated ids \(e.g. '1' at rows \[0, 2\]\)"):
+        load_flat(_toy(tmp_path, csv))
+
+
+def test_parquet_source_and_integral_float_ids(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "vid": [12.0, 13.0, np.nan],
+            "caption": ["a", "b", "c"],
+            "views": [1, 2, 3],
+            "likes": [0.5, 1.5, 2.5],
+            "tier": ["x", "y", "z"],
+            "status": ["spam", "ok", "ok"],
+            "ban": ["active", "banned", "active"],
+        }
+    )
+    df.to_parquet(tmp_path / "data.parquet", index=False)
+    (tmp_path / "toy.toml").write_text(SPEC.replace("data.csv", "data.parquet"))
+    ds = load_flat(tmp_path / "toy.toml")
+    assert ds.frame["item_id"].tolist() == ["12", "13"]
+    assert ds.dropped["reason"].tolist() == ["blank: vid"]
+
+
+def test_time_column_needs_a_zone_or_a_declared_timezone(tmp_path: Path) -> None:
+    spec = SPEC.replace('id = "vid"', 'id = "vid"\ntime = "posted"')
+    csv = (
+        "vid,posted,caption,views,likes,tier,status,ban\n"
+        "1,2026-01-05T10:00:00Z,a,1,1,g,ok,active\n"
+        "2,2026-01-05 12:00,b,1,1,g,ok,active\n"
+        "3,someday,c,1,1,g,ok,active\n"
+    )
+    with pytest.raises(ValueError, match=r"without a time zone .*'2026-01-05 12:00'.*timezone"):
+        load_flat(_toy(tmp_path, csv, spec))
+    ds = load_flat(
+        _toy(
+            tmp_path,
+            csv,
+            spec.replace('time = "posted"', 'time = "posted"\ntimezone = "Europe/Berlin"'),
+        )
+    )
+    assert ds.frame["as_of"].tolist() == [
+        pd.Timestamp("2026-01-05 10:00", tz="UTC"),
+        pd.Timestamp("2026-01-05 11:00", tz="UTC"),  # 12:00 Berlin (CET) = 11:00 UTC
+    ]
+    assert ds.dropped["reason"].tolist() == ["not a timestamp: posted"]
+
+
+def test_spec_paths_resolve_against_the_spec_folder(tmp_path: Path) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "data.csv").write_text(TOY_CSV)
+    (tmp_path / "specs" / "toy.toml").write_text(SPEC.replace("data.csv", "../data.csv"))
+    spec = load_spec(tmp_path / "specs" / "toy.toml")
+    assert spec.path == (tmp_path / "data.csv").resolve()
+    assert len(load_flat(spec).frame) == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: 'colour = "red"\n' + s, "unknown keys \\['colour'\\]"),
+        (lambda s: s + 'colour = "red"\n', "\\[labels.banned\\] has unknown keys \\['colour'\\]"),
+        (lambda s: s.replace('id = "vid"', ""), "lacks required keys \\['id'\\]"),
+        (
+            lambda s: s.replace('numeric = ["views", "likes"]', 'numeric = ["views", "status"]'),
+            "must not also be",
+        ),
+        (lambda s: s.replace('categorical = ["tier"]', 'categorical = ["views"]'), "one role only"),
+        (
+            lambda s: s.replace('equals = "spam"', 'equals = "spam"\nnot_equals = "ok"'),
+            "exactly one of",
+        ),
+        (lambda s: s.replace('column = "status"\n', ""), "needs `column`"),
+        (lambda s: s.replace("name =", "name = = "), "not valid TOML"),
+    ],
+)
+def test_bad_specs_are_explained(tmp_path: Path, edit: object, message: str) -> None:
+    path = _toy(tmp_path, TOY_CSV, edit(SPEC))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=message):
+        load_spec(path)
+
+
+def test_missing_spec_and_missing_data_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+        load_spec(tmp_path / "nope.toml")
+    (tmp_path / "toy.toml").write_text(SPEC)
+    with pytest.raises(FileNotFoundError, match=r"data.csv.*toy.toml"):
+        load_flat(tmp_path / "toy.toml")
+
+
+def test_label_rules() -> None:
+    values = pd.Series(["claim", " claim ", "opinion", "1"], dtype="str")
+    assert LabelRule("c", equals="claim").apply(values).tolist() == [1, 1, 0, 0]
+    assert LabelRule("c", not_equals="claim").apply(values).tolist() == [0, 0, 1, 1]
+    assert LabelRule("c", equals=1).apply(values).tolist() == [0, 0, 0, 1]
+    assert LabelRule("c", equals=True).apply(pd.Series(["true", "0", "yes"])).tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="exactly one"):
+        LabelRule("c")
+
+
+def test_spec_objects_can_be_built_in_code(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text(TOY_CSV)
+    spec = FlatSpec(
+        name="code",
+        path=tmp_path / "data.csv",
+        id="vid",
+        numeric=["views"],
+        labels={"spam": LabelRule("status", equals="spam")},
+    )
+    ds = load_flat(spec)
+    assert ds.frame["item_id"].tolist() == ["1", "2", "3", "6"]  # only id/views/status matter
+    assert ds.label_rates() == {"spam": 0.25}
+
+
+# --- the shipped spec for ../shared/data/tiktok_claims.csv -------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiktok() -> object:
+    return load_flat(TIKTOK_SPEC)
+
+
+def test_tiktok_spec_roles() -> None:
+    spec = load_spec(TIKTOK_SPEC)
+    assert spec.path.name == "tiktok_claims.csv" and spec.path.is_file()
+    assert spec.id == "video_id" and spec.time is None
+    assert spec.text == ["video_transcription_text"]
+    assert spec.categorical == ["verified_status"]
+    assert len(spec.numeric) == 6
+    assert {r.column for r in spec.labels.values()}.isdisjoint(spec.feature_columns)
+    assert spec.labels["claim"] == LabelRule("claim_status", equals="claim")
+    assert spec.labels["author_ban"] == LabelRule("author_ban_status", not_equals="active")
+
+
+def test_tiktok_rows_kept_dropped_and_repaired(tiktok) -> None:  # type: ignore[no-untyped-def]
+    # 19,382 data rows: 1,892 were written as one quoted field per line and are split back
+    # into columns; 298 have blank labels and counters and are dropped with their reason.
+    assert tiktok.n_source_rows == 19_382
+    assert tiktok.repaired == 1_892
+    assert len(tiktok.dropped) == 298
+    assert len(tiktok.frame) == 19_382 - 298
+    assert tiktok.frame["item_id"].is_unique
+    assert tiktok.dropped["reason"].str.startswith("blank: ").all()
+    assert tiktok.dropped["reason"].str.contains("claim_status").all()
+    assert tiktok.dropped["claim_status"].isna().all()
+    feats = tiktok.frame.drop(columns=["item_id", "as_of"])
+    assert not feats.isna().any().any()  # nothing blank, nothing zero-filled
+    assert "claim_status" not in tiktok.frame and "author_ban_status" not in tiktok.frame
+
+
+def test_tiktok_repaired_row_matches_its_line(tiktok) -> None:  # type: ignore[no-untyped-def]
+    # Line 4 of the file: "3,claim,9859838091,31,""someone shared ... andrew carnegie ..."
+    row = tiktok.frame.set_index("item_id").loc["9859838091"]
+    assert row["video_duration_sec"] == 31
+    assert "andrew carnegie had a net worth of $475 million usd" in row["video_transcription_text"]
+    assert row["video_view_count"] == 902185 and row["video_comment_count"] == 329
+    labels = tiktok.labels.query("item_id == '9859838091'").set_index("issue")["label"]
+    assert labels.to_dict() == {"claim": 1, "author_ban": 0}
+
+
+def test_tiktok_label_rates_are_plausible(tiktok) -> None:  # type: ignore[no-untyped-def]
+    rates = tiktok.label_rates()
+    assert 0.45 < rates["claim"] < 0.55  # claim vs opinion is close to balanced
+    assert 0.15 < rates["author_ban"] < 0.25  # most authors are active
+    assert len(tiktok.labels) == 2 * len(tiktok.frame)
+
+
+def test_tiktok_without_repair_drops_the_quoted_rows_with_reasons(tmp_path: Path) -> None:
+    text = TIKTOK_SPEC.read_text().replace("../../../shared", str(REPO.parent / "shared"))
+    (tmp_path / "t.toml").write_text("repair_quoted_rows = false\n" + text)
+    ds = load_flat(tmp_path / "t.toml")
+    assert len(ds.dropped) == 298 + 1_892
+    assert ds.repaired == 0
+    assert ds.dropped["reason"].str.contains("blank: video_id").sum() == 1_892
+
+
+def test_cli_validate_and_describe_a_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "validate", str(TIKTOK_SPEC)]) == 0
+    out = capsys.readouterr().out
+    assert "kept 19084, dropped 298" in out
+    assert run(["data", "describe", str(TIKTOK_SPEC)]) == 0
+    out = capsys.readouterr().out
+    assert "label claim: rate 0.50" in out and "label author_ban" in out
