@@ -2,8 +2,128 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from serving.auth import SCOPES, generate_key
+from surfacer.settings import Settings, get_settings
+
+# How `surfacer serve` hands its options to uvicorn worker processes (which build the app
+# from the environment): settings ride on SURFACER_*, these two are serving-only.
+ENV_FLAGS_JSONL = "SURFACER_SERVE_FLAGS_JSONL"
+ENV_SAMPLE_RATE = "SURFACER_SERVE_SAMPLE_RATE"
+
+
+def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str | None]:
+    """Settings with at least one API key; with `dev_key`, a generated all-scopes key is added.
+
+    Raises ValueError when no key is configured and `dev_key` is off: the service has no
+    anonymous access, so it would answer 401 to everyone.
+    """
+    if dev_key:
+        key = generate_key()
+        keys = {**settings.api_keys, key: list(SCOPES)}
+        return settings.model_copy(update={"api_keys": keys}), key
+    if not settings.api_keys:
+        raise ValueError(
+            "no API keys configured: set SURFACER_API_KEYS (JSON: key -> scopes) or pass "
+            "--dev-key to generate one"
+        )
+    return settings, None
+
+
+def app_from_env() -> Any:
+    """App factory for uvicorn workers: settings and serve options from the environment."""
+    from serving.app import create_app
+    from serving.flag_writer import JsonlFlagSink
+
+    settings = get_settings()
+    flags_path = os.environ.get(ENV_FLAGS_JSONL)
+    sink = JsonlFlagSink(flags_path) if flags_path else None
+    return create_app(
+        settings, flag_sink=sink, sample_rate=float(os.environ.get(ENV_SAMPLE_RATE, "0") or 0)
+    )
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    dev_key: bool = False,
+    flags_jsonl: Path | None = None,
+    sample_rate: float = 0.0,
+    log_level: str = "info",
+) -> None:
+    """Run the scoring service under uvicorn until interrupted."""
+    import uvicorn
+
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if not 0.0 <= sample_rate <= 1.0:
+        raise ValueError(f"--sample-rate must be within [0, 1], got {sample_rate}")
+    settings, key = ensure_api_keys(settings, dev_key=dev_key)
+    if key is not None:
+        typer.echo(f"dev API key (scopes {', '.join(SCOPES)}): {key}")
+    # Workers are separate processes: pass everything through the environment they inherit.
+    os.environ["SURFACER_API_KEYS"] = json.dumps(settings.api_keys)
+    if flags_jsonl is not None:
+        os.environ[ENV_FLAGS_JSONL] = str(flags_jsonl)
+    os.environ[ENV_SAMPLE_RATE] = str(sample_rate)
+    uvicorn.run(
+        "serving.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,  # the request metrics cover it; a log line per request costs throughput
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
+
+    @app.command("serve")
+    def serve_cmd(
+        host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
+            "127.0.0.1"
+        ),
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+        dev_key: Annotated[
+            bool,
+            typer.Option(
+                "--dev-key", help="Generate and print an API key with all scopes (development)."
+            ),
+        ] = False,
+        flags_jsonl: Annotated[
+            Path | None,
+            typer.Option(
+                help="Append flagged items to this JSON-lines file instead of the default sink."
+            ),
+        ] = None,
+        sample_rate: Annotated[
+            float,
+            typer.Option(help="Share of unflagged items also sent to review, marked sampled."),
+        ] = 0.0,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ) -> None:
+        """Serve the champion model over HTTP (FastAPI + uvicorn)."""
+        serve(
+            get_settings(),
+            host=host,
+            port=port,
+            workers=workers,
+            dev_key=dev_key,
+            flags_jsonl=flags_jsonl,
+            sample_rate=sample_rate,
+            log_level=log_level,
+        )

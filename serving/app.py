@@ -1,0 +1,320 @@
+"""`create_app(settings)`: the FastAPI scoring service.
+
+A router per resource is listed in `ROUTERS` (adding one is one line). One pure-ASGI
+middleware does what must wrap every request: a request id, the body size limit (checked on
+Content-Length before reading, and counted for chunked bodies), request metrics by route
+template, and turning unexpected exceptions into a generic 500 that names only the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.auth import ApiKeyAuth
+from serving.deps import Service
+from serving.flag_writer import FlagSink, FlagWriter, JsonlFlagSink
+from serving.metrics import ServiceMetrics
+from serving.model_holder import Bundle, LoadedModel, ModelHolder
+from serving.routers import admin, health, models, score
+from serving.schemas import SNAPSHOT_EXAMPLE, JSONResponse, ScoreBatch, Snapshot
+from surfacer.settings import Settings, get_settings
+
+log = logging.getLogger("serving")
+
+# Routers of the app, in docs order. Add a resource's router here (e.g. the review queue).
+ROUTERS: tuple[APIRouter, ...] = (health.router, score.router, models.router, admin.router)
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when a body passes the limit; an HTTPException so FastAPI's body
+    reader re-raises it as is and it renders as 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds max_body_bytes={limit}")
+
+
+def _request_id(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            rid = value.decode("latin-1")[:64]
+            if rid.replace("-", "").replace("_", "").isalnum():
+                return rid
+    return secrets.token_hex(8)
+
+
+def request_id_of(request: Request) -> str | None:
+    return request.scope.get("surfacer.request_id")
+
+
+class ServiceMiddleware:
+    """Request id, body limit, request metrics and the generic 500, in one ASGI layer."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def _send_json(self, send: Callable, status: int, body: dict, rid: str) -> None:
+        payload = orjson.dumps(body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (REQUEST_ID_HEADER, rid.encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        rid = _request_id(scope)
+        scope["surfacer.request_id"] = rid
+        limit = self.max_body_bytes
+        state = {"status": 500, "started": False, "received": 0}
+
+        try:
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and int(value) > limit:
+                    raise BodyTooLarge(limit)
+
+            async def limited_receive() -> dict[str, Any]:
+                message = await receive()
+                if message["type"] == "http.request":
+                    state["received"] += len(message.get("body", b""))
+                    if state["received"] > limit:
+                        raise BodyTooLarge(limit)
+                return message
+
+            async def tracking_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    state["started"] = True
+                    state["status"] = message["status"]
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (REQUEST_ID_HEADER, rid.encode()),
+                    ]
+                await send(message)
+
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:
+            if not state["started"]:
+                state["status"] = 413
+                await self._send_json(send, 413, {"detail": exc.detail, "request_id": rid}, rid)
+        except ValueError:  # unparsable Content-Length
+            if not state["started"]:
+                state["status"] = 400
+                await self._send_json(
+                    send, 400, {"detail": "invalid Content-Length", "request_id": rid}, rid
+                )
+        except Exception:
+            log.exception(
+                "unhandled error in request %s %s (request_id=%s)",
+                scope.get("method"),
+                scope.get("path"),
+                rid,
+            )
+            if not state["started"]:
+                state["status"] = 500
+                await self._send_json(
+                    send, 500, {"detail": "internal server error", "request_id": rid}, rid
+                )
+        finally:
+            route = scope.get("route")
+            # Route templates, not raw paths: unknown paths must not grow the label set.
+            label = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(label, method, str(state["status"])).inc()
+            self.metrics.latency.labels(label, method).observe(time.perf_counter() - t0)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "request_id": request_id_of(request)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"detail": detail, "request_id": request_id_of(request)}, status_code=422
+        )
+
+
+def _score_request_schema(components: dict[str, Any]) -> dict[str, Any]:
+    """The /v1/score body schema (one snapshot or a batch), its $defs moved to components."""
+    adapter: TypeAdapter[Any] = TypeAdapter(Snapshot | ScoreBatch)  # type: ignore[operator]
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _install_openapi(app: FastAPI, svc: Service) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        body_schema = _score_request_schema(components)
+        example = SNAPSHOT_EXAMPLE
+        model = svc.holder.current
+        if model is not None:
+            with contextlib.suppress(Exception):
+                example = model.bundle.input_example() or example
+        example = orjson.loads(orjson.dumps(example, default=str))
+        for path in spec.get("paths", {}).values():
+            for op in path.values():
+                if isinstance(op, dict) and op.pop("x-surfacer-score-body", False):
+                    op["requestBody"] = {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": body_schema,
+                                "examples": {
+                                    "single": {"summary": "One item", "value": example},
+                                    "batch": {
+                                        "summary": "A batch",
+                                        "value": {
+                                            "items": [example, dict(example, item_id="it_2")]
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    }
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def default_flag_sink(settings: Settings) -> FlagSink:
+    """Where flagged items go when the caller names no sink: a JSON-lines file in data_dir."""
+    return JsonlFlagSink(Path(settings.data_dir) / "flags.jsonl")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    flag_sink: FlagSink | None = None,
+    loader: Callable[[Path], Bundle] | None = None,
+    sample_rate: float = 0.0,
+    flag_batch_size: int = 500,
+    flag_flush_interval_s: float = 0.5,
+) -> FastAPI:
+    """The scoring service for `settings` (read from the environment when None).
+
+    `flag_sink` receives flagged items in batches (default: `default_flag_sink`);
+    `sample_rate` is the share of unflagged items also sent, marked `sampled`, so the review
+    queue can estimate live precision and recall.
+    """
+    settings = settings or get_settings()
+    if not 0.0 <= sample_rate <= 1.0:
+        raise ValueError(f"sample_rate must be within [0, 1], got {sample_rate}")
+    metrics = ServiceMetrics()
+
+    def on_swap(model: LoadedModel) -> None:
+        metrics.set_model(model.name, model.version, model.source)
+
+    holder_kwargs: dict[str, Any] = {"on_swap": on_swap}
+    if loader is not None:
+        holder_kwargs["loader"] = loader
+    holder = ModelHolder(settings, **holder_kwargs)
+    flags = FlagWriter(
+        flag_sink if flag_sink is not None else default_flag_sink(settings),
+        batch_size=flag_batch_size,
+        flush_interval_s=flag_flush_interval_s,
+        on_written=lambda n: metrics.flag_writes.inc(n),
+        on_dropped=lambda n: metrics.flag_drops.inc(n),
+    )
+    svc = Service(
+        settings=settings,
+        auth=ApiKeyAuth(settings.api_keys),
+        holder=holder,
+        metrics=metrics,
+        flags=flags,
+        sample_rate=sample_rate,
+    )
+    metrics.watch(
+        "surfacer_flag_queue_depth", "Flagged items waiting for the writer.", lambda: flags.pending
+    )
+    metrics.watch(
+        "surfacer_model_ready", "1 when a model is loaded.", lambda: holder.current is not None
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flags.start()
+        await holder.startup()
+        poller = None
+        if settings.reload_interval_s > 0:
+            poller = asyncio.create_task(
+                holder.poll(
+                    settings.reload_interval_s,
+                    on_result=lambda o: metrics.reloads.labels(outcome=o).inc(),
+                ),
+                name="model-poller",
+            )
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            # Drain the flag queue: requests are over, so nothing new can arrive.
+            await asyncio.to_thread(flags.close)
+
+    app = FastAPI(
+        title="surfacer scoring service",
+        version="1",
+        description=(
+            "Per-item risk scores for content-ecosystem issues, with reason codes for flagged "
+            "items. Send an API key as `X-API-Key` or `Authorization: Bearer`."
+        ),
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.service = svc
+    for router in ROUTERS:
+        app.include_router(router)
+    _install_error_handlers(app)
+    _install_openapi(app, svc)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,78 @@
+"""FastAPI dependencies as `Annotated` aliases: the service state, the model, API-key scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.auth import ApiKeyAuth, AuthError, Principal, key_from_headers
+from serving.flag_writer import FlagWriter
+from serving.metrics import ServiceMetrics
+from serving.model_holder import LoadedModel, ModelHolder
+from surfacer.settings import Settings
+
+
+@dataclass
+class Service:
+    """Everything a request handler may need; one per app, on `app.state.service`."""
+
+    settings: Settings
+    auth: ApiKeyAuth
+    holder: ModelHolder
+    metrics: ServiceMetrics
+    flags: FlagWriter
+    sample_rate: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+# Declared as security schemes so the OpenAPI docs show both ways to send a key.
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (scopes: score, review, admin)."
+)
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a Bearer token.")
+
+
+def require_scope(scope: str | None):
+    """A dependency that authenticates the caller and checks `scope` (None: any valid key)."""
+
+    def dependency(
+        request: Request,
+        x_api_key: Annotated[str | None, Security(_api_key_header)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> Principal:
+        svc: Service = request.app.state.service
+        presented = key_from_headers(x_api_key, f"Bearer {bearer.credentials}" if bearer else None)
+        try:
+            return svc.auth.check(presented, scope)
+        except AuthError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            raise HTTPException(exc.status, exc.message, headers=headers) from None
+
+    return dependency
+
+
+ScoreKey = Annotated[Principal, Depends(require_scope("score"))]
+ReviewKey = Annotated[Principal, Depends(require_scope("review"))]
+AdminKey = Annotated[Principal, Depends(require_scope("admin"))]
+AnyKey = Annotated[Principal, Depends(require_scope(None))]
+
+
+def get_model(request: Request) -> LoadedModel:
+    """The model serving now; 503 while none is loaded."""
+    model = request.app.state.service.holder.current
+    if model is None:
+        raise HTTPException(503, "no model loaded yet; see /readyz")
+    return model
+
+
+CurrentModel = Annotated[LoadedModel, Depends(get_model)]

@@ -1,0 +1,255 @@
+"""Background writer that moves flagged items from the request path to a sink in batches.
+
+Requests only `put` into a bounded queue (O(1), never blocks); one thread flushes batches by
+size or age to a `FlagSink` (the review store's `add_flagged`, or a JSON-lines file), retries
+a failing sink, and on `close()` drains everything left so no accepted item is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from serving.schemas import FlaggedItem
+
+__all__ = ["FlagSink", "FlagWriter", "FlaggedItem", "JsonlFlagSink", "json_safe"]
+
+log = logging.getLogger(__name__)
+
+
+class FlagSink(Protocol):
+    """Where flagged items end up (e.g. `ReviewStore`); `write` may raise to ask for a retry."""
+
+    def write(self, items: Sequence[FlaggedItem]) -> None: ...
+
+
+class CallableSink:
+    """Adapts a function such as `ReviewStore.add_flagged` to the `FlagSink` protocol."""
+
+    def __init__(self, fn: Callable[[Sequence[FlaggedItem]], Any]) -> None:
+        self.fn = fn
+
+    def write(self, items: Sequence[FlaggedItem]) -> None:
+        self.fn(items)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__} in a flagged item")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with only JSON types: datetimes as ISO strings, NaN/inf as null (orjson's rules)."""
+    return orjson.loads(
+        orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+
+
+class JsonlFlagSink:
+    """Appends each flagged item as one JSON line to a file (`surfacer serve --flags-jsonl`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, items: Sequence[FlaggedItem]) -> None:
+        lines = b"".join(
+            orjson.dumps(
+                {
+                    "item_id": it.item_id,
+                    "as_of": it.as_of,
+                    "anchor": it.anchor,
+                    "snapshot": it.snapshot,
+                    "scores": it.scores,
+                    "flagged": it.flagged,
+                    "reasons": it.reasons,
+                    "model_version": it.model_version,
+                    "scored_at": it.scored_at,
+                    "reach": it.reach,
+                    "sampled": it.sampled,
+                },
+                default=_json_default,
+            )
+            + b"\n"
+            for it in items
+        )
+        # One write per batch in append mode: lines from one flush stay contiguous.
+        with self.path.open("ab") as fh:
+            fh.write(lines)
+
+    @staticmethod
+    def read(path: str | Path) -> list[dict[str, Any]]:
+        """The items written so far (for tests and tooling)."""
+        p = Path(path)
+        if not p.exists():
+            return []
+        return [orjson.loads(line) for line in p.read_bytes().splitlines() if line.strip()]
+
+
+_STOP = object()
+
+
+class FlagWriter:
+    """Bounded queue + one flushing thread; `submit` is safe to call from the event loop.
+
+    When the queue is full the item is dropped and counted (`dropped`) rather than blocking a
+    request; size the queue for bursts. `close()` stops intake and drains the rest.
+    """
+
+    def __init__(
+        self,
+        sink: FlagSink | None,
+        *,
+        max_queue: int = 50_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.2,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.sink = sink
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.on_written = on_written
+        self.on_dropped = on_dropped
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+
+    # -- request side --------------------------------------------------------------------------
+
+    def submit(self, item: FlaggedItem) -> bool:
+        """Enqueue without blocking; False when closed, full or there is no sink."""
+        if self._closed or self.sink is None:
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            if self.on_dropped is not None:
+                self.on_dropped(1)
+            log.warning("flag queue full (%d); dropped item %s", self._queue.maxsize, item.item_id)
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> FlagWriter:
+        if self._thread is None and self.sink is not None:
+            self._thread = threading.Thread(target=self._run, name="flag-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop intake, flush everything queued, and join the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:
+            return
+        # put (blocking) is fine here: the thread is consuming, and this runs at shutdown.
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error(
+                "flag writer did not finish within %.1fs; %d pending", timeout_s, self.pending
+            )
+
+    # -- worker --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        batch: list[FlaggedItem] = []
+        deadline = time.monotonic() + self.flush_interval_s
+        stop = False
+        while not stop:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:
+                obj = self._queue.get(timeout=timeout)
+                if obj is _STOP:
+                    stop = True
+                else:
+                    batch.append(obj)
+            except queue.Empty:
+                pass
+            if not stop and len(batch) < self.batch_size and time.monotonic() < deadline:
+                continue
+            # Take what is already queued too, so a burst becomes few large writes.
+            while len(batch) < self.batch_size:
+                try:
+                    obj = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if obj is _STOP:
+                    stop = True
+                    continue
+                batch.append(obj)
+            if batch:
+                self._flush(batch)
+                batch = []
+            if stop:
+                # Drain anything that slipped in before the stop marker, in batches.
+                rest: list[FlaggedItem] = []
+                while True:
+                    try:
+                        obj = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if obj is not _STOP:
+                        rest.append(obj)
+                for i in range(0, len(rest), self.batch_size):
+                    self._flush(rest[i : i + self.batch_size])
+            deadline = time.monotonic() + self.flush_interval_s
+
+    def _flush(self, batch: list[FlaggedItem]) -> None:
+        assert self.sink is not None
+        try:
+            ready = [replace(it, snapshot=json_safe(it.snapshot)) for it in batch]
+        except (TypeError, ValueError) as exc:  # should not happen: snapshots come from JSON
+            log.error("dropping %d flagged items that cannot be serialised: %s", len(batch), exc)
+            with self._lock:
+                self.failed += len(batch)
+            return
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.sink.write(ready)
+            except Exception:
+                if attempt == self.max_retries:
+                    log.exception(
+                        "flag sink failed %d times; lost %d items", attempt + 1, len(ready)
+                    )
+                    with self._lock:
+                        self.failed += len(ready)
+                    return
+                log.warning("flag sink failed (attempt %d); retrying", attempt + 1, exc_info=True)
+                time.sleep(self.retry_backoff_s * (2**attempt))
+                continue
+            with self._lock:
+                self.written += len(ready)
+            if self.on_written is not None:
+                self.on_written(len(ready))
+            return

@@ -1,0 +1,307 @@
+"""Keeps the champion ScoringBundle loaded: registry lookup, local cache, reload on alias moves.
+
+`models:/<name>@champion` is resolved with `MlflowClient.get_model_version_by_alias`; the
+version's folder is downloaded into `<model_cache_dir>/<version>/` and `current.json` records
+which version served last, so the service starts from the cache when MLflow is unreachable.
+A reload loads and warms the new bundle completely before one reference assignment swaps it
+in: requests read `holder.current` once and keep that model, so none fail during the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from surfacer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CURRENT_FILE = "current.json"
+COMPLETE_MARKER = ".complete"
+KEEP_VERSIONS = 3
+
+
+class Bundle(Protocol):
+    """What serving needs of `models.bundle.ScoringBundle`."""
+
+    metadata: dict[str, Any]
+
+    @property
+    def issue_names(self) -> list[str]: ...
+
+    @property
+    def thresholds(self) -> dict[str, float]: ...
+
+    def score_one(self, record: Any) -> dict[str, float | None]: ...
+
+    def score_records(self, records: Any) -> Any: ...
+
+    def flagged(self, probs: Any) -> list[str]: ...
+
+    def explain_one(self, record: Any, issue: str, top_k: int = 5) -> list[Any]: ...
+
+    def input_example(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded, warmed bundle and where it came from; immutable so it can be shared freely."""
+
+    bundle: Bundle
+    name: str
+    version: str
+    alias: str
+    source: str  # "mlflow" or "cache"
+    path: Path
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _default_loader(path: Path) -> Bundle:
+    from models.pyfunc import load_bundle_from_dir
+
+    return load_bundle_from_dir(path)
+
+
+class ModelHolder:
+    """Owns the current `LoadedModel`; `check()` (sync) and `refresh()` (async) reload it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        alias: str = "champion",
+        loader: Callable[[Path], Bundle] = _default_loader,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        mlflow_timeout_s: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.alias = alias
+        self.loader = loader
+        self.on_swap = on_swap
+        self.mlflow_timeout_s = mlflow_timeout_s
+        self.cache_dir = Path(settings.model_cache_dir)
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()  # one load at a time; reads never take it
+        self.last_error: str | None = None
+        self.last_check: datetime | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(
+            tracking_uri=self.settings.tracking_uri,
+            registry_uri=self.settings.mlflow_registry_uri or self.settings.tracking_uri,
+        )
+
+    def resolve_version(self) -> str:
+        """The registry version the alias points to now (raises when MLflow is unreachable)."""
+        mv = self._client().get_model_version_by_alias(self.name, self.alias)
+        return str(mv.version)
+
+    def _version_dir(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise ValueError(f"model version {version!r} is not a plain version string")
+        return self.cache_dir / version
+
+    def download(self, version: str) -> Path:
+        """The local folder of `version`, downloading it unless the cache already has it whole."""
+        import mlflow.artifacts
+
+        target = self._version_dir(version)
+        if (target / COMPLETE_MARKER).exists():
+            return target
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}",
+                dst_path=str(tmp),
+                tracking_uri=self.settings.tracking_uri,
+                registry_uri=self.settings.mlflow_registry_uri or self.settings.tracking_uri,
+            )
+            local_path = Path(local)
+            (local_path / COMPLETE_MARKER).write_text(version)
+            if target.exists():  # an incomplete earlier attempt
+                shutil.rmtree(target)
+            # Rename is atomic: a folder under its version name is always complete.
+            os.replace(local_path, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # -- cache pointer -------------------------------------------------------------------------
+
+    def _write_current(self, model: LoadedModel) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "name": model.name,
+            "version": model.version,
+            "alias": model.alias,
+            "path": str(model.path),
+            "saved_at": datetime.now(UTC).isoformat(),
+        }
+        tmp = self.cache_dir / f".{CURRENT_FILE}.tmp"
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, self.cache_dir / CURRENT_FILE)
+
+    def cached_version(self) -> str | None:
+        """The version `current.json` names, if its folder is complete."""
+        p = self.cache_dir / CURRENT_FILE
+        if not p.exists():
+            return None
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", p, exc)
+            return None
+        if info.get("name") != self.name:
+            log.warning("cache %s holds model %r, not %r", p, info.get("name"), self.name)
+            return None
+        version = str(info.get("version"))
+        if not (self._version_dir(version) / COMPLETE_MARKER).exists():
+            return None
+        return version
+
+    def _prune(self, keep: str) -> None:
+        versions = [
+            d
+            for d in self.cache_dir.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and d.name != keep
+        ]
+        versions.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in versions[KEEP_VERSIONS - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load(self, version: str, path: Path, source: str) -> LoadedModel:
+        bundle = self.loader(path)
+        # Warm-up: the first call pays lazy initialisation; do it before any request can.
+        example = bundle.input_example() or {}
+        if example:
+            probs = bundle.score_one(example)
+            bundle.score_records([example])
+            for issue in bundle.flagged(probs)[:1]:
+                bundle.explain_one(example, issue)
+        return LoadedModel(
+            bundle=bundle,
+            name=self.name,
+            version=version,
+            alias=self.alias,
+            source=source,
+            path=path,
+        )
+
+    def _swap(self, model: LoadedModel) -> None:
+        self._current = model  # one reference assignment: readers see old or new, never half
+        if self.on_swap is not None:
+            self.on_swap(model)
+        log.info("serving %s version %s (from %s)", model.name, model.version, model.source)
+
+    def load_from_cache(self) -> LoadedModel | None:
+        """Load the version `current.json` names; None when the cache has none."""
+        version = self.cached_version()
+        if version is None:
+            return None
+        model = self._load(version, self._version_dir(version), "cache")
+        self._swap(model)
+        return model
+
+    def check(self) -> bool:
+        """Resolve the alias and reload when it moved; True when a new model was swapped in.
+
+        Raises when MLflow is unreachable or the new version fails to load; the model serving
+        before stays in place.
+        """
+        with self._lock:
+            self.last_check = datetime.now(UTC)
+            version = self.resolve_version()
+            cur = self._current
+            if cur is not None and cur.version == version and cur.source == "mlflow":
+                return False
+            if cur is not None and cur.version == version:
+                # Serving this version from the cache already; now confirmed by the registry.
+                self._swap(
+                    LoadedModel(cur.bundle, cur.name, cur.version, cur.alias, "mlflow", cur.path)
+                )
+                return False
+            path = self.download(version)
+            model = self._load(version, path, "mlflow")
+            self._swap(model)
+            self._write_current(model)
+            self._prune(keep=version)
+            return True
+
+    # -- async face for the app ----------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Load the champion from MLflow, else from the cache (with a warning); never raises."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.check), self.mlflow_timeout_s)
+            self.last_error = None
+            return
+        except Exception as exc:  # MLflow down, alias missing, bad model: fall back to the cache
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "could not load %s@%s from MLflow (%s); trying the local cache %s",
+                self.name,
+                self.alias,
+                self.last_error,
+                self.cache_dir,
+            )
+        try:
+            model = await asyncio.to_thread(self.load_from_cache)
+        except Exception:
+            log.exception("cached model in %s failed to load", self.cache_dir)
+            return
+        if model is None:
+            log.warning(
+                "no cached model in %s; not ready until the registry answers", self.cache_dir
+            )
+        else:
+            log.warning("serving cached version %s while MLflow is unreachable", model.version)
+
+    async def refresh(self) -> bool:
+        """`check()` off the event loop, bounded by the MLflow timeout."""
+        try:
+            swapped = await asyncio.wait_for(asyncio.to_thread(self.check), self.mlflow_timeout_s)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.last_error = None
+        return swapped
+
+    async def poll(self, interval_s: float, on_result: Callable[[str], None] | None = None) -> None:
+        """Check the alias every `interval_s` until cancelled; errors are logged, not raised."""
+        while True:
+            await asyncio.sleep(interval_s)
+            t0 = time.perf_counter()
+            try:
+                swapped = await self.refresh()
+                outcome = "swapped" if swapped else "unchanged"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcome = "failed"
+                log.warning("alias check failed: %s", exc)
+            if on_result is not None:
+                on_result(outcome)
+            log.debug("alias check %s in %.3fs", outcome, time.perf_counter() - t0)

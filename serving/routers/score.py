@@ -1,0 +1,209 @@
+"""Online scoring: one snapshot or a batch in, probabilities, flags and reason codes out.
+
+The hot path parses with orjson, validates with a TypeAdapter (plain dicts, no models per
+item), scores with the bundle's no-DataFrame paths, and only enqueues flagged items: the
+review store is written by the flag writer's thread, never here.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from serving.deps import CurrentModel, ScoreKey, Service, ServiceDep
+from serving.model_holder import LoadedModel
+from serving.schemas import (
+    BatchAdapter,
+    ErrorBody,
+    FlaggedItem,
+    ItemScore,
+    ScoreBatchResponse,
+    SnapshotAdapter,
+)
+
+router = APIRouter(prefix="/v1", tags=["score"])
+
+TOP_K = 5
+# Snapshot fields that say how many people an item reached, best first (flat datasets differ).
+REACH_FIELDS = ("n_view", "n_viewers", "video_view_count")
+_JSON = "application/json"
+
+
+def _validation_error(exc: ValidationError, prefix: tuple[Any, ...]) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {"type": e["type"], "loc": (*prefix, *e["loc"]), "msg": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+    )
+
+
+def _reach(record: Mapping[str, Any]) -> float:
+    for name in REACH_FIELDS:
+        v = record.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
+            return float(v)
+    return 0.0
+
+
+def _sampled(item_id: str, rate: float) -> bool:
+    # A hash of the id, not a random draw: the same item is in or out on every request, and
+    # the choice is independent of its scores (what honest precision/recall estimates need).
+    return rate > 0 and zlib.crc32(item_id.encode()) < rate * 4294967296.0
+
+
+def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[str]) -> dict:
+    return {
+        issue: [rc.to_dict() for rc in model.bundle.explain_one(record, issue, top_k=TOP_K)]
+        for issue in flagged
+    }
+
+
+def _enqueue(
+    svc: Service,
+    model: LoadedModel,
+    record: dict[str, Any],
+    probs: Mapping[str, float | None],
+    flagged: list[str],
+    reasons: dict,
+    sampled: bool,
+) -> None:
+    svc.flags.submit(
+        FlaggedItem(
+            item_id=record["item_id"],
+            as_of=record.get("as_of"),
+            anchor=record.get("anchor") or "post",
+            snapshot=record,
+            scores={k: v for k, v in probs.items() if v is not None and v == v},
+            flagged=flagged,
+            reasons=reasons,
+            model_version=model.version,
+            reach=_reach(record),
+            sampled=sampled,
+        )
+    )
+
+
+def score_one(svc: Service, model: LoadedModel, record: dict[str, Any]) -> dict[str, Any]:
+    """Score one validated snapshot; enqueue it if flagged (or sampled)."""
+    bundle = model.bundle
+    probs = bundle.score_one(record)
+    flagged = bundle.flagged(probs)
+    reasons = _reasons(model, record, flagged) if flagged else {}
+    svc.metrics.scores.observe_row(probs)
+    svc.metrics.items_scored.inc()
+    if flagged:
+        svc.metrics.count_flags(dict.fromkeys(flagged, 1))
+        _enqueue(svc, model, record, probs, flagged, reasons, False)
+    elif _sampled(record["item_id"], svc.sample_rate):
+        _enqueue(svc, model, record, probs, [], {}, True)
+    return {
+        "item_id": record["item_id"],
+        "probabilities": probs,
+        "flagged": flagged,
+        "reasons": reasons,
+        "model_version": model.version,
+    }
+
+
+def score_batch(
+    svc: Service, model: LoadedModel, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Score validated snapshots in one vectorised call; explain and enqueue flagged ones."""
+    bundle = model.bundle
+    issues = list(bundle.issue_names)
+    probs = np.asarray(bundle.score_records(records), dtype=np.float64)
+    thresholds = np.array([bundle.thresholds[i] for i in issues], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        hits = probs >= thresholds  # NaN (issue not applicable) compares False
+    svc.metrics.scores.observe_many(issues, probs)
+    svc.metrics.items_scored.inc(len(records))
+    svc.metrics.count_flags(
+        {issue: int(n) for issue, n in zip(issues, hits.sum(axis=0), strict=True)}
+    )
+    flagged_rows = set(np.flatnonzero(hits.any(axis=1)).tolist())
+    rows = probs.tolist()
+    version = model.version
+    out = []
+    for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+        # NaN -> None so the response says null for "not applicable".
+        p = {issue: (v if v == v else None) for issue, v in zip(issues, row, strict=True)}
+        if i in flagged_rows:
+            flagged = [issue for issue, hit in zip(issues, hits[i], strict=True) if hit]
+            reasons = _reasons(model, record, flagged)
+            _enqueue(svc, model, record, p, flagged, reasons, False)
+        else:
+            flagged, reasons = [], {}
+            if _sampled(record["item_id"], svc.sample_rate):
+                _enqueue(svc, model, record, p, [], {}, True)
+        out.append(
+            {
+                "item_id": record["item_id"],
+                "probabilities": p,
+                "flagged": flagged,
+                "reasons": reasons,
+                "model_version": version,
+            }
+        )
+    return out
+
+
+@router.post(
+    "/score",
+    response_model=ItemScore | ScoreBatchResponse,
+    responses={
+        401: {"model": ErrorBody, "description": "Missing or invalid API key."},
+        403: {"model": ErrorBody, "description": "The key lacks the score scope."},
+        413: {"model": ErrorBody, "description": "Body or batch larger than allowed."},
+        422: {"model": ErrorBody, "description": "Invalid snapshot; `loc` is the field path."},
+        503: {"model": ErrorBody, "description": "No model loaded yet."},
+    },
+    # The body is parsed by hand (orjson + TypeAdapter); its schema is added in serving.app.
+    openapi_extra={"x-surfacer-score-body": True},
+)
+async def score(request: Request, _: ScoreKey, svc: ServiceDep, model: CurrentModel) -> Response:
+    """Score one item snapshot, or {"items": [...]}: probabilities, flags, reason codes."""
+    body = await request.body()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": f"invalid JSON: {exc.msg}"}]
+        ) from None
+    try:
+        if isinstance(data, dict) and "items" in data:
+            items = data["items"]
+            limit = svc.settings.max_batch_size
+            if isinstance(items, list) and len(items) > limit:
+                raise HTTPException(
+                    413, f"batch of {len(items)} items exceeds max_batch_size={limit}"
+                )
+            try:
+                batch = BatchAdapter.validate_python(data)
+            except ValidationError as exc:
+                raise _validation_error(exc, ("body",)) from None
+            result: Any = {
+                "items": score_batch(svc, model, batch.items) if batch.items else [],
+                "model_version": model.version,
+            }
+        else:
+            try:
+                record = SnapshotAdapter.validate_python(data)
+            except ValidationError as exc:
+                raise _validation_error(exc, ("body",)) from None
+            result = score_one(svc, model, record)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        # The feature transform names the field and the value it cannot use.
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body",), "msg": str(exc)[:500]}]
+        ) from None
+    return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)

@@ -1,0 +1,227 @@
+"""Request/response models of the scoring API and the `FlaggedItem` handed to the review store.
+
+The snapshot is a `TypedDict` (not a `BaseModel`) so validation hands the bundle a plain dict
+without a per-item `model_dump`; its known fields and types come from `features.schema`, and
+unknown fields are kept (flat datasets bring their own columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Required
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from starlette.responses import Response
+from typing_extensions import TypedDict
+
+from features import schema as fs
+
+# --- the snapshot object ---------------------------------------------------------------------
+
+_STR_COLUMNS = {
+    "creator_id",
+    "format",
+    "region",
+    "language",
+    "category",
+    "caption",
+    "hashtags",
+    "audio_id",
+    "anchor",
+    *fs.ACTION_COLUMNS,
+}
+_TIME_COLUMNS = {"as_of", "created_at"}
+_BOOL_COLUMNS = {"creator_verified"}
+
+
+def _snapshot_field_type(name: str) -> Any:
+    if name == "item_id":
+        return Required[str]
+    if name in _TIME_COLUMNS:
+        return datetime | None
+    if name in _BOOL_COLUMNS:
+        return bool | None
+    if name in _STR_COLUMNS:
+        return str | None
+    return float | None  # counters, rates, ages: numbers, null when unknown
+
+
+# Built from the column tuples so a new snapshot column shows up in the API schema by itself.
+Snapshot = with_config(ConfigDict(extra="allow", title="Snapshot"))(
+    TypedDict(  # type: ignore[operator]
+        "Snapshot",
+        {name: _snapshot_field_type(name) for name in fs.SNAPSHOT_COLUMNS},
+        total=False,
+    )
+)
+Snapshot.__doc__ = (
+    "One item snapshot at `as_of` (columns of features/schema.py); unknown fields are kept."
+)
+
+SNAPSHOT_EXAMPLE: dict[str, Any] = {
+    "item_id": "it_000123",
+    "as_of": "2026-11-20T13:00:00Z",
+    "anchor": "post",
+    "horizon_h": 1.0,
+    "creator_id": "cr_0042",
+    "created_at": "2026-11-20T12:00:00Z",
+    "format": "video",
+    "duration_s": 31.0,
+    "region": "US",
+    "language": "en",
+    "category": "comedy",
+    "caption": "you will not believe what happens next",
+    "hashtags": "fyp viral",
+    "audio_id": "au_77",
+    "age_h": 1.0,
+    "n_view": 1840.0,
+    "n_like": 95.0,
+    "n_share": 12.0,
+    "n_comment": 31.0,
+    "n_report": 4.0,
+    "n_not_interested": 22.0,
+    "n_viewers": 1702.0,
+    "mean_watch_frac": 0.41,
+    "creator_followers": 5120.0,
+    "creator_verified": False,
+    "creator_age_d": 210.0,
+}
+
+
+class ScoreBatch(BaseModel):
+    """Several snapshots scored in one request (at most `max_batch_size`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [SNAPSHOT_EXAMPLE]}]}, extra="forbid"
+    )
+    items: list[Snapshot] = Field(description="Item snapshots to score.")  # type: ignore[valid-type]
+
+
+SnapshotAdapter: TypeAdapter[dict[str, Any]] = TypeAdapter(Snapshot)
+BatchAdapter: TypeAdapter[ScoreBatch] = TypeAdapter(ScoreBatch)
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+class ReasonCodeOut(BaseModel):
+    """One feature's contribution (log-odds) to a flagged issue's score."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class ItemScore(BaseModel):
+    """Scores of one item: a probability per issue (null where it does not apply)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "it_000123",
+                    "probabilities": {
+                        "low_quality": 0.81,
+                        "harmful_interactions": 0.07,
+                        "wrongful_enforcement": None,
+                    },
+                    "flagged": ["low_quality"],
+                    "reasons": {
+                        "low_quality": [
+                            {"feature": "n_report_spam", "value": 3.0, "contribution": 1.2}
+                        ]
+                    },
+                    "model_version": "3",
+                }
+            ]
+        }
+    )
+    item_id: str
+    probabilities: dict[str, float | None]
+    flagged: list[str] = Field(description="Issues whose probability reached their threshold.")
+    reasons: dict[str, list[ReasonCodeOut]] = Field(
+        description="Top reason codes, only for flagged issues."
+    )
+    model_version: str
+
+
+class ScoreBatchResponse(BaseModel):
+    """Scores of a batch, in request order."""
+
+    items: list[ItemScore]
+    model_version: str
+
+
+class ModelInfo(BaseModel):
+    """The model currently serving: registry version, alias, thresholds and training metrics."""
+
+    name: str
+    version: str
+    alias: str
+    source: Literal["mlflow", "cache"] = Field(
+        description="Where it was loaded from: the registry, or the local cache when it was down."
+    )
+    loaded_at: datetime
+    issues: list[str]
+    thresholds: dict[str, float]
+    metrics: dict[str, Any] = Field(description="Training metrics from the bundle's metadata.")
+    metadata: dict[str, Any]
+
+
+class ReloadResult(BaseModel):
+    """Outcome of a forced alias check."""
+
+    previous_version: str | None
+    version: str | None
+    reloaded: bool
+    error: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness/readiness answer."""
+
+    status: Literal["ok", "ready", "not ready"]
+    model_version: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Error answer: a message, and the request id to find the server log line."""
+
+    detail: Any
+    request_id: str | None = None
+
+
+# --- hand-off to the review store ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FlaggedItem:
+    """A scored item for the review queue: flagged by the model, or `sampled` for honest metrics.
+
+    `snapshot` holds JSON types only by the time a sink sees it (the flag writer normalises it
+    off the request path); `reasons` maps each flagged issue to ReasonCode dicts
+    (feature, value, contribution).
+    """
+
+    item_id: str
+    as_of: datetime | None
+    anchor: str
+    snapshot: dict[str, Any]
+    scores: dict[str, float]
+    flagged: list[str]
+    reasons: dict[str, list[dict[str, Any]]]
+    model_version: str
+    scored_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reach: float = 0.0
+    sampled: bool = False
+
+
+class JSONResponse(Response):
+    """JSON via orjson (NaN -> null, numpy and datetimes handled); the hot path's response."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,308 @@
+"""Scoring, batches, auth scopes, limits and errors through real HTTP (ASGI) against a real model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from serving.app import create_app
+from serving.flag_writer import JsonlFlagSink
+from tests.serving.conftest import (
+    ADMIN_KEY,
+    REVIEW_KEY,
+    SCORE_KEY,
+    Registry,
+    running,
+    snapshot_frame,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def records(n: int, random_state: int = 7) -> list[dict[str, Any]]:
+    frame = snapshot_frame(n, random_state)
+    out = []
+    for row in frame.to_dict("records"):
+        rec = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        rec["as_of"] = rec["as_of"].isoformat()
+        rec["creator_verified"] = bool(rec["creator_verified"])
+        out.append(rec)
+    return out
+
+
+def _app(registry: Registry, tmp_path: Path, **overrides: Any):
+    sink = JsonlFlagSink(tmp_path / "flags.jsonl")
+    settings = registry.settings(tmp_path / "state", **overrides)
+    return create_app(settings, flag_sink=sink, flag_flush_interval_s=0.05), sink
+
+
+async def test_score_one_item_matches_the_bundle(champion_v1: Registry, tmp_path: Path) -> None:
+    app, sink = _app(champion_v1, tmp_path)
+    bundle = champion_v1.bundles[champion_v1.versions[0]]
+    recs = records(40)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        results = []
+        for rec in recs:
+            r = await client.post("/v1/score", json=rec)
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.headers["x-request-id"]
+            results.append(r.json())
+    flagged_ids = set()
+    for rec, body in zip(recs, results, strict=True):
+        expected = bundle.score_one(rec)
+        assert body["item_id"] == rec["item_id"]
+        assert body["model_version"] == champion_v1.versions[0]
+        assert set(body["probabilities"]) == set(bundle.issue_names)
+        for issue, p in expected.items():
+            if p is None:
+                assert body["probabilities"][issue] is None
+            else:
+                assert body["probabilities"][issue] == pytest.approx(p, rel=1e-9)
+        assert body["flagged"] == bundle.flagged(expected)
+        # Reason codes only for flagged issues, each a (feature, value, contribution) triple.
+        assert set(body["reasons"]) == set(body["flagged"])
+        for reasons in body["reasons"].values():
+            assert 0 < len(reasons) <= 5
+            assert set(reasons[0]) == {"feature", "value", "contribution"}
+            contributions = [rc["contribution"] for rc in reasons]
+            assert contributions == sorted(contributions, reverse=True)
+        if body["flagged"]:
+            flagged_ids.add(rec["item_id"])
+    assert flagged_ids, "the test model should flag some of 40 items"
+    # The lifespan exit drained the flag queue into the sink: every flagged item, once.
+    written = JsonlFlagSink.read(sink.path)
+    assert sorted(w["item_id"] for w in written) == sorted(flagged_ids)
+    one = written[0]
+    assert one["model_version"] == champion_v1.versions[0]
+    assert one["sampled"] is False
+    assert set(one["reasons"]) == set(one["flagged"])
+    assert one["snapshot"]["item_id"] == one["item_id"]
+
+
+async def test_score_batch_matches_single_scoring(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    recs = records(120, random_state=3)
+    async with running(app, headers={"Authorization": f"Bearer {SCORE_KEY}"}) as client:
+        r = await client.post("/v1/score", json={"items": recs})
+        assert r.status_code == 200, r.text
+        batch = r.json()
+        singles = [(await client.post("/v1/score", json=rec)).json() for rec in recs[:30]]
+    assert batch["model_version"] == champion_v1.versions[0]
+    assert [it["item_id"] for it in batch["items"]] == [rec["item_id"] for rec in recs]
+    for single, item in zip(singles, batch["items"], strict=False):
+        assert item["flagged"] == single["flagged"]
+        assert item["reasons"].keys() == single["reasons"].keys()
+        for issue, p in single["probabilities"].items():
+            if p is None:
+                assert item["probabilities"][issue] is None
+            else:
+                assert item["probabilities"][issue] == pytest.approx(p, rel=1e-9, abs=1e-12)
+    # Moderation-anchored rows get no post-issue score, and vice versa.
+    for rec, item in zip(recs, batch["items"], strict=True):
+        if rec["anchor"] == "moderation":
+            assert item["probabilities"]["low_quality"] is None
+            assert item["probabilities"]["wrongful_enforcement"] is not None
+        else:
+            assert item["probabilities"]["wrongful_enforcement"] is None
+
+
+async def test_batch_limit(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path, max_batch_size=10)
+    recs = records(11)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        ok = await client.post("/v1/score", json={"items": recs[:10]})
+        assert ok.status_code == 200
+        too_many = await client.post("/v1/score", json={"items": recs})
+        assert too_many.status_code == 413
+        assert "11 items exceeds max_batch_size=10" in too_many.json()["detail"]
+        empty = await client.post("/v1/score", json={"items": []})
+        assert empty.status_code == 200 and empty.json()["items"] == []
+
+
+async def test_auth_scopes(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    rec = records(1)[0]
+    async with running(app) as client:
+        # No key, wrong key, malformed bearer: 401 everywhere except the health probes.
+        assert (await client.post("/v1/score", json=rec)).status_code == 401
+        bad = await client.post("/v1/score", json=rec, headers={"X-API-Key": SCORE_KEY + "x"})
+        assert bad.status_code == 401
+        assert bad.headers["www-authenticate"] == "Bearer"
+        assert (
+            await client.post("/v1/score", json=rec, headers={"Authorization": "Basic abc"})
+        ).status_code == 401
+        assert (await client.get("/v1/models")).status_code == 401
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.post("/v1/admin/reload")).status_code == 401
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        # Wrong scope: 403.
+        review = {"X-API-Key": REVIEW_KEY}
+        assert (await client.post("/v1/score", json=rec, headers=review)).status_code == 403
+        score = {"X-API-Key": SCORE_KEY}
+        assert (await client.get("/metrics", headers=score)).status_code == 403
+        assert (await client.post("/v1/admin/reload", headers=score)).status_code == 403
+        # Right scope.
+        assert (await client.post("/v1/score", json=rec, headers=score)).status_code == 200
+        assert (await client.get("/v1/models", headers=review)).status_code == 200
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        assert (await client.get("/metrics", headers=admin)).status_code == 200
+        assert (await client.post("/v1/admin/reload", headers=admin)).status_code == 200
+
+
+async def test_body_size_limit_declared_and_chunked(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path, max_body_bytes=4096)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        big = orjson.dumps({"items": records(20)})
+        assert len(big) > 4096
+        r = await client.post(
+            "/v1/score", content=big, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413
+        assert "max_body_bytes=4096" in r.json()["detail"]
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+
+        async def chunks():
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000]
+
+        # A generator body goes out chunked, with no Content-Length to check up front.
+        r = await client.post(
+            "/v1/score", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413
+        small = orjson.dumps(records(1)[0])
+
+        async def small_chunks():
+            yield small[:50]
+            yield small[50:]
+
+        r = await client.post(
+            "/v1/score", content=small_chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [
+        ({"n_view": 3}, ["body", "item_id"]),
+        ({"item_id": "a", "n_view": "many"}, ["body", "n_view"]),
+        ({"item_id": "a", "as_of": "yesterday-ish"}, ["body", "as_of"]),
+        (
+            {"items": [{"item_id": "a"}, {"item_id": "b", "n_report": [1]}]},
+            ["body", "items", 1, "n_report"],
+        ),
+        ({"items": "nope"}, ["body", "items"]),
+        ({"items": [], "extra": 1}, ["body", "extra"]),
+        ([1, 2], ["body"]),
+    ],
+)
+async def test_bad_payloads_are_422_with_the_field_path(
+    champion_v1: Registry, tmp_path: Path, payload: Any, loc: list[Any]
+) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        r = await client.post("/v1/score", json=payload)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert loc in [e["loc"] for e in body["detail"]]
+    assert body["request_id"]
+
+
+async def test_invalid_json_and_unusable_values_are_422(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        r = await client.post(
+            "/v1/score", content=b'{"item_id": "a",', headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["type"] == "json_invalid"
+        # A negative count passes the schema (a number) but the feature transform rejects it.
+        r = await client.post("/v1/score", json={"item_id": "a", "n_view": -5})
+        assert r.status_code == 422
+        assert "n_view" in r.json()["detail"][0]["msg"]
+
+
+async def test_unexpected_error_is_a_generic_500(
+    champion_v1: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        bundle = app.state.service.holder.current.bundle
+
+        def broken(record: Any) -> Any:
+            raise RuntimeError("secret internal detail /etc/passwd")
+
+        bundle.score_one = broken  # instance attribute: only this app's loaded bundle
+        r = await client.post("/v1/score", json=records(1)[0])
+    assert r.status_code == 500
+    body = r.json()
+    assert body == {"detail": "internal server error", "request_id": r.headers["x-request-id"]}
+    assert "secret" not in r.text
+    # The log has the details, findable by the request id.
+    logged = [rec for rec in caplog.records if body["request_id"] in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None
+
+
+async def test_models_endpoint_and_metrics(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    bundle = champion_v1.bundles[champion_v1.versions[0]]
+    async with running(app, headers={"X-API-Key": ADMIN_KEY}) as client:
+        info = (await client.get("/v1/models")).json()
+        assert info["version"] == champion_v1.versions[0]
+        assert info["alias"] == "champion"
+        assert info["source"] == "mlflow"
+        assert info["thresholds"] == pytest.approx(bundle.thresholds)
+        assert info["metrics"] == bundle.metadata["metrics"]
+        recs = records(50)
+        r = await client.post("/v1/score", json={"items": recs})
+        n_flags = sum(len(it["flagged"]) for it in r.json()["items"])
+        await client.post("/v1/score", json=recs[0])
+        await client.post("/v1/score", json={"item_id": 1})
+        text = (await client.get("/metrics")).text
+    assert 'surfacer_http_requests_total{method="POST",route="/v1/score",status="200"} 2.0' in text
+    assert 'surfacer_http_requests_total{method="POST",route="/v1/score",status="422"} 1.0' in text
+    assert "surfacer_http_request_duration_seconds_bucket" in text
+    assert "surfacer_items_scored_total 51.0" in text
+    lq = sum(1 for rec in recs if rec["anchor"] == "post") + (recs[0]["anchor"] == "post")
+    assert f'surfacer_score_count{{issue="low_quality"}} {float(lq)}' in text
+    flags = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("surfacer_flags_total{")
+    ]
+    assert sum(flags) >= n_flags
+    assert (
+        f'surfacer_model_info{{name="{champion_v1.name}",source="mlflow",version="{champion_v1.versions[0]}"}} 1.0'
+        in text
+    )
+
+
+async def test_openapi_documents_the_score_body(champion_v1: Registry, tmp_path: Path) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app) as client:
+        spec = (await client.get("/openapi.json")).json()
+    body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
+    refs = {s["$ref"] for s in body["schema"]["anyOf"]}
+    assert refs == {"#/components/schemas/Snapshot", "#/components/schemas/ScoreBatch"}
+    snapshot = spec["components"]["schemas"]["Snapshot"]
+    assert snapshot["required"] == ["item_id"]
+    assert snapshot["additionalProperties"] is True
+    assert "n_report_spam" in snapshot["properties"]
+    # The example is the loaded model's own input example.
+    assert body["examples"]["single"]["value"]["item_id"] == "it_0_00000"
+    assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
