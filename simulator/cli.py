@@ -2,8 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+
+def simulate_command(
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder (created atomically).")],
+    items: Annotated[
+        int, typer.Option("--items", min=50, help="Organic items to simulate (campaigns add more).")
+    ] = 20_000,
+    days: Annotated[int, typer.Option("--days", min=2, help="Length of the window in days.")] = 28,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed (same seed, same data).")
+    ] = 0,
+    incidents: Annotated[
+        Path | None,
+        typer.Option(
+            "--incidents",
+            help="JSON file with a list of incidents ({id, kind, start_day, end_day, segment, "
+            "strength}); default: four planted incidents in the second half of the window.",
+        ),
+    ] = None,
+    review_rate: Annotated[
+        float,
+        typer.Option("--review-rate", min=0.0, max=1.0, help="Share of items analysts label."),
+    ] = 0.3,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the output folder if it is not empty.")
+    ] = False,
+) -> None:
+    """Simulate a short-video ecosystem with planted incidents and write it as a dataset."""
+    from simulator.config import SimConfig, load_incidents
+    from simulator.core import simulate, summarize, write_simulation
+
+    planted = load_incidents(incidents) if incidents is not None else None
+    config = SimConfig(
+        n_items=items, days=days, seed=seed, review_rate=review_rate, incidents=planted
+    )
+    sim = simulate(config, progress=True)
+    path = write_simulation(sim, out, overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+    typer.echo(summarize(sim))
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
+    app.command("simulate")(simulate_command)
