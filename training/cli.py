@@ -2,8 +2,84 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from training.jobs import score_to_file, train_command
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
+
+    @app.command("train")
+    def train_cmd(
+        data: Annotated[
+            Path,
+            typer.Option(
+                "--data", help="Dataset folder (raw tables) or a flat dataset spec (.toml)."
+            ),
+        ],
+        seed: Annotated[
+            int | None,
+            typer.Option("--seed", help="Random state for splits and models (default: settings)."),
+        ] = None,
+        capacity: Annotated[
+            int | None,
+            typer.Option(
+                "--capacity",
+                min=1,
+                help="Review capacity in items per day and issue (default: settings).",
+            ),
+        ] = None,
+        promote: Annotated[
+            bool,
+            typer.Option(
+                "--promote/--no-promote",
+                help="Let the promotion gate move @champion (--no-promote: challenger only).",
+            ),
+        ] = True,
+        track: Annotated[
+            bool,
+            typer.Option(
+                "--track/--no-track", help="Log the run and register the model in MLflow."
+            ),
+        ] = True,
+        bundle_out: Annotated[
+            Path | None,
+            typer.Option("--bundle-out", help="Also pickle the trained ScoringBundle here."),
+        ] = None,
+    ) -> None:
+        """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
+        text = train_command(
+            data,
+            seed=seed,
+            capacity=capacity,
+            promote=promote,
+            track=track,
+            bundle_out=bundle_out,
+        )
+        typer.echo(text)
+
+    @app.command("score")
+    def score_cmd(
+        data: Annotated[
+            Path,
+            typer.Option("--data", help="Dataset folder (raw tables) or a flat dataset spec."),
+        ],
+        model: Annotated[
+            str,
+            typer.Option(
+                "--model",
+                help="models:/NAME@ALIAS or another MLflow URI, a model folder, or a bundle pickle.",
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+        engine: Annotated[
+            str, typer.Option("--engine", help="pandas or dask (partitions scored in parallel).")
+        ] = "pandas",
+    ) -> None:
+        """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
+        path, n, flagged = score_to_file(data, model, out, engine=engine)
+        typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")

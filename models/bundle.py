@@ -1,0 +1,394 @@
+"""`ScoringBundle`: the whole scorer as one picklable object (one MLflow model version).
+
+It holds the feature transform and, per issue type, a LightGBM booster, an optional stacked
+linear text model, a probability calibrator and the review threshold. Two paths share it:
+`score_frame` for batch (one transform call for all rows) and `score_one`/`score_records`
+for serving, which build no DataFrame and avoid scikit-learn overhead (the text model is a
+sparse dot product, isotonic calibration an `np.interp`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.text import hashed_ngrams
+from features.transform import FeatureTransform, _as_text
+
+TEXT_SCORE_FEATURE = "text_score"
+
+
+@dataclass(frozen=True)
+class ReasonCode:
+    """One feature's push on an item's score: its value and its contribution in log-odds."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+class TextModel:
+    """A linear model on hashed n-grams kept as plain arrays: score = sigmoid(x . coef + b).
+
+    Trained by scikit-learn (see training.fit); only its coefficients live here, so the
+    online path is one sparse dot product, not a pipeline call.
+    """
+
+    def __init__(self, coef: np.ndarray, intercept: float) -> None:
+        self.coef_ = np.asarray(coef, dtype=np.float64).ravel()
+        self.intercept_ = float(intercept)
+
+    def score(self, hashed: sp.spmatrix) -> np.ndarray:
+        """Probabilities for rows of a hashed-text matrix (n, hash_dim)."""
+        return _sigmoid(hashed @ self.coef_ + self.intercept_)
+
+    def score_one(self, hashed: sp.csr_matrix) -> float:
+        """Probability for one hashed row, as a dot over its non-zeros only."""
+        return self.score_ngrams(hashed.indices, hashed.data)
+
+    def score_ngrams(
+        self, idx: Sequence[int] | np.ndarray, val: Sequence[float] | np.ndarray
+    ) -> float:
+        """Probability from hashed n-gram (indices, values), no sparse matrix needed."""
+        if len(idx) == 0:
+            z = self.intercept_
+        else:
+            z = (
+                float(self.coef_[np.asarray(idx)] @ np.asarray(val, dtype=np.float64))
+                + self.intercept_
+            )
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+class Calibrator:
+    """Maps raw model probabilities to calibrated ones: isotonic, Platt, or identity.
+
+    Learned state is plain arrays so `transform` is an `np.interp` (isotonic) or a sigmoid
+    (Platt): exact and fast on the single-item path.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["isotonic", "platt", "identity"],
+        *,
+        x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
+        a: float = 1.0,
+        b: float = 0.0,
+    ) -> None:
+        if kind not in ("isotonic", "platt", "identity"):
+            raise ValueError(f"calibrator kind {kind!r} is not isotonic, platt or identity")
+        self.kind = kind
+        self.x_ = None if x is None else np.asarray(x, dtype=np.float64)
+        self.y_ = None if y is None else np.asarray(y, dtype=np.float64)
+        self.a_ = float(a)
+        self.b_ = float(b)
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        if self.kind == "isotonic":
+            assert self.x_ is not None and self.y_ is not None
+            return np.interp(p, self.x_, self.y_)
+        if self.kind == "platt":
+            return _sigmoid(self.a_ * _logit(p) + self.b_)
+        return p
+
+    def transform_one(self, p: float) -> float:
+        if self.kind == "isotonic":
+            assert self.x_ is not None and self.y_ is not None
+            return float(np.interp(p, self.x_, self.y_))
+        if self.kind == "platt":
+            q = min(max(p, 1e-7), 1 - 1e-7)
+            return 1.0 / (1.0 + math.exp(-(self.a_ * math.log(q / (1 - q)) + self.b_)))
+        return float(p)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+class _FastRowPredictor:
+    """LightGBM's single-row C API (`...SingleRowFast`): one call, no per-call setup.
+
+    `Booster.predict` re-creates its predictor and validates inputs on every call (tens of
+    microseconds); serving scores one item at a time, so the setup is done once here. The
+    config owns scratch buffers, hence the lock when threads share a bundle.
+    """
+
+    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._lib = _LIB
+        self._safe_call = _safe_call
+        self._booster = booster  # the config points into the booster: keep it alive
+        self._config = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(0),  # C_API_PREDICT_NORMAL: probability for binary
+                ctypes.c_int(0),
+                ctypes.c_int(-1),
+                ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
+                ctypes.c_int32(n_features),
+                _c_str("num_threads=1"),
+                ctypes.byref(self._config),
+            )
+        )
+        self._out = np.zeros(1, dtype=np.float64)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64(0)
+        self._lock = threading.Lock()
+
+    def predict(self, row: np.ndarray) -> float:
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        with self._lock:
+            self._safe_call(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._config,
+                    row.ctypes.data_as(ctypes.c_void_p),
+                    ctypes.byref(self._out_len),
+                    self._out_ptr,
+                )
+            )
+            return float(self._out[0])
+
+    def __del__(self) -> None:
+        config = getattr(self, "_config", None)
+        if config is not None and config.value:
+            self._lib.LGBM_FastConfigFree(config)
+
+
+@dataclass
+class IssueModel:
+    """One issue type's scorer: booster on transform features (+ text_score), calibrator, threshold."""
+
+    name: str
+    anchor: str
+    booster: lgb.Booster
+    calibrator: Calibrator
+    threshold: float
+    feature_names: list[str]
+    text_model: TextModel | None = None
+    best_iteration: int = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Boosters pickle as their model string; the fast predictor is rebuilt on demand.
+        state = dict(self.__dict__)
+        state.pop("_fast", None)
+        state["booster"] = self.booster.model_to_string(num_iteration=-1)
+        return state
+
+    def predict_one(self, row: np.ndarray) -> float:
+        """Uncalibrated probability for one feature row (the serving hot path)."""
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            fast = _FastRowPredictor(self.booster, len(self.feature_names))
+            self.__dict__["_fast"] = fast
+        return fast.predict(row)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        booster = lgb.Booster(model_str=state["booster"])
+        self.__dict__.update(state)
+        self.booster = booster
+
+
+@dataclass
+class ScoringBundle:
+    """Feature transform + per-issue models + metadata; the unit MLflow logs and serving loads."""
+
+    transform: FeatureTransform
+    issues: dict[str, IssueModel]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    example_record: dict[str, Any] = field(default_factory=dict)
+
+    # --- description ---------------------------------------------------------------------
+
+    @property
+    def issue_names(self) -> list[str]:
+        return list(self.issues)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {name: m.threshold for name, m in self.issues.items()}
+
+    @property
+    def anchors(self) -> dict[str, str]:
+        return {name: m.anchor for name, m in self.issues.items()}
+
+    @property
+    def uses_text(self) -> bool:
+        return any(m.text_model is not None for m in self.issues.values())
+
+    def input_example(self) -> dict[str, Any]:
+        """A realistic snapshot record from the training data (for signatures and docs)."""
+        return dict(self.example_record)
+
+    # --- batch path ----------------------------------------------------------------------
+
+    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Calibrated probability per issue for each row; NaN where the issue's anchor differs."""
+        out = pd.DataFrame(index=frame.index)
+        if len(frame) == 0:
+            for name in self.issues:
+                out[name] = pd.Series(dtype=float)
+            return out
+        x = self.transform.transform(frame)
+        anchors = _anchor_array(frame)
+        text = hashed_text(self.transform, frame) if self.uses_text else None
+        for name, model in self.issues.items():
+            probs = np.full(len(frame), np.nan)
+            rows = np.flatnonzero(anchors == model.anchor)
+            if len(rows):
+                probs[rows] = self._predict_rows(
+                    model, x[rows], None if text is None else text[rows]
+                )
+            out[name] = probs
+        return out
+
+    def _predict_rows(
+        self, model: IssueModel, x: np.ndarray, text: sp.csr_matrix | None
+    ) -> np.ndarray:
+        if model.text_model is not None:
+            assert text is not None
+            x = np.column_stack([x, model.text_model.score(text)])
+        raw = model.booster.predict(x, num_threads=1)
+        return model.calibrator.transform(raw)
+
+    # --- online path (no DataFrame) --------------------------------------------------------
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Probabilities (n, n_issues) in `issue_names` order; NaN where the anchor differs."""
+        n = len(records)
+        out = np.full((n, len(self.issues)), np.nan)
+        if n == 0:
+            return out
+        x = self.transform.transform_records(records)
+        anchors = np.array([_record_anchor(r) for r in records], dtype=object)
+        text = None
+        if self.uses_text:
+            text = sp.vstack([self.transform.text_hashed_one(r) for r in records], format="csr")
+        for j, model in enumerate(self.issues.values()):
+            rows = np.flatnonzero(anchors == model.anchor)
+            if len(rows):
+                out[rows, j] = self._predict_rows(
+                    model, x[rows], None if text is None else text[rows]
+                )
+        return out
+
+    def score_one(self, record: Mapping[str, Any]) -> dict[str, float | None]:
+        """Calibrated probability per issue for one snapshot record (None: not applicable)."""
+        anchor = _record_anchor(record)
+        x = self.transform.transform_one(record)
+        ngrams = None
+        out: dict[str, float | None] = {}
+        for name, model in self.issues.items():
+            if model.anchor != anchor:
+                out[name] = None
+                continue
+            row = x
+            if model.text_model is not None:
+                if ngrams is None:
+                    ngrams = self._ngrams_one(record)
+                row = np.append(x, model.text_model.score_ngrams(*ngrams))
+            out[name] = model.calibrator.transform_one(model.predict_one(row))
+        return out
+
+    def _ngrams_one(self, record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+        # The same kernels as FeatureTransform.text_hashed_one, minus the CSR matrix, whose
+        # construction costs more than the hashing on the single-item path.
+        t = self.transform
+        texts = [_as_text(record.get(c), c) for c in t.text_columns_]
+        return hashed_ngrams(texts, int(t.hash_dim), tuple(t.ngram_range))
+
+    def flagged(self, probs: Mapping[str, float | None]) -> list[str]:
+        """Issues whose probability reaches their threshold, in issue order."""
+        flagged = []
+        for name, model in self.issues.items():
+            p = probs.get(name)
+            if p is not None and not math.isnan(p) and p >= model.threshold:
+                flagged.append(name)
+        return flagged
+
+    def explain_one(
+        self, record: Mapping[str, Any], issue: str, top_k: int = 5
+    ) -> list[ReasonCode]:
+        """The top_k features pushing this record's `issue` score up (LightGBM contributions).
+
+        Contributions are in log-odds before calibration; they rank by how much each feature
+        raised the score, which is what an analyst asks of a flagged item.
+        """
+        if issue not in self.issues:
+            raise KeyError(f"unknown issue {issue!r}; this bundle scores {self.issue_names}")
+        model = self.issues[issue]
+        row = self.transform.transform_one(record)
+        if model.text_model is not None:
+            row = np.append(row, model.text_model.score_one(self.transform.text_hashed_one(record)))
+        contrib = model.booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1)[0]
+        contrib = contrib[: len(model.feature_names)]  # last entry is the bias
+        order = np.argsort(-contrib, kind="stable")[: max(int(top_k), 0)]
+        reasons = []
+        for j in order:
+            name = model.feature_names[j]
+            reasons.append(ReasonCode(name, _reason_value(record, name, row[j]), float(contrib[j])))
+        return reasons
+
+
+def _reason_value(record: Mapping[str, Any], name: str, vector_value: float) -> float | None:
+    # Prefer the caller's own number (a raw count reads better than its log); fall back to
+    # the feature value; categorical codes and missing values have no useful number.
+    raw = record.get(name)
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, int | float) and not (isinstance(raw, float) and math.isnan(raw)):
+        return float(raw)
+    v = float(vector_value)
+    return None if math.isnan(v) else v
+
+
+def _record_anchor(record: Mapping[str, Any]) -> str:
+    anchor = record.get("anchor")
+    return "post" if anchor is None or anchor == "" else str(anchor)
+
+
+def _anchor_array(frame: pd.DataFrame) -> np.ndarray:
+    if "anchor" not in frame.columns:
+        return np.full(len(frame), "post", dtype=object)
+    return frame["anchor"].astype("object").where(frame["anchor"].notna(), "post").to_numpy()
+
+
+def hashed_text(transform: FeatureTransform, frame: pd.DataFrame) -> sp.csr_matrix | None:
+    """`transform.text_hashed(frame)`, hashing each distinct text once.
+
+    Snapshot rows of one item at several horizons repeat its caption and hashtags, so
+    hashing distinct texts and indexing back is several times faster on real frames.
+    None when the transform has no text columns.
+    """
+    if not transform.text_columns_:
+        return None
+    cols = [c for c in transform.text_columns_ if c in frame.columns]
+    if not cols or len(frame) == 0:
+        return transform.text_hashed(frame)
+    keys = frame[cols].astype("object")
+    joined = keys.iloc[:, 0].map(repr)
+    for c in cols[1:]:
+        joined = joined + "\x01" + keys[c].map(repr)
+    codes, _ = pd.factorize(joined, sort=False)
+    first = pd.Series(np.arange(len(frame))).groupby(codes, sort=True).first().to_numpy()
+    return transform.text_hashed(frame.iloc[first])[codes]

@@ -1,0 +1,157 @@
+"""Training inputs from a raw dataset folder or a flat dataset spec, in one shape.
+
+A raw folder becomes point-in-time snapshots with `label_<issue>` columns; a flat spec
+becomes one row per item with the spec's issues as label columns. Either way the result
+carries what training needs next: the issue types, the feature transform to fit, the
+segment dimensions to report on, latent truth when the data was simulated, and a
+fingerprint of the input bytes (same bytes, same fingerprint: the idempotency key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.schema import DEFAULT_HORIZONS_H
+from features.transform import FeatureTransform
+from models.issues import DEFAULT_ISSUES, IssueType, flat_issues
+from training.evaluate import label_column
+from training.labels import attach_labels
+
+RAW_SEGMENTS: tuple[str, ...] = ("region", "format", "category", "horizon_h")
+TRUTH_FILE = "truth.parquet"
+
+
+@dataclass
+class TrainingData:
+    """Rows to learn from (features + label_<issue>), and how to treat them."""
+
+    frame: pd.DataFrame
+    issues: tuple[IssueType, ...]
+    kind: str  # "raw" or "flat"
+    transform: FeatureTransform  # unfitted, configured for these columns
+    segment_dims: tuple[str, ...]
+    truth: pd.DataFrame | None  # item_id + p_<issue>, when the data was simulated
+    fingerprint: str
+    source: str
+    timed: bool  # rows have an as_of: split by time, capacity per day makes sense
+
+
+def fingerprint_files(paths: Sequence[Path]) -> str:
+    """SHA-256 over the names and bytes of `paths` (sorted), in 1 MiB chunks."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        h.update(b"\0")
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def load_training_data(
+    data: str | Path,
+    *,
+    horizons_h: Sequence[float] = DEFAULT_HORIZONS_H,
+    issues: Sequence[IssueType] | None = None,
+    progress: bool = False,
+) -> TrainingData:
+    """A dataset folder (raw tables) or a flat TOML spec -> `TrainingData`."""
+    path = Path(data)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"training data {str(path)!r} does not exist; expected a dataset folder or a .toml spec"
+        )
+    if path.is_dir():
+        return _load_raw(path, horizons_h=horizons_h, issues=issues, progress=progress)
+    if path.suffix.lower() == ".toml":
+        return _load_flat(path)
+    raise ValueError(
+        f"training data {str(path)!r} is neither a dataset folder nor a .toml flat dataset spec"
+    )
+
+
+def _load_raw(
+    path: Path,
+    *,
+    horizons_h: Sequence[float],
+    issues: Sequence[IssueType] | None,
+    progress: bool,
+) -> TrainingData:
+    from features.io import dataset_files, load_dataset
+    from features.snapshot import build_snapshots
+
+    tables = load_dataset(path)
+    issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
+    snaps = build_snapshots(tables, horizons_h, progress=progress)
+    frame = attach_labels(snaps, tables, issues)
+    files = list(dataset_files(path).values())
+    truth = None
+    truth_path = path / TRUTH_FILE
+    if truth_path.exists():
+        truth = pd.read_parquet(truth_path)
+        files.append(truth_path)
+    return TrainingData(
+        frame=frame,
+        issues=issues,
+        kind="raw",
+        transform=FeatureTransform.for_snapshots(),
+        segment_dims=tuple(c for c in RAW_SEGMENTS if c in frame.columns),
+        truth=truth,
+        fingerprint=fingerprint_files(files),
+        source=str(path),
+        timed=True,
+    )
+
+
+def _load_flat(spec_path: Path) -> TrainingData:
+    from features.flat import load_flat, load_spec
+
+    spec = load_spec(spec_path)
+    ds = load_flat(spec)
+    frame = ds.frame.copy()
+    names = list(spec.labels)
+    issues = flat_issues(names)
+    labels = ds.labels
+    for name in names:
+        lab = labels.loc[labels["issue"].astype("object") == name, ["item_id", "label"]]
+        mapping = pd.Series(
+            lab["label"].astype("float64").to_numpy(), index=lab["item_id"].astype("object")
+        )
+        frame[label_column(name)] = (
+            frame["item_id"].astype("object").map(mapping).astype("float64").to_numpy()
+        )
+    timed = spec.time is not None and "as_of" in frame.columns and frame["as_of"].notna().all()
+    transform = FeatureTransform(
+        numeric=tuple(spec.numeric),
+        categorical=tuple(spec.categorical),
+        text=tuple(spec.text),
+        min_category_count=5,
+    )
+    data_path = Path(spec.path)
+    if not data_path.is_absolute():
+        data_path = (spec_path.parent / data_path).resolve()
+    files = [spec_path] + ([data_path] if data_path.exists() else [])
+    return TrainingData(
+        frame=frame,
+        issues=issues,
+        kind="flat",
+        transform=transform,
+        segment_dims=tuple(c for c in spec.categorical if c in frame.columns),
+        truth=None,
+        fingerprint=fingerprint_files(files),
+        source=str(spec_path),
+        timed=bool(timed),
+    )
+
+
+def first_label_strata(frame: pd.DataFrame, issues: Sequence[IssueType]) -> np.ndarray:
+    """Strata for a stratified split: the first issue's label (missing labels form a stratum)."""
+    col = frame[label_column(issues[0].name)].to_numpy(dtype=float)
+    return np.where(np.isnan(col), -1, col).astype(int)

@@ -1,0 +1,148 @@
+"""The functions behind `surfacer train` and `surfacer score` (tests call these directly)."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from features.schema import DEFAULT_HORIZONS_H
+from models.batch import score_dataset
+from models.bundle import ScoringBundle
+from surfacer.settings import Settings, get_settings
+from training.evaluate import summarise
+from training.pipeline import TrainResult, train
+
+TABLE_COLUMNS = (
+    "n",
+    "positives",
+    "pr_auc",
+    "roc_auc",
+    "threshold",
+    "precision_at_threshold",
+    "recall_at_threshold",
+    "precision_at_k",
+    "brier",
+    "ece",
+    "baseline_pr_auc",
+    "oracle_pr_auc",
+    "pr_auc_vs_oracle",
+)
+
+
+def format_result(result: TrainResult) -> str:
+    """The metrics table and the run/registry outcome, as `surfacer train` prints them."""
+    present = [c for c in TABLE_COLUMNS if any(c in m for m in result.report.overall.values())]
+    lines = [summarise(result.report.overall, present)]
+    holdout = result.report.holdout.describe()
+    lines.append(
+        f"holdout: {holdout['kind']} split, {holdout['n_rows']} labelled test rows, "
+        f"{holdout['n_items']} items"
+        + (f", {holdout['start']} .. {holdout['end']}" if holdout["start"] else "")
+    )
+    if result.run_id is not None:
+        lines.append(
+            f"run {result.run_id}, model version {result.model_version}, "
+            f"{'promoted to @champion' if result.promoted else 'not promoted (@challenger)'}"
+        )
+        reasons = result.decision.get("reasons") if result.decision else None
+        if reasons:
+            lines.extend(f"  gate: {r}" for r in reasons)
+    else:
+        lines.append("not tracked (--no-track)")
+    return "\n".join(lines)
+
+
+def train_command(
+    data: Path,
+    *,
+    seed: int | None = None,
+    capacity: int | None = None,
+    promote: bool = True,
+    track: bool = True,
+    bundle_out: Path | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Run one training job and return the text `surfacer train` prints."""
+    settings = settings or get_settings()
+    result = train(
+        data,
+        settings=settings,
+        random_state=settings.random_state if seed is None else seed,
+        capacity_per_day=capacity,
+        track=track,
+        promote=promote,
+        progress=sys.stderr.isatty(),
+    )
+    if bundle_out is not None:
+        save_bundle(result.bundle, bundle_out)
+    return format_result(result)
+
+
+def save_bundle(bundle: ScoringBundle, path: Path) -> Path:
+    """Pickle a bundle atomically (write a sibling temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return path
+
+
+def load_model(ref: str, *, settings: Settings | None = None) -> ScoringBundle:
+    """A bundle from a pickle file, a downloaded MLflow model folder, or an MLflow model URI."""
+    path = Path(ref)
+    if path.is_file():
+        with path.open("rb") as fh:
+            bundle = pickle.load(fh)
+        if not isinstance(bundle, ScoringBundle):
+            raise ValueError(f"{ref!r} holds a {type(bundle).__name__}, expected a ScoringBundle")
+        return bundle
+    from models.pyfunc import load_bundle, load_bundle_from_dir
+
+    if path.is_dir():
+        return load_bundle_from_dir(path)
+    if ":" not in ref:
+        raise FileNotFoundError(
+            f"model {ref!r} is neither a file, a folder nor a URI such as models:/surfacer@champion"
+        )
+    import mlflow
+
+    settings = settings or get_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
+    return load_bundle(ref)
+
+
+def snapshots_for(data: Path) -> pd.DataFrame:
+    """The rows to score: snapshots of a raw dataset folder, or the items of a flat spec."""
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"data {str(data)!r} does not exist")
+    if data.is_dir():
+        from features.io import load_dataset
+        from features.snapshot import build_snapshots
+
+        return build_snapshots(load_dataset(data), DEFAULT_HORIZONS_H, progress=sys.stderr.isatty())
+    if data.suffix.lower() == ".toml":
+        from features.flat import load_flat
+
+        return load_flat(data).frame
+    raise ValueError(f"data {str(data)!r} is neither a dataset folder nor a .toml spec")
+
+
+def score_to_file(
+    data: Path, model: str, out: Path, *, engine: str = "pandas"
+) -> tuple[Path, int, int]:
+    """Score a dataset with a model and write Parquet; returns (path, rows, flagged rows)."""
+    bundle = load_model(model)
+    scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    scored.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    return out, len(scored), int((scored["flagged"] != "").sum())

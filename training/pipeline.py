@@ -1,0 +1,489 @@
+"""The retraining job: data -> split -> per-issue fit -> calibrate -> threshold -> evaluate -> log.
+
+`train()` fits and evaluates everything before it touches MLflow, so a failure (bad data,
+missing labels, a fit error) leaves no run and no model version behind; only a complete
+bundle with its report is handed to `training.tracking.log_training`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from features.schema import DEFAULT_HORIZONS_H
+from models.bundle import TEXT_SCORE_FEATURE, IssueModel, ScoringBundle, hashed_text
+from models.issues import IssueType
+from surfacer.settings import Settings, get_settings
+from training.data import TrainingData, first_label_strata, load_training_data
+from training.evaluate import (
+    EvaluationReport,
+    Holdout,
+    calibration_bins,
+    issue_metrics,
+    label_column,
+    pr_auc,
+    pr_curve,
+    roc_auc,
+    segment_metrics,
+)
+from training.fit import (
+    BoosterParams,
+    baseline_predict,
+    capacity_threshold,
+    f1_threshold,
+    fit_baseline,
+    fit_booster,
+    fit_calibrator,
+    fit_text_model,
+    out_of_fold_text_scores,
+)
+from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, time_split
+
+STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
+
+
+@dataclass
+class TrainResult:
+    """What a training job produced: the run and version (when tracked) and what was measured."""
+
+    run_id: str | None
+    model_version: str | None
+    metrics: dict[str, dict[str, float]]
+    promoted: bool
+    bundle: ScoringBundle
+    report: EvaluationReport
+    fingerprint: str
+    decision: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Split:
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+class _Timer:
+    """Wall time per stage, and a tqdm bar over the stages on stderr when asked."""
+
+    def __init__(self, progress: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self._bar = tqdm(total=len(STAGES), desc="train", file=sys.stderr, disable=not progress)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def train(
+    data: str | Path,
+    *,
+    settings: Settings | None = None,
+    random_state: int = 0,
+    capacity_per_day: int | None = None,
+    track: bool = True,
+    promote: bool = True,
+    horizons_h: Sequence[float] = DEFAULT_HORIZONS_H,
+    issues: Sequence[IssueType] | None = None,
+    booster_params: BoosterParams | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train, evaluate and (when `track`) log one ScoringBundle from a dataset folder or spec.
+
+    Raises ValueError naming the issue and its label counts when an issue cannot be trained,
+    and lets features.validate.ContractError (a ValueError) out on bad data.
+    """
+    settings = settings or get_settings()
+    capacity = int(
+        capacity_per_day if capacity_per_day is not None else settings.review_capacity_per_day
+    )
+    if capacity < 1:
+        raise ValueError(f"review capacity must be at least 1 item per day, got {capacity}")
+    params = booster_params or BoosterParams()
+    if track:
+        # fail before the (long) fit if the tracking side cannot honour the options
+        from training.tracking import log_training
+
+        _tracking_options(log_training, promote=promote)
+    timer = _Timer(progress)
+    try:
+        with timer.stage("load"):
+            td = load_training_data(data, horizons_h=horizons_h, issues=issues, progress=progress)
+        bundle, report = fit_and_evaluate(
+            td, random_state=random_state, capacity_per_day=capacity, params=params, timer=timer
+        )
+        run_id = model_version = None
+        promoted = False
+        decision: dict[str, Any] = {}
+        with timer.stage("log"):
+            if track:
+                from training.tracking import log_training
+
+                run_params = {
+                    "data": td.source,
+                    "data_kind": td.kind,
+                    "random_state": random_state,
+                    "capacity_per_day": capacity,
+                    "horizons_h": list(horizons_h) if td.kind == "raw" else None,
+                    "issues": [i.name for i in td.issues],
+                    "promote": promote,
+                    **{f"lgb_{k}": v for k, v in asdict(params).items()},
+                }
+                tracked = log_training(
+                    bundle,
+                    report,
+                    params=run_params,
+                    dataset_fingerprint=td.fingerprint,
+                    settings=settings,
+                    **_tracking_options(log_training, promote=promote),
+                )
+                run_id = tracked.run_id
+                model_version = (
+                    None if tracked.model_version is None else str(tracked.model_version)
+                )
+                promoted = bool(tracked.promoted)
+                decision = dict(tracked.decision or {})
+    finally:
+        timer.close()
+    if log is not None:
+        log(f"timings: {', '.join(f'{k}={v:.1f}s' for k, v in timer.timings.items())}")
+    return TrainResult(
+        run_id=run_id,
+        model_version=model_version,
+        metrics=report.overall,
+        promoted=promoted,
+        bundle=bundle,
+        report=report,
+        fingerprint=td.fingerprint,
+        decision=decision,
+        timings=timer.timings,
+    )
+
+
+def _tracking_options(log_training: Callable[..., Any], *, promote: bool) -> dict[str, Any]:
+    """Keyword options for `log_training` that its signature accepts."""
+    accepted = inspect.signature(log_training).parameters
+    options: dict[str, Any] = {}
+    if not promote:
+        if "promote" not in accepted:
+            raise ValueError("--no-promote: this tracking backend has no 'promote' option")
+        options["promote"] = False
+    return options
+
+
+def _split(td: TrainingData, random_state: int) -> tuple[SplitResult, _Split]:
+    if td.timed:
+        result = time_split(td.frame, DEFAULT_FRACTIONS)
+    else:
+        strata = first_label_strata(td.frame, td.issues)
+        result = stratified_split(td.frame, strata, DEFAULT_FRACTIONS, random_state=random_state)
+    return result, _Split(result.mask("train"), result.mask("valid"), result.mask("test"))
+
+
+def _anchor_mask(frame: pd.DataFrame, anchor: str) -> np.ndarray:
+    if "anchor" not in frame.columns:
+        return np.full(len(frame), anchor == "post")
+    return frame["anchor"].astype("object").to_numpy() == anchor
+
+
+def check_labels(td: TrainingData, split: _Split) -> None:
+    """Every issue needs positives and negatives in both train and valid; say which lack them."""
+    problems = []
+    for issue in td.issues:
+        y = td.frame[label_column(issue.name)].to_numpy(dtype=float)
+        anchor = _anchor_mask(td.frame, issue.anchor)
+        counts = {}
+        for name, mask in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+            yy = y[mask & anchor]
+            yy = yy[np.isfinite(yy)]
+            counts[name] = (len(yy), int(yy.sum()))
+        bad = [
+            n
+            for n in ("train", "valid")
+            if counts[n][0] == 0 or counts[n][1] == 0 or counts[n][1] == counts[n][0]
+        ]
+        if bad:
+            detail = ", ".join(f"{n}: {c[0]} labelled, {c[1]} positive" for n, c in counts.items())
+            problems.append(
+                f"issue {issue.name!r} ({issue.anchor} rows) lacks labels of both classes in "
+                f"{' and '.join(bad)} ({detail})"
+            )
+    if problems:
+        raise ValueError(
+            "cannot train: " + "; ".join(problems) + ". Add labels (review, appeals or a labels "
+            "table) or drop the issue."
+        )
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, pd.Timestamp | datetime):
+        return v.isoformat()
+    if isinstance(v, np.bool_ | bool):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating | float):
+        return None if math.isnan(float(v)) else float(v)
+    return v if isinstance(v, str | int) else str(v)
+
+
+def example_record(row: pd.Series) -> dict[str, Any]:
+    """A snapshot row as a JSON-able dict (labels dropped): the bundle's input example."""
+    return {str(k): _json_value(v) for k, v in row.items() if not str(k).startswith("label_")}
+
+
+def fit_and_evaluate(
+    td: TrainingData,
+    *,
+    random_state: int,
+    capacity_per_day: int,
+    params: BoosterParams,
+    timer: _Timer | None = None,
+) -> tuple[ScoringBundle, EvaluationReport]:
+    """Fit the transform and one model per issue on `td`, then evaluate on its test split."""
+    timer = timer or _Timer(False)
+    frame = td.frame
+    with timer.stage("split"):
+        split_result, split = _split(td, random_state)
+        check_labels(td, split)
+    with timer.stage("transform"):
+        transform = td.transform.fit(frame.iloc[np.flatnonzero(split.train)])
+        x_all = transform.transform(frame)
+        text_all = hashed_text(transform, frame)
+    item_ids = frame["item_id"].astype("object").to_numpy()
+    valid_days = _window_days(frame, split.valid) if td.timed else None
+
+    models: dict[str, IssueModel] = {}
+    overall: dict[str, dict[str, float]] = {}
+    segments: list[pd.DataFrame] = []
+    curves: dict[str, pd.DataFrame] = {}
+    calib: dict[str, pd.DataFrame] = {}
+    importances: dict[str, pd.DataFrame] = {}
+    base_names = list(transform.feature_names_)
+    for issue in td.issues:
+        with timer.stage("fit"):
+            fitted = _fit_issue(
+                issue,
+                frame=frame,
+                split=split,
+                x_all=x_all,
+                text_all=text_all,
+                item_ids=item_ids,
+                base_names=base_names,
+                categorical=transform.categorical_indices_,
+                params=params,
+                random_state=random_state,
+                capacity_per_day=capacity_per_day,
+                valid_days=valid_days,
+            )
+        models[issue.name] = fitted.model
+        with timer.stage("evaluate"):
+            test_rows = fitted.test_rows
+            y = frame[label_column(issue.name)].to_numpy(dtype=float)[test_rows]
+            p = fitted.test_probs
+            metrics = issue_metrics(y, p, threshold=fitted.model.threshold, k=capacity_per_day)
+            metrics["baseline_roc_auc"] = roc_auc(y, fitted.baseline_probs)
+            metrics["baseline_pr_auc"] = pr_auc(y, fitted.baseline_probs)
+            metrics["best_iteration"] = float(fitted.model.best_iteration)
+            if td.truth is not None and f"p_{issue.name}" in td.truth.columns:
+                truth = td.truth.set_index(td.truth["item_id"].astype("object"))[f"p_{issue.name}"]
+                oracle = pd.Series(item_ids[test_rows]).map(truth).to_numpy(dtype=float)
+                metrics["oracle_pr_auc"] = pr_auc(y, oracle)
+                metrics["oracle_roc_auc"] = roc_auc(y, oracle)
+                o = metrics["oracle_pr_auc"]
+                metrics["pr_auc_vs_oracle"] = metrics["pr_auc"] / o if o and o > 0 else math.nan
+            overall[issue.name] = metrics
+            segments.append(
+                segment_metrics(
+                    issue.name,
+                    frame.iloc[test_rows],
+                    y,
+                    p,
+                    threshold=fitted.model.threshold,
+                    dimensions=td.segment_dims,
+                )
+            )
+            curves[issue.name] = pr_curve(y, p)
+            calib[issue.name] = calibration_bins(y, p)
+            booster = fitted.model.booster
+            importances[issue.name] = (
+                pd.DataFrame(
+                    {
+                        "feature": fitted.model.feature_names,
+                        "gain": booster.feature_importance("gain"),
+                        "split": booster.feature_importance("split"),
+                    }
+                )
+                .sort_values(["gain", "feature"], ascending=[False, True], kind="stable")
+                .reset_index(drop=True)
+            )
+
+    label_cols = [label_column(i.name) for i in td.issues]
+    test_mask = split.test & frame[label_cols].notna().any(axis=1).to_numpy()
+    test_frame = frame.iloc[np.flatnonzero(test_mask)].reset_index(drop=True)
+    start, end = split_result.bounds["test"]
+    holdout = Holdout(
+        kind="time" if td.timed else "stratified",
+        start=start,
+        end=end,
+        random_state=int(random_state),
+        n_rows=len(test_frame),
+        item_ids=tuple(sorted(pd.unique(test_frame["item_id"].astype("object")))),
+    )
+    seg = (
+        pd.concat([s for s in segments if len(s)], ignore_index=True)
+        if any(len(s) for s in segments)
+        else segments[0]
+    )
+    report = EvaluationReport(
+        overall=overall,
+        segments=seg,
+        pr_curves=curves,
+        calibration=calib,
+        importances=importances,
+        holdout=holdout,
+        test_frame=test_frame,
+        capacity_per_day=capacity_per_day,
+        extra={
+            "split_rows": {
+                "train": int(split.train.sum()),
+                "valid": int(split.valid.sum()),
+                "test": int(split.test.sum()),
+            },
+            "valid_days": valid_days,
+        },
+    )
+    first_anchor = _anchor_mask(frame, td.issues[0].anchor) & split.train
+    example_row = frame.iloc[int(np.flatnonzero(first_anchor)[0])]
+    bundle = ScoringBundle(
+        transform=transform,
+        issues=models,
+        metadata={
+            "trained_at": datetime.now(UTC).isoformat(),
+            "dataset_fingerprint": td.fingerprint,
+            "data_kind": td.kind,
+            "source": td.source,
+            "random_state": int(random_state),
+            "capacity_per_day": int(capacity_per_day),
+            "metrics": report.flat_metrics(),
+            "holdout": holdout.describe(),
+            "anchors": {i.name: i.anchor for i in td.issues},
+            "questions": {i.name: i.question for i in td.issues},
+        },
+        example_record=example_record(example_row),
+    )
+    return bundle, report
+
+
+def _window_days(frame: pd.DataFrame, mask: np.ndarray) -> float:
+    """Length in days of a window, from its items' first snapshot times (at least one day)."""
+    t = pd.to_datetime(frame["as_of"], utc=True)[mask]
+    first = t.groupby(frame["item_id"].astype("object")[mask].to_numpy()).min()
+    span = (first.max() - first.min()).total_seconds() / 86400.0
+    return max(1.0, float(span))
+
+
+@dataclass
+class _FittedIssue:
+    model: IssueModel
+    test_rows: np.ndarray
+    test_probs: np.ndarray
+    baseline_probs: np.ndarray
+
+
+def _fit_issue(
+    issue: IssueType,
+    *,
+    frame: pd.DataFrame,
+    split: _Split,
+    x_all: np.ndarray,
+    text_all: sp.csr_matrix | None,
+    item_ids: np.ndarray,
+    base_names: list[str],
+    categorical: Sequence[int],
+    params: BoosterParams,
+    random_state: int,
+    capacity_per_day: int,
+    valid_days: float | None,
+) -> _FittedIssue:
+    y_all = frame[label_column(issue.name)].to_numpy(dtype=float)
+    anchor = _anchor_mask(frame, issue.anchor)
+    labelled = np.isfinite(y_all)
+    tr = np.flatnonzero(anchor & split.train & labelled)
+    va = np.flatnonzero(anchor & split.valid & labelled)
+    te = np.flatnonzero(anchor & split.test & labelled)
+    va_all = np.flatnonzero(anchor & split.valid)  # labelled or not: the flag volume
+    y_tr, y_va = y_all[tr].astype(int), y_all[va].astype(int)
+
+    names = list(base_names)
+    text_model = None
+    x_tr, x_va, x_te, x_va_all = x_all[tr], x_all[va], x_all[te], x_all[va_all]
+    if text_all is not None and text_all.nnz > 0:
+        oof = out_of_fold_text_scores(text_all[tr], y_tr, item_ids[tr], random_state=random_state)
+        text_model = fit_text_model(text_all[tr], y_tr, random_state=random_state)
+        names.append(TEXT_SCORE_FEATURE)
+        x_tr = np.column_stack([x_tr, oof])
+        x_va = np.column_stack([x_va, text_model.score(text_all[va])])
+        x_te = np.column_stack([x_te, text_model.score(text_all[te])])
+        x_va_all = np.column_stack([x_va_all, text_model.score(text_all[va_all])])
+
+    booster, best = fit_booster(
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        feature_names=names,
+        categorical=categorical,
+        params=params,
+        random_state=random_state,
+    )
+    raw_va = booster.predict(x_va, num_threads=params.num_threads)
+    calibrator = fit_calibrator(raw_va, y_va)
+    if valid_days is not None:
+        p_all = calibrator.transform(booster.predict(x_va_all, num_threads=params.num_threads))
+        capacity_items = max(1, round(capacity_per_day * valid_days))
+        threshold = capacity_threshold(p_all, item_ids[va_all], capacity_items=capacity_items)
+    else:
+        threshold = f1_threshold(calibrator.transform(raw_va), y_va)
+    test_probs = calibrator.transform(booster.predict(x_te, num_threads=params.num_threads))
+
+    baseline = fit_baseline(x_all[tr], y_tr, categorical=categorical, random_state=random_state)
+    baseline_probs = baseline_predict(baseline, x_all[te])
+
+    model = IssueModel(
+        name=issue.name,
+        anchor=issue.anchor,
+        booster=booster,
+        calibrator=calibrator,
+        threshold=float(threshold),
+        feature_names=names,
+        text_model=text_model,
+        best_iteration=best,
+    )
+    return _FittedIssue(model, te, test_probs, baseline_probs)
