@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import zlib
 from collections.abc import Sequence
 
@@ -70,11 +71,16 @@ _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _HASHTAG = re.compile(r"#\w+")
 _MENTION = re.compile(r"@\w+")
 _PUNCT = re.compile(r"[!-/:-@\[-`{-~]")
-_EMOJI = re.compile(
+# Pictographs, dingbats, flags and arrows/symbols blocks.
+EMOJI_PATTERN = (
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\U00002b00-\U00002bff]"
 )
+_EMOJI = re.compile(EMOJI_PATTERN)
 _RUN = re.compile(r"(.)\1+", re.DOTALL)
 _TOKEN = re.compile(r"\w+")
+_ASCII_LETTERS = string.ascii_letters.encode()
+_ASCII_UPPER = string.ascii_uppercase.encode()
+_ASCII_DIGITS = string.digits.encode()
 
 _NAN = math.nan
 # Null or missing text: nothing is known about it except that there is none.
@@ -100,10 +106,18 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
     n_words = len(words)
     if n == 0:
         return (0.0,) + (0.0,) * (len(TEXT_STAT_NAMES) - 1)
-    letters = sum(map(str.isalpha, text))
-    upper = sum(map(str.isupper, text))
-    digits = sum(map(str.isdigit, text))
-    non_ascii = n - len(text.encode("ascii", "ignore"))
+    ascii_bytes = text.encode("ascii", "ignore")
+    non_ascii = n - len(ascii_bytes)
+    if non_ascii:
+        letters = sum(map(str.isalpha, text))
+        upper = sum(map(str.isupper, text))
+        digits = sum(map(str.isdigit, text))
+    else:
+        # ASCII text: the same counts by deleting byte classes in C (str.isupper etc. agree
+        # with A-Z, A-Za-z, 0-9 on ASCII), several times faster than a per-char Python map.
+        letters = n - len(ascii_bytes.translate(None, _ASCII_LETTERS))
+        upper = n - len(ascii_bytes.translate(None, _ASCII_UPPER))
+        digits = n - len(ascii_bytes.translate(None, _ASCII_DIGITS))
     run = 1
     for m in _RUN.finditer(text):
         run = max(run, m.end() - m.start())
@@ -117,15 +131,15 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
         1.0 if n_words else 0.0,
         float(n),
         float(n_words),
-        float(len(_URL.findall(text))),
-        float(n_words if tag_list else len(_HASHTAG.findall(text))),
-        float(len(_MENTION.findall(text))),
+        float(len(_URL.findall(text))) if ("://" in text or "w." in text or "W." in text) else 0.0,
+        float(n_words if tag_list else len(_HASHTAG.findall(text)) if "#" in text else 0),
+        float(len(_MENTION.findall(text))) if "@" in text else 0.0,
         float(text.count("!")),
         upper / letters if letters else 0.0,
         digits / n,
         len(_PUNCT.findall(text)) / n,
         non_ascii / n,
-        len(_EMOJI.findall(text)) / n,
+        len(_EMOJI.findall(text)) / n if non_ascii else 0.0,
         float(run),
         len(set(toks)) / n_tok if n_tok else 0.0,
         spam / n_tok if n_tok else 0.0,

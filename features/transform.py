@@ -38,6 +38,7 @@ columns). Absent at transform time, or a key missing from a record, gives NaN.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
@@ -72,6 +73,8 @@ class _Missing:
 
 _MISSING = _Missing()
 _NA_SCALARS = (pd.NA, pd.NaT)
+# Python types np.array(..., dtype=float64) converts exactly like `_as_float`.
+_PLAIN_NUMBER_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _as_float(value: Any, field: str) -> float:
@@ -109,6 +112,8 @@ def _category_key(value: Any, field: str) -> str | None:
         return value
     if value is None or value is _MISSING:
         return None
+    if isinstance(value, str):  # str subclasses such as numpy.str_
+        return str(value)
     if t is bool or isinstance(value, np.bool_):
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
@@ -267,9 +272,13 @@ class FeatureTransform(BaseEstimator):
         categorical = [c for c in dict.fromkeys(self.categorical) if c in cols]
         text = [c for c in dict.fromkeys(self.text) if c in cols]
 
-        # Raw numeric inputs: each column once, whatever role(s) it plays.
-        num_inputs = list(dict.fromkeys(numeric + counts + [c for p in ratios for c in p]))
-        for c in num_inputs:
+        # Raw inputs, laid out so the output is mostly slices of them:
+        # [numeric | counts | ratio-only columns | category codes | text stats].
+        ratio_only = [
+            c for c in dict.fromkeys(c for p in ratios for c in p) if c not in numeric + counts
+        ]
+        raw_numeric = numeric + counts + ratio_only
+        for c in dict.fromkeys(raw_numeric):
             _numeric_column(frame[c], c)  # type check now rather than at the first transform
 
         categories: dict[str, list[str]] = {}
@@ -282,7 +291,7 @@ class FeatureTransform(BaseEstimator):
         self.ratio_pairs_ = ratios
         self.categorical_columns_ = categorical
         self.text_columns_ = text
-        self.numeric_inputs_ = num_inputs
+        self.raw_numeric_columns_ = raw_numeric
         self.categories_ = categories
         self.category_codes_ = {
             c: {k: i + 1 for i, k in enumerate(vals)} for c, vals in categories.items()
@@ -300,32 +309,49 @@ class FeatureTransform(BaseEstimator):
         self._compile()
         return self
 
+    # Compiled lookups are derived from the fitted attributes; pickles carry only the latter.
+    _COMPILED = ("_plan", "_getter", "_cat_plan", "_text_plan")
+
     def _compile(self) -> None:
-        """Index arrays from the raw-input matrix to the output (plain data: picklable)."""
-        pos = {c: i for i, c in enumerate(self.numeric_inputs_)}
-        k_num = len(self.numeric_inputs_)
-        k_cat = len(self.categorical_columns_)
+        """Index arrays and getters for the hot paths, derived from the fitted attributes."""
+        raw_numeric = self.raw_numeric_columns_
+        first = {}
+        for i, c in enumerate(raw_numeric):
+            first.setdefault(c, i)
+        a = len(self.numeric_columns_)
+        b = a + len(self.count_columns_)
+        r = len(self.ratio_pairs_)
+        k_num = len(raw_numeric)
         n_stats = len(TEXT_STAT_NAMES)
-        k_raw = k_num + k_cat + n_stats * len(self.text_columns_)
-        # Raw matrix layout: [numeric inputs | category codes | text stats].
-        n_numeric = len(self.numeric_columns_)
-        n_counts = len(self.count_columns_)
-        n_ratio = len(self.ratio_pairs_)
-        copy_in = [pos[c] for c in self.numeric_columns_] + list(range(k_num, k_raw))
-        copy_out = list(range(n_numeric)) + list(
-            range(n_numeric + n_counts + n_ratio, self.n_features_out_)
+        k_raw = k_num + len(self.categorical_columns_) + n_stats * len(self.text_columns_)
+        self._plan = (
+            k_raw,
+            a,
+            b,
+            r,
+            k_num,
+            np.asarray([first[n] for n, _ in self.ratio_pairs_], dtype=np.intp),
+            np.asarray([first[d] for _, d in self.ratio_pairs_], dtype=np.intp),
         )
-        self._k_raw = k_raw
-        self._copy_in = np.asarray(copy_in, dtype=np.intp)
-        self._copy_out = np.asarray(copy_out, dtype=np.intp)
-        self._log_in = np.asarray([pos[c] for c in self.count_columns_], dtype=np.intp)
-        self._log_out = np.arange(n_numeric, n_numeric + n_counts, dtype=np.intp)
-        self._ratio_num = np.asarray([pos[n] for n, _ in self.ratio_pairs_], dtype=np.intp)
-        self._ratio_den = np.asarray([pos[d] for _, d in self.ratio_pairs_], dtype=np.intp)
-        self._ratio_out = np.arange(
-            n_numeric + n_counts, n_numeric + n_counts + n_ratio, dtype=np.intp
-        )
-        self._tag_list = [_is_tag_list(c) for c in self.text_columns_]
+        # itemgetter: one C call for all numeric fields when the record has every key.
+        if k_num == 0:
+            self._getter = None
+        elif k_num == 1:
+            only = raw_numeric[0]
+            self._getter = lambda record: (record[only],)
+        else:
+            self._getter = operator.itemgetter(*raw_numeric)
+        self._cat_plan = [(c, self.category_codes_[c]) for c in self.categorical_columns_]
+        self._text_plan = [(c, _is_tag_list(c)) for c in self.text_columns_]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in self._COMPILED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if hasattr(self, "feature_names_"):
+            self._compile()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
@@ -334,54 +360,84 @@ class FeatureTransform(BaseEstimator):
     # ------------------------------------------------------------------ shared compute
 
     def _compute(self, raw: np.ndarray) -> np.ndarray:
-        """Raw-input matrix (n, k_raw) -> features (n, d). The only numeric code of both paths."""
+        """Raw inputs (n, k_raw) -> features (n, d): the only numeric code of every path.
+
+        `raw` is column-major (a single row is both), so each block below is contiguous and
+        numpy runs the same inner loop whether there is one row or a million.
+        """
+        _, a, b, r, k_num, num, den = self._plan
         out = np.empty((raw.shape[0], self.n_features_out_), dtype=np.float64)
-        out[:, self._copy_out] = raw[:, self._copy_in]
-        if self._log_in.size:
-            c = raw[:, self._log_in]
-            if (c < 0).any():
-                bad = self.count_columns_[int(np.nonzero((c < 0).any(axis=0))[0][0])]
+        out[:, :a] = raw[:, :a]
+        if b > a:
+            c = raw[:, a:b]
+            negative = c < 0
+            if negative.any():
+                bad = self.count_columns_[int(np.argmax(negative.any(axis=0)))]
                 raise ValueError(f"field {bad!r}: counts must be >= 0, got a negative value")
-            out[:, self._log_out] = np.log1p(c)
-        if self._ratio_out.size:
-            out[:, self._ratio_out] = raw[:, self._ratio_num] / (raw[:, self._ratio_den] + 1.0)
+            out[:, a:b] = np.log1p(c)
+        if r:
+            out[:, b : b + r] = raw[:, num] / (raw[:, den] + 1.0)
+        out[:, b + r :] = raw[:, k_num:]
         return out
 
-    def _record_raw(self, record: Mapping[str, Any], row: list[float]) -> None:
-        """Append one record's raw inputs to `row` (the scalar kernels; no pandas)."""
+    def _record_raw(self, record: Mapping[str, Any]) -> list[Any]:
+        """One record's raw inputs as a flat list (the scalar kernels; no pandas)."""
         get = record.get
-        for c in self.numeric_inputs_:
-            row.append(_as_float(get(c, _MISSING), c))
-        for c in self.categorical_columns_:
-            key = _category_key(get(c, _MISSING), c)
-            row.append(_NAN if key is None else float(self.category_codes_[c].get(key, OTHER_CODE)))
-        for c, tags in zip(self.text_columns_, self._tag_list, strict=True):
-            row.extend(text_stats(_as_text(get(c, _MISSING), c), tag_list=tags))
+        getter = self._getter
+        if getter is None:
+            row: list[Any] = []
+        else:
+            try:
+                row = list(getter(record))
+            except KeyError:
+                row = [get(c) for c in self.raw_numeric_columns_]
+            # None, int, float and bool convert in np.array exactly as `_as_float` does;
+            # anything else (strings, numpy scalars, huge ints) goes through the kernel.
+            if not _PLAIN_NUMBER_TYPES.issuperset(map(type, row)):
+                row = [_as_float(v, c) for v, c in zip(row, self.raw_numeric_columns_, strict=True)]
+        for c, codes in self._cat_plan:
+            v = get(c)
+            if type(v) is str:
+                row.append(codes.get(v, OTHER_CODE))
+            else:
+                key = _category_key(v, c)
+                row.append(_NAN if key is None else codes.get(key, OTHER_CODE))
+        for c, tags in self._text_plan:
+            v = get(c)
+            row.extend(text_stats(v if type(v) is str else _as_text(v, c), tag_list=tags))
+        return row
+
+    def _records_raw(self, rows: list[list[Any]]) -> np.ndarray:
+        try:
+            raw = np.array(rows, dtype=np.float64, order="F")
+        except OverflowError:
+            # an int beyond float64: the kernel names the field
+            for row in rows:
+                for v, c in zip(row, self.raw_numeric_columns_, strict=False):
+                    _as_float(v, c)
+            raise
+        return raw.reshape(len(rows), self._plan[0], order="F")
 
     # ------------------------------------------------------------------ online paths
 
     def transform_one(self, record: Mapping[str, Any]) -> np.ndarray:
         """One record (e.g. a JSON dict) -> feature vector (d,). Builds no pandas object."""
-        self._check_fitted()
         if not isinstance(record, Mapping):
             raise ValueError(f"transform_one expects a mapping, got {type(record).__name__}")
-        row: list[float] = []
-        self._record_raw(record, row)
-        raw = np.array(row, dtype=np.float64).reshape(1, self._k_raw)
-        return self._compute(raw)[0]
+        self._check_fitted()
+        return self._compute(self._records_raw([self._record_raw(record)]))[0]
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Records -> feature matrix (n, d), the online batch path. Builds no pandas object."""
         self._check_fitted()
-        raw = np.empty((len(records), self._k_raw), dtype=np.float64)
-        row: list[float] = []
+        rows = []
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 raise ValueError(f"record {i} is a {type(record).__name__}, expected a mapping")
-            row.clear()
-            self._record_raw(record, row)
-            raw[i] = row
-        return self._compute(raw)
+            rows.append(self._record_raw(record))
+        if not rows:
+            return np.empty((0, self.n_features_out_), dtype=np.float64)
+        return self._compute(self._records_raw(rows))
 
     def text_hashed_one(self, record: Mapping[str, Any]) -> sp.csr_matrix:
         """Hashed word n-grams of one record's text columns, a (1, hash_dim) CSR row."""
@@ -405,17 +461,23 @@ class FeatureTransform(BaseEstimator):
         if not isinstance(frame, pd.DataFrame):
             raise ValueError(f"transform expects a pandas DataFrame, got {type(frame).__name__}")
         n = len(frame)
-        raw = np.empty((n, self._k_raw), dtype=np.float64)
+        raw = np.empty((n, self._plan[0]), dtype=np.float64, order="F")
+        present = set(frame.columns)
+        done: dict[str, int] = {}
         j = 0
-        for c in self.numeric_inputs_:
-            raw[:, j] = _numeric_column(frame[c], c) if c in frame.columns else _NAN
+        for c in self.raw_numeric_columns_:
+            if c in done:
+                raw[:, j] = raw[:, done[c]]
+            else:
+                raw[:, j] = _numeric_column(frame[c], c) if c in present else _NAN
+                done[c] = j
             j += 1
         for c in self.categorical_columns_:
-            raw[:, j] = self._category_column(frame[c], c) if c in frame.columns else _NAN
+            raw[:, j] = self._category_column(frame[c], c) if c in present else _NAN
             j += 1
         n_stats = len(TEXT_STAT_NAMES)
-        for c, tags in zip(self.text_columns_, self._tag_list, strict=True):
-            if c in frame.columns:
+        for c, tags in self._text_plan:
+            if c in present:
                 raw[:, j : j + n_stats] = _text_stats_column(frame[c], c, tags)
             else:
                 raw[:, j : j + n_stats] = text_stats(None)

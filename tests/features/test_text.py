@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import re
+import string
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from features.text import TEXT_STAT_NAMES, hashed_ngrams, text_stats, tokens
+from features.text import (
+    EMOJI_PATTERN,
+    SPAM_PHRASES,
+    SPAM_WORDS,
+    TEXT_STAT_NAMES,
+    hashed_ngrams,
+    text_stats,
+    tokens,
+)
 
 
 def _stats(text: str | None, **kw: bool) -> dict[str, float]:
@@ -97,3 +110,58 @@ def test_hash_is_stable_across_processes(seed: str) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == str(hashed_ngrams(["Free giveaway 東京 #fyp"], 2**18, (1, 2))[0])
+
+
+def _reference_stats(text: str, tag_list: bool = False) -> tuple[float, ...]:
+    """The definitions, written plainly (no fast paths), to check text_stats against."""
+    n = len(text)
+    if n == 0:
+        return (0.0,) * len(TEXT_STAT_NAMES)
+    words = text.split()
+    letters = [c for c in text if c.isalpha()]
+    toks = re.findall(r"\w+", text.lower())
+    run, best = 1, 1
+    for prev, cur in itertools.pairwise(text):
+        run = run + 1 if cur == prev else 1
+        best = max(best, run)
+    spam = sum(t in SPAM_WORDS for t in toks)
+    spam += sum(
+        toks[i : i + len(p.split())] == p.split() for p in SPAM_PHRASES for i in range(len(toks))
+    )
+    return (
+        1.0 if words else 0.0,
+        float(n),
+        float(len(words)),
+        float(len(re.findall(r"(?:https?://|www\.)\S+", text, re.IGNORECASE))),
+        float(len(words) if tag_list else len(re.findall(r"#\w+", text))),
+        float(len(re.findall(r"@\w+", text))),
+        float(text.count("!")),
+        sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
+        sum(c.isdigit() for c in text) / n,
+        sum(c in string.punctuation for c in text) / n,
+        sum(ord(c) > 127 for c in text) / n,
+        len(re.findall(EMOJI_PATTERN, text)) / n,
+        float(best),
+        len(set(toks)) / len(toks) if toks else 0.0,
+        spam / len(toks) if toks else 0.0,
+    )
+
+
+_words = st.sampled_from(
+    ["free", "link", "in", "bio", "WWW.x.io", "http://a.b", "#tag", "@me", "!!!", "😍", "é", "Ab1"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+        st.lists(_words, max_size=12).map(" ".join),
+        st.text(st.characters(max_codepoint=127), max_size=40),
+    ),
+    tag_list=st.booleans(),
+)
+def test_fast_paths_match_the_plain_definitions(text: str, tag_list: bool) -> None:
+    assert text_stats(text, tag_list=tag_list) == pytest.approx(
+        _reference_stats(text, tag_list), abs=0, rel=1e-12
+    )

@@ -151,6 +151,8 @@ def test_column_absent_at_transform_gives_nan() -> None:
         ({"region": [1, 2]}, "region"),
         ({"caption": 12}, "caption"),
         ({"n_view": -1}, "n_view"),
+        ({"n_view": 10**400}, "n_view"),
+        ({"age_h": {"h": 1}}, "age_h"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(record: dict, field: str) -> None:
@@ -231,3 +233,16 @@ def test_text_hashed_matches_one_and_is_l2_normalised() -> None:
         one = ft.text_hashed_one(rec)
         assert one.shape == (1, 1 << 12)
         np.testing.assert_array_equal(one.toarray(), H[i].toarray())
+
+
+def test_numpy_scalars_and_plain_python_values_give_the_same_vector() -> None:
+    ft = _ft().fit(_frame())
+    plain = {"n_view": 7, "n_like": 2, "age_h": 1.5, "creator_verified": True, "region": "US"}
+    numpy_typed = {
+        "n_view": np.int64(7),
+        "n_like": np.uint8(2),
+        "age_h": np.float32(1.5),
+        "creator_verified": np.bool_(True),
+        "region": np.str_("US"),
+    }
+    np.testing.assert_array_equal(ft.transform_one(numpy_typed), ft.transform_one(plain))
