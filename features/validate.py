@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contract import TABLE_ORDER, TABLES, Column, TableSpec
 
@@ -60,7 +62,10 @@ class ContractError(ValueError):
 
     def __init__(self, problems: list[Problem], context: str = "dataset") -> None:
         self.problems = list(problems)
-        lines = [f"{len(self.problems)} contract problem(s) in {context}:"]
+        lines = [
+            f"{len(self.problems)} contract problem(s) in {context} "
+            "(rows are 0-based positions in each table; in a CSV file, line = row + 2):"
+        ]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
 
@@ -90,8 +95,27 @@ def _non_str(s: pd.Series) -> np.ndarray:
     """Rows holding a non-null value that is not a Python str (for object columns)."""
     if isinstance(s.dtype, pd.StringDtype):
         return _mask(s)
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return _mask(s)  # the common case, checked in C without a Python loop
     notna = s.notna().to_numpy()
     return notna & ~np.fromiter((isinstance(v, str) for v in s), dtype=bool, count=len(s))
+
+
+def _isin(s: pd.Series, values: Any) -> np.ndarray:
+    """`s.isin(values)` as a bool array; Arrow's hash lookup when `s` is Arrow-backed text.
+
+    pandas' isin on Arrow strings is several times slower than pyarrow.compute.is_in, which
+    matters for referential checks over millions of events.
+    """
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        try:
+            arr = pa.array(s.array)
+            value_set = pa.array(pd.Series(values, dtype="str").dropna().array).cast(arr.type)
+            hit = pc.is_in(arr, value_set=value_set)
+            return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), dtype=bool)
+        except (pa.ArrowException, TypeError, ValueError):
+            pass
+    return s.isin(values).to_numpy(dtype=bool)
 
 
 def _dtype_matches(s: pd.Series, kind: str) -> bool:
@@ -150,6 +174,9 @@ def _parse_float(s: pd.Series) -> _Parsed:
 def _parse_int(s: pd.Series) -> _Parsed:
     if pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         return _Parsed(s, _mask(s), _mask(s))
+    if pd.api.types.is_bool_dtype(s.dtype):
+        # True/False -> 1/0 is lossless (e.g. a 0/1 label kept as bool).
+        return _Parsed(s.astype("Int64" if s.isna().any() else "int64"), _mask(s), _mask(s))
     num, bad, why = _to_numbers(s)
     if num is None:
         return _Parsed(None, bad, _mask(s), why)
@@ -253,6 +280,14 @@ def _parse_timestamp(s: pd.Series) -> _Parsed:
     return _Parsed(None, notna, _mask(s), f"{dt} values, expected timestamps")
 
 
+def _parse(kind: str, s: pd.Series) -> _Parsed:
+    """Read column `s` as contract kind `kind` (see `_Parsed`)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        # Categories are judged by their values; the result takes the contract dtype.
+        s = s.astype(s.cat.categories.dtype)
+    return _PARSERS[kind](s)
+
+
 _PARSERS = {
     "str": _parse_str,
     "float": _parse_float,
@@ -293,8 +328,12 @@ def coerce_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
     """
     spec = _spec(name)
     out = df.copy()
+    repeated = set(out.columns[out.columns.duplicated()])
     for col in spec.columns:
-        if col.name not in out.columns or _dtype_matches(out[col.name], col.kind):
+        # A repeated column name is ambiguous; validate_table reports it, coerce leaves it.
+        if col.name not in out.columns or col.name in repeated:
+            continue
+        if _dtype_matches(out[col.name], col.kind):
             continue
         if out[col.name].isna().all():
             # A column without values fits any kind; give it the kind's null-holding dtype.
@@ -302,7 +341,7 @@ def coerce_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
                 pd.array([None] * len(out), dtype=_NULL_DTYPES[col.kind]), index=out.index
             )
             continue
-        parsed = _PARSERS[col.kind](out[col.name])
+        parsed = _parse(col.kind, out[col.name])
         if parsed.values is not None:
             out[col.name] = parsed.values
     return out
@@ -335,12 +374,16 @@ def _check_column(table: str, col: Column, s: pd.Series) -> list[Problem]:
     notna = s.notna().to_numpy()
     values = s
     if not _dtype_matches(s, col.kind) and not (notna.size and not notna.any()):
-        parsed = _PARSERS[col.kind](s)
+        parsed = _parse(col.kind, s)
         if parsed.bad.any():
             msg = f"{parsed.detail or 'wrong type'} (expected {col.kind}, got {s.dtype}), e.g. {_example(s, parsed.bad)}"
             problems.append(_problem(table, col.name, msg, parsed.bad))
         if parsed.naive.any():
-            msg = f"timestamps without time zone, e.g. {_example(s, parsed.naive)}; give an explicit offset such as Z or +00:00 (not assumed UTC)"
+            if pd.api.types.is_datetime64_dtype(s.dtype):
+                fix = "localize them (e.g. .dt.tz_localize('UTC')) if that is their zone"
+            else:
+                fix = "give an explicit offset such as Z or +00:00"
+            msg = f"timestamps without time zone, e.g. {_example(s, parsed.naive)}; {fix} (never assumed UTC)"
             problems.append(_problem(table, col.name, msg, parsed.naive))
         if parsed.values is None:
             # Null and value checks below need the parsed values; report only the parsed ones.
@@ -356,7 +399,7 @@ def _check_column(table: str, col: Column, s: pd.Series) -> list[Problem]:
         values = parsed.values
     problems += _check_nulls(table, col, notna)
     if col.allowed is not None:
-        bad = notna & ~values.isin(col.allowed).to_numpy()
+        bad = notna & ~_isin(values, col.allowed)
         if bad.any():
             seen = sorted({str(v) for v in values[bad].unique()[:5]})
             msg = f"values not allowed: {', '.join(map(repr, seen))}; allowed: {', '.join(col.allowed)}"
@@ -453,13 +496,13 @@ def validate_dataset(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
         for name in _ITEM_REFERENCING:
             if usable(name, "item_id"):
                 ids = tables[name]["item_id"].reset_index(drop=True)
-                bad = ids.notna().to_numpy() & ~ids.isin(known).to_numpy()
+                bad = ids.notna().to_numpy() & ~_isin(ids, known)
                 if bad.any():
                     msg = f"item_id not in items, e.g. {_example(ids, bad)}"
                     problems.append(_problem(name, "item_id", msg, bad))
     if usable("items", "creator_id") and usable("creators", "creator_id"):
         ids = tables["items"]["creator_id"].reset_index(drop=True)
-        bad = ids.notna().to_numpy() & ~ids.isin(tables["creators"]["creator_id"]).to_numpy()
+        bad = ids.notna().to_numpy() & ~_isin(ids, tables["creators"]["creator_id"])
         if bad.any():
             msg = f"creator_id not in creators, e.g. {_example(ids, bad)}"
             problems.append(_problem("items", "creator_id", msg, bad))

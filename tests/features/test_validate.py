@@ -304,3 +304,39 @@ def test_contract_specs_cover_every_table() -> None:
     tables = make_tables()
     for name, spec in TABLES.items():
         assert list(tables[name].columns) == list(spec.column_names)
+
+
+def test_categorical_columns_are_judged_by_their_values(tables: dict[str, pd.DataFrame]) -> None:
+    events = tables["events"].astype({"kind": "category", "item_id": "category"})
+    out = coerce_table("events", events)
+    assert validate_table("events", out) == []
+    assert isinstance(out["kind"].dtype, pd.StringDtype)
+    bad = events.assign(kind=pd.Categorical(["view", "zap", "view", "view", "like", "zap"]))
+    assert _only(validate_table("events", coerce_table("events", bad)), "events", "kind").rows == [
+        1,
+        5,
+    ]
+
+
+def test_bool_labels_become_ints(tables: dict[str, pd.DataFrame]) -> None:
+    labels = tables["labels"].assign(label=[False, True, True])
+    out = coerce_table("labels", labels)
+    assert out["label"].tolist() == [0, 1, 1] and out["label"].dtype == np.int64
+
+
+def test_repeated_column_names_are_reported(tables: dict[str, pd.DataFrame]) -> None:
+    items = pd.concat([tables["items"], tables["items"][["region"]]], axis=1)
+    coerced = coerce_table("items", items)  # does not fail on the ambiguous column
+    p = _only(validate_table("items", coerced), "items", "region")
+    assert "more than once" in p.message
+
+
+def test_naive_datetime_message_says_how_to_fix(tables: dict[str, pd.DataFrame]) -> None:
+    moderation = tables["moderation"].assign(ts=tables["moderation"]["ts"].dt.tz_localize(None))
+    p = _only(validate_table("moderation", moderation), "moderation", "ts")
+    assert "tz_localize" in p.message and "never assumed UTC" in p.message
+
+
+def test_non_dataframe_table_is_a_problem(tables: dict[str, pd.DataFrame]) -> None:
+    problems = validate_dataset({**tables, "events": [1, 2, 3]})  # type: ignore[dict-item]
+    assert "expected a pandas DataFrame" in _only(problems, "events", None).message
