@@ -6,6 +6,7 @@ adds its own group without touching the others.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,15 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Show a progress bar on stderr while loading (default: when stderr is a terminal).",
+        show_default=False,
+    ),
+]
+
 PathArg = Annotated[
     Path,
     typer.Argument(
@@ -27,6 +37,10 @@ PathArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
 
 
 def _is_spec(path: Path) -> bool:
@@ -65,12 +79,12 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
 
 
 @data_app.command("validate")
-def validate_cmd(path: PathArg) -> None:
+def validate_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
     """Check a dataset against the contract; print a per-table summary or every problem."""
     if _is_spec(path):
         _echo_flat(load_flat(path), details=False)
         return
-    tables = load_dataset(path)
+    tables = load_dataset(path, progress=_progress(progress))
     summary = table_summary(tables)
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
@@ -78,14 +92,17 @@ def validate_cmd(path: PathArg) -> None:
 
 
 @data_app.command("describe")
-def describe_cmd(path: PathArg) -> None:
+def describe_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
     """Describe a dataset: row counts, time range per table, label rates, value counts."""
     if _is_spec(path):
         _echo_flat(load_flat(path), details=True)
         return
-    info = describe_dataset(load_dataset(path))
+    info = describe_dataset(load_dataset(path, progress=_progress(progress)))
     typer.echo(f"dataset {str(path)!r}")
-    _echo_frame(info["tables"])
+    per_table = info["tables"].copy()
+    for col in ("start", "end"):  # whole seconds read better; describe_dataset keeps them exact
+        per_table[col] = pd.to_datetime(per_table[col], utc=True).dt.floor("s")
+    _echo_frame(per_table)
     typer.echo("\nlabel rates")
     _echo_frame(info["labels"])
     typer.echo("\nvalue counts")

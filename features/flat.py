@@ -41,6 +41,7 @@ SPEC_KEYS = frozenset(
         "categorical",
         "labels",
         "repair_quoted_rows",
+        "na_values",
         "description",
     }
 )
@@ -106,6 +107,8 @@ class FlatSpec:
     labels: dict[str, LabelRule] = field(default_factory=dict)
     timezone: str | None = None  # declares the zone of naive times; never assumed otherwise
     repair_quoted_rows: bool = True
+    # Cell texts read as blank in a CSV; None means pandas' defaults (NA_TOKENS).
+    na_values: list[str] | None = None
     source: Path | None = None  # the TOML file this spec came from
 
     @property
@@ -213,8 +216,19 @@ def load_spec(path: str | Path) -> FlatSpec:
         labels=labels,
         timezone=raw.get("timezone"),
         repair_quoted_rows=bool(raw.get("repair_quoted_rows", True)),
+        na_values=_na_values(path, raw.get("na_values")),
         source=path.resolve(),
     )
+
+
+def _na_values(path: Path, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(
+            f"flat dataset spec {str(path)!r}: na_values must be a list of strings, got {value!r}"
+        )
+    return list(value)
 
 
 @dataclass
@@ -259,11 +273,15 @@ def _read(spec: FlatSpec) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".txt"):
         # All text: numbers are converted by the loader so unreadable values can be reported.
-        return pd.read_csv(path, dtype="str")
+        if spec.na_values is None:
+            return pd.read_csv(path, dtype="str")
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
     raise ValueError(f"flat dataset file {str(path)!r}: expected a .csv or .parquet file")
 
 
-def _repair_quoted_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def _repair_quoted_rows(
+    df: pd.DataFrame, na_tokens: tuple[str, ...] | list[str]
+) -> tuple[pd.DataFrame, int]:
     """Split rows that a CSV writer quoted as one whole field back into their columns.
 
     Such a row reads as a first column holding the comma-joined line and every other column
@@ -287,7 +305,7 @@ def _repair_quoted_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     out = df.copy()
     rows = pd.DataFrame.from_dict(fixed, orient="index", columns=df.columns, dtype="str")
     # Fields of a repaired line are text like the rest of a CSV read; NA tokens become blank.
-    rows = rows.mask(rows.isin(NA_TOKENS))
+    rows = rows.mask(rows.isin(na_tokens))
     out.iloc[list(fixed)] = rows.to_numpy()
     return out, len(fixed)
 
@@ -322,7 +340,8 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
     n_source = len(raw)
     repaired = 0
     if spec.repair_quoted_rows and spec.path.suffix != ".parquet":
-        raw, repaired = _repair_quoted_rows(raw)
+        na_tokens = NA_TOKENS if spec.na_values is None else spec.na_values
+        raw, repaired = _repair_quoted_rows(raw, na_tokens)
 
     missing = [c for c in spec.columns() if c not in raw.columns]
     if missing:

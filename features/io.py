@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from features.contract import TABLE_ORDER, TABLES
 from features.validate import ContractError, check_dataset, coerce_table, validate_dataset
@@ -68,11 +70,12 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
     return coerce_table(name, df.reset_index(drop=True))
 
 
-def load_dataset(path: str | Path) -> dict[str, pd.DataFrame]:
+def load_dataset(path: str | Path, *, progress: bool = False) -> dict[str, pd.DataFrame]:
     """Load a dataset folder into validated frames keyed by table name (contract order).
 
     Optional tables that are absent are absent from the dict; extra columns are kept.
     Raises FileNotFoundError when `items` is missing and ContractError listing every problem.
+    `progress` shows a tqdm bar on stderr (one step per table, one for validation).
     """
     folder = Path(path)
     files = dataset_files(folder)
@@ -81,8 +84,17 @@ def load_dataset(path: str | Path) -> dict[str, pd.DataFrame]:
             f"dataset folder {str(folder)!r} has no items table; expected items.parquet or "
             f"items.csv (optional: {', '.join(n for n in TABLE_ORDER if n != 'items')})"
         )
-    tables = {name: read_table(name, file) for name, file in files.items()}
-    check_dataset(tables, context=f"dataset {str(folder)!r}")
+    tables: dict[str, pd.DataFrame] = {}
+    with tqdm(
+        total=len(files) + 1, desc="load", unit="step", disable=not progress, file=sys.stderr
+    ) as bar:
+        for name, file in files.items():
+            bar.set_postfix_str(file.name)
+            tables[name] = read_table(name, file)
+            bar.update()
+        bar.set_postfix_str("validate")
+        check_dataset(tables, context=f"dataset {str(folder)!r}")
+        bar.update()
     return tables
 
 

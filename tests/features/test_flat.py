@@ -74,6 +74,15 @@ def test_toy_dataset_drops_and_explains(tmp_path: Path) -> None:
     }
 
 
+def test_na_values_decide_what_counts_as_blank(tmp_path: Path) -> None:
+    csv = "vid,caption,views,likes,tier,status,ban\n1,NA,1,1,g,ok,active\n2,b,1,-,g,ok,active\n"
+    ds = load_flat(_toy(tmp_path, csv))
+    assert ds.dropped["reason"].tolist() == ["blank: caption", "not a number: likes"]
+    ds = load_flat(_toy(tmp_path, csv, 'na_values = ["", "-"]\n' + SPEC))
+    assert ds.frame["caption"].tolist() == ["NA"]  # a caption that says "NA" is kept
+    assert ds.dropped["reason"].tolist() == ["blank: likes"]
+
+
 def test_several_reasons_on_one_row(tmp_path: Path) -> None:
     csv = "vid,caption,views,likes,tier,status,ban\n1,,many,,gold,,active\n2,a,1,1,gold,ok,active\n"
     ds = load_flat(_toy(tmp_path, csv))

@@ -208,3 +208,13 @@ def test_cli_describe(
     assert "label rates" in out and "low_quality" in out and "2026-01-05" in out
     assert run(["data", "describe", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_load_progress_bar_goes_to_stderr(
+    tables: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = write_dataset(tables, tmp_path / "ds")
+    load_dataset(out, progress=True)
+    captured = capsys.readouterr()
+    assert "load" in captured.err and "7/7" in captured.err
+    assert captured.out == ""
