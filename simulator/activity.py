@@ -130,7 +130,7 @@ def simulate_events(
         "like": sigmoid(-2.4 + 0.45 * q - 1.2 * lq),
         "share": sigmoid(-4.6 + 0.45 * q),
         "comment": sigmoid(-4.3 + 0.25 * q + 1.4 * hi),
-        "report": sigmoid(-7.6 + 3.3 * lq + 2.8 * hi + 0.5 * misleading),
+        "report": sigmoid(-6.9 + 3.6 * lq + 3.2 * hi + 0.5 * misleading),
         "not_interested": sigmoid(-5.4 + 2.0 * lq - 0.3 * q),
         "download": sigmoid(-5.4 + 0.4 * q),
         "follow": sigmoid(-5.6 + 0.5 * q - 1.0 * spam),

@@ -152,8 +152,13 @@ class Incident:
 def default_incidents(days: float) -> tuple[Incident, ...]:
     """Four incidents in the second half of a `days`-long window; two of them get fixed."""
 
+    step = 1.0 if days >= 10 else 0.5  # whole days when the window allows it
+
     def at(frac: float) -> float:
-        return float(max(1, round(days * frac)))
+        return min(max(step, round(days * frac / step) * step), days - step)
+
+    def until(start: float, frac: float) -> float:
+        return min(float(days), max(start + step, at(frac)))
 
     return (
         Incident(
@@ -171,7 +176,7 @@ def default_incidents(days: float) -> tuple[Incident, ...]:
             issue="wrongful_enforcement",
             kind="enforcement_misfire",
             start_day=at(0.62),
-            end_day=at(0.82),
+            end_day=until(at(0.62), 0.82),
             segment={"region": "US", "format": "video"},
             strength=4.0,
             policy="adult_content",
@@ -192,7 +197,7 @@ def default_incidents(days: float) -> tuple[Incident, ...]:
             issue="low_quality",
             kind="spam_campaign",
             start_day=at(0.78),
-            end_day=at(0.90),
+            end_day=until(at(0.78), 0.90),
             segment={"audio_id": "a00012"},
             strength=5.0,
             description="A spam ring reuses one trending sound; the ring is taken down.",

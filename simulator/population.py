@@ -432,7 +432,8 @@ def campaign(
     """spam_campaign: new spam accounts post near-identical items into the segment.
 
     The number of injected items is solved so the in-segment low-quality rate during the
-    incident reaches `strength` x its base rate (capped at 0.85).
+    incident reaches `strength` x its base rate (capped at 0.7, where the count still stays
+    within a few times the organic volume).
     """
     rng = random_state
     inc = cfg.incidents[index]
@@ -440,7 +441,7 @@ def campaign(
     seg = segment_mask(items, inc.segment, audio_vocab)
     n_seg_day = max(seg.sum(), 1) / cfg.days
     base = float(items.p_lq[seg].mean()) if seg.sum() >= 20 else float(items.p_lq.mean())
-    target = min(inc.strength * base, 0.85)
+    target = min(inc.strength * base, 0.7)
     m = round(n_seg_day * (hi - lo) / 24.0 * (target - base) / (P_CAMPAIGN_SPAM - target))
     m = max(m, 10)
     k = max(2, int(np.ceil(m / 12)))
