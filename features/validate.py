@@ -2,7 +2,7 @@
 
 Validation collects every problem at once (a user fixing a file wants the whole list, not one
 error per run). Each `Problem` names the table, the column, what is wrong, how many rows and
-the first few row numbers (0-based positions in the table, i.e. CSV data line minus 2).
+the first few row numbers (0-based positions in the table; in a CSV file, line = row + 2).
 
 `coerce_table` never loses information: a column is converted only when every value parses;
 otherwise it is left as it was and `validate_table` reports the values that did not parse.
@@ -81,6 +81,9 @@ class _Parsed:
     bad: np.ndarray  # rows whose value cannot be read as the kind
     naive: np.ndarray  # timestamp rows without a time zone
     detail: str = ""  # a short reason for the bad rows
+    # When some values did not convert: the readable ones (others null), so that range and
+    # enum checks can still report problems in the readable rows in the same run.
+    partial: pd.Series | None = None
 
 
 def _mask(s: pd.Series, value: bool = False) -> np.ndarray:
@@ -138,7 +141,7 @@ def _parse_str(s: pd.Series) -> _Parsed:
     if _is_text(s):
         bad = _non_str(s)
         if bad.any():
-            return _Parsed(None, bad, _mask(s), "not text")
+            return _Parsed(None, bad, _mask(s), "not text", s.where(~bad).astype("str"))
         return _Parsed(s.astype("str"), bad, _mask(s))
     if pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         # Integer ids (e.g. numeric item ids) convert to text losslessly; floats would not.
@@ -149,7 +152,7 @@ def _parse_str(s: pd.Series) -> _Parsed:
 
 
 def _to_numbers(s: pd.Series) -> tuple[pd.Series | None, np.ndarray, str]:
-    """Read a column as float64; returns (values or None, bad rows, reason)."""
+    """Read a column as float64; returns (values, bad rows, reason); bad rows are NaN."""
     if pd.api.types.is_bool_dtype(s.dtype):
         return None, s.notna().to_numpy(), "true/false values, expected numbers"
     if pd.api.types.is_numeric_dtype(s.dtype):
@@ -160,14 +163,14 @@ def _to_numbers(s: pd.Series) -> tuple[pd.Series | None, np.ndarray, str]:
         stripped = text.astype("str").str.strip()
         num = pd.to_numeric(stripped, errors="coerce").astype("float64")
         bad = (s.notna().to_numpy() & num.isna().to_numpy()) | non_str
-        if bad.any():
-            return None, bad, "not a number"
-        return num, bad, ""
+        return num, bad, "not a number" if bad.any() else ""
     return None, s.notna().to_numpy(), f"{s.dtype} values, expected numbers"
 
 
 def _parse_float(s: pd.Series) -> _Parsed:
     num, bad, why = _to_numbers(s)
+    if bad.any():
+        return _Parsed(None, bad, _mask(s), why, num)
     return _Parsed(num, bad, _mask(s), why)
 
 
@@ -181,8 +184,13 @@ def _parse_int(s: pd.Series) -> _Parsed:
     if num is None:
         return _Parsed(None, bad, _mask(s), why)
     frac = num.notna().to_numpy() & (np.mod(num.fillna(0).to_numpy(), 1) != 0)
-    if frac.any():
-        return _Parsed(None, frac, _mask(s), "not a whole number")
+    if bad.any() or frac.any():
+        why = (
+            why
+            if not frac.any()
+            else ("not a whole number" if not bad.any() else f"{why} or not a whole number")
+        )
+        return _Parsed(None, bad | frac, _mask(s), why, num.where(~frac))
     if num.isna().any():
         # Keep nulls visible (nullable Int64) so validation can report them.
         return _Parsed(num.astype("Int64"), bad, _mask(s))
@@ -386,8 +394,11 @@ def _check_column(table: str, col: Column, s: pd.Series) -> list[Problem]:
             msg = f"timestamps without time zone, e.g. {_example(s, parsed.naive)}; {fix} (never assumed UTC)"
             problems.append(_problem(table, col.name, msg, parsed.naive))
         if parsed.values is None:
-            # Null and value checks below need the parsed values; report only the parsed ones.
-            return [*problems, *_check_nulls(table, col, notna)]
+            problems += _check_nulls(table, col, notna)
+            if parsed.partial is None:
+                return problems
+            # Go on with the readable values so their own problems show up in this run too.
+            return [*problems, *_check_values(table, col, s, parsed.partial)]
         if not parsed.bad.any() and not parsed.naive.any():
             problems.append(
                 Problem(
@@ -398,6 +409,13 @@ def _check_column(table: str, col: Column, s: pd.Series) -> list[Problem]:
             )
         values = parsed.values
     problems += _check_nulls(table, col, notna)
+    return [*problems, *_check_values(table, col, s, values)]
+
+
+def _check_values(table: str, col: Column, s: pd.Series, values: pd.Series) -> list[Problem]:
+    """Enum, range, empty-id and uniqueness checks on converted `values` (nulls skipped)."""
+    problems: list[Problem] = []
+    notna = values.notna().to_numpy()
     if col.allowed is not None:
         bad = notna & ~_isin(values, col.allowed)
         if bad.any():

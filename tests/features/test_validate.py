@@ -340,3 +340,20 @@ def test_naive_datetime_message_says_how_to_fix(tables: dict[str, pd.DataFrame])
 def test_non_dataframe_table_is_a_problem(tables: dict[str, pd.DataFrame]) -> None:
     problems = validate_dataset({**tables, "events": [1, 2, 3]})  # type: ignore[dict-item]
     assert "expected a pandas DataFrame" in _only(problems, "events", None).message
+
+
+def test_unreadable_and_out_of_range_values_in_one_run(tables: dict[str, pd.DataFrame]) -> None:
+    events = tables["events"].assign(watch_frac=["0.5", "x", "2.0", None, "-1", None])
+    problems = validate_table("events", coerce_table("events", events))
+    by_message = {p.message.split(" (")[0].split(",")[0]: p.rows for p in problems}
+    assert by_message == {"not a number": [1], "values out of range": [2, 4]}
+    creators = tables["creators"].assign(follower_count=["1.5", "-3", "7"])
+    problems = validate_table("creators", coerce_table("creators", creators))
+    assert [(p.rows, "whole number" in p.message, "range" in p.message) for p in problems] == [
+        ([0], True, False),
+        ([1], False, True),
+    ]
+    events = tables["events"].assign(kind=[1, "zap", "view", "view", "like", "view"])
+    problems = validate_table("events", events)
+    assert [p.rows for p in problems] == [[0], [1]]
+    assert "not text" in problems[0].message and "'zap'" in problems[1].message
