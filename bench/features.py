@@ -12,6 +12,7 @@ pandas peak memory (RSS rise) < 3x the events frame's in-memory size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import sys
@@ -26,9 +27,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
+# This script is named features.py: put the project root first so `features` is the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import contextlib
 
 from features.contract import EVENT_KINDS, REPORT_REASONS
 from features.schema import DEFAULT_HORIZONS_H, VELOCITY_KINDS, WINDOWS_H
