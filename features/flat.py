@@ -387,7 +387,7 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
 
     dropped = raw.loc[drop].copy()
     dropped.insert(0, "row", np.flatnonzero(drop))
-    dropped["reason"] = _reason_text(reasons, drop, len(raw))
+    dropped["reason"] = _reason_text(reasons, drop)
     dropped = dropped.reset_index(drop=True)
 
     keep = ~drop
@@ -415,7 +415,7 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
     return FlatDataset(spec, frame, labels, dropped, n_source_rows=n_source, repaired=repaired)
 
 
-def _reason_text(reasons: dict[str, np.ndarray], drop: np.ndarray, n: int) -> list[str]:
+def _reason_text(reasons: dict[str, np.ndarray], drop: np.ndarray) -> list[str]:
     # Group reasons by kind so a row says e.g. "blank: a, b; not a number: c".
     out: list[str] = []
     idx = np.flatnonzero(drop)

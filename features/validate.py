@@ -335,7 +335,7 @@ def coerce_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
     Extra columns are kept as they are.
     """
     spec = _spec(name)
-    out = df.copy()
+    out = df.copy(deep=False)  # copy-on-write: replacing columns never touches `df`
     repeated = set(out.columns[out.columns.duplicated()])
     for col in spec.columns:
         # A repeated column name is ambiguous; validate_table reports it, coerce leaves it.
