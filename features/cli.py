@@ -109,6 +109,45 @@ def describe_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
     _echo_frame(info["breakdown"])
 
 
+features_app = typer.Typer(
+    help="Build model features from raw tables: point-in-time snapshots.", no_args_is_help=True
+)
+
+
+@features_app.command("build")
+def build_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset folder of raw tables.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option(help="Snapshot file to write (.parquet).", show_default=False)
+    ],
+    horizons: Annotated[
+        str, typer.Option(help="Hours after posting to snapshot at, comma-separated.")
+    ] = "1,6,24",
+    engine: Annotated[str, typer.Option(help="Where to compute: pandas or dask.")] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (default: a local 2-worker cluster)."),
+    ] = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Build point-in-time snapshots (one row per item and as_of) into a Parquet file."""
+    from features.snapshot import build_snapshot_file, parse_horizons
+
+    result = build_snapshot_file(
+        data,
+        out,
+        parse_horizons(horizons),
+        engine=engine,
+        scheduler=scheduler,
+        progress=_progress(progress),
+    )
+    typer.echo(
+        f"wrote {result.rows:,} snapshot rows ({result.items:,} items) to {result.path} "
+        f"in {result.seconds:.1f} s"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
     app.add_typer(data_app, name="data")
+    app.add_typer(features_app, name="features")

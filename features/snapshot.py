@@ -9,8 +9,12 @@ the same `snapshot_frame` to each item-partition of the events.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +100,60 @@ def build_snapshots(
             as_of_max_ns=as_of_max_ns,
             on_stage=on_stage,
         )
+
+
+@dataclass(frozen=True)
+class SnapshotBuild:
+    """What `build_snapshot_file` wrote: where, how many rows, and how long it took."""
+
+    path: Path
+    rows: int
+    items: int
+    seconds: float
+
+
+def build_snapshot_file(
+    data: str | Path,
+    out: str | Path,
+    horizons_h: Sequence[float] = DEFAULT_HORIZONS_H,
+    *,
+    include_moderation: bool = True,
+    as_of_max: pd.Timestamp | None = None,
+    engine: str = "pandas",
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> SnapshotBuild:
+    """Load a dataset folder, build its snapshots and write them to one Parquet file.
+
+    The file is written next to `out` and renamed into place, so readers never see half a
+    file; an existing `out` is replaced.
+    """
+    from features.io import load_dataset
+
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise ValueError(f"snapshot output must be a .parquet file, got {str(out)!r}")
+    if out.exists() and out.is_dir():
+        raise ValueError(f"snapshot output {str(out)!r} is a folder; expected a .parquet file")
+    start = time.perf_counter()
+    tables = load_dataset(data, progress=progress)
+    frame = build_snapshots(
+        tables,
+        horizons_h,
+        include_moderation=include_moderation,
+        as_of_max=as_of_max,
+        engine=engine,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return SnapshotBuild(out, len(frame), len(tables["items"]), time.perf_counter() - start)
 
 
 def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:
