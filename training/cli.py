@@ -83,3 +83,43 @@ def register(app: typer.Typer) -> None:
         """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
         path, n, flagged = score_to_file(data, model, out, engine=engine)
         typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
+
+    @app.command("models")
+    def models_cmd() -> None:
+        """List the registered model versions: aliases, run id, created, key metrics."""
+        from surfacer.settings import get_settings
+        from training.registry import format_versions, list_versions
+
+        typer.echo(format_versions(list_versions(get_settings())))
+
+    @app.command("promote")
+    def promote_cmd(
+        version: Annotated[
+            str | None,
+            typer.Argument(help="Model version to point the alias at (omit with --rollback)."),
+        ] = None,
+        alias: Annotated[
+            str, typer.Option("--alias", help="Alias to move (champion, challenger, ...).")
+        ] = "champion",
+        rollback: Annotated[
+            bool,
+            typer.Option(
+                "--rollback", help="Move @champion back to the version that held it before."
+            ),
+        ] = False,
+    ) -> None:
+        """Move a model alias by hand (bypasses the gate) and print it before and after."""
+        from surfacer.settings import get_settings
+        from training.registry import promote
+        from training.registry import rollback as roll_back
+
+        if rollback == (version is not None):
+            raise ValueError("give either a VERSION or --rollback, not both or neither")
+        settings = get_settings()
+        move = (
+            roll_back(settings, alias=alias)
+            if rollback
+            else promote(settings, version, alias=alias)
+        )
+        before = "none" if move.before is None else f"v{move.before}"
+        typer.echo(f"{settings.model_name}@{move.alias}: {before} -> v{move.after}")
