@@ -295,9 +295,13 @@ def _repair_quoted_rows(
     if not cand.any():
         return df, 0
     positions = np.flatnonzero(cand.to_numpy())
-    fixed: dict[int, list[str | None]] = {}
-    for pos in positions:
-        fields = next(csv.reader([str(first.iloc[pos])]))
+    lines = first.to_numpy()[positions].astype(str).tolist()
+    fixed: dict[int, list[str]] = {}
+    for pos, line in zip(positions, lines, strict=True):
+        try:
+            fields = next(csv.reader([line]))  # one cell at a time: a cell may hold newlines
+        except (csv.Error, StopIteration):
+            continue
         if len(fields) == df.shape[1]:
             fixed[int(pos)] = fields
     if not fixed:

@@ -83,6 +83,21 @@ def test_na_values_decide_what_counts_as_blank(tmp_path: Path) -> None:
     assert ds.dropped["reason"].tolist() == ["blank: likes"]
 
 
+def test_whole_line_quoted_rows_are_split_back(tmp_path: Path) -> None:
+    csv = (
+        "vid,caption,views,likes,tier,status,ban\n"
+        "1,plain,1,1,g,ok,active\n"
+        '"2,""two, with comma"",2,2,g,spam,active"\n'
+        '"3,""line\nbreak"",3,3,g,ok,banned"\n'
+        '"4,too,few,fields"\n'
+    )
+    ds = load_flat(_toy(tmp_path, csv))
+    assert ds.repaired == 2
+    assert ds.frame["caption"].tolist() == ["plain", "two, with comma", "line\nbreak"]
+    assert ds.frame["views"].tolist() == [1.0, 2.0, 3.0]
+    assert ds.dropped["reason"].str.startswith("blank: caption").tolist() == [True]
+
+
 def test_several_reasons_on_one_row(tmp_path: Path) -> None:
     csv = "vid,caption,views,likes,tier,status,ban\n1,,many,,gold,,active\n2,a,1,1,gold,ok,active\n"
     ds = load_flat(_toy(tmp_path, csv))
