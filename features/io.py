@@ -7,6 +7,7 @@ atomically (temp sibling folder + rename), so a reader never sees a half-written
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -166,8 +167,17 @@ def _publish(tmp: Path, out: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True)
     else:
-        # rename onto a missing or empty folder is atomic on POSIX.
-        os.replace(tmp, out)
+        # rename onto a missing or empty folder is atomic on POSIX, and fails (rather than
+        # clobbering) if another writer filled `out` since the check in write_dataset.
+        try:
+            os.replace(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(
+                    f"output folder {str(out)!r} was filled by another writer meanwhile; "
+                    "nothing was replaced"
+                ) from exc
+            raise
 
 
 # The column that dates each table's rows (for time ranges in summaries).

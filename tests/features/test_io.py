@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from features.contract import TABLE_ORDER
 from features.io import describe_dataset, load_dataset, table_summary, write_dataset
 from features.validate import ContractError, coerce_table
 from surfacer.cli import run
+from tests.features.conftest import make_tables
+
+# Any text except a lone carriage return, which pandas' to_csv leaves unquoted and every CSV
+# reader then takes for a line break (the loader reports the broken rows; see test below).
+_TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters="\r")
 
 
 def _siblings(path: Path) -> list[str]:
@@ -41,6 +48,34 @@ def test_csv_round_trip(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None
     # An empty cell in a non-nullable text column is "" (no hashtags), in a nullable one null.
     assert got["items"]["hashtags"].tolist()[1] == ""
     assert got["items"]["caption"].isna().tolist() == [False, True, False, False]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    captions=st.lists(st.one_of(st.none(), st.text(_TEXT, min_size=1)), min_size=4, max_size=4),
+    hashtags=st.lists(st.text(_TEXT, max_size=12), min_size=4, max_size=4),
+)
+def test_csv_keeps_any_text(
+    tmp_path: Path, captions: list[str | None], hashtags: list[str]
+) -> None:
+    # Commas, quotes, newlines, unicode, "NA"-like words and empty hashtags all survive CSV.
+    items = make_tables()["items"].assign(caption=captions, hashtags=hashtags)
+    folder = tmp_path / "csv"
+    folder.mkdir(exist_ok=True)
+    items.to_csv(folder / "items.csv", index=False)
+    pd.testing.assert_frame_equal(load_dataset(folder)["items"], coerce_table("items", items))
+
+
+def test_broken_csv_rows_are_reported_not_guessed(
+    tables: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    tables["items"].assign(caption=["a\rb", None, "c", "d"]).to_csv(
+        tmp_path / "items.csv", index=False
+    )
+    with pytest.raises(ContractError, match=r"items\.created_at"):
+        load_dataset(tmp_path)
 
 
 def test_csv_with_text_cells_that_look_like_nulls(
