@@ -501,8 +501,14 @@ class FeatureTransform(BaseEstimator):
         indptr = np.zeros(n + 1, dtype=np.int64)
         all_idx: list[int] = []
         all_val: list[float] = []
+        # Snapshot rows of one item at several horizons repeat its texts: hash each once.
+        cache: dict[tuple[str | None, ...], tuple[list[int], list[float]]] = {}
         for i in range(n):
-            idx, val = hashed_ngrams([col[i] for col in columns], dim, ngr)
+            texts = tuple(col[i] for col in columns)
+            hit = cache.get(texts)
+            if hit is None:
+                hit = cache[texts] = hashed_ngrams(texts, dim, ngr)
+            idx, val = hit
             all_idx.extend(idx)
             all_val.extend(val)
             indptr[i + 1] = len(all_idx)
