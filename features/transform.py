@@ -434,7 +434,10 @@ class FeatureTransform(BaseEstimator):
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 raise ValueError(f"record {i} is a {type(record).__name__}, expected a mapping")
-            rows.append(self._record_raw(record))
+            try:
+                rows.append(self._record_raw(record))
+            except ValueError as e:
+                raise ValueError(f"record {i}: {e}") from None
         if not rows:
             return np.empty((0, self.n_features_out_), dtype=np.float64)
         return self._compute(self._records_raw(rows))

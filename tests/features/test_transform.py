@@ -246,3 +246,23 @@ def test_numpy_scalars_and_plain_python_values_give_the_same_vector() -> None:
         "region": np.str_("US"),
     }
     np.testing.assert_array_equal(ft.transform_one(numpy_typed), ft.transform_one(plain))
+
+
+def test_records_error_names_the_record() -> None:
+    ft = _ft().fit(_frame())
+    with pytest.raises(ValueError, match=r"record 1: field 'n_view'"):
+        ft.transform_records([{"n_view": 1}, {"n_view": "x"}])
+
+
+def test_index_dtypes_and_empty_frames_do_not_matter() -> None:
+    ft = _ft().fit(_frame())
+    base = ft.transform(_frame())
+    shuffled = _frame().set_axis([f"r{i}" for i in range(11, -1, -1)])
+    np.testing.assert_array_equal(ft.transform(shuffled), base)
+    as_category = _frame().astype({"region": "category", "caption": "object"})
+    np.testing.assert_array_equal(ft.transform(as_category), base)
+    nullable = _frame().convert_dtypes()
+    np.testing.assert_array_equal(ft.transform(nullable), base)
+    assert ft.transform(_frame().iloc[:0]).shape == (0, len(ft.feature_names_))
+    assert ft.transform_records([]).shape == (0, len(ft.feature_names_))
+    assert ft.text_hashed(_frame().iloc[:0]).shape == (0, 2**18)
