@@ -4,9 +4,10 @@
 scoring service) into the model's feature vector. Both paths share one implementation:
 
 1. *extract*: every input cell goes through the same scalar kernel (`_as_float`,
-   `_category_key`, `features.text.text_stats`) into a float matrix of raw inputs. The batch
-   path takes a fast vectorised route only where it is exact by construction (numeric
-   dtypes cast to float64; categorical codes looked up once per distinct value);
+   `_category_key`, `features.text.text_stats`) into a float matrix of raw inputs. Fast
+   routes are taken only where they are exact by construction: numeric frame columns cast
+   to float64, category codes and text statistics computed once per distinct value, and
+   plain int/float/bool/None record values converted by one ``np.array`` call;
 2. *compute*: one function (`_compute`) applies the numpy ops (log1p, ratios, copies) to
    that matrix, whether it has one row or a million.
 
@@ -26,6 +27,7 @@ Feature families (output order):
   ``categorical_indices_`` for LightGBM (or one-hot encoding in a linear baseline).
 - ``text``: the dense statistics of `features.text.TEXT_STAT_NAMES` per text column. A
   column named ``hashtags`` (or ending in ``hashtags``) is a space-separated tag list.
+  Null or missing text: ``has_text`` 0 and the other statistics NaN; "" gives zeros.
 
 Hashed word n-grams of all text columns (`text_hashed`, `text_hashed_one`) are separate,
 for a linear text model: see `features.text.hashed_ngrams` (CRC32 buckets, l2-normalised
