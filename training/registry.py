@@ -63,6 +63,8 @@ class PromotionDecision:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     candidate_primary: float | None = None
     champion_primary: float | None = None
+    # Whether the champion was evaluated on this very split (None: unknown / no champion).
+    same_holdout: bool | None = None
     decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ TAG_JOB_KEY = "surfacer.job_key"
 TAG_MODEL_VERSION = "surfacer.model_version"
 TAG_PROMOTED = "surfacer.promoted"
 TAG_DECISION = "surfacer.decision"
+TAG_HOLDOUT = "surfacer.holdout"
 # MLflow rejects param values longer than this; longer ones are cut and marked.
 _MAX_PARAM_CHARS = 6000
 _MAX_TAG_CHARS = 5000
@@ -259,7 +260,7 @@ def _log_run_content(
         TAG_FINGERPRINT: fingerprint,
         TAG_VERSION: surfacer_version(),
         TAG_JOB_KEY: key,
-        "surfacer.holdout": json.dumps(report.holdout.describe(), default=str)[:_MAX_TAG_CHARS],
+        TAG_HOLDOUT: json.dumps(report.holdout.describe(), default=str)[:_MAX_TAG_CHARS],
     }
     commit = git_commit()
     if commit:
@@ -293,6 +294,36 @@ def _load_champion(
         return load_bundle(f"models:/{settings.model_name}/{mv.version}"), str(mv.version), None
     except Exception as exc:  # any failure: reported in the decision, gate refuses to promote
         return None, str(mv.version), f"{type(exc).__name__}: {exc}"
+
+
+def _note_holdout(
+    decision: PromotionDecision,
+    client: MlflowClient,
+    settings: Settings,
+    report: EvaluationReport,
+) -> None:
+    """Record whether the champion was evaluated on the same split as the candidate.
+
+    Re-scoring on the candidate's holdout is fair only if the champion did not train on those
+    rows; a champion from another split (e.g. a stratified split with another seed) may have,
+    which flatters it. Not blocking — the gate stays conservative — but the reader should know.
+    """
+    if decision.champion_version is None:
+        return
+    try:
+        mv = client.get_model_version(settings.model_name, decision.champion_version)
+        theirs = client.get_run(mv.run_id).data.tags.get(TAG_HOLDOUT) if mv.run_id else None
+    except mlflow.exceptions.MlflowException:
+        theirs = None
+    if theirs is None:
+        return
+    ours = json.dumps(report.holdout.describe(), default=str)[:_MAX_TAG_CHARS]
+    decision.same_holdout = theirs == ours
+    if not decision.same_holdout:
+        decision.reasons.append(
+            f"note: champion v{decision.champion_version} was evaluated on another split "
+            f"({theirs}); it may have trained on some of these holdout rows, which flatters it"
+        )
 
 
 def log_training(
@@ -359,6 +390,7 @@ def log_training(
             primary_issue=primary_issue,
         )
         decision.candidate_version = version
+        _note_holdout(decision, client, settings, report)
         if decision.promote and not promote:
             decision.promote = False
             decision.reasons.append("gate passed, but promotion is disabled for this job")

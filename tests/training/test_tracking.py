@@ -195,6 +195,8 @@ def test_better_candidate_takes_champion_and_aliases_end_up_right(
     good = history.results["good"]
     assert good.promoted is True
     assert good.decision["candidate_primary"] > good.decision["champion_primary"]
+    assert good.decision["same_holdout"] is True
+    assert not any(r.startswith("note:") for r in good.decision["reasons"])
     name = history.settings.model_name
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == good.model_version
     assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == good.model_version
@@ -290,11 +292,12 @@ def test_failure_after_registration_leaves_no_version_and_restores_aliases(
     assert runs[0].data.params["q"] == "2"
     assert mlflow.active_run() is None
 
-    # 3. promote=False: the gate passes, its verdict is logged, champion stays put
+    # 3. promote=False: the gate passes, its verdict is logged, champion stays put; this job
+    #    was evaluated on another (smaller) holdout than the champion, which the decision notes
     fail_on.clear()
     held_back = log_training(
         good,
-        ms.make_report(good, d.test),
+        ms.make_report(good, d.test.iloc[:400]),
         params={"q": 3},
         dataset_fingerprint=fp,
         settings=settings,
@@ -302,6 +305,8 @@ def test_failure_after_registration_leaves_no_version_and_restores_aliases(
     )
     assert not held_back.promoted
     assert "promotion is disabled" in held_back.decision["reasons"][-1]
+    assert held_back.decision["same_holdout"] is False
+    assert any("evaluated on another split" in r for r in held_back.decision["reasons"])
     champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     assert str(champion.version) == first.model_version
     challenger = client.get_model_version_by_alias(settings.model_name, CHALLENGER)
