@@ -60,8 +60,13 @@ class TimeGrid:
             if unit == 1 or not np.any(rel % unit):
                 self.unit, self.size = unit, span // unit + 1
                 return
-        # Dense ranks always fit: at most len(ts) distinct values.
-        self.uniques = np.unique(ts_ns)
+        # Dense ranks always fit: at most len(ts) distinct values. (Sort-based: numpy's
+        # hash-based np.unique is far slower on millions of int64.)
+        sorted_ts = np.sort(ts_ns)
+        distinct = np.ones(sorted_ts.size, dtype=bool)
+        np.not_equal(sorted_ts[1:], sorted_ts[:-1], out=distinct[1:])
+        self.uniques = sorted_ts[distinct]
+        del sorted_ts, distinct
         self.unit, self.size = 0, int(self.uniques.size)
         if (n_groups + 1) * (self.size + 1) > _KEY_LIMIT:
             raise ValueError(f"cannot pack {n_groups} groups x {self.size} times into int64 keys")
@@ -70,7 +75,10 @@ class TimeGrid:
         """Exact offsets of data timestamps (those the grid was built from)."""
         if self.uniques is not None:
             return np.searchsorted(self.uniques, ts_ns, side="left").astype(np.int64)
-        return (np.asarray(ts_ns, dtype=np.int64) - self.origin) // self.unit
+        rel = np.asarray(ts_ns, dtype=np.int64) - self.origin
+        if self.unit > 1:
+            rel //= self.unit
+        return rel
 
     def to_ns(self, offsets: np.ndarray) -> np.ndarray:
         """Timestamps back from exact offsets."""
@@ -95,7 +103,8 @@ class GroupedTimes:
     """Events sorted by (group, time), answering counts and sums over `time < t` per group.
 
     `values` are per-event numbers whose prefix sums are kept (NaN counts as 0; keep a
-    separate indicator column to count the non-null ones).
+    separate indicator column to count the non-null ones). With values or `keep_order`,
+    `order` holds the input positions in sorted order.
     """
 
     def __init__(
@@ -104,21 +113,34 @@ class GroupedTimes:
         ts_ns: np.ndarray,
         n_groups: int,
         values: Mapping[str, np.ndarray] | None = None,
+        keep_order: bool = False,
     ) -> None:
         group = np.asarray(group, dtype=np.int64)
         self.n_groups = int(n_groups)
         self.grid = TimeGrid(ts_ns, self.n_groups)
         self.stride = self.grid.size + 1
-        key = group * self.stride + self.grid.offsets(ts_ns)
+        # Built in place: at 12M events every temporary array costs ~100 MB.
+        key = group * self.stride
+        off = self.grid.offsets(ts_ns)
+        key += off
+        del off
         self.sums: dict[str, np.ndarray] = {}
-        if values:
-            order = np.argsort(key, kind="stable")
-            self.key = key[order]
-            for name, v in values.items():
-                v = np.nan_to_num(np.asarray(v, dtype=np.float64)[order], nan=0.0)
-                self.sums[name] = np.concatenate(([0.0], np.cumsum(v)))
+        self.order: np.ndarray | None = None
+        if values or keep_order:
+            self.order = np.argsort(key)
+            self.key = key[self.order]
+            del key
+            for name, v in (values or {}).items():
+                taken = np.asarray(v, dtype=np.float64)[self.order]
+                np.nan_to_num(taken, copy=False, nan=0.0)
+                cum = np.empty(taken.size + 1, dtype=np.float64)
+                cum[0] = 0.0
+                np.cumsum(taken, out=cum[1:])
+                self.sums[name] = cum
+                del taken
         else:
-            self.key = np.sort(key)
+            key.sort()
+            self.key = key
         # Group starts from a bincount: cheaper than searching each group boundary.
         self.starts = np.zeros(self.n_groups + 1, dtype=np.int64)
         np.cumsum(np.bincount(group, minlength=self.n_groups), out=self.starts[1:])
@@ -144,25 +166,45 @@ class GroupedTimes:
         cum = self.sums[name]
         return cum[self.position(group, t_ns)] - cum[self.starts[group]]
 
+    def first_times(self, member: np.ndarray, ts_ns: np.ndarray) -> GroupedTimes:
+        """Earliest event of each distinct (group, member) pair, as a GroupedTimes of groups.
 
-def first_occurrences(
-    group: np.ndarray, member: np.ndarray, ts_ns: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(group, earliest ts) of each distinct (group, member) pair; null members (-1) dropped.
-
-    A distinct count before t is then a plain count of these first occurrences before t.
-    """
-    keep = member >= 0
-    group, member, ts_ns = group[keep], member[keep], ts_ns[keep]
-    if group.size == 0:
-        return group.astype(np.int64), ts_ns.astype(np.int64)
-    n_members = int(member.max()) + 1
-    pair = group.astype(np.int64) * n_members + member
-    # One sort of a packed (pair, time) key; the first key of each pair run is its earliest time.
-    grid = TimeGrid(ts_ns, int(pair.max()) + 1)
-    stride = grid.size + 1
-    key = np.sort(pair * stride + grid.offsets(ts_ns))
-    pair_sorted = key // stride
-    first = np.ones(key.size, dtype=bool)
-    first[1:] = pair_sorted[1:] != pair_sorted[:-1]
-    return pair_sorted[first] // n_members, grid.to_ns(key[first] % stride)
+        A distinct-member count before t is then a plain count before t. `member` and
+        `ts_ns` are per input event (as given to the constructor); null members (-1) are
+        ignored. Needs `order` (built with values or keep_order).
+        """
+        if self.order is None:
+            raise ValueError("first_times needs a GroupedTimes built with keep_order=True")
+        n = self.order.size
+        if n == 0:
+            return GroupedTimes(np.zeros(0, np.int64), np.zeros(0, np.int64), self.n_groups)
+        group = self.key // self.stride  # groups in sorted order
+        m = np.asarray(member, dtype=np.int64)[self.order]
+        # Rank within the group by time: an event's position in its (group, ts) run.
+        rank = np.arange(n, dtype=np.int64)
+        rank -= self.starts[group]
+        width = int(rank.max()) + 1
+        n_members = max(int(m.max()) + 1, 1)
+        known = m >= 0
+        if (self.n_groups + 1) * n_members * width < _KEY_LIMIT:
+            key = group * n_members
+            key += m
+            key *= width
+            key += rank
+            key = key[known]
+            key.sort()
+            pair = key // width
+            first = np.ones(key.size, dtype=bool)
+            np.not_equal(pair[1:], pair[:-1], out=first[1:])
+            f_group = pair[first] // n_members
+            f_rank = key[first] % width
+        else:  # too wide to pack: sort the three columns instead
+            idx = np.flatnonzero(known)
+            g, mm, r = group[idx], m[idx], rank[idx]
+            by = np.lexsort((r, mm, g))
+            g, mm, r = g[by], mm[by], r[by]
+            first = np.ones(g.size, dtype=bool)
+            first[1:] = (g[1:] != g[:-1]) | (mm[1:] != mm[:-1])
+            f_group, f_rank = g[first], r[first]
+        f_ts = np.asarray(ts_ns, dtype=np.int64)[self.order[self.starts[f_group] + f_rank]]
+        return GroupedTimes(f_group, f_ts, self.n_groups)

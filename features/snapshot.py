@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from features.contract import EVENT_KINDS, MODERATION_ACTIONS, REPORT_REASONS
-from features.pit import GroupedTimes, codes_for, first_occurrences, to_ns
+from features.pit import GroupedTimes, codes_for, to_ns
 from features.schema import (
     ABUSE_LEXICON,
     DEFAULT_HORIZONS_H,
@@ -324,17 +324,21 @@ def _event_columns(
     """Counters, velocities, distinct users, watch, reasons and comment signals before as_of."""
     n_items = len(item_ids)
     e_item = codes_for(events["item_id"], item_ids)
-    e_kind = codes_for(events["kind"], EVENT_KINDS)
+    e_kind = codes_for(events["kind"], EVENT_KINDS).astype(np.int8)
     e_ts = to_ns(events["ts"])
     valid = (e_item >= 0) & (e_kind >= 0)
     if in_subset is not None:
         valid &= in_subset[np.maximum(e_item, 0)]
     rows = _subset_rows(valid)
+    del valid
     e_item, e_kind, e_ts = _take(e_item, rows), _take(e_kind, rows), _take(e_ts, rows)
     out: dict[str, np.ndarray] = {}
 
     n_kinds = len(EVENT_KINDS)
-    by_kind = GroupedTimes(e_item * n_kinds + e_kind, e_ts, n_items * n_kinds)
+    group = e_item * n_kinds
+    group += e_kind
+    by_kind = GroupedTimes(group, e_ts, n_items * n_kinds)
+    del group
     for k, kind in enumerate(EVENT_KINDS):
         g = a_item * n_kinds + k
         now = by_kind.position(g, a_asof)
@@ -342,6 +346,7 @@ def _event_columns(
         if kind in VELOCITY_KINDS:
             for w in WINDOWS_H:
                 out[f"n_{kind}_{w}h"] = now - by_kind.position(g, a_asof - w * NS_PER_H)
+    del by_kind
 
     def positions(kind: str) -> np.ndarray:
         return np.flatnonzero(e_kind == EVENT_KINDS.index(kind))
@@ -351,31 +356,33 @@ def _event_columns(
         src = pos if rows is None else rows[pos]
         return events[name].iloc[src]
 
+    v, r = positions("view"), positions("report")
+    users = _user_codes(events["user_id"], rows, np.concatenate([v, r]))
+
     # Views: mean watch fraction over views that have one; distinct viewers.
-    v = positions("view")
     watch = column("watch_frac", v).to_numpy(dtype=np.float64, na_value=np.nan)
     views = GroupedTimes(
         e_item[v], e_ts[v], n_items, values={"sum": watch, "n": (~np.isnan(watch)).astype(float)}
     )
+    del watch
     w_sum = views.sum_before("sum", a_item, a_asof)
     w_n = views.sum_before("n", a_item, a_asof)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["mean_watch_frac"] = np.where(w_n > 0, w_sum / w_n, np.nan)
-    out["n_viewers"] = _distinct_before(
-        column("user_id", v), e_item[v], e_ts[v], n_items, a_item, a_asof
-    )
+    viewers = views.first_times(users[: v.size], e_ts[v])
+    del views
+    out["n_viewers"] = viewers.count_before(a_item, a_asof)
+    del viewers
 
     # Reports: per reason (unknown reasons count as "other") and distinct reporters.
-    r = positions("report")
     reason = codes_for(column("reason", r), REPORT_REASONS)
     reason[reason < 0] = REPORT_REASONS.index("other")
     n_reasons = len(REPORT_REASONS)
     by_reason = GroupedTimes(e_item[r] * n_reasons + reason, e_ts[r], n_items * n_reasons)
     for j, name in enumerate(REPORT_REASONS):
         out[f"n_report_{name}"] = by_reason.count_before(a_item * n_reasons + j, a_asof)
-    out["n_reporters"] = _distinct_before(
-        column("user_id", r), e_item[r], e_ts[r], n_items, a_item, a_asof
-    )
+    reports = GroupedTimes(e_item[r], e_ts[r], n_items, keep_order=True)
+    out["n_reporters"] = reports.first_times(users[v.size :], e_ts[r]).count_before(a_item, a_asof)
 
     # Comments: abusive ones and mean text length (over comments that have text).
     c = positions("comment")
@@ -400,18 +407,15 @@ def _event_columns(
     return out
 
 
-def _distinct_before(
-    users: pd.Series,
-    e_item: np.ndarray,
-    e_ts: np.ndarray,
-    n_items: int,
-    a_item: np.ndarray,
-    a_asof: np.ndarray,
-) -> np.ndarray:
-    """Distinct non-null users per item before as_of, via each (item, user)'s first time."""
-    user = pd.factorize(users, use_na_sentinel=True)[0].astype(np.int64)
-    f_item, f_ts = first_occurrences(e_item, user, e_ts)
-    return GroupedTimes(f_item, f_ts, n_items).count_before(a_item, a_asof)
+def _user_codes(user_id: pd.Series, rows: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
+    """Int codes (-1 for null) of user_id at filtered positions `pos`; equal users, equal codes.
+
+    When most rows are needed, factorizing the whole column beats copying the strings out.
+    """
+    src = pos if rows is None else rows[pos]
+    if src.size * 2 > len(user_id):
+        return pd.factorize(user_id, use_na_sentinel=True)[0][src].astype(np.int64, copy=False)
+    return pd.factorize(user_id.iloc[src], use_na_sentinel=True)[0].astype(np.int64, copy=False)
 
 
 def _creator_columns(
