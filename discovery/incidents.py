@@ -1,0 +1,330 @@
+"""From alarms to incidents: episodes per series, merged across scales, signals and segments.
+
+An episode is one run of significant buckets of one series (signal, scale, segment) that
+reached the persistence rule. Episodes of one issue that overlap in time and concern related
+segments (nested, or sharing most of their excess) are one incident; its segment is the most
+specific one that still explains most of the excess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from discovery.detect import Detection, predictive_tail
+from discovery.rootcause import UnitFrame, drilldown, excess, js_term, top_segment
+from discovery.series import Segment, canonical, contains, segment_key
+
+
+@dataclass
+class Episode:
+    """One alarm run of one series."""
+
+    signal: str
+    issue: str
+    scale: str
+    segment: Segment
+    start: pd.Timestamp
+    detected_at: pd.Timestamp
+    end: pd.Timestamp
+    observed: float
+    expected: float
+    den: float
+    pvalue: float
+
+    @property
+    def score(self) -> float:
+        return float(-np.log10(max(self.pvalue, 1e-300)))
+
+
+@dataclass
+class Incident:
+    """A detected incident, JSON-ready through `to_dict`."""
+
+    issue: str
+    segment: Segment
+    start: pd.Timestamp
+    detected_at: pd.Timestamp
+    end: pd.Timestamp
+    severity: float
+    evidence: dict[str, Any]
+    signal: str
+    episodes: list[Episode] = field(default_factory=list)
+    drilldown: pd.DataFrame | None = None
+
+    @property
+    def key(self) -> str:
+        return segment_key(self.segment)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "issue": self.issue,
+            "segment": dict(self.segment),
+            "start": self.start.isoformat(),
+            "detected_at": self.detected_at.isoformat(),
+            "severity": round(float(self.severity), 3),
+            "evidence": self.evidence,
+        }
+
+
+def episodes_from(
+    detection: Detection,
+    segments: Sequence[Segment],
+    times: pd.DatetimeIndex,
+    width_h: int,
+    *,
+    signal: str,
+    issue: str,
+    scale: str,
+    num: np.ndarray,
+    den: np.ndarray,
+    max_gap: int = 1,
+    lag_h: float = 0.0,
+) -> list[Episode]:
+    """Runs of significant buckets that reached persistence, merged across gaps of <= max_gap buckets."""
+    out: list[Episode] = []
+    width = pd.Timedelta(hours=width_h)
+    for s in np.flatnonzero(detection.alarm.any(axis=1)):
+        sig = detection.significant[s]
+        alarm = detection.alarm[s]
+        idx = np.flatnonzero(sig)
+        # Split significant buckets into runs tolerant to short gaps.
+        breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
+        for run in np.split(idx, breaks + 1):
+            fired = run[alarm[run]]
+            if not fired.size:
+                continue
+            lo, hi = int(run[0]), int(run[-1])
+            observed = float(num[s, lo : hi + 1].sum())
+            expected = float(detection.expected[s, lo : hi + 1].sum())
+            pv = detection.pvalue[s, lo : hi + 1]
+            out.append(
+                Episode(
+                    signal=signal,
+                    issue=issue,
+                    scale=scale,
+                    segment=segments[s],
+                    start=times[lo],
+                    detected_at=times[int(fired[0])] + width + pd.Timedelta(hours=lag_h),
+                    end=times[hi] + width,
+                    observed=observed,
+                    expected=expected,
+                    den=float(den[s, lo : hi + 1].sum()),
+                    pvalue=float(np.nanmin(pv)) if np.isfinite(pv).any() else 1.0,
+                )
+            )
+    return out
+
+
+def _conflict(a: Segment, b: Segment) -> bool:
+    da, db = dict(a), dict(b)
+    return any(da[d] != db[d] for d in set(da) & set(db))
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        self.parent[self.find(i)] = self.find(j)
+
+
+def merge_episodes(
+    episodes: Sequence[Episode],
+    units: Mapping[str, UnitFrame],
+    *,
+    slack: pd.Timedelta = pd.Timedelta(hours=24),
+    share: float = 0.5,
+    explain: float = 0.7,
+    data_end: pd.Timestamp | None = None,
+    min_items: int = 5,
+) -> list[Incident]:
+    """Group related episodes of the same issue into incidents and pick each one's segment.
+
+    Incidents whose excess comes from fewer than `min_items` distinct items are dropped: a
+    pile-on under one or two items is not a segment-level issue.
+    """
+    incidents: list[Incident] = []
+    by_issue: dict[str, list[Episode]] = {}
+    for e in episodes:
+        by_issue.setdefault(e.issue, []).append(e)
+    cache: dict[tuple[str, Segment, pd.Timestamp, pd.Timestamp], float] = {}
+
+    def ex(signal: str, seg: Segment, a: pd.Timestamp, b: pd.Timestamp) -> float:
+        key = (signal, seg, a, b)
+        if key not in cache:
+            cache[key] = excess(units[signal], seg, a, b)["excess"]
+        return cache[key]
+
+    for issue, eps in by_issue.items():
+        eps = sorted(eps, key=lambda e: e.start)
+        uf = _UnionFind(len(eps))
+        for i in range(len(eps)):
+            for j in range(i + 1, len(eps)):
+                a, b = eps[i], eps[j]
+                if b.start > a.end + slack and a.start > b.end + slack:
+                    continue
+                if not (b.start <= a.end + slack and a.start <= b.end + slack):
+                    continue
+                if _conflict(a.segment, b.segment):
+                    continue
+                if contains(a.segment, b.segment) or contains(b.segment, a.segment):
+                    uf.union(i, j)
+                    continue
+                # Crossing segments (e.g. hashtag=x vs category=y): related when their
+                # intersection carries most of one episode's excess.
+                inter = canonical({**dict(a.segment), **dict(b.segment)}.items())
+                lo, hi = max(a.start, b.start), min(a.end, b.end)
+                if hi <= lo:
+                    lo, hi = min(a.start, b.start), max(a.end, b.end)
+                for e in (a, b):
+                    whole = ex(e.signal, e.segment, lo, hi)
+                    if whole > 0 and ex(e.signal, inter, lo, hi) >= share * whole:
+                        uf.union(i, j)
+                        break
+        groups: dict[int, list[Episode]] = {}
+        for i, e in enumerate(eps):
+            groups.setdefault(uf.find(i), []).append(e)
+        for group in groups.values():
+            incidents.append(_incident(issue, group, units, ex, explain=explain, data_end=data_end))
+    incidents = [inc for inc in incidents if inc.evidence["items"] >= min_items]
+    incidents.sort(key=lambda inc: inc.detected_at)
+    return incidents
+
+
+def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
+    start = min(e.start for e in group)
+    end = max(e.end for e in group)
+    detected_at = min(e.detected_at for e in group)
+    primary = max(group, key=lambda e: e.score).signal
+    candidates = sorted({e.segment for e in group}, key=lambda s: (len(s), segment_key(s)))
+    excesses = {seg: ex(primary, seg, start, end) for seg in candidates}
+    best = max(excesses.values())
+    chosen: Segment = ()
+    if best > 0:
+        # The alarmed segment with the largest excess (near-ties: the more general one);
+        # drill-down below decides whether a narrower segment explains it.
+        good = [s for s in candidates if excesses[s] >= 0.9 * best]
+        chosen = min(good, key=lambda s: (len(s), -excesses[s]))
+    uf = units[primary]
+    table = drilldown(uf, start, end, within=())
+    if chosen == ():
+        chosen = top_segment(table)
+    # ThirdEye-style drill-down: go one dimension deeper while a child explains most of the
+    # segment's excess on its own (e.g. region=US -> region=US,format=video).
+    # The rest of the segment must show no excess of its own, else the whole segment moved.
+    while 0 < len(chosen) < 2:
+        children = drilldown(uf, start, end, within=chosen, pairs=False, top_k=5)
+        best = children[children["ep"] >= explain].sort_values("ep", ascending=False)
+        if best.empty or not _rest_is_normal(uf, chosen, best["segment"].iloc[0], start, end):
+            break
+        chosen = best["segment"].iloc[0]
+    evidence = _evidence(uf, chosen, start, end)
+    evidence["items"] = uf.sources(chosen, start, end)
+    evidence["signal"] = primary
+    evidence["episodes"] = len(group)
+    evidence["scales"] = sorted({e.scale for e in group})
+    return Incident(
+        issue=issue,
+        segment=chosen,
+        start=start,
+        detected_at=detected_at,
+        end=end if data_end is None else min(end, data_end),
+        severity=min(-np.log10(max(evidence["p_value"], 1e-300)), 300.0),
+        evidence=evidence,
+        signal=primary,
+        episodes=list(group),
+        drilldown=table,
+    )
+
+
+def _rest_is_normal(
+    uf: UnitFrame,
+    parent: Segment,
+    child: Segment,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    alpha: float = 0.01,
+) -> bool:
+    """True when parent-minus-child has no significant excess in [start, end)."""
+    p = excess(uf, parent, start, end)
+    c = excess(uf, child, start, end)
+    num = p["num"] - c["num"]
+    den = p["den"] - c["den"]
+    expected = p["expected"] - c["expected"]
+    base = p["baseline_num"] - c["baseline_num"]
+    if den <= 0 or expected <= 0:
+        return True
+    shape = np.array([max(base, 0.0) + 3.0])
+    post_rate = shape / (expected / den)
+    pv = float(predictive_tail(np.array([num]), shape, post_rate, np.array([den]))[0])
+    return pv >= alpha
+
+
+def _evidence(
+    uf: UnitFrame, segment: Segment, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, Any]:
+    seg = excess(uf, segment, start, end)
+    top = excess(uf, (), start, end)
+    shape = np.array([seg["baseline_num"] + 3.0])
+    rate_den = np.array([seg["expected"] / seg["den"] if seg["den"] > 0 else 1.0])
+    # Gamma posterior of the baseline rate: shape = events + prior, rate = shape / rate.
+    post_rate = shape / np.maximum(rate_den, 1e-12)
+    p = float(predictive_tail(np.array([seg["num"]]), shape, post_rate, np.array([seg["den"]]))[0])
+    contribution = seg["excess"] / top["excess"] if top["excess"] > 0 else float("nan")
+    p_share = seg["expected"] / top["expected"] if top["expected"] > 0 else 0.0
+    q_share = seg["num"] / top["num"] if top["num"] > 0 else 0.0
+    return {
+        "baseline_rate": round(seg["baseline_rate"], 6),
+        "observed_rate": round(seg["observed_rate"], 6),
+        "rate_ratio": round(seg["observed_rate"] / seg["baseline_rate"], 3)
+        if seg["baseline_rate"] > 0
+        else None,
+        "numerator": seg["num"],
+        "denominator": seg["den"],
+        "expected": round(seg["expected"], 2),
+        "p_value": p,
+        "contribution": None if np.isnan(contribution) else round(float(contribution), 4),
+        "surprise": round(float(js_term(np.array([p_share]), np.array([q_share]))[0]), 5),
+        "window": [start.isoformat(), end.isoformat()],
+    }
+
+
+def related(a: Segment, b: Segment) -> bool:
+    """Nested segments (one holds every dimension=value of the other)."""
+    return contains(a, b) or contains(b, a)
+
+
+def suppress_explained(
+    incidents: Sequence[Incident], explained_by: Mapping[str, Sequence[str]], signals: Sequence[str]
+) -> list[Incident]:
+    """Drop incidents from proxy `signals` that coincide with an incident of an issue that explains them.
+
+    E.g. enforcement volume rises in a segment where an abuse surge is found: the actions are
+    the expected response to the surge, not a misfire.
+    """
+    out = []
+    for inc in incidents:
+        if inc.signal in signals:
+            others = [
+                o
+                for o in incidents
+                if o.issue in explained_by.get(inc.issue, ())
+                and related(o.segment, inc.segment)
+                and o.start <= inc.end
+                and inc.start <= o.end
+            ]
+            if others:
+                continue
+        out.append(inc)
+    return out

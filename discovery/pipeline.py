@@ -1,0 +1,245 @@
+"""`discover`: signals -> segment series -> detection at several scales -> incidents -> report data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from tqdm.auto import tqdm
+
+from discovery.clusters import candidate_clusters
+from discovery.detect import DetectorConfig, detect_counts
+from discovery.incidents import (
+    Episode,
+    Incident,
+    episodes_from,
+    merge_episodes,
+    suppress_explained,
+)
+from discovery.rootcause import UnitFrame
+from discovery.series import SegmentSeries, build_series, hour_grid
+from discovery.signals import ItemDimensions, Signal, build_signals, item_dimensions
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One bucket width and its detector settings."""
+
+    name: str
+    width_h: int
+    detector: DetectorConfig
+    max_gap: int = 1
+
+
+DEFAULT_SCALES: tuple[Scale, ...] = (
+    Scale(
+        "hourly",
+        1,
+        DetectorConfig(
+            period=24, window=168, min_history=48, alpha=0.01, persistence=3, min_count=5
+        ),
+        max_gap=2,
+    ),
+    Scale(
+        "6h",
+        6,
+        DetectorConfig(period=4, window=28, min_history=8, alpha=0.01, persistence=2, min_count=5),
+        max_gap=1,
+    ),
+    Scale(
+        "daily",
+        24,
+        DetectorConfig(period=1, window=7, min_history=3, alpha=0.005, persistence=1, min_count=8),
+        max_gap=1,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Knobs of one discovery run."""
+
+    scales: tuple[Scale, ...] = DEFAULT_SCALES
+    pairs: bool = True
+    min_items: int = 30  # a hashtag/audio needs this many items to be a segment
+    threshold: float = 0.5  # score threshold when the scores file has no `flagged` column
+    random_state: int = 0
+
+
+@dataclass
+class Trend:
+    """A chart series: one signal and segment at one scale, with its baseline."""
+
+    title: str
+    times: list[pd.Timestamp]
+    observed: np.ndarray
+    baseline: np.ndarray
+    marked: tuple[pd.Timestamp, pd.Timestamp] | None
+
+
+@dataclass
+class DiscoveryResult:
+    """Everything `discover` found, ready for incidents.json and the report."""
+
+    incidents: list[Incident]
+    signals: list[dict[str, Any]]
+    clusters: pd.DataFrame
+    trends: list[Trend] = field(default_factory=list)
+    overview: list[Trend] = field(default_factory=list)
+    data_range: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    used_scores: bool = False
+
+    def incidents_json(self) -> list[dict[str, Any]]:
+        return [inc.to_dict() for inc in self.incidents]
+
+
+def detect_signal(
+    signal: Signal, series: SegmentSeries, scales: tuple[Scale, ...]
+) -> list[Episode]:
+    """Episodes of one signal over all its segments, at every scale."""
+    # Dispersion is pooled per dimension combination; BH runs separately for the platform and
+    # single dimensions, and for the (many more) dimension pairs.
+    combos = {
+        c: i for i, c in enumerate(sorted({tuple(d for d, _ in seg) for seg in series.segments}))
+    }
+    groups = np.array([combos[tuple(d for d, _ in seg)] for seg in series.segments])
+    families = np.array([1 if len(seg) > 1 else 0 for seg in series.segments])
+    out: list[Episode] = []
+    for scale in scales:
+        num, den = series.aggregate(scale.width_h)
+        det = detect_counts(
+            num, den, test=signal.test, config=scale.detector, groups=groups, families=families
+        )
+        out += episodes_from(
+            det,
+            series.segments,
+            series.times(scale.width_h),
+            scale.width_h,
+            signal=signal.name,
+            issue=signal.issue,
+            scale=scale.name,
+            num=num,
+            den=den,
+            max_gap=scale.max_gap,
+            lag_h=signal.lag_h,
+        )
+    return out
+
+
+def _trend(
+    uf: UnitFrame, segment, start: pd.Timestamp, n_hours: int, title: str, marked, width_h: int = 6
+) -> Trend:
+    """Observed and baseline rate of a segment at `width_h` buckets (for the report's charts)."""
+    frame = uf.frame[uf.mask(segment)]
+    top = uf.frame
+    rows = []
+    for part in (top, frame):
+        hour = ((part["ts"] - start) / pd.Timedelta(hours=1)).astype(int).to_numpy()
+        keep = (hour >= 0) & (hour < n_hours)
+        rows.append(
+            (
+                np.bincount(
+                    hour[keep], weights=part["num"].to_numpy(float)[keep], minlength=n_hours
+                ),
+                np.bincount(
+                    hour[keep], weights=part["den"].to_numpy(float)[keep], minlength=n_hours
+                ),
+            )
+        )
+    num = np.vstack([r[0] for r in rows]).reshape(2, -1, width_h).sum(axis=2)
+    den = np.vstack([r[1] for r in rows]).reshape(2, -1, width_h).sum(axis=2)
+    cfg = DetectorConfig(period=24 // width_h, window=7 * 24 // width_h, min_history=1, passes=2)
+    det = detect_counts(num, den, config=cfg)
+    observed = np.divide(num[1], den[1], out=np.full(num.shape[1], np.nan), where=den[1] > 0)
+    times = list(pd.date_range(start, periods=num.shape[1], freq=f"{width_h}h"))
+    return Trend(title=title, times=times, observed=observed, baseline=det.rate[1], marked=marked)
+
+
+def discover(
+    tables: Mapping[str, pd.DataFrame],
+    scores: pd.DataFrame | None = None,
+    *,
+    config: DiscoveryConfig | None = None,
+    progress: bool = False,
+) -> DiscoveryResult:
+    """Find issue-rate incidents by segment in a dataset (optionally with model scores)."""
+    cfg = config or DiscoveryConfig()
+    dims: ItemDimensions = item_dimensions(tables, min_items=cfg.min_items)
+    signals = [s for s in build_signals(tables, scores, threshold=cfg.threshold) if len(s.units)]
+    if not signals:
+        raise ValueError(
+            "no issue signal could be built: the dataset has no events, moderation or scores"
+        )
+    start, n_hours = hour_grid([s.units for s in signals])
+    episodes: list[Episode] = []
+    units: dict[str, UnitFrame] = {}
+    meta: list[dict[str, Any]] = []
+    overview: list[Trend] = []
+    bar = tqdm(signals, desc="discover", unit="signal", disable=not progress, file=None)
+    for signal in bar:
+        bar.set_postfix_str(signal.name)
+        series = build_series(signal.units, dims, start=start, n_hours=n_hours, pairs=cfg.pairs)
+        units[signal.name] = UnitFrame.build(signal.units, dims)
+        episodes += detect_signal(signal, series, cfg.scales)
+        meta.append(
+            {
+                "name": signal.name,
+                "issue": signal.issue,
+                "description": signal.description,
+                "segments": len(series.segments),
+                "numerator": float(series.num[0].sum()),
+                "denominator": float(series.den[0].sum()),
+            }
+        )
+        overview.append(
+            _trend(units[signal.name], (), start, n_hours, signal.name, None, width_h=24)
+        )
+    data_end = start + pd.Timedelta(hours=n_hours)
+    incidents = merge_episodes(episodes, units, data_end=data_end)
+    # Raw enforcement volume is only a misfire proxy: drop it where another issue explains it.
+    incidents = suppress_explained(
+        incidents,
+        {"wrongful_enforcement": ("low_quality", "harmful_interactions")},
+        ("wrongful_enforcement:auto_actions",),
+    )
+    trends = [
+        _trend(
+            units[inc.signal],
+            inc.segment,
+            start,
+            n_hours,
+            f"{inc.issue} · {inc.key} ({inc.signal})",
+            (inc.start, inc.detected_at),
+        )
+        for inc in incidents
+    ]
+    clusters = candidate_clusters(
+        tables, scores, threshold=cfg.threshold, random_state=cfg.random_state
+    )
+    return DiscoveryResult(
+        incidents=incidents,
+        signals=meta,
+        clusters=clusters,
+        trends=trends,
+        overview=overview,
+        data_range=(start, data_end),
+        used_scores=scores is not None,
+    )
+
+
+def write_discovery(result: DiscoveryResult, out: str | Path) -> Path:
+    """Write incidents.json and report.html into `out` (created if missing)."""
+    from discovery.report import render_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "incidents.json").write_bytes(
+        orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2)
+    )
+    (out / "report.html").write_text(render_report(result), encoding="utf-8")
+    return out

@@ -1,0 +1,289 @@
+"""Root cause: which segments explain a rate change (Adtributor-style drill-down).
+
+For an anomaly window and the trailing baseline window before it, every segment (single
+dimensions and pairs) gets an expected numerator (its anomaly-window denominator times its
+baseline rate) and the actual numerator. Explanatory power (EP) is the segment's share of the
+total excess; surprise is its term of the Jensen–Shannon divergence between the expected and
+actual shares of the numerator. Segments that explain most of the change and moved most
+surprisingly come first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from discovery.series import Segment, canonical, segment_key
+from discovery.signals import ItemDimensions
+
+MIN_EP = 0.3  # a root-cause segment must explain a good part of the excess on its own
+
+
+class UnitFrame:
+    """A signal's units joined with item dimensions, for fast counts of any segment and time range.
+
+    Rows are sorted by time so a time window is a slice; segment masks are cached.
+    """
+
+    def __init__(self, frame: pd.DataFrame, dims: ItemDimensions) -> None:
+        self.frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+        self.dims = dims
+        self._ts = self.frame["ts"].to_numpy(dtype="datetime64[ns]")
+        self._num = self.frame["num"].to_numpy(dtype=float)
+        self._den = self.frame["den"].to_numpy(dtype=float)
+        self._columns = {
+            d: self.frame[d].to_numpy(dtype=object) for d in dims.items.columns if d != "item_id"
+        }
+        self._masks: dict[Segment, np.ndarray] = {}
+        self._tag_rows: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def build(cls, units: pd.DataFrame, dims: ItemDimensions) -> UnitFrame:
+        return cls(units.merge(dims.items, on="item_id", how="inner"), dims)
+
+    def _tags(self) -> dict[str, np.ndarray]:
+        if self._tag_rows is None:
+            joined = self.dims.hashtags.merge(
+                pd.DataFrame(
+                    {"item_id": self.frame["item_id"], "_row": np.arange(len(self.frame))}
+                ),
+                on="item_id",
+            )
+            self._tag_rows = {
+                tag: rows["_row"].to_numpy() for tag, rows in joined.groupby("hashtag", sort=False)
+            }
+        return self._tag_rows
+
+    def mask(self, segment: Segment) -> np.ndarray:
+        if segment in self._masks:
+            return self._masks[segment]
+        out = np.ones(len(self.frame), dtype=bool)
+        for dim, value in segment:
+            if dim == "hashtag":
+                m = np.zeros(len(self.frame), dtype=bool)
+                m[self._tags().get(value, np.array([], dtype=int))] = True
+                out &= m
+            elif dim in self._columns:
+                out &= self._columns[dim] == value
+            else:
+                out[:] = False
+        if len(self._masks) < 5000:
+            self._masks[segment] = out
+        return out
+
+    def _slice(self, start: pd.Timestamp, end: pd.Timestamp) -> slice:
+        lo = np.searchsorted(self._ts, np.datetime64(start.tz_convert(None), "ns"), "left")
+        hi = np.searchsorted(self._ts, np.datetime64(end.tz_convert(None), "ns"), "left")
+        return slice(int(lo), int(hi))
+
+    def window(self, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+        out = np.zeros(len(self.frame), dtype=bool)
+        out[self._slice(start, end)] = True
+        return out
+
+    def sources(self, segment: Segment, start: pd.Timestamp, end: pd.Timestamp) -> int:
+        """Distinct items contributing to the numerator (a pile-on under one item is one source)."""
+        sl = self._slice(start, end)
+        m = self.mask(segment)[sl] & (self._num[sl] > 0)
+        return len(set(self.frame["item_id"].to_numpy()[sl][m]))
+
+    def counts(
+        self, segment: Segment, start: pd.Timestamp, end: pd.Timestamp
+    ) -> tuple[float, float]:
+        sl = self._slice(start, end)
+        m = self.mask(segment)[sl]
+        return float(self._num[sl][m].sum()), float(self._den[sl][m].sum())
+
+
+def shrunk_rate(num: float, den: float, parent_rate: float, prior_events: float = 3.0) -> float:
+    """Rate pulled towards the parent rate by `prior_events` pseudo-events (thin segments)."""
+    parent_rate = max(parent_rate, 1e-9)
+    return (num + prior_events) / (den + prior_events / parent_rate)
+
+
+def excess(
+    units: UnitFrame,
+    segment: Segment,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    baseline_days: float = 7.0,
+) -> dict[str, float]:
+    """Observed minus expected numerator of a segment in [start, end), baseline from the days before."""
+    b0 = start - pd.Timedelta(days=baseline_days)
+    top_n, top_d = units.counts((), b0, start)
+    parent = top_n / top_d if top_d > 0 else 0.0
+    bn, bd = units.counts(segment, b0, start)
+    an, ad = units.counts(segment, start, end)
+    rate = shrunk_rate(bn, bd, parent)
+    return {
+        "num": an,
+        "den": ad,
+        "expected": ad * rate,
+        "excess": an - ad * rate,
+        "baseline_rate": rate,
+        "observed_rate": an / ad if ad > 0 else 0.0,
+        "baseline_num": bn,
+        "baseline_den": bd,
+    }
+
+
+def js_term(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per-element Jensen–Shannon divergence term between expected share p and actual share q."""
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log2(np.where(p > 0, p / m, 1.0)), 0.0)
+        b = np.where(q > 0, q * np.log2(np.where(q > 0, q / m, 1.0)), 0.0)
+    return 0.5 * (a + b)
+
+
+def drilldown(
+    units: UnitFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    baseline_days: float = 7.0,
+    pairs: bool = True,
+    within: Segment = (),
+    min_num: float = 3.0,
+    top_k: int = 20,
+) -> pd.DataFrame:
+    """Rank segments (single dimensions and pairs) by how well they explain the change in [start, end).
+
+    Columns: segment, dimensions, expected, actual, den, baseline_rate, observed_rate, ep,
+    surprise, dimension_surprise, explains (EP >= MIN_EP). Sorted: segments that explain the
+    change on their own first, then by surprise (ties: more specific first).
+    """
+    b0 = start - pd.Timedelta(days=baseline_days)
+    frame = units.frame[units.mask(within)]
+    before = frame[(frame["ts"] >= b0) & (frame["ts"] < start)]
+    after = frame[(frame["ts"] >= start) & (frame["ts"] < end)]
+    parent = before["num"].sum() / before["den"].sum() if before["den"].sum() > 0 else 0.0
+    available = [d for d in units.dims.dimensions if d not in dict(within)]
+    combos: list[tuple[str, ...]] = [(d,) for d in available]
+    if pairs:
+        combos += list(combinations(available, 2))
+    tags = units.dims.hashtags
+    before_tags = before.merge(tags, on="item_id") if len(tags) else before
+    after_tags = after.merge(tags, on="item_id") if len(tags) else after
+    rows: list[pd.DataFrame] = []
+    for keys in combos:
+        with_tag = "hashtag" in keys
+        b = (
+            (before_tags if with_tag else before)
+            .groupby(list(keys), sort=False)[["num", "den"]]
+            .sum()
+        )
+        a = (
+            (after_tags if with_tag else after)
+            .groupby(list(keys), sort=False)[["num", "den"]]
+            .sum()
+        )
+        table = a.add_suffix("_a").join(b.add_suffix("_b"), how="outer").fillna(0.0)
+        if table.empty:
+            continue
+        rate = (table["num_b"] + 3.0) / (table["den_b"] + 3.0 / max(parent, 1e-9))
+        expected = table["den_a"] * rate
+        actual = table["num_a"]
+        total_expected, total_actual = expected.sum(), actual.sum()
+        change = total_actual - total_expected
+        if total_expected <= 0 or total_actual <= 0 or change == 0:
+            continue
+        ep = (actual - expected) / change
+        surprise = js_term(expected / total_expected, actual / total_actual)
+        out = pd.DataFrame(
+            {
+                "segment": [
+                    canonical(
+                        (*within, *zip(keys, k if isinstance(k, tuple) else (k,), strict=True))
+                    )
+                    for k in table.index
+                ],
+                "dimensions": "×".join(keys),
+                "expected": expected.to_numpy(),
+                "actual": actual.to_numpy(),
+                "den": table["den_a"].to_numpy(),
+                "baseline_rate": rate.to_numpy(),
+                "observed_rate": np.divide(
+                    actual.to_numpy(),
+                    table["den_a"].to_numpy(),
+                    out=np.zeros(len(table)),
+                    where=table["den_a"].to_numpy() > 0,
+                ),
+                "ep": ep.to_numpy(),
+                "surprise": surprise,
+            }
+        )
+        # Adtributor: a dimension's surprise sums its most surprising elements until they
+        # explain most of the change (EP of each >= 0.1, cumulative >= 0.67).
+        ordered = out[out["ep"] >= 0.1].sort_values("surprise", ascending=False)
+        cum = ordered["ep"].cumsum().to_numpy()
+        upto = int(np.searchsorted(cum, 0.67, side="left")) + 1
+        dim_surprise = float(ordered["surprise"].to_numpy()[:upto].sum())
+        out["dimension_surprise"] = dim_surprise
+        rows.append(out[out["actual"] >= min_num])
+    if not rows:
+        return pd.DataFrame(
+            columns=[
+                "segment",
+                "dimensions",
+                "expected",
+                "actual",
+                "den",
+                "baseline_rate",
+                "observed_rate",
+                "ep",
+                "surprise",
+                "dimension_surprise",
+                "explains",
+            ]
+        )
+    table = pd.concat(rows, ignore_index=True)
+    table["explains"] = table["ep"] >= MIN_EP
+    table["_specific"] = table["segment"].map(len)
+    table = table.sort_values(
+        ["explains", "surprise", "_specific"], ascending=[False, False, False]
+    )
+    return table.drop(columns="_specific").head(top_k).reset_index(drop=True)
+
+
+def top_segment(table: pd.DataFrame) -> Segment:
+    """The best explaining segment of a drill-down table, or () when none explains the change."""
+    hits = table[table["explains"]]
+    return hits["segment"].iloc[0] if len(hits) else ()
+
+
+def format_table(table: pd.DataFrame) -> list[dict[str, object]]:
+    """JSON-ready rows of a drill-down table."""
+    out = []
+    for r in table.itertuples(index=False):
+        out.append(
+            {
+                "segment": dict(r.segment),
+                "key": segment_key(r.segment),
+                "dimensions": r.dimensions,
+                "expected": round(float(r.expected), 2),
+                "actual": float(r.actual),
+                "baseline_rate": float(r.baseline_rate),
+                "observed_rate": float(r.observed_rate),
+                "contribution": round(float(r.ep), 4),
+                "surprise": round(float(r.surprise), 5),
+                "dimension_surprise": round(float(r.dimension_surprise), 5),
+            }
+        )
+    return out
+
+
+__all__: Sequence[str] = (
+    "UnitFrame",
+    "drilldown",
+    "excess",
+    "format_table",
+    "js_term",
+    "top_segment",
+)
