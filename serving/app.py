@@ -40,6 +40,8 @@ log = logging.getLogger("serving")
 ROUTERS: tuple[APIRouter, ...] = (health.router, score.router, models.router, admin.router)
 
 REQUEST_ID_HEADER = b"x-request-id"
+# How often to retry loading when startup found neither the registry nor a cached model.
+STARTUP_RETRY_S = 5.0
 
 
 class BodyTooLarge(HTTPException):
@@ -192,6 +194,8 @@ def _install_openapi(app: FastAPI, svc: Service) -> None:
         )
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         body_schema = _score_request_schema(components)
+        # The batch limit is a setting, so it joins the schema here rather than in the model.
+        components["ScoreBatch"]["properties"]["items"]["maxItems"] = svc.settings.max_batch_size
         example = SNAPSHOT_EXAMPLE
         model = svc.holder.current
         if model is not None:
@@ -283,13 +287,16 @@ def create_app(
         flags.start()
         await holder.startup()
         poller = None
+        count = lambda outcome: metrics.reloads.labels(outcome=outcome).inc()  # noqa: E731
         if settings.reload_interval_s > 0:
             poller = asyncio.create_task(
-                holder.poll(
-                    settings.reload_interval_s,
-                    on_result=lambda o: metrics.reloads.labels(outcome=o).inc(),
-                ),
-                name="model-poller",
+                holder.poll(settings.reload_interval_s, on_result=count), name="model-poller"
+            )
+        elif holder.current is None:
+            # No model and no periodic checks: keep trying until the registry answers.
+            poller = asyncio.create_task(
+                holder.poll(STARTUP_RETRY_S, on_result=count, until_loaded=True),
+                name="model-retry",
             )
         try:
             yield

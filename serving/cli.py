@@ -44,9 +44,8 @@ def app_from_env() -> Any:
     settings = get_settings()
     flags_path = os.environ.get(ENV_FLAGS_JSONL)
     sink = JsonlFlagSink(flags_path) if flags_path else None
-    return create_app(
-        settings, flag_sink=sink, sample_rate=float(os.environ.get(ENV_SAMPLE_RATE, "0") or 0)
-    )
+    rate = os.environ.get(ENV_SAMPLE_RATE)
+    return create_app(settings, flag_sink=sink, sample_rate=float(rate) if rate else None)
 
 
 def serve(
@@ -57,7 +56,7 @@ def serve(
     workers: int = 1,
     dev_key: bool = False,
     flags_jsonl: Path | None = None,
-    sample_rate: float = 0.0,
+    sample_rate: float | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the scoring service under uvicorn until interrupted."""
@@ -65,16 +64,21 @@ def serve(
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if not 0.0 <= sample_rate <= 1.0:
+    if sample_rate is not None and not 0.0 <= sample_rate <= 1.0:
         raise ValueError(f"--sample-rate must be within [0, 1], got {sample_rate}")
     settings, key = ensure_api_keys(settings, dev_key=dev_key)
     if key is not None:
         typer.echo(f"dev API key (scopes {', '.join(SCOPES)}): {key}")
+    # A serving process should fall back to its cache quickly when MLflow is down, not spend
+    # minutes in MLflow's default HTTP retries (callers can still set these).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # Workers are separate processes: pass everything through the environment they inherit.
     os.environ["SURFACER_API_KEYS"] = json.dumps(settings.api_keys)
     if flags_jsonl is not None:
         os.environ[ENV_FLAGS_JSONL] = str(flags_jsonl)
-    os.environ[ENV_SAMPLE_RATE] = str(sample_rate)
+    if sample_rate is not None:
+        os.environ[ENV_SAMPLE_RATE] = str(sample_rate)
     uvicorn.run(
         "serving.cli:app_from_env",
         factory=True,
@@ -90,6 +94,9 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
+    from serving.review.cli import register as register_review
+
+    register_review(app)
 
     @app.command("serve")
     def serve_cmd(
@@ -111,9 +118,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         sample_rate: Annotated[
-            float,
-            typer.Option(help="Share of unflagged items also sent to review, marked sampled."),
-        ] = 0.0,
+            float | None,
+            typer.Option(
+                help="Share of unflagged items also sent to review, marked sampled "
+                "(default: settings.review_random_share with the review store, else 0)."
+            ),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the champion model over HTTP (FastAPI + uvicorn)."""

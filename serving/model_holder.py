@@ -83,7 +83,7 @@ class ModelHolder:
         alias: str = "champion",
         loader: Callable[[Path], Bundle] = _default_loader,
         on_swap: Callable[[LoadedModel], None] | None = None,
-        mlflow_timeout_s: float = 15.0,
+        mlflow_timeout_s: float = 120.0,
     ) -> None:
         self.settings = settings
         self.name = settings.model_name
@@ -289,9 +289,21 @@ class ModelHolder:
         self.last_error = None
         return swapped
 
-    async def poll(self, interval_s: float, on_result: Callable[[str], None] | None = None) -> None:
-        """Check the alias every `interval_s` until cancelled; errors are logged, not raised."""
+    async def poll(
+        self,
+        interval_s: float,
+        on_result: Callable[[str], None] | None = None,
+        *,
+        until_loaded: bool = False,
+    ) -> None:
+        """Check the alias every `interval_s` until cancelled; errors are logged, not raised.
+
+        With `until_loaded`, stop once a model is loaded (retrying a failed startup when
+        periodic checks are off).
+        """
         while True:
+            if until_loaded and self._current is not None:
+                return
             await asyncio.sleep(interval_s)
             t0 = time.perf_counter()
             try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Required
+from typing import Annotated, Any, Literal, Required
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
-from starlette.responses import Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
 from typing_extensions import TypedDict
 
 from features import schema as fs
@@ -36,6 +36,21 @@ _TIME_COLUMNS = {"as_of", "created_at"}
 _BOOL_COLUMNS = {"creator_verified"}
 
 
+_COUNT_COLUMNS = {
+    *fs.EVENT_COUNT_COLUMNS,
+    *fs.VELOCITY_COLUMNS,
+    *fs.REPORT_REASON_COLUMNS,
+    "n_viewers",
+    "n_reporters",
+    "n_comment_toxic",
+    "creator_followers",
+    *fs.CREATOR_HISTORY_COLUMNS,
+    "mod_n_actions",
+}
+_NON_NEGATIVE = {"duration_s", "age_h", "horizon_h", "creator_age_d", "comment_mean_len"}
+_FRACTIONS = {"mean_watch_frac"}
+
+
 def _snapshot_field_type(name: str) -> Any:
     if name == "item_id":
         return Required[str]
@@ -45,7 +60,13 @@ def _snapshot_field_type(name: str) -> Any:
         return bool | None
     if name in _STR_COLUMNS:
         return str | None
-    return float | None  # counters, rates, ages: numbers, null when unknown
+    if name in _COUNT_COLUMNS:
+        return Annotated[float, Field(ge=0, description="A count (>= 0).")] | None
+    if name in _NON_NEGATIVE:
+        return Annotated[float, Field(ge=0)] | None
+    if name in _FRACTIONS:
+        return Annotated[float, Field(ge=0, le=1)] | None
+    return float | None  # other numbers (flags, rates): null when unknown
 
 
 # Built from the column tuples so a new snapshot column shows up in the API schema by itself.
@@ -218,7 +239,7 @@ class FlaggedItem:
     sampled: bool = False
 
 
-class JSONResponse(Response):
+class JSONResponse(_StarletteJSONResponse):
     """JSON via orjson (NaN -> null, numpy and datetimes handled); the hot path's response."""
 
     media_type = "application/json"

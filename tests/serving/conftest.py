@@ -249,7 +249,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def serve_process(
-    settings_env: dict[str, str], tmp_path: Path, *args: str, timeout_s: float = 60.0
+    settings_env: dict[str, str], tmp_path: Path, *args: str, timeout_s: float = 180.0
 ) -> Iterator[ServerProcess]:
     """Run `surfacer serve` with `settings_env` until /readyz is 200; stop it with SIGTERM."""
     port = free_port()

@@ -1,0 +1,123 @@
+"""The service as a real `surfacer serve` process: reload under load, drain on shutdown, CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.flag_writer import JsonlFlagSink
+from surfacer.cli import run
+from tests.serving.conftest import ADMIN_KEY, API_KEYS, SCORE_KEY, Registry, serve_process
+from tests.serving.test_score_api import records
+
+
+def _env(registry: Registry, data_dir: Path) -> dict[str, str]:
+    return {
+        "SURFACER_DATA_DIR": str(data_dir),
+        "SURFACER_MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "SURFACER_MODEL_NAME": registry.name,
+        "SURFACER_API_KEYS": json.dumps(API_KEYS),
+        "SURFACER_RELOAD_INTERVAL_S": "0",
+    }
+
+
+@pytest.mark.slow
+def test_reload_under_load_has_zero_failed_requests(champion_v1: Registry, tmp_path: Path) -> None:
+    v1, v2 = champion_v1.versions
+    recs = records(30)
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def load(base_url: str, offset: int) -> None:
+        with httpx.Client(base_url=base_url, headers={"X-API-Key": SCORE_KEY}, timeout=30) as c:
+            i = offset
+            while not stop.is_set():
+                try:
+                    if i % 5 == 0:
+                        r = c.post("/v1/score", json={"items": recs})
+                    else:
+                        r = c.post("/v1/score", json=recs[i % len(recs)])
+                except httpx.HTTPError as exc:  # a dropped connection is a failed request too
+                    errors.append(repr(exc))
+                    i += 1
+                    continue
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    versions[r.json()["model_version"]] += 1
+                i += 1
+
+    with serve_process(_env(champion_v1, tmp_path / "state"), tmp_path) as server:
+        threads = [threading.Thread(target=load, args=(server.base_url, k)) for k in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            with httpx.Client(base_url=server.base_url, headers={"X-API-Key": ADMIN_KEY}) as admin:
+                time.sleep(0.5)
+                for target in (v2, v1, v2):
+                    champion_v1.set_champion(target)
+                    r = admin.post("/v1/admin/reload", timeout=60)
+                    assert r.status_code == 200, r.text
+                    assert r.json() == {**r.json(), "reloaded": True, "version": target}
+                    time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+    assert not errors, errors[:3]
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) > 50
+    assert versions[v1] > 0 and versions[v2] > 0, versions
+
+
+@pytest.mark.slow
+def test_shutdown_drains_flagged_items(champion_v1: Registry, tmp_path: Path) -> None:
+    flags = tmp_path / "flags.jsonl"
+    recs = records(400, random_state=11)
+    with serve_process(
+        _env(champion_v1, tmp_path / "state"), tmp_path, "--flags-jsonl", str(flags)
+    ) as server:
+        with httpx.Client(base_url=server.base_url, headers={"X-API-Key": SCORE_KEY}) as c:
+            flagged = []
+            for k in range(0, len(recs), 100):
+                r = c.post("/v1/score", json={"items": recs[k : k + 100]})
+                assert r.status_code == 200
+                flagged += [it["item_id"] for it in r.json()["items"] if it["flagged"]]
+        # SIGTERM right away, before the writer's next timed flush could have run.
+        server.proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises SIGTERM: exit status -15.
+        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM), server.log()
+        assert "Application shutdown complete" in server.log()
+    written = [w["item_id"] for w in JsonlFlagSink.read(flags)]
+    assert flagged
+    assert sorted(written) == sorted(flagged)
+
+
+@pytest.mark.slow
+def test_dev_key_is_printed_and_works(champion_v1: Registry, tmp_path: Path) -> None:
+    env = _env(champion_v1, tmp_path / "state")
+    env["SURFACER_API_KEYS"] = "{}"
+    with serve_process(env, tmp_path, "--dev-key") as server:
+        line = next(x for x in server.log().splitlines() if x.startswith("dev API key"))
+        key = line.rsplit(" ", 1)[1]
+        with httpx.Client(base_url=server.base_url) as c:
+            assert c.get("/v1/models").status_code == 401
+            assert c.get("/v1/models", headers={"X-API-Key": key}).status_code == 200
+            assert c.get("/metrics", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_serve_refuses_to_start_without_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SURFACER_API_KEYS", "{}")
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
+    assert run(["serve", "--port", "1"]) == 2
+    assert "no API keys configured" in capsys.readouterr().err
