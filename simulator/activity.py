@@ -167,7 +167,7 @@ def simulate_events(
     user = perm[np.minimum((n_users * rng.random(m) ** 3.0).astype(np.int64), n_users - 1)]
     user[is_view & (rng.random(m) < cfg.anonymous_view_share)] = -1
 
-    mean_watch = sigmoid(0.2 + 0.5 * q - 0.9 * lq) * np.where(items.fmt == 2, 0.6, 1.0)
+    mean_watch = sigmoid(0.3 + 0.4 * q - 0.4 * lq) * np.where(items.fmt == 2, 0.6, 1.0)
     mw = np.clip(mean_watch[item[is_view]], 0.02, 0.98)
     watch = np.full(m, np.nan)
     watch[is_view] = np.round(rng.beta(mw * 3.0, (1.0 - mw) * 3.0), 3)

@@ -233,7 +233,7 @@ class SimConfig:
     seed: int = 0
     start: pd.Timestamp = DEFAULT_START
     items_per_creator: float = 8.0
-    spam_creator_share: float = 0.04
+    spam_creator_share: float = 0.025
     # Base (pre-incident) item rates; the intercepts of the latent models are solved to hit them.
     low_quality_rate: float = 0.12
     harmful_rate: float = 0.05

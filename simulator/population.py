@@ -165,14 +165,16 @@ def make_creators(cfg: SimConfig, n: int, random_state: np.random.Generator) -> 
     region = rng.choice(len(REGION_NAMES), size=n, p=shares / shares.sum())
     spam = rng.random(n) < cfg.spam_creator_share
     followers = np.where(
-        spam, rng.lognormal(3.0, 1.2, n), rng.lognormal(5.6, 2.3, n)
+        spam, rng.lognormal(3.5, 1.5, n), rng.lognormal(5.6, 2.3, n)
     )  # median ~270, tail into the millions
     followers = np.minimum(np.floor(followers), 8e7).astype(np.int64)
     verified = ~spam & (rng.random(n) < sigmoid(1.8 * (np.log10(followers + 1.0) - 5.6)))
-    created_h = np.where(spam, -rng.uniform(24, 200 * 24, n), -rng.uniform(30 * 24, 1500 * 24, n))
+    # Account age overlaps: many genuine creators are new, many spammers use aged accounts.
+    recent = rng.random(n) < np.where(spam, 0.55, 0.2)
+    created_h = -np.where(recent, rng.uniform(24, 200 * 24, n), rng.uniform(200 * 24, 1500 * 24, n))
     cat_shares = np.array([CATEGORIES[c][0] for c in CATEGORY_NAMES])
     category = rng.choice(len(CATEGORY_NAMES), size=n, p=cat_shares / cat_shares.sum())
-    activity = rng.lognormal(0.0, 0.9, n) * np.where(spam, 3.0, 1.0)
+    activity = rng.lognormal(0.0, 0.9, n) * np.where(spam, 2.0, 1.0)
     return Creators(
         region=region,
         created_h=created_h,
@@ -227,6 +229,17 @@ def _join(*parts: np.ndarray) -> np.ndarray:
     return out
 
 
+# P(caption style | low-quality kind); rows and columns: none, spam, low_effort, misleading.
+_CAPTION_STYLE_P = np.array(
+    [
+        [0.91, 0.01, 0.06, 0.02],
+        [0.25, 0.70, 0.05, 0.00],
+        [0.40, 0.00, 0.60, 0.00],
+        [0.35, 0.00, 0.05, 0.60],
+    ]
+)
+
+
 def make_captions(
     category: np.ndarray, lq_kind: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
@@ -245,17 +258,21 @@ def make_captions(
     )
     misleading = _join(_pick(MISLEADING_HOOKS, n, rng), topic + "!!", emoji)
     low_effort = _pick(LOW_EFFORT_CAPTIONS, n, rng)
+    # The caption style follows the item's problem only loosely: some spam looks normal,
+    # some fine items are terse or clickbaity, so text alone does not give the answer away.
+    cum = np.cumsum(_CAPTION_STYLE_P, axis=1)[lq_kind]
+    style = np.minimum((rng.random(n)[:, None] > cum).sum(axis=1), 3)
     caption = np.where(
-        lq_kind == LQ_SPAM,
+        style == LQ_SPAM,
         spam,
         np.where(
-            lq_kind == LQ_MISLEADING,
+            style == LQ_MISLEADING,
             misleading,
-            np.where(lq_kind == LQ_LOW_EFFORT, low_effort, normal),
+            np.where(style == LQ_LOW_EFFORT, low_effort, normal),
         ),
     )
-    null = rng.random(n) < np.where(lq_kind == LQ_LOW_EFFORT, 0.35, 0.08)
-    caption[null & (lq_kind != LQ_SPAM)] = None
+    null = rng.random(n) < np.where(style == LQ_LOW_EFFORT, 0.35, 0.08)
+    caption[null & (style != LQ_SPAM)] = None
     return caption
 
 
@@ -289,7 +306,12 @@ def make_hashtags(
         np.where(u[:, 0] < 0.9, cat_tag, empty),
         np.where(spam_item, spam_tags[s1], np.where(u[:, 1] < 0.55, general, empty)),
         np.where(u[:, 2] < 0.5, topics[t1], empty),
-        np.where(spam_item, spam_tags[s2], np.where(u[:, 3] < 0.25, topics[t2], empty)),
+        # A few fine items run real giveaways and borrow the spam tags.
+        np.where(
+            spam_item | (u[:, 1] > 0.97),
+            spam_tags[s2],
+            np.where(u[:, 3] < 0.25, topics[t2], empty),
+        ),
     )
 
 
@@ -317,7 +339,7 @@ def make_items(
     # Latent truth. Spam creators' items are spam with high probability; other creators'
     # items are low quality more often when the creator's quality is low.
     misleading_prone = np.isin(category, [CATEGORY_NAMES.index(c) for c in MISLEADING_PRONE])
-    fixed = np.where(spam, 0.88, np.nan)
+    fixed = np.where(spam, 0.8, np.nan)
     p_lq = solve_intercept(-0.9 * q + 0.4 * misleading_prone, cfg.low_quality_rate, fixed)
     u_lq = rng.random(n)
     lq = u_lq < p_lq
