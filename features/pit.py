@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _KEY_LIMIT = 2**62  # combined keys stay well inside int64
 _NS_UNITS = (1_000_000_000, 1_000_000, 1_000, 1)  # s, ms, us, ns grids tried in this order
@@ -29,9 +31,15 @@ def codes_for(
 ) -> np.ndarray:
     """Position of each value in `categories` (int64, -1 when unknown or null).
 
-    Factorizes first (Arrow's hash for string columns) so that only the distinct values are
-    looked up: much faster than hashing every row against the categories.
+    Arrow-backed strings are looked up with Arrow's `index_in` (one hash probe per row);
+    anything else is factorized first so only the distinct values are looked up.
     """
+    to_arrow = getattr(getattr(values, "array", None), "__arrow_array__", None)
+    if to_arrow is not None and isinstance(values.dtype, pd.StringDtype):
+        chunked = to_arrow()
+        value_set = pa.array([str(c) for c in categories], type=chunked.type)
+        found = pc.fill_null(pc.index_in(chunked, value_set=value_set), -1)
+        return found.to_numpy().astype(np.int64, copy=False)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     lookup = pd.Index(categories).get_indexer(uniques).astype(np.int64)
     # Appending -1 maps the NA sentinel (-1) to "unknown" through the same take.
@@ -187,17 +195,24 @@ class GroupedTimes:
         n_members = max(int(m.max()) + 1, 1)
         known = m >= 0
         if (self.n_groups + 1) * n_members * width < _KEY_LIMIT:
-            key = group * n_members
+            # Packed (group, member, rank) in place over `group`: one sort, few temporaries.
+            key = group
+            key *= n_members
             key += m
             key *= width
             key += rank
-            key = key[known]
+            del m, rank
+            if not known.all():
+                key = key[known]
             key.sort()
             pair = key // width
             first = np.ones(key.size, dtype=bool)
             np.not_equal(pair[1:], pair[:-1], out=first[1:])
             f_group = pair[first] // n_members
-            f_rank = key[first] % width
+            del pair
+            key %= width
+            f_rank = key[first]
+            del key
         else:  # too wide to pack: sort the three columns instead
             idx = np.flatnonzero(known)
             g, mm, r = group[idx], m[idx], rank[idx]
