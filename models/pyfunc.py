@@ -185,15 +185,24 @@ def load_bundle_from_dir(path: str | Path) -> ScoringBundle:
     return _read_bundle(root / artifacts[BUNDLE_ARTIFACT]["path"])
 
 
-def load_bundle(model_uri: str, *, dst_path: str | Path | None = None) -> ScoringBundle:
+def load_bundle(
+    model_uri: str,
+    *,
+    dst_path: str | Path | None = None,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+) -> ScoringBundle:
     """The real ScoringBundle behind `model_uri` (e.g. `models:/surfacer@champion`, `runs:/...`).
 
-    Downloads the model folder (into `dst_path` if given, else a temporary folder) using the
-    current MLflow tracking/registry URIs.
+    Downloads the model folder (into `dst_path` if given, else a temporary folder) from the
+    given tracking/registry URIs, or MLflow's current ones when not given.
     """
+    uris = {"tracking_uri": tracking_uri, "registry_uri": registry_uri or tracking_uri}
     if dst_path is not None:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst_path))
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=str(dst_path), **uris
+        )
         return load_bundle_from_dir(local)
     with tempfile.TemporaryDirectory(prefix="surfacer-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, **uris)
         return load_bundle_from_dir(local)

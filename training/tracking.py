@@ -291,7 +291,12 @@ def _load_champion(
     if mv is None:
         return None, None, None
     try:
-        return load_bundle(f"models:/{settings.model_name}/{mv.version}"), str(mv.version), None
+        bundle = load_bundle(
+            f"models:/{settings.model_name}/{mv.version}",
+            tracking_uri=settings.tracking_uri,
+            registry_uri=settings.mlflow_registry_uri or settings.tracking_uri,
+        )
+        return bundle, str(mv.version), None
     except Exception as exc:  # any failure: reported in the decision, gate refuses to promote
         return None, str(mv.version), f"{type(exc).__name__}: {exc}"
 

@@ -50,8 +50,11 @@ def test_load_bundle_round_trip_scores_identically(history: ms.History, rows: pd
     pd.testing.assert_frame_equal(loaded.score_frame(rows), original.score_frame(rows))
     record = rows.iloc[5].to_dict()
     assert loaded.score_one(record) == original.score_one(record)
-    # by alias too: the good model is the champion
-    by_alias = load_bundle(f"models:/{history.settings.model_name}@champion")
+    # by alias too (the good model is the champion), with explicit URIs instead of globals
+    by_alias = load_bundle(
+        f"models:/{history.settings.model_name}@champion",
+        tracking_uri=history.settings.tracking_uri,
+    )
     np.testing.assert_array_equal(
         by_alias.score_records(rows.head(20).to_dict("records")),
         original.score_records(rows.head(20).to_dict("records")),

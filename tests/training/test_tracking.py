@@ -153,7 +153,8 @@ def test_the_bundle_is_one_registered_pyfunc_model_with_signature(
     result = history.results["good"]
     mv = client.get_model_version(history.settings.model_name, result.model_version)
     assert mv.run_id == result.run_id
-    versions = client.search_model_versions(f"run_id='{result.run_id}'")
+    name = history.settings.model_name
+    versions = client.search_model_versions(f"name='{name}' and run_id='{result.run_id}'")
     assert [str(v.version) for v in versions] == [str(mv.version)]  # exactly one version per run
     info = mlflow.models.get_model_info(f"models:/{history.settings.model_name}/{mv.version}")
     inputs = {c.name for c in info.signature.inputs.inputs}
