@@ -144,9 +144,12 @@ def moderate(
         base_w = fp_rate / max(tp_rate + fp_rate, 1e-9)
         w = min(inc.strength * max(base_w, 0.02), 0.85)
         need = tp_rate * seg.sum() * w / (1.0 - w) - fp_rate * seg.sum()
-        candidates = seg & ~auto & ~violates
-        p_extra = float(np.clip(need / max(candidates.sum(), 1), 0.0, 1.0))
-        hit = candidates & (rng.random(n) < p_extra)
+        # Exactly the needed number of extra false positives (not a binomial draw), so every
+        # seed plants an incident of the configured size.
+        candidates = np.flatnonzero(seg & ~auto & ~violates)
+        k = int(np.clip(round(need), 0, candidates.size))
+        hit = np.zeros(n, bool)
+        hit[rng.choice(candidates, size=k, replace=False)] = True
         auto |= hit
         auto_policy[hit] = POLICY[inc.policy or "adult_content"]
         items.incident[hit] = j
