@@ -1,0 +1,87 @@
+"""`surfacer review ...`: schema migrations, queue stats and label export for training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from surfacer.settings import get_settings
+
+
+def _store(database_url: str | None):  # type: ignore[no-untyped-def]
+    from serving.review.store import ReviewStore
+
+    settings = get_settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    return ReviewStore.from_settings(settings)
+
+
+_URL = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Review store URL (default: SURFACER_DATABASE_URL, else SQLite in data_dir).",
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `review` command group to the `surfacer` app."""
+    review = typer.Typer(help="The analyst review queue: schema, stats, label export.")
+    app.add_typer(review, name="review")
+
+    @review.command("migrate")
+    def migrate_cmd(database_url: _URL = None) -> None:
+        """Create or upgrade the review store schema (Alembic upgrade head)."""
+        store = _store(database_url)
+        try:
+            typer.echo(f"review store at revision {store.migrate()}")
+        finally:
+            store.close()
+
+    @review.command("stats")
+    def stats_cmd(database_url: _URL = None) -> None:
+        """Print queue counts by status and stratum, labels, and live quality per issue."""
+        store = _store(database_url)
+        try:
+            store.migrate()
+            st = store.stats()
+            typer.echo(f"revision {st.revision}; labels {st.labels}")
+            typer.echo("status:  " + ", ".join(f"{k}={v}" for k, v in sorted(st.by_status.items())))
+            typer.echo(
+                "stratum: " + ", ".join(f"{k}={v}" for k, v in sorted(st.by_stratum.items()))
+            )
+            for q in store.quality():
+                prec = "-" if q.precision is None else f"{q.precision:.3f}"
+                rec = "-" if q.recall is None else f"{q.recall:.3f}"
+                typer.echo(
+                    f"{q.issue}: flagged={q.flagged} labeled={q.flagged_labeled} "
+                    f"precision={prec} sampled_labeled={q.sampled_labeled} recall~{rec}"
+                )
+        finally:
+            store.close()
+
+    @review.command("export-labels")
+    def export_cmd(
+        out: Annotated[
+            Path,
+            typer.Option(help="Dataset folder or labels file (DIR/labels.parquet) to write."),
+        ],
+        merge: Annotated[
+            bool, typer.Option(help="Keep labels already in the file (de-duplicated).")
+        ] = True,
+        database_url: _URL = None,
+    ) -> None:
+        """Export analyst labels to a dataset's `labels` table, for `surfacer train`."""
+        from serving.review.export import export_labels
+
+        store = _store(database_url)
+        try:
+            store.migrate()
+            path, n = export_labels(store, out, merge=merge)
+        finally:
+            store.close()
+        typer.echo(f"wrote {n} labels to {path}")

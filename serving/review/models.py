@@ -1,0 +1,120 @@
+"""ORM tables of the review store: queued items, their per-issue flags, labels, and history.
+
+A review item is one scored (item, as_of, model version); its flagged issues live in
+`review_flags` (one row per issue, with that issue's priority) so the queue can be filtered
+and ordered by issue with plain indexes on any database. `review_history` is append-only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+STATUSES = ("pending", "claimed", "labeled", "skipped")
+DECISIONS = ("confirm", "reject", "relabel")
+STRATA = ("flagged", "sample")
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `Base.metadata` is what the initial migration creates."""
+
+
+class ReviewItem(Base):
+    """One scored item in the queue, flagged by the model or sampled for honest metrics."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("item_id", "as_of_key", "model_version", name="uq_review_items_key"),
+        Index("ix_review_items_queue", "status", "priority"),
+        Index("ix_review_items_stratum", "stratum", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(200), index=True)
+    as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # as_of as text ("" when unknown): NULLs never collide in a unique key, this does.
+    as_of_key: Mapped[str] = mapped_column(String(40))
+    anchor: Mapped[str] = mapped_column(String(40))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)
+    flagged: Mapped[list[Any]] = mapped_column(JSON)
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_version: Mapped[str] = mapped_column(String(64))
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reach: Mapped[float] = mapped_column(Float, default=0.0)
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    sampled: Mapped[bool] = mapped_column(Boolean, default=False)
+    stratum: Mapped[str] = mapped_column(String(16))
+    sample_prob: Mapped[float] = mapped_column(Float, default=1.0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    flags: Mapped[list[ReviewFlag]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class ReviewFlag(Base):
+    """One flagged issue of a review item, with its probability and priority (prob x reach)."""
+
+    __tablename__ = "review_flags"
+    __table_args__ = (Index("ix_review_flags_issue", "issue", "priority"),)
+
+    review_item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    issue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    probability: Mapped[float] = mapped_column(Float)
+    priority: Mapped[float] = mapped_column(Float)
+
+    item: Mapped[ReviewItem] = relationship(back_populates="flags")
+
+
+class Label(Base):
+    """An analyst's answer for one issue of one reviewed item (1: has the issue, 0: not)."""
+
+    __tablename__ = "review_labels"
+    __table_args__ = (Index("ix_review_labels_issue", "issue", "review_item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), index=True
+    )
+    item_id: Mapped[str] = mapped_column(String(200), index=True)
+    issue: Mapped[str] = mapped_column(String(100))
+    label: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    labeled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class HistoryEvent(Base):
+    """Append-only audit trail: ingest, claim, label, skip, release, lease expiry."""
+
+    __tablename__ = "review_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_item_id: Mapped[int] = mapped_column(Integer, index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,55 @@
+"""Helpers for the review tests: FlaggedItem factories and hostile text payloads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.schemas import FlaggedItem
+
+# Text that breaks out of HTML text, attributes (both quote styles) and script contexts.
+HOSTILE = (
+    '<script>alert("xss")</script>',
+    '"><img src=x onerror=alert(1)>',
+    "' onmouseover='alert(2)",
+    "</textarea><svg onload=alert(3)>",
+)
+ISSUES = ("low_quality", "harmful_interactions")
+
+
+def flagged_item(
+    i: int,
+    *,
+    flagged: tuple[str, ...] = ("low_quality",),
+    p: float = 0.9,
+    reach: float = 100.0,
+    sampled: bool = False,
+    model_version: str = "1",
+    as_of: datetime | None = datetime(2026, 11, 1, tzinfo=UTC),
+    caption: str = "a caption",
+    extra: dict[str, Any] | None = None,
+) -> FlaggedItem:
+    scores = {issue: (p if issue in flagged else 0.05) for issue in ISSUES}
+    return FlaggedItem(
+        item_id=f"it_{i:05d}",
+        as_of=as_of,
+        anchor="post",
+        snapshot={
+            "item_id": f"it_{i:05d}",
+            "caption": caption,
+            "hashtags": "fyp viral",
+            "n_view": reach,
+            "n_report": 3.0,
+            "mean_watch_frac": 0.4,
+            "n_comment": 12.0,
+            **(extra or {}),
+        },
+        scores=scores,
+        flagged=list(flagged),
+        reasons={
+            issue: [{"feature": "n_report", "value": 3.0, "contribution": 0.7}] for issue in flagged
+        },
+        model_version=model_version,
+        reach=reach,
+        sampled=sampled,
+    )

@@ -1,0 +1,144 @@
+"""The analyst console over ASGI: login, cookies, CSRF, escaping of hostile text, labelling."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.app import create_app
+from serving.review.routers.console import SESSION_COOKIE
+from serving.review.store import ReviewStore
+from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running
+from tests.serving.review_fixtures import HOSTILE, flagged_item
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:500]
+    return m.group(1)
+
+
+async def login(
+    client: httpx.AsyncClient, key: str = REVIEW_KEY, name: str = "ann"
+) -> httpx.Response:
+    page = await client.get("/console/login")
+    assert page.status_code == 200
+    return await client.post(
+        "/console/login", data={"api_key": key, "reviewer": name, "csrf": csrf_of(page.text)}
+    )
+
+
+@pytest.fixture
+def settings(champion_v1: Registry, tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = champion_v1.settings(tmp_path / "state", review_random_share=0.0)
+    store = ReviewStore(s.review_db_url)
+    store.migrate()
+    items = [flagged_item(i, caption=HOSTILE[i % len(HOSTILE)]) for i in range(4)]
+    items.append(
+        flagged_item(
+            9,
+            caption="fine",
+            extra={"top_comment": HOSTILE[1], HOSTILE[2]: "key is hostile too"},
+        )
+    )
+    items[0].snapshot["hashtags"] = HOSTILE[2]
+    items[0].reasons["low_quality"][0]["feature"] = HOSTILE[0]
+    store.add_flagged(items)
+    store.close()
+    return s
+
+
+async def test_pages_need_login_and_cookie_is_strict(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    async with running(app) as client:
+        for path in ("/console", "/console/items/1", "/console/quality"):
+            r = await client.get(path)
+            assert r.status_code == 303 and r.headers["location"] == "/console/login"
+        # Wrong key and a key without the review scope are refused.
+        for key in ("nope", SCORE_KEY):
+            r = await login(client, key)
+            assert r.status_code == 303 and "msg=login" in r.headers["location"]
+            assert SESSION_COOKIE not in client.cookies
+        # A login post without the form's token is refused.
+        r = await client.post("/console/login", data={"api_key": REVIEW_KEY, "reviewer": "x"})
+        assert r.status_code == 303 and "msg=csrf" in r.headers["location"]
+        r = await login(client)
+        assert r.status_code == 303 and r.headers["location"] == "/console"
+        cookie = r.headers["set-cookie"]
+        assert SESSION_COOKIE in cookie and "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+        assert REVIEW_KEY not in cookie  # the key itself is never stored in the browser
+        page = await client.get("/console")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        # A tampered cookie is no session.
+        client.cookies.set(SESSION_COOKIE, cookie.split(";")[0].split("=", 1)[1][:-3] + "AAA")
+        assert (await client.get("/console")).status_code == 303
+
+
+async def test_hostile_text_is_escaped_everywhere(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    async with running(app) as client:
+        await login(client, name='<b>"ann"</b>')
+        queue = await client.get("/console", params={"status": ""})
+        pages = [queue.text]
+        ids = re.findall(r'href="/console/items/(\d+)"', queue.text)
+        assert len(ids) == 5
+        for rid in ids:
+            pages.append((await client.get(f"/console/items/{rid}")).text)
+        html = "\n".join(pages)
+        for payload in HOSTILE:
+            assert payload not in html
+        assert "<script>alert" not in html and "onerror=alert(1)>" not in html
+        assert "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;" in html
+        assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "&#39; onmouseover=&#39;alert(2)" in html
+        assert "&lt;b&gt;&#34;ann&#34;&lt;/b&gt;" in html
+        # The only scripts are the console's own file.
+        assert re.findall(r"<script[^>]*>", html) == [
+            '<script src="/console/static/console.js" defer>'
+        ] * len(pages)
+
+
+async def test_claim_and_label_with_forms(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    async with running(app) as client:
+        await login(client)
+        queue = await client.get("/console")
+        token = csrf_of(queue.text)
+        # Without the CSRF token a state change is refused.
+        r = await client.post("/console/next", data={"issue": ""})
+        assert r.status_code == 403
+        r = await client.post("/console/next", data={"csrf": token, "issue": ""})
+        assert r.status_code == 303
+        item_url = r.headers["location"].split("?")[0]
+        rid = int(item_url.rsplit("/", 1)[1])
+        page = await client.get(item_url)
+        assert 'data-key="y"' in page.text and 'data-key="n"' in page.text
+        r = await client.post(f"{item_url}/decide", data={"csrf": token, "action": "confirm"})
+        assert r.status_code == 303 and "msg=labeled" in r.headers["location"]
+        page = await client.get(item_url)
+        assert 'id="status">labeled<' in page.text
+        # Labelling again without a lease is refused and stores nothing.
+        r = await client.post(f"{item_url}/decide", data={"csrf": token, "action": "reject"})
+        assert "msg=lease" in r.headers["location"]
+        quality = await client.get("/console/quality")
+        assert quality.status_code == 200 and "low_quality" in quality.text
+        assert (await client.get("/console/static/console.js")).status_code == 200
+        assert (await client.get("/console/static/..%2Fstore.py")).status_code == 404
+    store = ReviewStore(settings.review_db_url)
+    detail = store.get(rid)
+    assert [(lab.issue, lab.label, lab.reviewer) for lab in detail.labels] == [
+        ("low_quality", 1, "ann")
+    ]
+    store.close()

@@ -1,0 +1,160 @@
+"""The review queue API through real HTTP (ASGI) on a real model and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.app import create_app
+from serving.review.store import ReviewStore
+from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running, snapshot_frame
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def records(n: int, random_state: int = 11) -> list[dict[str, Any]]:
+    out = []
+    for row in snapshot_frame(n, random_state).to_dict("records"):
+        rec = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        rec["as_of"] = rec["as_of"].isoformat()
+        rec["creator_verified"] = bool(rec["creator_verified"])
+        out.append(rec)
+    return out
+
+
+async def wait_for(client, predicate, timeout_s: float = 10.0) -> Any:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        r = await client.get("/v1/review/stats", headers={"X-API-Key": REVIEW_KEY})
+        body = r.json()
+        if predicate(body):
+            return body
+        assert loop.time() < deadline, body
+        await asyncio.sleep(0.05)
+
+
+async def test_scored_items_reach_the_queue_and_are_reviewed(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    settings = champion_v1.settings(tmp_path / "state", review_random_share=0.2)
+    app = create_app(settings, flag_flush_interval_s=0.05)
+    recs = records(200)
+    async with running(app) as client:
+        score = {"X-API-Key": SCORE_KEY}
+        review = {"X-API-Key": REVIEW_KEY}
+        r = await client.post("/v1/score", json={"items": recs}, headers=score)
+        assert r.status_code == 200, r.text
+        results = r.json()["items"]
+        n_flagged = sum(1 for x in results if x["flagged"])
+        assert n_flagged > 0
+        stats = await wait_for(client, lambda b: b["by_stratum"].get("flagged", 0) == n_flagged)
+        # Unflagged items are sampled by a hash of their id at review_random_share.
+        n_sample = stats["by_stratum"].get("sample", 0)
+        assert 0 < n_sample < 200 - n_flagged
+
+        # Scopes: the score key cannot read the queue; no key is 401.
+        assert (await client.get("/v1/review/items", headers=score)).status_code == 403
+        assert (await client.get("/v1/review/items")).status_code == 401
+
+        page = (await client.get("/v1/review/items", params={"limit": 5}, headers=review)).json()
+        assert page["total"] == n_flagged + n_sample and len(page["items"]) == 5
+        prios = [it["priority"] for it in page["items"]]
+        assert prios == sorted(prios, reverse=True)
+        lq = (
+            await client.get(
+                "/v1/review/items",
+                params={"issue": "low_quality", "status": "pending", "limit": 500},
+                headers=review,
+            )
+        ).json()
+        assert lq["total"] == sum(1 for x in results if "low_quality" in x["flagged"])
+        samples = (
+            await client.get("/v1/review/items", params={"stratum": "sample"}, headers=review)
+        ).json()["items"]
+        assert all(s["sampled"] and s["sample_prob"] == pytest.approx(0.2) for s in samples)
+
+        # Claim: two analysts get different items; the detail carries reason codes.
+        a = await client.post("/v1/review/claims", json={"reviewer": "ann"}, headers=review)
+        b = await client.post("/v1/review/claims", json={"reviewer": "bob"}, headers=review)
+        assert a.status_code == b.status_code == 200, a.text
+        a, b = a.json(), b.json()
+        assert a["item"]["id"] != b["item"]["id"]
+        rid = a["item"]["id"]
+        if a["item"]["stratum"] == "flagged":
+            assert set(a["item"]["reasons"]) == set(a["item"]["flagged"])
+        taken = await client.post(
+            "/v1/review/claims", json={"reviewer": "bob", "review_id": rid}, headers=review
+        )
+        assert taken.status_code == 409
+
+        # Labelling needs the lease.
+        url = f"/v1/review/items/{rid}/label"
+        bad = await client.post(
+            url, json={"lease": b["lease"], "decision": "confirm"}, headers=review
+        )
+        assert bad.status_code == 409
+        bad = await client.post(
+            url, json={"lease": a["lease"], "decision": "maybe"}, headers=review
+        )
+        assert bad.status_code == 422
+        ok = await client.post(
+            url,
+            json={"lease": a["lease"], "decision": "relabel", "issue": "harmful_interactions"},
+            headers=review,
+        )
+        assert ok.status_code == 200, ok.text
+        labels = {lab["issue"]: lab["label"] for lab in ok.json()["labels"]}
+        assert labels["harmful_interactions"] == 1
+        again = await client.post(
+            url, json={"lease": a["lease"], "decision": "confirm"}, headers=review
+        )
+        assert again.status_code == 409
+
+        rel = await client.post(
+            f"/v1/review/items/{b['item']['id']}/release",
+            json={"lease": b["lease"]},
+            headers=review,
+        )
+        assert rel.status_code == 200 and rel.json()["status"] == "pending"
+
+        hist = (await client.get(f"/v1/review/items/{rid}/history", headers=review)).json()
+        assert [h["event"] for h in hist] == ["ingested", "claimed", "labeled"]
+        assert hist[1]["actor"] == "ann"
+        detail = (await client.get(f"/v1/review/items/{rid}", headers=review)).json()
+        assert detail["status"] == "labeled" and detail["labels"]
+        assert (await client.get("/v1/review/items/999999", headers=review)).status_code == 404
+
+        quality = (await client.get("/v1/review/quality", headers=review)).json()
+        assert [q["issue"] for q in quality["issues"]] == [
+            "low_quality",
+            "harmful_interactions",
+            "wrongful_enforcement",
+        ]
+        # The OpenAPI spec documents the queue with one-line summaries.
+        spec = (await client.get("/openapi.json")).json()
+        assert "/v1/review/claims" in spec["paths"]
+        assert not any(p.startswith("/console") for p in spec["paths"])
+
+    # The default sink is the review store at settings.review_db_url.
+    store = ReviewStore(settings.review_db_url)
+    assert store.stats().labels == len(labels)
+    store.close()
+
+
+async def test_empty_queue_claim_is_404(champion_v1: Registry, tmp_path: Path) -> None:
+    app = create_app(champion_v1.settings(tmp_path / "state"))
+    async with running(app, headers={"X-API-Key": REVIEW_KEY}) as client:
+        r = await client.post("/v1/review/claims", json={"reviewer": "ann"})
+        assert r.status_code == 404
+        r = await client.post("/v1/review/claims", json={"reviewer": ""})
+        assert r.status_code == 422
