@@ -55,6 +55,14 @@ class Settings(BaseSettings):
         default=200, ge=1, description="Items analysts can review per day and issue."
     )
 
+    # promotion gate
+    promotion_tolerance: float = Field(
+        default=0.02, ge=0, description="Largest PR-AUC drop per issue the gate accepts."
+    )
+    primary_issue: str | None = Field(
+        default=None, description="Issue whose PR-AUC is the primary metric; default the mean."
+    )
+
     @cached_property
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:

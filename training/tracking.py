@@ -32,7 +32,6 @@ from training.plots import write_plots
 from training.registry import (
     CHALLENGER,
     CHAMPION,
-    DEFAULT_TOLERANCE,
     PromotionDecision,
     alias_version,
     client_for,
@@ -338,7 +337,7 @@ def log_training(
     params: dict[str, Any],
     dataset_fingerprint: str,
     settings: Settings,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     primary_issue: str | None = None,
     promote: bool = True,
     reuse_existing: bool = False,
@@ -346,7 +345,9 @@ def log_training(
     """Log one training job as one MLflow run, register its bundle and apply the gate.
 
     `params` should hold every training parameter, the seed and the data path. The gate's
-    tolerance and primary issue are parameters; with `promote=False` the gate still runs and
+    tolerance and primary issue default to settings.promotion_tolerance and
+    settings.primary_issue (SURFACER_PROMOTION_TOLERANCE, SURFACER_PRIMARY_ISSUE); an unknown
+    primary issue falls back to the mean with a note. With `promote=False` the gate still runs and
     its verdict is logged, but `champion` is not moved. With `reuse_existing`, a finished run
     of the same job (same params and data fingerprint) whose version still exists is returned
     instead of logging a duplicate.
@@ -357,6 +358,18 @@ def log_training(
         )
         if existing is not None:
             return existing
+    if tolerance is None:
+        tolerance = settings.promotion_tolerance
+    primary_note = None
+    if primary_issue is None:
+        primary_issue = settings.primary_issue
+        if primary_issue is not None and primary_issue not in bundle.issue_names:
+            # a configured default that this dataset's issues don't have: not an error
+            primary_note = (
+                f"note: configured primary issue {primary_issue!r} is not scored by this "
+                f"model ({bundle.issue_names}); the primary metric is the mean PR-AUC"
+            )
+            primary_issue = None
     experiment_id = configure_mlflow(settings)
     client = client_for(settings)
     name = settings.model_name
@@ -395,6 +408,8 @@ def log_training(
             primary_issue=primary_issue,
         )
         decision.candidate_version = version
+        if primary_note:
+            decision.reasons.append(primary_note)
         _note_holdout(decision, client, settings, report)
         if decision.promote and not promote:
             decision.promote = False

@@ -296,14 +296,20 @@ def test_failure_after_registration_leaves_no_version_and_restores_aliases(
     # 3. promote=False: the gate passes, its verdict is logged, champion stays put; this job
     #    was evaluated on another (smaller) holdout than the champion, which the decision notes
     fail_on.clear()
+    # (the gate's defaults come from settings; a primary issue this model lacks is a note)
     held_back = log_training(
         good,
         ms.make_report(good, d.test.iloc[:400]),
         params={"q": 3},
         dataset_fingerprint=fp,
-        settings=settings,
+        settings=settings.model_copy(
+            update={"promotion_tolerance": 0.05, "primary_issue": "not_an_issue"}
+        ),
         promote=False,
     )
+    assert held_back.decision["tolerance"] == 0.05
+    assert held_back.decision["primary"] == "mean.pr_auc"
+    assert any("primary issue 'not_an_issue'" in r for r in held_back.decision["reasons"])
     assert not held_back.promoted
     assert "promotion is disabled" in held_back.decision["reasons"][-1]
     assert held_back.decision["same_holdout"] is False
