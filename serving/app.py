@@ -30,6 +30,10 @@ from serving.deps import Service
 from serving.flag_writer import FlagSink, FlagWriter, JsonlFlagSink
 from serving.metrics import ServiceMetrics
 from serving.model_holder import Bundle, LoadedModel, ModelHolder
+from serving.review.routers import console
+from serving.review.routers import items as review_items
+from serving.review.routers import quality as review_quality
+from serving.review.store import ReviewStore
 from serving.routers import admin, health, models, score
 from serving.schemas import SNAPSHOT_EXAMPLE, JSONResponse, ScoreBatch, Snapshot
 from surfacer.settings import Settings, get_settings
@@ -37,7 +41,15 @@ from surfacer.settings import Settings, get_settings
 log = logging.getLogger("serving")
 
 # Routers of the app, in docs order. Add a resource's router here (e.g. the review queue).
-ROUTERS: tuple[APIRouter, ...] = (health.router, score.router, models.router, admin.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    score.router,
+    models.router,
+    admin.router,
+    review_items.router,
+    review_quality.router,
+    console.router,
+)
 
 REQUEST_ID_HEADER = b"x-request-id"
 # How often to retry loading when startup found neither the registry nor a cached model.
@@ -229,7 +241,7 @@ def _install_openapi(app: FastAPI, svc: Service) -> None:
 
 
 def default_flag_sink(settings: Settings) -> FlagSink:
-    """Where flagged items go when the caller names no sink: a JSON-lines file in data_dir."""
+    """A JSON-lines file in data_dir (`surfacer serve --flags-jsonl`); the default is the store."""
     return JsonlFlagSink(Path(settings.data_dir) / "flags.jsonl")
 
 
@@ -238,17 +250,21 @@ def create_app(
     *,
     flag_sink: FlagSink | None = None,
     loader: Callable[[Path], Bundle] | None = None,
-    sample_rate: float = 0.0,
+    sample_rate: float | None = None,
     flag_batch_size: int = 500,
     flag_flush_interval_s: float = 0.5,
 ) -> FastAPI:
     """The scoring service for `settings` (read from the environment when None).
 
-    `flag_sink` receives flagged items in batches (default: `default_flag_sink`);
+    `flag_sink` receives flagged items in batches (default: the review store's sink);
     `sample_rate` is the share of unflagged items also sent, marked `sampled`, so the review
-    queue can estimate live precision and recall.
+    queue can estimate live precision and recall (None: settings.review_random_share when
+    the review store is the sink, else 0).
     """
     settings = settings or get_settings()
+    review_store = ReviewStore.from_settings(settings)
+    if sample_rate is None:
+        sample_rate = settings.review_random_share if flag_sink is None else 0.0
     if not 0.0 <= sample_rate <= 1.0:
         raise ValueError(f"sample_rate must be within [0, 1], got {sample_rate}")
     metrics = ServiceMetrics()
@@ -261,7 +277,7 @@ def create_app(
         holder_kwargs["loader"] = loader
     holder = ModelHolder(settings, **holder_kwargs)
     flags = FlagWriter(
-        flag_sink if flag_sink is not None else default_flag_sink(settings),
+        flag_sink if flag_sink is not None else review_store.sink(sample_rate),
         batch_size=flag_batch_size,
         flush_interval_s=flag_flush_interval_s,
         on_written=lambda n: metrics.flag_writes.inc(n),
@@ -284,6 +300,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(review_store.migrate)
         flags.start()
         await holder.startup()
         poller = None
@@ -307,6 +324,7 @@ def create_app(
                     await poller
             # Drain the flag queue: requests are over, so nothing new can arrive.
             await asyncio.to_thread(flags.close)
+            review_store.close()
 
     app = FastAPI(
         title="surfacer scoring service",
@@ -319,6 +337,7 @@ def create_app(
         default_response_class=JSONResponse,
     )
     app.state.service = svc
+    app.state.review_store = review_store
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)

@@ -13,6 +13,7 @@ from serving.auth import ApiKeyAuth, AuthError, Principal, key_from_headers
 from serving.flag_writer import FlagWriter
 from serving.metrics import ServiceMetrics
 from serving.model_holder import LoadedModel, ModelHolder
+from serving.review.store import ReviewStore
 from surfacer.settings import Settings
 
 
@@ -76,3 +77,11 @@ def get_model(request: Request) -> LoadedModel:
 
 
 CurrentModel = Annotated[LoadedModel, Depends(get_model)]
+
+
+def get_review_store(request: Request) -> ReviewStore:
+    """The app's review queue store (`app.state.review_store`)."""
+    return request.app.state.review_store
+
+
+ReviewStoreDep = Annotated[ReviewStore, Depends(get_review_store)]
