@@ -178,7 +178,7 @@ def default_incidents(days: float) -> tuple[Incident, ...]:
             start_day=at(0.62),
             end_day=until(at(0.62), 0.82),
             segment={"region": "US", "format": "video"},
-            strength=4.0,
+            strength=5.0,
             policy="adult_content",
             description="An auto-moderation rule update misfires on US videos; rolled back.",
         ),
