@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 TOP_FEATURES = 20
 
 
-def _grid(n: int) -> tuple[Figure, list[plt.Axes]]:
+def _grid(n: int, width: float = 4.5) -> tuple[Figure, list[plt.Axes]]:
     cols = max(1, min(n, 3))
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 4.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.0 * rows), squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -77,11 +77,11 @@ def calibration_figure(calibration: Mapping[str, pd.DataFrame]) -> Figure:
 
 def importance_figure(importances: Mapping[str, pd.DataFrame], top: int = TOP_FEATURES) -> Figure:
     """Top features by LightGBM gain per issue (horizontal bars, largest on top)."""
-    fig, axes = _grid(len(importances))
+    fig, axes = _grid(len(importances), width=7.0)  # long feature names need room
     for ax, (issue, table) in zip(axes, importances.items(), strict=False):
         head = table.sort_values("gain", ascending=False).head(top).iloc[::-1]
         ax.barh(head["feature"].astype(str), head["gain"].astype(float))
-        ax.set_title(f"{issue} feature importance (gain)")
+        ax.set_title(f"{issue}: importance (gain)")
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig

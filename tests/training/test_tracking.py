@@ -318,3 +318,18 @@ def test_failure_after_registration_leaves_no_version_and_restores_aliases(
     assert str(champion.version) == first.model_version
     challenger = client.get_model_version_by_alias(settings.model_name, CHALLENGER)
     assert str(challenger.version) == held_back.model_version
+
+
+def test_plots_are_written_even_for_an_issue_without_positives(tmp_path: Path) -> None:
+    from training.plots import write_plots
+
+    bundle = ms.bundles()["good"]
+    test = ms.data().test.copy()
+    label = "label_wrongful_enforcement"
+    test[label] = test[label].where(test[label].isna(), 0.0)  # no positives: empty PR curve
+    report = ms.make_report(bundle, test)
+    assert report.pr_curves["wrongful_enforcement"].empty
+    paths = write_plots(report, tmp_path / "plots")
+    assert [p.name for p in paths] == ["pr_curves.png", "calibration.png", "feature_importance.png"]
+    for p in paths:
+        assert p.read_bytes()[:4] == b"\x89PNG"
