@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from features.io import load_dataset, write_dataset
 from features.snapshot import build_snapshots
+from surfacer.cli import run
 from tests.features.test_snapshot import END, H, hand_tables, random_tables
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
@@ -50,3 +53,14 @@ def test_dask_with_missing_tables(scheduler: str) -> None:
         want = build_snapshots(subset, as_of_max=END)
         got = build_snapshots(subset, as_of_max=END, engine="dask", scheduler=scheduler)
         pd.testing.assert_frame_equal(sort_rows(got), sort_rows(want))
+
+
+def test_cli_build_on_dask(scheduler: str, tmp_path: Path) -> None:
+    tables = hand_tables()
+    tables["events"] = tables["events"][tables["events"]["item_id"] != "zz"]
+    data = write_dataset(tables, tmp_path / "data")
+    out = tmp_path / "snap.parquet"
+    args = ["features", "build", "--data", str(data), "--out", str(out), "--engine", "dask"]
+    assert run([*args, "--scheduler", scheduler, "--no-progress"]) == 0
+    want = build_snapshots(load_dataset(data))
+    pd.testing.assert_frame_equal(pd.read_parquet(out), want, check_dtype=False)
