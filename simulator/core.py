@@ -2,6 +2,19 @@
 
 The run is split into stages with their own random streams (spawned from the seed), so the
 same config always yields identical tables, and tuning one stage does not reshuffle others.
+
+Output folder: `<table>.parquet` for the six contract tables, plus
+- `truth.parquet`: item_id; per issue `<issue>` 0/1 (Int8; wrongful_enforcement is NA for
+  items never removed/restricted and judges the first such action) and `p_<issue>` (latent
+  probability); `incident_id` (null unless a planted incident caused the item's problem);
+  extras `lq_kind`, `spam_creator`, `actioned_at` (time of that first action).
+- `incidents.json`: a list of {id, issue, kind, start, end|null (ISO UTC), segment
+  {dimension: value}, description, strength, start_day, end_day, n_items,
+  segment_rate_before/during (truth rate in the segment in the 7 days before / during;
+  for wrongful_enforcement per actioned item, timed at the action), segment_n_before/during}.
+  Segment dimensions are item columns (region, format, category, language, audio_id) or
+  `hashtag` (one token of the item's space-separated hashtags).
+- `simulation.json`: the config, to reproduce the run.
 """
 
 from __future__ import annotations

@@ -133,6 +133,15 @@ def test_daily_rhythm_in_local_time(sim: Simulation) -> None:
     evening = local_hour.between(18, 22, inclusive="left").mean() / 4
     night = local_hour.between(2, 6, inclusive="left").mean() / 4
     assert evening > 4 * night
+    # Views follow the viewers' day too, and decay after posting.
+    ev = sim.tables["events"].query("kind == 'view'")
+    region = items.set_index("item_id")["region"]
+    ev_offset = region.loc[ev["item_id"]].map({r: v[1] for r, v in REGIONS.items()}).to_numpy()
+    ev_hour = (ev["ts"].dt.hour.to_numpy() + ev_offset) % 24
+    assert ((ev_hour >= 18) & (ev_hour < 22)).mean() > 2.5 * ((ev_hour >= 2) & (ev_hour < 6)).mean()
+    created = items.set_index("item_id")["created_at"]
+    age_h = (_ns(ev["ts"]) - _ns(created)[created.index.get_indexer(ev["item_id"])]) / 3.6e12
+    assert np.median(age_h) < 12 and (age_h < 24).mean() > 2 * (age_h >= 48).mean()
 
 
 def test_engagement_depends_on_quality(sim: Simulation) -> None:
