@@ -6,6 +6,7 @@ import math
 import pickle
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from sklearn.base import clone
@@ -266,3 +267,20 @@ def test_index_dtypes_and_empty_frames_do_not_matter() -> None:
     assert ft.transform(_frame().iloc[:0]).shape == (0, len(ft.feature_names_))
     assert ft.transform_records([]).shape == (0, len(ft.feature_names_))
     assert ft.text_hashed(_frame().iloc[:0]).shape == (0, 2**18)
+
+
+def test_real_snapshots_frame_records_and_json_agree() -> None:
+    from features.snapshot import build_snapshots
+    from tests.features.conftest import make_tables
+
+    snap = build_snapshots(make_tables())
+    assert len(snap) > 0
+    ft = FeatureTransform.for_snapshots(min_category_count=1).fit(snap)
+    assert {"log1p_n_view", "n_like_per_n_view", "caption__n_words"} <= set(ft.feature_names_)
+    X = ft.transform(snap)
+    records = snap.to_dict("records")  # Timestamps, numpy scalars, NaN as they come
+    np.testing.assert_array_equal(ft.transform_records(records), X)
+    # what the scoring service receives: JSON, timestamps as ISO strings, NaN as null
+    posted = orjson.loads(orjson.dumps(records, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
+    for i, rec in enumerate(posted):
+        np.testing.assert_array_equal(ft.transform_one(rec), X[i])
