@@ -198,7 +198,7 @@ def default_incidents(days: float) -> tuple[Incident, ...]:
             kind="spam_campaign",
             start_day=at(0.78),
             end_day=until(at(0.78), 0.90),
-            segment={"audio_id": "a00012"},
+            segment={"audio_id": "a00003"},
             strength=5.0,
             description="A spam ring reuses one trending sound; the ring is taken down.",
         ),

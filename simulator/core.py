@@ -129,7 +129,7 @@ def _apply_incidents(
         if inc.kind != "spam_campaign" and not segment_mask(items, inc.segment, audio_vocab).any():
             raise ValueError(
                 f"incident {inc.id!r}: segment {inc.segment} matches no simulated item; "
-                "pick values that occur (e.g. a popular hashtag or an audio id like a00012)"
+                "pick values that occur (e.g. a popular hashtag or an audio id like a00003)"
             )
     return creators, items
 

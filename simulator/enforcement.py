@@ -144,12 +144,16 @@ def moderate(
         base_w = fp_rate / max(tp_rate + fp_rate, 1e-9)
         w = min(inc.strength * max(base_w, 0.02), 0.85)
         need = tp_rate * seg.sum() * w / (1.0 - w) - fp_rate * seg.sum()
-        # Exactly the needed number of extra false positives (not a binomial draw), so every
-        # seed plants an incident of the configured size.
+        # Exactly the needed number of extra false positives, spread evenly over the window
+        # (systematic sampling of the candidates in scan order): every seed plants an
+        # incident of the configured size, without lucky or unlucky first days.
         candidates = np.flatnonzero(seg & ~auto & ~violates)
+        candidates = candidates[np.argsort(scan[candidates], kind="stable")]
         k = int(np.clip(round(need), 0, candidates.size))
         hit = np.zeros(n, bool)
-        hit[rng.choice(candidates, size=k, replace=False)] = True
+        if k:
+            picks = ((np.arange(k) + rng.random()) * (candidates.size / k)).astype(np.int64)
+            hit[candidates[np.minimum(picks, candidates.size - 1)]] = True
         auto |= hit
         auto_policy[hit] = POLICY[inc.policy or "adult_content"]
         items.incident[hit] = j
