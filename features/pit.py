@@ -37,7 +37,11 @@ def codes_for(
     to_arrow = getattr(getattr(values, "array", None), "__arrow_array__", None)
     if to_arrow is not None and isinstance(values.dtype, pd.StringDtype):
         chunked = to_arrow()
-        value_set = pa.array([str(c) for c in categories], type=chunked.type)
+        cat_arrow = getattr(getattr(categories, "array", None), "__arrow_array__", None)
+        if cat_arrow is not None:  # e.g. an Index of item ids: no Python-level loop
+            value_set = pa.chunked_array(cat_arrow()).combine_chunks().cast(chunked.type)
+        else:
+            value_set = pa.array([str(c) for c in categories], type=chunked.type)
         found = pc.fill_null(pc.index_in(chunked, value_set=value_set), -1)
         return found.to_numpy().astype(np.int64, copy=False)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
@@ -65,7 +69,8 @@ class TimeGrid:
         for unit in _NS_UNITS:
             if span // unit + 1 > _KEY_LIMIT // max(n_groups + 1, 1):
                 continue  # even this unit is too wide; finer ones are wider still
-            if unit == 1 or not np.any(rel % unit):
+            # A sample rules most units out before the full pass over every timestamp.
+            if unit == 1 or not (np.any(rel[:4096] % unit) or np.any(rel % unit)):
                 self.unit, self.size = unit, span // unit + 1
                 return
         # Dense ranks always fit: at most len(ts) distinct values. (Sort-based: numpy's
