@@ -8,9 +8,9 @@ a failing sink, and on `close()` drains everything left so no accepted item is l
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -95,14 +95,14 @@ class JsonlFlagSink:
         return [orjson.loads(line) for line in p.read_bytes().splitlines() if line.strip()]
 
 
-_STOP = object()
-
-
 class FlagWriter:
-    """Bounded queue + one flushing thread; `submit` is safe to call from the event loop.
+    """Bounded buffer + one flushing thread; `submit` is safe to call from the event loop.
 
-    When the queue is full the item is dropped and counted (`dropped`) rather than blocking a
-    request; size the queue for bursts. `close()` stops intake and drains the rest.
+    `submit` is a `deque.append` (atomic under the GIL, no lock, no thread wake-up per item:
+    waking the writer for every item would make the request thread wait for the GIL). The
+    writer wakes every `flush_interval_s`, or early once a full batch is waiting. When the
+    buffer is full the item is dropped and counted (`dropped`) rather than blocking a
+    request; size it for bursts. `close()` stops intake and drains the rest.
     """
 
     def __init__(
@@ -122,16 +122,18 @@ class FlagWriter:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.sink = sink
+        self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.on_written = on_written
         self.on_dropped = on_dropped
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._buffer: deque[FlaggedItem] = deque()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # counters only
         self.written = 0
         self.dropped = 0
         self.failed = 0
@@ -142,20 +144,22 @@ class FlagWriter:
         """Enqueue without blocking; False when closed, full or there is no sink."""
         if self._closed or self.sink is None:
             return False
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        n = len(self._buffer)
+        if n >= self.max_queue:
             with self._lock:
                 self.dropped += 1
             if self.on_dropped is not None:
                 self.on_dropped(1)
-            log.warning("flag queue full (%d); dropped item %s", self._queue.maxsize, item.item_id)
+            log.warning("flag buffer full (%d); dropped item %s", self.max_queue, item.item_id)
             return False
+        self._buffer.append(item)
+        if n + 1 == self.batch_size:  # once per full batch, not per item
+            self._wake.set()
         return True
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._buffer)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -166,64 +170,49 @@ class FlagWriter:
         return self
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop intake, flush everything queued, and join the thread."""
+        """Stop intake, flush everything buffered, and join the thread."""
         if self._closed:
             return
         self._closed = True
         if self._thread is None:
             return
-        # put (blocking) is fine here: the thread is consuming, and this runs at shutdown.
-        self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error(
                 "flag writer did not finish within %.1fs; %d pending", timeout_s, self.pending
             )
+            return
+        # A submit racing with close may have appended after the thread's last look.
+        while batch := self._take():
+            self._flush(batch)
 
     # -- worker --------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _take(self) -> list[FlaggedItem]:
         batch: list[FlaggedItem] = []
-        deadline = time.monotonic() + self.flush_interval_s
-        stop = False
-        while not stop:
-            timeout = max(0.0, deadline - time.monotonic())
+        pop = self._buffer.popleft
+        while len(batch) < self.batch_size:
             try:
-                obj = self._queue.get(timeout=timeout)
-                if obj is _STOP:
-                    stop = True
-                else:
-                    batch.append(obj)
-            except queue.Empty:
-                pass
-            if not stop and len(batch) < self.batch_size and time.monotonic() < deadline:
-                continue
-            # Take what is already queued too, so a burst becomes few large writes.
-            while len(batch) < self.batch_size:
-                try:
-                    obj = self._queue.get_nowait()
-                except queue.Empty:
+                batch.append(pop())
+            except IndexError:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            closing = self._closed  # read before draining: items submitted earlier are in
+            while True:
+                batch = self._take()
+                if batch:
+                    self._flush(batch)
+                # Keep going while full batches wait; a partial one waits for the next tick.
+                if not batch or (len(self._buffer) < self.batch_size and not closing):
                     break
-                if obj is _STOP:
-                    stop = True
-                    continue
-                batch.append(obj)
-            if batch:
-                self._flush(batch)
-                batch = []
-            if stop:
-                # Drain anything that slipped in before the stop marker, in batches.
-                rest: list[FlaggedItem] = []
-                while True:
-                    try:
-                        obj = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if obj is not _STOP:
-                        rest.append(obj)
-                for i in range(0, len(rest), self.batch_size):
-                    self._flush(rest[i : i + self.batch_size])
-            deadline = time.monotonic() + self.flush_interval_s
+            if closing and not self._buffer:
+                return
 
     def _flush(self, batch: list[FlaggedItem]) -> None:
         assert self.sink is not None

@@ -131,11 +131,11 @@ class ModelHolder:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
         try:
+            # Resolve the storage location with our own client: MLflow's `models:/` download
+            # path looks the name up in the *global* registry URI, not the one passed to it.
+            source = self._client().get_model_version_download_uri(self.name, version)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{version}",
-                dst_path=str(tmp),
-                tracking_uri=self.settings.tracking_uri,
-                registry_uri=self.settings.mlflow_registry_uri or self.settings.tracking_uri,
+                artifact_uri=source, dst_path=str(tmp), tracking_uri=self.settings.tracking_uri
             )
             local_path = Path(local)
             (local_path / COMPLETE_MARKER).write_text(version)

@@ -66,6 +66,27 @@ def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[st
     }
 
 
+def _batch_reasons(
+    model: LoadedModel, records: list[dict[str, Any]], rows: list[int], flagged: list[list[str]]
+) -> list[dict]:
+    """Reason codes of the flagged rows; one vectorised call per issue when the bundle has
+    `explain_records(records, issue, top_k)`, else `explain_one` per item and issue."""
+    bundle = model.bundle
+    explain_records = getattr(bundle, "explain_records", None)
+    if explain_records is None:
+        return [_reasons(model, records[i], f) for i, f in zip(rows, flagged, strict=True)]
+    out: list[dict] = [{} for _ in rows]
+    for issue in bundle.issue_names:
+        which = [k for k, f in enumerate(flagged) if issue in f]
+        if not which:
+            continue
+        explained = explain_records([records[rows[k]] for k in which], issue, top_k=TOP_K)
+        for k, reasons in zip(which, explained, strict=True):
+            out[k][issue] = [rc.to_dict() for rc in reasons]
+    # Keep each item's reasons in its flagged-issue order.
+    return [{issue: r[issue] for issue in f} for r, f in zip(out, flagged, strict=True)]
+
+
 def _enqueue(
     svc: Service,
     model: LoadedModel,
@@ -128,16 +149,29 @@ def score_batch(
     svc.metrics.count_flags(
         {issue: int(n) for issue, n in zip(issues, hits.sum(axis=0), strict=True)}
     )
-    flagged_rows = set(np.flatnonzero(hits.any(axis=1)).tolist())
+    flagged_rows = np.flatnonzero(hits.any(axis=1)).tolist()
+    flagged_issues = [
+        [iss for iss, hit in zip(issues, hits[i], strict=True) if hit] for i in flagged_rows
+    ]
+    explained = dict(
+        zip(
+            flagged_rows,
+            zip(
+                flagged_issues,
+                _batch_reasons(model, records, flagged_rows, flagged_issues),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     rows = probs.tolist()
     version = model.version
     out = []
     for i, (record, row) in enumerate(zip(records, rows, strict=True)):
         # NaN -> None so the response says null for "not applicable".
         p = {issue: (v if v == v else None) for issue, v in zip(issues, row, strict=True)}
-        if i in flagged_rows:
-            flagged = [issue for issue, hit in zip(issues, hits[i], strict=True) if hit]
-            reasons = _reasons(model, record, flagged)
+        if i in explained:
+            flagged, reasons = explained[i]
             _enqueue(svc, model, record, p, flagged, reasons, False)
         else:
             flagged, reasons = [], {}
