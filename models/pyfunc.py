@@ -39,6 +39,11 @@ class ScoringBundleModel(mlflow.pyfunc.PythonModel):
     issue on a post-anchored row).
     """
 
+    # No predict type hints, and no MLflow wrapping/validation from them: MLflow would turn
+    # hints into a schema stricter than the loose signature logged with the model (and warns
+    # at class creation when they are missing). The logged signature still applies.
+    _skip_type_hint_validation = True
+
     def __init__(self, bundle: ScoringBundle | None = None) -> None:
         self.bundle = bundle
 
@@ -52,7 +57,7 @@ class ScoringBundleModel(mlflow.pyfunc.PythonModel):
     def predict(
         self,
         context: mlflow.pyfunc.PythonModelContext | None,
-        model_input,  # no hints: MLflow would read them as a schema (this one is looser)
+        model_input,
         params=None,
     ) -> pd.DataFrame:
         if self.bundle is None:
@@ -91,7 +96,13 @@ def bundle_signature(bundle: ScoringBundle) -> ModelSignature:
     type only accepts timezone-naive values and our times are UTC-aware.
     """
     example = example_frame(bundle)
-    inferred = infer_signature(example, bundle.score_frame(example))
+    # Inference only: MLflow reads tz-aware columns through a deprecated pandas path, and
+    # the datetime type is replaced by `any` below anyway.
+    naive = example.copy()
+    for col in naive.columns:
+        if isinstance(naive[col].dtype, pd.DatetimeTZDtype):
+            naive[col] = naive[col].dt.tz_convert(None)
+    inferred = infer_signature(naive, bundle.score_frame(example))
     cols = []
     for spec in inferred.inputs.inputs:
         kind = spec.type

@@ -211,7 +211,10 @@ def find_existing(
         )
         if not any(str(mv.version) == version for mv in found):
             continue
-        decision = json.loads(run.data.tags.get(TAG_DECISION, "{}") or "{}")
+        try:
+            decision = json.loads(run.data.tags.get(TAG_DECISION, "{}") or "{}")
+        except json.JSONDecodeError:
+            decision = {}
         return TrackingResult(
             run_id=run.info.run_id,
             model_version=version,
@@ -298,6 +301,16 @@ def _load_champion(
         return bundle, str(mv.version), None
     except Exception as exc:  # any failure: reported in the decision, gate refuses to promote
         return None, str(mv.version), f"{type(exc).__name__}: {exc}"
+
+
+def _decision_tag(decision: PromotionDecision) -> str:
+    """The verdict and reasons as JSON short enough for a tag (whole reasons dropped, not cut)."""
+    reasons = list(decision.reasons)
+    while True:
+        text = json.dumps({"promote": decision.promote, "reasons": reasons})
+        if len(text) <= _MAX_TAG_CHARS or not reasons:
+            return text
+        reasons = [*reasons[:-2], "... (see decision.json)"] if len(reasons) > 1 else []
 
 
 def _note_holdout(
@@ -420,9 +433,7 @@ def log_training(
             {
                 TAG_MODEL_VERSION: version,
                 TAG_PROMOTED: str(decision.promote).lower(),
-                TAG_DECISION: json.dumps(
-                    {"promote": decision.promote, "reasons": decision.reasons}
-                )[:_MAX_TAG_CHARS],
+                TAG_DECISION: _decision_tag(decision),
             }
         )
         for issue, value in decision.candidate_metrics.items():
