@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from training.jobs import score_to_file, train_command
-
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
@@ -52,6 +50,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
+        from training.jobs import train_command  # heavy imports only when the command runs
+
         text = train_command(
             data,
             seed=seed,
@@ -81,6 +81,8 @@ def register(app: typer.Typer) -> None:
         ] = "pandas",
     ) -> None:
         """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
+        from training.jobs import score_to_file
+
         path, n, flagged = score_to_file(data, model, out, engine=engine)
         typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
 

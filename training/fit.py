@@ -38,13 +38,16 @@ TEXT_FOLDS = 5
 class BoosterParams:
     """LightGBM settings shared by all issues (deterministic by construction)."""
 
+    # Small, regularised trees: labels are sparse and noisy (a review sample, appeals), and
+    # on the default simulation these beat 31-leaf trees on every issue's PR-AUC.
     learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    feature_fraction: float = 0.9
+    num_leaves: int = 15
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.7
     bagging_fraction: float = 0.9
     bagging_freq: int = 1
-    lambda_l2: float = 1.0
+    lambda_l2: float = 5.0
+    metric: str = "average_precision"
     max_rounds: int = 2000
     early_stopping_rounds: int = 100
     # one thread: the fit is deterministic either way, and on a shared 2-core machine a
@@ -54,7 +57,7 @@ class BoosterParams:
     def lgb_params(self, random_state: int) -> dict[str, Any]:
         return {
             "objective": "binary",
-            "metric": "average_precision",
+            "metric": self.metric,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from features.schema import DEFAULT_HORIZONS_H
+from features.transform import FeatureTransform
 from models.bundle import TEXT_SCORE_FEATURE, IssueModel, ScoringBundle, hashed_text
 from models.issues import IssueType
 from surfacer.settings import Settings, get_settings
@@ -52,6 +53,7 @@ from training.fit import (
 )
 from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, time_split
 
+STACKED_PREFIX = "score_"
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
 
 
@@ -265,6 +267,7 @@ def fit_and_evaluate(
     capacity_per_day: int,
     params: BoosterParams,
     timer: _Timer | None = None,
+    stack_issues: bool = True,
 ) -> tuple[ScoringBundle, EvaluationReport]:
     """Fit the transform and one model per issue on `td`, then evaluate on its test split."""
     timer = timer or _Timer(False)
@@ -286,10 +289,19 @@ def fit_and_evaluate(
     calib: dict[str, pd.DataFrame] = {}
     importances: dict[str, pd.DataFrame] = {}
     base_names = list(transform.feature_names_)
-    for issue in td.issues:
+    # post-anchored issues first: moderation-anchored ones may read their scores (stacking)
+    fit_order = sorted(td.issues, key=lambda i: i.anchor != "post")
+    for issue in fit_order:
+        stack = (
+            {n: m for n, m in models.items() if m.anchor == "post"}
+            if stack_issues and issue.anchor == "moderation"
+            else {}
+        )
         with timer.stage("fit"):
             fitted = _fit_issue(
                 issue,
+                stack=stack,
+                transform=transform,
                 frame=frame,
                 split=split,
                 x_all=x_all,
@@ -344,6 +356,8 @@ def fit_and_evaluate(
                 .reset_index(drop=True)
             )
 
+    models = {i.name: models[i.name] for i in td.issues}
+    overall = {i.name: overall[i.name] for i in td.issues}
     label_cols = [label_column(i.name) for i in td.issues]
     test_mask = split.test & frame[label_cols].notna().any(axis=1).to_numpy()
     test_frame = frame.iloc[np.flatnonzero(test_mask)].reset_index(drop=True)
@@ -420,6 +434,8 @@ class _FittedIssue:
 def _fit_issue(
     issue: IssueType,
     *,
+    stack: dict[str, IssueModel],
+    transform: FeatureTransform,
     frame: pd.DataFrame,
     split: _Split,
     x_all: np.ndarray,
@@ -453,6 +469,22 @@ def _fit_issue(
         x_te = np.column_stack([x_te, text_model.score(text_all[te])])
         x_va_all = np.column_stack([x_va_all, text_model.score(text_all[va_all])])
 
+    if stack:
+        # the post issues' boosters on this issue's rows: is the actioned item really bad?
+        # (their training rows are post rows; these are other rows, of partly the same items)
+        helper = ScoringBundle(transform=transform, issues=stack)
+        for base_name, base in stack.items():
+            names.append(f"{STACKED_PREFIX}{base_name}")
+            scores = []
+            for idx in (tr, va, te, va_all):
+                t = None if text_all is None else text_all[idx]
+                rows = helper.model_rows(base, x_all[idx], t)
+                scores.append(base.booster.predict(rows, num_threads=params.num_threads))
+            x_tr = np.column_stack([x_tr, scores[0]])
+            x_va = np.column_stack([x_va, scores[1]])
+            x_te = np.column_stack([x_te, scores[2]])
+            x_va_all = np.column_stack([x_va_all, scores[3]])
+
     booster, best = fit_booster(
         x_tr,
         y_tr,
@@ -485,5 +517,6 @@ def _fit_issue(
         feature_names=names,
         text_model=text_model,
         best_iteration=best,
+        stacked=tuple(stack),
     )
     return _FittedIssue(model, te, test_probs, baseline_probs)

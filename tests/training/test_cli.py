@@ -1,0 +1,66 @@
+"""`surfacer train` and `surfacer score` through the real CLI entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from surfacer.cli import run
+from training.jobs import load_model
+
+
+def test_train_prints_metrics_and_score_writes_parquet(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle_path = tmp_path / "bundle.pkl"
+    code = run(
+        [
+            "train",
+            "--data",
+            str(small_flat_spec),
+            "--no-track",
+            "--seed",
+            "1",
+            "--capacity",
+            "30",
+            "--bundle-out",
+            str(bundle_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["issue", "n", "positives", "pr_auc"]
+    assert {"spam", "ban"} <= {line.split()[0] for line in out.splitlines()[1:3]}
+    assert "holdout: stratified split" in out and "not tracked" in out
+    bundle = load_model(str(bundle_path))
+    assert bundle.issue_names == ["spam", "ban"]
+    assert bundle.metadata["capacity_per_day"] == 30
+
+    scores = tmp_path / "scores" / "scores.parquet"
+    code = run(
+        ["score", "--data", str(small_flat_spec), "--model", str(bundle_path), "--out", str(scores)]
+    )
+    assert code == 0
+    frame = pd.read_parquet(scores)
+    assert len(frame) == 800
+    assert list(frame.columns) == ["item_id", "as_of", "anchor", "spam", "ban", "flagged"]
+    assert frame["spam"].between(0, 1).all()
+    assert "scored 800 rows" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_a_message(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["train", "--data", str(tmp_path / "missing"), "--no-track"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    weird = tmp_path / "data.txt"
+    weird.write_text("x")
+    assert run(["train", "--data", str(weird), "--no-track"]) == 2
+    assert "neither a dataset folder nor a .toml" in capsys.readouterr().err
+    out = tmp_path / "s.parquet"
+    assert run(["score", "--data", str(small_flat_spec), "--model", "nope", "--out", str(out)]) == 2
+    assert "neither a file" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,131 @@
+"""The training job end to end on real data: flat specs, simulations, failures, idempotency."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.validate import ContractError
+from tests.training.conftest import TIKTOK_CSV, TIKTOK_SPEC
+from training.evaluate import holdout_metrics, label_column
+from training.pipeline import train
+
+
+def test_flat_training_reports_every_metric(small_flat_spec: Path) -> None:
+    result = train(small_flat_spec, track=False, random_state=0, capacity_per_day=50)
+    report = result.report
+    assert report.issue_names == ["spam", "ban"]
+    spam = report.overall["spam"]
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "precision_at_threshold",
+        "recall_at_threshold",
+        "precision_at_k",
+        "brier",
+        "ece",
+        "baseline_pr_auc",
+        "threshold",
+    ):
+        assert math.isfinite(spam[key]), key
+    assert spam["n"] == pytest.approx(160, abs=2)  # 20% of 800 items
+    assert spam["roc_auc"] > 0.75  # the labels depend on text, region and reports
+    assert "oracle_pr_auc" not in spam  # no truth for flat data
+    assert report.holdout.kind == "stratified"
+    assert set(report.segments["dimension"]) == {"region"}
+    assert set(report.importances["spam"]["feature"]) >= {"views", "region", "text_score"}
+    # the holdout can be re-scored: the same rows, the same numbers
+    again = holdout_metrics(result.bundle, report.test_frame, k=50)
+    assert again["spam"]["pr_auc"] == pytest.approx(spam["pr_auc"], abs=1e-12)
+    assert again["spam"]["precision_at_threshold"] == pytest.approx(
+        spam["precision_at_threshold"], abs=1e-12
+    )
+
+
+def test_same_data_and_seed_give_the_same_metrics(small_flat_spec: Path) -> None:
+    a = train(small_flat_spec, track=False, random_state=3)
+    b = train(small_flat_spec, track=False, random_state=3)
+    assert a.fingerprint == b.fingerprint
+    pd.testing.assert_frame_equal(a.report.metrics_table(), b.report.metrics_table())
+    assert a.bundle.thresholds == b.bundle.thresholds
+    c = train(small_flat_spec, track=False, random_state=4)
+    assert set(c.report.holdout.item_ids) != set(a.report.holdout.item_ids)
+
+
+def test_missing_labels_name_the_issue_and_counts(tmp_path: Path) -> None:
+    from tests.models.conftest import write_flat_dataset
+
+    spec = write_flat_dataset(tmp_path, n=300, seed=2)
+    csv = tmp_path / "items.csv"
+    frame = pd.read_csv(csv)
+    frame["ban"] = "active"  # no positives at all
+    frame.to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"issue 'ban'.*train: 180 labelled, 0 positive"):
+        train(spec, track=False)
+
+
+def test_bad_raw_data_raises_contract_error(small_sim: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    items = pd.read_parquet(small_sim / "items.parquet")
+    items.loc[items.index[:3], "format"] = "hologram"
+    items.to_parquet(bad / "items.parquet")
+    with pytest.raises(ContractError, match=r"hologram|format"):
+        train(bad, track=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(tmp_path / "nowhere", track=False)
+
+
+@pytest.mark.slow
+def test_simulation_training_is_point_in_time_and_near_the_oracle(small_sim: Path) -> None:
+    result = train(small_sim, track=False, random_state=0, capacity_per_day=20)
+    report = result.report
+    assert report.holdout.kind == "time"
+    test = report.test_frame
+    # only rows of each issue's anchor carry its label
+    post = test["anchor"] == "post"
+    assert test.loc[~post, label_column("low_quality")].isna().all()
+    assert test.loc[post, label_column("wrongful_enforcement")].isna().all()
+    for issue in ("low_quality", "harmful_interactions"):
+        m = report.overall[issue]
+        assert m["oracle_pr_auc"] > 0
+        # a looser bound than the default simulation's 0.85 (slow test): a few hundred
+        # labelled test rows here, so PR-AUC moves by several points between seeds
+        assert m["pr_auc_vs_oracle"] >= 0.7, (issue, m)
+        assert m["roc_auc"] > 0.65
+    # appeals are rare: a small run has a handful of labelled actions, but they are scored
+    we = report.overall["wrongful_enforcement"]
+    assert we["n"] > 0 and result.bundle.anchors["wrongful_enforcement"] == "moderation"
+    assert set(report.segments["dimension"]) >= {"region", "format", "category"}
+    # ~190 items a day: a capacity of 20 a day flags a minority of the test rows
+    for issue in ("low_quality", "harmful_interactions"):
+        m = report.overall[issue]
+        assert 0 < result.bundle.thresholds[issue] <= 1
+        assert 0 < m["flagged"] < 0.5 * m["n"], (issue, m)
+
+
+@pytest.mark.skipif(not TIKTOK_CSV.exists(), reason="needs ../shared/data/tiktok_claims.csv")
+def test_tiktok_claims_precision_and_recall_at_least_099() -> None:
+    result = train(TIKTOK_SPEC, track=False, random_state=0)
+    claim = result.report.overall["claim"]
+    assert claim["n"] > 3500  # the 20% test part of ~19k videos
+    assert claim["precision_at_threshold"] >= 0.99, claim
+    assert claim["recall_at_threshold"] >= 0.99, claim
+    ban = result.report.overall["author_ban"]
+    assert ban["roc_auc"] > 0.6  # a weak but real signal
+
+
+@pytest.mark.slow
+def test_default_simulation_reaches_085_of_the_oracle(tmp_path: Path) -> None:
+    from simulator.config import SimConfig
+    from simulator.core import simulate, write_simulation
+
+    data = write_simulation(simulate(SimConfig()), tmp_path / "sim")
+    result = train(data, track=False, random_state=0)
+    for issue, m in result.report.overall.items():
+        assert m["pr_auc"] >= 0.85 * m["oracle_pr_auc"], (issue, m)
+    assert np.isfinite(result.report.primary_metric())
