@@ -109,9 +109,10 @@ def _from_activity(s: np.ndarray) -> np.ndarray:
 
 
 def event_times(
-    created_h: np.ndarray, live: np.ndarray, offset: np.ndarray, rng: np.random.Generator
+    created_h: np.ndarray, live: np.ndarray, offset: np.ndarray, random_state: np.random.Generator
 ) -> np.ndarray:
     """Event times after posting: a mixture of fast and slow decays on the daily rhythm."""
+    rng = random_state
     n = len(created_h)
     comp = np.searchsorted(np.array([0.55, 0.88]), rng.random(n), side="right")
     scale = np.array([3.0, 20.0, 80.0])[comp] * np.where(live, 0.3, 1.0)

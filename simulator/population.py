@@ -77,17 +77,21 @@ def solve_intercept(
     return p if fixed is None else np.where(free, p, fixed)
 
 
-def rhythm_accept(t_h: np.ndarray, utc_offset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def rhythm_accept(
+    t_h: np.ndarray, utc_offset: np.ndarray, random_state: np.random.Generator
+) -> np.ndarray:
     """Thinning step of the daily rhythm: keep a time with probability rhythm(local hour)/max."""
+    rng = random_state
     rhythm = np.asarray(DAILY_RHYTHM)
     hour = np.floor(np.mod(t_h + utc_offset, 24.0)).astype(np.int64)
     return rng.random(len(t_h)) < rhythm[hour] / rhythm.max()
 
 
 def rhythm_times(
-    n: int, lo: float, hi: float, utc_offset: np.ndarray, rng: np.random.Generator
+    n: int, lo: float, hi: float, utc_offset: np.ndarray, random_state: np.random.Generator
 ) -> np.ndarray:
     """Hours since start in [lo, hi) following the local-time daily rhythm (evening peak)."""
+    rng = random_state
     t = rng.uniform(lo, hi, n)
     todo = np.flatnonzero(~rhythm_accept(t, utc_offset, rng))
     for _ in range(30):  # rejection sampling; each round keeps about half of what is left
@@ -241,9 +245,10 @@ _CAPTION_STYLE_P = np.array(
 
 
 def make_captions(
-    category: np.ndarray, lq_kind: np.ndarray, rng: np.random.Generator
+    category: np.ndarray, lq_kind: np.ndarray, random_state: np.random.Generator
 ) -> np.ndarray:
     """Captions from templates: normal, spam (caps, URL, 'FREE', emojis), misleading, low-effort."""
+    rng = random_state
     n = len(category)
     topics = np.array([CATEGORY_TOPICS[c] for c in CATEGORY_NAMES], dtype=object)
     topic = topics[category, rng.integers(0, topics.shape[1], n)]
@@ -276,7 +281,9 @@ def make_captions(
     return caption
 
 
-def _draw_distinct(first: np.ndarray, n_vocab: int, probs: np.ndarray, rng: np.random.Generator):
+def _draw_distinct(
+    first: np.ndarray, n_vocab: int, probs: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     second = rng.choice(n_vocab, size=len(first), p=probs)
     clash = second == first
     second[clash] = (second[clash] + 1) % n_vocab
@@ -284,9 +291,10 @@ def _draw_distinct(first: np.ndarray, n_vocab: int, probs: np.ndarray, rng: np.r
 
 
 def make_hashtags(
-    category: np.ndarray, lq_kind: np.ndarray, rng: np.random.Generator
+    category: np.ndarray, lq_kind: np.ndarray, random_state: np.random.Generator
 ) -> np.ndarray:
     """1-5 tags per item: category tags, general tags, Zipf-popular topic tags; spam adds spam tags."""
+    rng = random_state
     n = len(category)
     cat_tags = np.array([CATEGORY_TAGS[c] for c in CATEGORY_NAMES], dtype=object)
     spam_item = lq_kind == LQ_SPAM
