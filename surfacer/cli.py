@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -46,6 +48,21 @@ def _register() -> None:
 
 
 _register()
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
+        ".surfacer/demo"
+    ),
+    items: Annotated[int, typer.Option("--items", min=200, help="Items to simulate.")] = 20_000,
+    days: Annotated[int, typer.Option("--days", min=2, help="Days to simulate.")] = 28,
+    seed: Annotated[int, typer.Option("--seed", help="Random state for every step.")] = 0,
+) -> None:
+    """Run the main job end to end on simulated data: simulate, train, score, discover."""
+    from surfacer.demo import run_demo
+
+    run_demo(out, items=items, days=days, seed=seed, log=typer.echo)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
