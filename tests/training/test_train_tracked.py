@@ -17,6 +17,7 @@ def _settings(root: Path) -> Settings:
     return Settings(data_dir=root / "state", model_name="surfacer-test")
 
 
+@pytest.mark.slow  # MLflow logs the pyfunc model (~30 s on this machine)
 def test_tracked_training_registers_one_version(small_flat_spec: Path, tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     result = train(small_flat_spec, settings=settings, random_state=0)
