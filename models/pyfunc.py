@@ -84,7 +84,13 @@ def example_frame(bundle: ScoringBundle) -> pd.DataFrame:
     record = bundle.input_example()
     if not record:
         raise ValueError("bundle.input_example() is empty; a logged model needs an example record")
-    return pd.DataFrame([record])
+    frame = pd.DataFrame([record])
+    # The signature declares numbers as double (counts arrive as floats with NaN); MLflow
+    # refuses to convert an int64 example column to double, so the example says double too.
+    for col in frame.columns:
+        if pd.api.types.is_integer_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col]):
+            frame[col] = frame[col].astype("float64")
+    return frame
 
 
 def bundle_signature(bundle: ScoringBundle) -> ModelSignature:
