@@ -64,7 +64,10 @@ def near_duplicate_groups(
     random_state: int = 0,
 ) -> np.ndarray:
     """Group ids (one per text, -1 for empty) joining texts whose estimated Jaccard >= threshold."""
-    clean = [t if isinstance(t, str) else "" for t in texts]
+    # Identical normalized texts are one document: hash each distinct text once.
+    normalized = [normalize_text(t) if isinstance(t, str) else "" for t in texts]
+    distinct, inverse = np.unique(np.asarray(normalized, dtype=object), return_inverse=True)
+    clean = [str(t) for t in distinct]
     sig = minhash_signatures(clean, num_perm=num_perm, random_state=random_state)
     n = len(clean)
     parent = np.arange(n)
@@ -75,7 +78,7 @@ def near_duplicate_groups(
             i = parent[i]
         return i
 
-    valid = np.array([bool(normalize_text(t)) for t in clean], dtype=bool)
+    valid = np.array([bool(t) for t in clean], dtype=bool)
     rows = num_perm // bands
     for band in range(bands):
         buckets: dict[bytes, int] = {}
@@ -87,8 +90,8 @@ def near_duplicate_groups(
                 ri, rj = find(i), find(j)
                 if ri != rj:
                     parent[ri] = rj
-    groups = np.array([find(i) for i in range(n)])
-    return np.where(valid, groups, -1)
+    groups = np.array([find(i) for i in range(n)], dtype=int)
+    return np.where(valid, groups, -1)[np.asarray(inverse).ravel()]
 
 
 def flagged_items(
@@ -230,14 +233,14 @@ def candidate_clusters(
     k["creator"] = items["creator_id"].astype("str").to_numpy()[k["row"].to_numpy()]
     k["item_id"] = items["item_id"].to_numpy()[k["row"].to_numpy()]
     totals = k.groupby(["kind", "key"]).size().rename("items")
-    f = k[k["flagged"]]
+    f = k[k["flagged"]].assign(is_recent=lambda x: x["created"] >= recent_start)
     span_before = max((recent_start - t0) / pd.Timedelta(days=1), 1.0)
     grouped = f.groupby(["kind", "key"])
     table = pd.DataFrame(
         {
             "size": grouped.size(),
             "creators": grouped["creator"].nunique(),
-            "recent": grouped["created"].agg(lambda s: int((s >= recent_start).sum())),
+            "recent": grouped["is_recent"].sum().astype(int),
         }
     ).join(totals)
     table = table[table["size"] >= min_size]

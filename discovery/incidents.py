@@ -17,7 +17,7 @@ import pandas as pd
 
 from discovery.detect import Detection, predictive_tail
 from discovery.rootcause import UnitFrame, drilldown, excess, js_term, top_segment
-from discovery.series import Segment, canonical, contains, segment_key
+from discovery.series import DIMENSIONS, Segment, canonical, contains, segment_key
 
 
 @dataclass
@@ -120,9 +120,42 @@ def episodes_from(
     return out
 
 
+def _coalesce(episodes: Sequence[Episode], slack: pd.Timedelta) -> list[Episode]:
+    """Join episodes of the same signal and segment that overlap in time (across scales)."""
+    out: list[Episode] = []
+    by_key: dict[tuple[str, Segment], list[Episode]] = {}
+    for e in sorted(episodes, key=lambda e: e.start):
+        by_key.setdefault((e.signal, e.segment), []).append(e)
+    for eps in by_key.values():
+        current = eps[0]
+        for e in eps[1:]:
+            if e.start <= current.end + slack:
+                current = Episode(
+                    signal=current.signal,
+                    issue=current.issue,
+                    scale=current.scale
+                    if e.scale == current.scale
+                    else f"{current.scale}+{e.scale}",
+                    segment=current.segment,
+                    start=min(current.start, e.start),
+                    detected_at=min(current.detected_at, e.detected_at),
+                    end=max(current.end, e.end),
+                    observed=max(current.observed, e.observed),
+                    expected=max(current.expected, e.expected),
+                    den=max(current.den, e.den),
+                    pvalue=min(current.pvalue, e.pvalue),
+                )
+            else:
+                out.append(current)
+                current = e
+        out.append(current)
+    return sorted(out, key=lambda e: e.start)
+
+
 def _conflict(a: Segment, b: Segment) -> bool:
+    """Disjoint segments: one dimension with two values (items have many hashtags, so not those)."""
     da, db = dict(a), dict(b)
-    return any(da[d] != db[d] for d in set(da) & set(db))
+    return any(da[d] != db[d] for d in set(da) & set(db) if d != "hashtag")
 
 
 class _UnionFind:
@@ -167,7 +200,7 @@ def merge_episodes(
         return cache[key]
 
     for issue, eps in by_issue.items():
-        eps = sorted(eps, key=lambda e: e.start)
+        eps = _coalesce(eps, slack)
         uf = _UnionFind(len(eps))
         for i in range(len(eps)):
             for j in range(i + 1, len(eps)):
@@ -183,7 +216,7 @@ def merge_episodes(
                     continue
                 # Crossing segments (e.g. hashtag=x vs category=y): related when their
                 # intersection carries most of one episode's excess.
-                inter = canonical({**dict(a.segment), **dict(b.segment)}.items())
+                inter = canonical(set(a.segment) | set(b.segment))
                 lo, hi = max(a.start, b.start), min(a.end, b.end)
                 if hi <= lo:
                     lo, hi = min(a.start, b.start), max(a.end, b.end)
@@ -207,8 +240,11 @@ def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
     end = max(e.end for e in group)
     detected_at = min(e.detected_at for e in group)
     primary = max(group, key=lambda e: e.score).signal
-    candidates = sorted({e.segment for e in group}, key=lambda s: (len(s), segment_key(s)))
-    excesses = {seg: ex(primary, seg, start, end) for seg in candidates}
+    order = {d: i for i, d in enumerate(DIMENSIONS)}
+    candidates = sorted(
+        {e.segment for e in group}, key=lambda s: (len(s), [order.get(d, 99) for d, _ in s])
+    )
+    excesses = {seg: round(ex(primary, seg, start, end), 6) for seg in candidates}
     best = max(excesses.values())
     chosen: Segment = ()
     if best > 0:
@@ -220,20 +256,19 @@ def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
     table = drilldown(uf, start, end, within=())
     if chosen == ():
         chosen = top_segment(table)
-    # ThirdEye-style drill-down: go one dimension deeper while a child explains most of the
-    # segment's excess on its own (e.g. region=US -> region=US,format=video).
-    # The rest of the segment must show no excess of its own, else the whole segment moved.
+    # ThirdEye-style drill-down: go one dimension deeper while a child carries most of the
+    # segment's excess, clearly more than its share of the expected count, and the rest of
+    # the segment shows no excess of its own (else the whole segment moved).
     while 0 < len(chosen) < 2:
-        children = drilldown(uf, start, end, within=chosen, pairs=False, top_k=5)
-        best = children[children["ep"] >= explain].sort_values("ep", ascending=False)
-        if best.empty or not _rest_is_normal(uf, chosen, best["segment"].iloc[0], start, end):
+        refined = _refine(uf, chosen, start, end, explain=explain)
+        if refined is None:
             break
-        chosen = best["segment"].iloc[0]
+        chosen = refined
     evidence = _evidence(uf, chosen, start, end)
     evidence["items"] = uf.sources(chosen, start, end)
     evidence["signal"] = primary
     evidence["episodes"] = len(group)
-    evidence["scales"] = sorted({e.scale for e in group})
+    evidence["scales"] = sorted({s for e in group for s in e.scale.split("+")})
     return Incident(
         issue=issue,
         segment=chosen,
@@ -246,6 +281,25 @@ def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
         episodes=list(group),
         drilldown=table,
     )
+
+
+def _refine(
+    uf: UnitFrame, parent: Segment, start: pd.Timestamp, end: pd.Timestamp, *, explain: float
+) -> Segment | None:
+    """The child of `parent` (one more dimension) that explains its excess, if any."""
+    p = excess(uf, parent, start, end)
+    if p["excess"] <= 0 or p["expected"] <= 0:
+        return None
+    children = drilldown(uf, start, end, within=parent, pairs=False, top_k=10)
+    for child in children["segment"]:
+        c = excess(uf, child, start, end)
+        ep = c["excess"] / p["excess"]
+        share = c["expected"] / p["expected"]
+        if share >= 0.95 or ep < explain or ep - share < 0.2:
+            continue  # (nearly) the whole parent, or no more than its share
+        if _rest_is_normal(uf, parent, child, start, end):
+            return child
+    return None
 
 
 def _rest_is_normal(

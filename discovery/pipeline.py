@@ -36,25 +36,27 @@ class Scale:
     max_gap: int = 1
 
 
+# BH at 5 % per bucket and family; a minimum count, a minimum rate ratio and persistence
+# (3 hours, two 6 h buckets, or one day) keep false alarms under one a week on the simulator.
 DEFAULT_SCALES: tuple[Scale, ...] = (
     Scale(
         "hourly",
         1,
         DetectorConfig(
-            period=24, window=168, min_history=48, alpha=0.01, persistence=3, min_count=5
+            period=24, window=168, min_history=48, alpha=0.05, persistence=3, min_count=5
         ),
         max_gap=2,
     ),
     Scale(
         "6h",
         6,
-        DetectorConfig(period=4, window=28, min_history=8, alpha=0.01, persistence=2, min_count=5),
+        DetectorConfig(period=4, window=28, min_history=8, alpha=0.05, persistence=2, min_count=5),
         max_gap=1,
     ),
     Scale(
         "daily",
         24,
-        DetectorConfig(period=1, window=7, min_history=3, alpha=0.005, persistence=1, min_count=8),
+        DetectorConfig(period=1, window=7, min_history=3, alpha=0.05, persistence=1, min_count=5),
         max_gap=1,
     ),
 )
@@ -170,7 +172,13 @@ def discover(
     """Find issue-rate incidents by segment in a dataset (optionally with model scores)."""
     cfg = config or DiscoveryConfig()
     dims: ItemDimensions = item_dimensions(tables, min_items=cfg.min_items)
-    signals = [s for s in build_signals(tables, scores, threshold=cfg.threshold) if len(s.units)]
+    # A signal without a single numerator event (e.g. no action under other policies) has
+    # nothing to detect.
+    signals = [
+        s
+        for s in build_signals(tables, scores, threshold=cfg.threshold)
+        if len(s.units) and s.units["num"].sum() > 0
+    ]
     if not signals:
         raise ValueError(
             "no issue signal could be built: the dataset has no events, moderation or scores"

@@ -16,7 +16,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from discovery.series import Segment, canonical, segment_key
+from discovery.series import DIMENSIONS, Segment, canonical, segment_key
 from discovery.signals import ItemDimensions
 
 MIN_EP = 0.3  # a root-cause segment must explain a good part of the excess on its own
@@ -34,9 +34,13 @@ class UnitFrame:
         self._ts = self.frame["ts"].to_numpy(dtype="datetime64[ns]")
         self._num = self.frame["num"].to_numpy(dtype=float)
         self._den = self.frame["den"].to_numpy(dtype=float)
-        self._columns = {
-            d: self.frame[d].to_numpy(dtype=object) for d in dims.items.columns if d != "item_id"
-        }
+        # Integer codes per dimension: comparing ints is far faster than comparing strings.
+        self._columns: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        for d in dims.items.columns:
+            if d == "item_id":
+                continue
+            codes, uniques = pd.factorize(self.frame[d])
+            self._columns[d] = (codes, {str(u): i for i, u in enumerate(uniques)})
         self._masks: dict[Segment, np.ndarray] = {}
         self._tag_rows: dict[str, np.ndarray] | None = None
 
@@ -67,10 +71,11 @@ class UnitFrame:
                 m[self._tags().get(value, np.array([], dtype=int))] = True
                 out &= m
             elif dim in self._columns:
-                out &= self._columns[dim] == value
+                codes, lookup = self._columns[dim]
+                out &= codes == lookup.get(value, -2)
             else:
                 out[:] = False
-        if len(self._masks) < 5000:
+        if len(self._masks) < 2000:
             self._masks[segment] = out
         return out
 
@@ -246,10 +251,19 @@ def drilldown(
     table = pd.concat(rows, ignore_index=True)
     table["explains"] = table["ep"] >= MIN_EP
     table["_specific"] = table["segment"].map(len)
+    # Equivalent segments (language=pt where region=BR is all pt) tie: the earlier dimension wins.
+    order = {d: i for i, d in enumerate(DIMENSIONS)}
+    table["_order"] = table["segment"].map(lambda s: tuple(order.get(d, 99) for d, _ in s))
+    # Aliased segments hold the same units (language=pt where region=BR is all pt): keep the
+    # one on the earlier dimension.
+    table = table.sort_values("_order")
+    table = table[
+        ~table.duplicated(["_specific", "actual", "den"], keep="first") | (table["den"] < 20)
+    ]
     table = table.sort_values(
-        ["explains", "surprise", "_specific"], ascending=[False, False, False]
+        ["explains", "surprise", "_specific", "_order"], ascending=[False, False, False, True]
     )
-    return table.drop(columns="_specific").head(top_k).reset_index(drop=True)
+    return table.drop(columns=["_specific", "_order"]).head(top_k).reset_index(drop=True)
 
 
 def top_segment(table: pd.DataFrame) -> Segment:

@@ -240,13 +240,10 @@ def _per_item(
     """Units of an event count per item: numerator at the events' hours, denominator 1 per
     item at its posting hour (a rate of events per posted item, both known in real time)."""
     ids = items["item_id"].astype("str")
-    return pd.concat(
-        [
-            _units(item_id, ts, np.ones(len(item_id)), np.zeros(len(item_id))),
-            _units(ids, created, np.zeros(len(items)), np.ones(len(items))),
-        ],
-        ignore_index=True,
-    )
+    parts = [_units(ids, created, np.zeros(len(items)), np.ones(len(items)))]
+    if len(item_id):
+        parts.append(_units(item_id, ts, np.ones(len(item_id)), np.zeros(len(item_id))))
+    return pd.concat(parts, ignore_index=True)
 
 
 def raw_signals(tables: Mapping[str, pd.DataFrame]) -> list[Signal]:

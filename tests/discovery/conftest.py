@@ -35,7 +35,7 @@ def raw_tables() -> dict[str, pd.DataFrame]:
     n = 12_000
     created = start + pd.to_timedelta(rng.uniform(0, 21 * 24, n), unit="h")
     region = rng.choice(["US", "BR", "IN", "DE"], n, p=[0.4, 0.2, 0.3, 0.1])
-    fmt = rng.choice(["video", "photo", "live"], n, p=[0.7, 0.2, 0.1])
+    fmt = rng.choice(["video", "photo", "live"], n, p=[0.55, 0.2, 0.25])
     category = rng.choice(["gaming", "food", "news"], n)
     items = pd.DataFrame(
         {

@@ -1,0 +1,187 @@
+"""End to end: discover on raw tables and on a small simulation, the report, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from discovery.evaluate import match_incidents, scores_from_truth
+from discovery.pipeline import discover
+from discovery.report import render_report
+from features.io import write_dataset
+from simulator import Incident, SimConfig, simulate, write_simulation
+from surfacer.cli import run
+
+PLANTED = (
+    Incident(
+        id="spam-us",
+        issue="low_quality",
+        kind="spam_campaign",
+        start_day=12,
+        end_day=None,
+        segment={"region": "US"},
+        strength=5.0,
+    ),
+    Incident(
+        id="abuse-in",
+        issue="harmful_interactions",
+        kind="abuse_surge",
+        start_day=15,
+        end_day=None,
+        segment={"region": "IN"},
+        strength=6.0,
+    ),
+    Incident(
+        id="misfire-br",
+        issue="wrongful_enforcement",
+        kind="enforcement_misfire",
+        start_day=17,
+        end_day=20,
+        segment={"region": "BR"},
+        strength=10.0,
+        policy="adult_content",
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def small_sim():
+    return simulate(SimConfig(n_items=5000, days=21, seed=3, incidents=PLANTED))
+
+
+def test_raw_tables_surge_is_found_with_its_segment(raw_tables: dict[str, pd.DataFrame]) -> None:
+    result = discover(raw_tables)
+    found = [i for i in result.incidents if i.issue == "low_quality"]
+    assert found, "the planted removal surge was not detected"
+    inc = found[0]
+    assert dict(inc.segment) == {"region": "BR", "format": "live"}
+    start = pd.Timestamp("2026-01-16", tz="UTC")
+    assert start - pd.Timedelta(hours=1) <= inc.start <= start + pd.Timedelta(hours=12)
+    assert inc.detected_at <= start + pd.Timedelta(hours=24)
+    ev = inc.evidence
+    assert ev["observed_rate"] > 4 * ev["baseline_rate"]
+    assert ev["p_value"] < 1e-6 and ev["contribution"] > 0.5
+    assert len(result.incidents) == 1  # nothing else moved: no false alarm
+
+
+@pytest.mark.slow
+def test_planted_incidents_are_found_on_a_small_simulation(small_sim) -> None:
+    scores = scores_from_truth(small_sim.truth, small_sim.tables["items"], random_state=0)
+    result = discover(small_sim.tables, scores)
+    start, end = result.data_range
+    ev = match_incidents(
+        result.incidents_json(), small_sim.incidents, data_start=start, data_end=end
+    )
+    assert ev["planted"] == 3
+    assert ev["found"] >= 2, ev["matches"]
+    assert ev["false_alarms_per_week"] <= 1.0, ev["false_alarm_list"]
+    for d in result.incidents_json():
+        assert set(d) == {"issue", "segment", "start", "detected_at", "severity", "evidence"}
+        assert pd.Timestamp(d["detected_at"]) >= pd.Timestamp(d["start"])
+
+
+def test_report_is_self_contained_and_escapes_user_text(
+    raw_tables: dict[str, pd.DataFrame],
+) -> None:
+    result = discover(raw_tables)
+    result.signals[0]["description"] = "<img src=x onerror=alert(1)>"
+    result.clusters = pd.DataFrame(
+        [
+            {
+                "kind": "caption",
+                "key": "<script>alert('key')</script>",
+                "size": 9,
+                "items": 10,
+                "flagged_share": 0.9,
+                "creators": 2,
+                "recent": 5,
+                "growth": 3.0,
+                "score": 9.0,
+                "issues": "low_quality",
+                "example": "<script>alert('x')</script> & more",
+            }
+        ]
+    )
+    html = render_report(result)
+    assert html.startswith("<!doctype html>")
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "data:image/png;base64," in html
+    # Self-contained: no external resource is referenced.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "region=BR,format=live" in html
+
+
+@pytest.mark.slow
+def test_cli_discover_and_effect(
+    small_sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_simulation(small_sim, tmp_path / "sim")
+    out = tmp_path / "out"
+    assert run(["discover", "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    incidents = json.loads((out / "incidents.json").read_text())
+    assert isinstance(incidents, list)
+    assert any(
+        i["issue"] == "low_quality" and i["segment"].get("region") == "US" for i in incidents
+    )
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    capsys.readouterr()
+    code = run(
+        [
+            "discover",
+            "effect",
+            "--data",
+            str(data),
+            "--issue",
+            "wrongful_enforcement",
+            "--segment",
+            "region=BR",
+            "--at",
+            "2026-10-21T00:00Z",
+            "--window-days",
+            "3",
+            "--n-boot",
+            "200",
+        ]
+    )
+    assert code == 0
+    effect = json.loads(capsys.readouterr().out)
+    # The misfire was rolled back at day 20: the BR rate falls relative to the rest.
+    assert effect["did"] < 0 and effect["ci_high"] < 0
+    assert (
+        run(
+            [
+                "discover",
+                "effect",
+                "--data",
+                str(data),
+                "--issue",
+                "nope",
+                "--segment",
+                "region=BR",
+                "--at",
+                "2026-10-21",
+            ]
+        )
+        == 2
+    )
+    assert run(["discover", "--data", str(data)]) == 2  # --out missing
+
+
+def test_cli_writes_what_discover_returns(
+    raw_tables: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    folder = write_dataset(raw_tables, tmp_path / "data")
+    out = tmp_path / "o"
+    assert run(["discover", "--data", str(folder), "--out", str(out), "--no-pairs", "--quiet"]) == 0
+    incidents = json.loads((out / "incidents.json").read_text())
+    assert [i["segment"] for i in incidents if i["issue"] == "low_quality"] == [
+        {"region": "BR", "format": "live"}
+    ]
+    html = (out / "report.html").read_text()
+    assert "region=BR,format=live" in html and "data:image/png;base64," in html
