@@ -77,7 +77,9 @@ class ClaimRequest(BaseModel):
 
     reviewer: str = Field(min_length=1, max_length=200, description="Who reviews it.")
     issue: str | None = Field(default=None, description="Only items flagged for this issue.")
-    review_id: int | None = Field(default=None, description="Claim this item instead of the next.")
+    review_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Claim this item instead of the next."
+    )
 
 
 class Claim(BaseModel):

@@ -568,7 +568,9 @@ class ReviewStore:
         if (
             row.status != "claimed"
             or not row.lease_token
-            or not secrets.compare_digest(row.lease_token, lease)
+            or not secrets.compare_digest(
+                row.lease_token.encode(), lease.encode("utf-8", "surrogatepass")
+            )
             or (_utc(row.lease_expires_at) or now) <= now
         ):
             raise LeaseError(

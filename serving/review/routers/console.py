@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from serving.auth import AuthError
 from serving.deps import ReviewStoreDep, Service, ServiceDep
+from serving.review.routers.items import ReviewId
 from serving.review.routers.quality import issue_names
 from serving.review.store import LeaseError, NotClaimable, ReviewStore
 
@@ -122,6 +123,13 @@ def _secret(svc: Service) -> bytes:
     return hashlib.sha256(("surfacer-console\0" + "\0".join(keys)).encode()).digest()
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time string equality that also accepts non-ASCII input (as bytes)."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
+
+
 def _sign(secret: bytes, payload: bytes) -> str:
     return base64.urlsafe_b64encode(hmac.new(secret, payload, hashlib.sha256).digest()).decode()
 
@@ -137,7 +145,7 @@ def _decode_session(svc: Service, cookie: str | None) -> Session | None:
         return None
     payload, _, sig = cookie.rpartition(".")
     secret = _secret(svc)
-    if not hmac.compare_digest(_sign(secret, payload.encode()), sig):
+    if not _same(_sign(secret, payload.encode()), sig):
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode(payload.encode()))
@@ -188,7 +196,7 @@ def field(form: dict[str, str], name: str, max_length: int = 100) -> str:
 
 
 def _check_csrf(session: Session, token: str) -> None:
-    if not hmac.compare_digest(session.csrf, token or ""):
+    if not _same(session.csrf, token or ""):
         raise HTTPException(403, "invalid CSRF token")
 
 
@@ -254,7 +262,7 @@ def login(
     api_key, reviewer = field(form, "api_key", 512), field(form, "reviewer")
     csrf = field(form, "csrf")
     expected = request.cookies.get(LOGIN_COOKIE) or ""
-    if not expected or not hmac.compare_digest(expected, csrf):
+    if not expected or not _same(expected, csrf):
         return _redirect("/console/login", msg="csrf")
     try:
         if not reviewer:
@@ -299,7 +307,7 @@ def queue(
     session: SessionDep,
     issue: str | None = None,
     status: str | None = "pending",
-    page: int = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     msg: str | None = None,
 ) -> Response:
     """The queue, highest expected impact first, filtered by issue and status."""
@@ -346,7 +354,7 @@ def review_next(
 
 @router.get("/items/{review_id}")
 def item_page(
-    review_id: int,
+    review_id: ReviewId,
     request: Request,
     store: ReviewStoreDep,
     session: SessionDep,
@@ -384,7 +392,7 @@ def item_page(
 
 @router.post("/items/{review_id}/claim")
 def claim_item(
-    review_id: int,
+    review_id: ReviewId,
     store: ReviewStoreDep,
     session: SessionDep,
     form: FormDep,
@@ -402,7 +410,7 @@ def claim_item(
 
 @router.post("/items/{review_id}/decide")
 def decide(
-    review_id: int,
+    review_id: ReviewId,
     store: ReviewStoreDep,
     session: SessionDep,
     form: FormDep,

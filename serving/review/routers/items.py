@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from serving.deps import ReviewKey, ReviewStoreDep
 from serving.review.schemas import (
@@ -28,6 +28,8 @@ from serving.schemas import ErrorBody
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
 T = TypeVar("T")
+# Ids are 32-bit database integers; larger path values are a 422, not a driver overflow.
+ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Review item id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
@@ -60,7 +62,7 @@ def list_items(
     status: Status | None = None,
     stratum: Stratum | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ItemPage:
     """List the queue by issue, status and stratum, highest expected impact first."""
     return call(
@@ -69,13 +71,13 @@ def list_items(
 
 
 @router.get("/items/{review_id}", response_model=ItemDetail, responses=_ERRORS)
-def get_item(review_id: int, store: ReviewStoreDep, _: ReviewKey) -> ItemDetail:
+def get_item(review_id: ReviewId, store: ReviewStoreDep, _: ReviewKey) -> ItemDetail:
     """One review item with its snapshot, scores, reason codes and labels."""
     return call(store.get, review_id)
 
 
 @router.get("/items/{review_id}/history", response_model=list[HistoryEntry], responses=_ERRORS)
-def get_history(review_id: int, store: ReviewStoreDep, _: ReviewKey) -> list[HistoryEntry]:
+def get_history(review_id: ReviewId, store: ReviewStoreDep, _: ReviewKey) -> list[HistoryEntry]:
     """The append-only audit trail of one review item."""
     return call(store.history, review_id)
 
@@ -100,19 +102,25 @@ def claim(body: ClaimRequest, store: ReviewStoreDep, _: ReviewKey) -> Claim:
 
 
 @router.post("/items/{review_id}/label", response_model=LabelResult, responses=_LEASE_ERRORS)
-def label(review_id: int, body: LabelRequest, store: ReviewStoreDep, _: ReviewKey) -> LabelResult:
+def label(
+    review_id: ReviewId, body: LabelRequest, store: ReviewStoreDep, _: ReviewKey
+) -> LabelResult:
     """Confirm, reject or relabel a claimed item (needs its lease)."""
     return call(store.label, review_id, body.lease, body.decision, issue=body.issue, note=body.note)
 
 
 @router.post("/items/{review_id}/skip", response_model=ItemSummary, responses=_LEASE_ERRORS)
-def skip(review_id: int, body: LeaseRequest, store: ReviewStoreDep, _: ReviewKey) -> ItemSummary:
+def skip(
+    review_id: ReviewId, body: LeaseRequest, store: ReviewStoreDep, _: ReviewKey
+) -> ItemSummary:
     """Set a claimed item aside without labelling it (needs its lease)."""
     return call(store.skip, review_id, body.lease)
 
 
 @router.post("/items/{review_id}/release", response_model=ItemSummary, responses=_LEASE_ERRORS)
-def release(review_id: int, body: LeaseRequest, store: ReviewStoreDep, _: ReviewKey) -> ItemSummary:
+def release(
+    review_id: ReviewId, body: LeaseRequest, store: ReviewStoreDep, _: ReviewKey
+) -> ItemSummary:
     """Give a claimed item back to the queue (needs its lease)."""
     return call(store.release, review_id, body.lease)
 
