@@ -48,6 +48,12 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--bundle-out", help="Also pickle the trained ScoringBundle here."),
         ] = None,
+        issue: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--issue", help="Train only this issue type (repeatable; default: all of them)."
+            ),
+        ] = None,
     ) -> None:
         """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
         from training.jobs import train_command  # heavy imports only when the command runs
@@ -59,6 +65,7 @@ def register(app: typer.Typer) -> None:
             promote=promote,
             track=track,
             bundle_out=bundle_out,
+            issues=issue,
         )
         typer.echo(text)
 

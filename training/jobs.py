@@ -63,6 +63,7 @@ def train_command(
     promote: bool = True,
     track: bool = True,
     bundle_out: Path | None = None,
+    issues: list[str] | None = None,
     settings: Settings | None = None,
 ) -> str:
     """Run one training job and return the text `surfacer train` prints."""
@@ -74,6 +75,7 @@ def train_command(
         capacity_per_day=capacity,
         track=track,
         promote=promote,
+        only_issues=issues or None,
         progress=sys.stderr.isatty(),
     )
     if bundle_out is not None:

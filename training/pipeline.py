@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,12 +110,14 @@ def train(
     promote: bool = True,
     horizons_h: Sequence[float] = DEFAULT_HORIZONS_H,
     issues: Sequence[IssueType] | None = None,
+    only_issues: Sequence[str] | None = None,
     booster_params: BoosterParams | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, evaluate and (when `track`) log one ScoringBundle from a dataset folder or spec.
 
+    `only_issues` trains a subset of the data's issue types (by name).
     Raises ValueError naming the issue and its label counts when an issue cannot be trained,
     and lets features.validate.ContractError (a ValueError) out on bad data.
     """
@@ -135,6 +137,8 @@ def train(
     try:
         with timer.stage("load"):
             td = load_training_data(data, horizons_h=horizons_h, issues=issues, progress=progress)
+            if only_issues:
+                td = select_issues(td, only_issues)
         bundle, report = fit_and_evaluate(
             td, random_state=random_state, capacity_per_day=capacity, params=params, timer=timer
         )
@@ -184,6 +188,17 @@ def train(
         decision=decision,
         timings=timer.timings,
     )
+
+
+def select_issues(td: TrainingData, names: Sequence[str]) -> TrainingData:
+    """Keep only the named issues (e.g. a dataset without appeals: no wrongful_enforcement)."""
+    known = {i.name: i for i in td.issues}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown issue(s) {unknown}; this dataset has {list(known)}")
+    keep = tuple(known[n] for n in dict.fromkeys(names))
+    drop = [label_column(i.name) for i in td.issues if i not in keep]
+    return replace(td, issues=keep, frame=td.frame.drop(columns=drop))
 
 
 def _tracking_options(log_training: Callable[..., Any], *, promote: bool) -> dict[str, Any]:

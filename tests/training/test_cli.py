@@ -64,3 +64,15 @@ def test_bad_input_exits_2_with_a_message(
     assert run(["score", "--data", str(small_flat_spec), "--model", "nope", "--out", str(out)]) == 2
     assert "neither a file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_issue_option_trains_a_subset(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle_path = tmp_path / "spam.pkl"
+    argv = ["train", "--data", str(small_flat_spec), "--no-track", "--issue", "spam"]
+    assert run([*argv, "--bundle-out", str(bundle_path)]) == 0
+    assert load_model(str(bundle_path)).issue_names == ["spam"]
+    capsys.readouterr()
+    assert run(["train", "--data", str(small_flat_spec), "--no-track", "--issue", "nope"]) == 2
+    assert "unknown issue(s) ['nope']" in capsys.readouterr().err
