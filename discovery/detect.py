@@ -77,23 +77,6 @@ def predictive_tail(
     return out
 
 
-def upper_tail(
-    observed: np.ndarray, trials: np.ndarray, rate: np.ndarray, test: Test
-) -> np.ndarray:
-    """P(X >= observed) under Binomial(trials, rate) or Poisson(trials * rate); continuous in counts."""
-    observed = np.asarray(observed, dtype=float)
-    out = np.ones_like(observed)
-    pos = observed > 0
-    if test == "binomial":
-        n = np.maximum(trials, observed)
-        out[pos] = special.betainc(observed[pos], n[pos] - observed[pos] + 1.0, rate[pos])
-    elif test == "poisson":
-        out[pos] = special.gammainc(observed[pos], (trials * rate)[pos])
-    else:
-        raise ValueError(f"unknown test {test!r}; expected 'binomial' or 'poisson'")
-    return out
-
-
 def benjamini_hochberg(pvalues: np.ndarray, alpha: float) -> np.ndarray:
     """Column-wise BH: reject per bucket (column) across series (rows); NaN p-values are not tested."""
     p = np.where(np.isnan(pvalues), np.inf, pvalues)

@@ -171,8 +171,8 @@ def score_signals(
 ) -> list[Signal]:
     """Model-based signals: share of items (post anchor) or actions (moderation anchor) flagged.
 
-    Post-anchored items count once, at their creation hour, as flagged if any horizon flagged
-    them; moderation-anchored rows count at the action time.
+    Post-anchored items count once, at their first scoring (earliest horizon), as flagged if
+    that scoring flagged them; moderation-anchored rows count at the action time.
     """
     required = {"item_id", "as_of", "anchor"}
     missing = required - set(scores.columns)
@@ -191,7 +191,6 @@ def score_signals(
     flags = _flag_sets(scores["flagged"]) if "flagged" in scores.columns else None
     items_frame = tables["items"]
     created = pd.to_datetime(items_frame["created_at"], utc=True)
-    items = items_frame.set_index(items_frame["item_id"].astype("str"))
     signals: list[Signal] = []
     for issue in issues:
         rows = scores[scores[issue].notna()]
@@ -208,10 +207,14 @@ def score_signals(
         mod = rows[rows["anchor"] != "post"]
         parts: list[pd.DataFrame] = []
         if len(post):
-            per_item = post.groupby("item_id")["_hit"].max()
-            posted = items["created_at"].reindex(per_item.index)
-            ids = per_item.index.to_series()
-            parts.append(_units(ids, posted, per_item.to_numpy(), np.ones(len(per_item))))
+            # The first scoring of each item (its earliest horizon), counted when it happened:
+            # later horizons know more but would put tomorrow's knowledge in today's bucket.
+            first = post.sort_values("as_of", kind="stable").drop_duplicates("item_id")
+            parts.append(
+                _units(
+                    first["item_id"], first["as_of"], first["_hit"].to_numpy(), np.ones(len(first))
+                )
+            )
         if len(post):
             units = pd.concat(parts, ignore_index=True)
             test: Test = "binomial"
