@@ -138,3 +138,17 @@ def test_text_model_sparse_and_index_paths_agree() -> None:
     assert model.score(row)[0] == pytest.approx(expected)
     assert model.score_one(row) == pytest.approx(expected)
     assert model.score_ngrams([], []) == pytest.approx(1 / (1 + np.exp(-0.25)))
+
+
+def test_hashed_records_equals_stacked_single_rows(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    import scipy.sparse as sp
+
+    records = records_of(flat_result.report.test_frame.head(40))
+    records[3]["caption"] = None
+    records[5].pop("caption")
+    got = bundle.hashed_records(records)
+    expected = sp.vstack([bundle.transform.text_hashed_one(r) for r in records], format="csr")
+    assert got.shape == expected.shape
+    assert (got != expected).nnz == 0
