@@ -42,7 +42,12 @@ def format_result(result: TrainResult) -> str:
         f"{holdout['n_items']} items"
         + (f", {holdout['start']} .. {holdout['end']}" if holdout["start"] else "")
     )
-    if result.run_id is not None:
+    if result.run_id is not None and result.reused:
+        lines.append(
+            f"same data and parameters as run {result.run_id}: reused model version "
+            f"{result.model_version} (nothing new registered)"
+        )
+    elif result.run_id is not None:
         lines.append(
             f"run {result.run_id}, model version {result.model_version}, "
             f"{'promoted to @champion' if result.promoted else 'not promoted (@challenger)'}"

@@ -70,6 +70,7 @@ class TrainResult:
     fingerprint: str
     decision: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    reused: bool = False  # the same job (data fingerprint + params) was already logged
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def train(
             td, random_state=random_state, capacity_per_day=capacity, params=params, timer=timer
         )
         run_id = model_version = None
-        promoted = False
+        promoted = reused = False
         decision: dict[str, Any] = {}
         with timer.stage("log"):
             if track:
@@ -173,6 +174,7 @@ def train(
                 )
                 promoted = bool(tracked.promoted)
                 decision = dict(tracked.decision or {})
+                reused = bool(getattr(tracked, "reused", False))
     finally:
         timer.close()
     if log is not None:
@@ -187,6 +189,7 @@ def train(
         fingerprint=td.fingerprint,
         decision=decision,
         timings=timer.timings,
+        reused=reused,
     )
 
 
@@ -205,6 +208,10 @@ def _tracking_options(log_training: Callable[..., Any], *, promote: bool) -> dic
     """Keyword options for `log_training` that its signature accepts."""
     accepted = inspect.signature(log_training).parameters
     options: dict[str, Any] = {}
+    if "reuse_existing" in accepted:
+        # idempotent reruns: the same data and params return the run already logged
+        # instead of registering a duplicate version
+        options["reuse_existing"] = True
     if not promote:
         if "promote" not in accepted:
             raise ValueError("--no-promote: this tracking backend has no 'promote' option")

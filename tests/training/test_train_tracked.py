@@ -29,6 +29,11 @@ def test_tracked_training_registers_one_version(small_flat_spec: Path, tmp_path:
     assert run.data.metrics["spam.pr_auc"] == pytest.approx(result.metrics["spam"]["pr_auc"])
     versions = client.search_model_versions(f"name='{settings.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
+    # a rerun of the same job (same data, same seed) is idempotent: same numbers, no new version
+    again = train(small_flat_spec, settings=settings, random_state=0)
+    assert again.reused and again.run_id == result.run_id and again.model_version == "1"
+    assert again.metrics == result.metrics
+    assert len(client.search_model_versions(f"name='{settings.model_name}'")) == 1
 
 
 def test_failed_training_leaves_no_run_and_no_version(tmp_path: Path) -> None:
