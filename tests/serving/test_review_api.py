@@ -158,3 +158,47 @@ async def test_empty_queue_claim_is_404(champion_v1: Registry, tmp_path: Path) -
         assert r.status_code == 404
         r = await client.post("/v1/review/claims", json={"reviewer": ""})
         assert r.status_code == 422
+
+
+@pytest.mark.slow
+def test_surfacer_serve_writes_flags_to_the_review_store(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    """`surfacer serve` with no sink option: flagged and sampled items land in the store,
+    all of them, even when the process is stopped right after the requests."""
+    import json
+    import signal
+
+    import httpx
+
+    from tests.serving.conftest import API_KEYS, serve_process
+
+    data_dir = tmp_path / "state"
+    env = {
+        "SURFACER_DATA_DIR": str(data_dir),
+        "SURFACER_MLFLOW_TRACKING_URI": champion_v1.tracking_uri,
+        "SURFACER_MODEL_NAME": champion_v1.name,
+        "SURFACER_API_KEYS": json.dumps(API_KEYS),
+        "SURFACER_RELOAD_INTERVAL_S": "0",
+        "SURFACER_REVIEW_RANDOM_SHARE": "0.25",
+    }
+    recs = records(300, random_state=5)
+    with serve_process(env, tmp_path) as server:
+        r = httpx.post(
+            f"{server.base_url}/v1/score",
+            json={"items": recs},
+            headers={"X-API-Key": SCORE_KEY},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        n_flagged = sum(1 for x in r.json()["items"] if x["flagged"])
+        server.proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises SIGTERM: exit status -15.
+        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM), server.log()
+    store = ReviewStore(f"sqlite:///{(data_dir / 'review.db').resolve()}")
+    stats = store.stats()
+    store.close()
+    assert stats.by_stratum.get("flagged", 0) == n_flagged > 0
+    # About a quarter of the unflagged items are sampled (hash of the item id).
+    n_sample = stats.by_stratum.get("sample", 0)
+    assert 0.1 < n_sample / (300 - n_flagged) < 0.4, (n_sample, n_flagged)
