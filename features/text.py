@@ -82,7 +82,8 @@ _ASCII_LETTERS = string.ascii_letters.encode()
 _ASCII_UPPER = string.ascii_uppercase.encode()
 _ASCII_DIGITS = string.digits.encode()
 _ASCII_PUNCT = string.punctuation.encode()
-_DROP_ASCII = dict.fromkeys(range(128))
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
+_PADDED_PHRASES = tuple(f" {p} " for p in SPAM_PHRASES)
 
 _NAN = math.nan
 # Null or missing text: nothing is known about it except that there is none.
@@ -120,7 +121,7 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
     digits = n_ascii - len(ascii_bytes.translate(None, _ASCII_DIGITS))
     punct = n_ascii - len(ascii_bytes.translate(None, _ASCII_PUNCT))
     if non_ascii:
-        others = text.translate(_DROP_ASCII)
+        others = _ASCII_RUNS.sub("", text)
         letters += sum(map(str.isalpha, others))
         upper += sum(map(str.isupper, others))
         digits += sum(map(str.isdigit, others))
@@ -136,7 +137,7 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
     spam = sum(map(SPAM_WORDS.__contains__, toks))
     if n_tok:
         joined = " " + " ".join(toks) + " "
-        spam += sum(joined.count(" " + p + " ") for p in SPAM_PHRASES)
+        spam += sum(map(joined.count, _PADDED_PHRASES))
     return (
         1.0 if n_words else 0.0,
         float(n),

@@ -372,13 +372,13 @@ class FeatureTransform(BaseEstimator):
         out[:, :a] = raw[:, :a]
         if b > a:
             c = raw[:, a:b]
-            negative = c < 0
-            if negative.any():
-                bad = self.count_columns_[int(np.argmax(negative.any(axis=0)))]
+            # fmin ignores NaN (missing counts), so this sees any negative value
+            if c.size and np.fmin.reduce(c, axis=None) < 0:
+                bad = self.count_columns_[int(np.argmax((c < 0).any(axis=0)))]
                 raise ValueError(f"field {bad!r}: counts must be >= 0, got a negative value")
             out[:, a:b] = np.log1p(c)
         if r:
-            out[:, b : b + r] = raw[:, num] / (raw[:, den] + 1.0)
+            out[:, b : b + r] = raw.take(num, axis=1) / (raw.take(den, axis=1) + 1.0)
         out[:, b + r :] = raw[:, k_num:]
         return out
 
