@@ -152,6 +152,7 @@ def test_column_absent_at_transform_gives_nan() -> None:
         ({"region": [1, 2]}, "region"),
         ({"caption": 12}, "caption"),
         ({"n_view": -1}, "n_view"),
+        ({"n_view": None, "n_like": -0.5}, "n_like"),  # a NaN beside must not hide it
         ({"n_view": 10**400}, "n_view"),
         ({"age_h": {"h": 1}}, "age_h"),
     ],
