@@ -152,6 +152,12 @@ def _coalesce(episodes: Sequence[Episode], slack: pd.Timedelta) -> list[Episode]
     return sorted(out, key=lambda e: e.start)
 
 
+def _ratio(uf: UnitFrame, segment: Segment, start: pd.Timestamp, end: pd.Timestamp) -> float:
+    """Observed over baseline rate of a segment in [start, end)."""
+    e = excess(uf, segment, start, end)
+    return e["observed_rate"] / e["baseline_rate"] if e["baseline_rate"] > 0 else float("inf")
+
+
 def _conflict(a: Segment, b: Segment) -> bool:
     """Disjoint segments: one dimension with two values (items have many hashtags, so not those)."""
     da, db = dict(a), dict(b)
@@ -181,11 +187,13 @@ def merge_episodes(
     explain: float = 0.7,
     data_end: pd.Timestamp | None = None,
     min_items: int = 5,
+    min_severity: float = 6.0,
 ) -> list[Incident]:
     """Group related episodes of the same issue into incidents and pick each one's segment.
 
-    Incidents whose excess comes from fewer than `min_items` distinct items are dropped: a
-    pile-on under one or two items is not a segment-level issue.
+    Incidents whose excess comes from fewer than `min_items` distinct items are dropped (a
+    pile-on under one or two items is not a segment-level issue), and so are those whose
+    whole-window evidence is weaker than p = 10**-min_severity.
     """
     incidents: list[Incident] = []
     by_issue: dict[str, list[Episode]] = {}
@@ -205,21 +213,34 @@ def merge_episodes(
         for i in range(len(eps)):
             for j in range(i + 1, len(eps)):
                 a, b = eps[i], eps[j]
-                if b.start > a.end + slack and a.start > b.end + slack:
-                    continue
-                if not (b.start <= a.end + slack and a.start <= b.end + slack):
+                if not (b.start < a.end and a.start < b.end):
                     continue
                 if _conflict(a.segment, b.segment):
                     continue
-                if contains(a.segment, b.segment) or contains(b.segment, a.segment):
-                    uf.union(i, j)
-                    continue
-                # Crossing segments (e.g. hashtag=x vs category=y): related when their
-                # intersection carries most of one episode's excess.
                 inter = canonical(set(a.segment) | set(b.segment))
                 lo, hi = max(a.start, b.start), min(a.end, b.end)
                 if hi <= lo:
                     lo, hi = min(a.start, b.start), max(a.end, b.end)
+                nested = contains(a.segment, b.segment) or contains(b.segment, a.segment)
+                if abs(a.start - b.start) > slack:
+                    # A later alarm joins an ongoing incident only as its spill-over: sharing
+                    # its items and no hotter than it. A new, hotter wave inside a broad
+                    # segment that is still alarmed is a new incident.
+                    first, later = (a, b) if a.start <= b.start else (b, a)
+                    whole = ex(later.signal, later.segment, lo, hi)
+                    shared = nested or (
+                        whole > 0 and ex(later.signal, inter, lo, hi) >= share * whole
+                    )
+                    if shared and _ratio(
+                        units[later.signal], later.segment, lo, hi
+                    ) <= 1.25 * _ratio(units[first.signal], first.segment, lo, hi):
+                        uf.union(i, j)
+                    continue
+                if nested:
+                    uf.union(i, j)
+                    continue
+                # Crossing segments (e.g. hashtag=x vs category=y): related when their
+                # intersection carries most of one episode's excess.
                 for e in (a, b):
                     whole = ex(e.signal, e.segment, lo, hi)
                     if whole > 0 and ex(e.signal, inter, lo, hi) >= share * whole:
@@ -230,7 +251,13 @@ def merge_episodes(
             groups.setdefault(uf.find(i), []).append(e)
         for group in groups.values():
             incidents.append(_incident(issue, group, units, ex, explain=explain, data_end=data_end))
-    incidents = [inc for inc in incidents if inc.evidence["items"] >= min_items]
+    # Thousands of series are scanned: an incident needs strong evidence over its whole window
+    # (-log10 p >= min_severity), which spill-overs of a real incident into thin segments lack.
+    incidents = [
+        inc
+        for inc in incidents
+        if inc.evidence["items"] >= min_items and inc.severity >= min_severity
+    ]
     incidents.sort(key=lambda inc: inc.detected_at)
     return incidents
 
@@ -322,7 +349,9 @@ def _rest_is_normal(
     shape = np.array([max(base, 0.0) + 3.0])
     post_rate = shape / (expected / den)
     pv = float(predictive_tail(np.array([num]), shape, post_rate, np.array([den]))[0])
-    return pv >= alpha
+    # With large counts a tiny drift is "significant": a rest within 25 % of its baseline
+    # counts as normal too.
+    return pv >= alpha or num <= 1.25 * expected
 
 
 def _evidence(
