@@ -83,7 +83,10 @@ def _design(bundle: Any, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarr
     x = bundle.transform.transform_records(records)
     text = None
     if bundle.uses_text:
-        text = sp.vstack([bundle.transform.text_hashed_one(r) for r in records], format="csr")
+        if hasattr(bundle, "hashed_records"):  # one CSR for the batch, not one per record
+            text = bundle.hashed_records(records)
+        else:
+            text = sp.vstack([bundle.transform.text_hashed_one(r) for r in records], format="csr")
     return x, text
 
 
