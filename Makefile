@@ -36,8 +36,12 @@ test-fast: install ## tests without the slow ones
 demo: install ## simulate the default ecosystem and run the main job end to end on it
 	$(RUN) surfacer demo --out $(DEMO_DIR)
 
-bench: install ## run the benchmarks (prints tables and ratios)
+bench: install ## run every benchmark (each prints a table and a ratio against its baseline)
 	$(RUN) python bench/features.py
+	$(RUN) python bench/transform.py
+	$(RUN) python bench/train.py
+	$(RUN) python bench/serve.py
+	$(RUN) python bench/discovery.py
 
 clean: ## remove local state (venv, MLflow store, demo output)
 	rm -rf .venv .surfacer .pytest_cache .ruff_cache
