@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     "baseline_pr_auc",
     "oracle_pr_auc",
     "pr_auc_vs_oracle",
+    "oracle_state_pr_auc",
 )
 
 

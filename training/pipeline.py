@@ -352,6 +352,14 @@ def fit_and_evaluate(
                 metrics["oracle_roc_auc"] = roc_auc(y, oracle)
                 o = metrics["oracle_pr_auc"]
                 metrics["pr_auc_vs_oracle"] = metrics["pr_auc"] / o if o and o > 0 else math.nan
+            if td.truth is not None and issue.name in td.truth.columns:
+                # A second oracle that knows each item's realized latent state (0/1), not just
+                # the propensity it was drawn from: the ceiling that label noise leaves.
+                state = td.truth.set_index(td.truth["item_id"].astype("object"))[issue.name]
+                known = pd.Series(item_ids[test_rows]).map(state).to_numpy(dtype=float)
+                ok = ~np.isnan(known)
+                if ok.any() and 0 < np.nansum(y[ok]) < ok.sum():
+                    metrics["oracle_state_pr_auc"] = pr_auc(y[ok], known[ok])
             overall[issue.name] = metrics
             segments.append(
                 segment_metrics(
