@@ -136,10 +136,10 @@ def run(items: list[int], seeds: list[int], days: int, modes: list[str]) -> bool
             continue
         base = summary.get((n, "zscore" + ("-oracle" if mode.endswith("oracle") else "")))
         if base:
-            ratio = base[1] / fapw if fapw > 0 else float("inf")
+            ratio = f"{base[1] / fapw:.1f}x" if fapw > 0 else "n/a: ours is 0"
             print(
                 f"items={n} {mode}: false alarms/week {fapw:.2f} vs z-score baseline {base[1]:.2f}"
-                f" (baseline/ours = {ratio:.1f}x); found {100 * rate:.0f}% vs {100 * base[0]:.0f}%"
+                f" (baseline/ours = {ratio}); found {100 * rate:.0f}% vs {100 * base[0]:.0f}%"
             )
     print(
         f"\ntargets: found >= {100 * TARGET_FOUND:.0f}%, false alarms <= {TARGET_FA_PER_WEEK}/week -> {'PASS' if all_pass else 'FAIL'}"
