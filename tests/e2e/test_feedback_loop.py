@@ -149,7 +149,7 @@ def test_flag_label_retrain_loop(tmp_path: Path) -> None:
     second = train(data, settings=settings, random_state=0, issues=ISSUES)
     assert second.fingerprint != first.fingerprint
     assert second.model_version is not None and second.model_version != first.model_version
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     runs = {
         v: client.get_run(client.get_model_version("loop", v).run_id)
         for v in (first.model_version, second.model_version)

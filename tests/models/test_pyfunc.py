@@ -107,7 +107,9 @@ def test_log_bundle_registers_with_signature_and_example(history: ms.History) ->
     assert {c.name for c in info.signature.outputs.inputs} == set(ms.ISSUES)
     example = mlflow.models.Model.load(info.model_uri).load_input_example()
     assert set(example.columns) == set(bundle.input_example())
-    client = MlflowClient(tracking_uri=history.settings.tracking_uri)
+    client = MlflowClient(
+        tracking_uri=history.settings.tracking_uri, registry_uri=history.settings.tracking_uri
+    )
     mv = client.get_model_version("surfacer_pyfunc_test", "1")
     assert mv.run_id == info.run_id
 

@@ -204,7 +204,7 @@ def cli_registry(tmp_path_factory: pytest.TempPathFactory) -> ms.Settings:
     """Three versions under a fresh model name, registered from the history runs' models."""
     history = ms.registry_history(tmp_path_factory)
     settings = history.settings.model_copy(update={"model_name": "surfacer_aliases"})
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     client.create_registered_model(settings.model_name)
     for quality in ("medium", "bad", "good"):
         src = client.get_model_version(
@@ -243,7 +243,7 @@ def test_list_versions_shows_aliases_runs_and_metrics(cli_registry, tmp_path_fac
 
 def test_promote_moves_alias_and_rollback_goes_back(cli_registry) -> None:
     settings = cli_registry
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     first = promote(settings, 1)
     assert (first.alias, first.before, first.after) == (CHAMPION, None, "1")
     second = promote(settings, "3")

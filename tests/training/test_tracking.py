@@ -30,7 +30,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> ms.History:
 
 @pytest.fixture(scope="session")
 def client(history: ms.History) -> MlflowClient:
-    return MlflowClient(tracking_uri=history.settings.tracking_uri)
+    return MlflowClient(
+        tracking_uri=history.settings.tracking_uri, registry_uri=history.settings.tracking_uri
+    )
 
 
 # --- dataset fingerprint and configuration ---------------------------------------------------
@@ -80,12 +82,16 @@ def test_configure_mlflow_uses_sqlite_under_data_dir_and_artifact_root(
     assert (settings.data_dir / "mlflow.db").is_file()
     experiment_id = configure_mlflow(settings)
     assert mlflow.get_tracking_uri() == settings.tracking_uri
-    experiment = MlflowClient(settings.tracking_uri).get_experiment(experiment_id)
+    experiment = MlflowClient(
+        settings.tracking_uri, registry_uri=settings.tracking_uri
+    ).get_experiment(experiment_id)
     assert experiment.name == "cfg"
     assert experiment.artifact_location == settings.artifact_root
     assert configure_mlflow(settings) == experiment_id  # idempotent
     # the run artifacts really live under data_dir/mlartifacts
-    run = MlflowClient(settings.tracking_uri).get_run(history.results["good"].run_id)
+    run = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri).get_run(
+        history.results["good"].run_id
+    )
     assert run.info.artifact_uri.startswith(settings.artifact_root)
     assert any((settings.data_dir / "mlartifacts").rglob("pr_curves.png"))
 
@@ -235,7 +241,7 @@ def test_failure_after_registration_leaves_no_version_and_restores_aliases(
     settings = history.settings.model_copy(
         update={"model_name": "surfacer_failsafe", "experiment_name": "failsafe"}
     )
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     d = ms.data()
     fp = dataset_fingerprint({"snapshots": d.train})
     medium, good = ms.bundles()["medium"], ms.bundles()["good"]
