@@ -115,6 +115,9 @@ def test_report_is_self_contained_and_escapes_user_text(
     # Self-contained: no external resource is referenced.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "region=BR,format=live" in html
+    # Evidence values are printed, never Python object reprs (e.g. a dict's bound methods).
+    assert "built-in method" not in html
+    assert " object at 0x" not in html
 
 
 @pytest.mark.slow
