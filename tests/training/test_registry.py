@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -206,13 +207,20 @@ def cli_registry(tmp_path_factory: pytest.TempPathFactory) -> ms.Settings:
     settings = history.settings.model_copy(update={"model_name": "surfacer_aliases"})
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     client.create_registered_model(settings.model_name)
-    for quality in ("medium", "bad", "good"):
-        src = client.get_model_version(
-            history.settings.model_name, history.results[quality].model_version
-        )
-        client.create_model_version(
-            settings.model_name, source=src.source, run_id=src.run_id, model_id=src.model_id
-        )
+    # MLflow's registry resolves a `models:/m-...` source through a client on the *global*
+    # tracking URI, whatever this client was given; point it at this store meanwhile.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        for quality in ("medium", "bad", "good"):
+            src = client.get_model_version(
+                history.settings.model_name, history.results[quality].model_version
+            )
+            client.create_model_version(
+                settings.model_name, source=src.source, run_id=src.run_id, model_id=src.model_id
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)
     return settings
 
 
