@@ -214,12 +214,41 @@ def load_bundle(
     Downloads the model folder (into `dst_path` if given, else a temporary folder) from the
     given tracking/registry URIs, or MLflow's current ones when not given.
     """
-    uris = {"tracking_uri": tracking_uri, "registry_uri": registry_uri or tracking_uri}
+    source = model_storage_uri(model_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
     if dst_path is not None:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=str(dst_path), **uris
+            artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri
         )
         return load_bundle_from_dir(local)
     with tempfile.TemporaryDirectory(prefix="surfacer-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, **uris)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+        )
         return load_bundle_from_dir(local)
+
+
+def model_storage_uri(
+    model_uri: str, *, tracking_uri: str | None = None, registry_uri: str | None = None
+) -> str:
+    """Where a `models:/NAME@ALIAS` or `models:/NAME/VERSION` is stored; other URIs as given.
+
+    Resolved with our own client: MLflow's download of a `models:/` URI looks the name up in
+    the globally set registry, not the one passed to it.
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    ref = model_uri.removeprefix("models:/").strip("/")
+    client = mlflow.MlflowClient(
+        tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri
+    )
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
+    else:
+        raise ValueError(
+            f"model URI {model_uri!r} names no version or alias; expected "
+            "models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
+    return client.get_model_version_download_uri(name, str(version))

@@ -50,11 +50,20 @@ def test_load_bundle_round_trip_scores_identically(history: ms.History, rows: pd
     pd.testing.assert_frame_equal(loaded.score_frame(rows), original.score_frame(rows))
     record = rows.iloc[5].to_dict()
     assert loaded.score_one(record) == original.score_one(record)
-    # by alias too (the good model is the champion), with explicit URIs instead of globals
-    by_alias = load_bundle(
-        f"models:/{history.settings.model_name}@champion",
-        tracking_uri=history.settings.tracking_uri,
-    )
+    # by alias too (the good model is the champion), with explicit URIs while MLflow's
+    # globals point at another, empty store: the explicit ones must win
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    elsewhere = f"sqlite:///{history.settings.data_dir / 'elsewhere.db'}"
+    mlflow.set_tracking_uri(elsewhere)
+    mlflow.set_registry_uri(elsewhere)
+    try:
+        by_alias = load_bundle(
+            f"models:/{history.settings.model_name}@champion",
+            tracking_uri=history.settings.tracking_uri,
+        )
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     np.testing.assert_array_equal(
         by_alias.score_records(rows.head(20).to_dict("records")),
         original.score_records(rows.head(20).to_dict("records")),
