@@ -34,7 +34,7 @@ from serving.review.routers import console
 from serving.review.routers import items as review_items
 from serving.review.routers import quality as review_quality
 from serving.review.store import ReviewStore
-from serving.routers import admin, health, models, score
+from serving.routers import admin, health, models, reports, score
 from serving.schemas import SNAPSHOT_EXAMPLE, JSONResponse, ScoreBatch, Snapshot
 from surfacer.settings import Settings, get_settings
 
@@ -48,6 +48,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     review_items.router,
     review_quality.router,
+    reports.router,
     console.router,
 )
 

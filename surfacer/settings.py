@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         default=200, ge=1, description="Items analysts can review per day and issue."
     )
 
+    # discovery
+    discovery_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder written by `surfacer discover` whose report the service shows; "
+            "default data_dir/discovery"
+        ),
+    )
+
     # promotion gate
     promotion_tolerance: float = Field(
         default=0.02, ge=0, description="Largest PR-AUC drop per issue the gate accepts."
@@ -76,6 +85,11 @@ class Settings(BaseSettings):
     @cached_property
     def model_cache_dir(self) -> Path:
         return (self.data_dir / "model-cache").resolve()
+
+    @cached_property
+    def discovery_path(self) -> Path:
+        """The discovery output folder the service reads (discovery_dir or data_dir/discovery)."""
+        return (self.discovery_dir or self.data_dir / "discovery").resolve()
 
     @cached_property
     def review_db_url(self) -> str:

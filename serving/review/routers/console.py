@@ -28,6 +28,7 @@ from serving.deps import ReviewStoreDep, Service, ServiceDep
 from serving.review.routers.items import ReviewId
 from serving.review.routers.quality import issue_names
 from serving.review.store import LeaseError, NotClaimable, ReviewStore
+from serving.routers.reports import REPORT_HEADERS, read_report_html
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -454,3 +455,21 @@ def quality_page(request: Request, store: ReviewStoreDep, session: SessionDep) -
         rows=store.quality(issue_names(request)),
         share=store.random_share,
     )
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+@router.get("/discovery")
+def discovery_page(svc: ServiceDep, session: SessionDep) -> Response:
+    """The latest discovery report (the same self-contained page as /v1/reports/discovery)."""
+    try:
+        html = read_report_html(svc.settings)
+    except FileNotFoundError:
+        return render(
+            "discovery_missing.html",
+            status_code=404,
+            session=session,
+            folder=str(svc.settings.discovery_path),
+        )
+    return HTMLResponse(html, headers={**SECURITY_HEADERS, **REPORT_HEADERS})
