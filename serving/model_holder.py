@@ -108,7 +108,7 @@ class ModelHolder:
 
         return MlflowClient(
             tracking_uri=self.settings.tracking_uri,
-            registry_uri=self.settings.mlflow_registry_uri or self.settings.tracking_uri,
+            registry_uri=self.settings.registry_uri,
         )
 
     def resolve_version(self) -> str:
@@ -125,15 +125,19 @@ class ModelHolder:
         """The local folder of `version`, downloading it unless the cache already has it whole."""
         import mlflow.artifacts
 
+        from models.pyfunc import model_storage_uri
+
         target = self._version_dir(version)
         if (target / COMPLETE_MARKER).exists():
             return target
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
         try:
-            # Resolve the storage location with our own client: MLflow's `models:/` download
-            # path looks the name up in the *global* registry URI, not the one passed to it.
-            source = self._client().get_model_version_download_uri(self.name, version)
+            source = model_storage_uri(
+                f"models:/{self.name}/{version}",
+                tracking_uri=self.settings.tracking_uri,
+                registry_uri=self.settings.registry_uri,
+            )
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=str(tmp), tracking_uri=self.settings.tracking_uri
             )

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     @cached_property
+    def registry_uri(self) -> str:
+        """The model registry: its own URI when set, else the tracking store's."""
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @cached_property
     def artifact_root(self) -> str:
         return (self.data_dir / "mlartifacts").resolve().as_uri()
 

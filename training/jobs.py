@@ -117,12 +117,8 @@ def load_model(ref: str, *, settings: Settings | None = None) -> ScoringBundle:
         raise FileNotFoundError(
             f"model {ref!r} is neither a file, a folder nor a URI such as models:/surfacer@champion"
         )
-    import mlflow
-
     settings = settings or get_settings()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
-    return load_bundle(ref)
+    return load_bundle(ref, tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
 def snapshots_for(data: Path) -> pd.DataFrame:

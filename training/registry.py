@@ -211,7 +211,7 @@ def client_for(settings: Settings) -> MlflowClient:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return MlflowClient(
         tracking_uri=settings.tracking_uri,
-        registry_uri=settings.mlflow_registry_uri or settings.tracking_uri,
+        registry_uri=settings.registry_uri,
     )
 
 

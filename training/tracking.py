@@ -128,7 +128,7 @@ def configure_mlflow(settings: Settings) -> str:
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
     client = client_for(settings)
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
@@ -296,7 +296,7 @@ def _load_champion(
         bundle = load_bundle(
             f"models:/{settings.model_name}/{mv.version}",
             tracking_uri=settings.tracking_uri,
-            registry_uri=settings.mlflow_registry_uri or settings.tracking_uri,
+            registry_uri=settings.registry_uri,
         )
         return bundle, str(mv.version), None
     except Exception as exc:  # any failure: reported in the decision, gate refuses to promote
