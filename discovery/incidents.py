@@ -35,6 +35,9 @@ class Episode:
     expected: float
     den: float
     pvalue: float
+    # End of the hysteresis extension (the series stayed elevated at the lax level); it
+    # widens the incident's evidence window but plays no part in grouping episodes.
+    until: pd.Timestamp | None = None
 
     @property
     def score(self) -> float:
@@ -84,10 +87,21 @@ def episodes_from(
     den: np.ndarray,
     max_gap: int = 1,
     lag_h: float = 0.0,
+    extend_alpha: float = 0.05,
 ) -> list[Episode]:
-    """Runs of significant buckets that reached persistence, merged across gaps of <= max_gap buckets."""
+    """Runs of significant buckets that reached persistence, merged across gaps of <= max_gap buckets.
+
+    Hysteresis: a strict test (BH across every series) opens an episode; it then stays open
+    while the one series keeps exceeding its baseline at the lax level `extend_alpha` (one
+    pre-selected series, no multiplicity), so a lasting incident accumulates its evidence
+    over the days it runs instead of ending at the first bucket that misses the strict cut.
+    """
     out: list[Episode] = []
     width = pd.Timedelta(hours=width_h)
+    elevated = (np.nan_to_num(detection.pvalue, nan=1.0) < extend_alpha) & (
+        num > detection.expected
+    )
+    n_buckets = num.shape[1]
     for s in np.flatnonzero(detection.alarm.any(axis=1)):
         sig = detection.significant[s]
         alarm = detection.alarm[s]
@@ -99,6 +113,14 @@ def episodes_from(
             if not fired.size:
                 continue
             lo, hi = int(run[0]), int(run[-1])
+            # Extend past the strict run while the series stays elevated (gaps <= max_gap).
+            j, gap, last = hi + 1, 0, hi
+            while j < n_buckets and gap <= max_gap:
+                if elevated[s, j]:
+                    last, gap = j, 0
+                else:
+                    gap += 1
+                j += 1
             observed = float(num[s, lo : hi + 1].sum())
             expected = float(detection.expected[s, lo : hi + 1].sum())
             pv = detection.pvalue[s, lo : hi + 1]
@@ -111,6 +133,7 @@ def episodes_from(
                     start=times[lo],
                     detected_at=times[int(fired[0])] + width + pd.Timedelta(hours=lag_h),
                     end=times[hi] + width,
+                    until=times[last] + width,
                     observed=observed,
                     expected=expected,
                     den=float(den[s, lo : hi + 1].sum()),
@@ -144,6 +167,7 @@ def _coalesce(episodes: Sequence[Episode], slack: pd.Timedelta) -> list[Episode]
                     expected=max(current.expected, e.expected),
                     den=max(current.den, e.den),
                     pvalue=min(current.pvalue, e.pvalue),
+                    until=max(current.until or current.end, e.until or e.end),
                 )
             else:
                 out.append(current)
@@ -188,12 +212,15 @@ def merge_episodes(
     data_end: pd.Timestamp | None = None,
     min_items: int = 5,
     min_severity: float = 6.0,
+    lags: Mapping[str, float] | None = None,
 ) -> list[Incident]:
     """Group related episodes of the same issue into incidents and pick each one's segment.
 
     Incidents whose excess comes from fewer than `min_items` distinct items are dropped (a
     pile-on under one or two items is not a segment-level issue), and so are those whose
-    whole-window evidence is weaker than p = 10**-min_severity.
+    whole-window evidence is weaker than p = 10**-min_severity. An incident's `detected_at`
+    is when the evidence since its start first reached that floor (`lags`: hours a signal's
+    counts take to complete), so the floor uses no data from after the reported time.
     """
     incidents: list[Incident] = []
     by_issue: dict[str, list[Episode]] = {}
@@ -250,7 +277,18 @@ def merge_episodes(
         for i, e in enumerate(eps):
             groups.setdefault(uf.find(i), []).append(e)
         for group in groups.values():
-            incidents.append(_incident(issue, group, units, ex, explain=explain, data_end=data_end))
+            incidents.append(
+                _incident(
+                    issue,
+                    group,
+                    units,
+                    ex,
+                    explain=explain,
+                    data_end=data_end,
+                    min_severity=min_severity,
+                    lags=lags or {},
+                )
+            )
     # Thousands of series are scanned: an incident needs strong evidence over its whole window
     # (-log10 p >= min_severity), which spill-overs of a real incident into thin segments lack.
     incidents = [
@@ -262,24 +300,82 @@ def merge_episodes(
     return incidents
 
 
-def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
+def _incident(
+    issue, group, units, ex, *, explain: float, data_end, min_severity: float, lags
+) -> Incident:
     start = min(e.start for e in group)
-    end = max(e.end for e in group)
+    end = max(e.until or e.end for e in group)
     detected_at = min(e.detected_at for e in group)
-    primary = max(group, key=lambda e: e.score).signal
     order = {d: i for i, d in enumerate(DIMENSIONS)}
     candidates = sorted(
         {e.segment for e in group}, key=lambda s: (len(s), [order.get(d, 99) for d, _ in s])
     )
-    excesses = {seg: round(ex(primary, seg, start, end), 6) for seg in candidates}
+    # Every signal of the group proposes its segment; the one with the strongest evidence
+    # wins (e.g. actions citing the misfiring policy over all flagged actions).
+    best_p, primary, chosen, table = np.inf, group[0].signal, (), None
+    for signal in sorted({e.signal for e in group}):
+        seg, tab = _choose(units[signal], signal, candidates, ex, start, end, explain=explain)
+        p = _evidence(units[signal], seg, start, end)["p_value"]
+        if p < best_p or table is None:
+            best_p, primary, chosen, table = p, signal, seg, tab
+    uf = units[primary]
+    evidence = _evidence(uf, chosen, start, end)
+    evidence["items"] = uf.sources(chosen, start, end)
+    evidence["signal"] = primary
+    evidence["episodes"] = len(group)
+    evidence["scales"] = sorted({s for e in group for s in e.scale.split("+")})
+    evidence["first_alarm"] = detected_at.isoformat()
+    # No look-ahead: the incident is reported once the evidence gathered since its start
+    # (counts complete by then: cohort signals lag) reaches the floor, never earlier than
+    # its first alarm.
+    lag = pd.Timedelta(hours=lags.get(primary, 0.0))
+    confirmed = None
+    t = detected_at
+    while t - lag <= end:
+        p = _evidence(uf, chosen, start, t - lag)["p_value"]
+        if -np.log10(max(p, 1e-300)) >= min_severity:
+            confirmed = t
+            break
+        t += pd.Timedelta(hours=1)
+    if confirmed is None:
+        confirmed = end + lag  # below the floor: merge_episodes drops it
+    return Incident(
+        issue=issue,
+        segment=chosen,
+        start=start,
+        detected_at=confirmed,
+        end=end if data_end is None else min(end, data_end),
+        severity=min(-np.log10(max(evidence["p_value"], 1e-300)), 300.0),
+        evidence=evidence,
+        signal=primary,
+        episodes=list(group),
+        drilldown=table,
+    )
+
+
+def _choose(uf, signal, candidates, ex, start, end, *, explain: float):
+    """One signal's segment for an incident among the alarmed `candidates`, and its drill-down."""
+    excesses = {seg: round(ex(signal, seg, start, end), 6) for seg in candidates}
     best = max(excesses.values())
     chosen: Segment = ()
     if best > 0:
-        # The alarmed segment with the largest excess (near-ties: the more general one);
-        # drill-down below decides whether a narrower segment explains it.
-        good = [s for s in candidates if excesses[s] >= 0.9 * best]
-        chosen = min(good, key=lambda s: (len(s), -excesses[s]))
-    uf = units[primary]
+        # Among the alarmed segments carrying at least half the largest excess, the one with
+        # the strongest evidence: a change concentrated in a narrow segment is more
+        # significant there than in its parents, whose other items only add noise ...
+        good = [s for s in candidates if excesses[s] >= 0.5 * best]
+        strength = {s: _evidence(uf, s, start, end)["p_value"] for s in good}
+        chosen = min(good, key=lambda s: (strength[s], -len(s)))
+        # ... unless a more general alarmed segment holds (nearly) the same excess and its
+        # other items moved too: then the change is not confined to the narrow one.
+        for parent in sorted(good, key=len):
+            if (
+                parent != chosen
+                and contains(parent, chosen)
+                and excesses[parent] >= 0.9 * excesses[chosen]
+                and not _rest_is_normal(uf, parent, chosen, start, end)
+            ):
+                chosen = parent
+                break
     table = drilldown(uf, start, end, within=())
     if chosen == ():
         chosen = top_segment(table)
@@ -291,23 +387,7 @@ def _incident(issue, group, units, ex, *, explain: float, data_end) -> Incident:
         if refined is None:
             break
         chosen = refined
-    evidence = _evidence(uf, chosen, start, end)
-    evidence["items"] = uf.sources(chosen, start, end)
-    evidence["signal"] = primary
-    evidence["episodes"] = len(group)
-    evidence["scales"] = sorted({s for e in group for s in e.scale.split("+")})
-    return Incident(
-        issue=issue,
-        segment=chosen,
-        start=start,
-        detected_at=detected_at,
-        end=end if data_end is None else min(end, data_end),
-        severity=min(-np.log10(max(evidence["p_value"], 1e-300)), 300.0),
-        evidence=evidence,
-        signal=primary,
-        episodes=list(group),
-        drilldown=table,
-    )
+    return chosen, table
 
 
 def _refine(

@@ -208,7 +208,9 @@ def discover(
             _trend(units[signal.name], (), start, n_hours, signal.name, None, width_h=24)
         )
     data_end = start + pd.Timedelta(hours=n_hours)
-    incidents = merge_episodes(episodes, units, data_end=data_end)
+    incidents = merge_episodes(
+        episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
+    )
     # Raw enforcement volume is only a misfire proxy: drop it where another issue explains it.
     incidents = suppress_explained(
         incidents,

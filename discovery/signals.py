@@ -226,10 +226,45 @@ def score_signals(
             units = _per_item(items_frame, created, flagged_rows["item_id"], flagged_rows["as_of"])
             test = "poisson"
             what = f"actions the model flags for {issue}, per posted item"
+            # A misfiring rule cites one policy: split by the policy each flagged action
+            # cites, its count jumps far above that policy's own (small) baseline.
+            policies = first_action_policy(tables)
+            if len(policies) and len(flagged_rows):
+                cited = flagged_rows["item_id"].map(policies)
+                for policy, rows_p in flagged_rows.groupby(cited.to_numpy(), sort=True):
+                    if len(rows_p) < MIN_POLICY_ACTIONS:
+                        continue
+                    signals.append(
+                        Signal(
+                            name=f"{issue}:flagged:{policy}",
+                            issue=issue,
+                            test="poisson",
+                            description=f"{what}, citing policy {policy}",
+                            units=_per_item(
+                                items_frame, created, rows_p["item_id"], rows_p["as_of"]
+                            ),
+                        )
+                    )
         signals.append(
             Signal(name=f"{issue}:flagged", issue=issue, test=test, description=what, units=units)
         )
     return signals
+
+
+MIN_POLICY_ACTIONS = 30  # a policy needs this many flagged actions to get its own signal
+
+
+def first_action_policy(tables: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """The policy cited by each item's first remove/restrict action (item_id -> policy)."""
+    moderation = tables.get("moderation")
+    if moderation is None or not len(moderation) or "policy" not in moderation.columns:
+        return pd.Series([], dtype="str")
+    actions = moderation[moderation["action"].isin(ENFORCEMENT_ACTIONS)]
+    actions = actions.sort_values("ts", kind="stable").drop_duplicates("item_id", keep="first")
+    return pd.Series(
+        actions["policy"].astype("str").str.lower().to_numpy(),
+        index=actions["item_id"].astype("str").to_numpy(),
+    )
 
 
 LOW_QUALITY_POLICIES = ("spam", "misinformation")

@@ -83,7 +83,13 @@ def test_nested_alarms_merge_into_one_incident_on_the_specific_segment() -> None
     segments = [inc.segment for inc in incidents]
     assert (("region", "BR"), ("format", "live")) in segments
     merged = next(i for i in incidents if i.segment == (("region", "BR"), ("format", "live")))
-    assert merged.detected_at == CHANGE + pd.Timedelta(hours=12)  # the earliest alarm
+    # Reported once the evidence since the start reaches the floor (no look-ahead), never
+    # before the earliest alarm of the merged episodes.
+    assert merged.evidence["first_alarm"] == (CHANGE + pd.Timedelta(hours=12)).isoformat()
+    assert CHANGE + pd.Timedelta(hours=12) < merged.detected_at <= CHANGE + pd.Timedelta(hours=24)
+    floorless = merge_episodes(episodes, {"s": uf}, min_items=1, min_severity=0.0)
+    first = next(i for i in floorless if i.segment == merged.segment)
+    assert first.detected_at == CHANGE + pd.Timedelta(hours=12)  # the earliest alarm
     assert len(merged.episodes) == 3
     assert merged.evidence["rate_ratio"] > 2
     assert merged.evidence["contribution"] > 0.5
