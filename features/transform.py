@@ -55,7 +55,7 @@ from features.schema import (
     VELOCITY_COLUMNS,
     WINDOWS_H,
 )
-from features.text import TEXT_STAT_NAMES, hashed_ngrams, text_stats
+from features.text import TEXT_STAT_NAMES, hashed_ngrams, hashed_ngrams_rows, text_stats
 
 OTHER_CODE = 0  # the categorical code of rare and unseen values
 _NAN = math.nan
@@ -444,6 +444,15 @@ class FeatureTransform(BaseEstimator):
             return np.empty((0, self.n_features_out_), dtype=np.float64)
         return self._compute(self._records_raw(rows))
 
+    def text_hashed_records(self, records: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
+        """Hashed word n-grams of many records, an (n, hash_dim) CSR matrix; row i equals
+        `text_hashed_one(records[i])` (the vectorised `hashed_ngrams_rows`)."""
+        self._check_fitted()
+        rows = [
+            [_as_text(record.get(c, _MISSING), c) for c in self.text_columns_] for record in records
+        ]
+        return hashed_texts(rows, int(self.hash_dim), tuple(self.ngram_range))
+
     def text_hashed_one(self, record: Mapping[str, Any]) -> sp.csr_matrix:
         """Hashed word n-grams of one record's text columns, a (1, hash_dim) CSR row."""
         self._check_fitted()
@@ -502,25 +511,17 @@ class FeatureTransform(BaseEstimator):
             for c in self.text_columns_
         ]
         dim = int(self.hash_dim)
-        ngr = tuple(self.ngram_range)
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        all_idx: list[int] = []
-        all_val: list[float] = []
+        if not columns:
+            return sp.csr_matrix((n, dim), dtype=np.float64)
         # Snapshot rows of one item at several horizons repeat its texts: hash each once.
-        cache: dict[tuple[str | None, ...], tuple[list[int], list[float]]] = {}
-        for i in range(n):
-            texts = tuple(col[i] for col in columns)
-            hit = cache.get(texts)
-            if hit is None:
-                hit = cache[texts] = hashed_ngrams(texts, dim, ngr)
-            idx, val = hit
-            all_idx.extend(idx)
-            all_val.extend(val)
-            indptr[i + 1] = len(all_idx)
-        return sp.csr_matrix(
-            (np.array(all_val, dtype=np.float64), np.array(all_idx, dtype=np.int32), indptr),
-            shape=(n, dim),
+        first: dict[tuple[str | None, ...], int] = {}
+        which = np.fromiter(
+            (first.setdefault(t, len(first)) for t in zip(*columns, strict=True)),
+            dtype=np.int64,
+            count=n,
         )
+        hashed = hashed_texts(list(first), dim, tuple(self.ngram_range))
+        return hashed if len(first) == n else hashed[which]
 
     def _category_column(self, series: pd.Series, field: str) -> np.ndarray:
         """Codes of a column: the scalar kernel once per distinct value, then a lookup."""
@@ -579,6 +580,14 @@ def _numeric_column(series: pd.Series, field: str) -> np.ndarray:
             _as_float(present.iloc[0], field)  # raises, naming the field and the value
         return np.full(len(series), _NAN)
     raise ValueError(f"field {field!r}: expected a numeric column, got dtype {dtype}")
+
+
+def hashed_texts(
+    rows: Sequence[Sequence[str | None]], hash_dim: int, ngram_range: tuple[int, int]
+) -> sp.csr_matrix:
+    """`features.text.hashed_ngrams_rows` as an (n, hash_dim) CSR matrix."""
+    indptr, idx, val = hashed_ngrams_rows(rows, hash_dim, ngram_range)
+    return sp.csr_matrix((val, idx, indptr), shape=(len(rows), hash_dim))
 
 
 def _text_stats_column(series: pd.Series, field: str, tag_list: bool) -> np.ndarray:

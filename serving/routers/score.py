@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import scipy.sparse as sp
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -67,82 +66,24 @@ def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[st
     }
 
 
-def explain_rows(
-    bundle: Any, records: Sequence[Mapping[str, Any]], issue: str, top_k: int = TOP_K
-) -> list[list[dict[str, Any]]]:
-    """`explain_one` for many records at once: one `pred_contrib` call instead of one per item.
-
-    Built on the bundle's batch path (`transform_records`, `model_rows`), so a batch's reason
-    codes cost one vectorised pass; tests check it agrees with `explain_one`.
-    """
-    x, text = _design(bundle, records)
-    return _explain_design(bundle, records, x, text, issue, top_k)
-
-
-def _design(bundle: Any, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, Any]:
-    x = bundle.transform.transform_records(records)
-    text = None
-    if bundle.uses_text:
-        if hasattr(bundle, "hashed_records"):  # one CSR for the batch, not one per record
-            text = bundle.hashed_records(records)
-        else:
-            text = sp.vstack([bundle.transform.text_hashed_one(r) for r in records], format="csr")
-    return x, text
-
-
-def _explain_design(
-    bundle: Any,
-    records: Sequence[Mapping[str, Any]],
-    x: np.ndarray,
-    text: Any,
-    issue: str,
-    top_k: int,
-) -> list[list[dict[str, Any]]]:
-    from models.bundle import _reason_value
-
-    model = bundle.issues[issue]
-    rows = bundle.model_rows(model, x, text)
-    n_features = len(model.feature_names)
-    contrib = np.asarray(
-        model.booster.predict(rows, pred_contrib=True, num_threads=1), dtype=np.float64
-    )[:, :n_features]  # the last column is the bias
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(int(top_k), 0)]
-    names = model.feature_names
-    return [
-        [
-            {
-                "feature": names[j],
-                "value": _reason_value(record, names[j], rows[i, j]),
-                "contribution": float(contrib[i, j]),
-            }
-            for j in order[i]
-        ]
-        for i, record in enumerate(records)
-    ]
-
-
 def _batch_reasons(
-    model: LoadedModel, records: list[dict[str, Any]], rows: list[int], flagged: list[list[str]]
+    model: LoadedModel,
+    records: list[dict[str, Any]],
+    design: Any,
+    rows: list[int],
+    flagged: list[list[str]],
 ) -> list[dict]:
-    """Reason codes of the flagged rows, one vectorised pass per issue (see `explain_rows`);
-    `explain_one` per item for bundles without the batch path."""
+    """Reason codes of the flagged rows from the batch's own design: one `pred_contrib` pass
+    per issue over the rows flagged for it (`ScoringBundle.explain_design`)."""
     bundle = model.bundle
-    if not hasattr(bundle, "model_rows") or len(rows) < 2:
-        return [_reasons(model, records[i], f) for i, f in zip(rows, flagged, strict=True)]
     out: list[dict] = [{} for _ in rows]
-    subset = [records[i] for i in rows]
-    x, text = _design(bundle, subset)  # once for all issues
     for issue in bundle.issue_names:
         which = [k for k, f in enumerate(flagged) if issue in f]
         if not which:
             continue
-        explained = _explain_design(
-            bundle,
-            [subset[k] for k in which],
-            x[which],
-            None if text is None else text[which],
-            issue,
-            TOP_K,
+        picked = [rows[k] for k in which]
+        explained = bundle.explain_design(
+            [records[i] for i in picked], design.take(picked), issue, TOP_K
         )
         for k, reasons in zip(which, explained, strict=True):
             out[k][issue] = reasons
@@ -203,7 +144,8 @@ def score_batch(
     """Score validated snapshots in one vectorised call; explain and enqueue flagged ones."""
     bundle = model.bundle
     issues = list(bundle.issue_names)
-    probs = np.asarray(bundle.score_records(records), dtype=np.float64)
+    design = bundle.design_records(records)
+    probs = np.asarray(bundle.score_design(design), dtype=np.float64)
     thresholds = np.array([bundle.thresholds[i] for i in issues], dtype=np.float64)
     with np.errstate(invalid="ignore"):
         hits = probs >= thresholds  # NaN (issue not applicable) compares False
@@ -221,7 +163,7 @@ def score_batch(
             flagged_rows,
             zip(
                 flagged_issues,
-                _batch_reasons(model, records, flagged_rows, flagged_issues),
+                _batch_reasons(model, records, design, flagged_rows, flagged_issues),
                 strict=True,
             ),
             strict=True,

@@ -10,6 +10,7 @@ import string
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,9 @@ from features.text import (
     SPAM_PHRASES,
     SPAM_WORDS,
     TEXT_STAT_NAMES,
+    crc32_spans,
     hashed_ngrams,
+    hashed_ngrams_rows,
     text_stats,
     tokens,
 )
@@ -165,3 +168,53 @@ def test_fast_paths_match_the_plain_definitions(text: str, tag_list: bool) -> No
     assert text_stats(text, tag_list=tag_list) == pytest.approx(
         _reference_stats(text, tag_list), abs=0, rel=1e-12
     )
+
+
+# Texts mixing ASCII words, punctuation, other scripts, Greek capitals (final sigma), NULs,
+# lone surrogates, emoji and whitespace runs: where a batch tokeniser could drift.
+_TEXT = st.one_of(
+    st.none(),
+    st.lists(
+        st.sampled_from([*"ab AB_9!#@\x00\t\n.-", "ΣΑ", "東京", "é", "\ud800", "🏳️‍🌈"]), max_size=40
+    ).map("".join),
+    st.text(max_size=30),
+)
+
+
+def _row_of(indptr: np.ndarray, idx: np.ndarray, val: np.ndarray, i: int):
+    return list(idx[indptr[i] : indptr[i + 1]]), list(val[indptr[i] : indptr[i + 1]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(_TEXT, min_size=0, max_size=3), max_size=8),
+    ngram_range=st.sampled_from([(1, 1), (1, 2), (2, 2), (1, 3), (2, 4)]),
+    hash_dim=st.sampled_from([1, 7, 1 << 10, 1 << 18]),
+)
+def test_batch_hashing_equals_the_single_text_hasher_bit_for_bit(
+    rows: list[list[str | None]], ngram_range: tuple[int, int], hash_dim: int
+) -> None:
+    indptr, idx, val = hashed_ngrams_rows(rows, hash_dim, ngram_range)
+    assert len(indptr) == len(rows) + 1 and indptr[-1] == len(idx) == len(val)
+    for i, row in enumerate(rows):
+        assert _row_of(indptr, idx, val, i) == hashed_ngrams(row, hash_dim, ngram_range)
+
+
+def test_batch_hashing_of_known_rows() -> None:
+    rows = [["!!!"], [None, ""], ["Alpha\x00beta", "é!"], [], ["x x y"]]
+    indptr, idx, val = hashed_ngrams_rows(rows, 1 << 20, (1, 2))
+    # alpha, beta, "alpha beta", é | x, y, "x x", "x y"
+    assert list(np.diff(indptr)) == [0, 0, 4, 0, 4]
+    assert _row_of(indptr, idx, val, 4) == hashed_ngrams(["x x y"], 1 << 20, (1, 2))
+    assert hashed_ngrams_rows([], 8, (1, 2))[0].tolist() == [0]
+
+
+@given(st.lists(st.binary(max_size=70), max_size=20))
+def test_vectorised_crc32_equals_zlib(chunks: list[bytes]) -> None:
+    import zlib
+
+    buf = np.frombuffer(b"".join(chunks) or b"\x00", dtype=np.uint8)
+    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if chunks else lengths
+    got = crc32_spans(buf, starts, lengths)
+    assert got.tolist() == [zlib.crc32(c) for c in chunks]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
 
 import numpy as np
 import pandas as pd
@@ -83,24 +82,31 @@ def test_explain_one_contributions_rebuild_the_raw_score(bundle: ScoringBundle) 
         bundle.explain_one(record, "nope")
 
 
+def test_explain_design_equals_explain_one_per_record(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    records = records_of(flat_result.report.test_frame.head(40))
+    design = bundle.design_records(records)
+    np.testing.assert_array_equal(bundle.score_design(design), bundle.score_records(records))
+    picked = [3, 0, 17, 39]
+    for issue in bundle.issue_names:
+        subset = [records[i] for i in picked]
+        got = bundle.explain_design(subset, design.take(picked), issue, top_k=4)
+        want = [[r.to_dict() for r in bundle.explain_one(rec, issue, top_k=4)] for rec in subset]
+        assert [[r["feature"] for r in g] for g in got] == [[r["feature"] for r in w] for w in want]
+        for g, w in zip(got, want, strict=True):
+            assert [r["value"] for r in g] == pytest.approx([r["value"] for r in w], nan_ok=True)
+            assert [r["contribution"] for r in g] == pytest.approx(
+                [r["contribution"] for r in w], rel=1e-9, abs=1e-12
+            )
+
+
 def test_input_example_is_a_real_record(bundle: ScoringBundle) -> None:
     example = bundle.input_example()
     assert {"item_id", "caption", "views", "region"} <= set(example)
     assert not any(k.startswith("label_") for k in example)
     probs = bundle.score_one(example)
     assert all(p is not None and 0 <= p <= 1 for p in probs.values())
-
-
-def test_single_item_scoring_is_fast(bundle: ScoringBundle) -> None:
-    record = bundle.input_example()
-    bundle.score_one(record)
-    n = 300
-    t0 = time.perf_counter()
-    for _ in range(n):
-        bundle.score_one(record)
-    per_item = (time.perf_counter() - t0) / n
-    # generous on a shared CPU; the serving target is "well under 1 ms"
-    assert per_item < 2e-3
 
 
 def test_isotonic_calibrator_matches_scikit_learn() -> None:
