@@ -182,7 +182,11 @@ def detect_counts(
         # shrunk towards 1 when the series has few events.
         var = expected * (1 - rate) if test == "binomial" else expected.copy()
         use = tested & (mask > 0) & (var > 0)
-        resid = np.where(use, (num - expected) ** 2, 0.0).sum(axis=1)
+        # Squared residuals are capped at 16 variances (|Pearson residual| <= 4): a bucket that
+        # far off is an anomaly (often the incident itself, in the buckets after the first
+        # significant one), not everyday overdispersion; uncapped, one lasting incident
+        # inflated its group's dispersion tenfold and hid itself and its neighbours.
+        resid = np.where(use, np.minimum((num - expected) ** 2, 16.0 * var), 0.0).sum(axis=1)
         total_var = np.where(use, var, 0.0).sum(axis=1)
         raw = np.divide(resid, total_var, out=np.ones(s), where=total_var > 0)
         events = np.where(use, num, 0.0).sum(axis=1)

@@ -469,25 +469,24 @@ def related(a: Segment, b: Segment) -> bool:
 
 
 def suppress_explained(
-    incidents: Sequence[Incident], explained_by: Mapping[str, Sequence[str]], signals: Sequence[str]
+    incidents: Sequence[Incident], explained_by: Mapping[str, Sequence[str]]
 ) -> list[Incident]:
-    """Drop incidents from proxy `signals` that coincide with an incident of an issue that explains them.
+    """Drop incidents named by a proxy signal that coincide with an incident of an issue explaining it.
 
-    E.g. enforcement volume rises in a segment where an abuse surge is found: the actions are
-    the expected response to the surge, not a misfire.
+    `explained_by` maps a signal name to the issues that explain it. E.g. enforcement volume
+    (or actions citing the harassment policy) rises in a segment where an abuse surge is
+    found: the actions are the expected response to the surge, not a misfire.
     """
     out = []
     for inc in incidents:
-        if inc.signal in signals:
-            others = [
-                o
-                for o in incidents
-                if o.issue in explained_by.get(inc.issue, ())
-                and related(o.segment, inc.segment)
-                and o.start <= inc.end
-                and inc.start <= o.end
-            ]
-            if others:
-                continue
+        issues = explained_by.get(inc.signal, ())
+        if issues and any(
+            o.issue in issues
+            and related(o.segment, inc.segment)
+            and o.start <= inc.end
+            and inc.start <= o.end
+            for o in incidents
+        ):
+            continue
         out.append(inc)
     return out

@@ -23,7 +23,14 @@ from discovery.incidents import (
 )
 from discovery.rootcause import UnitFrame
 from discovery.series import SegmentSeries, build_series, hour_grid
-from discovery.signals import ItemDimensions, Signal, build_signals, item_dimensions
+from discovery.signals import (
+    ABUSE_POLICIES,
+    LOW_QUALITY_POLICIES,
+    ItemDimensions,
+    Signal,
+    build_signals,
+    item_dimensions,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,15 @@ DEFAULT_SCALES: tuple[Scale, ...] = (
         max_gap=1,
     ),
 )
+
+
+# Raw enforcement volume is only a misfire proxy, and actions citing a spam or abuse policy
+# rise wherever spam or abuse does: such incidents are dropped where that issue explains them.
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "wrongful_enforcement:auto_actions": ("low_quality", "harmful_interactions"),
+    **{f"wrongful_enforcement:flagged:{p}": ("low_quality",) for p in LOW_QUALITY_POLICIES},
+    **{f"wrongful_enforcement:flagged:{p}": ("harmful_interactions",) for p in ABUSE_POLICIES},
+}
 
 
 @dataclass(frozen=True)
@@ -211,12 +227,7 @@ def discover(
     incidents = merge_episodes(
         episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
     )
-    # Raw enforcement volume is only a misfire proxy: drop it where another issue explains it.
-    incidents = suppress_explained(
-        incidents,
-        {"wrongful_enforcement": ("low_quality", "harmful_interactions")},
-        ("wrongful_enforcement:auto_actions",),
-    )
+    incidents = suppress_explained(incidents, EXPLAINED_BY)
     trends = [
         _trend(
             units[inc.signal],
