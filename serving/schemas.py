@@ -221,8 +221,8 @@ class ErrorBody(BaseModel):
 class FlaggedItem:
     """A scored item for the review queue: flagged by the model, or `sampled` for honest metrics.
 
-    `snapshot` holds JSON types only by the time a sink sees it (the flag writer normalises it
-    off the request path); `reasons` maps each flagged issue to ReasonCode dicts
+    `snapshot` is the validated request record (it may hold datetimes, NaN or numpy scalars;
+    each sink serialises it its own way, off the request path); `reasons` maps each flagged issue to ReasonCode dicts
     (feature, value, contribution).
     """
 

@@ -13,7 +13,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from serving.flag_writer import json_safe
 from serving.review.models import DECISIONS, HistoryEvent, Label, ReviewFlag, ReviewItem
 from serving.review.quality import IssueCounts, quality
 from serving.review.schemas import (
@@ -737,7 +738,10 @@ class StoreSink:
         self.sample_prob = sample_prob if sample_prob > 0 else 1.0
 
     def write(self, items: Sequence[FlaggedItem]) -> None:
-        self.store.add_flagged(items, sample_prob=self.sample_prob)
+        # The store's JSON column takes JSON types only: datetimes, numpy scalars and NaN in
+        # a snapshot are normalised here, off the request path.
+        ready = [replace(it, snapshot=json_safe(it.snapshot)) for it in items]
+        self.store.add_flagged(ready, sample_prob=self.sample_prob)
 
 
 def _issue_names(items: Sequence[Any], labs: Sequence[Any]) -> list[str]:

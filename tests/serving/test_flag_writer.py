@@ -126,6 +126,24 @@ def test_numpy_values_and_nan_serialise(tmp_path: Path) -> None:
     assert snap["x"] == 2.5 and snap["y"] is None
 
 
+def test_an_unserialisable_batch_fails_once_without_retries(tmp_path: Path) -> None:
+    class Counting(JsonlFlagSink):
+        calls = 0
+
+        def write(self, items: Sequence[FlaggedItem]) -> None:
+            self.calls += 1
+            super().write(items)
+
+    sink = Counting(tmp_path / "f.jsonl")
+    writer = FlagWriter(sink, retry_backoff_s=0.01).start()
+    bad = item(0)
+    bad.snapshot["x"] = object()
+    writer.submit(bad)
+    writer.close()
+    assert writer.failed == 1 and writer.written == 0 and sink.calls == 1
+    assert JsonlFlagSink.read(sink.path) == []
+
+
 def test_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         FlagWriter(None, batch_size=0)
