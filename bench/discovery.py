@@ -1,7 +1,9 @@
 """Benchmark: issue discovery vs the simulator's planted incidents, over several seeds.
 
-For each simulation size and seed it runs `discovery.discover` on the raw tables (raw proxies)
-and with a truth-based stand-in for model scores ("oracle": logit(p) + N(0, 1) noise), and,
+For each simulation size and seed it runs `discovery.discover` on the raw tables (raw proxies),
+with a truth-based stand-in for model scores ("oracle": logit(p) + N(0, 1) noise), optionally
+with the real pipeline ("model": `training.pipeline.train` on the simulated tables, untracked,
+then `models.batch.score_dataset` on every snapshot, as `surfacer demo` does), and,
 side by side, a plain z-score baseline (daily rate per segment, z > 3 over a trailing 7-day
 mean/std, no count model, no multiple-testing control). It prints the share of planted
 incidents found within 24 h of their start with the right segment and the false alarms per
@@ -9,6 +11,7 @@ simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false al
 
     uv run python bench/discovery.py                       # 20k and 100k items, seeds 0-2
     uv run python bench/discovery.py --items 20000 --seeds 0 1 2 3 4
+    uv run python bench/discovery.py --items 20000 --modes oracle model   # end to end (slow)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 
@@ -75,6 +79,21 @@ def zscore_baseline(tables, scores=None, *, z: float = 3.0, min_count: float = 5
     return out
 
 
+def model_scores(sim, seed: int) -> tuple[pd.DataFrame, float]:
+    """Scores from the real pipeline: train on the simulated tables (untracked), score snapshots."""
+    from features.snapshot import build_snapshots
+    from models.batch import score_dataset
+    from simulator import write_simulation
+    from training.pipeline import train
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_simulation(sim, Path(tmp) / "data")
+        result = train(data, random_state=seed, track=False, promote=False)
+    scores = score_dataset(result.bundle, build_snapshots(sim.tables))
+    return scores, time.perf_counter() - t0
+
+
 def run(items: list[int], seeds: list[int], days: int, modes: list[str]) -> bool:
     rows: dict[tuple[int, str], list[dict]] = defaultdict(list)
     for n in items:
@@ -84,11 +103,13 @@ def run(items: list[int], seeds: list[int], days: int, modes: list[str]) -> bool
             t_sim = time.perf_counter() - t0
             planted = sim.incidents
             for mode in modes:
-                scores = (
-                    scores_from_truth(sim.truth, sim.tables["items"], random_state=seed)
-                    if mode.endswith("oracle")
-                    else None
-                )
+                t_model = 0.0
+                if mode.endswith("oracle"):
+                    scores = scores_from_truth(sim.truth, sim.tables["items"], random_state=seed)
+                elif mode == "model":
+                    scores, t_model = model_scores(sim, seed)
+                else:
+                    scores = None
                 t0 = time.perf_counter()
                 if mode.startswith("zscore"):
                     detected = zscore_baseline(sim.tables, scores)
@@ -101,12 +122,15 @@ def run(items: list[int], seeds: list[int], days: int, modes: list[str]) -> bool
                 )
                 data_end = data_start + pd.Timedelta(days=days)
                 ev = match_incidents(detected, planted, data_start=data_start, data_end=data_end)
-                rows[(n, mode)].append({**ev, "seconds": elapsed, "sim_seconds": t_sim})
+                rows[(n, mode)].append(
+                    {**ev, "seconds": elapsed, "sim_seconds": t_sim, "model_seconds": t_model}
+                )
                 missed = [k for k, v in ev["matches"].items() if v is None]
                 print(
                     f"  items={n:>7} seed={seed} {mode:<14} found {ev['found']}/{ev['planted']}"
                     f" false alarms {ev['false_alarms']:>3} ({ev['false_alarms_per_week']:.2f}/week)"
-                    f" {elapsed:6.1f}s  missed: {', '.join(missed) or '-'}",
+                    f" {elapsed:6.1f}s{f' (+{t_model:.0f}s train+score)' if t_model else ''}"
+                    f"  missed: {', '.join(missed) or '-'}",
                     flush=True,
                 )
     print()
@@ -158,7 +182,8 @@ def main() -> None:
         "--modes",
         nargs="+",
         default=["raw", "oracle", "zscore", "zscore-oracle"],
-        help="raw: raw proxies; oracle: truth-based scores; zscore*: the naive baseline",
+        help="raw: raw proxies; oracle: truth-based scores; model: train and score with the real"
+        " pipeline per seed (slow, not in the default); zscore*: the naive baseline",
     )
     args = parser.parse_args()
     run(args.items, args.seeds, args.days, args.modes)

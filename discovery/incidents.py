@@ -469,22 +469,37 @@ def related(a: Segment, b: Segment) -> bool:
 
 
 def suppress_explained(
-    incidents: Sequence[Incident], explained_by: Mapping[str, Sequence[str]]
+    incidents: Sequence[Incident],
+    explained_by: Mapping[str, Sequence[str]],
+    units: Mapping[str, UnitFrame] | None = None,
+    *,
+    share: float = 0.5,
 ) -> list[Incident]:
     """Drop incidents named by a proxy signal that coincide with an incident of an issue explaining it.
 
     `explained_by` maps a signal name to the issues that explain it. E.g. enforcement volume
     (or actions citing the harassment policy) rises in a segment where an abuse surge is
-    found: the actions are the expected response to the surge, not a misfire.
+    found: the actions are the expected response to the surge, not a misfire. The two
+    incidents must overlap in time and concern the same items: nested segments, or (given
+    `units`) non-conflicting ones whose intersection carries at least `share` of the
+    explained incident's excess (e.g. hashtag=giveaway during a spam wave in hashtag=lifehack).
     """
+
+    def same_items(inc: Incident, other: Incident) -> bool:
+        if related(other.segment, inc.segment):
+            return True
+        if units is None or inc.signal not in units or _conflict(inc.segment, other.segment):
+            return False
+        uf = units[inc.signal]
+        inter = canonical(set(inc.segment) | set(other.segment))
+        whole = excess(uf, inc.segment, inc.start, inc.end)["excess"]
+        return whole > 0 and excess(uf, inter, inc.start, inc.end)["excess"] >= share * whole
+
     out = []
     for inc in incidents:
         issues = explained_by.get(inc.signal, ())
         if issues and any(
-            o.issue in issues
-            and related(o.segment, inc.segment)
-            and o.start <= inc.end
-            and inc.start <= o.end
+            o.issue in issues and o.start <= inc.end and inc.start <= o.end and same_items(inc, o)
             for o in incidents
         ):
             continue

@@ -71,8 +71,12 @@ DEFAULT_SCALES: tuple[Scale, ...] = (
 
 # Raw enforcement volume is only a misfire proxy, and actions citing a spam or abuse policy
 # rise wherever spam or abuse does: such incidents are dropped where that issue explains them.
+# So are flagged-action incidents during a spam or abuse incident on the same items: a model
+# that mistakes some of the (rightful) extra actions for wrongful ones fires there too, e.g.
+# on the removals of a spam ring's items. A misfire on exactly those items would be masked.
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "wrongful_enforcement:auto_actions": ("low_quality", "harmful_interactions"),
+    "wrongful_enforcement:flagged": ("low_quality", "harmful_interactions"),
     **{f"wrongful_enforcement:flagged:{p}": ("low_quality",) for p in LOW_QUALITY_POLICIES},
     **{f"wrongful_enforcement:flagged:{p}": ("harmful_interactions",) for p in ABUSE_POLICIES},
 }
@@ -227,7 +231,7 @@ def discover(
     incidents = merge_episodes(
         episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
     )
-    incidents = suppress_explained(incidents, EXPLAINED_BY)
+    incidents = suppress_explained(incidents, EXPLAINED_BY, units)
     trends = [
         _trend(
             units[inc.signal],
