@@ -77,6 +77,7 @@ DEFAULT_SCALES: tuple[Scale, ...] = (
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "wrongful_enforcement:auto_actions": ("low_quality", "harmful_interactions"),
     "wrongful_enforcement:flagged": ("low_quality", "harmful_interactions"),
+    **{f"wrongful_enforcement:auto_actions:{p}": ("harmful_interactions",) for p in ABUSE_POLICIES},
     **{f"wrongful_enforcement:flagged:{p}": ("low_quality",) for p in LOW_QUALITY_POLICIES},
     **{f"wrongful_enforcement:flagged:{p}": ("harmful_interactions",) for p in ABUSE_POLICIES},
 }

@@ -323,6 +323,20 @@ def raw_signals(tables: Mapping[str, pd.DataFrame]) -> list[Signal]:
                 units=_per_item(items, created, other["item_id"], other["ts"]),
             )
         )
+        # Per policy too: a misfiring rule cites one policy, far above that policy's baseline.
+        cited = other["policy"].astype("str").str.lower().to_numpy()
+        for name, rows_p in other.groupby(cited, sort=True):
+            if len(rows_p) < MIN_POLICY_ACTIONS:
+                continue
+            signals.append(
+                Signal(
+                    name=f"wrongful_enforcement:auto_actions:{name}",
+                    issue="wrongful_enforcement",
+                    test="poisson",
+                    description=f"auto-moderation actions citing policy {name}, per posted item",
+                    units=_per_item(items, created, rows_p["item_id"], rows_p["ts"]),
+                )
+            )
     events = tables.get("events")
     if events is not None and len(events):
         comments = events[events["kind"] == "comment"]
