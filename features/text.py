@@ -97,6 +97,7 @@ _ASCII_DIGITS = string.digits.encode()
 _ASCII_PUNCT = string.punctuation.encode()
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
 _PADDED_PHRASES = tuple(f" {p} " for p in SPAM_PHRASES)
+_PHRASE_FIRST_WORDS = frozenset(p.split()[0] for p in SPAM_PHRASES)
 
 _NAN = math.nan
 # Null or missing text: nothing is known about it except that there is none.
@@ -149,8 +150,10 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
         run = 2 if _RUN2.search(text) else 1
     toks = tokens(text)
     n_tok = len(toks)
-    spam = sum(map(SPAM_WORDS.__contains__, toks))
-    if n_tok:
+    distinct = set(toks)
+    # Set checks first: most texts hold no spam word and no phrase's first word.
+    spam = 0 if distinct.isdisjoint(SPAM_WORDS) else sum(map(SPAM_WORDS.__contains__, toks))
+    if not distinct.isdisjoint(_PHRASE_FIRST_WORDS):
         joined = " " + " ".join(toks) + " "
         spam += sum(map(joined.count, _PADDED_PHRASES))
     return (
@@ -167,7 +170,7 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
         non_ascii / n,
         len(_EMOJI.findall(text)) / n if non_ascii else 0.0,
         float(run),
-        len(set(toks)) / n_tok if n_tok else 0.0,
+        len(distinct) / n_tok if n_tok else 0.0,
         spam / n_tok if n_tok else 0.0,
     )
 

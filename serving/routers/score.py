@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -66,28 +68,39 @@ def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[st
     }
 
 
-def _batch_reasons(
-    model: LoadedModel,
-    records: list[dict[str, Any]],
-    design: Any,
-    rows: list[int],
-    flagged: list[list[str]],
-) -> list[dict]:
-    """Reason codes of the flagged rows from the batch's own design: one `pred_contrib` pass
-    per issue over the rows flagged for it (`ScoringBundle.explain_design`)."""
-    bundle = model.bundle
-    out: list[dict] = [{} for _ in rows]
+# One thread computes reason codes (LightGBM's TreeSHAP, GIL released) while the request
+# thread assembles the rest of the response: a batch uses the second core.
+_EXPLAINER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+
+
+def _start_reasons(
+    bundle: Any, design: Any, rows: list[int], flagged: list[list[str]]
+) -> list[tuple[list[int], Future]]:
+    """Start the contributions of each issue over the rows flagged for it (`rows` index the
+    batch; `flagged[k]` are row rows[k]'s issues); returns (positions in rows, future) pairs."""
+    started = []
     for issue in bundle.issue_names:
         which = [k for k, f in enumerate(flagged) if issue in f]
-        if not which:
-            continue
-        picked = [rows[k] for k in which]
-        explained = bundle.explain_design(
-            [records[i] for i in picked], design.take(picked), issue, TOP_K
-        )
+        if which:
+            subset = design.take([rows[k] for k in which])
+            started.append((which, _EXPLAINER.submit(bundle.contributions, subset, issue, TOP_K)))
+    return started
+
+
+def _finish_reasons(
+    bundle: Any,
+    records: list[dict[str, Any]],
+    rows: list[int],
+    flagged: list[list[str]],
+    started: list[tuple[list[int], Future]],
+) -> list[dict]:
+    """Reason-code dicts per flagged row, in each row's flagged-issue order."""
+    out: list[dict] = [{} for _ in rows]
+    for which, future in started:
+        contributions = future.result()
+        explained = bundle.reason_dicts([records[rows[k]] for k in which], contributions)
         for k, reasons in zip(which, explained, strict=True):
-            out[k][issue] = reasons
-    # Keep each item's reasons in its flagged-issue order.
+            out[k][contributions.issue] = reasons
     return [{issue: r[issue] for issue in f} for r, f in zip(out, flagged, strict=True)]
 
 
@@ -99,6 +112,7 @@ def _enqueue(
     flagged: list[str],
     reasons: dict,
     sampled: bool,
+    scored_at: datetime | None = None,
 ) -> None:
     svc.flags.submit(
         FlaggedItem(
@@ -112,6 +126,7 @@ def _enqueue(
             model_version=model.version,
             reach=_reach(record),
             sampled=sampled,
+            scored_at=scored_at or datetime.now(UTC),
         )
     )
 
@@ -158,39 +173,33 @@ def score_batch(
     flagged_issues = [
         [iss for iss, hit in zip(issues, hits[i], strict=True) if hit] for i in flagged_rows
     ]
-    explained = dict(
-        zip(
-            flagged_rows,
-            zip(
-                flagged_issues,
-                _batch_reasons(model, records, design, flagged_rows, flagged_issues),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+    started = _start_reasons(bundle, design, flagged_rows, flagged_issues)
+    # While reason codes are computed: every item's probabilities, and the unflagged answers.
     rows = probs.tolist()
     version = model.version
+    scored_at = datetime.now(UTC)
+    flagged_at = dict(zip(flagged_rows, flagged_issues, strict=True))
     out = []
-    for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+    for record, row in zip(records, rows, strict=True):
         # NaN -> None so the response says null for "not applicable".
         p = {issue: (v if v == v else None) for issue, v in zip(issues, row, strict=True)}
-        if i in explained:
-            flagged, reasons = explained[i]
-            _enqueue(svc, model, record, p, flagged, reasons, False)
-        else:
-            flagged, reasons = [], {}
-            if _sampled(record["item_id"], svc.sample_rate):
-                _enqueue(svc, model, record, p, [], {}, True)
         out.append(
             {
                 "item_id": record["item_id"],
                 "probabilities": p,
-                "flagged": flagged,
-                "reasons": reasons,
+                "flagged": [],
+                "reasons": {},
                 "model_version": version,
             }
         )
+    for i, (record, item) in enumerate(zip(records, out, strict=True)):
+        if i not in flagged_at and _sampled(record["item_id"], svc.sample_rate):
+            _enqueue(svc, model, record, item["probabilities"], [], {}, True, scored_at)
+    reasons = _finish_reasons(bundle, records, flagged_rows, flagged_issues, started)
+    for i, flagged, why in zip(flagged_rows, flagged_issues, reasons, strict=True):
+        item = out[i]
+        item["flagged"], item["reasons"] = flagged, why
+        _enqueue(svc, model, records[i], item["probabilities"], flagged, why, False, scored_at)
     return out
 
 
