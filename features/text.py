@@ -325,3 +325,134 @@ def hashed_ngrams_rows(
     norm = np.sqrt(np.bincount(key_row, weights=counts * counts, minlength=n_rows))
     indptr[1:] = np.cumsum(np.bincount(key_row, minlength=n_rows))
     return indptr, (keys % hash_dim).astype(np.int32), counts / norm[key_row]
+
+
+def _byte_table(chars: str) -> np.ndarray:
+    t = np.zeros(256, dtype=np.int64)
+    t[list(chars.encode("ascii"))] = 1
+    return t
+
+
+_B_LETTER = _byte_table(string.ascii_letters)
+_B_UPPER = _byte_table(string.ascii_uppercase)
+_B_DIGIT = _byte_table(string.digits)
+_B_PUNCT = _byte_table(string.punctuation)
+_B_WORD = _byte_table(string.ascii_letters + string.digits + "_")
+# what str.split() splits ASCII text on (it includes the \x1c-\x1f separators)
+_B_SPACE = _byte_table(" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f")
+_SPAM_WORDS_B = frozenset(w.encode() for w in SPAM_WORDS)
+_PHRASE_FIRST_WORDS_B = frozenset(w.encode() for w in _PHRASE_FIRST_WORDS)
+_PADDED_PHRASES_B = tuple(p.encode() for p in _PADDED_PHRASES)
+
+
+def _per_text(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    # sums of per-position values over each text (texts are consecutive, none empty)
+    return np.add.reduceat(values, first)
+
+
+def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> np.ndarray:
+    """`text_stats` of many texts as an (n, len(TEXT_STAT_NAMES)) float array, equal row by
+    row (tested): the batch path of the transform.
+
+    Non-empty ASCII texts (the common case) are concatenated and their character classes,
+    words, hashtags, mentions and character runs counted with numpy over the bytes; only
+    token sets, URLs and spam phrases stay per text (C-level set operations). Other texts
+    (None, empty, non-ASCII) go through `text_stats` itself.
+    """
+    n = len(texts)
+    out = np.empty((n, len(TEXT_STAT_NAMES)), dtype=np.float64)
+    fast: list[int] = []
+    for i, text in enumerate(texts):
+        if text and text.isascii():
+            fast.append(i)
+        else:
+            out[i] = text_stats(text, tag_list=tag_list)
+    if not fast:
+        return out
+    chosen = [texts[i] for i in fast]
+    raw = "".join(chosen).encode("ascii")  # type: ignore[arg-type]
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
+    first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    # position i starts its text: a word, token or run cannot continue from the previous text
+    starts_text = np.zeros(len(buf), dtype=bool)
+    starts_text[first] = True
+    prev = np.empty_like(buf)
+    prev[1:] = buf[:-1]
+    is_space = _B_SPACE[buf].astype(bool)
+    is_word = _B_WORD[buf].astype(bool)
+    word_start = ~is_space & (starts_text | _B_SPACE[prev].astype(bool))
+    tok_start = is_word & (starts_text | ~_B_WORD[prev].astype(bool))
+    # "#\w+" / "@\w+" matches: a marker followed by a word character of the same text
+    nxt_word = np.zeros(len(buf), dtype=bool)
+    nxt_word[:-1] = is_word[1:] & ~starts_text[1:]
+    run_start = starts_text | (buf != prev)
+    run_id = np.cumsum(run_start) - 1
+    run_len = np.bincount(run_id)
+    max_run = np.maximum.reduceat(run_len, run_id[first])
+
+    n_chars = lengths.astype(np.float64)
+    n_words = _per_text(word_start.astype(np.int64), first)
+    n_tok = _per_text(tok_start.astype(np.int64), first)
+    letters = _per_text(_B_LETTER[buf], first)
+    upper = _per_text(_B_UPPER[buf], first)
+    digits = _per_text(_B_DIGIT[buf], first)
+    punct = _per_text(_B_PUNCT[buf], first)
+    exclaims = _per_text((buf == 33).astype(np.int64), first)
+    hashtags = n_words if tag_list else _per_text(((buf == 35) & nxt_word).astype(np.int64), first)
+    mentions = _per_text(((buf == 64) & nxt_word).astype(np.int64), first)
+
+    # Tokens of every text in order (the ASCII tokeniser of `tokens`, on bytes; a space
+    # between texts keeps their tokens apart), cut per text by the token counts above.
+    toks = " ".join(chosen).encode("ascii").translate(_ASCII_WORD_BYTES).split()  # type: ignore[arg-type]
+    if len(toks) != int(n_tok.sum()):  # cannot happen: both count maximal \w runs
+        raise AssertionError("token counts disagree")
+    bounds = np.concatenate(([0], np.cumsum(n_tok))).tolist()
+    m = len(chosen)
+    distinct = np.zeros(m)
+    spam = np.zeros(m)
+    urls = np.zeros(m)
+    for k in range(m):
+        lo, hi = bounds[k], bounds[k + 1]
+        if hi > lo:
+            part = toks[lo:hi]
+            seen = set(part)
+            distinct[k] = len(seen)
+            hits = (
+                0 if seen.isdisjoint(_SPAM_WORDS_B) else sum(map(_SPAM_WORDS_B.__contains__, part))
+            )
+            if not seen.isdisjoint(_PHRASE_FIRST_WORDS_B):
+                joined = b" " + b" ".join(part) + b" "
+                hits += sum(map(joined.count, _PADDED_PHRASES_B))
+            spam[k] = hits
+    # URLs: the regex only on texts with a "://" or "w." / "W." (as `text_stats` checks)
+    colon = (buf[:-2] == 58) & (buf[1:-1] == 47) & (buf[2:] == 47) if len(buf) > 2 else buf[:0]
+    dot_w = ((buf[:-1] | 32) == 119) & (buf[1:] == 46)
+    marks = np.concatenate((np.flatnonzero(colon), np.flatnonzero(dot_w)))
+    for k in np.unique(np.searchsorted(first, marks, side="right") - 1).tolist():
+        urls[k] = len(_URL.findall(chosen[k]))  # type: ignore[arg-type]
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros(m), where=den > 0)
+
+    zeros = np.zeros(m)
+    out[fast] = np.column_stack(
+        [
+            (n_words > 0).astype(np.float64),  # has_text
+            n_chars,
+            n_words,
+            urls,
+            hashtags,
+            mentions,
+            exclaims,
+            ratio(upper, letters),
+            digits / n_chars,
+            punct / n_chars,
+            zeros,  # non_ascii_ratio: ASCII texts only here
+            zeros,  # emoji_ratio
+            max_run,
+            ratio(distinct, n_tok),
+            ratio(spam, n_tok),
+        ]
+    )
+    return out

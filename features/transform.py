@@ -55,7 +55,13 @@ from features.schema import (
     VELOCITY_COLUMNS,
     WINDOWS_H,
 )
-from features.text import TEXT_STAT_NAMES, hashed_ngrams, hashed_ngrams_rows, text_stats
+from features.text import (
+    TEXT_STAT_NAMES,
+    hashed_ngrams,
+    hashed_ngrams_rows,
+    text_stats,
+    text_stats_many,
+)
 
 OTHER_CODE = 0  # the categorical code of rare and unseen values
 _NAN = math.nan
@@ -382,8 +388,9 @@ class FeatureTransform(BaseEstimator):
         out[:, b + r :] = raw[:, k_num:]
         return out
 
-    def _record_raw(self, record: Mapping[str, Any]) -> list[Any]:
-        """One record's raw inputs as a flat list (the scalar kernels; no pandas)."""
+    def _record_raw(self, record: Mapping[str, Any], *, text: bool = True) -> list[Any]:
+        """One record's raw inputs as a flat list (the scalar kernels; no pandas); without
+        the text statistics, which come last, when `text` is False."""
         get = record.get
         getter = self._getter
         if getter is None:
@@ -404,12 +411,13 @@ class FeatureTransform(BaseEstimator):
             else:
                 key = _category_key(v, c)
                 row.append(_NAN if key is None else codes.get(key, OTHER_CODE))
-        for c, tags in self._text_plan:
-            v = get(c)
-            row.extend(text_stats(v if type(v) is str else _as_text(v, c), tag_list=tags))
+        if text:
+            for c, tags in self._text_plan:
+                v = get(c)
+                row.extend(text_stats(v if type(v) is str else _as_text(v, c), tag_list=tags))
         return row
 
-    def _records_raw(self, rows: list[list[Any]]) -> np.ndarray:
+    def _records_raw(self, rows: list[list[Any]], width: int | None = None) -> np.ndarray:
         try:
             raw = np.array(rows, dtype=np.float64, order="F")
         except OverflowError:
@@ -418,7 +426,7 @@ class FeatureTransform(BaseEstimator):
                 for v, c in zip(row, self.raw_numeric_columns_, strict=False):
                     _as_float(v, c)
             raise
-        return raw.reshape(len(rows), self._plan[0], order="F")
+        return raw.reshape(len(rows), self._plan[0] if width is None else width, order="F")
 
     # ------------------------------------------------------------------ online paths
 
@@ -430,19 +438,39 @@ class FeatureTransform(BaseEstimator):
         return self._compute(self._records_raw([self._record_raw(record)]))[0]
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Records -> feature matrix (n, d), the online batch path. Builds no pandas object."""
+        """Records -> feature matrix (n, d), the online batch path. Builds no pandas object.
+
+        The scalar kernels per record, except text statistics: those are computed per text
+        column for all records at once (`text_stats_many`, equal to `text_stats` per text).
+        """
         self._check_fitted()
         rows = []
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 raise ValueError(f"record {i} is a {type(record).__name__}, expected a mapping")
             try:
-                rows.append(self._record_raw(record))
+                rows.append(self._record_raw(record, text=False))
             except ValueError as e:
                 raise ValueError(f"record {i}: {e}") from None
         if not rows:
             return np.empty((0, self.n_features_out_), dtype=np.float64)
-        return self._compute(self._records_raw(rows))
+        n_stats = len(TEXT_STAT_NAMES)
+        n_text = n_stats * len(self._text_plan)
+        raw = np.empty((len(rows), self._plan[0]), dtype=np.float64, order="F")
+        j = self._plan[0] - n_text
+        if j:
+            raw[:, :j] = self._records_raw(rows, width=j)
+        for c, tags in self._text_plan:
+            texts = []
+            for i, record in enumerate(records):
+                v = record.get(c)
+                try:
+                    texts.append(v if type(v) is str else _as_text(v, c))
+                except ValueError as e:
+                    raise ValueError(f"record {i}: {e}") from None
+            raw[:, j : j + n_stats] = text_stats_many(texts, tag_list=tags)
+            j += n_stats
+        return self._compute(raw)
 
     def text_hashed_records(self, records: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
         """Hashed word n-grams of many records, an (n, hash_dim) CSR matrix; row i equals
@@ -591,15 +619,13 @@ def hashed_texts(
 
 
 def _text_stats_column(series: pd.Series, field: str, tag_list: bool) -> np.ndarray:
-    """Text statistics of a column: the scalar kernel once per distinct string."""
-    cache: dict[str | None, tuple[float, ...]] = {}
-    rows = []
-    for v in series.tolist():
-        t = _as_text(v, field)
-        s = cache.get(t)
-        if s is None:
-            s = cache[t] = text_stats(t, tag_list=tag_list)
-        rows.append(s)
-    if not rows:
+    """Text statistics of a column: `text_stats_many` once per distinct string."""
+    first: dict[str | None, int] = {}
+    which = np.fromiter(
+        (first.setdefault(_as_text(v, field), len(first)) for v in series.tolist()),
+        dtype=np.int64,
+        count=len(series),
+    )
+    if not first:
         return np.empty((0, len(TEXT_STAT_NAMES)), dtype=np.float64)
-    return np.array(rows, dtype=np.float64)
+    return text_stats_many(list(first), tag_list=tag_list)[which]

@@ -24,6 +24,7 @@ from features.text import (
     hashed_ngrams,
     hashed_ngrams_rows,
     text_stats,
+    text_stats_many,
     tokens,
 )
 
@@ -218,3 +219,28 @@ def test_vectorised_crc32_equals_zlib(chunks: list[bytes]) -> None:
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if chunks else lengths
     got = crc32_spans(buf, starts, lengths)
     assert got.tolist() == [zlib.crc32(c) for c in chunks]
+
+
+# ASCII-heavy texts with the characters each batch statistic keys on: separators str.split
+# knows (\x1c-\x1f), "#"/"@" before and after word characters, runs, URLs, spam phrases.
+_ASCII_TEXT = st.lists(
+    st.sampled_from(
+        [*"aA_9 !#@\t\x1c\x1f.:/wW", "www.", "http://x.io", "link in bio", "FREE", "dm", "é"]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.one_of(st.none(), _ASCII_TEXT, st.text(max_size=20)), max_size=12),
+    tag_list=st.booleans(),
+)
+def test_batch_text_stats_equal_the_scalar_kernel(texts: list[str | None], tag_list: bool) -> None:
+    got = text_stats_many(texts, tag_list=tag_list)
+    assert got.shape == (len(texts), len(TEXT_STAT_NAMES))
+    for row, text in zip(got.tolist(), texts, strict=True):
+        want = text_stats(text, tag_list=tag_list)
+        assert [("nan" if v != v else v) for v in row] == [
+            ("nan" if v != v else v) for v in want
+        ], text
