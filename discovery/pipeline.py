@@ -212,8 +212,15 @@ def discover(
     bar = tqdm(signals, desc="discover", unit="signal", disable=not progress, file=None)
     for signal in bar:
         bar.set_postfix_str(signal.name)
-        series = build_series(signal.units, dims, start=start, n_hours=n_hours, pairs=cfg.pairs)
-        units[signal.name] = UnitFrame.build(signal.units, dims)
+        series = build_series(
+            signal.units,
+            dims,
+            start=start,
+            n_hours=n_hours,
+            pairs=cfg.pairs,
+            platform_den=signal.platform_den,
+        )
+        units[signal.name] = UnitFrame.build(signal.units, dims, platform_den=signal.platform_den)
         episodes += detect_signal(signal, series, cfg.scales)
         meta.append(
             {

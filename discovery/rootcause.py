@@ -28,7 +28,11 @@ class UnitFrame:
     Rows are sorted by time so a time window is a slice; segment masks are cached.
     """
 
-    def __init__(self, frame: pd.DataFrame, dims: ItemDimensions) -> None:
+    def __init__(
+        self, frame: pd.DataFrame, dims: ItemDimensions, *, platform_den: bool = False
+    ) -> None:
+        # platform_den: a segment's denominator is the whole platform's (count signals).
+        self.platform_den = platform_den
         self.frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
         self.dims = dims
         self._ts = self.frame["ts"].to_numpy(dtype="datetime64[ns]")
@@ -45,8 +49,12 @@ class UnitFrame:
         self._tag_rows: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def build(cls, units: pd.DataFrame, dims: ItemDimensions) -> UnitFrame:
-        return cls(units.merge(dims.items, on="item_id", how="inner"), dims)
+    def build(
+        cls, units: pd.DataFrame, dims: ItemDimensions, *, platform_den: bool = False
+    ) -> UnitFrame:
+        return cls(
+            units.merge(dims.items, on="item_id", how="inner"), dims, platform_den=platform_den
+        )
 
     def _tags(self) -> dict[str, np.ndarray]:
         if self._tag_rows is None:
@@ -100,7 +108,8 @@ class UnitFrame:
     ) -> tuple[float, float]:
         sl = self._slice(start, end)
         m = self.mask(segment)[sl]
-        return float(self._num[sl][m].sum()), float(self._den[sl][m].sum())
+        den = self._den[sl].sum() if self.platform_den else self._den[sl][m].sum()
+        return float(self._num[sl][m].sum()), float(den)
 
 
 def shrunk_rate(num: float, den: float, parent_rate: float, prior_events: float = 3.0) -> float:

@@ -102,6 +102,7 @@ def build_series(
     start: pd.Timestamp,
     n_hours: int,
     pairs: bool = True,
+    platform_den: bool = False,
     min_num: float = 10.0,
     min_pair_num: float = 15.0,
 ) -> SegmentSeries:
@@ -161,6 +162,8 @@ def build_series(
     c = np.concatenate(cols)
     np.add.at(num, (r, c), np.concatenate(nums))
     np.add.at(den, (r, c), np.concatenate(dens))
+    if platform_den:
+        den[:] = den[0]  # every segment's count is a rate per item posted on the platform
     return SegmentSeries(segments=segments, start=start, num=num, den=den)
 
 

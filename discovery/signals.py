@@ -49,6 +49,9 @@ class Signal:
     # Hours after a bucket ends before its counts are complete (cohort signals that watch each
     # item for a while after posting); added to detected_at.
     lag_h: float = 0.0
+    # Count signals: every segment's denominator is the whole platform's posted items, so a
+    # segment's rate is its count per platform item (volume surges of flagged items show).
+    platform_den: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,23 @@ def score_signals(
             units = pd.concat(parts, ignore_index=True)
             test: Test = "binomial"
             what = f"share of posted items the model flags for {issue}"
+            # A campaign adds flagged items on top of a segment's organic ones: their count
+            # rises far more than their share (which the extra items' own volume dilutes).
+            # Only for issues campaigns bring (spam rings post new items; an abuse wave hits
+            # existing items' comments): elsewhere a campaign's volume would move every
+            # issue's count (the model flags some spam items as harmful too).
+            if issue in COUNT_ISSUES:
+                signals.append(
+                    Signal(
+                        name=f"{issue}:flagged_count",
+                        issue=issue,
+                        test="poisson",
+                        description=f"posted items the model flags for {issue}, per item posted "
+                        "on the whole platform",
+                        units=units,
+                        platform_den=True,
+                    )
+                )
         else:
             # Action-anchored issues: flagged actions per posted item. A misfiring rule adds
             # actions, so the share among actions moves far less than the volume.
@@ -251,6 +271,7 @@ def score_signals(
     return signals
 
 
+COUNT_ISSUES = ("low_quality",)  # issues that also get a count signal (campaigns add items)
 MIN_POLICY_ACTIONS = 30  # a policy needs this many flagged actions to get its own signal
 
 
