@@ -7,11 +7,13 @@ a failing sink, and on `close()` drains everything left so no accepted item is l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +21,7 @@ import orjson
 
 from serving.schemas import FlaggedItem
 
-__all__ = ["FlagSink", "FlagWriter", "FlaggedItem", "JsonlFlagSink", "json_safe"]
+__all__ = ["FlagSink", "FlagWriter", "FlaggedItem", "JsonlFlagSink", "ProcessSink", "json_safe"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,107 @@ class JsonlFlagSink:
         if not p.exists():
             return []
         return [orjson.loads(line) for line in p.read_bytes().splitlines() if line.strip()]
+
+
+class ProcessSink:
+    """Runs a sink in a child process, so its Python work does not hold this process's GIL.
+
+    The review store's ORM upserts cost ~0.4 ms of CPU per item: in the serving process
+    they would take the GIL from requests for ~200 ms per 500 flags. Here `write` ships the
+    batch as JSON bytes (orjson, in C) over a pipe and waits for the child's answer while
+    the GIL is free; the child rebuilds the items and calls the real sink. The child builds
+    its sink from `factory` (picklable, e.g. a `functools.partial` of settings), so nothing
+    unpicklable crosses. Errors come back as exceptions of the same kind (TypeError or
+    ValueError: the batch cannot be written; anything else: retry), so `FlagWriter`'s retry
+    and drain logic is unchanged. `close()` stops the child after the last write.
+    """
+
+    def __init__(self, factory: Callable[[], FlagSink], *, start_timeout_s: float = 120.0):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with threads running
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_sink_process, args=(factory, child), name="flag-sink", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._lock = threading.Lock()
+        # The child answers once its sink is built: fail here, not on the first flag.
+        if not self._conn.poll(start_timeout_s):
+            self._proc.kill()
+            raise RuntimeError(f"flag sink process did not start within {start_timeout_s}s")
+        _raise_if_error(self._conn.recv())
+
+    def write(self, items: Sequence[FlaggedItem]) -> None:
+        payload = orjson.dumps(
+            list(items), default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        with self._lock:
+            if not self._proc.is_alive():
+                raise RuntimeError("flag sink process has exited")
+            self._conn.send_bytes(payload)
+            try:
+                answer = self._conn.recv()
+            except EOFError:
+                raise RuntimeError("flag sink process died during a write") from None
+        _raise_if_error(answer)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        with self._lock:
+            if self._proc.is_alive():
+                with contextlib.suppress(OSError):
+                    self._conn.send_bytes(b"")  # the stop sign
+                self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                log.error("flag sink process did not stop within %.1fs; killing it", timeout_s)
+                self._proc.kill()
+            self._conn.close()
+
+
+def _raise_if_error(answer: tuple[str, str]) -> None:
+    kind, message = answer
+    if kind == "value":
+        raise ValueError(message)
+    if kind == "error":
+        raise RuntimeError(message)
+
+
+def _sink_process(factory: Callable[[], FlagSink], conn: Any) -> None:
+    """The child of `ProcessSink`: build the sink, then write each batch it is sent."""
+    try:
+        sink = factory()
+    except Exception as exc:
+        conn.send(("error", f"could not build the flag sink: {exc!r}"))
+        return
+    conn.send(("ok", ""))
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except EOFError:  # the parent is gone
+            break
+        if not payload:
+            break
+        try:
+            items = [_flagged_item(d) for d in orjson.loads(payload)]
+            sink.write(items)
+        except (TypeError, ValueError) as exc:
+            conn.send(("value", repr(exc)))
+        except Exception as exc:
+            conn.send(("error", repr(exc)))
+        else:
+            conn.send(("ok", ""))
+    close = getattr(sink, "close", None)
+    if close is not None:
+        close()
+
+
+def _flagged_item(d: dict[str, Any]) -> FlaggedItem:
+    # The JSON of a FlaggedItem back into one: datetimes come as ISO strings.
+    for key in ("as_of", "scored_at"):
+        if isinstance(d.get(key), str):
+            d[key] = datetime.fromisoformat(d[key])
+    return FlaggedItem(**d)
 
 
 class FlagWriter:
@@ -162,18 +265,20 @@ class FlagWriter:
         if self._closed:
             return
         self._closed = True
-        if self._thread is None:
-            return
-        self._wake.set()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            log.error(
-                "flag writer did not finish within %.1fs; %d pending", timeout_s, self.pending
-            )
-            return
-        # A submit racing with close may have appended after the thread's last look.
-        while batch := self._take():
-            self._flush(batch)
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error(
+                    "flag writer did not finish within %.1fs; %d pending", timeout_s, self.pending
+                )
+                return
+            # A submit racing with close may have appended after the thread's last look.
+            while batch := self._take():
+                self._flush(batch)
+        close_sink = getattr(self.sink, "close", None)
+        if close_sink is not None:
+            close_sink()
 
     # -- worker --------------------------------------------------------------------------------
 

@@ -744,6 +744,12 @@ class StoreSink:
         self.store.add_flagged(ready, sample_prob=self.sample_prob)
 
 
+def store_sink(settings: Any, sample_prob: float = 1.0) -> StoreSink:
+    """A `StoreSink` on the review store of `settings`: the factory `ProcessSink` runs in its
+    child process (settings pickle; an engine does not)."""
+    return StoreSink(ReviewStore.from_settings(settings), sample_prob)
+
+
 def _issue_names(items: Sequence[Any], labs: Sequence[Any]) -> list[str]:
     names: dict[str, None] = {}
     for _, _, _, flagged, scores in items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.flag_writer import FlaggedItem, FlagWriter, JsonlFlagSink
+from serving.flag_writer import FlaggedItem, FlagWriter, JsonlFlagSink, ProcessSink
+from serving.review.store import ReviewStore, store_sink
+from surfacer.settings import Settings
 
 
 def item(i: int) -> FlaggedItem:
@@ -147,3 +150,57 @@ def test_an_unserialisable_batch_fails_once_without_retries(tmp_path: Path) -> N
 def test_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         FlagWriter(None, batch_size=0)
+
+
+# --- the sink in a child process -------------------------------------------------------------
+
+
+def _broken_factory() -> JsonlFlagSink:
+    raise OSError("no such database")
+
+
+@pytest.mark.slow  # each starts a Python child process (spawn)
+def test_process_sink_writes_every_item_and_round_trips_datetimes(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    writer = FlagWriter(
+        ProcessSink(functools.partial(JsonlFlagSink, path)), batch_size=7, retry_backoff_s=0.01
+    ).start()
+    for i in range(30):
+        writer.submit(item(i))
+    writer.close()  # drains, then stops the child
+    rows = JsonlFlagSink.read(path)
+    assert sorted(r["item_id"] for r in rows) == sorted(f"it_{i}" for i in range(30))
+    assert writer.written == 30 and writer.failed == 0
+    assert rows[0]["as_of"] == "2026-11-01T00:00:00+00:00"
+    assert rows[0]["snapshot"]["as_of"] == "2026-11-01T00:00:00+00:00"
+    assert not writer.sink._proc.is_alive()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow  # each starts a Python child process (spawn)
+def test_process_sink_feeds_the_review_store(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = ReviewStore.from_settings(settings)
+    store.migrate()
+    writer = FlagWriter(ProcessSink(functools.partial(store_sink, settings, 1.0))).start()
+    for i in range(12):
+        writer.submit(item(i))
+    writer.close()
+    page = store.list_items(limit=50)
+    assert page.total == 12 and writer.written == 12
+    detail = store.get(page.items[0].id)
+    assert detail.snapshot["as_of"] == "2026-11-01T00:00:00+00:00"
+    store.close()
+
+
+@pytest.mark.slow  # each starts a Python child process (spawn)
+def test_process_sink_reports_unwritable_batches_and_a_broken_factory(tmp_path: Path) -> None:
+    sink = ProcessSink(functools.partial(JsonlFlagSink, tmp_path / "f.jsonl"))
+    bad = item(0)
+    bad.snapshot["x"] = object()
+    with pytest.raises(TypeError):
+        sink.write([bad])  # serialised in the parent: it never reaches the child
+    sink.write([item(1)])
+    sink.close()
+    assert [r["item_id"] for r in JsonlFlagSink.read(tmp_path / "f.jsonl")] == ["it_1"]
+    with pytest.raises(RuntimeError, match="could not build the flag sink"):
+        ProcessSink(_broken_factory)
