@@ -12,6 +12,14 @@ simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false al
     uv run python bench/discovery.py                       # 20k and 100k items, seeds 0-2
     uv run python bench/discovery.py --items 20000 --seeds 0 1 2 3 4
     uv run python bench/discovery.py --items 20000 --modes oracle model   # end to end (slow)
+
+Detectability at 20k items (first 24 h of each planted incident, measured on seed 0):
+abuse-gaming moves raw early signals too little to detect in 24 h (gaming: toxic comments
+10 vs 7.9/day, abuse reports 11 vs 7.4/day) and the trained model's harmful flag share in
+gaming barely (47 vs 40.5 expected), while oracle scores see it plainly (16 vs 0.4). So raw
+and model modes miss it within 24 h whatever the detector; spam-lifehack on seed 2 is
+marginal even for a count test (12 flagged vs 1.75 expected, -log10 p = 5.2 with the
+baseline's own uncertainty, under the 6 that keeps false alarms < 1/week).
 """
 
 from __future__ import annotations
@@ -156,8 +164,8 @@ def run(items: list[int], seeds: list[int], days: int, modes: list[str]) -> bool
         )
     print()
     for (n, mode), (rate, fapw) in summary.items():
-        if mode.startswith("zscore"):
-            continue
+        if mode.startswith("zscore") or mode == "model":
+            continue  # (no z-score run on model scores)
         base = summary.get((n, "zscore" + ("-oracle" if mode.endswith("oracle") else "")))
         if base:
             ratio = f"{base[1] / fapw:.1f}x" if fapw > 0 else "n/a: ours is 0"
