@@ -254,13 +254,16 @@ def create_app(
     sample_rate: float | None = None,
     flag_batch_size: int = 500,
     flag_flush_interval_s: float = 0.5,
+    multiprocess_metrics: bool = False,
 ) -> FastAPI:
     """The scoring service for `settings` (read from the environment when None).
 
     `flag_sink` receives flagged items in batches (default: the review store's sink);
     `sample_rate` is the share of unflagged items also sent, marked `sampled`, so the review
     queue can estimate live precision and recall (None: settings.review_random_share when
-    the review store is the sink, else 0).
+    the review store is the sink, else 0). `multiprocess_metrics`: metrics go to
+    prometheus_client's multiprocess files and /metrics merges all workers (uvicorn with
+    several workers; PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported).
     """
     settings = settings or get_settings()
     review_store = ReviewStore.from_settings(settings)
@@ -268,7 +271,7 @@ def create_app(
         sample_rate = settings.review_random_share if flag_sink is None else 0.0
     if not 0.0 <= sample_rate <= 1.0:
         raise ValueError(f"sample_rate must be within [0, 1], got {sample_rate}")
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(multiprocess=multiprocess_metrics)
 
     def on_swap(model: LoadedModel) -> None:
         metrics.set_model(model.name, model.version, model.source)
@@ -293,15 +296,22 @@ def create_app(
         sample_rate=sample_rate,
     )
     metrics.watch(
-        "surfacer_flag_queue_depth", "Flagged items waiting for the writer.", lambda: flags.pending
+        "surfacer_flag_queue_depth",
+        "Flagged items waiting for the writer (summed over workers).",
+        lambda: flags.pending,
+        multiprocess_mode="livesum",
     )
     metrics.watch(
-        "surfacer_model_ready", "1 when a model is loaded.", lambda: holder.current is not None
+        "surfacer_model_ready",
+        "1 when a model is loaded (in every worker).",
+        lambda: holder.current is not None,
+        multiprocess_mode="livemin",
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(review_store.migrate)
+        metrics.start()
         flags.start()
         await holder.startup()
         poller = None
@@ -326,6 +336,7 @@ def create_app(
             # Drain the flag queue: requests are over, so nothing new can arrive.
             await asyncio.to_thread(flags.close)
             review_store.close()
+            metrics.close()
 
     app = FastAPI(
         title="surfacer scoring service",

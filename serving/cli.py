@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +18,9 @@ from surfacer.settings import Settings, get_settings
 # from the environment): settings ride on SURFACER_*, these two are serving-only.
 ENV_FLAGS_JSONL = "SURFACER_SERVE_FLAGS_JSONL"
 ENV_SAMPLE_RATE = "SURFACER_SERVE_SAMPLE_RATE"
+# prometheus_client's multiprocess mode (serving.metrics.MULTIPROC_DIR_ENV; not imported here
+# so that this process does not import prometheus_client before the variable is set).
+ENV_PROMETHEUS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str | None]:
@@ -45,7 +50,36 @@ def app_from_env() -> Any:
     flags_path = os.environ.get(ENV_FLAGS_JSONL)
     sink = JsonlFlagSink(flags_path) if flags_path else None
     rate = os.environ.get(ENV_SAMPLE_RATE)
-    return create_app(settings, flag_sink=sink, sample_rate=float(rate) if rate else None)
+    return create_app(
+        settings,
+        flag_sink=sink,
+        sample_rate=float(rate) if rate else None,
+        multiprocess_metrics=bool(os.environ.get(ENV_PROMETHEUS_DIR)),
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_metrics_dir(parent: Path) -> Path:
+    """A fresh, private folder for one run's multiprocess metric files, under `parent`.
+
+    Named `<pid>-<random>`; folders left by runs whose process is gone (killed before it
+    could remove its own) are removed first. Other live runs' folders are left alone.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.iterdir():
+        pid = old.name.split("-", 1)[0]
+        if old.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)).resolve()
 
 
 def serve(
@@ -59,7 +93,14 @@ def serve(
     sample_rate: float | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the scoring service under uvicorn until interrupted."""
+    """Run the scoring service under uvicorn until interrupted.
+
+    With more than one worker, metrics use prometheus_client's multiprocess mode: a fresh
+    folder under data_dir/prometheus goes into PROMETHEUS_MULTIPROC_DIR before uvicorn spawns
+    the workers (they inherit it and write their values there; /metrics merges them) and is
+    removed when the server stops. With one worker the variable is removed: the app keeps
+    its in-process registry.
+    """
     import uvicorn
 
     if workers < 1:
@@ -79,17 +120,27 @@ def serve(
         os.environ[ENV_FLAGS_JSONL] = str(flags_jsonl)
     if sample_rate is not None:
         os.environ[ENV_SAMPLE_RATE] = str(sample_rate)
-    uvicorn.run(
-        "serving.cli:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,  # the request metrics cover it; a log line per request costs throughput
-        loop="uvloop",
-        http="httptools",
-    )
+    metrics_dir = None
+    if workers > 1:
+        metrics_dir = make_metrics_dir(Path(settings.data_dir).resolve() / "prometheus")
+        os.environ[ENV_PROMETHEUS_DIR] = str(metrics_dir)
+    else:
+        os.environ.pop(ENV_PROMETHEUS_DIR, None)
+    try:
+        uvicorn.run(
+            "serving.cli:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,  # request metrics cover it; a log line per request costs throughput
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,22 +1,38 @@
-"""Prometheus metrics of the service, on a registry per app (tests build many apps).
+"""Prometheus metrics of the service, single-process or across uvicorn worker processes.
 
-Score histograms are kept as numpy bucket counts and exported by a custom collector: a
-1,000-item batch then costs one `searchsorted` per issue instead of 3,000 `observe()` calls.
+Two modes, chosen by whoever builds the app (`ServiceMetrics(multiprocess=...)`):
+
+- single-process (the default; tests, `surfacer serve --workers 1`): every metric lives on a
+  registry of its own per app, so tests that build many apps in one process share nothing;
+- multiprocess (`surfacer serve --workers N>1`): prometheus_client's multiprocess mode. Each
+  worker writes its values to mmapped files in `PROMETHEUS_MULTIPROC_DIR`, and `/metrics`
+  merges every worker's files, whichever worker answers. prometheus_client picks its value
+  class from that variable when it is first imported, so it must be set before the worker
+  process imports it (`surfacer serve` sets it before uvicorn spawns the workers).
+
+Score histograms are updated in bulk: a 1,000-item batch costs one `searchsorted` and one
+`bincount` per issue, then one add per non-empty bucket, instead of 3,000 `observe()` calls.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import glob
+import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The variable prometheus_client reads to enable its multiprocess mode.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -34,36 +50,52 @@ LATENCY_BUCKETS = (
     10.0,
 )
 SCORE_BUCKETS = tuple(round(x, 2) for x in np.linspace(0.05, 1.0, 20))
+MODEL_INFO = "surfacer_model_info"
 
 
-class ScoreHistogram(Collector):
-    """Histogram of predicted probabilities per issue, updated in bulk from score arrays."""
+class ScoreHistogram:
+    """Histogram of predicted probabilities per issue, updated in bulk from score arrays.
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
-        self.name = name
-        self.documentation = documentation
+    Backed by a standard prometheus `Histogram` (so it works in multiprocess mode too): bulk
+    counts go straight into each child's per-bucket values, which prometheus_client keeps
+    non-cumulative (`_buckets[i]` counts observations with bound[i-1] < p <= bound[i], the
+    last one is +Inf) and accumulates only when it exports. That is the same state
+    `Histogram.observe` leaves, one add per bucket instead of one call per item.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None,
+    ) -> None:
         self.bounds = np.asarray(buckets, dtype=np.float64)
         self._bounds_list = [float(b) for b in buckets]
-        self._counts: dict[str, np.ndarray] = {}
-        self._sums: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._hist = Histogram(name, documentation, ["issue"], buckets=buckets, registry=registry)
+        self._children: dict[str, Any] = {}
 
-    def _slot(self, issue: str) -> np.ndarray:
-        counts = self._counts.get(issue)
-        if counts is None:
-            counts = self._counts[issue] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
-            self._sums[issue] = 0.0
-        return counts
+    def _child(self, issue: str) -> Any:
+        child = self._children.get(issue)
+        if child is None:
+            child = self._hist.labels(issue=issue)
+            # Private prometheus_client state: fail loudly if a release changes its layout.
+            if len(getattr(child, "_buckets", ())) != len(self._bounds_list) + 1 or not hasattr(
+                child, "_sum"
+            ):
+                raise RuntimeError("prometheus_client Histogram layout changed: no _buckets/_sum")
+            self._children[issue] = child
+        return child
 
     def observe_row(self, probs: Mapping[str, float | None]) -> None:
-        """One item's probabilities (None skipped)."""
-        with self._lock:
-            for issue, p in probs.items():
-                if p is None or p != p:
-                    continue
-                # Prometheus buckets are "less or equal": the first bound >= p.
-                self._slot(issue)[bisect.bisect_left(self._bounds_list, p)] += 1
-                self._sums[issue] += p
+        """One item's probabilities (None and NaN skipped)."""
+        for issue, p in probs.items():
+            if p is None or p != p:
+                continue
+            child = self._child(issue)
+            # Prometheus buckets are "less or equal": the first bound >= p (+Inf past the end).
+            child._buckets[bisect.bisect_left(self._bounds_list, p)].inc(1.0)
+            child._sum.inc(float(p))
 
     def observe_many(self, issues: Sequence[str], probs: np.ndarray) -> None:
         """A batch: `probs` is (n, len(issues)) with NaN where an issue does not apply."""
@@ -74,38 +106,94 @@ class ScoreHistogram(Collector):
                 continue
             idx = np.searchsorted(self.bounds, col, side="left")
             add = np.bincount(idx, minlength=len(self.bounds) + 1)
-            with self._lock:
-                self._slot(issue)[:] += add
-                self._sums[issue] += float(col.sum())
-
-    def collect(self) -> Iterable[Metric]:
-        fam = HistogramMetricFamily(self.name, self.documentation, labels=["issue"])
-        with self._lock:
-            snapshot = {k: (v.copy(), self._sums[k]) for k, v in self._counts.items()}
-        for issue, (counts, total) in sorted(snapshot.items()):
-            cum = np.cumsum(counts)
-            buckets = [
-                (repr(b), float(c)) for b, c in zip(self._bounds_list, cum[:-1], strict=True)
-            ]
-            buckets.append(("+Inf", float(cum[-1])))
-            fam.add_metric([issue], buckets, total)
-        yield fam
+            child = self._child(issue)
+            for i in np.flatnonzero(add):
+                child._buckets[int(i)].inc(float(add[i]))
+            child._sum.inc(float(col.sum()))
 
 
 class _Callback(Collector):
-    """A gauge read at scrape time (queue depth, readiness)."""
+    """A gauge read at scrape time (queue depth, readiness), single-process mode only."""
 
-    def __init__(self, name: str, documentation: str, fn: Any) -> None:
+    def __init__(self, name: str, documentation: str, fn: Callable[[], float]) -> None:
         self.name, self.documentation, self.fn = name, documentation, fn
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(self.name, self.documentation, value=float(self.fn()))
 
 
-class ServiceMetrics:
-    """All metrics of one app instance."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+def sweep_dead_processes(path: str) -> list[int]:
+    """`mark_process_dead` for every pid with live-gauge files that no longer runs.
+
+    A worker that exits cleanly marks itself dead (`ServiceMetrics.close`); one that crashed
+    or was killed by uvicorn's supervisor could not, so its live gauges (queue depth,
+    readiness, model version) would otherwise stay in the sums forever. Returns the pids swept.
+    """
+    swept = []
+    for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid_text = os.path.basename(f)[: -len(".db")].rsplit("_", 1)[-1]
+        if pid_text.isdigit() and int(pid_text) not in swept and not _pid_alive(int(pid_text)):
+            mark_process_dead(int(pid_text), path)
+            swept.append(int(pid_text))
+    return swept
+
+
+class _MergedWorkers(Collector):
+    """Every worker's values merged from the multiprocess files (MultiProcessCollector), with
+    the model_info series a worker has switched off (value 0, see `set_model`) left out."""
+
+    def __init__(self, path: str) -> None:
+        self._collector = MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._collector.collect():
+            if metric.name == MODEL_INFO:
+                metric.samples = [s for s in metric.samples if s.value != 0]
+            yield metric
+
+
+class ServiceMetrics:
+    """All metrics of one app instance.
+
+    `multiprocess=False`: a registry of its own, rendered as is. `multiprocess=True`: values
+    are written to the per-process files of prometheus_client's multiprocess mode
+    (`PROMETHEUS_MULTIPROC_DIR` must have been set before prometheus_client was imported),
+    and `render` merges the files of all workers: counters and histograms are summed.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        multiprocess: bool = False,
+        refresh_interval_s: float = 1.0,
+    ) -> None:
+        self.multiprocess = multiprocess
+        self.multiprocess_dir: str | None = None
+        if multiprocess:
+            self.multiprocess_dir = os.environ.get(MULTIPROC_DIR_ENV) or None
+            if self.multiprocess_dir is None or not os.path.isdir(self.multiprocess_dir):
+                raise RuntimeError(f"multiprocess metrics need {MULTIPROC_DIR_ENV}: a directory")
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                raise RuntimeError(
+                    f"prometheus_client was imported before {MULTIPROC_DIR_ENV} was set, so "
+                    "its values are per process: set it before the worker starts"
+                )
+        self.refresh_interval_s = refresh_interval_s
+        self._watched: list[tuple[Gauge, Callable[[], float]]] = []
+        self._model_labels: tuple[str, str, str] | None = None
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -131,11 +219,14 @@ class ServiceMetrics:
         self.flag_drops = Counter(
             "surfacer_flag_drops", "Flagged items dropped because the queue was full.", registry=r
         )
+        # Multiprocess: one series per live worker (a `pid` label is added), so a rollout
+        # shows which worker serves which version.
         self.model_info = Gauge(
-            "surfacer_model_info",
+            MODEL_INFO,
             "The model serving now (value 1): registered name, version and where it came from.",
             ["name", "version", "source"],
             registry=r,
+            multiprocess_mode="liveall",
         )
         self.reloads = Counter(
             "surfacer_model_reloads",
@@ -144,17 +235,80 @@ class ServiceMetrics:
             registry=r,
         )
         self.scores = ScoreHistogram(
-            "surfacer_score", "Predicted probability per issue.", SCORE_BUCKETS
+            "surfacer_score", "Predicted probability per issue.", SCORE_BUCKETS, registry=r
         )
-        r.register(self.scores)
 
-    def watch(self, name: str, documentation: str, fn: Any) -> None:
-        """Register a gauge computed by `fn()` at scrape time."""
-        self.registry.register(_Callback(name, documentation, fn))
+    def watch(
+        self,
+        name: str,
+        documentation: str,
+        fn: Callable[[], float],
+        multiprocess_mode: str = "livesum",
+    ) -> None:
+        """A gauge whose value is `fn()`.
+
+        Single-process: `fn` is called at scrape time. Multiprocess: another worker's `fn`
+        cannot be called, so each worker stores `fn()` in a Gauge that the merge combines by
+        `multiprocess_mode` ("livesum": total over live workers; "livemin": e.g. readiness,
+        1 only when every worker is ready). Each worker refreshes its value every
+        `refresh_interval_s` (after `start()`) and the answering worker right before
+        rendering, so another worker's value is as fresh as its last refresh (up to about
+        `refresh_interval_s` old).
+        """
+        if not self.multiprocess:
+            self.registry.register(_Callback(name, documentation, fn))
+            return
+        gauge = Gauge(
+            name,
+            documentation,
+            registry=self.registry,
+            multiprocess_mode=multiprocess_mode,  # type: ignore[arg-type]  # a Literal
+        )
+        gauge.set(float(fn()))
+        self._watched.append((gauge, fn))
+
+    def refresh(self) -> None:
+        """Store the current value of every watched gauge (multiprocess mode)."""
+        for gauge, fn in self._watched:
+            with contextlib.suppress(Exception):  # a failing callback must not break metrics
+                gauge.set(float(fn()))
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_interval_s):
+            self.refresh()
+
+    def start(self) -> None:
+        """Begin refreshing watched gauges in the background (multiprocess mode; else no-op)."""
+        if self.multiprocess and self._refresher is None and self.refresh_interval_s > 0:
+            self._stop.clear()
+            self._refresher = threading.Thread(
+                target=self._refresh_loop, name="metrics-refresh", daemon=True
+            )
+            self._refresher.start()
+
+    def close(self) -> None:
+        """Stop refreshing; in multiprocess mode drop this worker's live gauges (it is exiting).
+
+        Its counters and histograms stay in the directory: what it counted still counts.
+        """
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
+            self._refresher = None
+        if self.multiprocess and self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)
 
     def set_model(self, name: str, version: str, source: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(name=name, version=version, source=source).set(1)
+        labels = (name, version, source)
+        if self.multiprocess:
+            # Multiprocess files cannot drop a series (`clear()` only forgets the in-process
+            # child): switch the previous model's series to 0, which `render` leaves out.
+            if self._model_labels is not None and self._model_labels != labels:
+                self.model_info.labels(*self._model_labels).set(0)
+        else:
+            self.model_info.clear()
+        self.model_info.labels(*labels).set(1)
+        self._model_labels = labels
 
     def count_flags(self, counts: Mapping[str, int]) -> None:
         for issue, n in counts.items():
@@ -162,4 +316,13 @@ class ServiceMetrics:
                 self.flags.labels(issue=issue).inc(n)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        assert self.multiprocess_dir is not None
+        self.refresh()
+        sweep_dead_processes(self.multiprocess_dir)
+        # A fresh registry with only the merged files: this process's own registry would
+        # count its values twice.
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_MergedWorkers(self.multiprocess_dir))
+        return generate_latest(registry)

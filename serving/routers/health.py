@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 
 from serving.deps import AdminKey, ServiceDep
@@ -40,5 +42,14 @@ async def readyz(svc: ServiceDep) -> Response:
     },
 )
 async def metrics(svc: ServiceDep, _: AdminKey) -> Response:
-    """Prometheus metrics: requests, latency, scores and flags per issue, model version."""
-    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+    """Prometheus metrics: requests, latency, scores and flags per issue, model version.
+
+    With several uvicorn workers, the values of all workers (counters and histograms summed),
+    whichever worker answers.
+    """
+    if svc.metrics.multiprocess:
+        # Merging reads every worker's files: keep that off the event loop.
+        body = await asyncio.to_thread(svc.metrics.render)
+    else:
+        body = svc.metrics.render()
+    return Response(body, media_type=CONTENT_TYPE)
