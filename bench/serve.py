@@ -12,7 +12,7 @@ loopback, and drives them side by side with single-item requests:
 
 The load client runs in its own process. Loopback only; every loop is bounded by time or count.
 
-    uv run python bench/serve.py [--data SPEC|DIR] [--duration 20] [--workers 1]
+    uv run python bench/serve.py [--data SPEC|DIR] [--duration 20] [--workers 2]
 """
 
 from __future__ import annotations
@@ -428,7 +428,7 @@ def main() -> None:
     ap.add_argument(
         "--rate", type=float, default=500.0, help="Fixed request rate for the open-loop run."
     )
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers for surfacer serve.")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for surfacer serve.")
     ap.add_argument("--batch-reps", type=int, default=30, help="Requests of the 1,000-item batch.")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument(

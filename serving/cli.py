@@ -21,6 +21,8 @@ ENV_SAMPLE_RATE = "SURFACER_SERVE_SAMPLE_RATE"
 # prometheus_client's multiprocess mode (serving.metrics.MULTIPROC_DIR_ENV; not imported here
 # so that this process does not import prometheus_client before the variable is set).
 ENV_PROMETHEUS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# Two cores: two workers double throughput, and the metrics aggregate across workers.
+DEFAULT_WORKERS = 2
 
 
 def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str | None]:
@@ -87,7 +89,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: int = 1,
+    workers: int = DEFAULT_WORKERS,
     dev_key: bool = False,
     flags_jsonl: Path | None = None,
     sample_rate: float | None = None,
@@ -155,7 +157,12 @@ def register(app: typer.Typer) -> None:
             "127.0.0.1"
         ),
         port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-        workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+        workers: Annotated[
+            int,
+            typer.Option(
+                help="uvicorn worker processes (default 2: two cores; /metrics sums all workers)."
+            ),
+        ] = DEFAULT_WORKERS,
         dev_key: Annotated[
             bool,
             typer.Option(
