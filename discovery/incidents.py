@@ -297,7 +297,50 @@ def merge_episodes(
         if inc.evidence["items"] >= min_items and inc.severity >= min_severity
     ]
     incidents.sort(key=lambda inc: inc.detected_at)
-    return incidents
+    return _absorb_spillovers(incidents, units, slack=slack, share=share)
+
+
+def _absorb_spillovers(
+    incidents: list[Incident],
+    units: Mapping[str, UnitFrame],
+    *,
+    slack: pd.Timedelta,
+    share: float,
+) -> list[Incident]:
+    """Fold later incidents that are spill-overs of an earlier one still running.
+
+    B (starting more than `slack` after A, same issue, while A is still elevated) is A's
+    spill-over when their segments do not conflict, most of B's excess lies inside A's
+    segment, and B is no hotter than A since A began (e.g. hashtag=minecraft four days
+    into an abuse wave in category=gaming). B's episodes join A.
+    """
+    kept: list[Incident] = []
+    for b in incidents:
+        host = None
+        for a in kept:
+            if (
+                a.issue != b.issue
+                or not (a.start + slack < b.start < a.end)
+                or _conflict(a.segment, b.segment)
+            ):
+                continue
+            uf = units[b.signal]
+            inter = canonical(set(a.segment) | set(b.segment))
+            whole = excess(uf, b.segment, b.start, b.end)["excess"]
+            if whole <= 0 or excess(uf, inter, b.start, b.end)["excess"] < share * whole:
+                continue
+            # Hotness since A began (baselines from before A: later ones hold A's own excess).
+            if _ratio(uf, b.segment, a.start, b.end) <= 1.25 * _ratio(
+                units[a.signal], a.segment, a.start, b.end
+            ):
+                host = a
+                break
+        if host is None:
+            kept.append(b)
+        else:
+            host.episodes.extend(b.episodes)
+            host.evidence.setdefault("spillovers", []).append(b.key)
+    return kept
 
 
 def _incident(
