@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -27,13 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.auth import ApiKeyAuth
 from serving.deps import Service
-from serving.flag_writer import FlagSink, FlagWriter, JsonlFlagSink
+from serving.flag_writer import FlagSink, FlagWriter, JsonlFlagSink, ProcessSink
 from serving.metrics import ServiceMetrics
 from serving.model_holder import Bundle, LoadedModel, ModelHolder
 from serving.review.routers import console
 from serving.review.routers import items as review_items
 from serving.review.routers import quality as review_quality
-from serving.review.store import ReviewStore
+from serving.review.store import ReviewStore, store_sink
 from serving.routers import admin, health, models, reports, score
 from serving.schemas import SNAPSHOT_EXAMPLE, JSONResponse, ScoreBatch, Snapshot
 from surfacer.settings import Settings, get_settings
@@ -255,6 +256,7 @@ def create_app(
     flag_batch_size: int = 500,
     flag_flush_interval_s: float = 0.5,
     multiprocess_metrics: bool = False,
+    flag_process: bool = False,
 ) -> FastAPI:
     """The scoring service for `settings` (read from the environment when None).
 
@@ -264,6 +266,8 @@ def create_app(
     the review store is the sink, else 0). `multiprocess_metrics`: metrics go to
     prometheus_client's multiprocess files and /metrics merges all workers (uvicorn with
     several workers; PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported).
+    `flag_process`: the default review-store sink runs in a child process (`ProcessSink`), so
+    its ORM work never holds the serving process's GIL (what `surfacer serve` does).
     """
     settings = settings or get_settings()
     review_store = ReviewStore.from_settings(settings)
@@ -280,8 +284,14 @@ def create_app(
     if loader is not None:
         holder_kwargs["loader"] = loader
     holder = ModelHolder(settings, **holder_kwargs)
+    if flag_sink is None:
+        flag_sink = (
+            ProcessSink(functools.partial(store_sink, settings, sample_rate))
+            if flag_process
+            else review_store.sink(sample_rate)
+        )
     flags = FlagWriter(
-        flag_sink if flag_sink is not None else review_store.sink(sample_rate),
+        flag_sink,
         batch_size=flag_batch_size,
         flush_interval_s=flag_flush_interval_s,
         on_written=lambda n: metrics.flag_writes.inc(n),

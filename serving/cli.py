@@ -57,6 +57,7 @@ def app_from_env() -> Any:
         flag_sink=sink,
         sample_rate=float(rate) if rate else None,
         multiprocess_metrics=bool(os.environ.get(ENV_PROMETHEUS_DIR)),
+        flag_process=sink is None,  # the review store's ORM work in its own process
     )
 
 
