@@ -336,13 +336,18 @@ def create_app(
                 holder.poll(STARTUP_RETRY_S, on_result=count, until_loaded=True),
                 name="model-retry",
             )
+        # `POST /v1/admin/reload` reaches one worker; it announces the reload to the others.
+        follower = asyncio.create_task(
+            holder.follow_reload_requests(on_result=count), name="reload-follower"
+        )
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            for task in (poller, follower):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             # Drain the flag queue: requests are over, so nothing new can arrive.
             await asyncio.to_thread(flags.close)
             review_store.close()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CURRENT_FILE = "current.json"
 COMPLETE_MARKER = ".complete"
+RELOAD_REQUEST_FILE = "reload-request"
 KEEP_VERSIONS = 3
 
 
@@ -104,6 +105,7 @@ class ModelHolder:
         self._lock = threading.Lock()  # one load at a time; reads never take it
         self.last_error: str | None = None
         self.last_check: datetime | None = None
+        self._seen_request = self._reload_request()
 
     @property
     def current(self) -> LoadedModel | None:
@@ -300,6 +302,53 @@ class ModelHolder:
             raise
         self.last_error = None
         return swapped
+
+    # -- reload requests shared by the worker processes of one server -----------------------
+
+    @property
+    def reload_request_file(self) -> Path:
+        return self.cache_dir / RELOAD_REQUEST_FILE
+
+    def _reload_request(self) -> str | None:
+        try:
+            return self.reload_request_file.read_text()
+        except OSError:
+            return None
+
+    def announce_reload(self) -> None:
+        """Tell the other workers of this server to check the alias now (`POST /v1/admin/reload`
+        reaches one worker). A token in the shared cache folder, written atomically."""
+        token = f"{os.getpid()}-{time.time_ns()}"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.reload_request_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(token)
+        os.replace(tmp, self.reload_request_file)
+        self._seen_request = token  # this worker has just checked
+
+    async def follow_reload_requests(
+        self, interval_s: float = 1.0, on_result: Callable[[str], None] | None = None
+    ) -> None:
+        """Until cancelled: when another worker announces a reload, check the alias too.
+
+        One small file read per interval; a failed check is logged and retried at the next
+        announcement or poll, as in `poll`.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            token = self._reload_request()
+            if token is None or token == self._seen_request:
+                continue
+            self._seen_request = token
+            try:
+                swapped = await self.refresh()
+                outcome = "swapped" if swapped else "unchanged"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcome = "failed"
+                log.warning("announced reload failed: %s", exc)
+            if on_result is not None:
+                on_result(outcome)
 
     async def poll(
         self,

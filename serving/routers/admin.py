@@ -20,7 +20,11 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
     },
 )
 async def reload(svc: ServiceDep, _: AdminKey) -> JSONResponse:
-    """Check the champion alias now and swap the model in if it moved."""
+    """Check the champion alias now and swap the model in if it moved.
+
+    The worker that answers checks at once and announces the reload to the server's other
+    workers, which check within about a second.
+    """
     before = svc.holder.current
     previous = before.version if before else None
     try:
@@ -34,6 +38,7 @@ async def reload(svc: ServiceDep, _: AdminKey) -> JSONResponse:
         )
         return JSONResponse(body.model_dump(), status_code=502)
     svc.metrics.reloads.labels(outcome="swapped" if swapped else "unchanged").inc()
+    svc.holder.announce_reload()
     now = svc.holder.current
     body = ReloadResult(
         previous_version=previous, version=now.version if now else None, reloaded=swapped

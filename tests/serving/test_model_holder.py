@@ -118,6 +118,29 @@ async def test_forced_reload_swaps_when_the_alias_moves(
     assert pointer["version"] == v2
 
 
+async def test_admin_reload_reaches_the_other_workers(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    # Two apps on one state folder stand for two uvicorn workers of one server; neither
+    # polls (reload_interval_s=0), so only the announcement can move the second one.
+    v1, v2 = champion_v1.versions
+    settings = champion_v1.settings(tmp_path / "state")
+    first = create_app(settings, flag_sink=JsonlFlagSink(tmp_path / "a"))
+    second = create_app(settings, flag_sink=JsonlFlagSink(tmp_path / "b"))
+    headers = {"X-API-Key": ADMIN_KEY}
+    async with running(first, headers=headers) as a, running(second, headers=headers) as b:
+        assert (await b.get("/v1/models")).json()["version"] == v1
+        champion_v1.set_champion(v2)
+        await asyncio.sleep(2.5)
+        assert (await b.get("/v1/models")).json()["version"] == v1  # nobody asked yet
+        r = (await a.post("/v1/admin/reload")).json()
+        assert r["reloaded"] is True and r["version"] == v2
+        deadline = time.monotonic() + 30
+        while (await b.get("/v1/models")).json()["version"] != v2:
+            assert time.monotonic() < deadline, "the other worker did not follow the reload"
+            await asyncio.sleep(0.1)
+
+
 async def test_polling_follows_the_alias(champion_v1: Registry, tmp_path: Path) -> None:
     v1, v2 = champion_v1.versions
     settings = champion_v1.settings(tmp_path / "state", reload_interval_s=0.2)
