@@ -469,6 +469,10 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SURFACER_")}
     base_env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH even when
+    # this script runs as .venv/bin/python rather than under `uv run`.
+    venv_bin = str(Path(sys.executable).parent)
+    base_env["PATH"] = venv_bin + os.pathsep + base_env.get("PATH", "")
     mlflow_port, surfacer_port = _free_port(), _free_port()
     bin_dir = Path(sys.executable).parent
     mlflow_cmd = [

@@ -429,8 +429,7 @@ class ScoringBundle:
     def contributions(self, design: Design, issue: str, top_k: int = 5) -> Contributions:
         """Top-k LightGBM contributions of `issue` for every row of `design`, as arrays.
 
-        One `pred_contrib` call for all rows (TreeSHAP in C++, which releases the GIL: serving
-        runs it on a second thread while it assembles the response).
+        One `pred_contrib` call (TreeSHAP in C++) for all rows.
         """
         if issue not in self.issues:
             raise KeyError(f"unknown issue {issue!r}; this bundle scores {self.issue_names}")

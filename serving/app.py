@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import secrets
 import time
@@ -242,6 +243,20 @@ def _install_openapi(app: FastAPI, svc: Service) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def settle_heap() -> None:
+    """Hide what is alive now (model, libraries) from the cyclic collector: `gc.freeze()`.
+
+    A 1,000-item batch allocates enough containers for ~24 collections; the full ones
+    scanned the ~270k long-lived objects of the loaded model and libraries: ~20 ms per
+    batch on average and 200-400 ms spikes, measured in-process; frozen, ~2 ms and spikes
+    under 110 ms. Called after each model swap: unfreezing first lets the old model's
+    cycles be collected before the new heap is frozen.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def default_flag_sink(settings: Settings) -> FlagSink:
     """A JSON-lines file in data_dir (`surfacer serve --flags-jsonl`); the default is the store."""
     return JsonlFlagSink(Path(settings.data_dir) / "flags.jsonl")
@@ -279,6 +294,7 @@ def create_app(
 
     def on_swap(model: LoadedModel) -> None:
         metrics.set_model(model.name, model.version, model.source)
+        settle_heap()
 
     holder_kwargs: dict[str, Any] = {"on_swap": on_swap}
     if loader is not None:

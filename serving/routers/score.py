@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,39 +67,25 @@ def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[st
     }
 
 
-# One thread computes reason codes (LightGBM's TreeSHAP, GIL released) while the request
-# thread assembles the rest of the response: a batch uses the second core.
-_EXPLAINER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
-
-
-def _start_reasons(
-    bundle: Any, design: Any, rows: list[int], flagged: list[list[str]]
-) -> list[tuple[list[int], Future]]:
-    """Start the contributions of each issue over the rows flagged for it (`rows` index the
-    batch; `flagged[k]` are row rows[k]'s issues); returns (positions in rows, future) pairs."""
-    started = []
-    for issue in bundle.issue_names:
-        which = [k for k, f in enumerate(flagged) if issue in f]
-        if which:
-            subset = design.take([rows[k] for k in which])
-            started.append((which, _EXPLAINER.submit(bundle.contributions, subset, issue, TOP_K)))
-    return started
-
-
-def _finish_reasons(
+def _batch_reasons(
     bundle: Any,
     records: list[dict[str, Any]],
+    design: Any,
     rows: list[int],
     flagged: list[list[str]],
-    started: list[tuple[list[int], Future]],
 ) -> list[dict]:
-    """Reason-code dicts per flagged row, in each row's flagged-issue order."""
+    """Reason-code dicts per flagged row (`rows` index the batch, `flagged[k]` are row
+    rows[k]'s issues), from the batch's own design: one TreeSHAP pass per issue over the rows
+    flagged for it, in each row's flagged-issue order."""
     out: list[dict] = [{} for _ in rows]
-    for which, future in started:
-        contributions = future.result()
+    for issue in bundle.issue_names:
+        which = [k for k, f in enumerate(flagged) if issue in f]
+        if not which:
+            continue
+        contributions = bundle.contributions(design.take([rows[k] for k in which]), issue, TOP_K)
         explained = bundle.reason_dicts([records[rows[k]] for k in which], contributions)
         for k, reasons in zip(which, explained, strict=True):
-            out[k][contributions.issue] = reasons
+            out[k][issue] = reasons
     return [{issue: r[issue] for issue in f} for r, f in zip(out, flagged, strict=True)]
 
 
@@ -173,8 +158,6 @@ def score_batch(
     flagged_issues = [
         [iss for iss, hit in zip(issues, hits[i], strict=True) if hit] for i in flagged_rows
     ]
-    started = _start_reasons(bundle, design, flagged_rows, flagged_issues)
-    # While reason codes are computed: every item's probabilities, and the unflagged answers.
     rows = probs.tolist()
     version = model.version
     scored_at = datetime.now(UTC)
@@ -195,7 +178,7 @@ def score_batch(
     for i, (record, item) in enumerate(zip(records, out, strict=True)):
         if i not in flagged_at and _sampled(record["item_id"], svc.sample_rate):
             _enqueue(svc, model, record, item["probabilities"], [], {}, True, scored_at)
-    reasons = _finish_reasons(bundle, records, flagged_rows, flagged_issues, started)
+    reasons = _batch_reasons(bundle, records, design, flagged_rows, flagged_issues)
     for i, flagged, why in zip(flagged_rows, flagged_issues, reasons, strict=True):
         item = out[i]
         item["flagged"], item["reasons"] = flagged, why
