@@ -339,16 +339,7 @@ class ModelHolder:
             if token is None or token == self._seen_request:
                 continue
             self._seen_request = token
-            try:
-                swapped = await self.refresh()
-                outcome = "swapped" if swapped else "unchanged"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                outcome = "failed"
-                log.warning("announced reload failed: %s", exc)
-            if on_result is not None:
-                on_result(outcome)
+            await self._check_logged("announced reload", on_result)
 
     async def poll(
         self,
@@ -366,15 +357,21 @@ class ModelHolder:
             if until_loaded and self._current is not None:
                 return
             await asyncio.sleep(interval_s)
-            t0 = time.perf_counter()
-            try:
-                swapped = await self.refresh()
-                outcome = "swapped" if swapped else "unchanged"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                outcome = "failed"
-                log.warning("alias check failed: %s", exc)
-            if on_result is not None:
-                on_result(outcome)
-            log.debug("alias check %s in %.3fs", outcome, time.perf_counter() - t0)
+            await self._check_logged("alias check", on_result)
+
+    async def _check_logged(self, what: str, on_result: Callable[[str], None] | None) -> str:
+        """`refresh()` for a background task: the outcome (swapped, unchanged or failed) goes
+        to `on_result` and the log; errors are not raised."""
+        t0 = time.perf_counter()
+        try:
+            swapped = await self.refresh()
+            outcome = "swapped" if swapped else "unchanged"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = "failed"
+            log.warning("%s failed: %s", what, exc)
+        if on_result is not None:
+            on_result(outcome)
+        log.debug("%s %s in %.3fs", what, outcome, time.perf_counter() - t0)
+        return outcome
