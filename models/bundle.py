@@ -235,17 +235,6 @@ class Design:
         return Design(self.x[idx], None if self.text is None else self.text[idx], self.anchors[idx])
 
 
-@dataclass(frozen=True)
-class Contributions:
-    """Per row, the top-k features of one issue: column indices into the issue's feature
-    names (`order`), their contributions in log-odds and their feature values."""
-
-    issue: str
-    order: np.ndarray
-    contribution: np.ndarray
-    value: np.ndarray
-
-
 @dataclass
 class ScoringBundle:
     """Feature transform + per-issue models + metadata; the unit MLflow logs and serving loads."""
@@ -426,10 +415,18 @@ class ScoringBundle:
             reasons.append(ReasonCode(name, _reason_value(record, name, row[j]), float(contrib[j])))
         return reasons
 
-    def contributions(self, design: Design, issue: str, top_k: int = 5) -> Contributions:
-        """Top-k LightGBM contributions of `issue` for every row of `design`, as arrays.
+    def explain_design(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        design: Design,
+        issue: str,
+        top_k: int = 5,
+    ) -> list[list[dict[str, Any]]]:
+        """`explain_one(record, issue, top_k)` (as dicts) for every record of `design`.
 
-        One `pred_contrib` call (TreeSHAP in C++) for all rows.
+        One `pred_contrib` call (TreeSHAP in C++) for all rows instead of one per item; a
+        batch's reason codes reuse the design its scores came from. Tests check it agrees
+        with `explain_one`.
         """
         if issue not in self.issues:
             raise KeyError(f"unknown issue {issue!r}; this bundle scores {self.issue_names}")
@@ -440,18 +437,9 @@ class ScoringBundle:
             model.booster.predict(rows, pred_contrib=True, num_threads=1), dtype=np.float64
         )[:, :n_features]  # the last column is the bias
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(int(top_k), 0)]
-        return Contributions(
-            issue=issue,
-            order=order,
-            contribution=np.take_along_axis(contrib, order, axis=1),
-            value=np.take_along_axis(rows[:, :n_features], order, axis=1),
-        )
-
-    def reason_dicts(
-        self, records: Sequence[Mapping[str, Any]], contributions: Contributions
-    ) -> list[list[dict[str, Any]]]:
-        """`explain_one(...)` as dicts, per record, from its row of `contributions`."""
-        names = self.issues[contributions.issue].feature_names
+        top = np.take_along_axis(contrib, order, axis=1).tolist()
+        values = np.take_along_axis(rows[:, :n_features], order, axis=1).tolist()
+        names = model.feature_names
         return [
             [
                 {
@@ -462,24 +450,9 @@ class ScoringBundle:
                 for j, c, v in zip(order_i, top_i, values_i, strict=True)
             ]
             for record, order_i, top_i, values_i in zip(
-                records,
-                contributions.order.tolist(),
-                contributions.contribution.tolist(),
-                contributions.value.tolist(),
-                strict=True,
+                records, order.tolist(), top, values, strict=True
             )
         ]
-
-    def explain_design(
-        self,
-        records: Sequence[Mapping[str, Any]],
-        design: Design,
-        issue: str,
-        top_k: int = 5,
-    ) -> list[list[dict[str, Any]]]:
-        """`explain_one(record, issue, top_k)` (as dicts) for every record of `design`, in one
-        vectorised pass; tests check it agrees with `explain_one`."""
-        return self.reason_dicts(records, self.contributions(design, issue, top_k))
 
 
 def _reason_value(record: Mapping[str, Any], name: str, vector_value: float) -> float | None:

@@ -82,8 +82,10 @@ def _batch_reasons(
         which = [k for k, f in enumerate(flagged) if issue in f]
         if not which:
             continue
-        contributions = bundle.contributions(design.take([rows[k] for k in which]), issue, TOP_K)
-        explained = bundle.reason_dicts([records[rows[k]] for k in which], contributions)
+        picked = [rows[k] for k in which]
+        explained = bundle.explain_design(
+            [records[i] for i in picked], design.take(picked), issue, TOP_K
+        )
         for k, reasons in zip(which, explained, strict=True):
             out[k][issue] = reasons
     return [{issue: r[issue] for issue in f} for r, f in zip(out, flagged, strict=True)]
