@@ -160,31 +160,37 @@ def score_batch(
     flagged_issues = [
         [iss for iss, hit in zip(issues, hits[i], strict=True) if hit] for i in flagged_rows
     ]
-    rows = probs.tolist()
+    explained = dict(
+        zip(
+            flagged_rows,
+            zip(
+                flagged_issues,
+                _batch_reasons(bundle, records, design, flagged_rows, flagged_issues),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     version = model.version
-    scored_at = datetime.now(UTC)
-    flagged_at = dict(zip(flagged_rows, flagged_issues, strict=True))
+    scored_at = datetime.now(UTC)  # one moment for the whole batch
     out = []
-    for record, row in zip(records, rows, strict=True):
+    for i, (record, row) in enumerate(zip(records, probs.tolist(), strict=True)):
         # NaN -> None so the response says null for "not applicable".
         p = {issue: (v if v == v else None) for issue, v in zip(issues, row, strict=True)}
+        flagged, reasons = explained.get(i, ([], {}))
+        if flagged:
+            _enqueue(svc, model, record, p, flagged, reasons, False, scored_at)
+        elif _sampled(record["item_id"], svc.sample_rate):
+            _enqueue(svc, model, record, p, [], {}, True, scored_at)
         out.append(
             {
                 "item_id": record["item_id"],
                 "probabilities": p,
-                "flagged": [],
-                "reasons": {},
+                "flagged": flagged,
+                "reasons": reasons,
                 "model_version": version,
             }
         )
-    for i, (record, item) in enumerate(zip(records, out, strict=True)):
-        if i not in flagged_at and _sampled(record["item_id"], svc.sample_rate):
-            _enqueue(svc, model, record, item["probabilities"], [], {}, True, scored_at)
-    reasons = _batch_reasons(bundle, records, design, flagged_rows, flagged_issues)
-    for i, flagged, why in zip(flagged_rows, flagged_issues, reasons, strict=True):
-        item = out[i]
-        item["flagged"], item["reasons"] = flagged, why
-        _enqueue(svc, model, records[i], item["probabilities"], flagged, why, False, scored_at)
     return out
 
 
