@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -542,14 +542,9 @@ class FeatureTransform(BaseEstimator):
         if not columns:
             return sp.csr_matrix((n, dim), dtype=np.float64)
         # Snapshot rows of one item at several horizons repeat its texts: hash each once.
-        first: dict[tuple[str | None, ...], int] = {}
-        which = np.fromiter(
-            (first.setdefault(t, len(first)) for t in zip(*columns, strict=True)),
-            dtype=np.int64,
-            count=n,
-        )
-        hashed = hashed_texts(list(first), dim, tuple(self.ngram_range))
-        return hashed if len(first) == n else hashed[which]
+        distinct, which = _distinct(zip(*columns, strict=True), n)
+        hashed = hashed_texts(distinct, dim, tuple(self.ngram_range))
+        return hashed if len(distinct) == n else hashed[which]
 
     def _category_column(self, series: pd.Series, field: str) -> np.ndarray:
         """Codes of a column: the scalar kernel once per distinct value, then a lookup."""
@@ -620,12 +615,15 @@ def hashed_texts(
 
 def _text_stats_column(series: pd.Series, field: str, tag_list: bool) -> np.ndarray:
     """Text statistics of a column: `text_stats_many` once per distinct string."""
-    first: dict[str | None, int] = {}
-    which = np.fromiter(
-        (first.setdefault(_as_text(v, field), len(first)) for v in series.tolist()),
-        dtype=np.int64,
-        count=len(series),
-    )
-    if not first:
+    distinct, which = _distinct((_as_text(v, field) for v in series.tolist()), len(series))
+    if not distinct:
         return np.empty((0, len(TEXT_STAT_NAMES)), dtype=np.float64)
-    return text_stats_many(list(first), tag_list=tag_list)[which]
+    return text_stats_many(distinct, tag_list=tag_list)[which]
+
+
+def _distinct(values: Iterable[Hashable], n: int) -> tuple[list[Any], np.ndarray]:
+    """The distinct values of `n` values in first-seen order, and each value's index there
+    (so `computed_on_distinct[which]` gives one result per original value)."""
+    first: dict[Hashable, int] = {}
+    which = np.fromiter((first.setdefault(v, len(first)) for v in values), dtype=np.int64, count=n)
+    return list(first), which
