@@ -8,6 +8,7 @@ into a SQLite MLflow store in a temporary folder, and given the `champion` alias
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -184,6 +185,16 @@ class Registry:
         }
         values.update(overrides)
         return Settings(**values)
+
+    def serve_env(self, data_dir: Path) -> dict[str, str]:
+        """`settings(data_dir)` as the environment of a real `surfacer serve` process."""
+        return {
+            "SURFACER_DATA_DIR": str(data_dir),
+            "SURFACER_MLFLOW_TRACKING_URI": self.tracking_uri,
+            "SURFACER_MODEL_NAME": self.name,
+            "SURFACER_API_KEYS": json.dumps(API_KEYS),
+            "SURFACER_RELOAD_INTERVAL_S": "0",
+        }
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ process, its parent), all writing into one PROMETHEUS_MULTIPROC_DIR.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import subprocess
@@ -27,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.cli import make_metrics_dir
 from serving.metrics import MULTIPROC_DIR_ENV, SCORE_BUCKETS, ServiceMetrics
-from tests.serving.conftest import ADMIN_KEY, API_KEYS, SCORE_KEY, Registry, serve_process
+from tests.serving.conftest import ADMIN_KEY, SCORE_KEY, Registry, serve_process
 from tests.serving.test_score_api import records
 
 ISSUES = ("low_quality", "harmful_interactions", "wrongful_enforcement")
@@ -319,16 +318,6 @@ def test_make_metrics_dir_is_fresh_and_removes_dead_runs(tmp_path: Path) -> None
 # -- a real `surfacer serve --workers 2` -------------------------------------------------------
 
 
-def _env(registry: Registry, data_dir: Path) -> dict[str, str]:
-    return {
-        "SURFACER_DATA_DIR": str(data_dir),
-        "SURFACER_MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "SURFACER_MODEL_NAME": registry.name,
-        "SURFACER_API_KEYS": json.dumps(API_KEYS),
-        "SURFACER_RELOAD_INTERVAL_S": "0",
-    }
-
-
 def _scrape(base_url: str) -> str:
     # A new connection per scrape, so the kernel may hand it to either worker.
     r = httpx.get(f"{base_url}/metrics", headers={"X-API-Key": ADMIN_KEY}, timeout=30)
@@ -357,7 +346,7 @@ def _until(pred: Callable[[], bool], timeout_s: float = 120.0) -> None:
 def test_two_workers_report_summed_metrics(champion_v1: Registry, tmp_path: Path) -> None:
     recs = records(40, random_state=5)
     state = tmp_path / "state"
-    with serve_process(_env(champion_v1, state), tmp_path, "--workers", "2") as server:
+    with serve_process(champion_v1.serve_env(state), tmp_path, "--workers", "2") as server:
         (metrics_dir,) = list((state / "prometheus").iterdir())
 
         def both_ready() -> bool:

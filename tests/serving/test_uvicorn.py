@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -14,18 +13,8 @@ import pytest
 
 from serving.flag_writer import JsonlFlagSink
 from surfacer.cli import run
-from tests.serving.conftest import ADMIN_KEY, API_KEYS, SCORE_KEY, Registry, serve_process
+from tests.serving.conftest import ADMIN_KEY, SCORE_KEY, Registry, serve_process
 from tests.serving.test_score_api import records
-
-
-def _env(registry: Registry, data_dir: Path) -> dict[str, str]:
-    return {
-        "SURFACER_DATA_DIR": str(data_dir),
-        "SURFACER_MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "SURFACER_MODEL_NAME": registry.name,
-        "SURFACER_API_KEYS": json.dumps(API_KEYS),
-        "SURFACER_RELOAD_INTERVAL_S": "0",
-    }
 
 
 @pytest.mark.slow
@@ -55,7 +44,7 @@ def test_reload_under_load_has_zero_failed_requests(champion_v1: Registry, tmp_p
                     versions[r.json()["model_version"]] += 1
                 i += 1
 
-    with serve_process(_env(champion_v1, tmp_path / "state"), tmp_path) as server:
+    with serve_process(champion_v1.serve_env(tmp_path / "state"), tmp_path) as server:
         threads = [threading.Thread(target=load, args=(server.base_url, k)) for k in range(4)]
         for t in threads:
             t.start()
@@ -83,7 +72,7 @@ def test_shutdown_drains_flagged_items(champion_v1: Registry, tmp_path: Path) ->
     flags = tmp_path / "flags.jsonl"
     recs = records(400, random_state=11)
     with serve_process(
-        _env(champion_v1, tmp_path / "state"), tmp_path, "--flags-jsonl", str(flags)
+        champion_v1.serve_env(tmp_path / "state"), tmp_path, "--flags-jsonl", str(flags)
     ) as server:
         with httpx.Client(base_url=server.base_url, headers={"X-API-Key": SCORE_KEY}) as c:
             flagged = []
@@ -103,7 +92,7 @@ def test_shutdown_drains_flagged_items(champion_v1: Registry, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_dev_key_is_printed_and_works(champion_v1: Registry, tmp_path: Path) -> None:
-    env = _env(champion_v1, tmp_path / "state")
+    env = champion_v1.serve_env(tmp_path / "state")
     env["SURFACER_API_KEYS"] = "{}"
     with serve_process(env, tmp_path, "--dev-key") as server:
         line = next(x for x in server.log().splitlines() if x.startswith("dev API key"))
