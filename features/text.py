@@ -268,6 +268,7 @@ def hashed_ngrams_rows(
     lo, hi = ngram_range
     n_rows = len(rows)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    no_ngrams = (indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64))
     # ASCII texts and the others are tokenised apart (a text's place in the buffer does not
     # matter: its n-grams stay inside it and carry its row).
     ascii_texts: list[str] = []
@@ -283,8 +284,6 @@ def hashed_ngrams_rows(
                 else:
                     other_texts.append(text)
                     other_rows.append(i)
-    if not ascii_texts and not other_texts:
-        return indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
     parts: list[bytes] = []
     if ascii_texts:
         # the fast ASCII tokeniser of `tokens`, keeping the NUL markers
@@ -293,8 +292,8 @@ def hashed_ngrams_rows(
         toks = _TOKEN_OR_NUL.findall(_nul_joined(other_texts).lower())
         parts.append(" ".join(toks).encode("utf-8", "surrogatepass"))
     joined = b" ".join(b" \x00 ".join(parts).split())
-    if not joined:
-        return indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
+    if not joined:  # no text, or a single one without tokens (else markers remain)
+        return no_ngrams
     text_row = ascii_rows + other_rows
     buf = np.frombuffer(joined, dtype=np.uint8)
     spaces = np.flatnonzero(buf == 32)
@@ -304,8 +303,6 @@ def hashed_ngrams_rows(
     text_of_tok = np.cumsum(marker)[~marker]
     tok_start, tok_end = tok_start[~marker], tok_end[~marker]
     n_tok = len(tok_start)
-    if n_tok == 0:
-        return indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
     starts, lengths, owners = [], [], []
     for size in range(lo, min(hi, n_tok) + 1):
         first = np.arange(n_tok - size + 1)
@@ -315,8 +312,8 @@ def hashed_ngrams_rows(
         starts.append(tok_start[first])
         lengths.append(tok_end[last] - tok_start[first])
         owners.append(text_of_tok[first])
-    if not starts or not sum(map(len, starts)):
-        return indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
+    if not sum(map(len, starts)):  # texts shorter than the smallest n-gram
+        return no_ngrams
     crc = crc32_spans(buf, np.concatenate(starts), np.concatenate(lengths))
     row = np.asarray(text_row, dtype=np.int64)[np.concatenate(owners)]
     keys, counts = np.unique(row * hash_dim + (crc % np.uint32(hash_dim)), return_counts=True)
