@@ -48,14 +48,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} in a flagged item")
 
 
+def to_json(value: Any, option: int = 0) -> bytes:
+    """JSON bytes by orjson's rules (datetimes as ISO strings, NaN/inf as null, dataclasses
+    as objects), numpy scalars and arrays included; `option` adds orjson flags."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY | option)
+
+
 def json_safe(value: Any) -> Any:
-    """`value` with only JSON types: datetimes as ISO strings, NaN/inf as null (orjson's rules)."""
-    return orjson.loads(
-        orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
-    )
-
-
-_JSONL_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+    """`value` with only JSON types (see `to_json`)."""
+    return orjson.loads(to_json(value))
 
 
 class JsonlFlagSink:
@@ -69,9 +70,7 @@ class JsonlFlagSink:
         # orjson serialises the dataclass itself (fields in order, datetimes as ISO strings,
         # NaN as null) in C: the writer thread holds the GIL for microseconds per item, not
         # for a Python walk of every snapshot, so requests it shares the process with don't wait.
-        lines = b"".join(
-            orjson.dumps(it, default=_json_default, option=_JSONL_OPTIONS) for it in items
-        )
+        lines = b"".join(to_json(it, orjson.OPT_APPEND_NEWLINE) for it in items)
         # One write per batch in append mode: lines from one flush stay contiguous.
         with self.path.open("ab") as fh:
             fh.write(lines)
@@ -116,9 +115,7 @@ class ProcessSink:
         _raise_if_error(self._conn.recv())
 
     def write(self, items: Sequence[FlaggedItem]) -> None:
-        payload = orjson.dumps(
-            list(items), default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        payload = to_json(list(items))
         with self._lock:
             if not self._proc.is_alive():
                 raise RuntimeError("flag sink process has exited")
