@@ -140,7 +140,7 @@ class _FastRowPredictor:
     config owns scratch buffers, hence the lock when threads share a bundle.
     """
 
-    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+    def __init__(self, booster: lgb.Booster, n_features: int, *, contrib: bool = False) -> None:
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
         self._lib = _LIB
@@ -150,7 +150,9 @@ class _FastRowPredictor:
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
-                ctypes.c_int(0),  # C_API_PREDICT_NORMAL: probability for binary
+                # C_API_PREDICT_CONTRIB (TreeSHAP, n_features + 1 values with the bias last)
+                # or C_API_PREDICT_NORMAL (the probability, for binary)
+                ctypes.c_int(3 if contrib else 0),
                 ctypes.c_int(0),
                 ctypes.c_int(-1),
                 ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
@@ -159,23 +161,33 @@ class _FastRowPredictor:
                 ctypes.byref(self._config),
             )
         )
-        self._out = np.zeros(1, dtype=np.float64)
+        self._out = np.zeros(n_features + 1 if contrib else 1, dtype=np.float64)
         self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._out_len = ctypes.c_int64(0)
         self._lock = threading.Lock()
 
-    def predict(self, row: np.ndarray) -> float:
+    def _run(self, row: np.ndarray) -> None:
+        # caller holds the lock
         row = np.ascontiguousarray(row, dtype=np.float64)
-        with self._lock:
-            self._safe_call(
-                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._config,
-                    row.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._out_len),
-                    self._out_ptr,
-                )
+        self._safe_call(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self._config,
+                row.ctypes.data_as(ctypes.c_void_p),
+                ctypes.byref(self._out_len),
+                self._out_ptr,
             )
+        )
+
+    def predict(self, row: np.ndarray) -> float:
+        with self._lock:
+            self._run(row)
             return float(self._out[0])
+
+    def contributions(self, row: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions of one row (a contrib predictor): n_features, then the bias."""
+        with self._lock:
+            self._run(row)
+            return self._out.copy()
 
     def __del__(self) -> None:
         config = getattr(self, "_config", None)
@@ -203,6 +215,7 @@ class IssueModel:
         # Boosters pickle as their model string; the fast predictor is rebuilt on demand.
         state = dict(self.__dict__)
         state.pop("_fast", None)
+        state.pop("_fast_contrib", None)
         state["booster"] = self.booster.model_to_string(num_iteration=-1)
         return state
 
@@ -213,6 +226,14 @@ class IssueModel:
             fast = _FastRowPredictor(self.booster, len(self.feature_names))
             self.__dict__["_fast"] = fast
         return fast.predict(row)
+
+    def contributions_one(self, row: np.ndarray) -> np.ndarray:
+        """`booster.predict(row, pred_contrib=True)[0]` without its per-call setup."""
+        fast = self.__dict__.get("_fast_contrib")
+        if fast is None:
+            fast = _FastRowPredictor(self.booster, len(self.feature_names), contrib=True)
+            self.__dict__["_fast_contrib"] = fast
+        return fast.contributions(row)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         booster = lgb.Booster(model_str=state["booster"])
@@ -361,17 +382,43 @@ class ScoringBundle:
 
     def score_one(self, record: Mapping[str, Any]) -> dict[str, float | None]:
         """Calibrated probability per issue for one snapshot record (None: not applicable)."""
+        return self._score_rows_one(record)[0]
+
+    def _score_rows_one(
+        self, record: Mapping[str, Any]
+    ) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+        # the probabilities and the booster row of every applicable issue
         anchor = _record_anchor(record)
         x = self.transform.transform_one(record)
         cache: dict[str, Any] = {}
         out: dict[str, float | None] = {}
+        rows: dict[str, np.ndarray] = {}
         for name, model in self.issues.items():
             if model.anchor != anchor:
                 out[name] = None
                 continue
-            row = self._model_row_one(model, x, record, cache)
+            row = rows[name] = self._model_row_one(model, x, record, cache)
             out[name] = model.calibrator.transform_one(model.predict_one(row))
-        return out
+        return out, rows
+
+    def score_explain_one(
+        self, record: Mapping[str, Any], top_k: int = 5
+    ) -> tuple[dict[str, float | None], list[str], dict[str, list[dict[str, Any]]]]:
+        """`score_one`, its `flagged` issues and, per flagged issue, `explain_one` as dicts.
+
+        The record is transformed and hashed once: the reason codes come from the rows the
+        scores came from (the online single-item path).
+        """
+        probs, rows = self._score_rows_one(record)
+        flagged = self.flagged(probs)
+        reasons = {
+            issue: [
+                rc.to_dict()
+                for rc in self._top_reasons(record, self.issues[issue], rows[issue], top_k)
+            ]
+            for issue in flagged
+        }
+        return probs, flagged, reasons
 
     def hashed_records(self, records: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
         """Hashed n-grams of records as one CSR matrix (equal to stacking text_hashed_one rows),
@@ -406,14 +453,19 @@ class ScoringBundle:
             raise KeyError(f"unknown issue {issue!r}; this bundle scores {self.issue_names}")
         model = self.issues[issue]
         row = self._model_row_one(model, self.transform.transform_one(record), record, {})
-        contrib = model.booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1)[0]
-        contrib = contrib[: len(model.feature_names)]  # last entry is the bias
-        order = np.argsort(-contrib, kind="stable")[: max(int(top_k), 0)]
-        reasons = []
-        for j in order:
-            name = model.feature_names[j]
-            reasons.append(ReasonCode(name, _reason_value(record, name, row[j]), float(contrib[j])))
-        return reasons
+        return self._top_reasons(record, model, row, top_k)
+
+    @staticmethod
+    def _top_reasons(
+        record: Mapping[str, Any], model: IssueModel, row: np.ndarray, top_k: int
+    ) -> list[ReasonCode]:
+        contrib = model.contributions_one(row)[: len(model.feature_names)]  # drop the bias
+        order = np.argsort(-contrib, kind="stable")[: max(int(top_k), 0)].tolist()
+        names = model.feature_names
+        return [
+            ReasonCode(names[j], _reason_value(record, names[j], row[j]), float(contrib[j]))
+            for j in order
+        ]
 
     def explain_design(
         self,

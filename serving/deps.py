@@ -55,15 +55,31 @@ def require_scope(scope: str | None):
         x_api_key: Annotated[str | None, Security(_api_key_header)] = None,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> Principal:
-        svc: Service = request.app.state.service
         presented = key_from_headers(x_api_key, f"Bearer {bearer.credentials}" if bearer else None)
-        try:
-            return svc.auth.check(presented, scope)
-        except AuthError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            raise HTTPException(exc.status, exc.message, headers=headers) from None
+        return _check(request.app.state.service, presented, scope)
 
     return dependency
+
+
+def _check(svc: Service, presented: str | None, scope: str | None) -> Principal:
+    try:
+        return svc.auth.check(presented, scope)
+    except AuthError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        raise HTTPException(exc.status, exc.message, headers=headers) from None
+
+
+def authorize(request: Request, scope: str | None) -> tuple[Service, Principal]:
+    """`require_scope(scope)` as a plain call, for the hot route that skips dependency
+    resolution (about 60 µs a request); its OpenAPI security is declared by the route."""
+    svc: Service = request.app.state.service
+    headers = request.headers
+    presented = key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
+    return svc, _check(svc, presented, scope)
+
+
+# The OpenAPI `security` of a route that calls `authorize` (the schemes' default names).
+SECURITY = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
 
 
 ScoreKey = Annotated[Principal, Depends(require_scope("score"))]
@@ -74,7 +90,12 @@ AnyKey = Annotated[Principal, Depends(require_scope(None))]
 
 async def get_model(request: Request) -> LoadedModel:
     """The model serving now; 503 while none is loaded."""
-    model = request.app.state.service.holder.current
+    return loaded_model(request.app.state.service)
+
+
+def loaded_model(svc: Service) -> LoadedModel:
+    """The model serving now; 503 while none is loaded."""
+    model = svc.holder.current
     if model is None:
         raise HTTPException(503, "no model loaded yet; see /readyz")
     return model

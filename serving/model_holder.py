@@ -46,6 +46,8 @@ class Bundle(Protocol):
 
     def score_one(self, record: Any) -> dict[str, float | None]: ...
 
+    def score_explain_one(self, record: Any, top_k: int = 5) -> tuple[Any, list[str], Any]: ...
+
     def score_records(self, records: Any) -> Any: ...
 
     def design_records(self, records: Any) -> Any: ...
@@ -209,9 +211,9 @@ class ModelHolder:
         # Warm-up: the first call pays lazy initialisation; do it before any request can.
         example = bundle.input_example() or {}
         if example:
-            probs = bundle.score_one(example)
+            _, flagged, _ = bundle.score_explain_one(example)
             bundle.score_records([example])
-            for issue in bundle.flagged(probs)[:1]:
+            for issue in flagged[:1]:
                 bundle.explain_one(example, issue)
         return LoadedModel(
             bundle=bundle,

@@ -8,7 +8,7 @@ review store is written by the flag writer's thread, never here.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from serving.deps import CurrentModel, ScoreKey, Service, ServiceDep
+from serving.deps import SECURITY, Service, authorize, loaded_model
 from serving.model_holder import LoadedModel
 from serving.schemas import (
     BatchAdapter,
@@ -58,13 +58,6 @@ def _sampled(item_id: str, rate: float) -> bool:
     # A hash of the id, not a random draw: the same item is in or out on every request, and
     # the choice is independent of its scores (what honest precision/recall estimates need).
     return rate > 0 and zlib.crc32(item_id.encode()) < rate * 4294967296.0
-
-
-def _reasons(model: LoadedModel, record: Mapping[str, Any], flagged: Sequence[str]) -> dict:
-    return {
-        issue: [rc.to_dict() for rc in model.bundle.explain_one(record, issue, top_k=TOP_K)]
-        for issue in flagged
-    }
 
 
 def _batch_reasons(
@@ -120,10 +113,7 @@ def _enqueue(
 
 def score_one(svc: Service, model: LoadedModel, record: dict[str, Any]) -> dict[str, Any]:
     """Score one validated snapshot; enqueue it if flagged (or sampled)."""
-    bundle = model.bundle
-    probs = bundle.score_one(record)
-    flagged = bundle.flagged(probs)
-    reasons = _reasons(model, record, flagged) if flagged else {}
+    probs, flagged, reasons = model.bundle.score_explain_one(record, top_k=TOP_K)
     svc.metrics.scores.observe_row(probs)
     svc.metrics.items_scored.inc()
     if flagged:
@@ -205,10 +195,14 @@ def score_batch(
         503: {"model": ErrorBody, "description": "No model loaded yet."},
     },
     # The body is parsed by hand (orjson + TypeAdapter); its schema is added in serving.app.
-    openapi_extra={"x-surfacer-score-body": True},
+    # Auth and the model are plain calls, not dependencies: FastAPI's resolution of four
+    # dependencies cost more than a single item's scoring work.
+    openapi_extra={"x-surfacer-score-body": True, "security": SECURITY},
 )
-async def score(request: Request, _: ScoreKey, svc: ServiceDep, model: CurrentModel) -> Response:
+async def score(request: Request) -> Response:
     """Score one item snapshot, or {"items": [...]}: probabilities, flags, reason codes."""
+    svc, _ = authorize(request, "score")
+    model = loaded_model(svc)
     body = await request.body()
     try:
         data = orjson.loads(body)

@@ -101,6 +101,35 @@ def test_explain_design_equals_explain_one_per_record(
             )
 
 
+def test_score_explain_one_equals_its_three_calls(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    records = records_of(flat_result.report.test_frame.head(60))
+    n_flagged = 0
+    for record in records:
+        probs, flagged, reasons = bundle.score_explain_one(record, top_k=3)
+        assert probs == bundle.score_one(record)
+        assert flagged == bundle.flagged(probs)
+        assert reasons == {
+            issue: [r.to_dict() for r in bundle.explain_one(record, issue, top_k=3)]
+            for issue in flagged
+        }
+        n_flagged += bool(flagged)
+    assert n_flagged > 0  # the comparison covered reason codes, not only empty dicts
+
+
+def test_fast_contributions_equal_the_booster(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    records = records_of(flat_result.report.test_frame.head(30))
+    design = bundle.design_records(records)
+    for model in bundle.issues.values():
+        rows = bundle.model_rows(model, design.x, design.text)
+        want = model.booster.predict(rows, pred_contrib=True)
+        got = np.array([model.contributions_one(row) for row in rows])
+        np.testing.assert_array_equal(got, want)
+
+
 def test_input_example_is_a_real_record(bundle: ScoringBundle) -> None:
     example = bundle.input_example()
     assert {"item_id", "caption", "views", "region"} <= set(example)

@@ -248,10 +248,10 @@ async def test_unexpected_error_is_a_generic_500(
     async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
         bundle = app.state.service.holder.current.bundle
 
-        def broken(record: Any) -> Any:
+        def broken(record: Any, top_k: int = 5) -> Any:
             raise RuntimeError("secret internal detail /etc/passwd")
 
-        bundle.score_one = broken  # instance attribute: only this app's loaded bundle
+        bundle.score_explain_one = broken  # instance attribute: only this app's loaded bundle
         r = await client.post("/v1/score", json=records(1)[0])
     assert r.status_code == 500
     body = r.json()
@@ -310,3 +310,13 @@ async def test_openapi_documents_the_score_body(champion_v1: Registry, tmp_path:
     # The example is the loaded model's own input example.
     assert body["examples"]["single"]["value"]["item_id"] == "it_0_00000"
     assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
+    # /v1/score checks its key without dependencies; its docs still say how to send one,
+    # with the same schemes as the routes that use them.
+    assert spec["paths"]["/v1/score"]["post"]["security"] == [
+        {"APIKeyHeader": []},
+        {"HTTPBearer": []},
+    ]
+    assert (
+        spec["paths"]["/v1/models"]["get"]["security"]
+        == spec["paths"]["/v1/score"]["post"]["security"]
+    )
