@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,17 @@ class ReasonCode:
 # away the model's ranking there (PR-AUC and precision@k suffer). Mixing in this much of the
 # raw score keeps the order strict while moving no probability by more than 1e-6.
 ISOTONIC_TIE_BREAK = 1e-6
+
+# TreeSHAP is the costliest step of a large batch (~20 µs a row for a 14-tree model); from
+# this many rows it runs on every core the process may use (LightGBM's OpenMP threads, GIL
+# released). Below it, thread start-up costs more than it saves.
+PARALLEL_CONTRIB_ROWS = 256
+_CORES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def contrib_threads(n_rows: int) -> int:
+    """LightGBM threads for a `pred_contrib` call over n_rows."""
+    return _CORES if n_rows >= PARALLEL_CONTRIB_ROWS else 1
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray:
@@ -486,7 +498,8 @@ class ScoringBundle:
         rows = self.model_rows(model, design.x, design.text)
         n_features = len(model.feature_names)
         contrib = np.asarray(
-            model.booster.predict(rows, pred_contrib=True, num_threads=1), dtype=np.float64
+            model.booster.predict(rows, pred_contrib=True, num_threads=contrib_threads(len(rows))),
+            dtype=np.float64,
         )[:, :n_features]  # the last column is the bias
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(int(top_k), 0)]
         top = np.take_along_axis(contrib, order, axis=1).tolist()
