@@ -378,6 +378,10 @@ def create_app(
         ),
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # Prometheus (/metrics) is the service's telemetry. FastAPI's OpenTelemetry hooks
+        # would otherwise look up the global tracer, meter and logger providers (and the
+        # environment) on every request: ~2% of a worker's CPU under load, for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = svc
     app.state.review_store = review_store
