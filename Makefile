@@ -37,6 +37,9 @@ demo: install ## simulate the default ecosystem and run the main job end to end 
 	$(RUN) surfacer demo --out $(DEMO_DIR)
 
 bench: install ## run every benchmark (each prints a table and a ratio against its baseline)
+	@# bench/serve.py loads the servers with wrk (Debian's package) when it is there
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq wrk >/dev/null) || echo "no wrk: bench/serve.py uses its asyncio client"
 	$(RUN) python bench/features.py
 	$(RUN) python bench/transform.py
 	$(RUN) python bench/train.py
