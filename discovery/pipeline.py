@@ -91,6 +91,9 @@ class DiscoveryConfig:
     pairs: bool = True
     min_items: int = 30  # a hashtag/audio needs this many items to be a segment
     threshold: float = 0.5  # score threshold when the scores file has no `flagged` column
+    # A post-anchored item counts as flagged only at this probability or more too (None: the
+    # scores' own flags alone); the review queue's capacity threshold is far laxer.
+    post_min_probability: float | None = 0.5
     random_state: int = 0
 
 
@@ -197,7 +200,9 @@ def discover(
     # nothing to detect.
     signals = [
         s
-        for s in build_signals(tables, scores, threshold=cfg.threshold)
+        for s in build_signals(
+            tables, scores, threshold=cfg.threshold, post_min_probability=cfg.post_min_probability
+        )
         if len(s.units) and s.units["num"].sum() > 0
     ]
     if not signals:

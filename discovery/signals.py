@@ -170,12 +170,17 @@ def _flag_sets(flagged: pd.Series) -> list[frozenset[str]]:
 
 
 def score_signals(
-    tables: Mapping[str, pd.DataFrame], scores: pd.DataFrame, *, threshold: float = 0.5
+    tables: Mapping[str, pd.DataFrame],
+    scores: pd.DataFrame,
+    *,
+    threshold: float = 0.5,
+    post_min_probability: float | None = None,
 ) -> list[Signal]:
     """Model-based signals: share of items (post anchor) or actions (moderation anchor) flagged.
 
     Post-anchored items count once, at their first scoring (earliest horizon), as flagged if
-    that scoring flagged them; moderation-anchored rows count at the action time.
+    that scoring flagged them and, given `post_min_probability`, gave the issue at least that
+    probability; moderation-anchored rows count at the action time.
     """
     required = {"item_id", "as_of", "anchor"}
     missing = required - set(scores.columns)
@@ -205,6 +210,15 @@ def score_signals(
             )
         else:
             hit = (rows[issue].to_numpy(dtype=float) >= threshold).astype(float)
+        if post_min_probability is not None:
+            # A review-capacity threshold flags a fixed volume (200 a day on 700 posts) where
+            # the model is barely sure, so the flagged share follows its priors (category,
+            # creator) and hardly moves when a segment's true rate does. Discovery counts the
+            # items the (calibrated) model holds more likely than not to have the issue.
+            weak = (rows["anchor"] == "post").to_numpy() & (
+                rows[issue].to_numpy(dtype=float) < post_min_probability
+            )
+            hit = np.where(weak, 0.0, hit)
         rows = rows.assign(_hit=hit, item_id=rows["item_id"].astype("str"))
         post = rows[rows["anchor"] == "post"]
         mod = rows[rows["anchor"] != "post"]
@@ -408,6 +422,7 @@ def build_signals(
     scores: pd.DataFrame | None = None,
     *,
     threshold: float = 0.5,
+    post_min_probability: float | None = None,
 ) -> list[Signal]:
     """Signals from the scores file when given (model-flagged shares), else raw proxies."""
     if "items" not in tables:
@@ -415,5 +430,7 @@ def build_signals(
             "dataset has no 'items' table; discovery needs items for segments and volumes"
         )
     if scores is not None:
-        return score_signals(tables, scores, threshold=threshold)
+        return score_signals(
+            tables, scores, threshold=threshold, post_min_probability=post_min_probability
+        )
     return raw_signals(tables)
