@@ -13,13 +13,24 @@ simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false al
     uv run python bench/discovery.py --items 20000 --seeds 0 1 2 3 4
     uv run python bench/discovery.py --items 20000 --modes oracle model   # end to end (slow)
 
-Detectability at 20k items (first 24 h of each planted incident, measured on seed 0):
-abuse-gaming moves raw early signals too little to detect in 24 h (gaming: toxic comments
-10 vs 7.9/day, abuse reports 11 vs 7.4/day) and the trained model's harmful flag share in
-gaming barely (47 vs 40.5 expected), while oracle scores see it plainly (16 vs 0.4). So raw
-and model modes miss it within 24 h whatever the detector; spam-lifehack on seed 2 is
-marginal even for a count test (12 flagged vs 1.75 expected, -log10 p = 5.2 with the
-baseline's own uncertainty, under the 6 that keeps false alarms < 1/week).
+Detectability at 20k items (first 24 h of each planted incident). Model mode counts an item as
+flagged only at calibrated p >= 0.5 (`DiscoveryConfig.post_min_probability`): the review
+queue's capacity threshold flags ~200 of ~700 posts a day, so its flagged share follows the
+model's priors (seed 0, gaming: 47 flagged vs 40.5 expected). That took model mode from 11/20
+to 13/20 over seeds 0-4 (7/12 on seeds 0-2 either way). What still blocks it:
+- abuse-gaming is not in the data within 24 h, whatever the scorer. The surge flips latent
+  harm of gaming items posted from its start (seed 0: 27 harmful posted on day 0 vs ~8/day),
+  but a harmful item shows evidence by 6 h (an abusive comment or a harassment/hate report)
+  only 43 % of the time (many get few views). Gaming items posted on day 0 with such evidence
+  by its end, seeds 0-4: 8, 11, 19, 14, 15, vs 4.9, 3.9, 4.6, 4.6, 3.9 a day over the week
+  before. The model's p >= 0.5 count at 1 h: 3/2.4, 5/1.5, 13/2.4, 6/2.4, 5/1.5 expected
+  (-log10 p 0.4, 1.6, 5.0, 1.4, 1.6), under the severity floor of 6 that keeps false alarms
+  < 1/week; scoring at later or denser horizons (6 h; 1-24 h, counting each item at its first
+  flagging scoring) does not lift it over the floor either. Oracle scores see it (16 vs 0.4)
+  because they are built from the latent propensity the surge multiplies, which no feature
+  carries; so oracle's 11/12 is not a ceiling the real model can reach on these seeds.
+- spam-lifehack: seed 1 is confirmed at 27 h (15 flagged vs 3.65 expected on day 0, -log10 p
+  4.2 from the day's bucket alone); seed 2 is marginal even for oracle scores.
 """
 
 from __future__ import annotations
