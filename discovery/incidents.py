@@ -250,18 +250,10 @@ def merge_episodes(
                     lo, hi = min(a.start, b.start), max(a.end, b.end)
                 nested = contains(a.segment, b.segment) or contains(b.segment, a.segment)
                 if abs(a.start - b.start) > slack:
-                    # A later alarm joins an ongoing incident only as its spill-over: sharing
-                    # its items and no hotter than it. A new, hotter wave inside a broad
-                    # segment that is still alarmed is a new incident.
-                    first, later = (a, b) if a.start <= b.start else (b, a)
-                    whole = ex(later.signal, later.segment, lo, hi)
-                    shared = nested or (
-                        whole > 0 and ex(later.signal, inter, lo, hi) >= share * whole
-                    )
-                    if shared and _ratio(
-                        units[later.signal], later.segment, lo, hi
-                    ) <= 1.25 * _ratio(units[first.signal], first.segment, lo, hi):
-                        uf.union(i, j)
+                    # A later wave is judged against the earlier incident's root segment, in
+                    # _absorb_spillovers, not here: episode by episode, a broad segment that
+                    # both waves raise (creator_tier=<1k under two spam waves) chains the new
+                    # wave into the old incident.
                     continue
                 if nested:
                     uf.union(i, j)

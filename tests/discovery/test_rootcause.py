@@ -93,3 +93,68 @@ def test_nested_alarms_merge_into_one_incident_on_the_specific_segment() -> None
     assert len(merged.episodes) == 3
     assert merged.evidence["rate_ratio"] > 2
     assert merged.evidence["contribution"] > 0.5
+
+
+def _waves(*waves: tuple[int, str | None, str]) -> UnitFrame:
+    """14 days of items at a 5 % issue rate, 25 % from day `d` in each wave's (region or any,
+    format)."""
+    rng = np.random.default_rng(1)
+    n = 40_000
+    ts = (START + pd.to_timedelta(rng.uniform(0, 14 * 24, n), unit="h")).floor("h")
+    region = rng.choice(["US", "BR", "IN"], n, p=[0.5, 0.3, 0.2])
+    fmt = rng.choice(["video", "photo", "live"], n, p=[0.6, 0.25, 0.15])
+    hot = np.zeros(n, dtype=bool)
+    for day, reg, form in waves:
+        wave = (ts >= START + pd.Timedelta(days=day)) & (fmt == form)
+        hot |= wave if reg is None else wave & (region == reg)
+    num = (rng.random(n) < np.where(hot, 0.25, 0.05)).astype(float)
+    ids = [f"i{i}" for i in range(n)]
+    items = pd.DataFrame({"item_id": ids, "region": region, "format": fmt, "category": "food"})
+    hashtags = pd.DataFrame({"item_id": ids[:100], "hashtag": "fyp"})
+    units = pd.DataFrame({"item_id": ids, "ts": ts, "num": num, "den": 1.0})
+    return UnitFrame.build(units, ItemDimensions(items=items, hashtags=hashtags))
+
+
+def _episode(segment, day: int) -> Episode:
+    start = START + pd.Timedelta(days=day)
+    return Episode(
+        signal="s",
+        issue="low_quality",
+        scale="daily",
+        segment=segment,
+        start=start,
+        detected_at=start + pd.Timedelta(hours=12),
+        end=START + pd.Timedelta(days=14),
+        observed=100,
+        expected=40,
+        den=1000,
+        pvalue=1e-8,
+    )
+
+
+BR_LIVE = (("region", "BR"), ("format", "live"))
+IN_PHOTO = (("region", "IN"), ("format", "photo"))
+
+
+def test_a_new_wave_is_not_chained_into_a_running_incident_by_a_broad_segment() -> None:
+    # A second, unrelated wave from day 10 also lifts the whole platform's rate a little, so
+    # the empty segment alarms from day 10, nested in both waves. Episode by episode it would
+    # join the running (hotter) first incident and carry the second wave in with it.
+    uf = _waves((4, "BR", "live"), (10, "IN", "photo"))
+    episodes = [_episode(BR_LIVE, 4), _episode((), 10), _episode(IN_PHOTO, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1, min_severity=0.0)
+    by_segment = {inc.segment: inc for inc in incidents}
+    assert set(by_segment) == {BR_LIVE, IN_PHOTO}
+    assert by_segment[IN_PHOTO].start == START + pd.Timedelta(days=10)
+
+
+def test_a_later_alarm_inside_a_running_incident_is_folded_into_it() -> None:
+    # All live items run hot from day 4; region=BR × live crosses its own threshold only on
+    # day 10, no hotter than live as a whole: a spill-over, not a new incident.
+    uf = _waves((4, None, "live"))
+    live = (("format", "live"),)
+    episodes = [_episode(live, 4), _episode(BR_LIVE, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1, min_severity=0.0)
+    assert [inc.segment for inc in incidents] == [live]
+    assert incidents[0].evidence["spillovers"]
+    assert len(incidents[0].episodes) == 2
