@@ -13,6 +13,13 @@ simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false al
     uv run python bench/discovery.py --items 20000 --seeds 0 1 2 3 4
     uv run python bench/discovery.py --items 20000 --modes oracle model   # end to end (slow)
 
+Measured (2026-11-25, model mode = the real trained models): at 100k items, seeds 0-2, model
+12/12 found at 0.33 false alarms/week and oracle 12/12 at 0.42 (both PASS); held-out seeds 3-4,
+model 7/8 at 0.38 (misfire-us-video missed on seed 3, raw proxies miss it too). At 20k items,
+seeds 0-2: oracle 11/12 at 0 (PASS), model 7/12 at 0.08 (FAIL), raw 3/12 at 0.08 (FAIL): the
+planted incidents are five times smaller there, and two of them leave too little evidence in
+the data within 24 h for a real scorer:
+
 Detectability at 20k items (first 24 h of each planted incident). Model mode counts an item as
 flagged only at calibrated p >= 0.5 (`DiscoveryConfig.post_min_probability`): the review
 queue's capacity threshold flags ~200 of ~700 posts a day, so its flagged share follows the
