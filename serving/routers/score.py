@@ -147,9 +147,8 @@ def score_batch(
         {issue: int(n) for issue, n in zip(issues, hits.sum(axis=0), strict=True)}
     )
     flagged_rows = np.flatnonzero(hits.any(axis=1)).tolist()
-    flagged_issues = [
-        [iss for iss, hit in zip(issues, hits[i], strict=True) if hit] for i in flagged_rows
-    ]
+    hit_rows = hits[flagged_rows].tolist()  # Python bools: cheaper to walk than numpy rows
+    flagged_issues = [[iss for iss, hit in zip(issues, h, strict=True) if hit] for h in hit_rows]
     explained = dict(
         zip(
             flagged_rows,
@@ -164,9 +163,10 @@ def score_batch(
     version = model.version
     scored_at = datetime.now(UTC)  # one moment for the whole batch
     out = []
-    for i, (record, row) in enumerate(zip(records, probs.tolist(), strict=True)):
-        # NaN -> None so the response says null for "not applicable".
-        p = {issue: (v if v == v else None) for issue, v in zip(issues, row, strict=True)}
+    # NaN -> None so the response says null for "not applicable".
+    rows = np.where(np.isnan(probs), None, probs).tolist()
+    for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+        p = dict(zip(issues, row, strict=True))
         flagged, reasons = explained.get(i, ([], {}))
         if flagged:
             _enqueue(svc, model, record, p, flagged, reasons, False, scored_at)
