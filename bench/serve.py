@@ -93,6 +93,40 @@ async def _roundtrip(
     return status
 
 
+class _Connection:
+    """One keep-alive connection of the load client; renewed after a failed request."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> _Connection:
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        return self
+
+    async def request(self, payload: bytes) -> int | None:
+        """The response status, or None if the request failed (the connection is renewed)."""
+        try:
+            return await _roundtrip(self.reader, self.writer, payload)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            self.writer.close()
+            await self.open()
+            return None
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _load_result(latencies: list[float], elapsed: float, errors: int) -> dict[str, Any]:
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 50) * 1000,
+        "p99_ms": _percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies, default=math.nan) * 1000,
+        "errors": errors,
+    }
+
+
 async def _closed_loop(
     port: int, path: str, bodies: list[bytes], headers: dict[str, str], conc: int, duration: float
 ) -> dict[str, Any]:
@@ -103,33 +137,20 @@ async def _closed_loop(
 
     async def worker(k: int) -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(HOST, port)
+        conn = await _Connection(port).open()
         i = k
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            try:
-                status = await _roundtrip(reader, writer, payloads[i % len(payloads)])
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                errors += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection(HOST, port)
-                continue
-            latencies.append(time.perf_counter() - t0)
-            if status != 200:
-                errors += 1
-            i += conc
-        writer.close()
+            status = await conn.request(payloads[i % len(payloads)])
+            if status is not None:
+                latencies.append(time.perf_counter() - t0)
+                i += conc
+            errors += status != 200
+        conn.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(conc)))
-    elapsed = time.perf_counter() - t0
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50_ms": _percentile(latencies, 50) * 1000,
-        "p99_ms": _percentile(latencies, 99) * 1000,
-        "errors": errors,
-    }
+    return _load_result(latencies, time.perf_counter() - t0, errors)
 
 
 async def _open_loop(
@@ -148,24 +169,15 @@ async def _open_loop(
 
     async def worker() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(HOST, port)
-        while True:
-            item = await queue.get()
-            if item is None:
-                break
+        conn = await _Connection(port).open()
+        while (item := await queue.get()) is not None:
             scheduled, payload = item
-            try:
-                status = await _roundtrip(reader, writer, payload)
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                errors += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection(HOST, port)
-                continue
-            # From the scheduled send time: waiting for a free connection counts as latency.
-            latencies.append(time.perf_counter() - scheduled)
-            if status != 200:
-                errors += 1
-        writer.close()
+            status = await conn.request(payload)
+            if status is not None:
+                # From the scheduled send time: waiting for a free connection counts as latency.
+                latencies.append(time.perf_counter() - scheduled)
+            errors += status != 200
+        conn.close()
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
     await asyncio.sleep(0.2)  # connections open
@@ -180,15 +192,7 @@ async def _open_loop(
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
-    elapsed = time.perf_counter() - t0
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50_ms": _percentile(latencies, 50) * 1000,
-        "p99_ms": _percentile(latencies, 99) * 1000,
-        "max_ms": max(latencies, default=math.nan) * 1000,
-        "errors": errors,
-    }
+    return _load_result(latencies, time.perf_counter() - t0, errors)
 
 
 async def _sequential(
