@@ -44,21 +44,13 @@ class Bundle(Protocol):
     @property
     def thresholds(self) -> dict[str, float]: ...
 
-    def score_one(self, record: Any) -> dict[str, float | None]: ...
-
     def score_explain_one(self, record: Any, top_k: int = 5) -> tuple[Any, list[str], Any]: ...
-
-    def score_records(self, records: Any) -> Any: ...
 
     def design_records(self, records: Any) -> Any: ...
 
     def score_design(self, design: Any) -> Any: ...
 
     def explain_design(self, records: Any, design: Any, issue: str, top_k: int = 5) -> Any: ...
-
-    def flagged(self, probs: Any) -> list[str]: ...
-
-    def explain_one(self, record: Any, issue: str, top_k: int = 5) -> list[Any]: ...
 
     def input_example(self) -> dict[str, Any]: ...
 
@@ -211,10 +203,11 @@ class ModelHolder:
         # Warm-up: the first call pays lazy initialisation; do it before any request can.
         example = bundle.input_example() or {}
         if example:
-            _, flagged, _ = bundle.score_explain_one(example)
-            bundle.score_records([example])
+            _, flagged, _ = bundle.score_explain_one(example)  # single item, reasons included
+            design = bundle.design_records([example])  # and the batch path
+            bundle.score_design(design)
             for issue in flagged[:1]:
-                bundle.explain_one(example, issue)
+                bundle.explain_design([example], design, issue)
         return LoadedModel(
             bundle=bundle,
             name=self.name,

@@ -222,8 +222,8 @@ class FlaggedItem:
     """A scored item for the review queue: flagged by the model, or `sampled` for honest metrics.
 
     `snapshot` is the validated request record (it may hold datetimes, NaN or numpy scalars;
-    each sink serialises it its own way, off the request path); `reasons` maps each flagged issue to ReasonCode dicts
-    (feature, value, contribution).
+    each sink serialises it its own way, off the request path); `reasons` maps each flagged
+    issue to ReasonCode dicts (feature, value, contribution).
     """
 
     item_id: str
