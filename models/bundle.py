@@ -505,25 +505,19 @@ class ScoringBundle:
         top = np.take_along_axis(contrib, order, axis=1).tolist()
         values = np.take_along_axis(rows[:, :n_features], order, axis=1).tolist()
         names = model.feature_names
-        out = []
-        for record, order_i, top_i, values_i in zip(
-            records, order.tolist(), top, values, strict=True
-        ):
-            get = record.get
-            reasons = []
-            for j, c, v in zip(order_i, top_i, values_i, strict=True):
-                name = names[j]
-                raw = get(name)
-                # _reason_value's common cases inline (~4,700 reasons in a 1,000-item batch)
-                if type(raw) is float and raw == raw:
-                    value = raw
-                elif type(raw) is int:
-                    value = float(raw)
-                else:
-                    value = _reason_value(record, name, v)
-                reasons.append({"feature": name, "value": value, "contribution": c})
-            out.append(reasons)
-        return out
+        return [
+            [
+                {
+                    "feature": names[j],
+                    "value": _reason_value(record, names[j], v),
+                    "contribution": c,
+                }
+                for j, c, v in zip(order_i, top_i, values_i, strict=True)
+            ]
+            for record, order_i, top_i, values_i in zip(
+                records, order.tolist(), top, values, strict=True
+            )
+        ]
 
 
 def _reason_value(record: Mapping[str, Any], name: str, vector_value: float) -> float | None:
