@@ -306,32 +306,31 @@ class FlagWriter:
 
     def _flush(self, batch: list[FlaggedItem]) -> None:
         assert self.sink is not None
-        ready = batch
         for attempt in range(self.max_retries + 1):
             try:
-                self.sink.write(ready)
+                self.sink.write(batch)
             except (TypeError, ValueError) as exc:
                 # A value no sink can serialise (snapshots come from JSON, so a bug): retrying
                 # cannot help.
                 log.error(
-                    "dropping %d flagged items that cannot be serialised: %s", len(ready), exc
+                    "dropping %d flagged items that cannot be serialised: %s", len(batch), exc
                 )
                 with self._lock:
-                    self.failed += len(ready)
+                    self.failed += len(batch)
                 return
             except Exception:
                 if attempt == self.max_retries:
                     log.exception(
-                        "flag sink failed %d times; lost %d items", attempt + 1, len(ready)
+                        "flag sink failed %d times; lost %d items", attempt + 1, len(batch)
                     )
                     with self._lock:
-                        self.failed += len(ready)
+                        self.failed += len(batch)
                     return
                 log.warning("flag sink failed (attempt %d); retrying", attempt + 1, exc_info=True)
                 time.sleep(self.retry_backoff_s * (2**attempt))
                 continue
             with self._lock:
-                self.written += len(ready)
+                self.written += len(batch)
             if self.on_written is not None:
-                self.on_written(len(ready))
+                self.on_written(len(batch))
             return
