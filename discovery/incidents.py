@@ -317,9 +317,7 @@ def _absorb_spillovers(
             ):
                 continue
             uf = units[b.signal]
-            inter = canonical(set(a.segment) | set(b.segment))
-            whole = excess(uf, b.segment, b.start, b.end)["excess"]
-            if whole <= 0 or excess(uf, inter, b.start, b.end)["excess"] < share * whole:
+            if not _mostly_within(uf, b.segment, a.segment, b.start, b.end, share):
                 continue
             # Hotness since A began (baselines from before A: later ones hold A's own excess).
             if _ratio(uf, b.segment, a.start, b.end) <= 1.25 * _ratio(
@@ -333,6 +331,21 @@ def _absorb_spillovers(
             host.episodes.extend(b.episodes)
             host.evidence.setdefault("spillovers", []).append(b.key)
     return kept
+
+
+def _mostly_within(
+    uf: UnitFrame,
+    segment: Segment,
+    other: Segment,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    share: float,
+) -> bool:
+    """Whether at least `share` of `segment`'s excess over [start, end] lies inside `other`
+    too (in their intersection; the two segments must not conflict)."""
+    whole = excess(uf, segment, start, end)["excess"]
+    inter = canonical(set(segment) | set(other))
+    return whole > 0 and excess(uf, inter, start, end)["excess"] >= share * whole
 
 
 def _incident(
@@ -525,10 +538,9 @@ def suppress_explained(
             return True
         if units is None or inc.signal not in units or _conflict(inc.segment, other.segment):
             return False
-        uf = units[inc.signal]
-        inter = canonical(set(inc.segment) | set(other.segment))
-        whole = excess(uf, inc.segment, inc.start, inc.end)["excess"]
-        return whole > 0 and excess(uf, inter, inc.start, inc.end)["excess"] >= share * whole
+        return _mostly_within(
+            units[inc.signal], inc.segment, other.segment, inc.start, inc.end, share
+        )
 
     out = []
     for inc in incidents:
