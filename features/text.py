@@ -2,9 +2,10 @@
 
 Every function here works on a single Python string (or None) and returns plain Python
 values, so the batch path (a loop over a column) and the online path (one record) run the
-very same code and cannot drift. The one exception is `hashed_ngrams_rows`, the batch twin
-of `hashed_ngrams`: it hashes all n-grams of many rows in a few numpy passes and is tested to
-give bit-identical vectors. Nothing here is learned: the lexicons are fixed, the hash
+very same code and cannot drift. The two exceptions are batch twins tested to agree with
+their scalar kernels: `hashed_ngrams_rows` (of `hashed_ngrams`) hashes all n-grams of many
+rows in a few numpy passes, bit-identical, and `text_stats_many` (of `text_stats`) counts
+the statistics of many texts over their bytes, row for row equal. Nothing here is learned: the lexicons are fixed, the hash
 is deterministic across processes (CRC32, not Python's salted ``hash()``).
 """
 
