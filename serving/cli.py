@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from serving.auth import SCOPES, generate_key
+from serving.procs import pid_alive
 from surfacer.settings import Settings, get_settings
 
 # How `surfacer serve` hands its options to uvicorn worker processes (which build the app
@@ -61,16 +62,6 @@ def app_from_env() -> Any:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def make_metrics_dir(parent: Path) -> Path:
     """A fresh, private folder for one run's multiprocess metric files, under `parent`.
 
@@ -80,7 +71,7 @@ def make_metrics_dir(parent: Path) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.iterdir():
         pid = old.name.split("-", 1)[0]
-        if old.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+        if old.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)).resolve()
 

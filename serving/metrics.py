@@ -30,6 +30,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from serving.procs import pid_alive
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The variable prometheus_client reads to enable its multiprocess mode.
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -122,16 +124,6 @@ class _Callback(Collector):
         yield GaugeMetricFamily(self.name, self.documentation, value=float(self.fn()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def sweep_dead_processes(path: str) -> list[int]:
     """`mark_process_dead` for every pid with live-gauge files that no longer runs.
 
@@ -142,7 +134,7 @@ def sweep_dead_processes(path: str) -> list[int]:
     swept = []
     for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
         pid_text = os.path.basename(f)[: -len(".db")].rsplit("_", 1)[-1]
-        if pid_text.isdigit() and int(pid_text) not in swept and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) not in swept and not pid_alive(int(pid_text)):
             mark_process_dead(int(pid_text), path)
             swept.append(int(pid_text))
     return swept
