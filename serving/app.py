@@ -243,18 +243,32 @@ def _install_openapi(app: FastAPI, svc: Service) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def settle_heap() -> None:
-    """Hide what is alive now (model, libraries) from the cyclic collector: `gc.freeze()`.
+# Tracked-container allocations (net of frees) between young collections: Python's default,
+# 700, collects ~24 times during one 1,000-item batch, walking and promoting objects the
+# request frees a moment later anyway.
+GC_YOUNG_THRESHOLD = 50_000
 
-    A 1,000-item batch allocates enough containers for ~24 collections; the full ones
-    scanned the ~270k long-lived objects of the loaded model and libraries: ~20 ms per
-    batch on average and 200-400 ms spikes, measured in-process; frozen, ~2 ms and spikes
-    under 110 ms. Called after each model swap: unfreezing first lets the old model's
-    cycles be collected before the new heap is frozen.
+
+def settle_heap() -> None:
+    """Tune the cyclic collector for a serving process: freeze what lives now, collect rarely.
+
+    `gc.freeze()` hides what is alive now (model, libraries) from the collector: the full
+    collections scanned the ~270k long-lived objects of the loaded model and libraries, ~20
+    ms per batch on average and 200-400 ms spikes, measured in-process; frozen, ~2 ms and
+    spikes under 110 ms. Called after each model swap: unfreezing first lets the old
+    model's cycles be collected before the new heap is frozen.
+
+    The young-generation threshold goes from 700 to `GC_YOUNG_THRESHOLD`: a request's
+    objects are freed by reference counting when it ends, so with the higher threshold a
+    1,000-item batch runs no collection instead of ~23 young and 2 middle ones (2.4-2.8 ms
+    of the batch, timed with `gc.callbacks`). Cyclic garbage still triggers a collection
+    once 50k containers are pending, so memory stays bounded.
     """
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def default_flag_sink(settings: Settings) -> FlagSink:

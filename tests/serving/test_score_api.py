@@ -320,3 +320,37 @@ async def test_openapi_documents_the_score_body(champion_v1: Registry, tmp_path:
         spec["paths"]["/v1/models"]["get"]["security"]
         == spec["paths"]["/v1/score"]["post"]["security"]
     )
+
+
+async def test_loading_a_model_tunes_the_cyclic_collector(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    # A 1,000-item batch would otherwise run ~24 young collections; the loaded model and
+    # libraries are frozen out of every collection (serving.app.settle_heap).
+    import gc
+
+    from serving.app import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, before[1], before[2])
+    try:
+        app, _ = _app(champion_v1, tmp_path)
+        async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+            assert gc.get_freeze_count() > 0
+            # A batch runs no collection now (with the default 700 this one ran several).
+            young: list[int] = []
+            track = lambda phase, info: young.append(info["generation"])  # noqa: E731
+            body = {"items": records(300)}
+            gc.collect(0)
+            gc.callbacks.append(track)
+            try:
+                r = await client.post("/v1/score", json=body)
+            finally:
+                gc.callbacks.remove(track)
+            assert r.status_code == 200
+            assert young == []
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
