@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from features.kernels import hashed_ngram_csr
+
 # Dense statistics of one text column, in output order. Counts are raw counts; ratios are
 # shares of characters (or of letters / word tokens, see `text_stats`).
 TEXT_STAT_NAMES: tuple[str, ...] = (
@@ -217,33 +219,6 @@ def _crc32_table() -> np.ndarray:
 _CRC32_TABLE = _crc32_table()
 
 
-def crc32_spans(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``zlib.crc32(buf[s:s+n])`` for every span (s, n) at once, as uint32.
-
-    Spans are sorted by length, longest first, so step k updates a prefix of them (those
-    longer than k) with one table lookup per byte: the work is the total span length in a
-    handful of numpy operations per byte position, not a Python call per span.
-    """
-    n = len(starts)
-    if n == 0:
-        return np.empty(0, dtype=np.uint32)
-    # a stable sort of small integers is a radix sort in numpy
-    key = (lengths.max() - lengths).astype(np.uint16 if lengths.max() < 65536 else np.int64)
-    order = np.argsort(key, kind="stable")
-    pos = starts[order].astype(np.int64)
-    lens = lengths[order]
-    # active[k] = how many spans are longer than k (a prefix, lengths being descending)
-    active = np.searchsorted(-lens, -np.arange(int(lens[0])), side="left")
-    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
-    table = _CRC32_TABLE
-    for k, m in enumerate(active.tolist()):
-        c = crc[:m]
-        crc[:m] = table[(c ^ buf[pos[:m] + k]) & 0xFF] ^ (c >> 8)
-    out = np.empty(n, dtype=np.uint32)
-    out[order] = crc ^ np.uint32(0xFFFFFFFF)
-    return out
-
-
 def _nul_joined(texts: list[str]) -> str:
     # Texts joined by " NUL ", the NUL a marker token; a NUL inside a text is a non-word
     # character like a space, so it becomes one and the markers stay unambiguous.
@@ -261,10 +236,10 @@ def hashed_ngrams_rows(
     Row i equals ``hashed_ngrams(rows[i], ...)`` bit for bit (tested): the same tokens, the
     same CRC32 buckets, the same l2 normalisation. Instead of Python work per n-gram, all
     texts are tokenised in one pass over their concatenation (a NUL between texts, kept as a
-    marker token; a bytes.translate when all is ASCII, else the same regex as `tokens`), the
-    tokens are joined by single spaces into one UTF-8 buffer, and every n-gram is a
-    contiguous byte span of it (tokens hold no space) hashed by `crc32_spans`. An n-gram
-    never spans two texts.
+    marker; a bytes.translate for the ASCII texts, the same regex as `tokens` for the others)
+    into one UTF-8 buffer, and the compiled `features.kernels.hashed_ngram_csr` walks it
+    once: n-grams (tokens joined by single spaces, never across two texts), their CRC32
+    buckets, counts per row and the l2 norm.
     """
     lo, hi = ngram_range
     n_rows = len(rows)
@@ -292,37 +267,11 @@ def hashed_ngrams_rows(
     if other_texts:
         toks = _TOKEN_OR_NUL.findall(_nul_joined(other_texts).lower())
         parts.append(" ".join(toks).encode("utf-8", "surrogatepass"))
-    joined = b" ".join(b" \x00 ".join(parts).split())
-    if not joined:  # no text, or a single one without tokens (else markers remain)
+    if not parts:
         return no_ngrams
-    text_row = ascii_rows + other_rows
-    buf = np.frombuffer(joined, dtype=np.uint8)
-    spaces = np.flatnonzero(buf == 32)
-    tok_start = np.concatenate(([0], spaces + 1))
-    tok_end = np.concatenate((spaces, [len(buf)]))
-    marker = buf[tok_start] == 0  # a NUL byte opens no real token (\w excludes it)
-    text_of_tok = np.cumsum(marker)[~marker]
-    tok_start, tok_end = tok_start[~marker], tok_end[~marker]
-    n_tok = len(tok_start)
-    starts, lengths, owners = [], [], []
-    for size in range(lo, min(hi, n_tok) + 1):
-        first = np.arange(n_tok - size + 1)
-        last = first + size - 1
-        ok = text_of_tok[first] == text_of_tok[last]
-        first, last = first[ok], last[ok]
-        starts.append(tok_start[first])
-        lengths.append(tok_end[last] - tok_start[first])
-        owners.append(text_of_tok[first])
-    if not sum(map(len, starts)):  # texts shorter than the smallest n-gram
-        return no_ngrams
-    crc = crc32_spans(buf, np.concatenate(starts), np.concatenate(lengths))
-    row = np.asarray(text_row, dtype=np.int64)[np.concatenate(owners)]
-    keys, counts = np.unique(row * hash_dim + (crc % np.uint32(hash_dim)), return_counts=True)
-    key_row = keys // hash_dim
-    counts = counts.astype(np.float64)
-    norm = np.sqrt(np.bincount(key_row, weights=counts * counts, minlength=n_rows))
-    indptr[1:] = np.cumsum(np.bincount(key_row, minlength=n_rows))
-    return indptr, (keys % hash_dim).astype(np.int32), counts / norm[key_row]
+    buf = np.frombuffer(b" \x00 ".join(parts), dtype=np.uint8)
+    text_row = np.asarray(ascii_rows + other_rows, dtype=np.int64)
+    return hashed_ngram_csr(buf, text_row, n_rows, int(hash_dim), lo, hi, _CRC32_TABLE)
 
 
 def _byte_table(chars: str) -> np.ndarray:
