@@ -132,3 +132,182 @@ def hashed_ngram_csr(
                 data[q] = data[q] / norm
         indptr[r + 1] = out
     return indptr, indices[:out], data[:out]
+
+
+# Columns of `ascii_text_counts`, in order.
+ASCII_COUNT_NAMES: tuple[str, ...] = (
+    "n_words",  # str.split() words
+    "n_tok",  # word tokens: maximal [A-Za-z0-9_] runs
+    "letters",
+    "upper",
+    "digits",
+    "punct",
+    "exclaims",
+    "hashtags",  # "#" followed by a word character
+    "mentions",  # "@" followed by a word character
+    "max_run",  # longest run of one repeated byte
+    "distinct",  # distinct lowercased tokens
+    "spam",  # tokens that are one of the lexicon's words
+    "phrase_first",  # 1 if some token is the first word of a spam phrase
+    "url_mark",  # 1 if the text holds "://", "w." or "W." (a URL is possible)
+)
+
+# Byte classes of `ascii_text_counts`'s `classes` table (bit flags).
+CLS_SPACE, CLS_WORD, CLS_LETTER, CLS_UPPER, CLS_DIGIT, CLS_PUNCT = 1, 2, 4, 8, 16, 32
+
+
+@njit(cache=True, nogil=True)
+def _token_in(
+    buf: np.ndarray, lower: np.ndarray, s: int, e: int, words: np.ndarray, offsets: np.ndarray
+) -> bool:  # pragma: no cover - compiled
+    # is the lowercased token buf[s:e] one of `words` (concatenated, cut by `offsets`)?
+    n = e - s
+    for w in range(offsets.shape[0] - 1):
+        a = offsets[w]
+        if offsets[w + 1] - a != n:
+            continue
+        same = True
+        for k in range(n):
+            if lower[buf[s + k]] != words[a + k]:
+                same = False
+                break
+        if same:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _same_token(
+    buf: np.ndarray, lower: np.ndarray, s1: int, e1: int, s2: int, e2: int
+) -> bool:  # pragma: no cover - compiled
+    if e1 - s1 != e2 - s2:
+        return False
+    for k in range(e1 - s1):  # noqa: SIM110 - numba compiles loops, not generator expressions
+        if lower[buf[s1 + k]] != lower[buf[s2 + k]]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ascii_text_counts(
+    buf: np.ndarray,
+    first: np.ndarray,
+    lengths: np.ndarray,
+    classes: np.ndarray,
+    lower: np.ndarray,
+    spam_words: np.ndarray,
+    spam_offsets: np.ndarray,
+    phrase_words: np.ndarray,
+    phrase_offsets: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Per text (ASCII bytes `buf[first[k]:first[k]+lengths[k]]`, none empty) the counts
+    named by `ASCII_COUNT_NAMES`, as an (n_texts, 14) int64 array.
+
+    `classes` maps a byte to its CLS_* flags, `lower` to its lowercase; the spam and phrase
+    words are lowercase, concatenated, cut by their offsets. Distinct tokens are counted
+    exactly: tokens sorted by a 64-bit FNV-1a hash, equal hashes compared byte by byte.
+    """
+    m = first.shape[0]
+    out = np.zeros((m, 14), dtype=np.int64)
+    cap = 1
+    for k in range(m):
+        cap = max(cap, lengths[k] // 2 + 1)
+    tok_s = np.empty(cap, dtype=np.int64)
+    tok_e = np.empty(cap, dtype=np.int64)
+    tok_h = np.empty(cap, dtype=np.uint64)
+    for k in range(m):
+        a = first[k]
+        b = a + lengths[k]
+        n_words = n_tok = letters = upper = digits = punct = exclaims = 0
+        hashtags = mentions = spam = phrase = url = 0
+        run = 0
+        best = 0
+        prev_space = True
+        prev_word = False
+        prev = -1
+        for i in range(a, b):
+            c = buf[i]
+            cl = classes[c]
+            is_space = (cl & CLS_SPACE) != 0
+            is_word = (cl & CLS_WORD) != 0
+            if not is_space and prev_space:
+                n_words += 1
+            if is_word and not prev_word:
+                tok_s[n_tok] = i
+                n_tok += 1
+            if prev_word and not is_word:
+                tok_e[n_tok - 1] = i
+            if cl & CLS_LETTER:
+                letters += 1
+            if cl & CLS_UPPER:
+                upper += 1
+            if cl & CLS_DIGIT:
+                digits += 1
+            if cl & CLS_PUNCT:
+                punct += 1
+            if c == 33:  # !
+                exclaims += 1
+            if (c == 35 or c == 64) and i + 1 < b and (classes[buf[i + 1]] & CLS_WORD) != 0:
+                if c == 35:
+                    hashtags += 1
+                else:
+                    mentions += 1
+            if c == 58 and i + 2 < b and buf[i + 1] == 47 and buf[i + 2] == 47:  # ://
+                url = 1
+            if (c | 32) == 119 and i + 1 < b and buf[i + 1] == 46:  # w. or W.
+                url = 1
+            run = run + 1 if c == prev else 1
+            if run > best:
+                best = run
+            prev = c
+            prev_space = is_space
+            prev_word = is_word
+        if prev_word:
+            tok_e[n_tok - 1] = b
+        # tokens: spam words, phrase first words, distinct (sorted by hash, ties checked)
+        for t in range(n_tok):
+            s, e = tok_s[t], tok_e[t]
+            h = np.uint64(14695981039346656037)
+            for p in range(s, e):
+                h = (h ^ np.uint64(lower[buf[p]])) * np.uint64(1099511628211)
+            tok_h[t] = h
+            if e - s <= 16:
+                if _token_in(buf, lower, s, e, spam_words, spam_offsets):
+                    spam += 1
+                if phrase == 0 and _token_in(buf, lower, s, e, phrase_words, phrase_offsets):
+                    phrase = 1
+        distinct = 0
+        if n_tok:
+            order = np.argsort(tok_h[:n_tok])
+            run_start = 0
+            for q in range(n_tok):
+                t = order[q]
+                if q == 0 or tok_h[t] != tok_h[order[q - 1]]:
+                    run_start = q
+                    distinct += 1
+                    continue
+                # same hash as the run so far: distinct unless equal to one before it
+                new = True
+                for r in range(run_start, q):
+                    u = order[r]
+                    if _same_token(buf, lower, tok_s[t], tok_e[t], tok_s[u], tok_e[u]):
+                        new = False
+                        break
+                if new:
+                    distinct += 1
+        row = out[k]
+        row[0] = n_words
+        row[1] = n_tok
+        row[2] = letters
+        row[3] = upper
+        row[4] = digits
+        row[5] = punct
+        row[6] = exclaims
+        row[7] = hashtags
+        row[8] = mentions
+        row[9] = best
+        row[10] = distinct
+        row[11] = spam
+        row[12] = phrase
+        row[13] = url
+    return out

@@ -19,7 +19,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from features.kernels import hashed_ngram_csr
+from features.kernels import (
+    ASCII_COUNT_NAMES,
+    CLS_DIGIT,
+    CLS_LETTER,
+    CLS_PUNCT,
+    CLS_SPACE,
+    CLS_UPPER,
+    CLS_WORD,
+    ascii_text_counts,
+    hashed_ngram_csr,
+)
 
 # Dense statistics of one text column, in output order. Counts are raw counts; ratios are
 # shares of characters (or of letters / word tokens, see `text_stats`).
@@ -274,37 +284,46 @@ def hashed_ngrams_rows(
     return hashed_ngram_csr(buf, text_row, n_rows, int(hash_dim), lo, hi, _CRC32_TABLE)
 
 
-def _byte_table(chars: str) -> np.ndarray:
-    t = np.zeros(256, dtype=np.int64)
-    t[list(chars.encode("ascii"))] = 1
+def _byte_classes() -> np.ndarray:
+    # the CLS_* flags of every byte, for `ascii_text_counts`
+    t = np.zeros(256, dtype=np.uint8)
+    for flag, chars in (
+        # what str.split() splits ASCII text on (it includes the \x1c-\x1f separators)
+        (CLS_SPACE, " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"),
+        (CLS_WORD, string.ascii_letters + string.digits + "_"),  # \w on ASCII
+        (CLS_LETTER, string.ascii_letters),
+        (CLS_UPPER, string.ascii_uppercase),
+        (CLS_DIGIT, string.digits),
+        (CLS_PUNCT, string.punctuation),
+    ):
+        t[list(chars.encode("ascii"))] |= flag
     return t
 
 
-_B_LETTER = _byte_table(string.ascii_letters)
-_B_UPPER = _byte_table(string.ascii_uppercase)
-_B_DIGIT = _byte_table(string.digits)
-_B_PUNCT = _byte_table(string.punctuation)
-_B_WORD = _byte_table(string.ascii_letters + string.digits + "_")
-# what str.split() splits ASCII text on (it includes the \x1c-\x1f separators)
-_B_SPACE = _byte_table(" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f")
-_SPAM_WORDS_B = frozenset(w.encode() for w in SPAM_WORDS)
-_PHRASE_FIRST_WORDS_B = frozenset(w.encode() for w in _PHRASE_FIRST_WORDS)
+def _word_list(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    # lowercase ASCII words, concatenated, and their offsets (for `ascii_text_counts`)
+    data = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
+    offsets = np.concatenate(([0], np.cumsum([len(w) for w in words]))).astype(np.int64)
+    return data, offsets
+
+
+_CLASSES = _byte_classes()
+_LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
+_SPAM_LIST = _word_list(sorted(SPAM_WORDS))
+_PHRASE_FIRST_LIST = _word_list(sorted(_PHRASE_FIRST_WORDS))
 _PADDED_PHRASES_B = tuple(p.encode() for p in _PADDED_PHRASES)
-
-
-def _per_text(values: np.ndarray, first: np.ndarray) -> np.ndarray:
-    # sums of per-position values over each text (texts are consecutive, none empty)
-    return np.add.reduceat(values, first)
+_COUNT = {name: j for j, name in enumerate(ASCII_COUNT_NAMES)}
 
 
 def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> np.ndarray:
     """`text_stats` of many texts as an (n, len(TEXT_STAT_NAMES)) float array, equal row by
     row (tested): the batch path of the transform.
 
-    Non-empty ASCII texts (the common case) are concatenated and their character classes,
-    words, hashtags, mentions and character runs counted with numpy over the bytes; only
-    token sets, URLs and spam phrases stay per text (C-level set operations). Other texts
-    (None, empty, non-ASCII) go through `text_stats` itself.
+    Non-empty ASCII texts (the common case) are concatenated and counted in one compiled
+    pass over their bytes (`features.kernels.ascii_text_counts`: character classes, words,
+    tokens, distinct tokens, hashtags, mentions, runs, spam words); only the rare spam
+    phrases and URLs stay per text, on the texts the pass marks. Other texts (None, empty,
+    non-ASCII) go through `text_stats` itself.
     """
     n = len(texts)
     out = np.empty((n, len(TEXT_STAT_NAMES)), dtype=np.float64)
@@ -316,72 +335,31 @@ def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> n
             out[i] = text_stats(text, tag_list=tag_list)
     if not fast:
         return out
-    chosen = [texts[i] for i in fast]
-    raw = "".join(chosen).encode("ascii")  # type: ignore[arg-type]
-    buf = np.frombuffer(raw, dtype=np.uint8)
+    chosen: list[str] = [texts[i] for i in fast]  # type: ignore[misc]
+    buf = np.frombuffer("".join(chosen).encode("ascii"), dtype=np.uint8)
     lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
-    first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    # position i starts its text: a word, token or run cannot continue from the previous text
-    starts_text = np.zeros(len(buf), dtype=bool)
-    starts_text[first] = True
-    prev = np.empty_like(buf)
-    prev[1:] = buf[:-1]
-    is_space = _B_SPACE[buf].astype(bool)
-    is_word = _B_WORD[buf].astype(bool)
-    word_start = ~is_space & (starts_text | _B_SPACE[prev].astype(bool))
-    tok_start = is_word & (starts_text | ~_B_WORD[prev].astype(bool))
-    # "#\w+" / "@\w+" matches: a marker followed by a word character of the same text
-    nxt_word = np.zeros(len(buf), dtype=bool)
-    nxt_word[:-1] = is_word[1:] & ~starts_text[1:]
-    run_start = starts_text | (buf != prev)
-    run_id = np.cumsum(run_start) - 1
-    run_len = np.bincount(run_id)
-    max_run = np.maximum.reduceat(run_len, run_id[first])
-
-    n_chars = lengths.astype(np.float64)
-    n_words = _per_text(word_start.astype(np.int64), first)
-    n_tok = _per_text(tok_start.astype(np.int64), first)
-    letters = _per_text(_B_LETTER[buf], first)
-    upper = _per_text(_B_UPPER[buf], first)
-    digits = _per_text(_B_DIGIT[buf], first)
-    punct = _per_text(_B_PUNCT[buf], first)
-    exclaims = _per_text((buf == 33).astype(np.int64), first)
-    hashtags = n_words if tag_list else _per_text(((buf == 35) & nxt_word).astype(np.int64), first)
-    mentions = _per_text(((buf == 64) & nxt_word).astype(np.int64), first)
-
-    # Tokens of every text in order (the ASCII tokeniser of `tokens`, on bytes; a space
-    # between texts keeps their tokens apart), cut per text by the token counts above.
-    toks = " ".join(chosen).encode("ascii").translate(_ASCII_WORD_BYTES).split()  # type: ignore[arg-type]
-    if len(toks) != int(n_tok.sum()):  # cannot happen: both count maximal \w runs
-        raise AssertionError("token counts disagree")
-    bounds = np.concatenate(([0], np.cumsum(n_tok))).tolist()
+    first = np.zeros(len(chosen), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    counts = ascii_text_counts(
+        buf, first, lengths, _CLASSES, _LOWER, *_SPAM_LIST, *_PHRASE_FIRST_LIST
+    )
+    col = counts.T.astype(np.float64)
+    c = _COUNT
+    n_words, n_tok, spam = col[c["n_words"]], col[c["n_tok"]], col[c["spam"]]
+    # Spam phrases, on the texts holding a phrase's first word (as `text_stats` does).
+    for k in np.flatnonzero(counts[:, c["phrase_first"]]).tolist():
+        toks = chosen[k].encode("ascii").translate(_ASCII_WORD_BYTES).split()
+        joined = b" " + b" ".join(toks) + b" "
+        spam[k] += sum(map(joined.count, _PADDED_PHRASES_B))
+    urls = np.zeros(len(chosen))
+    for k in np.flatnonzero(counts[:, c["url_mark"]]).tolist():
+        urls[k] = len(_URL.findall(chosen[k]))
     m = len(chosen)
-    distinct = np.zeros(m)
-    spam = np.zeros(m)
-    urls = np.zeros(m)
-    for k in range(m):
-        lo, hi = bounds[k], bounds[k + 1]
-        if hi > lo:
-            part = toks[lo:hi]
-            seen = set(part)
-            distinct[k] = len(seen)
-            hits = (
-                0 if seen.isdisjoint(_SPAM_WORDS_B) else sum(map(_SPAM_WORDS_B.__contains__, part))
-            )
-            if not seen.isdisjoint(_PHRASE_FIRST_WORDS_B):
-                joined = b" " + b" ".join(part) + b" "
-                hits += sum(map(joined.count, _PADDED_PHRASES_B))
-            spam[k] = hits
-    # URLs: the regex only on texts with a "://" or "w." / "W." (as `text_stats` checks)
-    colon = (buf[:-2] == 58) & (buf[1:-1] == 47) & (buf[2:] == 47) if len(buf) > 2 else buf[:0]
-    dot_w = ((buf[:-1] | 32) == 119) & (buf[1:] == 46)
-    marks = np.concatenate((np.flatnonzero(colon), np.flatnonzero(dot_w)))
-    for k in np.unique(np.searchsorted(first, marks, side="right") - 1).tolist():
-        urls[k] = len(_URL.findall(chosen[k]))  # type: ignore[arg-type]
 
     def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.divide(num, den, out=np.zeros(m), where=den > 0)
 
+    n_chars = lengths.astype(np.float64)
     zeros = np.zeros(m)
     out[fast] = np.column_stack(
         [
@@ -389,16 +367,16 @@ def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> n
             n_chars,
             n_words,
             urls,
-            hashtags,
-            mentions,
-            exclaims,
-            ratio(upper, letters),
-            digits / n_chars,
-            punct / n_chars,
+            n_words if tag_list else col[c["hashtags"]],
+            col[c["mentions"]],
+            col[c["exclaims"]],
+            ratio(col[c["upper"]], col[c["letters"]]),
+            col[c["digits"]] / n_chars,
+            col[c["punct"]] / n_chars,
             zeros,  # non_ascii_ratio: ASCII texts only here
             zeros,  # emoji_ratio
-            max_run,
-            ratio(distinct, n_tok),
+            col[c["max_run"]],
+            ratio(col[c["distinct"]], n_tok),
             ratio(spam, n_tok),
         ]
     )
