@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -47,11 +48,13 @@ def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str
 def app_from_env() -> Any:
     """App factory for uvicorn workers: settings and serve options from the environment."""
     from serving.app import create_app
-    from serving.flag_writer import JsonlFlagSink
+    from serving.flag_writer import JsonlFlagSink, ProcessSink
 
     settings = get_settings()
     flags_path = os.environ.get(ENV_FLAGS_JSONL)
-    sink = JsonlFlagSink(flags_path) if flags_path else None
+    # Like the review store's sink, the file is written by a child process: a batch's
+    # flagged items stay bytes in this one (serving.flag_writer.ScoredBatch).
+    sink = ProcessSink(functools.partial(JsonlFlagSink, flags_path)) if flags_path else None
     rate = os.environ.get(ENV_SAMPLE_RATE)
     return create_app(
         settings,

@@ -1,8 +1,10 @@
 """Background writer that moves flagged items from the request path to a sink in batches.
 
-Requests only `put` into a bounded queue (O(1), never blocks); one thread flushes batches by
-size or age to a `FlagSink` (the review store's `add_flagged`, or a JSON-lines file), retries
-a failing sink, and on `close()` drains everything left so no accepted item is lost.
+Requests only `put` into a bounded queue (O(1), never blocks): a single item as a
+`FlaggedItem`, a batch request's items as a `ScoredBatch` (its request and response bytes).
+One thread flushes batches by size or age to a `FlagSink` (the review store's
+`add_flagged`, or a JSON-lines file), retries a failing sink, and on `close()` drains
+everything left so no accepted item is lost.
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-from serving.schemas import FlaggedItem
+from serving.schemas import FlaggedItem, SnapshotAdapter
 
-__all__ = ["FlagSink", "FlagWriter", "FlaggedItem", "JsonlFlagSink", "ProcessSink", "json_safe"]
+__all__ = [
+    "FlagSink",
+    "FlagWriter",
+    "FlaggedItem",
+    "JsonlFlagSink",
+    "ProcessSink",
+    "ScoredBatch",
+    "flagged_item",
+    "json_safe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,98 @@ def json_safe(value: Any) -> Any:
     return orjson.loads(to_json(value))
 
 
+# Snapshot fields that say how many people an item reached, best first (flat datasets differ).
+REACH_FIELDS = ("n_view", "n_viewers", "video_view_count")
+
+
+def reach_of(record: Mapping[str, Any]) -> float:
+    for name in REACH_FIELDS:
+        v = record.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
+            return float(v)
+    return 0.0
+
+
+def flagged_item(
+    record: dict[str, Any],
+    probs: Mapping[str, float | None],
+    flagged: list[str],
+    reasons: dict,
+    model_version: str,
+    scored_at: datetime,
+) -> FlaggedItem:
+    """The review-queue entry of one scored snapshot: flagged, or `sampled` when not."""
+    return FlaggedItem(
+        item_id=record["item_id"],
+        as_of=record.get("as_of"),
+        anchor=record.get("anchor") or "post",
+        snapshot=record,
+        scores={k: v for k, v in probs.items() if v is not None and v == v},
+        flagged=flagged,
+        reasons=reasons,
+        model_version=model_version,
+        reach=reach_of(record),
+        sampled=not flagged,
+        scored_at=scored_at,
+    )
+
+
+@dataclass
+class ScoredBatch:
+    """The flagged and sampled items of one batch request, as the bytes it already has.
+
+    `request` is the request body ({"items": [...]}) and `response` the response body
+    (items in the same order); `rows` are the items to persist. Keeping bytes, not
+    FlaggedItems, means the serving process spends no CPU (and holds no GIL) serialising
+    ~500 snapshots per 1,000-item batch: `ProcessSink` ships the bytes to its child, which
+    `expand`s them. The snapshot is the request item validated again by the same schema.
+    """
+
+    request: bytes
+    response: bytes
+    rows: list[int]
+    scored_at: datetime
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def expand(self) -> list[FlaggedItem]:
+        items = orjson.loads(self.request)["items"]
+        results = orjson.loads(self.response)["items"]
+        out = []
+        for i in self.rows:
+            res = results[i]
+            out.append(
+                flagged_item(
+                    SnapshotAdapter.validate_python(items[i]),
+                    res["probabilities"],
+                    res["flagged"],
+                    res["reasons"],
+                    res["model_version"],
+                    self.scored_at,
+                )
+            )
+        return out
+
+
+Entry = FlaggedItem | ScoredBatch
+
+
+def _entry_size(entry: Entry) -> int:
+    return len(entry) if isinstance(entry, ScoredBatch) else 1
+
+
+def expand_entries(entries: Sequence[Entry]) -> list[FlaggedItem]:
+    """The FlaggedItems of queued entries, in order."""
+    out: list[FlaggedItem] = []
+    for e in entries:
+        if isinstance(e, ScoredBatch):
+            out.extend(e.expand())
+        else:
+            out.append(e)
+    return out
+
+
 class JsonlFlagSink:
     """Appends each flagged item as one JSON line to a file (`surfacer serve --flags-jsonl`)."""
 
@@ -88,9 +192,10 @@ class ProcessSink:
     """Runs a sink in a child process, so its Python work does not hold this process's GIL.
 
     The review store's ORM upserts cost ~0.4 ms of CPU per item: in the serving process
-    they would take the GIL from requests for ~200 ms per 500 flags. Here `write` ships the
-    batch as JSON bytes (orjson, in C) over a pipe and waits for the child's answer while
-    the GIL is free; the child rebuilds the items and calls the real sink. The child builds
+    they would take the GIL from requests for ~200 ms per 500 flags. Here `write_entries`
+    ships single items as JSON bytes (orjson, in C) and a `ScoredBatch` as the bytes it
+    already is, over a pipe, and waits for the child's answer while the GIL is free; the
+    child rebuilds the items (expanding batches) and calls the real sink. The child builds
     its sink from `factory` (picklable, e.g. a `functools.partial` of settings), so nothing
     unpicklable crosses. Errors come back as exceptions of the same kind (TypeError or
     ValueError: the batch cannot be written; anything else: retry), so `FlagWriter`'s retry
@@ -115,11 +220,35 @@ class ProcessSink:
         _raise_if_error(self._conn.recv())
 
     def write(self, items: Sequence[FlaggedItem]) -> None:
-        payload = to_json(list(items))
+        self.write_entries(items)
+
+    def write_entries(self, entries: Sequence[Entry]) -> None:
+        """Write queued entries: FlaggedItems as JSON, `ScoredBatch`es as their own bytes
+        (the child expands them). One header frame says what the next frames are."""
+        parts: list[dict[str, Any]] = []
+        frames: list[bytes] = []
+        singles: list[FlaggedItem] = []
+
+        def end_singles() -> None:
+            if singles:
+                parts.append({"items": len(singles)})
+                frames.append(to_json(singles))
+                singles.clear()
+
+        for e in entries:
+            if isinstance(e, ScoredBatch):
+                end_singles()
+                parts.append({"rows": e.rows, "scored_at": e.scored_at.isoformat()})
+                frames += (e.request, e.response)
+            else:
+                singles.append(e)
+        end_singles()
         with self._lock:
             if not self._proc.is_alive():
                 raise RuntimeError("flag sink process has exited")
-            self._conn.send_bytes(payload)
+            self._conn.send_bytes(orjson.dumps(parts))
+            for frame in frames:
+                self._conn.send_bytes(frame)
             try:
                 answer = self._conn.recv()
             except EOFError:
@@ -156,13 +285,24 @@ def _sink_process(factory: Callable[[], FlagSink], conn: Any) -> None:
     conn.send(("ok", ""))
     while True:
         try:
-            payload = conn.recv_bytes()
+            header = conn.recv_bytes()
+            if not header:
+                break
+            parts = orjson.loads(header)
+            frames = [
+                conn.recv_bytes() for part in parts for _ in range(1 if "items" in part else 2)
+            ]
         except EOFError:  # the parent is gone
             break
-        if not payload:
-            break
         try:
-            items = [_flagged_item(d) for d in orjson.loads(payload)]
+            items: list[FlaggedItem] = []
+            for part in parts:
+                if "items" in part:
+                    items += [_flagged_item(d) for d in orjson.loads(frames.pop(0))]
+                else:
+                    request, response = frames.pop(0), frames.pop(0)
+                    at = datetime.fromisoformat(part["scored_at"])
+                    items += ScoredBatch(request, response, part["rows"], at).expand()
             sink.write(items)
         except (TypeError, ValueError) as exc:
             conn.send(("value", repr(exc)))
@@ -186,11 +326,12 @@ def _flagged_item(d: dict[str, Any]) -> FlaggedItem:
 class FlagWriter:
     """Bounded buffer + one flushing thread; `submit` is safe to call from the event loop.
 
-    `submit` is a `deque.append` (atomic under the GIL, no lock, no thread wake-up per item:
-    waking the writer for every item would make the request thread wait for the GIL). The
-    writer wakes every `flush_interval_s`, or early once a full batch is waiting. When the
-    buffer is full the item is dropped and counted (`dropped`) rather than blocking a
-    request; size it for bursts. `close()` stops intake and drains the rest.
+    `submit` (one item) and `submit_batch` (a batch request's items, as bytes) append to a
+    deque and count under a small lock; the writer is not woken per item (that would make
+    the request thread wait for the GIL). It wakes every `flush_interval_s`, or early once
+    a full batch is waiting. When the buffer is full the entry is dropped and its items
+    counted (`dropped`) rather than blocking a request; size it for bursts. `close()` stops
+    intake and drains the rest.
     """
 
     def __init__(
@@ -217,11 +358,12 @@ class FlagWriter:
         self.retry_backoff_s = retry_backoff_s
         self.on_written = on_written
         self.on_dropped = on_dropped
-        self._buffer: deque[FlaggedItem] = deque()
+        self._buffer: deque[Entry] = deque()
+        self._queued = 0  # items in the buffer (a ScoredBatch holds several)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._lock = threading.Lock()  # counters only
+        self._lock = threading.Lock()  # the buffer's item count and the counters
         self.written = 0
         self.dropped = 0
         self.failed = 0
@@ -229,25 +371,36 @@ class FlagWriter:
     # -- request side --------------------------------------------------------------------------
 
     def submit(self, item: FlaggedItem) -> bool:
-        """Enqueue without blocking; False when closed, full or there is no sink."""
-        if self._closed or self.sink is None:
+        """Enqueue one item without blocking; False when closed, full or there is no sink."""
+        return self._put(item, 1, item.item_id)
+
+    def submit_batch(self, batch: ScoredBatch) -> bool:
+        """Enqueue a batch request's items (all or none) without blocking, like `submit`."""
+        return self._put(batch, len(batch), f"a batch of {len(batch)}")
+
+    def _put(self, entry: Entry, n: int, what: str) -> bool:
+        if self._closed or self.sink is None or n == 0:
             return False
-        n = len(self._buffer)
-        if n >= self.max_queue:
-            with self._lock:
-                self.dropped += 1
+        with self._lock:
+            queued = self._queued
+            full = queued + n > self.max_queue
+            if full:
+                self.dropped += n
+            else:
+                self._queued = queued + n
+                self._buffer.append(entry)
+        if full:
             if self.on_dropped is not None:
-                self.on_dropped(1)
-            log.warning("flag buffer full (%d); dropped item %s", self.max_queue, item.item_id)
+                self.on_dropped(n)
+            log.warning("flag buffer full (%d); dropped %s", self.max_queue, what)
             return False
-        self._buffer.append(item)
-        if n + 1 == self.batch_size:  # once per full batch, not per item
+        if queued < self.batch_size <= queued + n:  # once per full batch, not per item
             self._wake.set()
         return True
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return self._queued
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -279,14 +432,20 @@ class FlagWriter:
 
     # -- worker --------------------------------------------------------------------------------
 
-    def _take(self) -> list[FlaggedItem]:
-        batch: list[FlaggedItem] = []
+    def _take(self) -> list[Entry]:
+        batch: list[Entry] = []
+        taken = 0
         pop = self._buffer.popleft
-        while len(batch) < self.batch_size:
+        while taken < self.batch_size:
             try:
-                batch.append(pop())
+                entry = pop()
             except IndexError:
                 break
+            batch.append(entry)
+            n = _entry_size(entry)
+            taken += n
+            with self._lock:
+                self._queued -= n
         return batch
 
     def _run(self) -> None:
@@ -299,38 +458,39 @@ class FlagWriter:
                 if batch:
                     self._flush(batch)
                 # Keep going while full batches wait; a partial one waits for the next tick.
-                if not batch or (len(self._buffer) < self.batch_size and not closing):
+                if not batch or (self._queued < self.batch_size and not closing):
                     break
             if closing and not self._buffer:
                 return
 
-    def _flush(self, batch: list[FlaggedItem]) -> None:
+    def _flush(self, batch: list[Entry]) -> None:
         assert self.sink is not None
+        n = sum(map(_entry_size, batch))
+        write_entries = getattr(self.sink, "write_entries", None)
         for attempt in range(self.max_retries + 1):
             try:
-                self.sink.write(batch)
+                if write_entries is not None:
+                    write_entries(batch)  # a ScoredBatch stays bytes until the sink's process
+                else:
+                    self.sink.write(expand_entries(batch))
             except (TypeError, ValueError) as exc:
                 # A value no sink can serialise (snapshots come from JSON, so a bug): retrying
                 # cannot help.
-                log.error(
-                    "dropping %d flagged items that cannot be serialised: %s", len(batch), exc
-                )
+                log.error("dropping %d flagged items that cannot be serialised: %s", n, exc)
                 with self._lock:
-                    self.failed += len(batch)
+                    self.failed += n
                 return
             except Exception:
                 if attempt == self.max_retries:
-                    log.exception(
-                        "flag sink failed %d times; lost %d items", attempt + 1, len(batch)
-                    )
+                    log.exception("flag sink failed %d times; lost %d items", attempt + 1, n)
                     with self._lock:
-                        self.failed += len(batch)
+                        self.failed += n
                     return
                 log.warning("flag sink failed (attempt %d); retrying", attempt + 1, exc_info=True)
                 time.sleep(self.retry_backoff_s * (2**attempt))
                 continue
             with self._lock:
-                self.written += len(batch)
+                self.written += n
             if self.on_written is not None:
-                self.on_written(len(batch))
+                self.on_written(n)
             return

@@ -1,8 +1,9 @@
 """Online scoring: one snapshot or a batch in, probabilities, flags and reason codes out.
 
 The hot path parses with orjson, validates with a TypeAdapter (plain dicts, no models per
-item), scores with the bundle's no-DataFrame paths, and only enqueues flagged items: the
-review store is written by the flag writer's thread, never here.
+item), scores with the bundle's no-DataFrame paths, and only enqueues flagged (or sampled) items:
+one item as a FlaggedItem, a batch as its request and response bytes (`ScoredBatch`, so
+no snapshot is serialised here). The review store is written off the request path.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from serving.deps import SECURITY, Service, authorize, loaded_model
+from serving.flag_writer import ScoredBatch, flagged_item
 from serving.model_holder import LoadedModel
 from serving.schemas import (
     BatchAdapter,
     ErrorBody,
-    FlaggedItem,
     ItemScore,
     ScoreBatchResponse,
     SnapshotAdapter,
@@ -32,8 +33,6 @@ from serving.schemas import (
 router = APIRouter(prefix="/v1", tags=["score"])
 
 TOP_K = 5
-# Snapshot fields that say how many people an item reached, best first (flat datasets differ).
-REACH_FIELDS = ("n_view", "n_viewers", "video_view_count")
 _JSON = "application/json"
 
 
@@ -44,14 +43,6 @@ def _validation_error(exc: ValidationError, prefix: tuple[Any, ...]) -> RequestV
             for e in exc.errors(include_url=False, include_input=False)
         ]
     )
-
-
-def _reach(record: Mapping[str, Any]) -> float:
-    for name in REACH_FIELDS:
-        v = record.get(name)
-        if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
-            return float(v)
-    return 0.0
 
 
 def _sampled(item_id: str, rate: float) -> bool:
@@ -91,23 +82,9 @@ def _enqueue(
     probs: Mapping[str, float | None],
     flagged: list[str],
     reasons: dict,
-    sampled: bool,
-    scored_at: datetime | None = None,
 ) -> None:
     svc.flags.submit(
-        FlaggedItem(
-            item_id=record["item_id"],
-            as_of=record.get("as_of"),
-            anchor=record.get("anchor") or "post",
-            snapshot=record,
-            scores={k: v for k, v in probs.items() if v is not None and v == v},
-            flagged=flagged,
-            reasons=reasons,
-            model_version=model.version,
-            reach=_reach(record),
-            sampled=sampled,
-            scored_at=scored_at or datetime.now(UTC),
-        )
+        flagged_item(record, probs, flagged, reasons, model.version, datetime.now(UTC))
     )
 
 
@@ -118,9 +95,9 @@ def score_one(svc: Service, model: LoadedModel, record: dict[str, Any]) -> dict[
     svc.metrics.items_scored.inc()
     if flagged:
         svc.metrics.count_flags(dict.fromkeys(flagged, 1))
-        _enqueue(svc, model, record, probs, flagged, reasons, False)
+        _enqueue(svc, model, record, probs, flagged, reasons)
     elif _sampled(record["item_id"], svc.sample_rate):
-        _enqueue(svc, model, record, probs, [], {}, True)
+        _enqueue(svc, model, record, probs, [], {})
     return {
         "item_id": record["item_id"],
         "probabilities": probs,
@@ -132,8 +109,12 @@ def score_one(svc: Service, model: LoadedModel, record: dict[str, Any]) -> dict[
 
 def score_batch(
     svc: Service, model: LoadedModel, records: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Score validated snapshots in one vectorised call; explain and enqueue flagged ones."""
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Score validated snapshots in one vectorised call and explain the flagged ones.
+
+    Returns the response items and the rows the review queue gets (flagged, or sampled);
+    the route enqueues those as a `ScoredBatch` once the response is serialised.
+    """
     bundle = model.bundle
     issues = list(bundle.issue_names)
     design = bundle.design_records(records)
@@ -161,27 +142,25 @@ def score_batch(
         )
     )
     version = model.version
-    scored_at = datetime.now(UTC)  # one moment for the whole batch
+    rate = svc.sample_rate
     out = []
+    persist = []
     # NaN -> None so the response says null for "not applicable".
     rows = np.where(np.isnan(probs), None, probs).tolist()
     for i, (record, row) in enumerate(zip(records, rows, strict=True)):
-        p = dict(zip(issues, row, strict=True))
         flagged, reasons = explained.get(i, ([], {}))
-        if flagged:
-            _enqueue(svc, model, record, p, flagged, reasons, False, scored_at)
-        elif _sampled(record["item_id"], svc.sample_rate):
-            _enqueue(svc, model, record, p, [], {}, True, scored_at)
+        if flagged or _sampled(record["item_id"], rate):
+            persist.append(i)
         out.append(
             {
                 "item_id": record["item_id"],
-                "probabilities": p,
+                "probabilities": dict(zip(issues, row, strict=True)),
                 "flagged": flagged,
                 "reasons": reasons,
                 "model_version": version,
             }
         )
-    return out
+    return out, persist
 
 
 @router.post(
@@ -222,10 +201,15 @@ async def score(request: Request) -> Response:
                 batch = BatchAdapter.validate_python(data)
             except ValidationError as exc:
                 raise _validation_error(exc, ("body",)) from None
-            result: Any = {
-                "items": score_batch(svc, model, batch.items) if batch.items else [],
-                "model_version": model.version,
-            }
+            scored, persist = score_batch(svc, model, batch.items) if batch.items else ([], [])
+            payload = orjson.dumps(
+                {"items": scored, "model_version": model.version},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+            if persist:
+                # The review queue's entries are these bytes, expanded off this process.
+                svc.flags.submit_batch(ScoredBatch(body, payload, persist, datetime.now(UTC)))
+            return Response(payload, media_type=_JSON)
         else:
             try:
                 record = SnapshotAdapter.validate_python(data)

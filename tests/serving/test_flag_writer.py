@@ -10,10 +10,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
-from serving.flag_writer import FlaggedItem, FlagWriter, JsonlFlagSink, ProcessSink
+from serving.flag_writer import (
+    FlaggedItem,
+    FlagWriter,
+    JsonlFlagSink,
+    ProcessSink,
+    ScoredBatch,
+    flagged_item,
+)
 from serving.review.store import ReviewStore, store_sink
+from serving.schemas import SnapshotAdapter
 from surfacer.settings import Settings
 
 
@@ -204,3 +213,94 @@ def test_process_sink_reports_unwritable_batches_and_a_broken_factory(tmp_path: 
     assert [r["item_id"] for r in JsonlFlagSink.read(tmp_path / "f.jsonl")] == ["it_1"]
     with pytest.raises(RuntimeError, match="could not build the flag sink"):
         ProcessSink(_broken_factory)
+
+
+AT = datetime(2026, 11, 2, 12, 30, tzinfo=UTC)
+
+
+def scored_batch(ids: list[str], rows: list[int]) -> ScoredBatch:
+    """A batch request of `ids` and its response: even items flagged, odd ones not."""
+    request = {
+        "items": [
+            {"item_id": i, "as_of": "2026-11-01T00:00:00Z", "n_view": 10.0 * k, "anchor": None}
+            for k, i in enumerate(ids)
+        ]
+    }
+    response = {
+        "items": [
+            {
+                "item_id": i,
+                "probabilities": {"low_quality": 0.9 if k % 2 == 0 else 0.1, "wrongful": None},
+                "flagged": ["low_quality"] if k % 2 == 0 else [],
+                "reasons": (
+                    {"low_quality": [{"feature": "n_view", "value": 10.0 * k, "contribution": 0.5}]}
+                    if k % 2 == 0
+                    else {}
+                ),
+                "model_version": "7",
+            }
+            for k, i in enumerate(ids)
+        ],
+        "model_version": "7",
+    }
+    return ScoredBatch(orjson.dumps(request), orjson.dumps(response), rows, AT)
+
+
+def test_a_scored_batch_expands_to_the_items_its_bytes_hold() -> None:
+    batch = scored_batch(["a", "b", "c"], [0, 1])
+    assert len(batch) == 2
+    first, second = batch.expand()
+    raw = orjson.loads(batch.request)["items"]
+    want = flagged_item(
+        SnapshotAdapter.validate_python(raw[0]),
+        {"low_quality": 0.9, "wrongful": None},
+        ["low_quality"],
+        {"low_quality": [{"feature": "n_view", "value": 0.0, "contribution": 0.5}]},
+        "7",
+        AT,
+    )
+    assert first == want
+    # the snapshot is validated again: as_of is a datetime, not the request's string
+    assert first.as_of == datetime(2026, 11, 1, tzinfo=UTC) and first.anchor == "post"
+    assert first.scores == {"low_quality": 0.9} and first.sampled is False
+    assert second.item_id == "b" and second.flagged == [] and second.sampled is True
+    assert second.reach == 10.0 and second.scored_at == AT
+
+
+def test_batches_count_and_drop_by_item(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    sink = JsonlFlagSink(tmp_path / "f.jsonl")
+    writer = FlagWriter(sink, max_queue=5, flush_interval_s=10.0, on_dropped=dropped.append)
+    assert writer.submit_batch(scored_batch(["a", "b", "c"], [0, 1, 2]))
+    assert writer.pending == 3
+    assert not writer.submit_batch(scored_batch(["d", "e", "f"], [0, 1, 2]))  # all or none
+    assert writer.dropped == 3 and dropped == [3]
+    assert writer.submit(item(9)) and writer.pending == 4
+    assert not writer.submit_batch(scored_batch(["g"], []))  # nothing to persist
+    writer.start().close()
+    rows = JsonlFlagSink.read(sink.path)
+    assert [r["item_id"] for r in rows] == ["a", "b", "c", "it_9"]
+    assert writer.written == 4 and writer.pending == 0
+    assert rows[0]["snapshot"]["as_of"] == "2026-11-01T00:00:00+00:00"
+
+
+@pytest.mark.slow  # starts a Python child process (spawn)
+def test_process_sink_expands_batches_in_its_child(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    writer = FlagWriter(
+        ProcessSink(functools.partial(JsonlFlagSink, path)), batch_size=4, retry_backoff_s=0.01
+    ).start()
+    want = []
+    for k in range(5):
+        writer.submit(item(k))
+        ids = [f"b{k}_{j}" for j in range(3)]
+        writer.submit_batch(scored_batch(ids, [0, 2]))
+        want += [f"it_{k}", ids[0], ids[2]]
+    writer.close()
+    rows = JsonlFlagSink.read(path)
+    assert [r["item_id"] for r in rows] == want
+    assert writer.written == 15 and writer.failed == 0
+    by_id = {r["item_id"]: r for r in rows}
+    assert (
+        by_id["b0_0"]["flagged"] == ["low_quality"] and by_id["b0_2"]["scored_at"] == AT.isoformat()
+    )
