@@ -76,6 +76,7 @@ REACH_FIELDS = ("n_view", "n_viewers", "video_view_count")
 
 
 def reach_of(record: Mapping[str, Any]) -> float:
+    """How many people the item reached (0 when the snapshot does not say)."""
     for name in REACH_FIELDS:
         v = record.get(name)
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
@@ -289,18 +290,19 @@ def _sink_process(factory: Callable[[], FlagSink], conn: Any) -> None:
             if not header:
                 break
             parts = orjson.loads(header)
-            frames = [
-                conn.recv_bytes() for part in parts for _ in range(1 if "items" in part else 2)
-            ]
+            # one frame per run of single items, two (request, response) per batch
+            frames = iter(
+                [conn.recv_bytes() for part in parts for _ in range(1 if "items" in part else 2)]
+            )
         except EOFError:  # the parent is gone
             break
         try:
             items: list[FlaggedItem] = []
             for part in parts:
                 if "items" in part:
-                    items += [_flagged_item(d) for d in orjson.loads(frames.pop(0))]
+                    items += [_flagged_item(d) for d in orjson.loads(next(frames))]
                 else:
-                    request, response = frames.pop(0), frames.pop(0)
+                    request, response = next(frames), next(frames)
                     at = datetime.fromisoformat(part["scored_at"])
                     items += ScoredBatch(request, response, part["rows"], at).expand()
             sink.write(items)
