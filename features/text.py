@@ -3,10 +3,10 @@
 Every function here works on a single Python string (or None) and returns plain Python
 values, so the batch path (a loop over a column) and the online path (one record) run the
 very same code and cannot drift. The two exceptions are batch twins tested to agree with
-their scalar kernels: `hashed_ngrams_rows` (of `hashed_ngrams`) hashes all n-grams of many
-rows in a few numpy passes, bit-identical, and `text_stats_many` (of `text_stats`) counts
-the statistics of many texts over their bytes, row for row equal. Nothing here is learned: the lexicons are fixed, the hash
-is deterministic across processes (CRC32, not Python's salted ``hash()``).
+their scalar kernels: `hashed_ngrams_rows` (of `hashed_ngrams`, bit for bit) and
+`text_stats_many` (of `text_stats`, row for row); they tokenise here and count in the
+compiled loops of `features.kernels`. Nothing here is learned: the lexicons are fixed, the
+hash is deterministic across processes (CRC32, not Python's salted ``hash()``).
 """
 
 from __future__ import annotations
@@ -117,6 +117,12 @@ _NAN = math.nan
 _ABSENT_STATS: tuple[float, ...] = (0.0,) + (_NAN,) * (len(TEXT_STAT_NAMES) - 1)
 
 
+def _phrase_hits(toks: list[str]) -> int:
+    # spam phrases in a token sequence (str.count: non-overlapping, whole words)
+    joined = " " + " ".join(toks) + " "
+    return sum(map(joined.count, _PADDED_PHRASES))
+
+
 def tokens(text: str) -> list[str]:
     """Lowercased word tokens (unicode ``\\w+``); "#tag" yields "tag", URLs split into parts."""
     if text.isascii():
@@ -167,8 +173,7 @@ def text_stats(text: str | None, *, tag_list: bool = False) -> tuple[float, ...]
     # Set checks first: most texts hold no spam word and no phrase's first word.
     spam = 0 if distinct.isdisjoint(SPAM_WORDS) else sum(map(SPAM_WORDS.__contains__, toks))
     if not distinct.isdisjoint(_PHRASE_FIRST_WORDS):
-        joined = " " + " ".join(toks) + " "
-        spam += sum(map(joined.count, _PADDED_PHRASES))
+        spam += _phrase_hits(toks)
     return (
         1.0 if n_words else 0.0,
         float(n),
@@ -311,7 +316,6 @@ _CLASSES = _byte_classes()
 _LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
 _SPAM_LIST = _word_list(sorted(SPAM_WORDS))
 _PHRASE_FIRST_LIST = _word_list(sorted(_PHRASE_FIRST_WORDS))
-_PADDED_PHRASES_B = tuple(p.encode() for p in _PADDED_PHRASES)
 _COUNT = {name: j for j, name in enumerate(ASCII_COUNT_NAMES)}
 
 
@@ -348,9 +352,7 @@ def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> n
     n_words, n_tok, spam = col[c["n_words"]], col[c["n_tok"]], col[c["spam"]]
     # Spam phrases, on the texts holding a phrase's first word (as `text_stats` does).
     for k in np.flatnonzero(counts[:, c["phrase_first"]]).tolist():
-        toks = chosen[k].encode("ascii").translate(_ASCII_WORD_BYTES).split()
-        joined = b" " + b" ".join(toks) + b" "
-        spam[k] += sum(map(joined.count, _PADDED_PHRASES_B))
+        spam[k] += _phrase_hits(tokens(chosen[k]))
     urls = np.zeros(len(chosen))
     for k in np.flatnonzero(counts[:, c["url_mark"]]).tolist():
         urls[k] = len(_URL.findall(chosen[k]))
