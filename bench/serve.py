@@ -394,7 +394,7 @@ def _records(data: Path, n: int, random_state: int) -> list[dict[str, Any]]:
 def _train_and_register(data: Path, state: Path, random_state: int) -> tuple[Any, str]:
     from mlflow.tracking import MlflowClient
 
-    from surfacer.settings import Settings
+    from common.settings import Settings
     from training.pipeline import train
 
     settings = Settings(data_dir=state, model_name=MODEL_NAME)

@@ -1,7 +1,7 @@
 """Issue discovery: segment trends, anomaly detection, root cause, candidate issues, effect of fixes.
 
 Entry points: `discovery.pipeline.discover(tables, scores=None) -> DiscoveryResult`,
-`discovery.pipeline.write_discovery(result, out)`, `discovery.report.render_report(result) -> str`
+`discovery.report.write_discovery(result, out)`, `discovery.report.render_report(result) -> str`
 (self-contained HTML for the service), `discovery.effect.effect_of_fix(...)` and
 `discovery.evaluate.match_incidents(...)` against the simulator's planted incidents.
 """

@@ -63,7 +63,8 @@ def discover_command(
         raise ValueError(
             "surfacer discover needs --data DIR and --out DIR (or a subcommand, e.g. effect)"
         )
-    from discovery.pipeline import DiscoveryConfig, discover, write_discovery
+    from discovery.pipeline import DiscoveryConfig, discover
+    from discovery.report import write_discovery
 
     tables, frame = _load(data, scores)
     result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -268,16 +266,3 @@ def discover(
         data_range=(start, data_end),
         used_scores=scores is not None,
     )
-
-
-def write_discovery(result: DiscoveryResult, out: str | Path) -> Path:
-    """Write incidents.json and report.html into `out` (created if missing)."""
-    from discovery.report import render_report
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "incidents.json").write_bytes(
-        orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2)
-    )
-    (out / "report.html").write_text(render_report(result), encoding="utf-8")
-    return out

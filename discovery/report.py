@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import numpy as np
+import orjson
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -125,3 +127,14 @@ def report_context(result: DiscoveryResult, *, max_charts: int = 30) -> dict[str
 def render_report(result: DiscoveryResult) -> str:
     """The discovery report as one self-contained HTML string (no external assets)."""
     return _ENV.get_template("report.html.j2").render(**report_context(result))
+
+
+def write_discovery(result: DiscoveryResult, out: str | Path) -> Path:
+    """Write incidents.json and report.html into `out` (created if missing)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "incidents.json").write_bytes(
+        orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2)
+    )
+    (out / "report.html").write_text(render_report(result), encoding="utf-8")
+    return out

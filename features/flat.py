@@ -6,7 +6,7 @@ or unreadable value in an id, label or feature column is dropped and reported wi
 never filled with zeros. Example spec (paths resolve against the spec file's folder):
 
     name = "tiktok_claims"
-    path = "../../../shared/data/tiktok_claims.csv"
+    path = "../../data/tiktok_claims.csv"
     id = "video_id"
     text = ["video_transcription_text"]
     numeric = ["video_duration_sec", "video_view_count"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.snapshot import snapshot_frame
+from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
 

@@ -27,6 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.settings import Settings, get_settings
 from serving.auth import ApiKeyAuth
 from serving.deps import Service
 from serving.flag_writer import FlagSink, FlagWriter, JsonlFlagSink, ProcessSink
@@ -38,7 +39,6 @@ from serving.review.routers import quality as review_quality
 from serving.review.store import ReviewStore, store_sink
 from serving.routers import admin, health, models, reports, score
 from serving.schemas import SNAPSHOT_EXAMPLE, JSONResponse, ScoreBatch, Snapshot
-from surfacer.settings import Settings, get_settings
 
 log = logging.getLogger("serving")
 

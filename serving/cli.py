@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
+from common.settings import Settings, get_settings
 from serving.auth import SCOPES, generate_key
 from serving.procs import pid_alive
-from surfacer.settings import Settings, get_settings
 
 # How `surfacer serve` hands its options to uvicorn worker processes (which build the app
 # from the environment): settings ride on SURFACER_*, these two are serving-only.

@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from common.settings import Settings
 from serving.auth import ApiKeyAuth, AuthError, Principal, key_from_headers
 from serving.flag_writer import FlagWriter
 from serving.metrics import ServiceMetrics
 from serving.model_holder import LoadedModel, ModelHolder
 from serving.review.store import ReviewStore
-from surfacer.settings import Settings
 
 
 @dataclass

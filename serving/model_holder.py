@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from surfacer.settings import Settings
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surfacer.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 
 @dataclass
@@ -46,7 +46,8 @@ def run_demo(
     import pandas as pd
 
     from discovery.evaluate import match_incidents
-    from discovery.pipeline import discover, write_discovery
+    from discovery.pipeline import discover
+    from discovery.report import write_discovery
     from features.io import load_dataset
     from features.snapshot import build_snapshots
     from models.batch import score_dataset

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd() -> None:
         """List the registered model versions: aliases, run id, created, key metrics."""
-        from surfacer.settings import get_settings
+        from common.settings import get_settings
         from training.registry import format_versions, list_versions
 
         typer.echo(format_versions(list_versions(get_settings())))
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Move a model alias by hand (bypasses the gate) and print it before and after."""
-        from surfacer.settings import get_settings
+        from common.settings import get_settings
         from training.registry import promote
         from training.registry import rollback as roll_back
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.settings import Settings, get_settings
 from features.schema import DEFAULT_HORIZONS_H
 from models.batch import score_dataset
 from models.bundle import ScoringBundle
-from surfacer.settings import Settings, get_settings
 from training.evaluate import summarise
 from training.pipeline import TrainResult, train
 

@@ -23,11 +23,11 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from common.settings import Settings, get_settings
 from features.schema import DEFAULT_HORIZONS_H
 from features.transform import FeatureTransform
 from models.bundle import TEXT_SCORE_FEATURE, IssueModel, ScoringBundle, hashed_text
 from models.issues import IssueType
-from surfacer.settings import Settings, get_settings
 from training.data import TrainingData, first_label_strata, load_training_data
 from training.evaluate import (
     EvaluationReport,

@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from surfacer.settings import Settings
+from common.settings import Settings
 from training.evaluate import PRIMARY_METRIC, holdout_metrics
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from common.settings import Settings
 from models.pyfunc import MODEL_NAME_IN_RUN, load_bundle, log_bundle
-from surfacer.settings import Settings
 from training.plots import write_plots
 from training.registry import (
     CHALLENGER,

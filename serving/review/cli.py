@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surfacer.settings import get_settings
+from common.settings import get_settings
 
 
 def _store(database_url: str | None):  # type: ignore[no-untyped-def]

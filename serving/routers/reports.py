@@ -15,9 +15,9 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from common.settings import Settings
 from serving.deps import ReviewKey, ServiceDep
 from serving.schemas import ErrorBody, JSONResponse
-from surfacer.settings import Settings
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 

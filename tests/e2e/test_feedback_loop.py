@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from common.settings import Settings
 from features.io import load_dataset
 from features.snapshot import build_snapshots
 from models.issues import DEFAULT_ISSUES
@@ -20,7 +21,6 @@ from serving.review.export import export_labels
 from serving.review.store import ReviewStore
 from simulator.config import SimConfig
 from simulator.core import simulate, write_simulation
-from surfacer.settings import Settings
 from tests.serving.conftest import running
 from training.data import load_training_data
 from training.pipeline import train

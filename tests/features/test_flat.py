@@ -228,7 +228,7 @@ def test_spec_objects_can_be_built_in_code(tmp_path: Path) -> None:
     assert ds.label_rates() == {"spam": 0.25}
 
 
-# --- the shipped spec for ../shared/data/tiktok_claims.csv -------------------------------
+# --- the shipped spec for data/tiktok_claims.csv (in the repo) -------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +282,7 @@ def test_tiktok_label_rates_are_plausible(tiktok) -> None:  # type: ignore[no-un
 
 
 def test_tiktok_without_repair_drops_the_quoted_rows_with_reasons(tmp_path: Path) -> None:
-    text = TIKTOK_SPEC.read_text().replace("../../../shared", str(REPO.parent / "shared"))
+    text = TIKTOK_SPEC.read_text().replace("../../data", str(REPO / "data"))
     (tmp_path / "t.toml").write_text("repair_quoted_rows = false\n" + text)
     ds = load_flat(tmp_path / "t.toml")
     assert len(ds.dropped) == 298 + 1_892

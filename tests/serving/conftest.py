@@ -28,10 +28,10 @@ import pytest
 from fastapi import FastAPI
 from mlflow.tracking import MlflowClient
 
+from common.settings import Settings
 from features.transform import FeatureTransform
 from models.bundle import Calibrator, IssueModel, ScoringBundle
 from models.pyfunc import log_bundle
-from surfacer.settings import Settings
 
 MODEL_NAME = "surfacer-test"
 SCORE_KEY = "test-score-key"

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
+from common.settings import Settings
 from serving.flag_writer import (
     FlaggedItem,
     FlagWriter,
@@ -23,7 +24,6 @@ from serving.flag_writer import (
 )
 from serving.review.store import ReviewStore, store_sink
 from serving.schemas import SnapshotAdapter
-from surfacer.settings import Settings
 
 
 def item(i: int) -> FlaggedItem:

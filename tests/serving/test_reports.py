@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from discovery.pipeline import discover, write_discovery
+from discovery.pipeline import discover
+from discovery.report import write_discovery
 from serving.app import create_app
 from simulator import Incident, SimConfig, simulate
 from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running

@@ -8,8 +8,9 @@ import pytest
 
 from tests.models.conftest import write_flat_dataset
 
-TIKTOK_SPEC = Path(__file__).resolve().parents[2] / "features" / "specs" / "tiktok_claims.toml"
-TIKTOK_CSV = Path("/work/shared/data/tiktok_claims.csv")
+REPO = Path(__file__).resolve().parents[2]
+TIKTOK_SPEC = REPO / "features" / "specs" / "tiktok_claims.toml"
+TIKTOK_CSV = REPO / "data" / "tiktok_claims.csv"
 
 
 @pytest.fixture(scope="session")

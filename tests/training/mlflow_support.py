@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.settings import Settings
 from features.transform import FeatureTransform
 from models.bundle import Calibrator, IssueModel, ScoringBundle
-from surfacer.settings import Settings
 from training.evaluate import (
     EvaluationReport,
     Holdout,

@@ -108,7 +108,6 @@ def test_simulation_training_is_point_in_time_and_near_the_oracle(small_sim: Pat
         assert 0 < m["flagged"] < 0.5 * m["n"], (issue, m)
 
 
-@pytest.mark.skipif(not TIKTOK_CSV.exists(), reason="needs ../shared/data/tiktok_claims.csv")
 def test_tiktok_claims_precision_and_recall_at_least_099() -> None:
     result = train(TIKTOK_SPEC, track=False, random_state=0)
     claim = result.report.overall["claim"]

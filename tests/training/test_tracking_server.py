@@ -27,8 +27,8 @@ import pytest
 from mlflow import MlflowClient
 from psycopg import sql
 
+from common.settings import get_settings
 from models.pyfunc import load_bundle
-from surfacer.settings import get_settings
 from tests.training import mlflow_support as ms
 from training.registry import CHALLENGER, CHAMPION
 from training.tracking import dataset_fingerprint, log_training

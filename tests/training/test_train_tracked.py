@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from surfacer.settings import Settings
+from common.settings import Settings
 from tests.models.conftest import write_flat_dataset
 from training.pipeline import train
 

@@ -45,7 +45,7 @@ def run_migrations_online() -> None:
         "sqlalchemy.url"
     )
     if not url:
-        from surfacer.settings import get_settings
+        from common.settings import get_settings
 
         url = get_settings().review_db_url
     engine = create_engine(url, poolclass=pool.NullPool)

@@ -1,8 +1,8 @@
 """Shared settings: one pydantic-settings class, env prefix ``SURFACER_``.
 
-Every package may import this module (and only this one from ``surfacer``): the design asks
-for a single settings class, and the CLI, training and serving all need it. Nothing here
-touches the disk at import; paths are created by whoever writes to them.
+It lives in the bottom layer (`common`), which every package may import and which imports
+nothing of ours. Nothing here touches the disk at import; paths are created by whoever
+writes to them.
 """
 
 from __future__ import annotations
