@@ -6,26 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-DAY_PROFILE = 1.0 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 6) / 24)
-
-
-def seasonal_counts(
-    n_series: int, days: int, *, rate: float = 0.03, mean_den: float = 40.0, random_state: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly (num, den) with a daily rhythm in volume and in rate; row 0 is the sum of the rest."""
-    rng = np.random.default_rng(random_state)
-    t = days * 24
-    hour = np.arange(t) % 24
-    volume = (
-        np.exp(rng.normal(np.log(mean_den), 1.0, n_series))[:, None] * DAY_PROFILE[hour][None, :]
-    )
-    den = rng.poisson(volume).astype(float)
-    base = np.exp(rng.normal(np.log(rate), 0.5, n_series))[:, None]
-    p = np.clip(base * (1 + 0.25 * np.cos(2 * np.pi * hour / 24))[None, :], 0, 1)
-    num = rng.binomial(den.astype(int), p).astype(float)
-    num[0], den[0] = num[1:].sum(axis=0), den[1:].sum(axis=0)
-    return num, den
-
 
 @pytest.fixture
 def raw_tables() -> dict[str, pd.DataFrame]:

@@ -14,7 +14,7 @@ from discovery.detect import (
     run_lengths,
     trailing_sum,
 )
-from tests.discovery.conftest import seasonal_counts
+from tests.support.tables import seasonal_counts
 
 HOURLY = DetectorConfig(period=24, window=168, min_history=48, alpha=0.01, persistence=2)
 

@@ -21,7 +21,7 @@ from serving.review.export import export_labels
 from serving.review.store import ReviewStore
 from simulator.config import SimConfig
 from simulator.core import simulate, write_simulation
-from tests.serving.conftest import running
+from tests.support.serving import running
 from training.data import load_training_data
 from training.pipeline import train
 from training.tracking import TAG_FINGERPRINT

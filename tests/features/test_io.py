@@ -13,7 +13,7 @@ from features.contract import TABLE_ORDER
 from features.io import describe_dataset, load_dataset, table_summary, write_dataset
 from features.validate import ContractError, coerce_table
 from surfacer.cli import run
-from tests.features.conftest import make_tables
+from tests.support.tables import make_tables
 
 # Any text except a lone carriage return, which pandas' to_csv leaves unquoted and every CSV
 # reader then takes for a line break (the loader reports the broken rows; see test below).

@@ -10,7 +10,7 @@ import pytest
 from features.io import load_dataset, write_dataset
 from features.snapshot import build_snapshot_file, build_snapshots
 from surfacer.cli import run
-from tests.features.test_snapshot import hand_tables
+from tests.support.snapshot_tables import hand_tables
 
 
 @pytest.fixture()

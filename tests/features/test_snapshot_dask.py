@@ -12,7 +12,7 @@ import pytest
 from features.io import load_dataset, write_dataset
 from features.snapshot import build_snapshots
 from surfacer.cli import run
-from tests.features.test_snapshot import END, H, hand_tables, random_tables
+from tests.support.snapshot_tables import END, H, hand_tables, random_tables
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 

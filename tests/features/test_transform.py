@@ -272,7 +272,7 @@ def test_index_dtypes_and_empty_frames_do_not_matter() -> None:
 
 def test_real_snapshots_frame_records_and_json_agree() -> None:
     from features.snapshot import build_snapshots
-    from tests.features.conftest import make_tables
+    from tests.support.tables import make_tables
 
     snap = build_snapshots(make_tables())
     assert len(snap) > 0

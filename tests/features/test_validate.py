@@ -15,7 +15,7 @@ from features.validate import (
     validate_dataset,
     validate_table,
 )
-from tests.features.conftest import T0, make_tables
+from tests.support.tables import T0, make_tables
 
 
 def _only(problems: list[Problem], table: str, column: str | None) -> Problem:

@@ -11,7 +11,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from models.bundle import Calibrator, ScoringBundle, TextModel
-from tests.models.conftest import records_of
+from tests.support.flat import records_of
 from training.pipeline import TrainResult
 
 

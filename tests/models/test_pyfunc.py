@@ -20,7 +20,7 @@ from models.pyfunc import (
     load_bundle_from_dir,
     log_bundle,
 )
-from tests.training import mlflow_support as ms
+from tests.support import mlflow_store as ms
 from training.tracking import configure_mlflow
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.app import create_app
 from serving.review.routers.console import SESSION_COOKIE
 from serving.review.store import ReviewStore
-from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running
-from tests.serving.review_fixtures import HOSTILE, flagged_item
+from tests.support.review import HOSTILE, csrf_of, flagged_item, login
+from tests.support.serving import REVIEW_KEY, SCORE_KEY, Registry, running
 
 pytestmark = pytest.mark.anyio
 
@@ -20,22 +19,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, html[:500]
-    return m.group(1)
-
-
-async def login(
-    client: httpx.AsyncClient, key: str = REVIEW_KEY, name: str = "ann"
-) -> httpx.Response:
-    page = await client.get("/console/login")
-    assert page.status_code == 200
-    return await client.post(
-        "/console/login", data={"api_key": key, "reviewer": name, "csrf": csrf_of(page.text)}
-    )
 
 
 @pytest.fixture

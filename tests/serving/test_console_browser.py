@@ -18,8 +18,8 @@ import uvicorn
 
 from serving.app import create_app
 from serving.review.store import ReviewStore
-from tests.serving.conftest import REVIEW_KEY, Registry, free_port
-from tests.serving.review_fixtures import HOSTILE, flagged_item
+from tests.support.review import HOSTILE, flagged_item
+from tests.support.serving import REVIEW_KEY, Registry, free_port
 
 pytestmark = pytest.mark.browser
 

@@ -26,8 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.cli import make_metrics_dir
 from serving.metrics import MULTIPROC_DIR_ENV, SCORE_BUCKETS, ServiceMetrics
-from tests.serving.conftest import ADMIN_KEY, SCORE_KEY, Registry, serve_process
-from tests.serving.test_score_api import records
+from tests.support.serving import ADMIN_KEY, SCORE_KEY, Registry, records, serve_process
 
 ISSUES = ("low_quality", "harmful_interactions", "wrongful_enforcement")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -12,8 +12,7 @@ import pytest
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
 from serving.model_holder import CURRENT_FILE, ModelHolder
-from tests.serving.conftest import ADMIN_KEY, SCORE_KEY, Registry, free_port, running
-from tests.serving.test_score_api import records
+from tests.support.serving import ADMIN_KEY, SCORE_KEY, Registry, free_port, records, running
 
 pytestmark = pytest.mark.anyio
 

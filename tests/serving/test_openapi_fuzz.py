@@ -17,7 +17,7 @@ from schemathesis.checks import not_a_server_error
 
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
-from tests.serving.conftest import ADMIN_KEY, Registry
+from tests.support.serving import ADMIN_KEY, Registry
 
 FUZZ = settings(
     max_examples=25,

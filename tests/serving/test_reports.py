@@ -12,8 +12,8 @@ from discovery.pipeline import discover
 from discovery.report import write_discovery
 from serving.app import create_app
 from simulator import Incident, SimConfig, simulate
-from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running
-from tests.serving.test_console import login
+from tests.support.review import login
+from tests.support.serving import REVIEW_KEY, SCORE_KEY, Registry, running
 
 pytestmark = pytest.mark.anyio
 

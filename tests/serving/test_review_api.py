@@ -11,7 +11,7 @@ import pytest
 
 from serving.app import create_app
 from serving.review.store import ReviewStore
-from tests.serving.conftest import REVIEW_KEY, SCORE_KEY, Registry, running, snapshot_frame
+from tests.support.serving import REVIEW_KEY, SCORE_KEY, Registry, running, snapshot_frame
 
 pytestmark = pytest.mark.anyio
 
@@ -171,7 +171,7 @@ def test_surfacer_serve_writes_flags_to_the_review_store(
 
     import httpx
 
-    from tests.serving.conftest import API_KEYS, serve_process
+    from tests.support.serving import API_KEYS, serve_process
 
     data_dir = tmp_path / "state"
     env = {

@@ -9,7 +9,7 @@ import pytest
 
 from serving.review.store import ReviewStore
 from surfacer.cli import run
-from tests.serving.review_fixtures import flagged_item
+from tests.support.review import flagged_item
 
 
 def test_review_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

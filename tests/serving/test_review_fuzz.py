@@ -12,8 +12,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from serving.app import create_app
-from tests.serving.conftest import REVIEW_KEY, Registry
-from tests.serving.review_fixtures import flagged_item
+from tests.support.review import flagged_item
+from tests.support.serving import REVIEW_KEY, Registry
 
 FUZZ = settings(
     max_examples=30,

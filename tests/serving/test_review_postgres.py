@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from serving.review.models import HistoryEvent
 from serving.review.store import NotClaimable, ReviewStore
-from tests.serving.review_fixtures import flagged_item
+from tests.support.review import flagged_item
 
 pytestmark = pytest.mark.postgres
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from serving.review.export import export_labels
 from serving.review.quality import wilson
 from serving.review.store import LeaseError, NotClaimable, ReviewStore
-from tests.serving.review_fixtures import flagged_item
+from tests.support.review import flagged_item
 
 
 @pytest.fixture

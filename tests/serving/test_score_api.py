@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,13 @@ import pytest
 
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
-from tests.serving.conftest import (
+from tests.support.serving import (
     ADMIN_KEY,
     REVIEW_KEY,
     SCORE_KEY,
     Registry,
+    records,
     running,
-    snapshot_frame,
 )
 
 pytestmark = pytest.mark.anyio
@@ -26,17 +25,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def records(n: int, random_state: int = 7) -> list[dict[str, Any]]:
-    frame = snapshot_frame(n, random_state)
-    out = []
-    for row in frame.to_dict("records"):
-        rec = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        rec["as_of"] = rec["as_of"].isoformat()
-        rec["creator_verified"] = bool(rec["creator_verified"])
-        out.append(rec)
-    return out
 
 
 def _app(registry: Registry, tmp_path: Path, **overrides: Any):

@@ -13,8 +13,7 @@ import pytest
 
 from serving.flag_writer import JsonlFlagSink
 from surfacer.cli import run
-from tests.serving.conftest import ADMIN_KEY, SCORE_KEY, Registry, serve_process
-from tests.serving.test_score_api import records
+from tests.support.serving import ADMIN_KEY, SCORE_KEY, Registry, records, serve_process
 
 
 @pytest.mark.slow

@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.conftest import write_flat_dataset
-
-REPO = Path(__file__).resolve().parents[2]
-TIKTOK_SPEC = REPO / "features" / "specs" / "tiktok_claims.toml"
-TIKTOK_CSV = REPO / "data" / "tiktok_claims.csv"
+from tests.support.flat import write_flat_dataset
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.validate import ContractError
-from tests.training.conftest import TIKTOK_CSV, TIKTOK_SPEC
+from tests.support.paths import TIKTOK_SPEC
 from training.evaluate import holdout_metrics, label_column
 from training.pipeline import train
 
@@ -57,7 +57,7 @@ def test_same_data_and_seed_give_the_same_metrics(small_flat_spec: Path) -> None
 
 
 def test_missing_labels_name_the_issue_and_counts(tmp_path: Path) -> None:
-    from tests.models.conftest import write_flat_dataset
+    from tests.support.flat import write_flat_dataset
 
     spec = write_flat_dataset(tmp_path, n=300, seed=2)
     csv = tmp_path / "items.csv"

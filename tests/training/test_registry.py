@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from models.bundle import ScoringBundle
-from tests.training import mlflow_support as ms
+from tests.support import mlflow_store as ms
 from training.evaluate import label_column
 from training.registry import (
     CHAMPION,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.training import mlflow_support as ms
+from tests.support import mlflow_store as ms
 from training import tracking
 from training.registry import CHALLENGER, CHAMPION
 from training.tracking import (

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from common.settings import get_settings
 from models.pyfunc import load_bundle
-from tests.training import mlflow_support as ms
+from tests.support import mlflow_store as ms
 from training.registry import CHALLENGER, CHAMPION
 from training.tracking import dataset_fingerprint, log_training
 

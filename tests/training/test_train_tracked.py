@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from common.settings import Settings
-from tests.models.conftest import write_flat_dataset
+from tests.support.flat import write_flat_dataset
 from training.pipeline import train
 
 

@@ -1,11 +1,15 @@
-"""Helpers for the review tests: FlaggedItem factories and hostile text payloads."""
+"""Helpers for the review tests: FlaggedItem factories, hostile text payloads, console login."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from serving.schemas import FlaggedItem
+from tests.support.serving import REVIEW_KEY
 
 # Text that breaks out of HTML text, attributes (both quote styles) and script contexts.
 HOSTILE = (
@@ -52,4 +56,20 @@ def flagged_item(
         model_version=model_version,
         reach=reach,
         sampled=sampled,
+    )
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:500]
+    return m.group(1)
+
+
+async def login(
+    client: httpx.AsyncClient, key: str = REVIEW_KEY, name: str = "ann"
+) -> httpx.Response:
+    page = await client.get("/console/login")
+    assert page.status_code == 200
+    return await client.post(
+        "/console/login", data={"api_key": key, "reviewer": name, "csrf": csrf_of(page.text)}
     )
