@@ -31,9 +31,11 @@ def test_train_prints_metrics_and_score_writes_parquet(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    header = out.splitlines()[0].split()
-    assert header[:4] == ["issue", "n", "positives", "pr_auc"]
-    assert {"spam", "ban"} <= {line.split()[0] for line in out.splitlines()[1:3]}
+    lines = out.splitlines()
+    assert lines[0].split() == ["metric", "spam", "ban"]  # a column per issue
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+    assert all(int(v.replace(",", "")) > 0 for v in rows["n"])  # counts print as integers
+    assert all(0 <= float(v) <= 1 for v in rows["pr_auc"])
     assert "holdout: stratified split" in out and "not tracked" in out
     bundle = load_model(str(bundle_path))
     assert bundle.issue_names == ["spam", "ban"]
