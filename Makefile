@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 DEMO_DIR ?= .surfacer/demo
 
-.PHONY: help uv install lint format test test-fast demo bench clean
+.PHONY: help uv install lint format test test-fast demo serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -16,8 +16,13 @@ uv: ## make sure uv is available (installs it with pip if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) --version
 
-install: uv ## create .venv and install the locked dependencies
-	$(UV) sync --frozen
+# Compile bytecode once at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
+# nothing is cached at run time, and every start would compile pandas, MLflow, ... again.
+PACKAGES := common features models training serving discovery simulator surfacer
+
+install: uv ## create .venv and install the locked dependencies (bytecode compiled)
+	$(UV) sync --frozen --compile-bytecode
+	@$(RUN) python -m compileall -q -j 0 $(PACKAGES)
 
 lint: install ## ruff format check and lint
 	$(RUN) ruff format --check .
@@ -35,6 +40,9 @@ test-fast: install ## tests without the slow ones
 
 demo: install ## simulate the default ecosystem and run the main job end to end on it
 	$(RUN) surfacer demo --out $(DEMO_DIR)
+
+serve: install ## serve @champion and the analyst console on :8000 with a printed dev API key
+	$(RUN) surfacer serve --dev-key
 
 bench: install ## run every benchmark (each prints a table and a ratio against its baseline)
 	@# bench/serve.py loads the servers with wrk (Debian's package) when it is there
