@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -78,3 +81,28 @@ def test_issue_option_trains_a_subset(
     capsys.readouterr()
     assert run(["train", "--data", str(small_flat_spec), "--no-track", "--issue", "nope"]) == 2
     assert "unknown issue(s) ['nope']" in capsys.readouterr().err
+
+
+def test_train_output_in_a_log_is_stage_lines_and_a_table(
+    small_flat_spec: Path, tmp_path: Path
+) -> None:
+    # A real process writing to pipes (a log): MLflow is imported fresh, as in production.
+    env = {**os.environ, "SURFACER_DATA_DIR": str(tmp_path / "state")}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "surfacer", "train", "--data", str(small_flat_spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    stages = [line.split(" (")[0] for line in proc.stderr.splitlines()]
+    assert stages[0] == "train: load" and "train: fit" in stages and "train: log" in stages
+    assert stages[-1].startswith("train: done")
+    # MLflow's chatter and its no-action warnings stay out of the output
+    for noise in ("INFO mlflow", "CloudPickle", "pip version", "Downloading artifacts"):
+        assert noise not in proc.stderr + proc.stdout
+    assert proc.stdout.splitlines()[0].split() == ["metric", "spam", "ban"]
+    assert "model version 1, promoted to @champion" in proc.stdout
