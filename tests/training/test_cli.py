@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from common.console import render
 from surfacer.cli import run
-from training.jobs import load_model
+from training.jobs import load_model, metrics_table
 
 
 def test_train_prints_metrics_and_score_writes_parquet(
@@ -106,3 +107,17 @@ def test_train_output_in_a_log_is_stage_lines_and_a_table(
         assert noise not in proc.stderr + proc.stdout
     assert proc.stdout.splitlines()[0].split() == ["metric", "spam", "ban"]
     assert "model version 1, promoted to @champion" in proc.stdout
+
+
+def test_metrics_table_has_a_column_per_issue_and_reads_as_numbers() -> None:
+    text = render(
+        metrics_table(
+            {
+                "a": {"n": 12000.0, "positives": 10.0, "pr_auc": 0.5},
+                "b": {"n": 3.0, "positives": 1.0, "pr_auc": float("nan")},
+            }
+        )
+    )
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["metric", "a", "b"]
+    assert rows[2:] == [["n", "12,000", "3"], ["positives", "10", "1"], ["pr_auc", "0.5000", "-"]]
