@@ -7,10 +7,10 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 DEMO_DIR ?= .surfacer/demo
 
-.PHONY: help uv install lint format test test-fast demo serve bench clean
+.PHONY: help uv install lint format check-services test test-quick test-fast demo serve bench clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 uv: ## make sure uv is available (installs it with pip if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -32,8 +32,17 @@ format: install ## apply ruff formatting and autofixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-test: lint ## set up from nothing, lint, run the whole test suite
+# Tests that need a service carry its marker (pyproject.toml); test-quick leaves them out.
+SERVICE_MARKERS := not postgres and not redis and not browser
+
+check-services: install ## check PostgreSQL, Redis and Chromium, one clear line for each missing
+	@$(RUN) python .ci/check_services.py
+
+test: lint check-services ## set up from nothing, lint, run the whole test suite
 	$(RUN) pytest
+
+test-quick: install ## the tests that need no service (no PostgreSQL, Redis or Chromium)
+	$(RUN) pytest -m "$(SERVICE_MARKERS)"
 
 test-fast: install ## tests without the slow ones
 	$(RUN) pytest -m "not slow"
