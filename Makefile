@@ -38,7 +38,7 @@ SERVICE_MARKERS := not postgres and not redis and not browser
 check-services: install ## check PostgreSQL, Redis and Chromium, one clear line for each missing
 	@$(RUN) python .ci/check_services.py
 
-test: lint check-services ## set up from nothing, lint, run the whole test suite
+test: check-services lint ## set up from nothing, check the services, lint, run the whole test suite
 	$(RUN) pytest
 
 test-quick: install ## the tests that need no service (no PostgreSQL, Redis or Chromium)
