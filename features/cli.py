@@ -24,11 +24,10 @@ data_app = typer.Typer(
 )
 
 ProgressOpt = Annotated[
-    bool | None,
+    bool,
     typer.Option(
         "--progress/--no-progress",
-        help="Report loading progress on stderr (a bar on a terminal, lines in a log).",
-        show_default=False,
+        help="Report progress on stderr (a bar on a terminal, lines in a log).",
     ),
 ]
 
@@ -39,10 +38,6 @@ PathArg = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _progress(flag: bool | None) -> bool:
-    return True if flag is None else flag
 
 
 def _is_spec(path: Path) -> bool:
@@ -86,7 +81,7 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
 
 
 @data_app.command("validate")
-def validate_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
+def validate_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     """Check a dataset against the contract; print a per-table summary or every problem."""
     from features.flat import load_flat
     from features.io import load_dataset, table_summary
@@ -94,7 +89,7 @@ def validate_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
     if _is_spec(path):
         _echo_flat(load_flat(path), details=False)
         return
-    tables = load_dataset(path, progress=_progress(progress))
+    tables = load_dataset(path, progress=progress)
     summary = table_summary(tables)
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
@@ -102,7 +97,7 @@ def validate_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
 
 
 @data_app.command("describe")
-def describe_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
+def describe_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     """Describe a dataset: row counts, time range per table, label rates, value counts."""
     import pandas as pd
 
@@ -112,7 +107,7 @@ def describe_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
     if _is_spec(path):
         _echo_flat(load_flat(path), details=True)
         return
-    info = describe_dataset(load_dataset(path, progress=_progress(progress)))
+    info = describe_dataset(load_dataset(path, progress=progress))
     typer.echo(f"dataset {str(path)!r}")
     per_table = info["tables"].copy()
     for col in ("start", "end"):  # whole seconds read better; describe_dataset keeps them exact
@@ -141,7 +136,7 @@ def build_cmd(
         str | None,
         typer.Option(help="Dask scheduler address (default: a local cluster, a worker per core)."),
     ] = None,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Build point-in-time snapshots (one row per item and as_of) into a Parquet file."""
     from features.snapshot import build_snapshot_file, parse_horizons
@@ -152,7 +147,7 @@ def build_cmd(
         parse_horizons(horizons),
         engine=engine,
         scheduler=scheduler,
-        progress=_progress(progress),
+        progress=progress,
     )
     typer.echo(
         f"wrote {result.rows:,} snapshot rows ({result.items:,} items) to {result.path} "
