@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from common.console import show, table
 
 discover_app = typer.Typer(
     help=(
@@ -17,6 +20,14 @@ discover_app = typer.Typer(
 )
 
 
+def _check_inputs(data: Path, scores: Path | None) -> None:
+    # before the heavy imports: a wrong path fails at once
+    if not data.exists():
+        raise FileNotFoundError(f"dataset folder {str(data)!r} does not exist")
+    if scores is not None and not scores.is_file():
+        raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
+
+
 def _load(data: Path, scores: Path | None):
     import pandas as pd
 
@@ -25,8 +36,6 @@ def _load(data: Path, scores: Path | None):
     tables = load_dataset(data)
     frame = None
     if scores is not None:
-        if not scores.is_file():
-            raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
         frame = pd.read_parquet(scores)
     return tables, frame
 
@@ -53,7 +62,11 @@ def discover_command(
         ),
     ] = True,
     progress: Annotated[
-        bool, typer.Option("--progress/--quiet", help="Show a progress bar on stderr.")
+        bool,
+        typer.Option(
+            "--progress/--quiet",
+            help="Report progress on stderr (a bar on a terminal, lines in a log).",
+        ),
     ] = True,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
@@ -63,20 +76,36 @@ def discover_command(
         raise ValueError(
             "surfacer discover needs --data DIR and --out DIR (or a subcommand, e.g. effect)"
         )
+    _check_inputs(data, scores)
     from discovery.pipeline import DiscoveryConfig, discover
     from discovery.report import write_discovery
 
     tables, frame = _load(data, scores)
     result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)
     path = write_discovery(result, out)
+    if result.incidents:
+        show(incidents_table(result.incidents))
     typer.echo(
         f"{len(result.incidents)} incident(s); wrote {path / 'incidents.json'} and {path / 'report.html'}"
     )
-    for inc in result.incidents:
-        typer.echo(
-            f"  {inc.issue:<22} {inc.key:<40} start {inc.start:%Y-%m-%d %H:%M} "
-            f"detected {inc.detected_at:%Y-%m-%d %H:%M} severity {inc.severity:.1f}"
-        )
+
+
+def incidents_table(incidents: Sequence[Any]) -> Any:
+    """Detected incidents as a table: issue, segment, start, detection time, severity."""
+    return table(
+        ["issue", "segment", "start", "detected", "severity"],
+        [
+            [
+                inc.issue,
+                inc.key,
+                f"{inc.start:%Y-%m-%d %H:%M}",
+                f"{inc.detected_at:%Y-%m-%d %H:%M}",
+                f"{inc.severity:.1f}",
+            ]
+            for inc in incidents
+        ],
+        numeric=["severity"],
+    )
 
 
 @discover_app.command("effect")
@@ -103,6 +132,7 @@ def effect_command(
     random_state: Annotated[int, typer.Option("--random-state", help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Difference-in-differences of the issue rate in a segment around a change, with a bootstrap CI."""
+    _check_inputs(data, scores)
     import orjson
     import pandas as pd
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from common.progress import Progress
 from discovery.clusters import candidate_clusters
 from discovery.detect import DetectorConfig, detect_counts
 from discovery.incidents import (
@@ -212,51 +212,56 @@ def discover(
     units: dict[str, UnitFrame] = {}
     meta: list[dict[str, Any]] = []
     overview: list[Trend] = []
-    bar = tqdm(signals, desc="discover", unit="signal", disable=not progress, file=None)
-    for signal in bar:
-        bar.set_postfix_str(signal.name)
-        series = build_series(
-            signal.units,
-            dims,
-            start=start,
-            n_hours=n_hours,
-            pairs=cfg.pairs,
-            platform_den=signal.platform_den,
+    with Progress("discover", len(signals), unit="signal", enabled=progress) as bar:
+        for signal in signals:
+            bar.status(signal.name)
+            series = build_series(
+                signal.units,
+                dims,
+                start=start,
+                n_hours=n_hours,
+                pairs=cfg.pairs,
+                platform_den=signal.platform_den,
+            )
+            units[signal.name] = UnitFrame.build(
+                signal.units, dims, platform_den=signal.platform_den
+            )
+            episodes += detect_signal(signal, series, cfg.scales)
+            meta.append(
+                {
+                    "name": signal.name,
+                    "issue": signal.issue,
+                    "description": signal.description,
+                    "segments": len(series.segments),
+                    "numerator": float(series.num[0].sum()),
+                    "denominator": float(series.den[0].sum()),
+                }
+            )
+            overview.append(
+                _trend(units[signal.name], (), start, n_hours, signal.name, None, width_h=24)
+            )
+            bar.update()
+        bar.status("incidents")
+        data_end = start + pd.Timedelta(hours=n_hours)
+        incidents = merge_episodes(
+            episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
         )
-        units[signal.name] = UnitFrame.build(signal.units, dims, platform_den=signal.platform_den)
-        episodes += detect_signal(signal, series, cfg.scales)
-        meta.append(
-            {
-                "name": signal.name,
-                "issue": signal.issue,
-                "description": signal.description,
-                "segments": len(series.segments),
-                "numerator": float(series.num[0].sum()),
-                "denominator": float(series.den[0].sum()),
-            }
+        incidents = suppress_explained(incidents, EXPLAINED_BY, units)
+        trends = [
+            _trend(
+                units[inc.signal],
+                inc.segment,
+                start,
+                n_hours,
+                f"{inc.issue} · {inc.key} ({inc.signal})",
+                (inc.start, inc.detected_at),
+            )
+            for inc in incidents
+        ]
+        bar.status("clusters")
+        clusters = candidate_clusters(
+            tables, scores, threshold=cfg.threshold, random_state=cfg.random_state
         )
-        overview.append(
-            _trend(units[signal.name], (), start, n_hours, signal.name, None, width_h=24)
-        )
-    data_end = start + pd.Timedelta(hours=n_hours)
-    incidents = merge_episodes(
-        episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
-    )
-    incidents = suppress_explained(incidents, EXPLAINED_BY, units)
-    trends = [
-        _trend(
-            units[inc.signal],
-            inc.segment,
-            start,
-            n_hours,
-            f"{inc.issue} · {inc.key} ({inc.signal})",
-            (inc.start, inc.detected_at),
-        )
-        for inc in incidents
-    ]
-    clusters = candidate_clusters(
-        tables, scores, threshold=cfg.threshold, random_state=cfg.random_state
-    )
     return DiscoveryResult(
         incidents=incidents,
         signals=meta,

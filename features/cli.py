@@ -6,15 +6,17 @@ adds its own group without touching the others.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from features.flat import FlatDataset, load_flat
-from features.io import describe_dataset, load_dataset, table_summary
+from common.console import show, table
+
+if TYPE_CHECKING:  # pandas and the loaders are imported when a command runs
+    import pandas as pd
+
+    from features.flat import FlatDataset
 
 data_app = typer.Typer(
     help="Check and summarize datasets: a folder of raw tables or a flat-dataset TOML spec.",
@@ -22,11 +24,10 @@ data_app = typer.Typer(
 )
 
 ProgressOpt = Annotated[
-    bool | None,
+    bool,
     typer.Option(
         "--progress/--no-progress",
-        help="Show a progress bar on stderr while loading (default: when stderr is a terminal).",
-        show_default=False,
+        help="Report progress on stderr (a bar on a terminal, lines in a log).",
     ),
 ]
 
@@ -39,16 +40,17 @@ PathArg = Annotated[
 ]
 
 
-def _progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
-
-
 def _is_spec(path: Path) -> bool:
     return path.suffix == ".toml"
 
 
-def _echo_frame(df: pd.DataFrame) -> None:
-    typer.echo(df.to_string(index=False) if len(df) else "  (none)")
+def _show_frame(df: pd.DataFrame, title: str | None = None) -> None:
+    if not len(df):
+        typer.echo(f"{title}: (none)" if title else "  (none)")
+        return
+    numeric = [str(c) for c in df.columns if df[c].dtype.kind in "iuf"]
+    rows = df.astype(object).where(df.notna(), None).itertuples(index=False)
+    show(table([str(c) for c in df.columns], rows, title=title, numeric=numeric))
 
 
 def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
@@ -79,34 +81,40 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
 
 
 @data_app.command("validate")
-def validate_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
+def validate_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     """Check a dataset against the contract; print a per-table summary or every problem."""
+    from features.flat import load_flat
+    from features.io import load_dataset, table_summary
+
     if _is_spec(path):
         _echo_flat(load_flat(path), details=False)
         return
-    tables = load_dataset(path, progress=_progress(progress))
+    tables = load_dataset(path, progress=progress)
     summary = table_summary(tables)
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
-    _echo_frame(summary)
+    _show_frame(summary)
 
 
 @data_app.command("describe")
-def describe_cmd(path: PathArg, progress: ProgressOpt = None) -> None:
+def describe_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     """Describe a dataset: row counts, time range per table, label rates, value counts."""
+    import pandas as pd
+
+    from features.flat import load_flat
+    from features.io import describe_dataset, load_dataset
+
     if _is_spec(path):
         _echo_flat(load_flat(path), details=True)
         return
-    info = describe_dataset(load_dataset(path, progress=_progress(progress)))
+    info = describe_dataset(load_dataset(path, progress=progress))
     typer.echo(f"dataset {str(path)!r}")
     per_table = info["tables"].copy()
     for col in ("start", "end"):  # whole seconds read better; describe_dataset keeps them exact
         per_table[col] = pd.to_datetime(per_table[col], utc=True).dt.floor("s")
-    _echo_frame(per_table)
-    typer.echo("\nlabel rates")
-    _echo_frame(info["labels"])
-    typer.echo("\nvalue counts")
-    _echo_frame(info["breakdown"])
+    _show_frame(per_table, "tables")
+    _show_frame(info["labels"], "label rates")
+    _show_frame(info["breakdown"], "value counts")
 
 
 features_app = typer.Typer(
@@ -126,9 +134,9 @@ def build_cmd(
     engine: Annotated[str, typer.Option(help="Where to compute: pandas or dask.")] = "pandas",
     scheduler: Annotated[
         str | None,
-        typer.Option(help="Dask scheduler address (default: a local 2-worker cluster)."),
+        typer.Option(help="Dask scheduler address (default: a local cluster, a worker per core)."),
     ] = None,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Build point-in-time snapshots (one row per item and as_of) into a Parquet file."""
     from features.snapshot import build_snapshot_file, parse_horizons
@@ -139,7 +147,7 @@ def build_cmd(
         parse_horizons(horizons),
         engine=engine,
         scheduler=scheduler,
-        progress=_progress(progress),
+        progress=progress,
     )
     typer.echo(
         f"wrote {result.rows:,} snapshot rows ({result.items:,} items) to {result.path} "

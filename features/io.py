@@ -10,14 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
+from common.progress import Progress
 from features.contract import TABLE_ORDER, TABLES
 from features.validate import ContractError, check_dataset, coerce_table, validate_dataset
 
@@ -76,7 +75,7 @@ def load_dataset(path: str | Path, *, progress: bool = False) -> dict[str, pd.Da
 
     Optional tables that are absent are absent from the dict; extra columns are kept.
     Raises FileNotFoundError when `items` is missing and ContractError listing every problem.
-    `progress` shows a tqdm bar on stderr (one step per table, one for validation).
+    `progress` reports on stderr (common.progress): one step per table, one for validation.
     """
     folder = Path(path)
     files = dataset_files(folder)
@@ -86,14 +85,12 @@ def load_dataset(path: str | Path, *, progress: bool = False) -> dict[str, pd.Da
             f"items.csv (optional: {', '.join(n for n in TABLE_ORDER if n != 'items')})"
         )
     tables: dict[str, pd.DataFrame] = {}
-    with tqdm(
-        total=len(files) + 1, desc="load", unit="step", disable=not progress, file=sys.stderr
-    ) as bar:
+    with Progress("load", len(files) + 1, enabled=progress) as bar:
         for name, file in files.items():
-            bar.set_postfix_str(file.name)
+            bar.status(file.name)
             tables[name] = read_table(name, file)
             bar.update()
-        bar.set_postfix_str("validate")
+        bar.status("validate")
         check_dataset(tables, context=f"dataset {str(folder)!r}")
         bar.update()
     return tables

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from common.progress import Progress
 from features.pit import to_ns
 from features.schema import DEFAULT_HORIZONS_H
 from features.snapshot_frame import STAGES, snapshot_frame
@@ -47,7 +46,8 @@ def build_snapshots(
 
     Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data) are
     dropped, since their window is not complete yet. `engine="dask"` partitions events by
-    item_id and runs on `scheduler` (an address, or None for a 2-worker LocalCluster).
+    item_id and runs on `scheduler` (an address, or None for a LocalCluster with a worker
+    per available core).
     """
     horizons = check_horizons(horizons_h)
     if engine not in ENGINES:
@@ -66,21 +66,25 @@ def build_snapshots(
             scheduler=scheduler,
             progress=progress,
         )
-    with tqdm(
-        total=len(STAGES), desc="snapshots", unit="stage", disable=not progress, file=sys.stderr
-    ) as bar:
+    with Progress("snapshots", len(STAGES), unit="stage", enabled=progress) as bar:
 
         def on_stage(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+            # called as a stage starts: the one before it is done
+            if started:
+                bar.update(1)
+            started.append(name)
+            bar.status(name)
 
-        return snapshot_frame(
+        started: list[str] = []
+        frame = snapshot_frame(
             tables,
             horizons,
             include_moderation=include_moderation,
             as_of_max_ns=as_of_max_ns,
             on_stage=on_stage,
         )
+        bar.update(1)
+        return frame
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ order as the pandas engine.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from common.machine import available_cores
+from common.progress import Progress
 from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
@@ -63,7 +63,8 @@ def build_snapshots_dask(
     progress: bool = False,
     npartitions: int | None = None,
 ) -> pd.DataFrame:
-    """Snapshots computed on a Dask cluster (`scheduler` address, or a local 2-worker one)."""
+    """Snapshots computed on a Dask cluster (`scheduler` address, or a local one with a
+    single-threaded worker process per available core)."""
     import dask
     import dask.dataframe as dd
     from distributed import Client, LocalCluster, as_completed
@@ -74,7 +75,7 @@ def build_snapshots_dask(
         if scheduler is None:
             cluster = stack.enter_context(
                 LocalCluster(
-                    n_workers=2,
+                    n_workers=available_cores(),
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
@@ -120,9 +121,7 @@ def build_snapshots_dask(
                 )
         futures = client.compute(parts)
         if progress:
-            with tqdm(
-                total=len(futures), desc="snapshots (dask)", unit="part", file=sys.stderr
-            ) as bar:
+            with Progress("snapshots (dask)", len(futures), unit="partition") as bar:
                 for _ in as_completed(futures):
                     bar.update(1)
         frames = client.gather(futures)

@@ -1,12 +1,11 @@
 """Text features of one string: dense statistics and hashed word n-grams.
 
-Every function here works on a single Python string (or None) and returns plain Python
-values, so the batch path (a loop over a column) and the online path (one record) run the
-very same code and cannot drift. The two exceptions are batch twins tested to agree with
-their scalar kernels: `hashed_ngrams_rows` (of `hashed_ngrams`, bit for bit) and
-`text_stats_many` (of `text_stats`, row for row); they tokenise here and count in the
-compiled loops of `features.kernels`. Nothing here is learned: the lexicons are fixed, the
-hash is deterministic across processes (CRC32, not Python's salted ``hash()``).
+The online path (one record) calls the scalar functions, which take a single Python string
+(or None) and return plain Python values: `text_stats` and `hashed_ngrams`. The batch path
+calls their twins over a whole column, `text_stats_many` and `hashed_ngrams_rows`, which
+tokenise here and count in the compiled loops of `features.kernels`; tests hold each twin
+equal to its scalar kernel (row for row, bit for bit). Nothing here is learned: the lexicons
+are fixed, the hash is deterministic across processes (CRC32, not Python's salted ``hash()``).
 """
 
 from __future__ import annotations

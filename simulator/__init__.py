@@ -1,19 +1,31 @@
 """The embedded default data: a synthetic short-video ecosystem with planted incidents.
 
 `simulate(SimConfig(...))` returns the six raw tables of the contract, per-item truth and the
-planted incidents; `write_simulation` writes them as a dataset folder.
+planted incidents; `write_simulation` writes them as a dataset folder. The names below are
+imported on first use, so `surfacer simulate --help` does not load pandas.
 """
 
-from simulator.config import Incident, SimConfig, default_incidents, load_incidents
-from simulator.core import Simulation, simulate, summarize, write_simulation
+from __future__ import annotations
 
-__all__ = [
-    "Incident",
-    "SimConfig",
-    "Simulation",
-    "default_incidents",
-    "load_incidents",
-    "simulate",
-    "summarize",
-    "write_simulation",
-]
+from typing import Any
+
+_EXPORTS = {
+    "Incident": "simulator.config",
+    "SimConfig": "simulator.config",
+    "default_incidents": "simulator.config",
+    "load_incidents": "simulator.config",
+    "Simulation": "simulator.core",
+    "simulate": "simulator.core",
+    "summarize": "simulator.core",
+    "write_simulation": "simulator.core",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'simulator' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -314,8 +314,3 @@ class SimConfig:
                 value = value.isoformat()
             out[f.name] = value
         return out
-
-
-def incidents_from(items: Sequence[Mapping[str, Any]]) -> tuple[Incident, ...]:
-    """Incidents from a list of dicts (the JSON form)."""
-    return tuple(Incident.from_dict(d) for d in items)

@@ -20,7 +20,6 @@ Output folder: `<table>.parquet` for the six contract tables, plus
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-from tqdm import tqdm
 
+from common.progress import Progress
 from features.contract import EVENT_KINDS, REPORT_REASONS, TABLE_ORDER
 from features.io import write_dataset
 from simulator.activity import COMMENT_TEXTS, Events, simulate_events
@@ -296,39 +295,34 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> Simu
     """Simulate an ecosystem: the six raw tables, per-item truth and the planted incidents."""
     cfg = config or SimConfig()
     rngs = _rngs(cfg.seed)
-    bar = tqdm(
-        total=len(_STAGES), desc="simulate", unit="stage", disable=not progress, file=sys.stderr
-    )
-    try:
-        bar.set_postfix_str("creators")
+    with Progress("simulate", len(_STAGES), unit="stage", enabled=progress) as bar:
+        bar.status("creators")
         n_creators = max(20, round(cfg.n_items / cfg.items_per_creator))
         creators = make_creators(cfg, n_creators, rngs["creators"])
         bar.update()
-        bar.set_postfix_str("items")
+        bar.status("items")
         items = make_items(cfg, creators, cfg.n_items, rngs["items"])
         audio_vocab = list(_ids("a", N_AUDIO, 5))
         bar.update()
-        bar.set_postfix_str("incidents")
+        bar.status("incidents")
         creators, items = _apply_incidents(
             cfg, items, creators, audio_vocab, rngs["incidents"], rngs["campaign"]
         )
         items, _ = _sorted_by_time(items)
         bar.update()
-        bar.set_postfix_str("events")
+        bar.status("events")
         n_users = max(500, int(len(items) * cfg.users_per_item))
         events = simulate_events(cfg, items, creators, n_users, rngs["events"])
         bar.update()
-        bar.set_postfix_str("moderation")
+        bar.status("moderation")
         enf = moderate(cfg, items, creators, events, audio_vocab, rngs["moderation"])
         events = apply_to_events(events, enf, len(items), rngs["filter"])
         bar.update()
-        bar.set_postfix_str("tables")
+        bar.status("tables")
         tables = _build_tables(cfg, items, creators, events, enf, audio_vocab, n_users)
         truth = _truth(cfg, items, creators, enf, tables["items"]["item_id"])
         incidents = _incident_records(cfg, items, enf, audio_vocab)
         bar.update()
-    finally:
-        bar.close()
     return Simulation(tables=tables, truth=truth, incidents=incidents, config=cfg)
 
 

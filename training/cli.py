@@ -1,4 +1,8 @@
-"""`surfacer` commands owned by the training package (thin wrappers over importable functions)."""
+"""`surfacer` commands owned by the training package (thin wrappers over importable functions).
+
+The commands import the training code when they run, so `surfacer train --help` and a
+command that fails on its arguments load neither LightGBM, scikit-learn nor MLflow.
+"""
 
 from __future__ import annotations
 
@@ -8,127 +12,143 @@ from typing import Annotated
 import typer
 
 
+def train_cmd(
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="Dataset folder (raw tables) or a flat dataset spec (.toml)."),
+    ],
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Random state for splits and models (default: settings)."),
+    ] = None,
+    capacity: Annotated[
+        int | None,
+        typer.Option(
+            "--capacity",
+            min=1,
+            help="Review capacity in items per day and issue (default: settings).",
+        ),
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote",
+            help="Let the promotion gate move @champion (--no-promote: challenger only).",
+        ),
+    ] = True,
+    track: Annotated[
+        bool,
+        typer.Option("--track/--no-track", help="Log the run and register the model in MLflow."),
+    ] = True,
+    bundle_out: Annotated[
+        Path | None,
+        typer.Option("--bundle-out", help="Also pickle the trained ScoringBundle here."),
+    ] = None,
+    issue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--issue", help="Train only this issue type (repeatable; default: all of them)."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Report each stage on stderr (a bar on a terminal, lines in a log).",
+        ),
+    ] = True,
+) -> None:
+    """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
+    check_data_path(data)
+    from training.jobs import train_command
+
+    text = train_command(
+        data,
+        seed=seed,
+        capacity=capacity,
+        promote=promote,
+        track=track,
+        bundle_out=bundle_out,
+        issues=issue,
+        progress=progress,
+    )
+    typer.echo(text)
+
+
+def score_cmd(
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="Dataset folder (raw tables) or a flat dataset spec."),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="models:/NAME@ALIAS or another MLflow URI, a model folder, or a bundle pickle.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    engine: Annotated[
+        str, typer.Option("--engine", help="pandas or dask (partitions scored in parallel).")
+    ] = "pandas",
+) -> None:
+    """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
+    check_data_path(data)
+    from training.jobs import score_to_file
+
+    path, n, flagged = score_to_file(data, model, out, engine=engine)
+    typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
+
+
+def models_cmd() -> None:
+    """List the registered model versions: aliases, run id, created, key metrics."""
+    from common.settings import get_settings
+    from training.registry import format_versions, list_versions
+
+    typer.echo(format_versions(list_versions(get_settings())))
+
+
+def promote_cmd(
+    version: Annotated[
+        str | None,
+        typer.Argument(help="Model version to point the alias at (omit with --rollback)."),
+    ] = None,
+    alias: Annotated[
+        str, typer.Option("--alias", help="Alias to move (champion, challenger, ...).")
+    ] = "champion",
+    rollback: Annotated[
+        bool,
+        typer.Option("--rollback", help="Move @champion back to the version that held it before."),
+    ] = False,
+) -> None:
+    """Move a model alias by hand (bypasses the gate) and print it before and after."""
+    if rollback == (version is not None):
+        raise ValueError("give either a VERSION or --rollback, not both or neither")
+    from common.settings import get_settings
+    from training.registry import promote
+    from training.registry import rollback as roll_back
+
+    settings = get_settings()
+    move = roll_back(settings, alias=alias) if rollback else promote(settings, version, alias=alias)
+    before = "none" if move.before is None else f"v{move.before}"
+    typer.echo(f"{settings.model_name}@{move.alias}: {before} -> v{move.after}")
+
+
+def check_data_path(data: Path) -> None:
+    """Fail fast, before the heavy imports, on a --data path that cannot be a dataset."""
+    if not data.exists():
+        raise FileNotFoundError(
+            f"data {str(data)!r} does not exist; expected a dataset folder or a .toml spec"
+        )
+    if not data.is_dir() and data.suffix.lower() != ".toml":
+        raise ValueError(
+            f"data {str(data)!r} is neither a dataset folder nor a .toml flat dataset spec"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
-
-    @app.command("train")
-    def train_cmd(
-        data: Annotated[
-            Path,
-            typer.Option(
-                "--data", help="Dataset folder (raw tables) or a flat dataset spec (.toml)."
-            ),
-        ],
-        seed: Annotated[
-            int | None,
-            typer.Option("--seed", help="Random state for splits and models (default: settings)."),
-        ] = None,
-        capacity: Annotated[
-            int | None,
-            typer.Option(
-                "--capacity",
-                min=1,
-                help="Review capacity in items per day and issue (default: settings).",
-            ),
-        ] = None,
-        promote: Annotated[
-            bool,
-            typer.Option(
-                "--promote/--no-promote",
-                help="Let the promotion gate move @champion (--no-promote: challenger only).",
-            ),
-        ] = True,
-        track: Annotated[
-            bool,
-            typer.Option(
-                "--track/--no-track", help="Log the run and register the model in MLflow."
-            ),
-        ] = True,
-        bundle_out: Annotated[
-            Path | None,
-            typer.Option("--bundle-out", help="Also pickle the trained ScoringBundle here."),
-        ] = None,
-        issue: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--issue", help="Train only this issue type (repeatable; default: all of them)."
-            ),
-        ] = None,
-    ) -> None:
-        """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
-        from training.jobs import train_command  # heavy imports only when the command runs
-
-        text = train_command(
-            data,
-            seed=seed,
-            capacity=capacity,
-            promote=promote,
-            track=track,
-            bundle_out=bundle_out,
-            issues=issue,
-        )
-        typer.echo(text)
-
-    @app.command("score")
-    def score_cmd(
-        data: Annotated[
-            Path,
-            typer.Option("--data", help="Dataset folder (raw tables) or a flat dataset spec."),
-        ],
-        model: Annotated[
-            str,
-            typer.Option(
-                "--model",
-                help="models:/NAME@ALIAS or another MLflow URI, a model folder, or a bundle pickle.",
-            ),
-        ],
-        out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
-        engine: Annotated[
-            str, typer.Option("--engine", help="pandas or dask (partitions scored in parallel).")
-        ] = "pandas",
-    ) -> None:
-        """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
-        from training.jobs import score_to_file
-
-        path, n, flagged = score_to_file(data, model, out, engine=engine)
-        typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
-
-    @app.command("models")
-    def models_cmd() -> None:
-        """List the registered model versions: aliases, run id, created, key metrics."""
-        from common.settings import get_settings
-        from training.registry import format_versions, list_versions
-
-        typer.echo(format_versions(list_versions(get_settings())))
-
-    @app.command("promote")
-    def promote_cmd(
-        version: Annotated[
-            str | None,
-            typer.Argument(help="Model version to point the alias at (omit with --rollback)."),
-        ] = None,
-        alias: Annotated[
-            str, typer.Option("--alias", help="Alias to move (champion, challenger, ...).")
-        ] = "champion",
-        rollback: Annotated[
-            bool,
-            typer.Option(
-                "--rollback", help="Move @champion back to the version that held it before."
-            ),
-        ] = False,
-    ) -> None:
-        """Move a model alias by hand (bypasses the gate) and print it before and after."""
-        from common.settings import get_settings
-        from training.registry import promote
-        from training.registry import rollback as roll_back
-
-        if rollback == (version is not None):
-            raise ValueError("give either a VERSION or --rollback, not both or neither")
-        settings = get_settings()
-        move = (
-            roll_back(settings, alias=alias)
-            if rollback
-            else promote(settings, version, alias=alias)
-        )
-        before = "none" if move.before is None else f"v{move.before}"
-        typer.echo(f"{settings.model_name}@{move.alias}: {before} -> v{move.after}")
+    app.command("train")(train_cmd)
+    app.command("score")(score_cmd)
+    app.command("models")(models_cmd)
+    app.command("promote")(promote_cmd)

@@ -8,7 +8,7 @@ re-score the exact same holdout with the current champion (`holdout_metrics`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -326,26 +326,3 @@ def holdout_metrics(
         kk = k if k is not None else int(np.isfinite(y).sum())
         out[issue] = issue_metrics(y, p, threshold=threshold, k=kk)
     return out
-
-
-def summarise(metrics: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
-    """A fixed-width text table of `metrics` (issue -> metric -> value) for terminals."""
-    header = ["issue", *columns]
-    lines = [header]
-    for issue, values in metrics.items():
-        row = [issue]
-        for c in columns:
-            v = values.get(c, math.nan)
-            if c in ("n", "positives", "flagged", "k") and math.isfinite(v):
-                row.append(f"{int(v)}")
-            else:
-                row.append(f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "nan")
-        lines.append(row)
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in lines
-    )

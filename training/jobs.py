@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import pickle
-import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from common.console import render, table
 from common.settings import Settings, get_settings
 from features.schema import DEFAULT_HORIZONS_H
 from models.batch import score_dataset
 from models.bundle import ScoringBundle
-from training.evaluate import summarise
 from training.pipeline import TrainResult, train
 
 TABLE_COLUMNS = (
@@ -33,10 +35,30 @@ TABLE_COLUMNS = (
 )
 
 
+COUNT_METRICS = ("n", "positives")
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> Any:
+    """A rich table with a row per metric and a column per issue (any number of issues fits)."""
+    present = [c for c in TABLE_COLUMNS if any(c in m for m in metrics.values())]
+    rows = [
+        [
+            name,
+            *(
+                int(m[name])
+                if name in COUNT_METRICS and math.isfinite(m.get(name, math.nan))
+                else m.get(name, math.nan)
+                for m in metrics.values()
+            ),
+        ]
+        for name in present
+    ]
+    return table(["metric", *metrics], rows)
+
+
 def format_result(result: TrainResult) -> str:
     """The metrics table and the run/registry outcome, as `surfacer train` prints them."""
-    present = [c for c in TABLE_COLUMNS if any(c in m for m in result.report.overall.values())]
-    lines = [summarise(result.report.overall, present)]
+    lines = [render(metrics_table(result.report.overall))]
     holdout = result.report.holdout.describe()
     lines.append(
         f"holdout: {holdout['kind']} split, {holdout['n_rows']} labelled test rows, "
@@ -71,8 +93,12 @@ def train_command(
     bundle_out: Path | None = None,
     issues: list[str] | None = None,
     settings: Settings | None = None,
+    progress: bool = True,
 ) -> str:
-    """Run one training job and return the text `surfacer train` prints."""
+    """Run one training job and return the text `surfacer train` prints.
+
+    `progress` reports each stage on stderr: a bar on a terminal, a line per stage in a log.
+    """
     settings = settings or get_settings()
     result = train(
         data,
@@ -82,7 +108,7 @@ def train_command(
         track=track,
         promote=promote,
         only_issues=issues or None,
-        progress=sys.stderr.isatty(),
+        progress=progress,
     )
     if bundle_out is not None:
         save_bundle(result.bundle, bundle_out)
@@ -130,7 +156,7 @@ def snapshots_for(data: Path) -> pd.DataFrame:
         from features.io import load_dataset
         from features.snapshot import build_snapshots
 
-        return build_snapshots(load_dataset(data), DEFAULT_HORIZONS_H, progress=sys.stderr.isatty())
+        return build_snapshots(load_dataset(data), DEFAULT_HORIZONS_H, progress=True)
     if data.suffix.lower() == ".toml":
         from features.flat import load_flat
 

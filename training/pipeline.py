@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm import tqdm
 
+from common.progress import Progress
 from common.settings import Settings, get_settings
 from features.schema import DEFAULT_HORIZONS_H
 from features.transform import FeatureTransform
@@ -81,15 +80,16 @@ class _Split:
 
 
 class _Timer:
-    """Wall time per stage, and a tqdm bar over the stages on stderr when asked."""
+    """Wall time per stage, and a line (or a bar on a terminal) per stage when asked."""
 
     def __init__(self, progress: bool) -> None:
         self.timings: dict[str, float] = {}
-        self._bar = tqdm(total=len(STAGES), desc="train", file=sys.stderr, disable=not progress)
+        # fit and evaluate run once per issue: the count is of stages run, with no total
+        self._bar = Progress("train", unit="stage", enabled=progress)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self._bar.set_postfix_str(name)
+        self._bar.status(name)
         t0 = time.perf_counter()
         try:
             yield

@@ -212,16 +212,26 @@ def test_online_paths_build_no_pandas_objects(monkeypatch: pytest.MonkeyPatch) -
     assert h.shape == (1, 2**18) and h.nnz > 0
 
 
-def test_for_snapshots_covers_the_snapshot_schema() -> None:
-    ft = FeatureTransform.for_snapshots()
+def test_for_snapshots_turns_every_column_it_names_into_features() -> None:
+    from features.snapshot import build_snapshots
+    from tests.support.tables import make_tables
+
+    snap = build_snapshots(make_tables())
+    ft = FeatureTransform.for_snapshots(hash_dim=1024, min_category_count=1)
     configured = set(ft.numeric) | set(ft.counts) | set(ft.categorical) | set(ft.text)
     configured |= {c for pair in ft.ratios for c in pair}
-    assert configured <= set(SNAPSHOT_COLUMNS)
-    assert ("n_comment_toxic", "n_comment") in ft.ratios
-    assert ("n_like", "n_view") in ft.ratios
-    assert "creator_verified" in ft.numeric
-    assert "n_view_1h" in ft.counts
-    assert FeatureTransform.for_snapshots(hash_dim=1024).hash_dim == 1024
+    assert configured <= set(SNAPSHOT_COLUMNS)  # it reads nothing the snapshots lack
+    ft.fit(snap)
+    names, present = set(ft.feature_names_), set(snap.columns)
+    missing = [c for c in (*ft.numeric, *ft.categorical) if c in present and c not in names]
+    missing += [c for c in ft.counts if c in present and f"log1p_{c}" not in names]
+    missing += [
+        f"{n}_per_{d}"
+        for n, d in ft.ratios
+        if n in present and d in present and f"{n}_per_{d}" not in names
+    ]
+    assert missing == []
+    assert ft.text_hashed(snap).shape == (len(snap), 1024)
 
 
 def test_text_hashed_matches_one_and_is_l2_normalised() -> None:

@@ -7,13 +7,19 @@ import pytest
 from models.issues import DEFAULT_ISSUES, IssueType, flat_issues, issues_by_name
 
 
-def test_default_issues_and_anchors() -> None:
-    anchors = {i.name: i.anchor for i in DEFAULT_ISSUES}
-    assert anchors == {
-        "low_quality": "post",
-        "harmful_interactions": "post",
-        "wrongful_enforcement": "moderation",
-    }
+def test_each_default_issue_is_labelled_on_rows_of_its_anchor() -> None:
+    # The default set must fit the contract's data: review labels land on post rows, appeal
+    # outcomes on the moderation action they follow; no issue is left without labels.
+    from features.snapshot import build_snapshots
+    from tests.support.tables import make_tables
+    from training.labels import attach_labels
+
+    tables = make_tables()
+    rows = attach_labels(build_snapshots(tables), tables, DEFAULT_ISSUES)
+    for issue in DEFAULT_ISSUES:
+        labelled = rows[f"label_{issue.name}"].notna()
+        assert labelled.any(), issue.name
+        assert set(rows.loc[labelled, "anchor"]) == {issue.anchor}, issue.name
 
 
 def test_bad_issue_types_are_refused() -> None:

@@ -11,17 +11,12 @@ import pytest
 from simulator import Incident, SimConfig, default_incidents, load_incidents
 
 
-def test_defaults() -> None:
-    cfg = SimConfig()
-    assert (cfg.n_items, cfg.days, cfg.seed) == (20_000, 28, 0)
-    assert cfg.start == pd.Timestamp("2026-10-01T00:00:00Z")
-    assert cfg.end - cfg.start == pd.Timedelta(days=28)
-    assert [i.kind for i in cfg.incidents] == [
-        "spam_campaign",
-        "enforcement_misfire",
-        "abuse_surge",
-        "spam_campaign",
-    ]
+@pytest.mark.parametrize("days", [3, 28])
+def test_a_config_without_incidents_plants_the_defaults_of_its_window(days: int) -> None:
+    cfg = SimConfig(days=days)
+    assert cfg.incidents == default_incidents(days)
+    assert cfg.end - cfg.start == pd.Timedelta(days=days)
+    assert SimConfig(days=days, incidents=()).incidents == ()  # none means none
 
 
 @pytest.mark.parametrize("days", [2, 3, 5, 7, 14, 28, 90])

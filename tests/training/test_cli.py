@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from common.console import render
 from surfacer.cli import run
-from training.jobs import load_model
+from training.jobs import load_model, metrics_table
 
 
 def test_train_prints_metrics_and_score_writes_parquet(
@@ -31,9 +35,11 @@ def test_train_prints_metrics_and_score_writes_parquet(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    header = out.splitlines()[0].split()
-    assert header[:4] == ["issue", "n", "positives", "pr_auc"]
-    assert {"spam", "ban"} <= {line.split()[0] for line in out.splitlines()[1:3]}
+    lines = out.splitlines()
+    assert lines[0].split() == ["metric", "spam", "ban"]  # a column per issue
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+    assert all(int(v.replace(",", "")) > 0 for v in rows["n"])  # counts print as integers
+    assert all(0 <= float(v) <= 1 for v in rows["pr_auc"])
     assert "holdout: stratified split" in out and "not tracked" in out
     bundle = load_model(str(bundle_path))
     assert bundle.issue_names == ["spam", "ban"]
@@ -76,3 +82,42 @@ def test_issue_option_trains_a_subset(
     capsys.readouterr()
     assert run(["train", "--data", str(small_flat_spec), "--no-track", "--issue", "nope"]) == 2
     assert "unknown issue(s) ['nope']" in capsys.readouterr().err
+
+
+def test_train_output_in_a_log_is_stage_lines_and_a_table(
+    small_flat_spec: Path, tmp_path: Path
+) -> None:
+    # A real process writing to pipes (a log): MLflow is imported fresh, as in production.
+    env = {**os.environ, "SURFACER_DATA_DIR": str(tmp_path / "state")}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "surfacer", "train", "--data", str(small_flat_spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    stages = [line.split(" (")[0] for line in proc.stderr.splitlines()]
+    assert stages[0] == "train: load" and "train: fit" in stages and "train: log" in stages
+    assert stages[-1].startswith("train: done")
+    # MLflow's chatter and its no-action warnings stay out of the output
+    for noise in ("INFO mlflow", "CloudPickle", "pip version", "Downloading artifacts"):
+        assert noise not in proc.stderr + proc.stdout
+    assert proc.stdout.splitlines()[0].split() == ["metric", "spam", "ban"]
+    assert "model version 1, promoted to @champion" in proc.stdout
+
+
+def test_metrics_table_has_a_column_per_issue_and_reads_as_numbers() -> None:
+    text = render(
+        metrics_table(
+            {
+                "a": {"n": 12000.0, "positives": 10.0, "pr_auc": 0.5},
+                "b": {"n": 3.0, "positives": 1.0, "pr_auc": float("nan")},
+            }
+        )
+    )
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["metric", "a", "b"]
+    assert rows[2:] == [["n", "12,000", "3"], ["positives", "10", "1"], ["pr_auc", "0.5000", "-"]]

@@ -19,7 +19,6 @@ from training.evaluate import (
     precision_recall_at,
     roc_auc,
     segment_metrics,
-    summarise,
 )
 
 
@@ -94,11 +93,3 @@ def test_segment_metrics_per_dimension_value() -> None:
     assert seg.set_index("value").loc["a", "roc_auc"] == 1.0
     assert seg.set_index("value").loc["b", "roc_auc"] == 0.0
     assert seg.set_index("value").loc["a", "recall"] == 1.0
-
-
-def test_summarise_prints_every_issue() -> None:
-    text = summarise({"a": {"n": 10.0, "pr_auc": 0.5}, "b": {"n": 3.0}}, ["n", "pr_auc"])
-    lines = text.splitlines()
-    assert lines[0].split() == ["issue", "n", "pr_auc"]
-    assert lines[1].split() == ["a", "10", "0.5000"]
-    assert lines[2].split() == ["b", "3", "nan"]
