@@ -11,6 +11,7 @@ import pytest
 
 from serving.app import create_app
 from serving.review.store import ReviewStore
+from tests.support.postgres import temp_database, url
 from tests.support.review import add_analysts, flagged_item, session_headers
 from tests.support.serving import REVIEW_KEY, SCORE_KEY, Registry, running, snapshot_frame
 
@@ -173,8 +174,25 @@ async def test_empty_queue_claim_is_404(champion_v1: Registry, tmp_path: Path) -
         assert r.status_code == 422
 
 
-async def test_sessions_admins_and_field_limits(champion_v1: Registry, tmp_path: Path) -> None:
-    settings = champion_v1.settings(tmp_path / "state", review_random_share=0.0)
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_sessions_admins_and_field_limits(
+    champion_v1: Registry, tmp_path: Path, backend: str
+) -> None:
+    if backend == "postgres":
+        with temp_database("surfacer_limits") as name:
+            await _sessions_admins_and_field_limits(champion_v1, tmp_path, url(name))
+    else:
+        await _sessions_admins_and_field_limits(champion_v1, tmp_path, None)
+
+
+async def _sessions_admins_and_field_limits(
+    champion_v1: Registry, tmp_path: Path, database_url: str | None
+) -> None:
+    settings = champion_v1.settings(
+        tmp_path / "state", review_random_share=0.0, database_url=database_url
+    )
     app = create_app(settings)
     store = app.state.review_store
     add_analysts(store, "ann", "bob", "root", admin=("root",))
@@ -221,6 +239,7 @@ async def test_sessions_admins_and_field_limits(champion_v1: Registry, tmp_path:
         assert (await client.delete("/v1/review/sessions", headers=ann)).status_code == 204
         assert (await client.get("/v1/review/items", headers=ann)).status_code == 401
         assert (await client.post("/v1/review/claims", json={}, headers=ann)).status_code == 401
+    store.close()
 
 
 @pytest.mark.slow
