@@ -187,13 +187,17 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the champion model over HTTP (FastAPI + uvicorn); the console is at /console."""
-        serve(
-            get_settings(),
-            host=host,
-            port=port,
-            workers=workers,
-            dev_key=dev_key,
-            flags_jsonl=flags_jsonl,
-            sample_rate=sample_rate,
-            log_level=log_level,
-        )
+        try:
+            serve(
+                get_settings(),
+                host=host,
+                port=port,
+                workers=workers,
+                dev_key=dev_key,
+                flags_jsonl=flags_jsonl,
+                sample_rate=sample_rate,
+                log_level=log_level,
+            )
+        except RuntimeError as exc:  # the server failed to start; the log above says why
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise SystemExit(1) from None

@@ -602,8 +602,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, help="Exit when this process is gone.")
     args = ap.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s:     [flag writer %(process)d] %(message)s"
+        level=logging.WARNING, format="%(levelname)s:     [flag writer %(process)d] %(message)s"
     )
+    logging.getLogger("serving").setLevel(logging.INFO)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

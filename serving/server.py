@@ -153,6 +153,8 @@ def _supervisor_class() -> type:
     class WorkerSupervisor(Multiprocess):
         """uvicorn's Multiprocess, saying why it replaces a worker."""
 
+        startup_failed = False
+
         def keep_subprocess_alive(self) -> None:
             if self.should_exit.is_set():
                 return
@@ -177,6 +179,7 @@ def _supervisor_class() -> type:
                         "the server, since every new worker would fail the same way",
                         process.pid,
                     )
+                    self.startup_failed = True
                     self.should_exit.set()
                     return
                 else:
@@ -292,12 +295,16 @@ def run_server(
     # here, stop the flag writer, then let it end the process as usual.
     terminated: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda sig, _frame: terminated.append(sig))
+    failed = False
     try:
         if workers > 1:
             sock = config.bind_socket()
-            _supervisor_class()(config, sockets=[sock]).run()
+            supervisor = _supervisor_class()(config, sockets=[sock])
+            supervisor.run()
+            failed = supervisor.startup_failed
         else:
             server.run()
+            failed = not server.started
     except KeyboardInterrupt:
         pass
     finally:
@@ -306,5 +313,5 @@ def run_server(
         signal.signal(signal.SIGTERM, previous)
     if terminated:
         signal.raise_signal(signal.SIGTERM)
-    if workers == 1 and not server.started:
-        raise RuntimeError("the server did not start; its error is in the log above")
+    if failed:
+        raise RuntimeError("the server did not start: a worker failed; its error is logged above")
