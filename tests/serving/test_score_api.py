@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,32 @@ async def test_docs_work_offline_and_root_points_the_way(
         assert browser.status_code == 307 and browser.headers["location"] == "/console"
         index = (await client.get("/")).json()
         assert index["console"] == "/console" and index["docs"] == "/docs"
+
+
+async def test_readiness_tells_where_flags_stand(champion_v1: Registry, tmp_path: Path) -> None:
+    # With the writer in this app: ready. Told that an outside writer drains the spool while
+    # none runs: degraded (scoring works, flags wait), and the metrics say so too.
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app) as client:
+        code, body = 0, {}
+        for _ in range(100):
+            r = await client.get("/readyz")
+            code, body = r.status_code, r.json()
+            if body["status"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+        assert code == 200 and body["status"] == "ready", body
+        assert body["flags"]["writer_up"] and body["flags"]["sink_up"]
+    settings = champion_v1.settings(tmp_path / "other")
+    alone = create_app(settings, external_flag_writer=True)
+    async with running(alone) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 200 and r.json()["status"] == "degraded"
+        assert "flag writer is not running" in r.json()["problems"][0]
+        rec = records(1)[0]
+        scored = await client.post("/v1/score", json=rec, headers={"X-API-Key": SCORE_KEY})
+        assert scored.status_code == 200
+        text = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
+        assert "surfacer_flag_writer_up 0.0" in text
+        if scored.json()["flagged"]:
+            assert "surfacer_flags_accepted_total 1.0" in text
