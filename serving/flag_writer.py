@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from pydantic import TypeAdapter
 
-from serving.schemas import FlaggedItem, SnapshotAdapter
+from serving.schemas import FlaggedItem
 from serving.spool import (
     DEAD_LETTERS_FILE,
     PROGRESS_FILE,
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 
 # A status older than this means no writer is running (it rewrites it twice a second).
 STALE_AFTER_S = 3.0
+# How often a waiting (spare) writer tries the lock.
+LOCK_POLL_S = 0.1
 
 
 class SinkUnavailable(Exception):
@@ -108,6 +111,11 @@ def reach_of(record: Mapping[str, Any]) -> float:
     """How many people the item reached (0 when the snapshot does not say)."""
     for name in REACH_FIELDS:
         v = record.get(name)
+        if isinstance(v, str):  # a count the API read leniently from text ("12")
+            try:
+                v = float(v)
+            except ValueError:
+                continue
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
             return float(v)
     return 0.0
@@ -138,6 +146,10 @@ def flagged_item(
         sampled=not flagged,
         scored_at=scored_at,
     )
+
+
+# A snapshot's as_of read as the API reads it (ISO text, epoch numbers, null).
+_AS_OF: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 
 
 def item_from_json(d: dict[str, Any]) -> FlaggedItem:
@@ -174,8 +186,9 @@ class Refused:
 def expand_frame(frame: Frame) -> list[FlaggedItem | Refused]:
     """The items of one spool frame; a row that cannot be rebuilt is a `Refused` with why.
 
-    A batch frame holds the request and response bytes: its rows are the request items
-    validated again by the same schema, with the response's scores, flags and reasons."""
+    A batch frame holds the request and response bytes: its rows are the request items as
+    sent (the API validated them before it answered; only as_of is parsed again, the same
+    way), with the response's scores, flags and reasons."""
     meta = frame.meta
     if meta.get("k") == "item":
         try:
@@ -198,9 +211,11 @@ def expand_frame(frame: Frame) -> list[FlaggedItem | Refused]:
     for i in rows:
         try:
             res = results[i]
+            record = dict(items[i])
+            record["as_of"] = _AS_OF.validate_python(record.get("as_of"))
             out.append(
                 flagged_item(
-                    SnapshotAdapter.validate_python(items[i]),
+                    record,
                     res["probabilities"],
                     res["flagged"],
                     res["reasons"],
@@ -301,8 +316,8 @@ class FlagWriter:
         """Take the writer lock (waiting while another writer holds it), then drain the spool
         until `stop` is set; then store what is left, for at most `drain_timeout_s`."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        while not self._try_lock():
-            if stop.wait(0.5):
+        while not self._try_lock():  # a spare: take over as soon as the writer is gone
+            if stop.wait(LOCK_POLL_S):
                 return
         try:
             self._load_progress()
@@ -608,6 +623,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+    if args.jsonl is None:
+        # Imported before waiting for the lock, so a spare takes over without a cold start.
+        import alembic.command
+        import alembic.runtime.migration  # noqa: F401
+
+        import serving.review.store  # noqa: F401
 
     def factory() -> FlagSink:
         if args.jsonl is not None:

@@ -194,45 +194,59 @@ def _supervisor_class() -> type:
 
 
 class FlagWriterProcess:
-    """The server's flag writer as a child process, restarted when it dies."""
+    """The server's flag writer as child processes: one drains (it holds the spool's writer
+    lock), a warm spare waits for the lock, so a writer that dies is replaced within about a
+    tenth of a second, not after a cold start; each exited one is started again."""
 
-    def __init__(self, spool_dir: Path, *, jsonl: Path | None, sample_rate: float | None) -> None:
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        jsonl: Path | None,
+        sample_rate: float | None,
+        processes: int = 2,
+    ) -> None:
         self.cmd = [sys.executable, "-m", "serving.flag_writer", "--spool", str(spool_dir)]
         if jsonl is not None:
             self.cmd += ["--jsonl", str(jsonl)]
         if sample_rate is not None:
             self.cmd += ["--sample-rate", str(sample_rate)]
         self.cmd += ["--parent", str(os.getpid())]
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * processes
         self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> FlagWriterProcess:
-        self._spawn()
-        self._thread = threading.Thread(target=self._watch, name="flag-writer-watch", daemon=True)
-        self._thread.start()
+        for slot in range(len(self.procs)):
+            self._spawn(slot)
+            t = threading.Thread(
+                target=self._watch, args=(slot,), name=f"flag-writer-watch-{slot}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> float:
         with self._lock:
-            self.proc = subprocess.Popen(self.cmd)
-            self._started = time.monotonic()
-        log.info("flag writer started [%d]", self.proc.pid)
+            proc = self.procs[slot] = subprocess.Popen(self.cmd)
+        log.info("flag writer process started [%d]", proc.pid)
+        return time.monotonic()
 
-    def _watch(self) -> None:
+    def _watch(self, slot: int) -> None:
         delay = WRITER_RESTART_S
+        started = time.monotonic()
         while not self._stopping.is_set():
-            proc = self.proc
+            proc = self.procs[slot]
             assert proc is not None
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            lived = time.monotonic() - self._started
+            lived = time.monotonic() - started
             delay = WRITER_RESTART_S if lived > 10 else min(WRITER_RESTART_MAX_S, delay * 2)
             log.error(
-                "flag writer [%d] %s; restarting it in %.1fs (flags wait in the spool)",
+                "flag writer process [%d] %s; the spare takes over, another starts in %.1fs",
                 proc.pid,
                 _exit_reason(code),
                 delay,
@@ -240,22 +254,25 @@ class FlagWriterProcess:
             if self._stopping.wait(delay):
                 return
             self.restarts += 1
-            self._spawn()
+            started = self._spawn(slot)
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        """Ask the writer to store what is left in the spool and exit (killed past timeout)."""
+        """Ask the writers to store what is left in the spool and exit (killed past timeout)."""
         self._stopping.set()
         with self._lock:
-            proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.error("flag writer [%d] did not stop within %.0fs; killing it", proc.pid, timeout_s)
-            proc.kill()
-            proc.wait()
+            procs = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error(
+                    "flag writer [%d] did not stop within %.0fs; killing it", proc.pid, timeout_s
+                )
+                proc.kill()
+                proc.wait()
 
 
 def run_server(
