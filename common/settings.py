@@ -43,6 +43,31 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="How often to check the champion alias."
     )
+    max_concurrency: int = Field(
+        default=64,
+        ge=0,
+        description="Requests in flight per worker before more get 503 + Retry-After (0: none).",
+    )
+    max_queue_wait_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A request that waited longer for its worker gets 503 + Retry-After (0: none).",
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where flags wait durably for the review store; default data_dir/spool.",
+    )
+    spool_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024 * 1024,
+        description="Spool size past which /v1/score refuses (503) rather than risk flags.",
+    )
+    spool_fsync_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="fsync the spool this often (0: before every answer; a crash of a process "
+        "never loses an answered flag either way, a power loss at most this long).",
+    )
 
     # review queue
     review_random_share: float = Field(
@@ -50,6 +75,9 @@ class Settings(BaseSettings):
     )
     lease_seconds: int = Field(
         default=600, ge=1, description="How long a claimed item stays claimed."
+    )
+    session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="How long an analyst's login lasts."
     )
     review_capacity_per_day: int = Field(
         default=200, ge=1, description="Items analysts can review per day and issue."
@@ -95,6 +123,11 @@ class Settings(BaseSettings):
     def discovery_path(self) -> Path:
         """The discovery output folder the service reads (discovery_dir or data_dir/discovery)."""
         return (self.discovery_dir or self.data_dir / "discovery").resolve()
+
+    @cached_property
+    def spool_path(self) -> Path:
+        """The flag spool folder (spool_dir or data_dir/spool)."""
+        return (self.spool_dir or self.data_dir / "spool").resolve()
 
     @cached_property
     def review_db_url(self) -> str:

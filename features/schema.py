@@ -76,6 +76,50 @@ SNAPSHOT_COLUMNS = (
     + ACTION_COLUMNS
 )
 
+# What kind of value each snapshot column holds, in one place: the scoring API validates
+# posted snapshots by these kinds (`column_kind`). Columns not named here are plain numbers.
+TIME_COLUMNS = ("as_of", "created_at")
+BOOL_COLUMNS = ("creator_verified",)
+STRING_COLUMNS = (
+    "anchor",
+    "creator_id",
+    "format",
+    "region",
+    "language",
+    "category",
+    "caption",
+    "hashtags",
+    "audio_id",
+    *ACTION_COLUMNS,
+)
+COUNT_COLUMNS = (
+    EVENT_COUNT_COLUMNS
+    + VELOCITY_COLUMNS
+    + REPORT_REASON_COLUMNS
+    + ("n_viewers", "n_reporters", "n_comment_toxic", "creator_followers")
+    + CREATOR_HISTORY_COLUMNS
+    + ("mod_n_actions",)
+)
+NON_NEGATIVE_COLUMNS = ("duration_s", "age_h", "horizon_h", "creator_age_d", "comment_mean_len")
+FRACTION_COLUMNS = ("mean_watch_frac",)
+
+_KINDS = {
+    "item_id": "id",
+    **dict.fromkeys(TIME_COLUMNS, "time"),
+    **dict.fromkeys(BOOL_COLUMNS, "bool"),
+    **dict.fromkeys(STRING_COLUMNS, "string"),
+    **dict.fromkeys(COUNT_COLUMNS, "count"),
+    **dict.fromkeys(NON_NEGATIVE_COLUMNS, "non_negative"),
+    **dict.fromkeys(FRACTION_COLUMNS, "fraction"),
+}
+
+
+def column_kind(name: str) -> str:
+    """The kind of a snapshot column: id, time, bool, string, count (a number >= 0),
+    non_negative, fraction (0..1) or number (anything else, e.g. 0/1 flags)."""
+    return _KINDS.get(name, "number")
+
+
 DEFAULT_HORIZONS_H = (1.0, 6.0, 24.0)
 
 # A comment is "toxic" when a token of its text is in this lexicon. Short and explicit on

@@ -361,6 +361,17 @@ class FeatureTransform(BaseEstimator):
         if hasattr(self, "feature_names_"):
             self._compile()
 
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The input columns the fitted transform reads (numeric, count, ratio, categorical
+        and text columns, each once): a record without one of them has no value for it."""
+        self._check_fitted()
+        return tuple(
+            dict.fromkeys(
+                [*self.raw_numeric_columns_, *self.categorical_columns_, *self.text_columns_]
+            )
+        )
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
             raise ValueError("FeatureTransform is not fitted: call fit(frame) first")

@@ -295,6 +295,12 @@ class ScoringBundle:
     def uses_text(self) -> bool:
         return any(m.text_model is not None for m in self.issues.values())
 
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The snapshot fields the bundle reads: `item_id` and its transform's input columns.
+        A record may hold null for one of them (unknown), but not leave it out."""
+        return ("item_id", *(c for c in self.transform.input_columns if c != "item_id"))
+
     def input_example(self) -> dict[str, Any]:
         """A realistic snapshot record from the training data (for signatures and docs)."""
         return dict(self.example_record)

@@ -1,14 +1,18 @@
-"""`surfacer` commands owned by the serving package (thin wrappers over importable functions)."""
+"""`surfacer` commands owned by the serving package (thin wrappers over importable functions).
+
+Nothing heavy is imported at module level: `surfacer serve --help` loads typer and the
+settings class only; uvicorn, FastAPI and the review store load when the server starts.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,15 +20,13 @@ from common.settings import Settings, get_settings
 from serving.auth import SCOPES, generate_key
 from serving.procs import pid_alive
 
-# How `surfacer serve` hands its options to uvicorn worker processes (which build the app
-# from the environment): settings ride on SURFACER_*, these two are serving-only.
-ENV_FLAGS_JSONL = "SURFACER_SERVE_FLAGS_JSONL"
-ENV_SAMPLE_RATE = "SURFACER_SERVE_SAMPLE_RATE"
-# prometheus_client's multiprocess mode (serving.metrics.MULTIPROC_DIR_ENV; not imported here
-# so that this process does not import prometheus_client before the variable is set).
-ENV_PROMETHEUS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# Two cores: two workers double throughput, and the metrics aggregate across workers.
-DEFAULT_WORKERS = 2
+DEV_ANALYST = "dev"
+
+
+def default_workers() -> int:
+    """One uvicorn worker per core this process may use."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else os.cpu_count() or 1)
 
 
 def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str | None]:
@@ -45,24 +47,23 @@ def ensure_api_keys(settings: Settings, *, dev_key: bool) -> tuple[Settings, str
     return settings, None
 
 
-def app_from_env() -> Any:
-    """App factory for uvicorn workers: settings and serve options from the environment."""
-    from serving.app import create_app
-    from serving.flag_writer import JsonlFlagSink, ProcessSink
+def ensure_dev_analyst(settings: Settings) -> str | None:
+    """A fresh password for the `dev` admin analyst (created or reset); None when the review
+    store cannot be reached now (the server still starts)."""
+    from serving.review.db import UNAVAILABLE_ERRORS
+    from serving.review.store import ReviewStore
 
-    settings = get_settings()
-    flags_path = os.environ.get(ENV_FLAGS_JSONL)
-    # Like the review store's sink, the file is written by a child process: a batch's
-    # flagged items stay bytes in this one (serving.flag_writer.ScoredBatch).
-    sink = ProcessSink(functools.partial(JsonlFlagSink, flags_path)) if flags_path else None
-    rate = os.environ.get(ENV_SAMPLE_RATE)
-    return create_app(
-        settings,
-        flag_sink=sink,
-        sample_rate=float(rate) if rate else None,
-        multiprocess_metrics=bool(os.environ.get(ENV_PROMETHEUS_DIR)),
-        flag_process=sink is None,  # the review store's ORM work in its own process
-    )
+    store = ReviewStore.from_settings(settings)
+    try:
+        store.migrate()
+        password = secrets.token_urlsafe(12)
+        store.add_analyst(DEV_ANALYST, password, admin=True, replace=True)
+        return password
+    except UNAVAILABLE_ERRORS as exc:
+        typer.echo(f"warning: no dev analyst: the review store is unreachable ({exc})", err=True)
+        return None
+    finally:
+        store.close()
 
 
 def make_metrics_dir(parent: Path) -> Path:
@@ -84,22 +85,22 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     dev_key: bool = False,
     flags_jsonl: Path | None = None,
     sample_rate: float | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the scoring service under uvicorn until interrupted.
+    """Run the scoring service under uvicorn, with its flag writer, until interrupted.
 
-    With more than one worker, metrics use prometheus_client's multiprocess mode: a fresh
-    folder under data_dir/prometheus goes into PROMETHEUS_MULTIPROC_DIR before uvicorn spawns
-    the workers (they inherit it and write their values there; /metrics merges them) and is
-    removed when the server stops. With one worker the variable is removed: the app keeps
-    its in-process registry.
+    `workers` None: one per core. With more than one worker, metrics use prometheus_client's
+    multiprocess mode: a fresh folder under data_dir/prometheus goes into
+    PROMETHEUS_MULTIPROC_DIR before the workers start (they inherit it; /metrics merges
+    them) and is removed when the server stops. With one worker the variable is removed.
     """
-    import uvicorn
+    from serving.server import ENV_FLAGS_JSONL, ENV_PROMETHEUS_DIR, ENV_SAMPLE_RATE, run_server
 
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if sample_rate is not None and not 0.0 <= sample_rate <= 1.0:
@@ -107,6 +108,12 @@ def serve(
     settings, key = ensure_api_keys(settings, dev_key=dev_key)
     if key is not None:
         typer.echo(f"dev API key (scopes {', '.join(SCOPES)}): {key}")
+        password = ensure_dev_analyst(settings)
+        if password is not None:
+            typer.echo(
+                f"console: http://{host}:{port}/console  (dev analyst login: {DEV_ANALYST} / "
+                f"{password})"
+            )
     # A serving process should fall back to its cache quickly when MLflow is down, not spend
     # minutes in MLflow's default HTTP retries (callers can still set these).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -124,16 +131,14 @@ def serve(
     else:
         os.environ.pop(ENV_PROMETHEUS_DIR, None)
     try:
-        uvicorn.run(
-            "serving.cli:app_from_env",
-            factory=True,
+        run_server(
             host=host,
             port=port,
             workers=workers,
             log_level=log_level,
-            access_log=False,  # request metrics cover it; a log line per request costs throughput
-            loop="uvloop",
-            http="httptools",
+            spool_dir=settings.spool_path,
+            flags_jsonl=flags_jsonl,
+            sample_rate=sample_rate,
         )
     finally:
         if metrics_dir is not None:
@@ -153,21 +158,23 @@ def register(app: typer.Typer) -> None:
         ),
         port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
         workers: Annotated[
-            int,
+            int | None,
             typer.Option(
-                help="uvicorn worker processes (default 2: two cores; /metrics sums all workers)."
+                help="uvicorn worker processes (default: one per core; /metrics sums them)."
             ),
-        ] = DEFAULT_WORKERS,
+        ] = None,
         dev_key: Annotated[
             bool,
             typer.Option(
-                "--dev-key", help="Generate and print an API key with all scopes (development)."
+                "--dev-key",
+                help="Generate and print an API key with all scopes, and a login for the "
+                f"'{DEV_ANALYST}' admin analyst (development).",
             ),
         ] = False,
         flags_jsonl: Annotated[
             Path | None,
             typer.Option(
-                help="Append flagged items to this JSON-lines file instead of the default sink."
+                help="Store flagged items in this JSON-lines file instead of the review store."
             ),
         ] = None,
         sample_rate: Annotated[
@@ -179,14 +186,18 @@ def register(app: typer.Typer) -> None:
         ] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
-        """Serve the champion model over HTTP (FastAPI + uvicorn)."""
-        serve(
-            get_settings(),
-            host=host,
-            port=port,
-            workers=workers,
-            dev_key=dev_key,
-            flags_jsonl=flags_jsonl,
-            sample_rate=sample_rate,
-            log_level=log_level,
-        )
+        """Serve the champion model over HTTP (FastAPI + uvicorn); the console is at /console."""
+        try:
+            serve(
+                get_settings(),
+                host=host,
+                port=port,
+                workers=workers,
+                dev_key=dev_key,
+                flags_jsonl=flags_jsonl,
+                sample_rate=sample_rate,
+                log_level=log_level,
+            )
+        except RuntimeError as exc:  # the server failed to start; the log above says why
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise SystemExit(1) from None

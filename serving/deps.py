@@ -1,7 +1,9 @@
-"""FastAPI dependencies as `Annotated` aliases: the service state, the model, API-key scopes.
+"""FastAPI dependencies as `Annotated` aliases: the service state, the model, API-key scopes,
+and the analyst behind a review request.
 
-They are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, which
-costs more than the work they do on every request.
+The hot ones are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
+pool, which costs more than the work they do on every request. The analyst ones are plain
+`def`: they look the session up in the review database.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from common.settings import Settings
 from serving.auth import ApiKeyAuth, AuthError, Principal, key_from_headers
-from serving.flag_writer import FlagWriter
 from serving.metrics import ServiceMetrics
 from serving.model_holder import LoadedModel, ModelHolder
+from serving.review.accounts import Analyst, is_session_token
 from serving.review.store import ReviewStore
+from serving.spool import SpoolWriter
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Service:
     auth: ApiKeyAuth
     holder: ModelHolder
     metrics: ServiceMetrics
-    flags: FlagWriter
+    spool: SpoolWriter
     sample_rate: float = 0.0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -110,3 +113,56 @@ async def get_review_store(request: Request) -> ReviewStore:
 
 
 ReviewStoreDep = Annotated[ReviewStore, Depends(get_review_store)]
+
+
+@dataclass(frozen=True)
+class ReviewCaller:
+    """Who calls the review API: an analyst (session token), or a service key with the
+    review scope (reads only: acting on the queue needs an analyst)."""
+
+    analyst: Analyst | None
+    key_id: str | None = None
+
+
+def _presented(request: Request) -> str | None:
+    headers = request.headers
+    return key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
+
+
+def review_caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> ReviewCaller:
+    """The analyst of a session token, or a key with the review scope; else 401/403."""
+    presented = key_from_headers(x_api_key, f"Bearer {bearer.credentials}" if bearer else None)
+    if is_session_token(presented):
+        store: ReviewStore = request.app.state.review_store
+        session = store.session(presented)
+        if session is None:
+            raise HTTPException(
+                401,
+                "analyst session expired or revoked; log in again (POST /v1/review/sessions)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return ReviewCaller(analyst=session.analyst)
+    principal = _check(request.app.state.service, presented, "review")
+    return ReviewCaller(analyst=None, key_id=principal.key_id)
+
+
+ReviewCallerDep = Annotated[ReviewCaller, Depends(review_caller)]
+
+
+def current_analyst(caller: ReviewCallerDep) -> Analyst:
+    """The analyst acting; 401 when the caller is a service key, not an analyst."""
+    if caller.analyst is None:
+        raise HTTPException(
+            401,
+            "claiming and labelling act as an analyst: log in with POST /v1/review/sessions "
+            "and send the session token as a Bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller.analyst
+
+
+AnalystDep = Annotated[Analyst, Depends(current_analyst)]

@@ -1,57 +1,89 @@
-"""Background writer that moves flagged items from the request path to a sink in batches.
+"""The flag writer: drains the flag spool into the review store (or a JSON-lines file).
 
-Requests only `put` into a bounded queue (O(1), never blocks): a single item as a
-`FlaggedItem`, a batch request's items as a `ScoredBatch` (its request and response bytes).
-One thread flushes batches by size or age to a `FlagSink` (the review store's
-`add_flagged`, or a JSON-lines file), retries a failing sink, and on `close()` drains
-everything left so no accepted item is lost.
+Workers only append to the spool (`serving.spool`) before they answer; this writer, one per
+spool folder (an flock on writer.lock), reads the segments oldest first, turns their frames
+back into `FlaggedItem`s and writes them to its sink in batches. After a batch is stored it
+records the segment offset (progress.json), so a restarted writer replays only what was not
+stored; the store's upsert ignores a replayed item (same scoring time), so a replay changes
+nothing. Failures are told apart:
+
+- the sink is unreachable (`SinkUnavailable`: database down, schema missing): nothing moves,
+  the writer retries with backoff and reports itself unhealthy in status.json (/readyz and
+  /metrics read it); the items wait in the spool;
+- the sink refuses some items (too long for a column, a value it cannot hold): the batch is
+  bisected until the refused items are alone, the rest is stored, and each refused item goes
+  to dead-letters.jsonl with the error. Nothing is dropped.
+
+`surfacer serve` runs the writer as its own process (`python -m serving.flag_writer`),
+restarted by the server within a second if it dies; `create_app` runs it as a thread when no
+such process is started for it (tests, a plain `uvicorn` run).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
 import logging
+import os
+import signal
+import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from pydantic import TypeAdapter
 
-from serving.schemas import FlaggedItem, SnapshotAdapter
+from serving.schemas import FlaggedItem
+from serving.spool import (
+    DEAD_LETTERS_FILE,
+    PROGRESS_FILE,
+    STATUS_FILE,
+    WRITER_LOCK_FILE,
+    CorruptFrame,
+    Frame,
+    Segment,
+    count_items,
+    list_segments,
+    read_frames,
+    read_json,
+    resync,
+    write_atomic,
+)
 
 __all__ = [
     "FlagSink",
     "FlagWriter",
     "FlaggedItem",
     "JsonlFlagSink",
-    "ProcessSink",
-    "ScoredBatch",
+    "SinkUnavailable",
+    "expand_frame",
     "flagged_item",
     "json_safe",
+    "writer_status",
 ]
 
 log = logging.getLogger(__name__)
 
+# A status older than this means no writer is running (it rewrites it twice a second).
+STALE_AFTER_S = 3.0
+# How often a waiting (spare) writer tries the lock.
+LOCK_POLL_S = 0.1
+
+
+class SinkUnavailable(Exception):
+    """The sink cannot take anything now (database unreachable, schema missing): retry later.
+    Any other exception from `FlagSink.write` means the sink refused those items."""
+
 
 class FlagSink(Protocol):
-    """Where flagged items end up (e.g. `ReviewStore`); `write` may raise to ask for a retry."""
+    """Where flagged items end up; `write` raises SinkUnavailable to ask for a retry."""
 
     def write(self, items: Sequence[FlaggedItem]) -> None: ...
-
-
-class CallableSink:
-    """Adapts a function such as `ReviewStore.add_flagged` to the `FlagSink` protocol."""
-
-    def __init__(self, fn: Callable[[Sequence[FlaggedItem]], Any]) -> None:
-        self.fn = fn
-
-    def write(self, items: Sequence[FlaggedItem]) -> None:
-        self.fn(items)
 
 
 def _json_default(obj: Any) -> Any:
@@ -79,6 +111,11 @@ def reach_of(record: Mapping[str, Any]) -> float:
     """How many people the item reached (0 when the snapshot does not say)."""
     for name in REACH_FIELDS:
         v = record.get(name)
+        if isinstance(v, str):  # a count the API read leniently from text ("12")
+            try:
+                v = float(v)
+            except ValueError:
+                continue
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
             return float(v)
     return 0.0
@@ -92,7 +129,10 @@ def flagged_item(
     model_version: str,
     scored_at: datetime,
 ) -> FlaggedItem:
-    """The review-queue entry of one scored snapshot: flagged, or `sampled` when not."""
+    """The review-queue entry of one scored snapshot: flagged, or `sampled` when not.
+
+    Issues without a probability (None: not applicable, or disabled in the bundle) carry no
+    score; they are never flagged."""
     return FlaggedItem(
         item_id=record["item_id"],
         as_of=record.get("as_of"),
@@ -108,59 +148,84 @@ def flagged_item(
     )
 
 
-@dataclass
-class ScoredBatch:
-    """The flagged and sampled items of one batch request, as the bytes it already has.
+# A snapshot's as_of read as the API reads it (ISO text, epoch numbers, null).
+_AS_OF: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 
-    `request` is the request body ({"items": [...]}) and `response` the response body
-    (items in the same order); `rows` are the items to persist. Keeping bytes, not
-    FlaggedItems, means the serving process spends no CPU (and holds no GIL) serialising
-    ~500 snapshots per 1,000-item batch: `ProcessSink` ships the bytes to its child, which
-    `expand`s them. The snapshot is the request item validated again by the same schema.
-    """
 
-    request: bytes
-    response: bytes
-    rows: list[int]
-    scored_at: datetime
+def item_from_json(d: dict[str, Any]) -> FlaggedItem:
+    """A FlaggedItem back from its JSON (datetimes come as ISO strings)."""
+    for key in ("as_of", "scored_at"):
+        if isinstance(d.get(key), str):
+            d[key] = datetime.fromisoformat(d[key])
+    return FlaggedItem(**d)
 
-    def __len__(self) -> int:
-        return len(self.rows)
 
-    def expand(self) -> list[FlaggedItem]:
-        items = orjson.loads(self.request)["items"]
-        results = orjson.loads(self.response)["items"]
-        out = []
-        for i in self.rows:
+class Refused:
+    """An item (or raw bytes) that cannot be stored, with the reason: a dead letter."""
+
+    __slots__ = ("error", "item", "raw")
+
+    def __init__(self, error: str, item: FlaggedItem | None = None, raw: Any = None) -> None:
+        self.error, self.item, self.raw = error, item, raw
+
+    def record(self, segment: str, offset: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "at": datetime.now(UTC).isoformat(),
+            "error": self.error[:2000],
+            "segment": segment,
+            "offset": offset,
+        }
+        if self.item is not None:
+            out["item_id"] = str(self.item.item_id)
+            out["item"] = json_safe(self.item)
+        else:
+            out["raw"] = self.raw
+        return out
+
+
+def expand_frame(frame: Frame) -> list[FlaggedItem | Refused]:
+    """The items of one spool frame; a row that cannot be rebuilt is a `Refused` with why.
+
+    A batch frame holds the request and response bytes: its rows are the request items as
+    sent (the API validated them before it answered; only as_of is parsed again, the same
+    way), with the response's scores, flags and reasons."""
+    meta = frame.meta
+    if meta.get("k") == "item":
+        try:
+            return [item_from_json(orjson.loads(frame.body))]
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            return [
+                Refused(
+                    f"unreadable flagged item: {exc!r}", raw=frame.body.decode("utf-8", "replace")
+                )
+            ]
+    try:
+        split = int(meta["req"])
+        items = orjson.loads(frame.body[:split])["items"]
+        results = orjson.loads(frame.body[split:])["items"]
+        at = datetime.fromisoformat(meta["at"])
+        rows = [int(i) for i in meta["rows"]]
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        return [Refused(f"unreadable batch frame: {exc!r}", raw=meta)]
+    out: list[FlaggedItem | Refused] = []
+    for i in rows:
+        try:
             res = results[i]
+            record = dict(items[i])
+            record["as_of"] = _AS_OF.validate_python(record.get("as_of"))
             out.append(
                 flagged_item(
-                    SnapshotAdapter.validate_python(items[i]),
+                    record,
                     res["probabilities"],
                     res["flagged"],
                     res["reasons"],
                     res["model_version"],
-                    self.scored_at,
+                    at,
                 )
             )
-        return out
-
-
-Entry = FlaggedItem | ScoredBatch
-
-
-def _entry_size(entry: Entry) -> int:
-    return len(entry) if isinstance(entry, ScoredBatch) else 1
-
-
-def expand_entries(entries: Sequence[Entry]) -> list[FlaggedItem]:
-    """The FlaggedItems of queued entries, in order."""
-    out: list[FlaggedItem] = []
-    for e in entries:
-        if isinstance(e, ScoredBatch):
-            out.extend(e.expand())
-        else:
-            out.append(e)
+        except Exception as exc:  # one bad row must not take its batch with it
+            raw = items[i] if isinstance(items, list) and 0 <= i < len(items) else None
+            out.append(Refused(f"cannot rebuild batch row {i}: {exc!r}"[:2000], raw=raw))
     return out
 
 
@@ -173,12 +238,21 @@ class JsonlFlagSink:
 
     def write(self, items: Sequence[FlaggedItem]) -> None:
         # orjson serialises the dataclass itself (fields in order, datetimes as ISO strings,
-        # NaN as null) in C: the writer thread holds the GIL for microseconds per item, not
-        # for a Python walk of every snapshot, so requests it shares the process with don't wait.
+        # NaN as null) in C.
         lines = b"".join(to_json(it, orjson.OPT_APPEND_NEWLINE) for it in items)
         # One write per batch in append mode: lines from one flush stay contiguous.
-        with self.path.open("ab") as fh:
-            fh.write(lines)
+        try:
+            with self.path.open("ab") as fh:
+                fh.write(lines)
+        except OSError as exc:
+            raise SinkUnavailable(f"cannot append to {self.path}: {exc}") from exc
+
+    def check(self) -> None:
+        if not os.access(self.path.parent, os.W_OK):
+            raise SinkUnavailable(f"{self.path.parent} is not writable")
+
+    def describe(self) -> str:
+        return f"JSON lines file {self.path}"
 
     @staticmethod
     def read(path: str | Path) -> list[dict[str, Any]]:
@@ -189,310 +263,397 @@ class JsonlFlagSink:
         return [orjson.loads(line) for line in p.read_bytes().splitlines() if line.strip()]
 
 
-class ProcessSink:
-    """Runs a sink in a child process, so its Python work does not hold this process's GIL.
-
-    The review store's ORM upserts cost ~0.4 ms of CPU per item: in the serving process
-    they would take the GIL from requests for ~200 ms per 500 flags. Here `write_entries`
-    ships single items as JSON bytes (orjson, in C) and a `ScoredBatch` as the bytes it
-    already is, over a pipe, and waits for the child's answer while the GIL is free; the
-    child rebuilds the items (expanding batches) and calls the real sink. The child builds
-    its sink from `factory` (picklable, e.g. a `functools.partial` of settings), so nothing
-    unpicklable crosses. Errors come back as exceptions of the same kind (TypeError or
-    ValueError: the batch cannot be written; anything else: retry), so `FlagWriter`'s retry
-    and drain logic is unchanged. `close()` stops the child after the last write.
-    """
-
-    def __init__(self, factory: Callable[[], FlagSink], *, start_timeout_s: float = 120.0):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with threads running
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_sink_process, args=(factory, child), name="flag-sink", daemon=True
-        )
-        self._proc.start()
-        child.close()
-        self._lock = threading.Lock()
-        # The child answers once its sink is built: fail here, not on the first flag.
-        if not self._conn.poll(start_timeout_s):
-            self._proc.kill()
-            raise RuntimeError(f"flag sink process did not start within {start_timeout_s}s")
-        _raise_if_error(self._conn.recv())
-
-    def write(self, items: Sequence[FlaggedItem]) -> None:
-        self.write_entries(items)
-
-    def write_entries(self, entries: Sequence[Entry]) -> None:
-        """Write queued entries: FlaggedItems as JSON, `ScoredBatch`es as their own bytes
-        (the child expands them). One header frame says what the next frames are."""
-        parts: list[dict[str, Any]] = []
-        frames: list[bytes] = []
-        singles: list[FlaggedItem] = []
-
-        def end_singles() -> None:
-            if singles:
-                parts.append({"items": len(singles)})
-                frames.append(to_json(singles))
-                singles.clear()
-
-        for e in entries:
-            if isinstance(e, ScoredBatch):
-                end_singles()
-                parts.append({"rows": e.rows, "scored_at": e.scored_at.isoformat()})
-                frames += (e.request, e.response)
-            else:
-                singles.append(e)
-        end_singles()
-        with self._lock:
-            if not self._proc.is_alive():
-                raise RuntimeError("flag sink process has exited")
-            self._conn.send_bytes(orjson.dumps(parts))
-            for frame in frames:
-                self._conn.send_bytes(frame)
-            try:
-                answer = self._conn.recv()
-            except EOFError:
-                raise RuntimeError("flag sink process died during a write") from None
-        _raise_if_error(answer)
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        with self._lock:
-            if self._proc.is_alive():
-                with contextlib.suppress(OSError):
-                    self._conn.send_bytes(b"")  # the stop sign
-                self._proc.join(timeout_s)
-            if self._proc.is_alive():
-                log.error("flag sink process did not stop within %.1fs; killing it", timeout_s)
-                self._proc.kill()
-            self._conn.close()
-
-
-def _raise_if_error(answer: tuple[str, str]) -> None:
-    kind, message = answer
-    if kind == "value":
-        raise ValueError(message)
-    if kind == "error":
-        raise RuntimeError(message)
-
-
-def _sink_process(factory: Callable[[], FlagSink], conn: Any) -> None:
-    """The child of `ProcessSink`: build the sink, then write each batch it is sent."""
-    try:
-        sink = factory()
-    except Exception as exc:
-        conn.send(("error", f"could not build the flag sink: {exc!r}"))
-        return
-    conn.send(("ok", ""))
-    while True:
-        try:
-            header = conn.recv_bytes()
-            if not header:
-                break
-            parts = orjson.loads(header)
-            # one frame per run of single items, two (request, response) per batch
-            frames = iter(
-                [conn.recv_bytes() for part in parts for _ in range(1 if "items" in part else 2)]
-            )
-        except EOFError:  # the parent is gone
-            break
-        try:
-            items: list[FlaggedItem] = []
-            for part in parts:
-                if "items" in part:
-                    items += [_flagged_item(d) for d in orjson.loads(next(frames))]
-                else:
-                    request, response = next(frames), next(frames)
-                    at = datetime.fromisoformat(part["scored_at"])
-                    items += ScoredBatch(request, response, part["rows"], at).expand()
-            sink.write(items)
-        except (TypeError, ValueError) as exc:
-            conn.send(("value", repr(exc)))
-        except Exception as exc:
-            conn.send(("error", repr(exc)))
-        else:
-            conn.send(("ok", ""))
-    close = getattr(sink, "close", None)
-    if close is not None:
-        close()
-
-
-def _flagged_item(d: dict[str, Any]) -> FlaggedItem:
-    # The JSON of a FlaggedItem back into one: datetimes come as ISO strings.
-    for key in ("as_of", "scored_at"):
-        if isinstance(d.get(key), str):
-            d[key] = datetime.fromisoformat(d[key])
-    return FlaggedItem(**d)
+def writer_status(spool_dir: Path) -> dict[str, Any] | None:
+    """The writer's last status.json, with `alive` (fresh heartbeat) added; None if none."""
+    status = read_json(Path(spool_dir) / STATUS_FILE)
+    if status is None:
+        return None
+    age = time.time() - float(status.get("heartbeat", 0))
+    status["alive"] = age < STALE_AFTER_S and not status.get("stopped", False)
+    status["age_s"] = age
+    return status
 
 
 class FlagWriter:
-    """Bounded buffer + one flushing thread; `submit` is safe to call from the event loop.
-
-    `submit` (one item) and `submit_batch` (a batch request's items, as bytes) append to a
-    deque and count under a small lock; the writer is not woken per item (that would make
-    the request thread wait for the GIL). It wakes every `flush_interval_s`, or early once
-    a full batch is waiting. When the buffer is full the entry is dropped and its items
-    counted (`dropped`) rather than blocking a request; size it for bursts. `close()` stops
-    intake and drains the rest.
-    """
+    """Drains one spool folder into a sink; `run(stop)` until `stop` is set, then drains."""
 
     def __init__(
         self,
-        sink: FlagSink | None,
+        spool_dir: str | Path,
+        sink_factory: Callable[[], FlagSink],
         *,
-        max_queue: int = 50_000,
-        batch_size: int = 500,
-        flush_interval_s: float = 0.5,
-        max_retries: int = 5,
-        retry_backoff_s: float = 0.2,
-        on_written: Callable[[int], None] | None = None,
-        on_dropped: Callable[[int], None] | None = None,
+        batch_items: int = 500,
+        poll_interval_s: float = 0.1,
+        status_interval_s: float = 0.5,
+        probe_interval_s: float = 2.0,
+        retry_max_s: float = 2.0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        self.sink = sink
-        self.max_queue = max_queue
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.max_retries = max_retries
-        self.retry_backoff_s = retry_backoff_s
-        self.on_written = on_written
-        self.on_dropped = on_dropped
-        self._buffer: deque[Entry] = deque()
-        self._queued = 0  # items in the buffer (a ScoredBatch holds several)
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._lock = threading.Lock()  # the buffer's item count and the counters
-        self.written = 0
-        self.dropped = 0
-        self.failed = 0
+        if batch_items < 1:
+            raise ValueError(f"batch_items must be >= 1, got {batch_items}")
+        self.dir = Path(spool_dir)
+        self.sink_factory = sink_factory
+        self.batch_items = batch_items
+        self.poll_interval_s = poll_interval_s
+        self.status_interval_s = status_interval_s
+        self.probe_interval_s = probe_interval_s
+        self.retry_max_s = retry_max_s
+        self.sink: FlagSink | None = None
+        self.sink_ok: bool | None = None
+        self.sink_error: str | None = None
+        self._sink_since = time.time()
+        self._progress: dict[str, int] = {}
+        self.totals = {"stored": 0, "dead_lettered": 0, "lost": 0, "torn": 0, "restarts": 0}
+        self._scan: dict[str, list[int]] = {}  # stem -> [scanned up to, items since progress]
+        self._lock_fd: int | None = None
+        self._started_at = time.time()
+        self._failures = 0
+        self._last_io = 0.0
+        self._status_at = 0.0
 
-    # -- request side --------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
 
-    def submit(self, item: FlaggedItem) -> bool:
-        """Enqueue one item without blocking; False when closed, full or there is no sink."""
-        return self._put(item, 1, item.item_id)
+    def run(self, stop: threading.Event, *, drain_timeout_s: float = 20.0) -> None:
+        """Take the writer lock (waiting while another writer holds it), then drain the spool
+        until `stop` is set; then store what is left, for at most `drain_timeout_s`."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        while not self._try_lock():  # a spare: take over as soon as the writer is gone
+            if stop.wait(LOCK_POLL_S):
+                return
+        try:
+            self._load_progress()
+            self._write_status(force=True)
+            while not stop.is_set():
+                moved = self._cycle()
+                if not moved:
+                    stop.wait(self._pause())
+            deadline = time.monotonic() + drain_timeout_s
+            while time.monotonic() < deadline:
+                if not self._cycle() and self.sink_ok:
+                    break
+                if not self.sink_ok:
+                    time.sleep(min(self._pause(), max(0.0, deadline - time.monotonic())))
+        finally:
+            self._write_status(force=True, stopped=True)
+            close = getattr(self.sink, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            self._unlock()
 
-    def submit_batch(self, batch: ScoredBatch) -> bool:
-        """Enqueue a batch request's items (all or none) without blocking, like `submit`."""
-        return self._put(batch, len(batch), f"a batch of {len(batch)}")
+    def _pause(self) -> float:
+        if self._failures:
+            return min(self.retry_max_s, 0.25 * 2 ** min(self._failures - 1, 4))
+        return self.poll_interval_s
 
-    def _put(self, entry: Entry, n: int, what: str) -> bool:
-        if self._closed or self.sink is None or n == 0:
+    def _try_lock(self) -> bool:
+        fd = os.open(self.dir / WRITER_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             return False
-        with self._lock:
-            queued = self._queued
-            full = queued + n > self.max_queue
-            if full:
-                self.dropped += n
-            else:
-                self._queued = queued + n
-                self._buffer.append(entry)
-        if full:
-            if self.on_dropped is not None:
-                self.on_dropped(n)
-            log.warning("flag buffer full (%d); dropped %s", self.max_queue, what)
-            return False
-        if queued < self.batch_size <= queued + n:  # once per full batch, not per item
-            self._wake.set()
+        self._lock_fd = fd
         return True
 
-    @property
-    def pending(self) -> int:
-        return self._queued
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    def _load_progress(self) -> None:
+        saved = read_json(self.dir / PROGRESS_FILE) or {}
+        self._progress = {str(k): int(v) for k, v in (saved.get("segments") or {}).items()}
+        for k, v in (saved.get("totals") or {}).items():
+            if k in self.totals:
+                self.totals[k] = int(v)
+        previous = read_json(self.dir / STATUS_FILE)
+        if (
+            previous is not None
+            and not previous.get("stopped")
+            and previous.get("pid") != os.getpid()
+        ):
+            self.totals["restarts"] += 1
+            log.warning(
+                "flag writer restarted: the previous one (pid %s) stopped without a clean exit; "
+                "replaying the spool from its last stored offsets",
+                previous.get("pid"),
+            )
+            self._save_progress()
 
-    def start(self) -> FlagWriter:
-        if self._thread is None and self.sink is not None:
-            self._thread = threading.Thread(target=self._run, name="flag-writer", daemon=True)
-            self._thread.start()
-        return self
+    def _save_progress(self) -> None:
+        write_atomic(
+            self.dir / PROGRESS_FILE,
+            orjson.dumps({"segments": self._progress, "totals": self.totals}),
+        )
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Stop intake, flush everything buffered, and join the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            self._wake.set()
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.error(
-                    "flag writer did not finish within %.1fs; %d pending", timeout_s, self.pending
-                )
-                return
-            # A submit racing with close may have appended after the thread's last look.
-            while batch := self._take():
-                self._flush(batch)
-        close_sink = getattr(self.sink, "close", None)
-        if close_sink is not None:
-            close_sink()
+    # -- one pass ---------------------------------------------------------------------------
 
-    # -- worker --------------------------------------------------------------------------------
+    def _cycle(self) -> bool:
+        """One pass over the segments (a batch from each); True when something moved."""
+        moved = False
+        try:
+            if self.sink is None:
+                self._open_sink()
+            moved = self.step()
+            if not moved and time.monotonic() - self._last_io > self.probe_interval_s:
+                self._probe()
+            self._set_sink(True, None)
+        except SinkUnavailable as exc:
+            self._set_sink(False, str(exc))
+            moved = False
+        self._write_status()
+        return moved
 
-    def _take(self) -> list[Entry]:
-        batch: list[Entry] = []
-        taken = 0
-        pop = self._buffer.popleft
-        while taken < self.batch_size:
+    def _open_sink(self) -> None:
+        try:
+            sink = self.sink_factory()
+            opener = getattr(sink, "open", None)
+            if opener is not None:
+                opener()
+        except SinkUnavailable:
+            raise
+        except Exception as exc:
+            raise SinkUnavailable(f"could not open the flag sink: {exc!r}") from exc
+        self.sink = sink
+        log.info("flag writer (pid %d) storing into %s", os.getpid(), self._describe())
+
+    def _describe(self) -> str:
+        describe = getattr(self.sink, "describe", None)
+        return describe() if describe is not None else type(self.sink).__name__
+
+    def _probe(self) -> None:
+        self._last_io = time.monotonic()
+        check = getattr(self.sink, "check", None)
+        if check is not None:
+            check()
+
+    def _set_sink(self, ok: bool, error: str | None) -> None:
+        if ok != self.sink_ok:
+            self._sink_since = time.time()
+            if ok and self.sink_ok is False:
+                log.warning("flag sink is back (%s); draining the spool", self._describe())
+            elif not ok:
+                log.error("flag sink unavailable, flags stay in the spool: %s", error)
+            self._write_status(force=True, sink_ok=ok, sink_error=error)
+        self.sink_ok, self.sink_error = ok, error
+        self._failures = 0 if ok else self._failures + 1
+
+    def step(self) -> bool:
+        """Store one batch of each segment that has unstored frames; delete stored sealed
+        segments. Raises SinkUnavailable when the sink cannot take anything."""
+        moved = False
+        for seg in list_segments(self.dir):
+            offset = self._progress.get(seg.stem, 0)
             try:
-                entry = pop()
-            except IndexError:
-                break
-            batch.append(entry)
-            n = _entry_size(entry)
-            taken += n
-            with self._lock:
-                self._queued -= n
-        return batch
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            closing = self._closed  # read before draining: items submitted earlier are in
-            while True:
-                batch = self._take()
-                if batch:
-                    self._flush(batch)
-                # Keep going while full batches wait; a partial one waits for the next tick.
-                if not batch or (self._queued < self.batch_size and not closing):
-                    break
-            if closing and not self._buffer:
-                return
-
-    def _flush(self, batch: list[Entry]) -> None:
-        assert self.sink is not None
-        n = sum(map(_entry_size, batch))
-        write_entries = getattr(self.sink, "write_entries", None)
-        for attempt in range(self.max_retries + 1):
-            try:
-                if write_entries is not None:
-                    write_entries(batch)  # a ScoredBatch stays bytes until the sink's process
-                else:
-                    self.sink.write(expand_entries(batch))
-            except (TypeError, ValueError) as exc:
-                # A value no sink can serialise (snapshots come from JSON, so a bug): retrying
-                # cannot help.
-                log.error("dropping %d flagged items that cannot be serialised: %s", n, exc)
-                with self._lock:
-                    self.failed += n
-                return
-            except Exception:
-                if attempt == self.max_retries:
-                    log.exception("flag sink failed %d times; lost %d items", attempt + 1, n)
-                    with self._lock:
-                        self.failed += n
-                    return
-                log.warning("flag sink failed (attempt %d); retrying", attempt + 1, exc_info=True)
-                time.sleep(self.retry_backoff_s * (2**attempt))
+                frames, partial = read_frames(seg.path, offset, max_items=self.batch_items)
+            except FileNotFoundError:  # sealed (renamed) since the listing: next pass
                 continue
-            with self._lock:
-                self.written += n
-            if self.on_written is not None:
-                self.on_written(n)
+            except CorruptFrame as exc:
+                self._skip_corrupt(seg, exc)
+                moved = True
+                continue
+            if frames:
+                self._store(seg, frames)
+                moved = True
+            elif seg.sealed:
+                self._retire(seg, offset, partial)
+        return moved
+
+    def _store(self, seg: Segment, frames: list[Frame]) -> None:
+        items: list[FlaggedItem] = []
+        where: dict[int, int] = {}  # id(item) -> its frame's offset, for the dead letters
+        refused: list[tuple[Refused, int]] = []
+        for frame in frames:
+            for it in expand_frame(frame):
+                if isinstance(it, Refused):
+                    refused.append((it, frame.start))
+                else:
+                    items.append(it)
+                    where[id(it)] = frame.start
+        by_sink = self._write_isolating(items)
+        refused += [(r, where.get(id(r.item), frames[0].start)) for r in by_sink]
+        self._last_io = time.monotonic()
+        if refused:
+            self._dead_letter(seg.stem, refused)
+        n = sum(f.n for f in frames)
+        end = frames[-1].end
+        self.totals["stored"] += len(items) - len(by_sink)
+        self.totals["dead_lettered"] += len(refused)
+        self._progress[seg.stem] = end
+        self._save_progress()
+        scan = self._scan.get(seg.stem)
+        if scan is not None:
+            if scan[0] >= end:
+                scan[1] -= n
+            else:
+                self._scan[seg.stem] = [end, 0]
+
+    def _write_isolating(self, items: list[FlaggedItem]) -> list[Refused]:
+        """Write `items`; the ones the sink refuses are found by bisection and returned."""
+        if not items:
+            return []
+        assert self.sink is not None
+        try:
+            self.sink.write(items)
+            return []
+        except SinkUnavailable:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                # Blame the item only if the sink itself answers.
+                self._probe()
+                log.error("flag sink refused item %r: %s", items[0].item_id, exc)
+                return [Refused(f"{type(exc).__name__}: {exc}", item=items[0])]
+        mid = len(items) // 2
+        return self._write_isolating(items[:mid]) + self._write_isolating(items[mid:])
+
+    def _dead_letter(self, stem: str, refused: list[tuple[Refused, int]]) -> None:
+        lines = b"".join(
+            orjson.dumps(r.record(stem, off), default=str, option=orjson.OPT_APPEND_NEWLINE)
+            for r, off in refused
+        )
+        with (self.dir / DEAD_LETTERS_FILE).open("ab") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _skip_corrupt(self, seg: Segment, exc: CorruptFrame) -> None:
+        nxt = resync(seg.path, exc.offset)
+        raw = seg.path.read_bytes()[exc.offset : nxt]
+        log.error("%s in %s: %d bytes moved to the dead letters", exc, seg.path.name, len(raw))
+        self._dead_letter(seg.stem, [(Refused(str(exc), raw=raw.hex()), exc.offset)])
+        self.totals["lost"] += 1  # how many items the damaged bytes held is unknown
+        self._progress[seg.stem] = nxt
+        self._save_progress()
+        self._scan.pop(seg.stem, None)
+
+    def _retire(self, seg: Segment, offset: int, partial: bool) -> None:
+        try:
+            size = seg.path.stat().st_size
+        except FileNotFoundError:
             return
+        if partial:
+            # The tail of a worker that died inside a write: that request was never answered.
+            log.warning(
+                "dropping %d bytes of an unfinished write at the end of %s (never answered)",
+                size - offset,
+                seg.path.name,
+            )
+            self.totals["torn"] += 1
+        elif offset < size:
+            return
+        seg.path.unlink(missing_ok=True)
+        self._progress.pop(seg.stem, None)
+        self._scan.pop(seg.stem, None)
+        self._save_progress()
+
+    # -- status -----------------------------------------------------------------------------
+
+    def pending(self) -> tuple[int, int, int]:
+        """Items and bytes not stored yet, and the number of segments."""
+        items = nbytes = 0
+        segments = list_segments(self.dir)
+        for seg in segments:
+            base = self._progress.get(seg.stem, 0)
+            scan = self._scan.setdefault(seg.stem, [base, 0])
+            if scan[0] < base:
+                scan[:] = [base, 0]
+            n, pos = count_items(seg.path, scan[0])
+            scan[0] = pos
+            scan[1] += n
+            items += scan[1]
+            with contextlib.suppress(FileNotFoundError):
+                nbytes += max(0, seg.path.stat().st_size - base)
+        live = {s.stem for s in segments}
+        for stem in list(self._scan):
+            if stem not in live:
+                del self._scan[stem]
+        return items, nbytes, len(segments)
+
+    def _write_status(
+        self,
+        *,
+        force: bool = False,
+        stopped: bool = False,
+        sink_ok: bool | None = None,
+        sink_error: str | None = None,
+    ) -> None:
+        now = time.time()
+        if not force and now - self._status_at < self.status_interval_s:
+            return
+        self._status_at = now
+        items, nbytes, segments = self.pending()
+        ok = self.sink_ok if sink_ok is None else sink_ok
+        status = {
+            "pid": os.getpid(),
+            "heartbeat": now,
+            "started_at": self._started_at,
+            "sink": self._describe() if self.sink is not None else None,
+            "sink_ok": ok,
+            "sink_error": self.sink_error if sink_ok is None else sink_error,
+            "sink_since": self._sink_since,
+            "pending_items": items,
+            "pending_bytes": nbytes,
+            "segments": segments,
+            "totals": dict(self.totals),
+            "stopped": stopped,
+        }
+        with contextlib.suppress(OSError):
+            write_atomic(self.dir / STATUS_FILE, orjson.dumps(status))
+
+
+# -- the writer process (`surfacer serve` runs one and restarts it if it dies) ---------------
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m serving.flag_writer",
+        description="Drain a flag spool into the review store (or a JSON-lines file) until "
+        "SIGTERM; settings come from SURFACER_* variables.",
+    )
+    ap.add_argument("--spool", type=Path, required=True, help="The spool folder to drain.")
+    ap.add_argument("--jsonl", type=Path, help="Write to this JSON-lines file, not the store.")
+    ap.add_argument("--sample-rate", type=float, help="Inclusion probability of sampled items.")
+    ap.add_argument("--parent", type=int, help="Exit when this process is gone.")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s:     [flag writer %(process)d] %(message)s"
+    )
+    logging.getLogger("serving").setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    if args.jsonl is None:
+        # Imported before waiting for the lock, so a spare takes over without a cold start.
+        import alembic.command
+        import alembic.runtime.migration  # noqa: F401
+
+        import serving.review.store  # noqa: F401
+
+    def factory() -> FlagSink:
+        if args.jsonl is not None:
+            return JsonlFlagSink(args.jsonl)
+        from common.settings import get_settings
+        from serving.review.ingest import store_sink
+
+        settings = get_settings()
+        rate = settings.review_random_share if args.sample_rate is None else args.sample_rate
+        return store_sink(settings, rate)
+
+    if args.parent:
+        parent = args.parent
+
+        def watch_parent() -> None:
+            while not stop.wait(0.5):
+                if os.getppid() != parent:
+                    log.warning("the server (pid %d) is gone; stopping", parent)
+                    stop.set()
+
+        threading.Thread(target=watch_parent, daemon=True).start()
+    FlagWriter(args.spool, factory).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -182,6 +182,7 @@ class ServiceMetrics:
                     "its values are per process: set it before the worker starts"
                 )
         self.refresh_interval_s = refresh_interval_s
+        self._shared: list[Collector] = []
         self._watched: list[tuple[Gauge, Callable[[], float]]] = []
         self._model_labels: tuple[str, str, str] | None = None
         self._stop = threading.Event()
@@ -205,11 +206,16 @@ class ServiceMetrics:
             "surfacer_items_scored", "Items scored by /v1/score.", registry=r
         )
         self.flags = Counter("surfacer_flags", "Items flagged, per issue.", ["issue"], registry=r)
-        self.flag_writes = Counter(
-            "surfacer_flag_writes", "Flagged items persisted by the flag writer.", registry=r
+        self.flags_accepted = Counter(
+            "surfacer_flags_accepted",
+            "Flagged and sampled items spooled by /v1/score before it answered (each one is "
+            "later stored or dead-lettered).",
+            registry=r,
         )
-        self.flag_drops = Counter(
-            "surfacer_flag_drops", "Flagged items dropped because the queue was full.", registry=r
+        self.shed = Counter(
+            "surfacer_http_shed",
+            "Requests answered 503 at once because the worker was overloaded.",
+            registry=r,
         )
         # Multiprocess: one series per live worker (a `pid` label is added), so a rollout
         # shows which worker serves which version.
@@ -229,6 +235,13 @@ class ServiceMetrics:
         self.scores = ScoreHistogram(
             "surfacer_score", "Predicted probability per issue.", SCORE_BUCKETS, registry=r
         )
+
+    def add_shared(self, collector: Collector) -> None:
+        """A collector whose values are the server's, not one worker's (e.g. read from the
+        flag writer's status file): registered once, never summed over workers."""
+        self._shared.append(collector)
+        if not self.multiprocess:
+            self.registry.register(collector)
 
     def watch(
         self,
@@ -317,4 +330,69 @@ class ServiceMetrics:
         # count its values twice.
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_MergedWorkers(self.multiprocess_dir))
+        for collector in self._shared:
+            registry.register(collector)
         return generate_latest(registry)
+
+
+class FlagWriterCollector(Collector):
+    """The flag writer's counters and health, read from its status file at scrape time.
+
+    The writer is its own process (or a thread of one worker), so its numbers come from the
+    spool's status.json, not from a worker's registry: stored, dead-lettered and lost items
+    (lost must stay 0), torn writes, writer restarts, the spool depth, and whether the writer
+    and its sink are up."""
+
+    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        st = self.status() or {}
+        totals = st.get("totals") or {}
+        for name, key, doc in (
+            ("surfacer_flags_stored", "stored", "Spooled items the flag writer stored."),
+            (
+                "surfacer_flags_dead_lettered",
+                "dead_lettered",
+                "Spooled items the sink refused, kept in the spool's dead-letters.jsonl.",
+            ),
+            (
+                "surfacer_flags_lost",
+                "lost",
+                "Spool frames damaged on disk (their items could not be read); must stay 0.",
+            ),
+            (
+                "surfacer_flag_spool_torn_writes",
+                "torn",
+                "Unfinished writes of crashed workers dropped from the spool (never answered).",
+            ),
+            (
+                "surfacer_flag_writer_restarts",
+                "restarts",
+                "Flag writer starts after the previous one stopped without a clean exit.",
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=float(totals.get(key, 0)))
+        alive = bool(st.get("alive"))
+        yield GaugeMetricFamily(
+            "surfacer_flag_spool_depth",
+            "Items in the spool not stored yet.",
+            value=float(st.get("pending_items", 0)),
+        )
+        yield GaugeMetricFamily(
+            "surfacer_flag_spool_bytes",
+            "Bytes in the spool not stored yet.",
+            value=float(st.get("pending_bytes", 0)),
+        )
+        yield GaugeMetricFamily(
+            "surfacer_flag_writer_up",
+            "1 while the flag writer runs (its heartbeat is fresh).",
+            value=1.0 if alive else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "surfacer_flag_sink_up",
+            "1 while the flag writer's sink (the review store) takes writes.",
+            value=1.0 if alive and st.get("sink_ok") else 0.0,
+        )

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +54,9 @@ class Bundle(Protocol):
 
     def input_example(self) -> dict[str, Any]: ...
 
+    @property
+    def input_fields(self) -> tuple[str, ...]: ...
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -66,6 +69,8 @@ class LoadedModel:
     source: str  # "mlflow" or "cache"
     path: Path
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # What snapshots must and may carry for this bundle (serving.scoring.InputContract).
+    contract: Any = None
 
 
 def _default_loader(path: Path) -> Bundle:
@@ -208,6 +213,8 @@ class ModelHolder:
             bundle.score_design(design)
             for issue in flagged[:1]:
                 bundle.explain_design([example], design, issue)
+        from serving.scoring import InputContract
+
         return LoadedModel(
             bundle=bundle,
             name=self.name,
@@ -215,6 +222,7 @@ class ModelHolder:
             alias=self.alias,
             source=source,
             path=path,
+            contract=InputContract(bundle),
         )
 
     def _swap(self, model: LoadedModel) -> None:
@@ -246,9 +254,7 @@ class ModelHolder:
                 return False
             if cur is not None and cur.version == version:
                 # Serving this version from the cache already; now confirmed by the registry.
-                self._swap(
-                    LoadedModel(cur.bundle, cur.name, cur.version, cur.alias, "mlflow", cur.path)
-                )
+                self._swap(replace(cur, source="mlflow"))
                 return False
             path = self.download(version)
             model = self._load(version, path, "mlflow")

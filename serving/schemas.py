@@ -1,8 +1,9 @@
 """Request/response models of the scoring API and the `FlaggedItem` handed to the review store.
 
 The snapshot is a `TypedDict` (not a `BaseModel`) so validation hands the bundle a plain dict
-without a per-item `model_dump`; its known fields and types come from `features.schema`, and
-unknown fields are kept (flat datasets bring their own columns).
+without a per-item `model_dump`; its known fields and types come from `features.schema`.
+Other fields pass this schema; the serving model's own contract (`serving.scoring`) then
+refuses the ones it does not declare (a flat dataset's bundle declares its own columns).
 """
 
 from __future__ import annotations
@@ -17,59 +18,37 @@ from starlette.responses import JSONResponse as _StarletteJSONResponse
 from typing_extensions import TypedDict
 
 from features import schema as fs
+from serving.limits import Anchor, ItemId
 
 # --- the snapshot object ---------------------------------------------------------------------
 
-_STR_COLUMNS = {
-    "creator_id",
-    "format",
-    "region",
-    "language",
-    "category",
-    "caption",
-    "hashtags",
-    "audio_id",
-    "anchor",
-    *fs.ACTION_COLUMNS,
+# Numbers must be finite: lax validation would otherwise read the strings "inf", "Infinity"
+# and "NaN" as floats.
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+# No NUL in any string: documented here, checked on the raw body by the score route (a scan
+# of the bytes, not a validator per field).
+NO_NUL_PATTERN = "^[^\x00]*$"
+_Text = Annotated[str, Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+_KIND_TYPES: dict[str, Any] = {
+    "id": Required[Annotated[ItemId, Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]],
+    "time": datetime | None,
+    "bool": bool | None,
+    "string": _Text | None,
+    "count": Annotated[float, Field(ge=0, allow_inf_nan=False, description="A count (>= 0).")]
+    | None,
+    "non_negative": Annotated[float, Field(ge=0, allow_inf_nan=False)] | None,
+    "fraction": Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+    "number": _Finite | None,  # other numbers (0/1 flags): null when unknown
 }
-_TIME_COLUMNS = {"as_of", "created_at"}
-_BOOL_COLUMNS = {"creator_verified"}
-
-
-_COUNT_COLUMNS = {
-    *fs.EVENT_COUNT_COLUMNS,
-    *fs.VELOCITY_COLUMNS,
-    *fs.REPORT_REASON_COLUMNS,
-    "n_viewers",
-    "n_reporters",
-    "n_comment_toxic",
-    "creator_followers",
-    *fs.CREATOR_HISTORY_COLUMNS,
-    "mod_n_actions",
-}
-_NON_NEGATIVE = {"duration_s", "age_h", "horizon_h", "creator_age_d", "comment_mean_len"}
-_FRACTIONS = {"mean_watch_frac"}
 
 
 def _snapshot_field_type(name: str) -> Any:
-    if name == "item_id":
-        return Required[str]
-    if name in _TIME_COLUMNS:
-        return datetime | None
-    if name in _BOOL_COLUMNS:
-        return bool | None
-    if name in _STR_COLUMNS:
-        return str | None
-    if name in _COUNT_COLUMNS:
-        return Annotated[float, Field(ge=0, description="A count (>= 0).")] | None
-    if name in _NON_NEGATIVE:
-        return Annotated[float, Field(ge=0)] | None
-    if name in _FRACTIONS:
-        return Annotated[float, Field(ge=0, le=1)] | None
-    return float | None  # other numbers (flags, rates): null when unknown
+    if name == "anchor":  # part of the review store's key
+        return Annotated[Anchor, Field(json_schema_extra={"pattern": NO_NUL_PATTERN})] | None
+    return _KIND_TYPES[fs.column_kind(name)]
 
 
-# Built from the column tuples so a new snapshot column shows up in the API schema by itself.
+# Built from features.schema, so a new snapshot column shows up in the API schema by itself.
 Snapshot = with_config(ConfigDict(extra="allow", title="Snapshot"))(
     TypedDict(  # type: ignore[operator]
         "Snapshot",
@@ -78,7 +57,8 @@ Snapshot = with_config(ConfigDict(extra="allow", title="Snapshot"))(
     )
 )
 Snapshot.__doc__ = (
-    "One item snapshot at `as_of` (columns of features/schema.py); unknown fields are kept."
+    "One item snapshot at `as_of` (columns of features/schema.py). The serving model says "
+    "which fields it needs; other fields are refused unless the model declares them."
 )
 
 SNAPSHOT_EXAMPLE: dict[str, Any] = {
@@ -200,11 +180,28 @@ class ReloadResult(BaseModel):
     error: str | None = None
 
 
-class Health(BaseModel):
-    """Liveness/readiness answer."""
+class FlagHealth(BaseModel):
+    """Where the flags stand: the flag writer, its sink (the review store), the spool."""
 
-    status: Literal["ok", "ready", "not ready"]
+    writer_up: bool = Field(description="The flag writer runs (its heartbeat is fresh).")
+    sink_up: bool = Field(description="The review store takes writes.")
+    pending_items: int = Field(description="Flags spooled and not stored yet.")
+    sink_error: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness/readiness answer.
+
+    ready: serving. degraded (still 200): scoring works and every flag is spooled durably,
+    but the flag writer is down or the review store unreachable, so flags wait in the spool
+    and the review API answers 503; `problems` says which. not ready (503): no model loaded,
+    or the spool cannot take flags, so /v1/score would refuse.
+    """
+
+    status: Literal["ok", "ready", "degraded", "not ready"]
     model_version: str | None = None
+    problems: list[str] = Field(default_factory=list)
+    flags: FlagHealth | None = None
 
 
 class ErrorBody(BaseModel):

@@ -132,7 +132,7 @@ def run_demo(
     log(
         "\nnext:\n"
         "  make serve    scoring API + analyst console (= uv run surfacer serve --dev-key)\n"
-        f"  console       {CONSOLE_URL}: log in with any name and the dev API key serve prints\n"
+        f"  console       {CONSOLE_URL}: log in as `dev` with the password serve prints\n"
         "  uv run surfacer models    the registered model versions"
     )
     return DemoResult(

@@ -1,7 +1,8 @@
-"""`surfacer review ...`: schema migrations, queue stats and label export for training."""
+"""`surfacer review ...`: schema migrations, analysts, queue stats and label export."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,7 @@ _URL = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add the `review` command group to the `surfacer` app."""
-    review = typer.Typer(help="The analyst review queue: schema, stats, label export.")
+    review = typer.Typer(help="The analyst review queue: schema, analysts, stats, label export.")
     app.add_typer(review, name="review")
 
     @review.command("migrate")
@@ -41,6 +42,61 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"review store at revision {store.migrate()}")
         finally:
             store.close()
+
+    @review.command("add-analyst")
+    def add_analyst_cmd(
+        name: Annotated[str, typer.Argument(help="The analyst's login name.")],
+        admin: Annotated[
+            bool, typer.Option(help="May release or label items other analysts hold.")
+        ] = False,
+        reset: Annotated[
+            bool, typer.Option(help="Set a new password for an existing analyst.")
+        ] = False,
+        password_stdin: Annotated[
+            bool, typer.Option(help="Read the password from standard input (one line).")
+        ] = False,
+        database_url: _URL = None,
+    ) -> None:
+        """Create an analyst account (password hashed with Argon2) for the console and API."""
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+        store = _store(database_url)
+        try:
+            store.migrate()
+            analyst = store.add_analyst(name, password, admin=admin, replace=reset)
+        finally:
+            store.close()
+        role = "admin analyst" if analyst.is_admin else "analyst"
+        typer.echo(f"{role} {analyst.name!r} {'updated' if reset else 'created'}")
+
+    @review.command("disable-analyst")
+    def disable_analyst_cmd(
+        name: Annotated[str, typer.Argument(help="The analyst's login name.")],
+        database_url: _URL = None,
+    ) -> None:
+        """Lock an analyst out and end their sessions (labels they made stay)."""
+        store = _store(database_url)
+        try:
+            store.migrate()
+            store.disable_analyst(name)
+        finally:
+            store.close()
+        typer.echo(f"analyst {name!r} disabled")
+
+    @review.command("analysts")
+    def analysts_cmd(database_url: _URL = None) -> None:
+        """List the analyst accounts."""
+        store = _store(database_url)
+        try:
+            store.migrate()
+            rows = store.analysts()
+        finally:
+            store.close()
+        for analyst, enabled in rows:
+            flags = [f for f, on in (("admin", analyst.is_admin), ("disabled", not enabled)) if on]
+            typer.echo(analyst.name + (f" ({', '.join(flags)})" if flags else ""))
 
     @review.command("stats")
     def stats_cmd(database_url: _URL = None) -> None:

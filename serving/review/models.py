@@ -1,8 +1,9 @@
-"""ORM tables of the review store: queued items, their per-issue flags, labels, and history.
+"""ORM tables of the review store: queued items, per-issue flags, labels, history, analysts.
 
 A review item is one scored (item, as_of, model version); its flagged issues live in
 `review_flags` (one row per issue, with that issue's priority) so the queue can be filtered
 and ordered by issue with plain indexes on any database. `review_history` is append-only.
+String sizes come from `serving.limits`, which the API models use too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from serving.limits import (
+    ANALYST_NAME_MAX,
+    ANCHOR_MAX,
+    ISSUE_MAX,
+    ITEM_ID_MAX,
+    LEASE_MAX,
+    MODEL_VERSION_MAX,
+)
+
 STATUSES = ("pending", "claimed", "labeled", "skipped")
 DECISIONS = ("confirm", "reject", "relabel")
 STRATA = ("flagged", "sample")
@@ -44,16 +54,16 @@ class ReviewItem(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[str] = mapped_column(String(200), index=True)
+    item_id: Mapped[str] = mapped_column(String(ITEM_ID_MAX), index=True)
     as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # as_of as text ("" when unknown): NULLs never collide in a unique key, this does.
     as_of_key: Mapped[str] = mapped_column(String(40))
-    anchor: Mapped[str] = mapped_column(String(40))
+    anchor: Mapped[str] = mapped_column(String(ANCHOR_MAX))
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     scores: Mapped[dict[str, Any]] = mapped_column(JSON)
     flagged: Mapped[list[Any]] = mapped_column(JSON)
     reasons: Mapped[dict[str, Any]] = mapped_column(JSON)
-    model_version: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(MODEL_VERSION_MAX))
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reach: Mapped[float] = mapped_column(Float, default=0.0)
     priority: Mapped[float] = mapped_column(Float, default=0.0)
@@ -61,8 +71,8 @@ class ReviewItem(Base):
     stratum: Mapped[str] = mapped_column(String(16))
     sample_prob: Mapped[float] = mapped_column(Float, default=1.0)
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    lease_owner: Mapped[str | None] = mapped_column(String(200))
-    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(ANALYST_NAME_MAX))
+    lease_token: Mapped[str | None] = mapped_column(String(LEASE_MAX))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -81,7 +91,7 @@ class ReviewFlag(Base):
     review_item_id: Mapped[int] = mapped_column(
         ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
     )
-    issue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    issue: Mapped[str] = mapped_column(String(ISSUE_MAX), primary_key=True)
     probability: Mapped[float] = mapped_column(Float)
     priority: Mapped[float] = mapped_column(Float)
 
@@ -98,11 +108,11 @@ class Label(Base):
     review_item_id: Mapped[int] = mapped_column(
         ForeignKey("review_items.id", ondelete="CASCADE"), index=True
     )
-    item_id: Mapped[str] = mapped_column(String(200), index=True)
-    issue: Mapped[str] = mapped_column(String(100))
+    item_id: Mapped[str] = mapped_column(String(ITEM_ID_MAX), index=True)
+    issue: Mapped[str] = mapped_column(String(ISSUE_MAX))
     label: Mapped[int] = mapped_column(Integer)
     decision: Mapped[str] = mapped_column(String(16))
-    reviewer: Mapped[str] = mapped_column(String(200))
+    reviewer: Mapped[str] = mapped_column(String(ANALYST_NAME_MAX))
     labeled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     note: Mapped[str | None] = mapped_column(Text)
 
@@ -115,6 +125,38 @@ class HistoryEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     review_item_id: Mapped[int] = mapped_column(Integer, index=True)
     event: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str | None] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(ANALYST_NAME_MAX))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Analyst(Base):
+    """A person who reviews: a unique name and an Argon2 password hash (`review add-analyst`)."""
+
+    __tablename__ = "analysts"
+    __table_args__ = (UniqueConstraint("name", name="uq_analysts_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(ANALYST_NAME_MAX))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AnalystSession(Base):
+    """A login: the SHA-256 of its token (the token itself is never stored), its CSRF token
+    and when it ends; logout sets `revoked_at`, so a copied cookie stops working too."""
+
+    __tablename__ = "analyst_sessions"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_analyst_sessions_token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    analyst_id: Mapped[int] = mapped_column(
+        ForeignKey("analysts.id", ondelete="CASCADE"), index=True
+    )
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

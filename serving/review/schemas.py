@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.limits import PASSWORD_MAX, AnalystName, IssueName, Lease, Note
 
 Status = Literal["pending", "claimed", "labeled", "skipped"]
 Decision = Literal["confirm", "reject", "relabel"]
@@ -73,10 +75,12 @@ class ItemPage(BaseModel):
 
 
 class ClaimRequest(BaseModel):
-    """Claim the next item (optionally of one issue), or the item `review_id`."""
+    """Claim the next item (optionally of one issue), or the item `review_id`, as the
+    logged-in analyst."""
 
-    reviewer: str = Field(min_length=1, max_length=200, description="Who reviews it.")
-    issue: str | None = Field(default=None, description="Only items flagged for this issue.")
+    model_config = ConfigDict(extra="forbid")
+
+    issue: IssueName | None = Field(default=None, description="Only items flagged for this issue.")
     review_id: int | None = Field(
         default=None, ge=1, le=2**31 - 1, description="Claim this item instead of the next."
     )
@@ -91,23 +95,43 @@ class Claim(BaseModel):
 
 
 class LeaseRequest(BaseModel):
-    """Proof of holding an item's lease."""
+    """Proof of holding an item's lease (an admin may leave it out to act on anyone's claim)."""
 
-    lease: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid")
+
+    lease: Lease | None = Field(default=None, description="The lease from the claim.")
 
 
 class LabelRequest(LeaseRequest):
     """An analyst's decision on a claimed item.
 
     confirm: the flagged issues are right (for a sampled item: it has none of its issues);
-    reject: the flagged issues are wrong; relabel: it has `issue` instead.
+    reject: the flagged issues are wrong; relabel: it has `issue` instead (one of the model's).
     """
 
     decision: Decision
-    issue: str | None = Field(
+    issue: IssueName | None = Field(
         default=None, description="For relabel: the issue it has; else narrows to one issue."
     )
-    note: str | None = Field(default=None, max_length=2000)
+    note: Note | None = None
+
+
+class LoginRequest(BaseModel):
+    """An analyst's name and password (`surfacer review add-analyst`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: AnalystName
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class SessionOut(BaseModel):
+    """A login: send `token` as `Authorization: Bearer <token>` until `expires_at`."""
+
+    token: str
+    analyst: str
+    admin: bool
+    expires_at: datetime
 
 
 class LabelResult(BaseModel):

@@ -6,9 +6,10 @@ import asyncio
 
 from fastapi import APIRouter, Response
 
-from serving.deps import AdminKey, ServiceDep
+from serving.deps import AdminKey, Service, ServiceDep
+from serving.flag_writer import writer_status
 from serving.metrics import CONTENT_TYPE
-from serving.schemas import ErrorBody, Health, JSONResponse
+from serving.schemas import ErrorBody, FlagHealth, Health, JSONResponse
 
 router = APIRouter(tags=["health"])
 
@@ -19,17 +20,58 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+def readiness(svc: Service) -> tuple[int, Health]:
+    """The /readyz status code and body (see `Health` for what each status means)."""
+    model = svc.holder.current
+    problems: list[str] = []
+    blocking = False
+    if model is None:
+        problems.append("no model loaded yet")
+        blocking = True
+    spool_problem = svc.spool.problem
+    if spool_problem:
+        problems.append(spool_problem)
+        blocking = True
+    st = writer_status(svc.settings.spool_path)
+    flags = None
+    if st is None or not st.get("alive"):
+        problems.append("the flag writer is not running; flags wait in the spool")
+        writer_up = sink_up = False
+    else:
+        writer_up, sink_up = True, bool(st.get("sink_ok"))
+        if not sink_up:
+            problems.append(
+                "the review store is unreachable; flags wait in the spool "
+                f"({st.get('pending_items', 0)} pending)"
+            )
+    if st is not None:
+        flags = FlagHealth(
+            writer_up=writer_up,
+            sink_up=sink_up,
+            pending_items=int(st.get("pending_items", 0)),
+            sink_error=(st.get("sink_error") or None) if not sink_up else None,
+        )
+    status = "not ready" if blocking else ("degraded" if problems else "ready")
+    body = Health(
+        status=status,
+        model_version=model.version if model is not None else None,
+        problems=problems,
+        flags=flags,
+    )
+    return (503 if blocking else 200), body
+
+
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "No model loaded yet."}},
+    responses={
+        503: {"model": Health, "description": "No model loaded, or the spool takes no flags."}
+    },
 )
 async def readyz(svc: ServiceDep) -> Response:
-    """Readiness: 200 once a model is loaded, else 503 (no key needed)."""
-    model = svc.holder.current
-    if model is None:
-        return JSONResponse({"status": "not ready", "model_version": None}, status_code=503)
-    return JSONResponse({"status": "ready", "model_version": model.version})
+    """Readiness: 200 ready (or degraded: flags wait in the spool), else 503 (no key needed)."""
+    code, body = readiness(svc)
+    return JSONResponse(body.model_dump(), status_code=code)
 
 
 @router.get(
@@ -42,7 +84,8 @@ async def readyz(svc: ServiceDep) -> Response:
     },
 )
 async def metrics(svc: ServiceDep, _: AdminKey) -> Response:
-    """Prometheus metrics: requests, latency, scores and flags per issue, model version.
+    """Prometheus metrics: requests, latency, shed load, scores and flags per issue, the flag
+    spool and writer, model version.
 
     With several uvicorn workers, the values of all workers (counters and histograms summed),
     whichever worker answers.

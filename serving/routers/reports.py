@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from common.settings import Settings
-from serving.deps import ReviewKey, ServiceDep
+from serving.deps import ReviewCallerDep, ServiceDep
 from serving.schemas import ErrorBody, JSONResponse
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -96,7 +96,7 @@ def _not_found(exc: FileNotFoundError) -> HTTPException:
 
 
 @router.get("/incidents", response_model=list[Incident], responses=_ERRORS)
-def incidents(svc: ServiceDep, _: ReviewKey) -> Response:
+def incidents(svc: ServiceDep, _: ReviewCallerDep) -> Response:
     """Incidents of the latest discovery run, in order of detection (review scope)."""
     try:
         data = read_incidents(svc.settings)
@@ -112,7 +112,7 @@ def incidents(svc: ServiceDep, _: ReviewKey) -> Response:
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}, "description": "The report."}, **_HTML_ERRORS},
 )
-def discovery_report(svc: ServiceDep, _: ReviewKey) -> Response:
+def discovery_report(svc: ServiceDep, _: ReviewCallerDep) -> Response:
     """The discovery report as a self-contained HTML page (review scope)."""
     try:
         html = read_report_html(svc.settings)

@@ -21,6 +21,7 @@ from serving.review.export import export_labels
 from serving.review.store import ReviewStore
 from simulator.config import SimConfig
 from simulator.core import simulate, write_simulation
+from tests.support.review import add_analysts, session_headers
 from tests.support.serving import running
 from training.data import load_training_data
 from training.pipeline import train
@@ -45,6 +46,7 @@ async def score_and_review(
 ) -> list[tuple[str, str, int]]:
     """Score through the API, then claim and label flagged items as the truth says."""
     app = create_app(settings, flag_flush_interval_s=0.05)
+    add_analysts(app.state.review_store, "analyst")
     labelled: list[tuple[str, str, int]] = []
     async with running(app) as client:
         flagged = 0
@@ -66,11 +68,10 @@ async def score_and_review(
                 break
             await asyncio.sleep(0.05)
         assert page.json()["total"] == flagged
+        analyst = await session_headers(client, "analyst")
         for _ in range(N_LABEL):
             c = await client.post(
-                "/v1/review/claims",
-                json={"reviewer": "analyst", "issue": "low_quality"},
-                headers=review,
+                "/v1/review/claims", json={"issue": "low_quality"}, headers=analyst
             )
             assert c.status_code == 200, c.text
             claim = c.json()
@@ -88,7 +89,7 @@ async def score_and_review(
             r = await client.post(
                 f"/v1/review/items/{item['id']}/label",
                 json={"lease": claim["lease"], **body},
-                headers=review,
+                headers=analyst,
             )
             assert r.status_code == 200, r.text
             for lab in r.json()["labels"]:

@@ -18,8 +18,8 @@ import uvicorn
 
 from serving.app import create_app
 from serving.review.store import ReviewStore
-from tests.support.review import HOSTILE, flagged_item
-from tests.support.serving import REVIEW_KEY, Registry, free_port
+from tests.support.review import HOSTILE, PASSWORD, add_analysts, flagged_item
+from tests.support.serving import Registry, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -68,6 +68,7 @@ def test_login_queue_item_and_one_key_label(champion_v1: Registry, tmp_path: Pat
         [top] + [flagged_item(i, p=0.6 + i / 100, reach=300.0 + i) for i in range(2, 12)]
     )
     (row,) = store.find("it_00001")
+    add_analysts(store, "ann")
     ARTIFACTS.mkdir(exist_ok=True)
     dialogs: list[str] = []
 
@@ -79,8 +80,8 @@ def test_login_queue_item_and_one_key_label(champion_v1: Registry, tmp_path: Pat
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(f"{base}/console")
             expect(page).to_have_url(f"{base}/console/login")
-            page.fill("input[name=reviewer]", "ann")
-            page.fill("input[name=api_key]", REVIEW_KEY)
+            page.fill("input[name=name]", "ann")
+            page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")
             expect(page).to_have_url(f"{base}/console")
             links = page.locator("a.item-link")

@@ -34,11 +34,11 @@ def api_schema(champion_v1: Registry, tmp_path: Path) -> Iterator[schemathesis.B
         flag_sink=JsonlFlagSink(tmp_path / "flags.jsonl"),
     )
     svc = app.state.service
-    # Schemathesis' ASGI client does not run the lifespan: load the model and start the writer.
+    # Schemathesis' ASGI client does not run the lifespan: load the model, open the spool.
     svc.holder.check()
-    svc.flags.start()
+    svc.spool.start()
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
-    svc.flags.close()
+    svc.spool.close()
 
 
 def _operations(schema: schemathesis.BaseSchema) -> list[schemathesis.APIOperation]:

@@ -12,7 +12,7 @@ from discovery.pipeline import discover
 from discovery.report import write_discovery
 from serving.app import create_app
 from simulator import Incident, SimConfig, simulate
-from tests.support.review import login
+from tests.support.review import add_analysts, login
 from tests.support.serving import REVIEW_KEY, SCORE_KEY, Registry, running
 
 pytestmark = pytest.mark.anyio
@@ -109,7 +109,9 @@ async def test_console_discovery_page_after_login(
     empty = tmp_path / "no-report"
     empty.mkdir()
     settings = champion_v1.settings(tmp_path / "state", discovery_dir=empty)
-    async with running(create_app(settings)) as client:
+    app = create_app(settings)
+    add_analysts(app.state.review_store, "ann")
+    async with running(app) as client:
         r = await client.get("/console/discovery")
         assert r.status_code == 303 and r.headers["location"] == "/console/login"
         assert (await login(client)).status_code == 303

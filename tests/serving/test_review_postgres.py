@@ -6,39 +6,37 @@ its own ReviewStore (own engine and connections), claiming with FOR UPDATE SKIP 
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
-import psycopg
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from serving.flag_writer import FlagWriter, to_json
+from serving.flag_writer import flagged_item as scored_item
+from serving.review.ingest import StoreSink
 from serving.review.models import HistoryEvent
 from serving.review.store import NotClaimable, ReviewStore
+from serving.spool import DEAD_LETTERS_FILE, SpoolWriter
+from tests.support.postgres import temp_database, url
 from tests.support.review import flagged_item
+from tests.support.serving import records
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_DSN = os.environ.get("SURFACER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 N_ANALYSTS = 8
 N_ITEMS = 200
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    name = f"surfacer_review_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temp_database("surfacer_review") as name:
+        yield url(name)
 
 
 def test_migrate_on_empty_postgres(pg_url: str) -> None:
@@ -139,3 +137,37 @@ def test_racing_claims_on_one_item_have_one_winner(pg_url: str) -> None:
         t.join(60)
     assert sorted(outcomes) == ["lost"] * (N_ANALYSTS - 1) + ["won"]
     setup.close()
+
+
+def test_items_postgres_refuses_are_dead_lettered_and_the_rest_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with temp_database("surfacer_poison") as name:
+        _poison_in_a_batch(url(name), tmp_path)
+
+
+def _poison_in_a_batch(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Past the API's checks (a spool written by an older worker, say): a 300-character id
+    # and a NUL in an id, which PostgreSQL cannot hold, among good items.
+    store = ReviewStore(pg_url)
+    store.migrate()
+    spool = SpoolWriter(tmp_path / "spool").start()
+    recs = records(40, random_state=31)
+    recs[7]["item_id"] = "x" * 300
+    recs[21]["item_id"] = "nul\x00inside"
+    at = datetime.now(UTC)
+    for rec in recs:
+        item = scored_item(rec, {"low_quality": 0.9}, ["low_quality"], {}, "pg", at)
+        spool.append_item(to_json(item))
+    spool.close()
+    writer = FlagWriter(tmp_path / "spool", lambda: StoreSink(store, 1.0), poll_interval_s=0.01)
+    stop = threading.Event()
+    stop.set()
+    writer.run(stop, drain_timeout_s=30)
+    dead = [
+        orjson.loads(x) for x in (tmp_path / "spool" / DEAD_LETTERS_FILE).read_bytes().splitlines()
+    ]
+    assert sorted(d["item_id"] for d in dead) == sorted([recs[7]["item_id"], recs[21]["item_id"]])
+    assert all(d["error"] for d in dead)
+    stored = {r.item_id for r in ReviewStore(pg_url).list_items(limit=500).items}
+    assert stored == {r["item_id"] for r in recs} - {d["item_id"] for d in dead}
+    assert writer.totals == {**writer.totals, "stored": 38, "dead_lettered": 2, "lost": 0}
+    store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,12 @@ async def test_body_size_limit_declared_and_chunked(champion_v1: Registry, tmp_p
     ("payload", "loc"),
     [
         ({"n_view": 3}, ["body", "item_id"]),
+        ({"item_id": "a" * 201}, ["body", "item_id"]),
+        ({"item_id": "a\x00b"}, ["body", "item_id"]),
+        ({"item_id": "a", "n_view": "Infinity"}, ["body", "n_view"]),
+        ({"item_id": "a", "n_view": "inf"}, ["body", "n_view"]),
+        ({"item_id": "a", "mod_removed": "NaN"}, ["body", "mod_removed"]),
+        ({"item_id": "a", "anchor": "x" * 41}, ["body", "anchor"]),
         ({"item_id": "a", "n_view": "many"}, ["body", "n_view"]),
         ({"item_id": "a", "as_of": "yesterday-ish"}, ["body", "as_of"]),
         ({"item_id": "a", "n_view": -5}, ["body", "n_view"]),
@@ -292,11 +300,22 @@ async def test_openapi_documents_the_score_body(champion_v1: Registry, tmp_path:
     refs = {s["$ref"] for s in body["schema"]["anyOf"]}
     assert refs == {"#/components/schemas/Snapshot", "#/components/schemas/ScoreBatch"}
     snapshot = spec["components"]["schemas"]["Snapshot"]
-    assert snapshot["required"] == ["item_id"]
-    assert snapshot["additionalProperties"] is True
+    bundle = champion_v1.bundles[champion_v1.versions[0]]
+    # The schema is the loaded model's contract: what it reads is required, nothing unknown.
+    assert snapshot["required"] == sorted(bundle.input_fields)
+    assert snapshot["additionalProperties"] is False
     assert "n_report_spam" in snapshot["properties"]
-    # The example is the loaded model's own input example.
-    assert body["examples"]["single"]["value"]["item_id"] == "it_0_00000"
+    # The example is made up (no training row is published), carries every field the
+    # loaded model reads, and is accepted as it stands.
+    example = body["examples"]["single"]["value"]
+    training_row = bundle.input_example()
+    assert set(bundle.input_fields) <= set(example)
+    assert example["item_id"] != training_row["item_id"]
+    assert example.get("caption") != training_row.get("caption")
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        assert (await client.post("/v1/score", json=example)).status_code == 200
+        batch = body["examples"]["batch"]["value"]
+        assert (await client.post("/v1/score", json=batch)).status_code == 200
     assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
     # /v1/score checks its key without dependencies; its docs still say how to send one,
     # with the same schemes as the routes that use them.
@@ -314,15 +333,18 @@ async def test_loading_a_model_tunes_the_cyclic_collector(
     champion_v1: Registry, tmp_path: Path
 ) -> None:
     # A 1,000-item batch would otherwise run ~24 young collections; the loaded model and
-    # libraries are frozen out of every collection (serving.app.settle_heap).
+    # libraries are frozen out of every collection (serving.server.settle_heap, which a
+    # uvicorn worker's app factory passes as the model-swap hook).
     import gc
 
-    from serving.app import GC_YOUNG_THRESHOLD
+    from serving.server import GC_YOUNG_THRESHOLD, settle_heap
 
     before = gc.get_threshold()
     gc.set_threshold(700, before[1], before[2])
     try:
-        app, _ = _app(champion_v1, tmp_path)
+        settings = champion_v1.settings(tmp_path / "state")
+        sink = JsonlFlagSink(tmp_path / "flags.jsonl")
+        app = create_app(settings, flag_sink=sink, on_model_swap=settle_heap)
         async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
             assert (await client.get("/readyz")).status_code == 200
             assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
@@ -342,3 +364,87 @@ async def test_loading_a_model_tunes_the_cyclic_collector(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_snapshots_must_match_what_the_model_reads(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    # The bundle declares its fields: one left out is refused, listed; an unknown one is
+    # refused with the closest known name; null stays allowed (unknown value).
+    app, sink = _app(champion_v1, tmp_path)
+    rec = records(1)[0]
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        bare = await client.post("/v1/score", json={"item_id": "x2"})
+        assert bare.status_code == 422
+        msg = bare.json()["detail"][0]["msg"]
+        assert "n_view" in msg and "mean_watch_frac" in msg
+        typo = await client.post("/v1/score", json={**rec, "n_veiw": 100})
+        assert typo.status_code == 422
+        assert typo.json()["detail"][0]["msg"] == "n_veiw: unknown field; did you mean n_view?"
+        assert typo.json()["detail"][0]["loc"] == ["body", "n_veiw"]
+        missing = {k: v for k, v in rec.items() if k != "n_report"}
+        r = await client.post("/v1/score", json={"items": [rec, missing]})
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "items", 1]
+        assert "n_report" in r.json()["detail"][0]["msg"]
+        nulls = {**rec, "n_report": None, "mean_watch_frac": None}
+        assert (await client.post("/v1/score", json=nulls)).status_code == 200
+        # NUL anywhere in a snapshot (the review store cannot hold it), with its path.
+        r = await client.post("/v1/score", json={"items": [{**rec, "caption": "a\x00b"}]})
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "items", 0, "caption"]
+    # Nothing refused reached the queue.
+    written = {w["item_id"] for w in JsonlFlagSink.read(sink.path)}
+    assert "x2" not in written
+
+
+async def test_docs_work_offline_and_root_points_the_way(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app) as client:
+        docs = await client.get("/docs")
+        assert docs.status_code == 200
+        # Every script and stylesheet the page loads is served by this app.
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', docs.text)
+        assert assets and all(a.startswith("/docs/assets/") for a in assets)
+        for asset in assets:
+            r = await client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+        redoc = await client.get("/redoc")
+        assert "/docs/assets/redoc.standalone.js" in redoc.text
+        assert "fonts.googleapis" not in redoc.text
+        assert (await client.get("/docs/assets/../../etc/passwd")).status_code == 404
+        browser = await client.get("/", headers={"accept": "text/html"})
+        assert browser.status_code == 307 and browser.headers["location"] == "/console"
+        index = (await client.get("/")).json()
+        assert index["console"] == "/console" and index["docs"] == "/docs"
+
+
+async def test_readiness_tells_where_flags_stand(champion_v1: Registry, tmp_path: Path) -> None:
+    # With the writer in this app: ready. Told that an outside writer drains the spool while
+    # none runs: degraded (scoring works, flags wait), and the metrics say so too.
+    app, _ = _app(champion_v1, tmp_path)
+    async with running(app) as client:
+        code, body = 0, {}
+        for _ in range(100):
+            r = await client.get("/readyz")
+            code, body = r.status_code, r.json()
+            if body["status"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+        assert code == 200 and body["status"] == "ready", body
+        assert body["flags"]["writer_up"] and body["flags"]["sink_up"]
+    settings = champion_v1.settings(tmp_path / "other")
+    alone = create_app(settings, external_flag_writer=True)
+    async with running(alone) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 200 and r.json()["status"] == "degraded"
+        assert "flag writer is not running" in r.json()["problems"][0]
+        rec = records(1)[0]
+        scored = await client.post("/v1/score", json=rec, headers={"X-API-Key": SCORE_KEY})
+        assert scored.status_code == 200
+        text = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
+        assert "surfacer_flag_writer_up 0.0" in text
+        if scored.json()["flagged"]:
+            assert "surfacer_flags_accepted_total 1.0" in text

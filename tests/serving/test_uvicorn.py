@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -109,3 +112,23 @@ def test_serve_refuses_to_start_without_keys(
     monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
     assert run(["serve", "--port", "1"]) == 2
     assert "no API keys configured" in capsys.readouterr().err
+
+
+def test_serve_command_and_worker_imports_stay_light() -> None:
+    # `surfacer serve --help` needs only serving.cli; a worker imports the app factory and
+    # the app, but not pandas, MLflow or LightGBM (the model loads them after start-up).
+    probe = (
+        "import sys, json\n"
+        "import serving.cli\n"
+        "cli = sorted(m for m in ('pandas', 'mlflow', 'sqlalchemy', 'fastapi', 'uvicorn') "
+        "if m in sys.modules)\n"
+        "import serving.server, serving.app\n"
+        "worker = sorted(m for m in ('pandas', 'mlflow', 'lightgbm', 'sklearn', 'alembic') "
+        "if m in sys.modules)\n"
+        "print(json.dumps([cli, worker]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    cli, worker = json.loads(out.stdout)
+    assert cli == [] and worker == []

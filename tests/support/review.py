@@ -1,4 +1,5 @@
-"""Helpers for the review tests: FlaggedItem factories, hostile text payloads, console login."""
+"""Helpers for the review tests: FlaggedItem factories, hostile text payloads, analyst accounts
+and their logins (console form and review API session)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import httpx
 
 from serving.schemas import FlaggedItem
-from tests.support.serving import REVIEW_KEY
+
+PASSWORD = "correct horse battery staple"
 
 # Text that breaks out of HTML text, attributes (both quote styles) and script contexts.
 HOSTILE = (
@@ -65,11 +67,28 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
+def add_analysts(store: Any, *names: str, admin: tuple[str, ...] = ()) -> None:
+    """Analyst accounts with the test PASSWORD (`admin` names get the admin flag)."""
+    store.migrate()
+    for name in names:
+        store.add_analyst(name, PASSWORD, admin=name in admin, replace=True)
+
+
 async def login(
-    client: httpx.AsyncClient, key: str = REVIEW_KEY, name: str = "ann"
+    client: httpx.AsyncClient, name: str = "ann", password: str = PASSWORD
 ) -> httpx.Response:
+    """Log in to the console through its form (the session cookie stays on `client`)."""
     page = await client.get("/console/login")
     assert page.status_code == 200
     return await client.post(
-        "/console/login", data={"api_key": key, "reviewer": name, "csrf": csrf_of(page.text)}
+        "/console/login", data={"name": name, "password": password, "csrf": csrf_of(page.text)}
     )
+
+
+async def session_headers(
+    client: httpx.AsyncClient, name: str, password: str = PASSWORD
+) -> dict[str, str]:
+    """Log in to the review API; the headers that act as that analyst."""
+    r = await client.post("/v1/review/sessions", json={"name": name, "password": password})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}

@@ -1,32 +1,36 @@
 """The analyst console: server-rendered HTML over the review store (no build step).
 
-Login takes an API key with the review scope and sets a signed session cookie (HttpOnly,
-SameSite=Strict); every form carries a CSRF token bound to that session. Templates are
-Jinja2 with autoescape on and no `|safe`: captions, hashtags and comments are hostile text.
-A strict Content-Security-Policy allows only this app's own script and stylesheet.
+Analysts log in with their name and password (`surfacer review add-analyst`); the session
+lives in the review database (`serving.review.console_auth`) and every form carries its CSRF
+token. Templates are Jinja2 with autoescape on and no `|safe`: captions, hashtags and
+comments are hostile text. A strict Content-Security-Policy allows only this app's own
+script and stylesheet.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import secrets
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from serving.auth import AuthError
-from serving.deps import ReviewStoreDep, Service, ServiceDep
-from serving.review.routers.items import ReviewId
-from serving.review.routers.quality import issue_names
+from serving.deps import ReviewStoreDep, ServiceDep
+from serving.limits import ANALYST_NAME_MAX, ISSUE_MAX, NOTE_MAX, PASSWORD_MAX
+from serving.review.console_auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    FormDep,
+    SessionDep,
+    check_csrf,
+    cookie_kwargs,
+    field,
+    same,
+)
+from serving.review.routers.items import ReviewId, model_issues
 from serving.review.store import LeaseError, NotClaimable, ReviewStore
 from serving.routers.reports import REPORT_HEADERS, read_report_html
 
@@ -37,9 +41,6 @@ STATIC = {
     "console.css": (HERE / "static" / "console.css", "text/css"),
     "console.js": (HERE / "static" / "console.js", "text/javascript"),
 }
-SESSION_COOKIE = "surfacer_console"
-LOGIN_COOKIE = "surfacer_login_csrf"
-SESSION_TTL_S = 8 * 3600
 PAGE_SIZE = 50
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -60,8 +61,8 @@ MESSAGES = {
     "empty": "Nothing to claim for this filter.",
     "conflict": "Someone else holds this item, or it was already reviewed.",
     "lease": "You do not hold this item's lease (it may have expired); claim it again.",
-    "invalid": "That decision needs an issue.",
-    "login": "Invalid API key, or the key lacks the review scope.",
+    "invalid": "That decision needs one of the model's issues.",
+    "login": "Unknown analyst or wrong password.",
     "csrf": "The form expired; please try again.",
     "logout": "Logged out.",
 }
@@ -108,99 +109,6 @@ _env.filters["fmt"] = _fmt
 _env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
 
 
-@dataclass(frozen=True)
-class Session:
-    """A logged-in analyst: who, and the CSRF token of this session."""
-
-    reviewer: str
-    key_id: str
-    csrf: str
-
-
-def _secret(svc: Service) -> bytes:
-    # Derived from the configured keys: shared by all workers, and rotating the keys
-    # invalidates every session.
-    keys = sorted(svc.settings.api_keys)
-    return hashlib.sha256(("surfacer-console\0" + "\0".join(keys)).encode()).digest()
-
-
-def _same(a: str, b: str) -> bool:
-    """Constant-time string equality that also accepts non-ASCII input (as bytes)."""
-    return hmac.compare_digest(
-        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
-    )
-
-
-def _sign(secret: bytes, payload: bytes) -> str:
-    return base64.urlsafe_b64encode(hmac.new(secret, payload, hashlib.sha256).digest()).decode()
-
-
-def _encode_session(svc: Service, reviewer: str, key_id: str) -> str:
-    body = json.dumps({"r": reviewer, "k": key_id, "e": int(time.time()) + SESSION_TTL_S})
-    payload = base64.urlsafe_b64encode(body.encode()).decode()
-    return f"{payload}.{_sign(_secret(svc), payload.encode())}"
-
-
-def _decode_session(svc: Service, cookie: str | None) -> Session | None:
-    if not cookie or "." not in cookie:
-        return None
-    payload, _, sig = cookie.rpartition(".")
-    secret = _secret(svc)
-    if not _same(_sign(secret, payload.encode()), sig):
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(payload.encode()))
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or int(data.get("e", 0)) < time.time():
-        return None
-    csrf = _sign(secret, b"csrf\0" + sig.encode())[:32]
-    return Session(reviewer=str(data["r"]), key_id=str(data["k"]), csrf=csrf)
-
-
-class LoginRequired(HTTPException):
-    """No valid session: the handler below redirects to the login page."""
-
-    def __init__(self) -> None:
-        super().__init__(303, "login required", headers={"Location": "/console/login"})
-
-
-def current_session(request: Request, svc: ServiceDep) -> Session:
-    """The analyst's session from the signed cookie, else a redirect to the login page."""
-    session = _decode_session(svc, request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise LoginRequired()
-    return session
-
-
-SessionDep = Annotated[Session, Depends(current_session)]
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body as {field: first value} (the console posts nothing else)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise HTTPException(415, "expected an application/x-www-form-urlencoded form")
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-FormDep = Annotated[dict[str, str], Depends(read_form)]
-
-
-def field(form: dict[str, str], name: str, max_length: int = 100) -> str:
-    """One form field, stripped; 422 if longer than `max_length`."""
-    value = form.get(name, "").strip()
-    if len(value) > max_length:
-        raise HTTPException(422, f"form field {name!r} longer than {max_length} characters")
-    return value
-
-
-def _check_csrf(session: Session, token: str) -> None:
-    if not _same(session.csrf, token or ""):
-        raise HTTPException(403, "invalid CSRF token")
-
-
 def render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page from `templates/` with the console's security headers."""
     context.setdefault("session", None)
@@ -217,15 +125,6 @@ def _redirect(url: str, **params: Any) -> RedirectResponse:
 
 def _message(code: str | None) -> str | None:
     return MESSAGES.get(code or "")
-
-
-def _cookie_kwargs(request: Request) -> dict[str, Any]:
-    return {
-        "httponly": True,
-        "samesite": "strict",
-        "secure": request.url.scheme == "https",
-        "path": "/console",
-    }
 
 
 # -- static ---------------------------------------------------------------------------------
@@ -246,46 +145,38 @@ def static(name: str) -> Response:
 
 @router.get("/login")
 def login_page(request: Request, msg: str | None = None) -> Response:
-    """The login form (an API key with the review scope)."""
+    """The login form (an analyst's name and password)."""
     token = secrets.token_urlsafe(24)
     response = render("login.html", message=_message(msg), login_csrf=token)
-    response.set_cookie(LOGIN_COOKIE, token, max_age=600, **_cookie_kwargs(request))
+    response.set_cookie(LOGIN_COOKIE, token, max_age=600, **cookie_kwargs(request))
     return response
 
 
 @router.post("/login")
-def login(
-    request: Request,
-    svc: ServiceDep,
-    form: FormDep,
-) -> Response:
-    """Check the key, then set the session cookie and go to the queue."""
-    api_key, reviewer = field(form, "api_key", 512), field(form, "reviewer")
+def login(request: Request, svc: ServiceDep, store: ReviewStoreDep, form: FormDep) -> Response:
+    """Check the name and password, then open a session and go to the queue."""
+    name = field(form, "name", ANALYST_NAME_MAX)
+    password = field(form, "password", PASSWORD_MAX)
     csrf = field(form, "csrf")
     expected = request.cookies.get(LOGIN_COOKIE) or ""
-    if not expected or not _same(expected, csrf):
+    if not expected or not same(expected, csrf):
         return _redirect("/console/login", msg="csrf")
-    try:
-        if not reviewer:
-            raise AuthError(422, "name required")
-        principal = svc.auth.check(api_key, "review")
-    except AuthError:
+    analyst = store.authenticate(name, password) if name and password else None
+    if analyst is None:
         return _redirect("/console/login", msg="login")
+    ttl = svc.settings.session_hours * 3600
+    token, _ = store.open_session(analyst, ttl)
     response = _redirect("/console")
-    response.set_cookie(
-        SESSION_COOKIE,
-        _encode_session(svc, reviewer, principal.key_id),
-        max_age=SESSION_TTL_S,
-        **_cookie_kwargs(request),
-    )
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(ttl), **cookie_kwargs(request))
     response.delete_cookie(LOGIN_COOKIE, path="/console")
     return response
 
 
 @router.post("/logout")
-def logout(session: SessionDep, form: FormDep) -> Response:
-    """End the session."""
-    _check_csrf(session, field(form, "csrf"))
+def logout(session: SessionDep, store: ReviewStoreDep, form: FormDep) -> Response:
+    """End the session: revoked in the database, so the cookie no longer works anywhere."""
+    check_csrf(session, field(form, "csrf"))
+    store.revoke_session(session.token)
     response = _redirect("/console/login", msg="logout")
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
@@ -295,7 +186,7 @@ def logout(session: SessionDep, form: FormDep) -> Response:
 
 
 def _known_issues(request: Request, store: ReviewStore) -> list[str]:
-    names = issue_names(request)
+    names = model_issues(request)
     if names is not None:
         return names
     return [q.issue for q in store.quality()]
@@ -342,8 +233,8 @@ def review_next(
     form: FormDep,
 ) -> Response:
     """Claim the next item for this analyst and open it."""
-    _check_csrf(session, field(form, "csrf"))
-    issue = field(form, "issue")
+    check_csrf(session, field(form, "csrf"))
+    issue = field(form, "issue", ISSUE_MAX)
     got = store.claim_next(session.reviewer, issue=issue or None)
     if got is None:
         return _redirect("/console", msg="empty", issue=issue)
@@ -399,7 +290,7 @@ def claim_item(
     form: FormDep,
 ) -> Response:
     """Claim this item for the analyst."""
-    _check_csrf(session, field(form, "csrf"))
+    check_csrf(session, field(form, "csrf"))
     try:
         store.claim(review_id, session.reviewer)
     except KeyError:
@@ -412,27 +303,37 @@ def claim_item(
 @router.post("/items/{review_id}/decide")
 def decide(
     review_id: ReviewId,
+    request: Request,
     store: ReviewStoreDep,
     session: SessionDep,
     form: FormDep,
 ) -> Response:
     """Confirm, reject, relabel, skip or release the item this analyst holds."""
-    _check_csrf(session, field(form, "csrf"))
-    action, issue = field(form, "action", 16), field(form, "issue")
-    note = field(form, "note", 2000)
+    check_csrf(session, field(form, "csrf"))
+    action, issue = field(form, "action", 16), field(form, "issue", ISSUE_MAX)
+    note = field(form, "note", NOTE_MAX)
     here = f"/console/items/{review_id}"
     lease = store.lease_of(review_id, session.reviewer)
     if lease is None:
         return _redirect(here, msg="lease")
+    who = {"actor": session.reviewer, "admin": session.admin}
     try:
         if action in ("confirm", "reject", "relabel"):
-            store.label(review_id, lease, action, issue=issue or None, note=note or None)
+            store.label(
+                review_id,
+                lease,
+                action,
+                issue=issue or None,
+                note=note or None,
+                issues=model_issues(request),
+                **who,
+            )
             code = "labeled"
         elif action == "skip":
-            store.skip(review_id, lease)
+            store.skip(review_id, lease, **who)
             code = "skipped"
         elif action == "release":
-            store.release(review_id, lease)
+            store.release(review_id, lease, **who)
             code = "released"
         else:
             raise HTTPException(422, "unknown action")
@@ -452,7 +353,7 @@ def quality_page(request: Request, store: ReviewStoreDep, session: SessionDep) -
     return render(
         "quality.html",
         session=session,
-        rows=store.quality(issue_names(request)),
+        rows=store.quality(model_issues(request)),
         share=store.random_share,
     )
 

@@ -6,17 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from serving.deps import ReviewKey, ReviewStoreDep
+from serving.deps import ReviewCallerDep, ReviewStoreDep
+from serving.limits import MODEL_VERSION_MAX
+from serving.review.routers.items import model_issues
 from serving.review.schemas import QualityReport
 from serving.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
-
-
-def issue_names(request: Request) -> list[str] | None:
-    """The serving model's issues (so issues without labels still show), else None."""
-    model = request.app.state.service.holder.current
-    return list(model.bundle.issue_names) if model is not None else None
 
 
 @router.get(
@@ -27,9 +23,11 @@ def issue_names(request: Request) -> list[str] | None:
 def live_quality(
     request: Request,
     store: ReviewStoreDep,
-    _: ReviewKey,
-    model_version: Annotated[str | None, Query(max_length=64)] = None,
+    _: ReviewCallerDep,
+    model_version: Annotated[
+        str | None, Query(max_length=MODEL_VERSION_MAX, pattern=r"^[^\x00]*$")
+    ] = None,
 ) -> QualityReport:
     """Precision of flagged items and estimated recall per issue, with 95% intervals."""
-    issues = store.quality(issue_names(request), model_version=model_version)
+    issues = store.quality(model_issues(request), model_version=model_version)
     return QualityReport(issues=issues, model_version=model_version)
