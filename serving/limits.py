@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 ITEM_ID_MAX = 200
 ISSUE_MAX = 100
@@ -38,15 +38,24 @@ def _text(max_length: int, min_length: int = 1) -> object:
     return StringConstraints(min_length=min_length, max_length=max_length)
 
 
-ItemId = Annotated[str, _text(ITEM_ID_MAX), AfterValidator(no_nul)]
-IssueName = Annotated[str, _text(ISSUE_MAX), AfterValidator(no_nul)]
+# The same rules as JSON Schema patterns, so /openapi.json tells clients (and schema-driven
+# fuzzers) what `no_nul` and whitespace stripping refuse; the validators give the messages.
+NO_NUL_SCHEMA = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+NOT_BLANK_SCHEMA = Field(json_schema_extra={"pattern": "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"})
+
+
+ItemId = Annotated[str, _text(ITEM_ID_MAX), AfterValidator(no_nul), NO_NUL_SCHEMA]
+IssueName = Annotated[str, _text(ISSUE_MAX), AfterValidator(no_nul), NO_NUL_SCHEMA]
 AnalystName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=ANALYST_NAME_MAX),
     AfterValidator(no_nul),
+    NOT_BLANK_SCHEMA,
 ]
-Note = Annotated[str, _text(NOTE_MAX, min_length=0), AfterValidator(no_nul)]
-ModelVersion = Annotated[str, _text(MODEL_VERSION_MAX), AfterValidator(no_nul)]
-Anchor = Annotated[str, _text(ANCHOR_MAX, min_length=0), AfterValidator(no_nul)]
-Lease = Annotated[str, _text(LEASE_MAX), AfterValidator(no_nul)]
-Password = Annotated[str, _text(PASSWORD_MAX, min_length=PASSWORD_MIN), AfterValidator(no_nul)]
+Note = Annotated[str, _text(NOTE_MAX, min_length=0), AfterValidator(no_nul), NO_NUL_SCHEMA]
+ModelVersion = Annotated[str, _text(MODEL_VERSION_MAX), AfterValidator(no_nul), NO_NUL_SCHEMA]
+Anchor = Annotated[str, _text(ANCHOR_MAX, min_length=0), AfterValidator(no_nul), NO_NUL_SCHEMA]
+Lease = Annotated[str, _text(LEASE_MAX), AfterValidator(no_nul), NO_NUL_SCHEMA]
+Password = Annotated[
+    str, _text(PASSWORD_MAX, min_length=PASSWORD_MIN), AfterValidator(no_nul), NO_NUL_SCHEMA
+]

@@ -51,8 +51,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "training.cli",
         "Move a model alias by hand (bypasses the gate) and print it before and after.",
     ),
-    "serve": ("serving.cli", "Serve the champion model over HTTP (FastAPI + uvicorn)."),
-    "review": ("serving.cli", "The analyst review queue: schema, stats, label export."),
+    "serve": (
+        "serving.cli",
+        "Serve the champion model over HTTP (FastAPI + uvicorn); the console is at /console.",
+    ),
+    "review": ("serving.cli", "The analyst review queue: schema, analysts, stats, label export."),
     "discover": (
         "discovery.cli",
         "Find issue-rate incidents by segment: anomaly detection, root-cause drill-down, "
