@@ -135,6 +135,20 @@ def item_weights(items: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return w
 
 
+def volume_threshold(p: np.ndarray, share: float) -> float:
+    """The threshold flagging at most `share` of the rows (the top ones): a baseline's F1 is
+    taken at surfacer's flagged share, so both are compared at the same review volume. Ties
+    at the cut are left out rather than let in (a near-constant scorer flags few, not all)."""
+    k = math.floor(share * len(p) + 1e-9)
+    if k <= 0:
+        return math.inf
+    ranked = np.sort(p)[::-1]
+    if k >= len(ranked):
+        return float(ranked[-1])
+    thr = float(ranked[k - 1])
+    return thr if ranked[k] < thr else float(np.nextafter(thr, np.inf))
+
+
 def summarize(values: np.ndarray) -> tuple[float, float, float]:
     """(point, low, high): the first value is the sample's, the rest the resamples' 2.5-97.5%."""
     point, rest = float(values[0]), values[1:]
@@ -303,8 +317,7 @@ def evaluate_dataset(ds: Dataset, args: argparse.Namespace, log) -> list[dict[st
             if scorer == SURFACER:
                 thr = threshold
             else:
-                # the same flagged share as surfacer's, so F1 compares at equal volume
-                thr = float(np.quantile(p, 1 - share)) if share > 0 else math.inf
+                thr = volume_threshold(np.asarray(p, dtype=float), share)
             values = weighted_metrics(y, np.asarray(p, dtype=float), weights, thr)
             row = {**base, "scorer": scorer, "status": "ok", "baseline_s": round(t_base, 1)}
             for metric in METRICS:

@@ -57,3 +57,12 @@ def test_subsample_spec_loads_with_its_own_name(quality, tmp_path: Path) -> None
     spec = load_spec(spec_path)
     assert spec.name == "tiktok_claims_300"
     assert load_flat(spec).n_source_rows == 300  # (the loader may then drop blank rows)
+
+
+def test_volume_threshold_flags_at_most_the_share(quality) -> None:
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert np.mean(p >= quality.volume_threshold(p, 0.4)) == 0.4
+    assert quality.volume_threshold(p, 0.0) == np.inf
+    assert np.mean(p >= quality.volume_threshold(p, 1.0)) == 1.0
+    tied = np.array([0.9, 0.5, 0.5, 0.5, 0.5])
+    assert np.mean(tied >= quality.volume_threshold(tied, 0.6)) == 0.2  # ties left out
