@@ -29,6 +29,27 @@ def simulate_command(
         float,
         typer.Option("--review-rate", min=0.0, max=1.0, help="Share of items analysts label."),
     ] = 0.3,
+    mean_views: Annotated[
+        float | None,
+        typer.Option(
+            "--mean-views",
+            min=0.1,
+            help="Mean views per item before moderation (default 52); raise it for an "
+            "event-heavy world.",
+        ),
+    ] = None,
+    events_parts: Annotated[
+        int | None,
+        typer.Option(
+            "--events-parts",
+            min=1,
+            help="Write events as a folder of this many Parquet parts (by hashed item_id).",
+        ),
+    ] = None,
+    events_by_day: Annotated[
+        bool,
+        typer.Option("--events-by-day", help="Write events as a folder of one Parquet part a day."),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the output folder if it is not empty.")
     ] = False,
@@ -37,12 +58,20 @@ def simulate_command(
     from simulator.config import SimConfig, load_incidents
     from simulator.core import simulate, summarize, write_simulation
 
+    if events_parts is not None and events_by_day:
+        raise ValueError("give --events-parts or --events-by-day, not both")
     planted = load_incidents(incidents) if incidents is not None else None
+    extra = {} if mean_views is None else {"mean_views": mean_views}
     config = SimConfig(
-        n_items=items, days=days, seed=seed, review_rate=review_rate, incidents=planted
+        n_items=items, days=days, seed=seed, review_rate=review_rate, incidents=planted, **extra
     )
+    parts: dict[str, int | str] = {}
+    if events_parts is not None:
+        parts["events"] = events_parts
+    elif events_by_day:
+        parts["events"] = "day"
     sim = simulate(config, progress=True)
-    path = write_simulation(sim, out, overwrite=overwrite)
+    path = write_simulation(sim, out, overwrite=overwrite, parts=parts)
     typer.echo(f"wrote {path}")
     typer.echo(summarize(sim))
 

@@ -84,14 +84,14 @@ def _load_raw(
     issues: Sequence[IssueType] | None,
     progress: bool,
 ) -> TrainingData:
-    from features.io import dataset_files, load_dataset
+    from features.io import dataset_files, load_dataset, part_files
     from features.snapshot import build_snapshots
 
     tables = load_dataset(path)
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
     snaps = build_snapshots(tables, horizons_h, progress=progress)
     frame = attach_labels(snaps, tables, issues)
-    files = list(dataset_files(path).values())
+    files = [f for table in dataset_files(path).values() for f in part_files(table)]
     truth = None
     truth_path = path / TRUTH_FILE
     if truth_path.exists():
