@@ -8,15 +8,11 @@ order as the pandas engine.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
 
-from common.machine import available_cores
-from common.progress import Progress
 from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
@@ -63,30 +59,17 @@ def build_snapshots_dask(
     progress: bool = False,
     npartitions: int | None = None,
 ) -> pd.DataFrame:
-    """Snapshots computed on a Dask cluster (`scheduler` address, or a local one with a
-    single-threaded worker process per available core)."""
+    """Snapshots computed on a Dask cluster (`scheduler` address, else common.cluster's
+    choice: SURFACER_DASK_SCHEDULER or a LocalCluster sized to the machine)."""
     import dask
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster, as_completed
+
+    from common.cluster import dask_client, gather_with_progress, n_workers
 
     events = tables.get("events")
     small = {k: v for k, v in tables.items() if k != "events"}
-    with ExitStack() as stack:
-        if scheduler is None:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=available_cores(),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            )
-            client = stack.enter_context(Client(cluster))
-        else:
-            client = stack.enter_context(Client(scheduler))
-        n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        n = npartitions or 2 * n_workers
+    with dask_client(scheduler, announce=progress) as client:
+        n = npartitions or 2 * n_workers(client)
         small["_n_buckets"] = pd.DataFrame({"n": [n]})
         [small_future] = client.scatter([small], broadcast=True, hash=False)
         if events is None:
@@ -119,12 +102,9 @@ def build_snapshots_dask(
                         part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
                     )
                 )
-        futures = client.compute(parts)
-        if progress:
-            with Progress("snapshots (dask)", len(futures), unit="partition") as bar:
-                for _ in as_completed(futures):
-                    bar.update(1)
-        frames = client.gather(futures)
+        frames = gather_with_progress(
+            client, parts, "snapshots (dask)", progress=progress, unit="partition"
+        )
     out = pd.concat(frames, ignore_index=True)
     # Same row order as the pandas engine: items in table order, then as_of, anchor.
     position = pd.Index(tables["items"]["item_id"]).get_indexer(out["item_id"])
