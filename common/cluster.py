@@ -144,8 +144,10 @@ def dask_client(
             )
             client = stack.enter_context(Client(cluster))
         if announce:
+            # A local cluster runs without a dashboard (it needs bokeh, not a dependency; the
+            # progress bar says how far the work is); a remote scheduler may serve one.
             link = getattr(client, "dashboard_link", None)
-            has_dashboard = bool(client.scheduler_info().get("services", {}).get("dashboard"))
+            has_dashboard = plan.scheduler is not None
             print(
                 plan.describe() + (f"; dashboard {link}" if link and has_dashboard else ""),
                 file=sys.stderr,

@@ -118,9 +118,16 @@ def check_part(name: str, df: pd.DataFrame, file: str | Path) -> None:
         )
 
 
-def read_part(name: str, file: str | Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
-    """One part of a table (a Parquet file, or some of its row groups), coerced and
-    schema-checked; the Dask engine reads each part in its own task."""
+def read_part(
+    name: str,
+    file: str | Path,
+    row_groups: Sequence[int] | None = None,
+    *,
+    check: bool = True,
+) -> pd.DataFrame:
+    """One part of a table (a Parquet file, or some of its row groups), coerced and (`check`)
+    schema-checked; the Dask engine reads each part in its own task. A piece of one big file
+    is not schema-checked: validation reports its columns as the pandas path does."""
     file = Path(file)
     if row_groups is not None:
         import pyarrow.parquet as pq
@@ -131,7 +138,8 @@ def read_part(name: str, file: str | Path, row_groups: Sequence[int] | None = No
     else:
         df = pd.read_parquet(file)
     df = coerce_table(name, df.reset_index(drop=True))
-    check_part(name, df, file)
+    if check:
+        check_part(name, df, file)
     return df
 
 
@@ -143,9 +151,10 @@ class TablePart:
     row_groups: tuple[int, ...] | None
     rows: int
     offset: int  # rows of the table before this part (for 0-based table row numbers)
+    partitioned: bool = False  # a part of a folder (schema-checked on its own)
 
     def read(self, name: str) -> pd.DataFrame:
-        return read_part(name, self.file, self.row_groups)
+        return read_part(name, self.file, self.row_groups, check=self.partitioned)
 
 
 def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[TablePart]:
@@ -159,9 +168,10 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
 
     pieces: list[TablePart] = []
     offset = 0
+    folder = Path(path).is_dir()
     for file in part_files(path):
         if file.suffix != PART_SUFFIX:
-            pieces.append(TablePart(file, None, -1, offset))
+            pieces.append(TablePart(file, None, -1, offset, folder))
             continue
         meta = pq.ParquetFile(file).metadata
         groups: list[int] = []
@@ -170,14 +180,14 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
             groups.append(g)
             rows += meta.row_group(g).num_rows
             if rows >= target_rows:
-                pieces.append(TablePart(file, tuple(groups), rows, offset))
+                pieces.append(TablePart(file, tuple(groups), rows, offset, folder))
                 offset += rows
                 groups, rows = [], 0
         if groups or not pieces or pieces[-1].file != file:
-            pieces.append(TablePart(file, tuple(groups) if groups else None, rows, offset))
+            pieces.append(TablePart(file, tuple(groups) if groups else None, rows, offset, folder))
             offset += rows
     if len(pieces) == 1 and pieces[0].row_groups is not None:
-        pieces = [TablePart(pieces[0].file, None, pieces[0].rows, 0)]
+        pieces = [TablePart(pieces[0].file, None, pieces[0].rows, 0, folder)]
     return pieces
 
 
