@@ -103,7 +103,7 @@ def test_bad_part_named_on_dask(
     path = write_dataset(sim_tables, tmp_path / "ds", parts={"events": 3})
     bad = path / "events" / "part-00001.parquet"
     pd.read_parquet(bad).drop(columns=["ts"]).to_parquet(bad, index=False)
-    with pytest.raises(PartitionError, match="part-00001.parquet"):
+    with pytest.raises(PartitionError, match=r"part-00001\.parquet"):
         validate_folder_dask(path, scheduler=scheduler)
 
 
