@@ -58,9 +58,16 @@ def _shift(problem: Problem, offset: int) -> Problem:
     )
 
 
-def check_piece(name: str, piece: TablePart, known_items: pd.Series | None) -> PieceCheck:
-    """Validate one piece with the pandas checks; rows become positions in the whole table."""
-    df = piece.read(name)
+def check_piece(
+    name: str,
+    piece: TablePart,
+    known_items: pd.Series | None,
+    *,
+    frame: pd.DataFrame | None = None,
+) -> PieceCheck:
+    """Validate one piece (read here unless `frame` is given) with the pandas checks; rows
+    become positions in the whole table."""
+    df = piece.read(name) if frame is None else frame
     found = validate_table(name, df)
     references: list[Problem] = []
     bad_item_id = any(p.column == "item_id" for p in found)

@@ -4,11 +4,17 @@ Events are split by a hash of item_id with dask.dataframe, so each partition hol
 event of its items; the small tables (items, creators, moderation, appeals) are broadcast
 whole, since creator history spans items of other partitions. Rows come back in the same
 order as the pandas engine.
+
+From a dataset folder (`snapshots_from_folder`), the events are never whole on the client:
+the workers read them piece by piece (a Parquet part, or row groups of one big file),
+validate them and keep them on the cluster, spilling to disk under memory pressure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,53 +67,145 @@ def build_snapshots_dask(
 ) -> pd.DataFrame:
     """Snapshots computed on a Dask cluster (`scheduler` address, else common.cluster's
     choice: SURFACER_DASK_SCHEDULER or a LocalCluster sized to the machine)."""
-    import dask
     import dask.dataframe as dd
 
-    from common.cluster import dask_client, gather_with_progress, n_workers
+    from common.cluster import dask_client, n_workers
 
     events = tables.get("events")
     small = {k: v for k, v in tables.items() if k != "events"}
     with dask_client(scheduler, announce=progress) as client:
         n = npartitions or 2 * n_workers(client)
-        small["_n_buckets"] = pd.DataFrame({"n": [n]})
-        [small_future] = client.scatter([small], broadcast=True, hash=False)
-        if events is None:
-            # No events: nothing to partition; one task on the cluster keeps the same path.
-            parts = [
-                dask.delayed(_partition)(
-                    None,
-                    small_future,
-                    -np.inf,
-                    np.inf,
-                    horizons_h,
-                    include_moderation,
-                    as_of_max_ns,
-                )
-            ]
-        else:
-            ddf = dd.from_pandas(events, npartitions=n, sort=False)
-            ddf = ddf.assign(
-                **{BUCKET: ddf["item_id"].map_partitions(item_buckets, n, meta=(BUCKET, "i8"))}
-            )
-            # Explicit divisions: partition i holds exactly bucket i (a shuffle on the cluster).
-            ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)])
-            bounds = list(ddf.divisions)
-            parts = []
-            for i, part in enumerate(ddf.to_delayed()):
-                lo = bounds[i] if i > 0 else -np.inf
-                hi = bounds[i + 1] if i + 1 < len(bounds) - 1 else np.inf
-                parts.append(
-                    dask.delayed(_partition)(
-                        part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
-                    )
-                )
-        frames = gather_with_progress(
-            client, parts, "snapshots (dask)", progress=progress, unit="partition"
+        ddf = None if events is None else dd.from_pandas(events, npartitions=n, sort=False)
+        return _snapshots_on(
+            client, ddf, small, n, horizons_h, include_moderation, as_of_max_ns, progress
         )
+
+
+def _snapshots_on(
+    client: Any,
+    events: Any,
+    small: Mapping[str, pd.DataFrame],
+    n: int,
+    horizons_h: Sequence[float],
+    include_moderation: bool,
+    as_of_max_ns: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """Shuffle the events (a dask DataFrame, or None) into `n` item buckets on the cluster and
+    run `snapshot_frame` on each bucket; rows in the pandas engine's order."""
+    import dask
+
+    from common.cluster import gather_with_progress
+
+    small = dict(small)
+    small["_n_buckets"] = pd.DataFrame({"n": [n]})
+    [small_future] = client.scatter([small], broadcast=True, hash=False)
+    if events is None:
+        # No events: nothing to partition; one task on the cluster keeps the same path.
+        parts = [
+            dask.delayed(_partition)(
+                None, small_future, -np.inf, np.inf, horizons_h, include_moderation, as_of_max_ns
+            )
+        ]
+    else:
+        ddf = events.assign(
+            **{BUCKET: events["item_id"].map_partitions(item_buckets, n, meta=(BUCKET, "i8"))}
+        )
+        # Explicit divisions: partition i holds exactly bucket i (a shuffle on the cluster).
+        ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)])
+        bounds = list(ddf.divisions)
+        parts = []
+        for i, part in enumerate(ddf.to_delayed()):
+            lo = bounds[i] if i > 0 else -np.inf
+            hi = bounds[i + 1] if i + 1 < len(bounds) - 1 else np.inf
+            parts.append(
+                dask.delayed(_partition)(
+                    part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
+                )
+            )
+    frames = gather_with_progress(
+        client, parts, "snapshots (dask)", progress=progress, unit="partition"
+    )
     out = pd.concat(frames, ignore_index=True)
     # Same row order as the pandas engine: items in table order, then as_of, anchor.
-    position = pd.Index(tables["items"]["item_id"]).get_indexer(out["item_id"])
+    position = pd.Index(small["items"]["item_id"]).get_indexer(out["item_id"])
     anchor = (out["anchor"] == "moderation").to_numpy(dtype=np.int8)
     order = np.lexsort((anchor, out["as_of"].to_numpy(), position))
     return out.iloc[order].reset_index(drop=True)
+
+
+def _read_checked(piece: Any, known_items: pd.Series | None) -> pd.DataFrame:
+    """One piece of the events table, validated as the pandas loader would (ContractError
+    with table row numbers)."""
+    from features.dataset_dask import check_piece
+    from features.validate import ContractError
+
+    df = piece.read("events")
+    check = check_piece("events", piece, known_items, frame=df)
+    if check.problems or check.references:
+        raise ContractError(check.problems + check.references, context="events")
+    return df
+
+
+def snapshots_from_folder(
+    path: str | Path,
+    horizons_h: Sequence[float],
+    *,
+    include_moderation: bool = True,
+    as_of_max: Any = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    npartitions: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Snapshots of a dataset folder on Dask, the events never all on the client.
+
+    The small tables are read and validated on the client; the events are read by the
+    workers one piece at a time (features.io.table_parts), validated there (same problems as
+    the pandas loader), kept on the cluster (spilling to disk under memory pressure), and
+    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables).
+    """
+    import dask
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    from common.cluster import dask_client, n_workers
+    from features.io import dataset_files, read_table, table_parts
+    from features.snapshot import WINDOW_TIME_COLUMNS, check_horizons, resolve_as_of_max
+    from features.validate import check_dataset, coerce_table
+
+    horizons = check_horizons(horizons_h)
+    folder = Path(path)
+    files = dataset_files(folder)
+    if "items" not in files:
+        raise FileNotFoundError(
+            f"dataset folder {str(folder)!r} has no items table; expected items.parquet or "
+            "items.csv"
+        )
+    small = {n: read_table(n, f) for n, f in files.items() if n != "events"}
+    check_dataset(small, context=f"dataset {str(folder)!r}")
+    with dask_client(scheduler, announce=progress) as client:
+        n = npartitions or 2 * n_workers(client)
+        events = None
+        latest_events: int | None = None
+        if "events" in files:
+            pieces = table_parts(files["events"])
+            if pieces[0].file.suffix == ".parquet":
+                schema = pq.read_schema(pieces[0].file).empty_table().to_pandas()
+                meta = coerce_table("events", schema)
+            else:
+                meta = pieces[0].read("events").iloc[:0]
+            [known] = client.scatter([small["items"]["item_id"]], broadcast=True, hash=False)
+            delayed = [dask.delayed(_read_checked)(p, known) for p in pieces]
+            events = dd.from_delayed(delayed, meta=meta, verify_meta=False)
+            events = client.persist(events)
+            if as_of_max is None and WINDOW_TIME_COLUMNS["events"][0] in meta.columns:
+                ts_max = events["ts"].max().compute()
+                if pd.notna(ts_max):
+                    latest_events = int(pd.Timestamp(ts_max).as_unit("ns").value)
+        as_of_max_ns = resolve_as_of_max(small, as_of_max)
+        if latest_events is not None:
+            as_of_max_ns = max(as_of_max_ns, latest_events)
+        frame = _snapshots_on(
+            client, events, small, n, horizons, include_moderation, as_of_max_ns, progress
+        )
+    return frame, small

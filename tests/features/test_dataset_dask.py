@@ -117,3 +117,29 @@ def test_cli_validate_on_dask(
     bad = write_raw(broken(sim_tables), tmp_path / "bad", 2)
     assert run(["data", "validate", str(bad), "--engine", "dask", "--scheduler", scheduler]) == 2
     assert "item_id not in items" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parts", [None, 3])
+def test_snapshots_from_folder_equal_pandas(
+    scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path, parts: int | None
+) -> None:
+    from features.snapshot import build_snapshots
+    from features.snapshot_dask import snapshots_from_folder
+
+    path = write_dataset(sim_tables, tmp_path / "ds", parts={"events": parts} if parts else None)
+    want = build_snapshots(load_dataset(path))
+    got, small = snapshots_from_folder(path, (1, 6, 24), scheduler=scheduler, npartitions=3)
+    assert "events" not in small
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_snapshots_from_folder_report_bad_events(
+    scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    from features.snapshot_dask import snapshots_from_folder
+
+    path = write_raw(broken(sim_tables), tmp_path / "bad", 2)
+    (path / "labels.parquet").unlink()
+    sim_tables["labels"].to_parquet(path / "labels.parquet", index=False)
+    with pytest.raises(ContractError, match="item_id not in items"):
+        snapshots_from_folder(path, (1, 6, 24), scheduler=scheduler)
