@@ -94,6 +94,8 @@ def train_command(
     issues: list[str] | None = None,
     settings: Settings | None = None,
     progress: bool = True,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> str:
     """Run one training job and return the text `surfacer train` prints.
 
@@ -109,6 +111,8 @@ def train_command(
         promote=promote,
         only_issues=issues or None,
         progress=progress,
+        engine=engine,
+        scheduler=scheduler,
     )
     if bundle_out is not None:
         save_bundle(result.bundle, bundle_out)
