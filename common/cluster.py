@@ -159,6 +159,11 @@ def dask_client(
             _active.remove(client)
 
 
+def current_client() -> Any:
+    """The client `dask_client` has open in this process, or None."""
+    return _active[-1] if _active else None
+
+
 def n_workers(client: Any) -> int:
     """Workers the client's scheduler has now (at least 1)."""
     return max(len(client.scheduler_info().get("workers", {})), 1)

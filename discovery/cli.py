@@ -68,6 +68,20 @@ def discover_command(
             help="Report progress on stderr (a bar on a terminal, lines in a log).",
         ),
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="pandas, or dask: segment series aggregated on a Dask cluster."
+        ),
+    ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
+            "cluster sized to this machine).",
+        ),
+    ] = None,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:
@@ -77,11 +91,20 @@ def discover_command(
             "surfacer discover needs --data DIR and --out DIR (or a subcommand, e.g. effect)"
         )
     _check_inputs(data, scores)
+    if engine not in ("pandas", "dask"):
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
     from discovery.pipeline import DiscoveryConfig, discover
     from discovery.report import write_discovery
 
     tables, frame = _load(data, scores)
-    result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)
+    result = discover(
+        tables,
+        frame,
+        config=DiscoveryConfig(pairs=pairs),
+        progress=progress,
+        engine=engine,
+        scheduler=scheduler,
+    )
     path = write_discovery(result, out)
     if result.incidents:
         show(incidents_table(result.incidents))

@@ -62,8 +62,9 @@ def score_dataset(
 ) -> pd.DataFrame:
     """Score every snapshot row: item_id, as_of, anchor, a probability per issue, flagged.
 
-    engine "dask" splits the rows into partitions and scores them in parallel (threads by
-    default, or the distributed scheduler at `scheduler`); the result is the same frame.
+    engine "dask" splits the rows into partitions and scores them in parallel: on the client
+    a command has open (common.cluster.dask_client) or the scheduler at `scheduler`, else
+    on local threads; the result is the same frame.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not one of {list(ENGINES)}")
@@ -79,10 +80,10 @@ def score_dataset(
     ddf = dd.from_pandas(snapshots.reset_index(drop=True), npartitions=n, sort=False)
     meta = score_partition(snapshots.iloc[:0], bundle)
     scored = ddf.map_partitions(score_partition, bundle, meta=meta)
-    if scheduler:
-        from distributed import Client
+    from common.cluster import current_client, dask_client
 
-        with Client(scheduler) as client:
+    if scheduler or current_client() is not None:
+        with dask_client(scheduler) as client:
             result = client.compute(scored).result()
     else:
         result = scored.compute(scheduler="threads")

@@ -107,14 +107,24 @@ def score_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
     engine: Annotated[
-        str, typer.Option("--engine", help="pandas or dask (partitions scored in parallel).")
+        str,
+        typer.Option("--engine", help="pandas, or dask: snapshots and scoring on a Dask cluster."),
     ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
+            "cluster sized to this machine).",
+        ),
+    ] = None,
 ) -> None:
     """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
     check_data_path(data)
+    check_engine(engine)
     from training.jobs import score_to_file
 
-    path, n, flagged = score_to_file(data, model, out, engine=engine)
+    path, n, flagged = score_to_file(data, model, out, engine=engine, scheduler=scheduler)
     typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
 
 
