@@ -138,7 +138,9 @@ def dask_client(
                     processes=processes,
                     memory_limit=plan.memory_limit or None,
                     local_directory=str(plan.spill_dir),
-                    dashboard_address=None,
+                    # any free port: the HTTP server (health, metrics) starts either way,
+                    # and a fixed one collides with other clusters on the machine
+                    dashboard_address=":0",
                     silence_logs=logging.ERROR,
                 )
             )

@@ -22,6 +22,10 @@ import pandas as pd
 from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
+# Each event's position in the events table: a bucket's events are put back in table order
+# after the shuffle, so that every sum over an item's events adds in the pandas order (float
+# sums in another order differ in the last bits, and a tree split can fall between them).
+ROW = "_row"
 
 
 def item_buckets(item_ids: pd.Series, n: int) -> np.ndarray:
@@ -45,7 +49,11 @@ def _partition(
     subset = np.flatnonzero((buckets >= lo) & (buckets < hi))
     tables = {k: v for k, v in small.items() if not k.startswith("_")}
     if events is not None:
-        tables["events"] = events.reset_index(drop=True).drop(columns=[BUCKET], errors="ignore")
+        if ROW in events.columns:
+            events = events.sort_values(ROW, kind="stable")
+        tables["events"] = events.reset_index(drop=True).drop(
+            columns=[BUCKET, ROW], errors="ignore"
+        )
     return snapshot_frame(
         tables,
         horizons_h,
@@ -75,7 +83,15 @@ def build_snapshots_dask(
     small = {k: v for k, v in tables.items() if k != "events"}
     with dask_client(scheduler, announce=progress) as client:
         n = npartitions or 2 * n_workers(client)
-        ddf = None if events is None else dd.from_pandas(events, npartitions=n, sort=False)
+        ddf = (
+            None
+            if events is None
+            else dd.from_pandas(
+                events.assign(**{ROW: np.arange(len(events), dtype=np.int64)}),
+                npartitions=n,
+                sort=False,
+            )
+        )
         return _snapshots_on(
             client, ddf, small, n, horizons_h, include_moderation, as_of_max_ns, progress
         )
@@ -144,7 +160,7 @@ def _read_checked(piece: Any, known_items: pd.Series | None) -> pd.DataFrame:
     check = check_piece("events", piece, known_items, frame=df)
     if check.problems or check.references:
         raise ContractError(check.problems + check.references, context="events")
-    return df
+    return df.assign(**{ROW: np.arange(piece.offset, piece.offset + len(df), dtype=np.int64)})
 
 
 def snapshots_from_folder(
@@ -192,8 +208,9 @@ def snapshots_from_folder(
             if pieces[0].file.suffix == ".parquet":
                 schema = pq.read_schema(pieces[0].file).empty_table().to_pandas()
                 meta = coerce_table("events", schema)
+                meta[ROW] = pd.Series(dtype="int64")
             else:
-                meta = pieces[0].read("events").iloc[:0]
+                meta = pieces[0].read("events").iloc[:0].assign(**{ROW: np.int64(0)})
             [known] = client.scatter([small["items"]["item_id"]], broadcast=True, hash=False)
             delayed = [dask.delayed(_read_checked)(p, known) for p in pieces]
             events = dd.from_delayed(delayed, meta=meta, verify_meta=False)
