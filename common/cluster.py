@@ -112,7 +112,7 @@ def dask_client(
 
     `announce` prints where the work runs (and the dashboard link when there is one) on stderr.
     """
-    if _active and scheduler is None:
+    if _active and (scheduler is None or scheduler == _address(_active[-1])):
         yield _active[-1]
         return
     import dask
@@ -159,6 +159,13 @@ def dask_client(
             yield client
         finally:
             _active.remove(client)
+
+
+def _address(client: Any) -> str | None:
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:
+        return None
 
 
 def current_client() -> Any:
