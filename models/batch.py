@@ -6,6 +6,7 @@ to the workers once), so both engines give identical scores.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -74,17 +75,23 @@ def score_dataset(
         )
     if engine == "pandas" or len(snapshots) == 0:
         return score_partition(snapshots, bundle)
-    import dask.dataframe as dd
+    from common.cluster import current_client, dask_client
 
     n = npartitions or max(1, min(32, len(snapshots) // 20_000 + 1))
+    if scheduler or current_client() is not None:
+        # Partitions are scattered as data and the bundle is shipped once, rather than
+        # embedding the rows in the task graph (which goes through the scheduler).
+        rows = snapshots.reset_index(drop=True)
+        bounds = np.linspace(0, len(rows), n + 1).astype(int)
+        chunks = [rows.iloc[a:b] for a, b in pairwise(bounds) if b > a]
+        with dask_client(scheduler) as client:
+            [bundle_future] = client.scatter([bundle], broadcast=True, hash=False)
+            parts = client.scatter(chunks, hash=False)
+            scored = client.gather(client.map(score_partition, parts, bundle=bundle_future))
+        return pd.concat(scored, ignore_index=True)
+    import dask.dataframe as dd
+
     ddf = dd.from_pandas(snapshots.reset_index(drop=True), npartitions=n, sort=False)
     meta = score_partition(snapshots.iloc[:0], bundle)
     scored = ddf.map_partitions(score_partition, bundle, meta=meta)
-    from common.cluster import current_client, dask_client
-
-    if scheduler or current_client() is not None:
-        with dask_client(scheduler) as client:
-            result = client.compute(scored).result()
-    else:
-        result = scored.compute(scheduler="threads")
-    return result.reset_index(drop=True)
+    return scored.compute(scheduler="threads").reset_index(drop=True)
