@@ -109,8 +109,13 @@ def fit_booster_dask(
     # worker). Such a column can never be split on; a constant 0 cannot either, so the
     # trees are the same and predict still takes the column (NaN or not).
     x_np[:, np.isnan(x_np).all(axis=0)] = 0.0
-    x = da.from_array(x_np, chunks=(rows, -1))
-    y = da.from_array(np.asarray(y_train, dtype=np.float64), chunks=(rows,))
+    # Rows in a seeded random order: training rows come sorted by time, and a worker holding
+    # only the earliest (or latest) rows would draw its feature bins and bagging samples
+    # from a slice unlike the whole; shuffled, every worker's slice looks like the whole.
+    order = np.random.default_rng(random_state).permutation(len(x_np))
+    x = da.from_array(x_np[order], chunks=(rows, -1))
+    y = da.from_array(np.asarray(y_train, dtype=np.float64)[order], chunks=(rows,))
+    del x_np
     x, y = client.persist([x, y])
     wait([x, y])
     lgb_params = params.lgb_params(random_state)
