@@ -83,6 +83,11 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
 }
 
 
+# The only events discovery reads (toxic comments in discovery.signals, spam reports in
+# discovery.clusters): with --engine dask the workers send back just these rows.
+EVENT_KINDS_USED: tuple[str, ...] = ("comment", "report")
+
+
 @dataclass(frozen=True)
 class DiscoveryConfig:
     """Knobs of one discovery run."""

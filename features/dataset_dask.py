@@ -189,3 +189,47 @@ def _summary(keys: Mapping[str, pd.DataFrame], checks: Mapping[str, list[PieceCh
             }
         )
     return pd.DataFrame(rows, columns=["table", "rows", "columns", "extra_columns"])
+
+
+def _read_kinds(piece: TablePart, known_items: pd.Series | None, kinds: Sequence[str]) -> Any:
+    from features.snapshot_dask import ROW, _read_checked
+
+    df = _read_checked(piece, known_items)
+    return df[df["kind"].astype("str").isin(list(kinds)).to_numpy()].drop(columns=[ROW])
+
+
+def load_dataset_dask(
+    path: str | Path,
+    *,
+    event_kinds: Sequence[str],
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """A dataset folder as `load_dataset` returns it, except that the events keep only the
+    rows of `event_kinds` (in table order): the workers read and validate every piece and
+    send back just those rows, so a step that reads a few kinds of events (discovery: the
+    comments and reports) never holds the views on the client."""
+    import dask
+
+    from common.cluster import dask_client, gather_with_progress
+    from features.validate import check_dataset
+
+    folder = Path(path)
+    files = dataset_files(folder)
+    if "items" not in files:
+        raise FileNotFoundError(
+            f"dataset folder {str(folder)!r} has no items table; expected items.parquet or "
+            "items.csv"
+        )
+    tables = {n: read_table(n, f) for n, f in files.items() if n != "events"}
+    check_dataset(tables, context=f"dataset {str(folder)!r}")
+    if "events" in files:
+        pieces = table_parts(files["events"])
+        with dask_client(scheduler, announce=progress) as client:
+            [known] = client.scatter([tables["items"]["item_id"]], broadcast=True, hash=False)
+            tasks = [dask.delayed(_read_kinds)(p, known, tuple(event_kinds)) for p in pieces]
+            frames = gather_with_progress(
+                client, tasks, "events (dask)", progress=progress, unit="part"
+            )
+        tables["events"] = pd.concat(frames, ignore_index=True)
+    return {n: tables[n] for n in TABLE_ORDER if n in tables}

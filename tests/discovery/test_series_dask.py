@@ -76,3 +76,22 @@ def test_discover_on_dask_finds_the_same_incidents(
     ]
     assert got.signals == want.signals
     assert len(want.incidents) >= 1
+
+
+def test_discovery_reads_only_the_event_kinds_it_declares() -> None:
+    # --engine dask loads only these events; the result must not change
+    from discovery.pipeline import EVENT_KINDS_USED
+    from simulator.config import SimConfig
+    from simulator.core import simulate
+
+    tables = dict(simulate(SimConfig(n_items=3000, days=12, seed=3)).tables)
+    events = tables["events"]
+    assert set(events["kind"]) - set(EVENT_KINDS_USED)  # views, likes... too
+    subset = {**tables, "events": events[events["kind"].isin(EVENT_KINDS_USED)]}
+    want = discover(tables)
+    got = discover(subset)
+    assert [(i.key, i.signal, i.start) for i in got.incidents] == [
+        (i.key, i.signal, i.start) for i in want.incidents
+    ]
+    assert got.signals == want.signals
+    pd.testing.assert_frame_equal(got.clusters, want.clusters)

@@ -144,3 +144,21 @@ def test_snapshots_from_folder_report_bad_events(
     sim_tables["labels"].to_parquet(path / "labels.parquet", index=False)
     with pytest.raises(ContractError, match="item_id not in items"):
         snapshots_from_folder(path, (1, 6, 24), scheduler=scheduler)
+
+
+def test_load_dataset_dask_keeps_only_the_asked_event_kinds(
+    scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    from features.dataset_dask import load_dataset_dask
+
+    path = write_dataset(sim_tables, tmp_path / "ds", parts={"events": 3})
+    want = load_dataset(path)
+    got = load_dataset_dask(path, event_kinds=("comment", "report"), scheduler=scheduler)
+    assert list(got) == list(want)
+    events = want["events"]
+    kept = events[events["kind"].isin(["comment", "report"])].reset_index(drop=True)
+    assert 0 < len(kept) < len(events)
+    pd.testing.assert_frame_equal(got["events"], kept)
+    for name in want:
+        if name != "events":
+            pd.testing.assert_frame_equal(got[name], want[name])
