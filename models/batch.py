@@ -60,12 +60,14 @@ def score_dataset(
     *,
     npartitions: int | None = None,
     scheduler: str | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Score every snapshot row: item_id, as_of, anchor, a probability per issue, flagged.
 
     engine "dask" splits the rows into partitions and scores them in parallel: on the client
     a command has open (common.cluster.dask_client) or the scheduler at `scheduler`, else
-    on local threads; the result is the same frame.
+    on local threads; the result is the same frame. `progress` reports partitions done on
+    a cluster (stderr).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not one of {list(ENGINES)}")
@@ -75,7 +77,7 @@ def score_dataset(
         )
     if engine == "pandas" or len(snapshots) == 0:
         return score_partition(snapshots, bundle)
-    from common.cluster import current_client, dask_client
+    from common.cluster import current_client, dask_client, gather_with_progress
 
     n = npartitions or max(1, min(32, len(snapshots) // 20_000 + 1))
     if scheduler or current_client() is not None:
@@ -87,7 +89,10 @@ def score_dataset(
         with dask_client(scheduler) as client:
             [bundle_future] = client.scatter([bundle], broadcast=True, hash=False)
             parts = client.scatter(chunks, hash=False)
-            scored = client.gather(client.map(score_partition, parts, bundle=bundle_future))
+            futures = client.map(score_partition, parts, bundle=bundle_future)
+            scored = gather_with_progress(
+                client, futures, "score (dask)", progress=progress, unit="partition"
+            )
         return pd.concat(scored, ignore_index=True)
     import dask.dataframe as dd
 

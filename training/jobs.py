@@ -189,7 +189,7 @@ def score_to_file(
 
         with dask_client(scheduler, announce=True):
             snaps = snapshots_for(data, engine=engine, scheduler=scheduler)
-            scored = score_dataset(bundle, snaps, engine="dask")
+            scored = score_dataset(bundle, snaps, engine="dask", progress=True)
     else:
         scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
     out = Path(out)
