@@ -92,6 +92,24 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Dask (the `--engine dask` path of the heavy commands; see common.cluster)
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Address of an existing Dask scheduler (tcp://host:8786); default: a "
+        "LocalCluster sized to this machine.",
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="LocalCluster workers; default one per available core."
+    )
+    dask_memory_limit: str = Field(
+        default="auto",
+        description="Memory limit per LocalCluster worker ('4GB', '2GiB'...); 'auto': 80 % of "
+        "the machine's memory shared by the workers. Workers spill to disk from 60 % of it.",
+    )
+    dask_spill_dir: Path | None = Field(
+        default=None, description="Where LocalCluster workers spill; default data_dir/dask."
+    )
+
     # promotion gate
     promotion_tolerance: float = Field(
         default=0.02, ge=0, description="Largest PR-AUC drop per issue the gate accepts."

@@ -28,12 +28,18 @@ def _check_inputs(data: Path, scores: Path | None) -> None:
         raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
 
 
-def _load(data: Path, scores: Path | None):
+def _load(data: Path, scores: Path | None, engine: str = "pandas", scheduler: str | None = None):
     import pandas as pd
 
     from features.io import load_dataset
 
-    tables = load_dataset(data)
+    if engine == "dask":
+        from discovery.pipeline import EVENT_KINDS_USED
+        from features.dataset_dask import load_dataset_dask
+
+        tables = load_dataset_dask(data, event_kinds=EVENT_KINDS_USED, scheduler=scheduler)
+    else:
+        tables = load_dataset(data)
     frame = None
     if scores is not None:
         frame = pd.read_parquet(scores)
@@ -68,6 +74,20 @@ def discover_command(
             help="Report progress on stderr (a bar on a terminal, lines in a log).",
         ),
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="pandas, or dask: segment series aggregated on a Dask cluster."
+        ),
+    ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
+            "cluster sized to this machine).",
+        ),
+    ] = None,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:
@@ -77,11 +97,26 @@ def discover_command(
             "surfacer discover needs --data DIR and --out DIR (or a subcommand, e.g. effect)"
         )
     _check_inputs(data, scores)
+    if engine not in ("pandas", "dask"):
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
+    from contextlib import nullcontext
+
+    from common.cluster import dask_client
     from discovery.pipeline import DiscoveryConfig, discover
     from discovery.report import write_discovery
 
-    tables, frame = _load(data, scores)
-    result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)
+    # one cluster for loading and for the series (the nested steps reuse its client)
+    cluster = dask_client(scheduler, announce=progress) if engine == "dask" else nullcontext()
+    with cluster:
+        tables, frame = _load(data, scores, engine, scheduler)
+        result = discover(
+            tables,
+            frame,
+            config=DiscoveryConfig(pairs=pairs),
+            progress=progress,
+            engine=engine,
+            scheduler=scheduler,
+        )
     path = write_discovery(result, out)
     if result.incidents:
         show(incidents_table(result.incidents))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -79,6 +81,11 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     **{f"wrongful_enforcement:flagged:{p}": ("low_quality",) for p in LOW_QUALITY_POLICIES},
     **{f"wrongful_enforcement:flagged:{p}": ("harmful_interactions",) for p in ABUSE_POLICIES},
 }
+
+
+# The only events discovery reads (toxic comments in discovery.signals, spam reports in
+# discovery.clusters): with --engine dask the workers send back just these rows.
+EVENT_KINDS_USED: tuple[str, ...] = ("comment", "report")
 
 
 @dataclass(frozen=True)
@@ -190,8 +197,35 @@ def discover(
     *,
     config: DiscoveryConfig | None = None,
     progress: bool = False,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> DiscoveryResult:
-    """Find issue-rate incidents by segment in a dataset (optionally with model scores)."""
+    """Find issue-rate incidents by segment in a dataset (optionally with model scores).
+
+    `engine="dask"` aggregates the segment series on a Dask cluster (`scheduler`, see
+    common.cluster): the same counting, chunk by chunk (discovery.series_dask).
+    """
+    if engine not in ("pandas", "dask"):
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
+    with ExitStack() as stack:
+        series_fn = build_series
+        if engine == "dask":
+            from common.cluster import dask_client
+            from discovery.series_dask import build_series_dask
+
+            client = stack.enter_context(dask_client(scheduler, announce=progress))
+            series_fn = partial(build_series_dask, client=client)
+        return _discover(tables, scores, config=config, progress=progress, series_fn=series_fn)
+
+
+def _discover(
+    tables: Mapping[str, pd.DataFrame],
+    scores: pd.DataFrame | None,
+    *,
+    config: DiscoveryConfig | None,
+    progress: bool,
+    series_fn: Callable[..., SegmentSeries],
+) -> DiscoveryResult:
     cfg = config or DiscoveryConfig()
     dims: ItemDimensions = item_dimensions(tables, min_items=cfg.min_items)
     # A signal without a single numerator event (e.g. no action under other policies) has
@@ -215,7 +249,7 @@ def discover(
     with Progress("discover", len(signals), unit="signal", enabled=progress) as bar:
         for signal in signals:
             bar.status(signal.name)
-            series = build_series(
+            series = series_fn(
                 signal.units,
                 dims,
                 start=start,

@@ -95,6 +95,9 @@ def hour_grid(units: Sequence[pd.DataFrame]) -> tuple[pd.Timestamp, int]:
     return start, int((end - start) / pd.Timedelta(hours=1))
 
 
+Counts = dict[tuple[str, ...], pd.DataFrame]
+
+
 def build_series(
     units: pd.DataFrame,
     dims: ItemDimensions,
@@ -110,7 +113,40 @@ def build_series(
 
     Segments whose total numerator over the whole range is below `min_num` (`min_pair_num` for
     pairs) are left out: they cannot reach significance and only dilute false-alarm control.
+    The work is `series_counts` (sums per segment and hour, additive over any split of the
+    units) then `series_from_counts`; the Dask engine (discovery.series_dask) runs the first
+    on contiguous chunks of the units and adds them up with `combine_counts`.
     """
+    counts = series_counts(units, dims, start=start, n_hours=n_hours, pairs=pairs)
+    return series_from_counts(
+        counts,
+        start=start,
+        n_hours=n_hours,
+        platform_den=platform_den,
+        min_num=min_num,
+        min_pair_num=min_pair_num,
+    )
+
+
+def series_combos(dims: ItemDimensions, pairs: bool) -> list[tuple[str, ...]]:
+    """The dimension tuples a series is kept for: () (the platform), singles, pairs."""
+    available = dims.dimensions
+    combos: list[tuple[str, ...]] = [(d,) for d in available]
+    if pairs:
+        combos += list(combinations(available, 2))
+    return [(), *combos]
+
+
+def series_counts(
+    units: pd.DataFrame,
+    dims: ItemDimensions,
+    *,
+    start: pd.Timestamp,
+    n_hours: int,
+    pairs: bool = True,
+) -> Counts:
+    """(num, den) summed per (segment values, hour) for every combo, in order of first
+    appearance; a combo whose source is empty (no hashtags) is absent."""
     frame = units.merge(dims.items, on="item_id", how="inner")
     hour = ((frame["ts"] - start) / pd.Timedelta(hours=1)).astype(int).to_numpy()
     frame = frame.assign(_h=hour)
@@ -118,7 +154,41 @@ def build_series(
     with_tags = (
         frame.merge(dims.hashtags, on="item_id", how="inner") if len(dims.hashtags) else None
     )
-    available = dims.dimensions
+    counts: Counts = {}
+    for keys in series_combos(dims, pairs):
+        source = with_tags if "hashtag" in keys else frame
+        if source is None:
+            continue
+        counts[keys] = source.groupby([*keys, "_h"], as_index=False, sort=False)[
+            ["num", "den"]
+        ].sum()
+    return counts
+
+
+def combine_counts(parts: Sequence[Counts]) -> Counts:
+    """Counts of contiguous chunks of the units (in order) -> the counts of all of them."""
+    keys = list(dict.fromkeys(k for part in parts for k in part))
+    out: Counts = {}
+    for combo in keys:
+        frames = [part[combo] for part in parts if combo in part]
+        out[combo] = (
+            pd.concat(frames, ignore_index=True)
+            .groupby([*combo, "_h"], as_index=False, sort=False)[["num", "den"]]
+            .sum()
+        )
+    return out
+
+
+def series_from_counts(
+    counts: Counts,
+    *,
+    start: pd.Timestamp,
+    n_hours: int,
+    platform_den: bool = False,
+    min_num: float = 10.0,
+    min_pair_num: float = 15.0,
+) -> SegmentSeries:
+    """The segment count matrices from `series_counts` (see `build_series`)."""
     segments: list[Segment] = [()]
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -142,20 +212,14 @@ def build_series(
         nums.append(grouped["num"].to_numpy(dtype=float))
         dens.append(grouped["den"].to_numpy(dtype=float))
 
-    top = frame.groupby("_h", as_index=False)[["num", "den"]].sum()
+    top = counts[()]
     rows.append(np.zeros(len(top), dtype=int))
     cols.append(top["_h"].to_numpy())
     nums.append(top["num"].to_numpy(dtype=float))
     dens.append(top["den"].to_numpy(dtype=float))
-    combos: list[tuple[str, ...]] = [(d,) for d in available]
-    if pairs:
-        combos += list(combinations(available, 2))
-    for keys in combos:
-        source = with_tags if "hashtag" in keys else frame
-        if source is None:
-            continue
-        grouped = source.groupby([*keys, "_h"], as_index=False, sort=False)[["num", "den"]].sum()
-        add(grouped, list(keys), min_num if len(keys) == 1 else min_pair_num)
+    for keys, grouped in counts.items():
+        if keys:
+            add(grouped, list(keys), min_num if len(keys) == 1 else min_pair_num)
     num = np.zeros((len(segments), n_hours))
     den = np.zeros((len(segments), n_hours))
     r = np.concatenate(rows)
@@ -209,10 +273,13 @@ __all__ = [
     "SegmentSeries",
     "build_series",
     "canonical",
+    "combine_counts",
     "contains",
     "hour_grid",
     "parse_segment",
     "segment_key",
     "segment_mask",
+    "series_counts",
     "series_for",
+    "series_from_counts",
 ]

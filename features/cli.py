@@ -80,17 +80,51 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
         typer.echo(f"  {role}: {', '.join(cols) or '-'}")
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where to compute: pandas (in this process) or dask (part by part on a cluster).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local cluster "
+        "sized to this machine).",
+    ),
+]
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("pandas", "dask"):
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
+
+
 @data_app.command("validate")
-def validate_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
+def validate_cmd(
+    path: PathArg,
+    progress: ProgressOpt = True,
+    engine: EngineOpt = "pandas",
+    scheduler: SchedulerOpt = None,
+) -> None:
     """Check a dataset against the contract; print a per-table summary or every problem."""
     from features.flat import load_flat
     from features.io import load_dataset, table_summary
 
+    _check_engine(engine)
     if _is_spec(path):
         _echo_flat(load_flat(path), details=False)
         return
-    tables = load_dataset(path, progress=progress)
-    summary = table_summary(tables)
+    if engine == "dask":
+        from features.dataset_dask import validate_folder_dask
+
+        summary = validate_folder_dask(path, scheduler=scheduler, progress=progress)
+        tables = summary["table"].tolist()
+    else:
+        tables = load_dataset(path, progress=progress)
+        summary = table_summary(tables)
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
     _show_frame(summary)
@@ -131,11 +165,8 @@ def build_cmd(
     horizons: Annotated[
         str, typer.Option(help="Hours after posting to snapshot at, comma-separated.")
     ] = "1,6,24",
-    engine: Annotated[str, typer.Option(help="Where to compute: pandas or dask.")] = "pandas",
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler address (default: a local cluster, a worker per core)."),
-    ] = None,
+    engine: EngineOpt = "pandas",
+    scheduler: SchedulerOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Build point-in-time snapshots (one row per item and as_of) into a Parquet file."""

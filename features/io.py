@@ -1,5 +1,11 @@
 """Read and write raw-table datasets: a folder of `<table>.parquet` (or `<table>.csv`) files.
 
+A table may also be a folder of Parquet parts (`events/part-00003.parquet`,
+`events/2026-01-05.parquet`, in any sub-folders): parts are read in sorted path order, each
+checked against the contract on its own so that a part with the wrong schema is named.
+Past one machine, `table_parts` lists the pieces (parts, or row groups of one big file) that
+the Dask engine reads one task at a time.
+
 Loading coerces CSV text to contract dtypes and validates the whole dataset, raising one
 `ContractError` with every problem. Writing validates first and then publishes the folder
 atomically (temp sibling folder + rename), so a reader never sees a half-written dataset.
@@ -11,23 +17,34 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from common.progress import Progress
 from features.contract import TABLE_ORDER, TABLES
-from features.validate import ContractError, check_dataset, coerce_table, validate_dataset
+from features.validate import (
+    ContractError,
+    _dtype_matches,
+    check_dataset,
+    coerce_table,
+    validate_dataset,
+)
 
 DATA_SUFFIXES = (".parquet", ".csv")
+PART_SUFFIX = ".parquet"
 
 
 def dataset_files(path: str | Path) -> dict[str, Path]:
-    """Map each contract table present in folder `path` to its file; unknown files are ignored.
+    """Map each contract table present in folder `path` to its file or folder of Parquet parts.
 
-    Raises FileNotFoundError when the folder is missing, ValueError when it is not a folder or
-    when a table exists both as Parquet and as CSV (which one is right would be a guess).
+    Unknown files are ignored. Raises FileNotFoundError when the folder is missing,
+    ValueError when it is not a folder or when a table exists twice (as Parquet, CSV or a
+    folder of parts: which one is right would be a guess).
     """
     folder = Path(path)
     if not folder.exists():
@@ -38,6 +55,8 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     for name in TABLE_ORDER:
         present = [folder / f"{name}{suf}" for suf in DATA_SUFFIXES]
         present = [p for p in present if p.is_file()]
+        if (folder / name).is_dir():
+            present.append(folder / name)
         if len(present) > 1:
             raise ValueError(
                 f"table {name!r} is in {str(folder)!r} twice ({', '.join(p.name for p in present)}); "
@@ -58,9 +77,130 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
 
 
-def read_table(name: str, path: str | Path) -> pd.DataFrame:
-    """Read one table file (Parquet or CSV) and coerce it to contract dtypes (not validated)."""
+def part_files(path: str | Path) -> list[Path]:
+    """The Parquet parts of a partitioned table folder, in sorted path order (hidden and
+    `_`-prefixed files such as `_SUCCESS` or `_metadata` skipped); a plain file is its own part."""
     path = Path(path)
+    if not path.is_dir():
+        return [path]
+    parts = sorted(
+        p
+        for p in path.rglob(f"*{PART_SUFFIX}")
+        if p.is_file() and not any(s.startswith((".", "_")) for s in p.relative_to(path).parts)
+    )
+    if not parts:
+        raise ValueError(f"table folder {str(path)!r} holds no {PART_SUFFIX} parts")
+    return parts
+
+
+class PartitionError(ValueError):
+    """A part of a partitioned table that does not fit the contract (names the file)."""
+
+
+def check_part(name: str, df: pd.DataFrame, file: str | Path) -> None:
+    """Raise PartitionError naming `file` when a coerced part's columns break the schema.
+
+    Only the schema is checked here (missing contract columns, a column whose type cannot be
+    the contract's); values are the job of validation, which then reports table rows.
+    """
+    problems = []
+    for col in TABLES[name].columns:
+        if col.name not in df.columns:
+            if not col.nullable:
+                problems.append(f"missing column {col.name!r}")
+            continue
+        s = df[col.name]
+        if not _dtype_matches(s, col.kind) and s.notna().any():
+            problems.append(f"column {col.name!r} is {s.dtype}, expected {col.kind}")
+    if problems:
+        raise PartitionError(
+            f"{name} part {str(file)!r} has the wrong schema: {'; '.join(problems)}"
+        )
+
+
+def read_part(
+    name: str,
+    file: str | Path,
+    row_groups: Sequence[int] | None = None,
+    *,
+    check: bool = True,
+) -> pd.DataFrame:
+    """One part of a table (a Parquet file, or some of its row groups), coerced and (`check`)
+    schema-checked; the Dask engine reads each part in its own task. A piece of one big file
+    is not schema-checked: validation reports its columns as the pandas path does."""
+    file = Path(file)
+    if row_groups is not None:
+        import pyarrow.parquet as pq
+
+        df = pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
+    elif file.suffix == ".csv":
+        df = _read_csv(name, file)
+    else:
+        df = pd.read_parquet(file)
+    df = coerce_table(name, df.reset_index(drop=True))
+    if check:
+        check_part(name, df, file)
+    return df
+
+
+@dataclass(frozen=True)
+class TablePart:
+    """A piece of a table one task reads: a file (or some of its row groups) and its rows."""
+
+    file: Path
+    row_groups: tuple[int, ...] | None
+    rows: int
+    offset: int  # rows of the table before this part (for 0-based table row numbers)
+    partitioned: bool = False  # a part of a folder (schema-checked on its own)
+
+    def read(self, name: str) -> pd.DataFrame:
+        return read_part(name, self.file, self.row_groups, check=self.partitioned)
+
+
+def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[TablePart]:
+    """Pieces of a table file or folder of about `target_rows` rows (from Parquet metadata).
+
+    A folder's parts are pieces of their own (split further by row groups when large); one big
+    Parquet file is split by row groups, so a single-file table streams too. A CSV file is one
+    piece.
+    """
+    import pyarrow.parquet as pq
+
+    pieces: list[TablePart] = []
+    offset = 0
+    folder = Path(path).is_dir()
+    for file in part_files(path):
+        if file.suffix != PART_SUFFIX:
+            pieces.append(TablePart(file, None, -1, offset, folder))
+            continue
+        meta = pq.ParquetFile(file).metadata
+        groups: list[int] = []
+        rows = 0
+        for g in range(meta.num_row_groups):
+            groups.append(g)
+            rows += meta.row_group(g).num_rows
+            if rows >= target_rows:
+                pieces.append(TablePart(file, tuple(groups), rows, offset, folder))
+                offset += rows
+                groups, rows = [], 0
+        if groups or not pieces or pieces[-1].file != file:
+            pieces.append(TablePart(file, tuple(groups) if groups else None, rows, offset, folder))
+            offset += rows
+    if len(pieces) == 1 and pieces[0].row_groups is not None:
+        pieces = [TablePart(pieces[0].file, None, pieces[0].rows, 0, folder)]
+    return pieces
+
+
+def read_table(name: str, path: str | Path) -> pd.DataFrame:
+    """Read one table (a file, Parquet or CSV, or a folder of Parquet parts) and coerce it to
+    contract dtypes (not validated). A part with the wrong schema raises PartitionError."""
+    path = Path(path)
+    if path.is_dir():
+        frames = [read_part(name, f) for f in part_files(path)]
+        if len(frames) == 1:
+            return frames[0]
+        # parts coerce on their own (an all-null part may hold another null dtype): again
+        return coerce_table(name, pd.concat(frames, ignore_index=True))
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
     elif path.suffix == ".csv":
@@ -110,6 +250,7 @@ def write_dataset(
     *,
     extra_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
+    parts: Mapping[str, int | Literal["day"]] | None = None,
 ) -> Path:
     """Validate `tables` and write them as `<table>.parquet` into folder `out`, atomically.
 
@@ -117,11 +258,17 @@ def write_dataset(
     folder that is renamed into place; an existing non-empty `out` is refused unless
     `overwrite`, in which case the old folder is renamed aside, the new one renamed in, and
     the old one deleted. `extra_files` (name -> bytes) land in the same folder.
+    `parts` writes a table as a folder of Parquet parts instead of one file: an int `n` splits
+    it by a hash of item_id into n parts (`part-00000.parquet`...), "day" into one part per UTC
+    day of its time column (`2026-01-05.parquet`).
     """
     out = Path(out)
     extra = dict(extra_files or {})
     for name in extra:
         _check_extra_name(name)
+    parts = dict(parts or {})
+    for name, how in parts.items():
+        _check_partitioning(name, how)
     unknown = [n for n in tables if n not in TABLES]
     coerced = {n: coerce_table(n, df) for n, df in tables.items() if n in TABLES}
     problems = validate_dataset({**coerced, **{n: tables[n] for n in unknown}})
@@ -140,7 +287,9 @@ def write_dataset(
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should be readable
         for name in TABLE_ORDER:
-            if name in coerced:
+            if name in coerced and name in parts:
+                write_parts(coerced[name], tmp / name, name, parts[name])
+            elif name in coerced:
                 coerced[name].to_parquet(tmp / f"{name}.parquet", index=False)
         for name, data in extra.items():
             (tmp / name).write_bytes(data)
@@ -149,6 +298,53 @@ def write_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _check_partitioning(name: str, how: object) -> None:
+    if name not in TABLES:
+        raise ValueError(f"cannot partition {name!r}: not a contract table")
+    if how == "day":
+        if name not in TIME_COLUMNS:
+            raise ValueError(f"cannot partition {name!r} by day: it has no time column")
+    elif isinstance(how, int) and not isinstance(how, bool) and how >= 1:
+        if "item_id" not in TABLES[name].column_names:
+            raise ValueError(f"cannot partition {name!r} by item_id: it has no item_id column")
+    else:
+        raise ValueError(
+            f"partitioning of {name!r} must be a part count >= 1 or 'day', got {how!r}"
+        )
+
+
+def write_parts(df: pd.DataFrame, folder: Path, name: str, how: int | str) -> list[Path]:
+    """Write `df` as Parquet parts into `folder`: by hashed item_id into `how` parts, or by day.
+
+    Rows keep their table order inside each part; empty hash buckets still get a (0-row) part,
+    so a reader always finds `how` files.
+    """
+    from features.snapshot_dask import item_buckets
+
+    _check_partitioning(name, how)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if how == "day":
+        days = pd.to_datetime(df[TIME_COLUMNS[name]], utc=True).dt.strftime("%Y-%m-%d")
+        days = days.fillna("unknown-day")
+        for day in sorted(days.unique()):
+            path = folder / f"{day}{PART_SUFFIX}"
+            df[(days == day).to_numpy()].to_parquet(path, index=False)
+            written.append(path)
+        if not written:  # an empty table still needs one part to carry its schema
+            path = folder / f"part-00000{PART_SUFFIX}"
+            df.to_parquet(path, index=False)
+            written.append(path)
+        return written
+    n = int(how)
+    buckets = item_buckets(df["item_id"].astype("str"), n) if len(df) else np.zeros(0, int)
+    for b in range(n):
+        path = folder / f"part-{b:05d}{PART_SUFFIX}"
+        df[buckets == b].to_parquet(path, index=False)
+        written.append(path)
+    return written
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -117,7 +117,11 @@ class GroupedTimes:
 
     `values` are per-event numbers whose prefix sums are kept (NaN counts as 0; keep a
     separate indicator column to count the non-null ones). With values or `keep_order`,
-    `order` holds the input positions in sorted order.
+    `order` holds the input positions in sorted order (stable: ties keep input order).
+
+    Prefix sums restart at each group, so a group's sums add only its own events, in the
+    same order whatever else is in the frame: the Dask engine, which sees a subset of the
+    items per partition, gets the very same floats as the pandas engine.
     """
 
     def __init__(
@@ -140,15 +144,17 @@ class GroupedTimes:
         self.sums: dict[str, np.ndarray] = {}
         self.order: np.ndarray | None = None
         if values or keep_order:
-            self.order = np.argsort(key)
+            self.order = np.argsort(key, kind="stable")
             self.key = key[self.order]
             del key
+            sorted_group = group[self.order] if values else None
             for name, v in (values or {}).items():
                 taken = np.asarray(v, dtype=np.float64)[self.order]
                 np.nan_to_num(taken, copy=False, nan=0.0)
                 cum = np.empty(taken.size + 1, dtype=np.float64)
                 cum[0] = 0.0
-                np.cumsum(taken, out=cum[1:])
+                # cum[i + 1]: the sum of the group's events up to sorted position i
+                cum[1:] = pd.Series(taken).groupby(sorted_group, sort=False).cumsum().to_numpy()
                 self.sums[name] = cum
                 del taken
         else:
@@ -177,7 +183,8 @@ class GroupedTimes:
     def sum_before(self, name: str, group: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
         """Sum of value `name` over events of `group` with time < t."""
         cum = self.sums[name]
-        return cum[self.position(group, t_ns)] - cum[self.starts[group]]
+        pos = self.position(group, t_ns)
+        return np.where(pos > self.starts[group], cum[pos], 0.0)
 
     def first_times(self, member: np.ndarray, ts_ns: np.ndarray) -> GroupedTimes:
         """Earliest event of each distinct (group, member) pair, as a GroupedTimes of groups.

@@ -121,16 +121,29 @@ def build_snapshot_file(
     if out.exists() and out.is_dir():
         raise ValueError(f"snapshot output {str(out)!r} is a folder; expected a .parquet file")
     start = time.perf_counter()
-    tables = load_dataset(data, progress=progress)
-    frame = build_snapshots(
-        tables,
-        horizons_h,
-        include_moderation=include_moderation,
-        as_of_max=as_of_max,
-        engine=engine,
-        scheduler=scheduler,
-        progress=progress,
-    )
+    if engine == "dask" and Path(data).is_dir():
+        # events are read, validated and shuffled by the workers, never whole on the client
+        from features.snapshot_dask import snapshots_from_folder
+
+        frame, tables = snapshots_from_folder(
+            data,
+            horizons_h,
+            include_moderation=include_moderation,
+            as_of_max=as_of_max,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    else:
+        tables = load_dataset(data, progress=progress)
+        frame = build_snapshots(
+            tables,
+            horizons_h,
+            include_moderation=include_moderation,
+            as_of_max=as_of_max,
+            engine=engine,
+            scheduler=scheduler,
+            progress=progress,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -4,22 +4,28 @@ Events are split by a hash of item_id with dask.dataframe, so each partition hol
 event of its items; the small tables (items, creators, moderation, appeals) are broadcast
 whole, since creator history spans items of other partitions. Rows come back in the same
 order as the pandas engine.
+
+From a dataset folder (`snapshots_from_folder`), the events are never whole on the client:
+the workers read them piece by piece (a Parquet part, or row groups of one big file),
+validate them and keep them on the cluster, spilling to disk under memory pressure.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from common.machine import available_cores
-from common.progress import Progress
 from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
+# Each event's position in the events table: a bucket's events are put back in table order
+# after the shuffle, so that every sum over an item's events adds in the pandas order (float
+# sums in another order differ in the last bits, and a tree split can fall between them).
+ROW = "_row"
 
 
 def item_buckets(item_ids: pd.Series, n: int) -> np.ndarray:
@@ -43,7 +49,11 @@ def _partition(
     subset = np.flatnonzero((buckets >= lo) & (buckets < hi))
     tables = {k: v for k, v in small.items() if not k.startswith("_")}
     if events is not None:
-        tables["events"] = events.reset_index(drop=True).drop(columns=[BUCKET], errors="ignore")
+        if ROW in events.columns:
+            events = events.sort_values(ROW, kind="stable")
+        tables["events"] = events.reset_index(drop=True).drop(
+            columns=[BUCKET, ROW], errors="ignore"
+        )
     return snapshot_frame(
         tables,
         horizons_h,
@@ -63,71 +73,156 @@ def build_snapshots_dask(
     progress: bool = False,
     npartitions: int | None = None,
 ) -> pd.DataFrame:
-    """Snapshots computed on a Dask cluster (`scheduler` address, or a local one with a
-    single-threaded worker process per available core)."""
-    import dask
+    """Snapshots computed on a Dask cluster (`scheduler` address, else common.cluster's
+    choice: SURFACER_DASK_SCHEDULER or a LocalCluster sized to the machine)."""
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster, as_completed
+
+    from common.cluster import dask_client, n_workers
 
     events = tables.get("events")
     small = {k: v for k, v in tables.items() if k != "events"}
-    with ExitStack() as stack:
-        if scheduler is None:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=available_cores(),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+    with dask_client(scheduler, announce=progress) as client:
+        n = npartitions or 2 * n_workers(client)
+        ddf = (
+            None
+            if events is None
+            else dd.from_pandas(
+                events.assign(**{ROW: np.arange(len(events), dtype=np.int64)}),
+                npartitions=n,
+                sort=False,
             )
-            client = stack.enter_context(Client(cluster))
-        else:
-            client = stack.enter_context(Client(scheduler))
-        n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        n = npartitions or 2 * n_workers
-        small["_n_buckets"] = pd.DataFrame({"n": [n]})
-        [small_future] = client.scatter([small], broadcast=True, hash=False)
-        if events is None:
-            # No events: nothing to partition; one task on the cluster keeps the same path.
-            parts = [
+        )
+        return _snapshots_on(
+            client, ddf, small, n, horizons_h, include_moderation, as_of_max_ns, progress
+        )
+
+
+def _snapshots_on(
+    client: Any,
+    events: Any,
+    small: Mapping[str, pd.DataFrame],
+    n: int,
+    horizons_h: Sequence[float],
+    include_moderation: bool,
+    as_of_max_ns: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """Shuffle the events (a dask DataFrame, or None) into `n` item buckets on the cluster and
+    run `snapshot_frame` on each bucket; rows in the pandas engine's order."""
+    import dask
+
+    from common.cluster import gather_with_progress
+
+    small = dict(small)
+    small["_n_buckets"] = pd.DataFrame({"n": [n]})
+    [small_future] = client.scatter([small], broadcast=True, hash=False)
+    if events is None:
+        # No events: nothing to partition; one task on the cluster keeps the same path.
+        parts = [
+            dask.delayed(_partition)(
+                None, small_future, -np.inf, np.inf, horizons_h, include_moderation, as_of_max_ns
+            )
+        ]
+    else:
+        ddf = events.assign(
+            **{BUCKET: events["item_id"].map_partitions(item_buckets, n, meta=(BUCKET, "i8"))}
+        )
+        # Explicit divisions: partition i holds exactly bucket i (a shuffle on the cluster).
+        ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)])
+        bounds = list(ddf.divisions)
+        parts = []
+        for i, part in enumerate(ddf.to_delayed()):
+            lo = bounds[i] if i > 0 else -np.inf
+            hi = bounds[i + 1] if i + 1 < len(bounds) - 1 else np.inf
+            parts.append(
                 dask.delayed(_partition)(
-                    None,
-                    small_future,
-                    -np.inf,
-                    np.inf,
-                    horizons_h,
-                    include_moderation,
-                    as_of_max_ns,
+                    part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
                 )
-            ]
-        else:
-            ddf = dd.from_pandas(events, npartitions=n, sort=False)
-            ddf = ddf.assign(
-                **{BUCKET: ddf["item_id"].map_partitions(item_buckets, n, meta=(BUCKET, "i8"))}
             )
-            # Explicit divisions: partition i holds exactly bucket i (a shuffle on the cluster).
-            ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)])
-            bounds = list(ddf.divisions)
-            parts = []
-            for i, part in enumerate(ddf.to_delayed()):
-                lo = bounds[i] if i > 0 else -np.inf
-                hi = bounds[i + 1] if i + 1 < len(bounds) - 1 else np.inf
-                parts.append(
-                    dask.delayed(_partition)(
-                        part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
-                    )
-                )
-        futures = client.compute(parts)
-        if progress:
-            with Progress("snapshots (dask)", len(futures), unit="partition") as bar:
-                for _ in as_completed(futures):
-                    bar.update(1)
-        frames = client.gather(futures)
+    frames = gather_with_progress(
+        client, parts, "snapshots (dask)", progress=progress, unit="partition"
+    )
     out = pd.concat(frames, ignore_index=True)
     # Same row order as the pandas engine: items in table order, then as_of, anchor.
-    position = pd.Index(tables["items"]["item_id"]).get_indexer(out["item_id"])
+    position = pd.Index(small["items"]["item_id"]).get_indexer(out["item_id"])
     anchor = (out["anchor"] == "moderation").to_numpy(dtype=np.int8)
     order = np.lexsort((anchor, out["as_of"].to_numpy(), position))
     return out.iloc[order].reset_index(drop=True)
+
+
+def _read_checked(piece: Any, known_items: pd.Series | None) -> pd.DataFrame:
+    """One piece of the events table, validated as the pandas loader would (ContractError
+    with table row numbers)."""
+    from features.dataset_dask import check_piece
+    from features.validate import ContractError
+
+    df = piece.read("events")
+    check = check_piece("events", piece, known_items, frame=df)
+    if check.problems or check.references:
+        raise ContractError(check.problems + check.references, context="events")
+    return df.assign(**{ROW: np.arange(piece.offset, piece.offset + len(df), dtype=np.int64)})
+
+
+def snapshots_from_folder(
+    path: str | Path,
+    horizons_h: Sequence[float],
+    *,
+    include_moderation: bool = True,
+    as_of_max: Any = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    npartitions: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Snapshots of a dataset folder on Dask, the events never all on the client.
+
+    The small tables are read and validated on the client; the events are read by the
+    workers one piece at a time (features.io.table_parts), validated there (same problems as
+    the pandas loader), kept on the cluster (spilling to disk under memory pressure), and
+    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables).
+    """
+    import dask
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    from common.cluster import dask_client, n_workers
+    from features.io import dataset_files, read_table, table_parts
+    from features.snapshot import WINDOW_TIME_COLUMNS, check_horizons, resolve_as_of_max
+    from features.validate import check_dataset, coerce_table
+
+    horizons = check_horizons(horizons_h)
+    folder = Path(path)
+    files = dataset_files(folder)
+    if "items" not in files:
+        raise FileNotFoundError(
+            f"dataset folder {str(folder)!r} has no items table; expected items.parquet or "
+            "items.csv"
+        )
+    small = {n: read_table(n, f) for n, f in files.items() if n != "events"}
+    check_dataset(small, context=f"dataset {str(folder)!r}")
+    with dask_client(scheduler, announce=progress) as client:
+        n = npartitions or 2 * n_workers(client)
+        events = None
+        latest_events: int | None = None
+        if "events" in files:
+            pieces = table_parts(files["events"])
+            if pieces[0].file.suffix == ".parquet":
+                schema = pq.read_schema(pieces[0].file).empty_table().to_pandas()
+                meta = coerce_table("events", schema)
+                meta[ROW] = pd.Series(dtype="int64")
+            else:
+                meta = pieces[0].read("events").iloc[:0].assign(**{ROW: np.int64(0)})
+            [known] = client.scatter([small["items"]["item_id"]], broadcast=True, hash=False)
+            delayed = [dask.delayed(_read_checked)(p, known) for p in pieces]
+            events = dd.from_delayed(delayed, meta=meta, verify_meta=False)
+            events = client.persist(events)
+            if as_of_max is None and WINDOW_TIME_COLUMNS["events"][0] in meta.columns:
+                ts_max = events["ts"].max().compute()
+                if pd.notna(ts_max):
+                    latest_events = int(pd.Timestamp(ts_max).as_unit("ns").value)
+        as_of_max_ns = resolve_as_of_max(small, as_of_max)
+        if latest_events is not None:
+            as_of_max_ns = max(as_of_max_ns, latest_events)
+        frame = _snapshots_on(
+            client, events, small, n, horizons, include_moderation, as_of_max_ns, progress
+        )
+    return frame, small

@@ -6,6 +6,7 @@ to the workers once), so both engines give identical scores.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -59,11 +60,14 @@ def score_dataset(
     *,
     npartitions: int | None = None,
     scheduler: str | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Score every snapshot row: item_id, as_of, anchor, a probability per issue, flagged.
 
-    engine "dask" splits the rows into partitions and scores them in parallel (threads by
-    default, or the distributed scheduler at `scheduler`); the result is the same frame.
+    engine "dask" splits the rows into partitions and scores them in parallel: on the client
+    a command has open (common.cluster.dask_client) or the scheduler at `scheduler`, else
+    on local threads; the result is the same frame. `progress` reports partitions done on
+    a cluster (stderr).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not one of {list(ENGINES)}")
@@ -73,17 +77,26 @@ def score_dataset(
         )
     if engine == "pandas" or len(snapshots) == 0:
         return score_partition(snapshots, bundle)
-    import dask.dataframe as dd
+    from common.cluster import current_client, dask_client, gather_with_progress
 
     n = npartitions or max(1, min(32, len(snapshots) // 20_000 + 1))
+    if scheduler or current_client() is not None:
+        # Partitions are scattered as data and the bundle is shipped once, rather than
+        # embedding the rows in the task graph (which goes through the scheduler).
+        rows = snapshots.reset_index(drop=True)
+        bounds = np.linspace(0, len(rows), n + 1).astype(int)
+        chunks = [rows.iloc[a:b] for a, b in pairwise(bounds) if b > a]
+        with dask_client(scheduler) as client:
+            [bundle_future] = client.scatter([bundle], broadcast=True, hash=False)
+            parts = client.scatter(chunks, hash=False)
+            futures = client.map(score_partition, parts, bundle=bundle_future)
+            scored = gather_with_progress(
+                client, futures, "score (dask)", progress=progress, unit="partition"
+            )
+        return pd.concat(scored, ignore_index=True)
+    import dask.dataframe as dd
+
     ddf = dd.from_pandas(snapshots.reset_index(drop=True), npartitions=n, sort=False)
     meta = score_partition(snapshots.iloc[:0], bundle)
     scored = ddf.map_partitions(score_partition, bundle, meta=meta)
-    if scheduler:
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            result = client.compute(scored).result()
-    else:
-        result = scored.compute(scheduler="threads")
-    return result.reset_index(drop=True)
+    return scored.compute(scheduler="threads").reset_index(drop=True)

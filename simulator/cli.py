@@ -44,6 +44,27 @@ def simulate_command(
             help="Share of items analysts label (default 0.3, or the drawn world's 2-10%).",
         ),
     ] = None,
+    mean_views: Annotated[
+        float | None,
+        typer.Option(
+            "--mean-views",
+            min=0.1,
+            help="Mean views per item before moderation (default 52, or the drawn world's); "
+            "raise it for an event-heavy world.",
+        ),
+    ] = None,
+    events_parts: Annotated[
+        int | None,
+        typer.Option(
+            "--events-parts",
+            min=1,
+            help="Write events as a folder of this many Parquet parts (by hashed item_id).",
+        ),
+    ] = None,
+    events_by_day: Annotated[
+        bool,
+        typer.Option("--events-by-day", help="Write events as a folder of one Parquet part a day."),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the output folder if it is not empty.")
     ] = False,
@@ -52,18 +73,27 @@ def simulate_command(
     from simulator.config import SimConfig, load_incidents
     from simulator.core import simulate, summarize, write_simulation
 
+    if events_parts is not None and events_by_day:
+        raise ValueError("give --events-parts or --events-by-day, not both")
     planted = load_incidents(incidents) if incidents is not None else None
     settings: dict = {"n_items": items, "days": days, "seed": seed, "incidents": planted}
     if review_rate is not None:
         settings["review_rate"] = review_rate
+    if mean_views is not None:
+        settings["mean_views"] = mean_views
     if world_seed is None:
         config = SimConfig(**settings)
     else:
         from simulator.worlds import draw_world
 
         config = draw_world(world_seed).config(**settings)
+    parts: dict[str, int | str] = {}
+    if events_parts is not None:
+        parts["events"] = events_parts
+    elif events_by_day:
+        parts["events"] = "day"
     sim = simulate(config, progress=True)
-    path = write_simulation(sim, out, overwrite=overwrite)
+    path = write_simulation(sim, out, overwrite=overwrite, parts=parts)
     typer.echo(f"wrote {path}")
     typer.echo(summarize(sim))
 

@@ -23,6 +23,7 @@ Output folder: `<table>.parquet` for the six contract tables, plus
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,8 +330,17 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> Simu
     return Simulation(tables=tables, truth=truth, incidents=incidents, config=cfg)
 
 
-def write_simulation(sim: Simulation, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the tables (Parquet), truth.parquet, incidents.json and simulation.json atomically."""
+def write_simulation(
+    sim: Simulation,
+    out: str | Path,
+    overwrite: bool = False,
+    *,
+    parts: Mapping[str, int | str] | None = None,
+) -> Path:
+    """Write the tables (Parquet), truth.parquet, incidents.json and simulation.json atomically.
+
+    `parts` writes some tables as folders of Parquet parts (see features.io.write_dataset).
+    """
     buf = io.BytesIO()
     sim.truth.to_parquet(buf, index=False)
     manifest = {"dataset_name": sim.config.dataset_name, **sim.config.to_dict()}
@@ -343,7 +353,13 @@ def write_simulation(sim: Simulation, out: str | Path, overwrite: bool = False) 
         "incidents.json": orjson.dumps(sim.incidents, option=orjson.OPT_INDENT_2),
         "simulation.json": orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
     }
-    return write_dataset(sim.tables, out, extra_files=extra, overwrite=overwrite)
+    return write_dataset(
+        sim.tables,
+        out,
+        extra_files=extra,
+        overwrite=overwrite,
+        parts=parts,  # type: ignore[arg-type]
+    )
 
 
 def summarize(sim: Simulation) -> str:

@@ -126,8 +126,28 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    peak_memory: Annotated[
+        bool,
+        typer.Option(
+            "--peak-memory",
+            help="At the end, print the peak memory of the whole process tree (Dask "
+            "workers included) on stderr.",
+        ),
+    ] = False,
+) -> None:
     """surfacer: content-signal ML for issue surfacing on a short-video platform."""
+    if peak_memory:
+        from common.memory import PeakMemory
+
+        sampler = PeakMemory().start()
+
+        def report() -> None:
+            sampler.stop()
+            sampler.report()
+
+        ctx.call_on_close(report)
 
 
 @app.command("demo")

@@ -57,9 +57,25 @@ def train_cmd(
             help="Report each stage on stderr (a bar on a terminal, lines in a log).",
         ),
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="pandas, or dask: snapshots and LightGBM (lightgbm.dask) on a Dask cluster.",
+        ),
+    ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
+            "cluster sized to this machine).",
+        ),
+    ] = None,
 ) -> None:
     """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
     check_data_path(data)
+    check_engine(engine)
     from training.jobs import train_command
 
     text = train_command(
@@ -71,6 +87,8 @@ def train_cmd(
         bundle_out=bundle_out,
         issues=issue,
         progress=progress,
+        engine=engine,
+        scheduler=scheduler,
     )
     typer.echo(text)
 
@@ -89,14 +107,24 @@ def score_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
     engine: Annotated[
-        str, typer.Option("--engine", help="pandas or dask (partitions scored in parallel).")
+        str,
+        typer.Option("--engine", help="pandas, or dask: snapshots and scoring on a Dask cluster."),
     ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
+            "cluster sized to this machine).",
+        ),
+    ] = None,
 ) -> None:
     """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
     check_data_path(data)
+    check_engine(engine)
     from training.jobs import score_to_file
 
-    path, n, flagged = score_to_file(data, model, out, engine=engine)
+    path, n, flagged = score_to_file(data, model, out, engine=engine, scheduler=scheduler)
     typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
 
 
@@ -132,6 +160,12 @@ def promote_cmd(
     move = roll_back(settings, alias=alias) if rollback else promote(settings, version, alias=alias)
     before = "none" if move.before is None else f"v{move.before}"
     typer.echo(f"{settings.model_name}@{move.alias}: {before} -> v{move.after}")
+
+
+def check_engine(engine: str) -> None:
+    """Fail fast on an engine name that is neither pandas nor dask."""
+    if engine not in ("pandas", "dask"):
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
 
 
 def check_data_path(data: Path) -> None:

@@ -61,15 +61,28 @@ def load_training_data(
     horizons_h: Sequence[float] = DEFAULT_HORIZONS_H,
     issues: Sequence[IssueType] | None = None,
     progress: bool = False,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> TrainingData:
-    """A dataset folder (raw tables) or a flat TOML spec -> `TrainingData`."""
+    """A dataset folder (raw tables) or a flat TOML spec -> `TrainingData`.
+
+    `engine="dask"` builds a folder's snapshots on a Dask cluster, the events read by the
+    workers (features.snapshot_dask.snapshots_from_folder); a flat spec is read here either way.
+    """
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(
             f"training data {str(path)!r} does not exist; expected a dataset folder or a .toml spec"
         )
     if path.is_dir():
-        return _load_raw(path, horizons_h=horizons_h, issues=issues, progress=progress)
+        return _load_raw(
+            path,
+            horizons_h=horizons_h,
+            issues=issues,
+            progress=progress,
+            engine=engine,
+            scheduler=scheduler,
+        )
     if path.suffix.lower() == ".toml":
         return _load_flat(path)
     raise ValueError(
@@ -83,15 +96,25 @@ def _load_raw(
     horizons_h: Sequence[float],
     issues: Sequence[IssueType] | None,
     progress: bool,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> TrainingData:
-    from features.io import dataset_files, load_dataset
+    from features.io import dataset_files, load_dataset, part_files
     from features.snapshot import build_snapshots
 
-    tables = load_dataset(path)
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
-    snaps = build_snapshots(tables, horizons_h, progress=progress)
+    if engine == "dask":
+        from features.snapshot_dask import snapshots_from_folder
+
+        # labels come from the small tables (labels, appeals, moderation), not the events
+        snaps, tables = snapshots_from_folder(
+            path, horizons_h, scheduler=scheduler, progress=progress
+        )
+    else:
+        tables = load_dataset(path)
+        snaps = build_snapshots(tables, horizons_h, progress=progress)
     frame = attach_labels(snaps, tables, issues)
-    files = list(dataset_files(path).values())
+    files = [f for table in dataset_files(path).values() for f in part_files(table)]
     truth = None
     truth_path = path / TRUTH_FILE
     if truth_path.exists():

@@ -94,6 +94,8 @@ def train_command(
     issues: list[str] | None = None,
     settings: Settings | None = None,
     progress: bool = True,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> str:
     """Run one training job and return the text `surfacer train` prints.
 
@@ -109,6 +111,8 @@ def train_command(
         promote=promote,
         only_issues=issues or None,
         progress=progress,
+        engine=engine,
+        scheduler=scheduler,
     )
     if bundle_out is not None:
         save_bundle(result.bundle, bundle_out)
@@ -147,11 +151,19 @@ def load_model(ref: str, *, settings: Settings | None = None) -> ScoringBundle:
     return load_bundle(ref, tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
-def snapshots_for(data: Path) -> pd.DataFrame:
+def snapshots_for(
+    data: Path, *, engine: str = "pandas", scheduler: str | None = None
+) -> pd.DataFrame:
     """The rows to score: snapshots of a raw dataset folder, or the items of a flat spec."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"data {str(data)!r} does not exist")
+    if data.is_dir() and engine == "dask":
+        from features.snapshot_dask import snapshots_from_folder
+
+        return snapshots_from_folder(data, DEFAULT_HORIZONS_H, scheduler=scheduler, progress=True)[
+            0
+        ]
     if data.is_dir():
         from features.io import load_dataset
         from features.snapshot import build_snapshots
@@ -165,11 +177,21 @@ def snapshots_for(data: Path) -> pd.DataFrame:
 
 
 def score_to_file(
-    data: Path, model: str, out: Path, *, engine: str = "pandas"
+    data: Path, model: str, out: Path, *, engine: str = "pandas", scheduler: str | None = None
 ) -> tuple[Path, int, int]:
-    """Score a dataset with a model and write Parquet; returns (path, rows, flagged rows)."""
+    """Score a dataset with a model and write Parquet; returns (path, rows, flagged rows).
+
+    `engine="dask"` builds the snapshots and scores them on one Dask cluster (common.cluster).
+    """
     bundle = load_model(model)
-    scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
+    if engine == "dask":
+        from common.cluster import dask_client
+
+        with dask_client(scheduler, announce=True):
+            snaps = snapshots_for(data, engine=engine, scheduler=scheduler)
+            scored = score_dataset(bundle, snaps, engine="dask", progress=True)
+    else:
+        scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -11,9 +11,10 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,14 @@ def train(
     booster_params: BoosterParams | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> TrainResult:
     """Train, evaluate and (when `track`) log one ScoringBundle from a dataset folder or spec.
 
-    `only_issues` trains a subset of the data's issue types (by name).
+    `only_issues` trains a subset of the data's issue types (by name). `engine="dask"` builds
+    the snapshots and fits the boosters on a Dask cluster (`scheduler`, see common.cluster;
+    training.fit_dask says what differs).
     Raises ValueError naming the issue and its label counts when an issue cannot be trained,
     and lets features.validate.ContractError (a ValueError) out on bad data.
     """
@@ -135,13 +140,26 @@ def train(
 
         _tracking_options(log_training, promote=promote)
     timer = _Timer(progress)
+    engine_context, booster_fit = _engine(engine, scheduler, progress)
     try:
         with timer.stage("load"):
-            td = load_training_data(data, horizons_h=horizons_h, issues=issues, progress=progress)
+            td = load_training_data(
+                data,
+                horizons_h=horizons_h,
+                issues=issues,
+                progress=progress,
+                engine=engine,
+                scheduler=scheduler,
+            )
             if only_issues:
                 td = select_issues(td, only_issues)
         bundle, report = fit_and_evaluate(
-            td, random_state=random_state, capacity_per_day=capacity, params=params, timer=timer
+            td,
+            random_state=random_state,
+            capacity_per_day=capacity,
+            params=params,
+            timer=timer,
+            booster_fit=booster_fit,
         )
         run_id = model_version = None
         promoted = reused = False
@@ -159,6 +177,7 @@ def train(
                     "issues": [i.name for i in td.issues],
                     "promote": promote,
                     **{f"lgb_{k}": v for k, v in asdict(params).items()},
+                    **({"engine": engine} if engine != "pandas" else {}),
                 }
                 tracked = log_training(
                     bundle,
@@ -177,6 +196,7 @@ def train(
                 reused = bool(getattr(tracked, "reused", False))
     finally:
         timer.close()
+        engine_context.close()
     if log is not None:
         log(f"timings: {', '.join(f'{k}={v:.1f}s' for k, v in timer.timings.items())}")
     return TrainResult(
@@ -191,6 +211,23 @@ def train(
         timings=timer.timings,
         reused=reused,
     )
+
+
+def _engine(
+    engine: str, scheduler: str | None, progress: bool
+) -> tuple[ExitStack, Callable[..., Any] | None]:
+    """The Dask client kept open for a whole job (closed by the caller) and the booster fit
+    to use (None: training.fit.fit_booster in this process)."""
+    stack = ExitStack()
+    if engine == "pandas":
+        return stack, None
+    if engine != "dask":
+        raise ValueError(f"engine must be pandas or dask, got {engine!r}")
+    from common.cluster import dask_client
+    from training.fit_dask import fit_booster_dask
+
+    client = stack.enter_context(dask_client(scheduler, announce=progress))
+    return stack, partial(fit_booster_dask, client=client)
 
 
 def select_issues(td: TrainingData, names: Sequence[str]) -> TrainingData:
@@ -290,6 +327,7 @@ def fit_and_evaluate(
     params: BoosterParams,
     timer: _Timer | None = None,
     stack_issues: bool = True,
+    booster_fit: Callable[..., Any] | None = None,
 ) -> tuple[ScoringBundle, EvaluationReport]:
     """Fit the transform and one model per issue on `td`, then evaluate on its test split."""
     timer = timer or _Timer(False)
@@ -335,6 +373,7 @@ def fit_and_evaluate(
                 random_state=random_state,
                 capacity_per_day=capacity_per_day,
                 valid_days=valid_days,
+                booster_fit=booster_fit,
             )
         models[issue.name] = fitted.model
         with timer.stage("evaluate"):
@@ -479,6 +518,7 @@ def _fit_issue(
     random_state: int,
     capacity_per_day: int,
     valid_days: float | None,
+    booster_fit: Callable[..., Any] | None = None,
 ) -> _FittedIssue:
     y_all = frame[label_column(issue.name)].to_numpy(dtype=float)
     anchor = _anchor_mask(frame, issue.anchor)
@@ -517,7 +557,7 @@ def _fit_issue(
             x_te = np.column_stack([x_te, scores[2]])
             x_va_all = np.column_stack([x_va_all, scores[3]])
 
-    booster, best = fit_booster(
+    booster, best = (booster_fit or fit_booster)(
         x_tr,
         y_tr,
         x_va,

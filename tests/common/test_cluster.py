@@ -1,0 +1,61 @@
+"""Where Dask runs (plan from settings) and the process-tree peak memory figure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.cluster import AUTO_MEMORY_SHARE, parse_bytes, plan_cluster
+from common.machine import total_memory_bytes
+from common.memory import PeakMemory
+from common.settings import Settings
+
+
+def test_plan_defaults_to_a_local_cluster_sized_to_the_machine(tmp_path: Path) -> None:
+    plan = plan_cluster(settings=Settings(data_dir=tmp_path), n_workers=2)
+    assert plan.scheduler is None
+    assert plan.n_workers == 2
+    assert plan.memory_limit == int(total_memory_bytes() * AUTO_MEMORY_SHARE / 2)
+    assert plan.spill_dir == (tmp_path / "dask").resolve()
+    assert "2 worker(s)" in plan.describe() and "spill to" in plan.describe()
+
+
+def test_plan_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SURFACER_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
+    monkeypatch.setenv("SURFACER_DASK_MEMORY_LIMIT", "3GB")
+    monkeypatch.setenv("SURFACER_DASK_SPILL_DIR", str(tmp_path / "spill"))
+    plan = plan_cluster()
+    assert plan.scheduler == "tcp://10.0.0.5:8786"
+    assert plan.memory_limit == 3_000_000_000
+    assert plan.spill_dir == (tmp_path / "spill").resolve()
+    # an explicit --scheduler wins over the environment
+    assert plan_cluster("tcp://127.0.0.1:9999").scheduler == "tcp://127.0.0.1:9999"
+
+
+def test_bad_memory_limit_is_a_user_error() -> None:
+    assert parse_bytes("2GiB") == 2 * 1024**3
+    with pytest.raises(ValueError, match="memory limit"):
+        parse_bytes("lots")
+    with pytest.raises(ValueError, match="memory limit"):
+        plan_cluster(settings=Settings(dask_memory_limit="0"))
+
+
+def test_peak_memory_counts_child_processes() -> None:
+    code = "import time; b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"
+    with PeakMemory(interval_s=0.05) as peak:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert peak.peak_bytes >= 300_000_000
+    assert peak.max_processes >= 2
+    assert peak.line().startswith("peak memory: ")
+
+
+def test_cli_prints_peak_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from surfacer.cli import run
+
+    assert run(["--peak-memory", "data", "validate", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "error: dataset folder" in err
+    assert "peak memory: " in err
