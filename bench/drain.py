@@ -46,7 +46,8 @@ def build_spool(folder: Path, n_items: int) -> int:
 
     pool = records(200, random_state=17)
     issues = ("low_quality", "harmful_interactions")
-    spool = SpoolWriter(folder, fsync_interval_s=1.0, max_bytes=1 << 40).start()
+    # Two appenders, as two scoring workers: two segments at a time.
+    spools = [SpoolWriter(folder, fsync_interval_s=1.0, max_bytes=1 << 40).start() for _ in "ab"]
     written = k = 0
     at = datetime.now(UTC)
     while written < n_items:
@@ -72,6 +73,7 @@ def build_spool(folder: Path, n_items: int) -> int:
                 ]
             }
             results.append((rec, probs, flagged, reasons))
+        spool = spools[k // 2 % 2]
         if size == 1:
             rec, probs, flagged, reasons = results[0]
             spool.append_item(to_json(flagged_item(rec, probs, flagged, reasons, "1", at)))
@@ -94,7 +96,8 @@ def build_spool(folder: Path, n_items: int) -> int:
             )
             spool.append_batch(request, response, list(range(size)), at.isoformat())
         written += size
-    spool.close()
+    for spool in spools:
+        spool.close()
     return written
 
 
@@ -138,7 +141,13 @@ def drain(spool_src: Path, work: Path, db_url: str, method: str, profile: bool) 
         def close(self) -> None:  # closed below, after the backends' CPU time is read
             pass
 
-    writer = FlagWriter(spool, lambda: KeepOpen(store, 1.0, method=method), poll_interval_s=0.01)
+    def sink() -> StoreSink:
+        out = KeepOpen(store, 1.0, method=method.removesuffix("-serial"))
+        if method.endswith("-serial"):
+            out.parallel = 1
+        return out
+
+    writer = FlagWriter(spool, sink, poll_interval_s=0.01)
     stop = threading.Event()
     stop.set()  # drain what is there, then return
     prof = cProfile.Profile() if profile else None
@@ -182,8 +191,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--methods",
-        default="executemany,copy",
-        help="Comma-separated ingest methods (copy is PostgreSQL's; SQLite runs executemany).",
+        default="executemany,copy-serial,copy",
+        help="Comma-separated ingest methods: executemany, copy (PostgreSQL's, two batches at "
+        "once), copy-serial (one at a time). SQLite runs executemany only.",
     )
     ap.add_argument("--profile", action="store_true", help="Print where each drain spent time.")
     args = ap.parse_args()
@@ -194,6 +204,9 @@ def main() -> None:
     unknown = set(backends) - {"postgresql", "sqlite"}
     if unknown:
         sys.exit(f"error: unknown backend(s) {sorted(unknown)}; use postgresql, sqlite")
+    from serving.flag_writer import tune_gc
+
+    tune_gc()  # as the writer process does
     work = Path(tempfile.mkdtemp(prefix="surfacer-drain-"))
     try:
         _bench(args, backends, methods, work)

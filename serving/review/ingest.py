@@ -28,6 +28,8 @@ from serving.review.db import UNAVAILABLE_ERRORS, now, parse_as_of, utc
 from serving.review.models import HistoryEvent, ReviewFlag, ReviewItem
 from serving.schemas import FlaggedItem
 
+# Batches stored at once into PostgreSQL by the flag writer (see StoreSink).
+PG_WRITE_LANES = 2
 ITEMS = ReviewItem.__table__
 FLAGS = ReviewFlag.__table__
 HISTORY = HistoryEvent.__table__
@@ -56,7 +58,7 @@ def _finite(scores: dict[str, Any]) -> dict[str, float]:
 
 def _row(it: FlaggedItem, sample_prob: float, at: Any) -> tuple[dict[str, Any], list[dict]]:
     """The review_items values and the flag rows of one item."""
-    scores = _finite(dict(it.scores))
+    scores = _finite(it.scores)
     flagged = [str(i) for i in dict.fromkeys(it.flagged)]
     reach = float(it.reach) if it.reach and math.isfinite(it.reach) else 0.0
     # Unknown reach (flat datasets) counts as 1 so probability still orders.
@@ -77,10 +79,10 @@ def _row(it: FlaggedItem, sample_prob: float, at: Any) -> tuple[dict[str, Any], 
         "model_version": str(it.model_version),
         "anchor": str(it.anchor or "post"),
         "as_of": as_of,
-        "snapshot": dict(it.snapshot),
+        "snapshot": it.snapshot,
         "scores": scores,
         "flagged": flagged,
-        "reasons": dict(it.reasons or {}),
+        "reasons": it.reasons or {},
         "scored_at": utc(it.scored_at) or at,
         "reach": reach,
         "priority": priority,
@@ -401,6 +403,9 @@ class StoreSink:
         self.store = store
         self.sample_prob = sample_prob if sample_prob > 0 else 1.0
         self.method = method  # None: the store's default (`add_flagged`)
+        # Batches the flag writer may store at once (each on its own pooled connection):
+        # PostgreSQL works on one while the writer parses the next; SQLite has one writer.
+        self.parallel = PG_WRITE_LANES if store.dialect == "postgresql" else 1
 
     def open(self) -> None:
         try:
