@@ -297,7 +297,9 @@ class FlagWriter:
         poll_interval_s: float = 0.1,
         status_interval_s: float = 0.5,
         probe_interval_s: float = 2.0,
-        retry_max_s: float = 2.0,
+        # Longest pause between tries while the sink is down: a try is one round trip (see
+        # _cycle), and after the database returns the spool waits at most this long.
+        retry_max_s: float = 0.5,
     ) -> None:
         if batch_items < 1:
             raise ValueError(f"batch_items must be >= 1, got {batch_items}")
@@ -412,6 +414,10 @@ class FlagWriter:
         try:
             if self.sink is None:
                 self._open_sink()
+            elif self.sink_ok is False:
+                # While the sink is down, one cheap round trip asks whether it is back, not a
+                # batch read and parsed only to fail.
+                self._probe()
             moved = self.step()
             if not moved and time.monotonic() - self._last_io > self.probe_interval_s:
                 self._probe()
