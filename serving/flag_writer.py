@@ -2,14 +2,17 @@
 
 Workers only append to the spool (`serving.spool`) before they answer; this writer, one per
 spool folder (an flock on writer.lock), reads the segments oldest first, turns their frames
-back into `FlaggedItem`s and writes them to its sink in batches. After a batch is stored it
-records the segment offset (progress.json), so a restarted writer replays only what was not
-stored; the store's upsert ignores a replayed item (same scoring time), so a replay changes
-nothing. Failures are told apart:
+back into `FlaggedItem`s and writes them to its sink in batches (up to 5,000 items: small
+while it keeps up, big when a backlog waits; a `parallel` sink, the review store on
+PostgreSQL, takes two segments' batches at once). After a batch is stored it records the
+segment offset (progress.json), so a restarted writer replays only what was not stored; the
+store's upsert ignores a replayed item (same scoring time), so a replay changes nothing.
+Failures are told apart:
 
 - the sink is unreachable (`SinkUnavailable`: database down, schema missing): nothing moves,
-  the writer retries with backoff and reports itself unhealthy in status.json (/readyz and
-  /metrics read it); the items wait in the spool;
+  the writer retries (one round trip per try, at most `retry_max_s` = 0.5 s apart) and
+  reports itself unhealthy in status.json (/readyz and /metrics read it); the items wait in
+  the spool;
 - the sink refuses some items (too long for a column, a value it cannot hold): the batch is
   bisected until the refused items are alone, the rest is stored, and each refused item goes
   to dead-letters.jsonl with the error. Nothing is dropped.

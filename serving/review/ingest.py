@@ -1,14 +1,23 @@
-"""Ingest: scored items into the queue with one bulk upsert per batch (SQLAlchemy Core).
+"""Ingest: scored items into the queue, one transaction per batch, replay-safe.
 
-One `INSERT ... ON CONFLICT (item_id, as_of_key, model_version) DO UPDATE` statement per
-batch (the driver's executemany: one statement text, prepared once) writes the items; one
-SELECT reads back the rows this transaction touched (`updated_at` is the transaction's own
-timestamp); one DELETE and one INSERT replace their flag rows and one INSERT appends their
-history. The update applies only when the incoming scoring is newer (`scored_at`), so the flag
-writer replaying a spool segment after a crash changes nothing and appends no history.
-(RETURNING with executemany would make SQLAlchemy send one many-row statement that psycopg
-parses anew each time: half the writer's time, measured.) `StoreSink` is this as the flag
-writer's sink.
+Semantics (both paths): one review_items row per (item_id, as_of, model_version), upserted by
+`INSERT ... ON CONFLICT DO UPDATE ... WHERE stored scored_at < incoming scored_at`, so a replay
+of a spool segment (same scoring time) or an older scoring arriving late changes nothing and
+appends no history. A touched row gets its flag rows replaced (deleted and inserted when it was
+rescored) and one history event ("ingested" or "rescored"); status, leases, labels and
+created_at stay. The last of duplicates in one batch wins.
+
+- PostgreSQL ("copy"): the items and their flags are COPYed into temporary tables (per
+  connection, emptied at commit); one `INSERT ... SELECT ... ON CONFLICT` upserts them and
+  writes what it touched (RETURNING) into a third; three set-based statements replace the flag
+  rows and append the history: about twice the flags per CPU-second of executemany
+  (bench/drain.py), which is what drains a spool backlog after an outage.
+- SQLite ("executemany"): the upsert by executemany (one statement text, prepared once), the
+  touched rows read back by `updated_at` (the transaction's own timestamp), flag rows and
+  history by executemany. The ON CONFLICT statements are built once per process.
+
+An over-long value or a NUL fails its whole batch on either path; the flag writer bisects the
+batch and dead-letters the refused items. `StoreSink` is this as the flag writer's sink.
 """
 
 from __future__ import annotations
