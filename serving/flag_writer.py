@@ -716,4 +716,9 @@ def tune_gc() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    # Run the imported module's code, not this __main__ copy: sinks raise
+    # serving.flag_writer.SinkUnavailable, which a FlagWriter of __main__ would not catch (the
+    # writer process died at every database outage, and its spare took over).
+    from serving.flag_writer import _main as main
+
+    sys.exit(main())
