@@ -1,10 +1,14 @@
 """Benchmark: how fast the flag writer drains a spool backlog into the review store.
 
 A spool like the one a database outage leaves behind (request frames of 20 items and
-single-item frames, as `bench/faults.py`'s load sends them; every item flagged) is built
-once, then drained by a `FlagWriter` into a fresh review store, once per ingest method, side
-by side in this process: PostgreSQL (a database this script creates and drops) and SQLite.
-Prints items/s per backend and method, and with --profile the functions that took the time.
+single-item frames from two workers, as `bench/faults.py`'s load sends them; every item
+flagged) is built once, then drained by a `FlagWriter` into a fresh review store per ingest
+method, side by side in this process: PostgreSQL (a database this script creates and drops)
+with executemany, COPY one batch at a time (copy-serial) and COPY two segments at once (copy,
+the default), and SQLite (executemany). Prints items/s, and the CPU seconds of the writer
+(this process) and of the PostgreSQL backends it used, read from /proc: on a shared machine
+wall time follows the load, items per CPU-second much less. --profile prints where the
+writer's time went (cProfile).
 
     uv run python bench/drain.py [--items 20000] [--backends postgresql,sqlite] [--profile]
 """
