@@ -224,7 +224,11 @@ _APPLY = (
 
 def _staged_upsert() -> Any:
     """INSERT INTO the touched table the rows that the upsert of the staged rows RETURNs."""
-    source = select(*(STAGE.c[name] for name in _STAGED)).order_by(STAGE.c.seq)
+    # In key order: two batches upserting the same items at once (the writer stores two
+    # segments at a time) then lock them in the same order and cannot deadlock.
+    source = select(*(STAGE.c[name] for name in _STAGED)).order_by(
+        STAGE.c.item_id, STAGE.c.as_of_key, STAGE.c.model_version
+    )
     up = _upsert("postgresql", source).cte("up")
     stmt = insert(TOUCHED).from_select(
         _TOUCHED,
