@@ -141,6 +141,7 @@ def test_database_outage_spools_and_recovers(champion: Registry, tmp_path: Path)
                 load = Load(server.base_url, "outage").start()
                 try:
                     time.sleep(1.5)
+                    writer, _ = wait_for(lambda: writer_pid(spool), 30)
                     proxy.cut()
                     degraded, _ = wait_for(
                         lambda: readyz(server.base_url)[1].get("status") == "degraded", 30, 0.25
@@ -165,6 +166,9 @@ def test_database_outage_spools_and_recovers(champion: Registry, tmp_path: Path)
                     load.stop()
                 assert ready, readyz(server.base_url)
                 t, _ = wait_all_stored(load.accepted, url(name), spool, "outage", 60)
+                # The writer waited the outage out; it did not die of it.
+                status = writer_status(spool) or {}
+                assert (writer_pid(spool), status["totals"]["restarts"]) == (writer, 0), status
         finally:
             proxy.close()
     assert during > 0 and t.lost == 0, t

@@ -6,11 +6,12 @@ its own ReviewStore (own engine and connections), claiming with FOR UPDATE SKIP 
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -171,3 +172,80 @@ def _poison_in_a_batch(pg_url: str, tmp_path) -> None:  # type: ignore[no-untype
     assert stored == {r["item_id"] for r in recs} - {d["item_id"] for d in dead}
     assert writer.totals == {**writer.totals, "stored": 38, "dead_lettered": 2, "lost": 0}
     store.close()
+
+
+def _state(store: ReviewStore) -> tuple[list, list, list]:
+    """Items, flag rows and history of `store` without ids and clock times: what the two
+    ingest methods must agree on."""
+    with store.engine.connect() as conn:
+        items = conn.execute(
+            text(
+                "SELECT item_id, as_of_key, model_version, anchor, as_of, snapshot::text, "
+                "scores::text, flagged::text, reasons::text, scored_at, reach, priority, "
+                "sampled, stratum, sample_prob, status, created_at = updated_at "
+                "FROM review_items ORDER BY item_id, as_of_key, model_version"
+            )
+        ).all()
+        flags = conn.execute(
+            text(
+                "SELECT i.item_id, i.model_version, f.issue, f.probability, f.priority "
+                "FROM review_flags f JOIN review_items i ON i.id = f.review_item_id "
+                "ORDER BY 1, 2, 3"
+            )
+        ).all()
+        history = conn.execute(
+            text(
+                "SELECT i.item_id, i.model_version, h.event, h.actor, h.detail::jsonb "
+                "FROM review_history h JOIN review_items i ON i.id = h.review_item_id "
+                "ORDER BY 1, 2, h.id"
+            )
+        ).all()
+    items = [
+        (*r[:5], orjson.loads(r[5]), *(orjson.loads(x) for x in r[6:9]), *r[9:]) for r in items
+    ]
+    return items, flags, history
+
+
+def test_copy_ingest_matches_executemany_ingest() -> None:
+    # The same sequence of batches through both methods: first ingest, a replay (same
+    # scoring time: nothing changes, no history), a newer scoring with other flags (flag rows
+    # replaced, "rescored"), an older one arriving late (ignored), a sampled item that is now
+    # flagged, and a duplicate inside one batch (the last wins).
+    t0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+    def at(item, minutes: int):  # type: ignore[no-untyped-def]
+        item.scored_at = t0 + timedelta(minutes=minutes)
+        return item
+
+    batches = [
+        [at(flagged_item(i, p=0.6 + i / 100), 0) for i in range(30)]
+        + [at(flagged_item(100, flagged=(), sampled=True), 0)],
+        [at(flagged_item(i, p=0.6 + i / 100), 0) for i in range(30)],
+        [
+            at(flagged_item(i, p=0.99, flagged=("low_quality", "harmful_interactions")), 5)
+            for i in range(10)
+        ]
+        + [at(flagged_item(i, p=0.1, flagged=()), 1) for i in range(10, 15)],
+        [at(flagged_item(12, p=0.2), -5), at(flagged_item(100, p=0.8), 5)],
+        [at(flagged_item(200, p=0.3), 0), at(flagged_item(200, p=0.9), 0)],
+    ]
+    states = {}
+    touched = {}
+    for method in ("executemany", "copy"):
+        with temp_database("w14_ingest_same") as name:
+            store = ReviewStore(url(name), random_share=0.0)
+            store.migrate()
+            touched[method] = [
+                store.add_flagged(copy.deepcopy(b), sample_prob=0.25, method=method)
+                for b in batches
+            ]
+            states[method] = _state(store)
+            store.close()
+    assert touched["copy"] == touched["executemany"] == [31, 0, 15, 1, 1]
+    items, flags, history = states["copy"]
+    assert states["copy"] == states["executemany"]
+    assert len(items) == 32 and len(history) == 31 + 15 + 1 + 1
+    by_id = {r[0]: r for r in items}
+    assert by_id["it_00100"][13] == "flagged" and by_id["it_00100"][14] == 1.0
+    assert {f[2] for f in flags if f[0] == "it_00003"} == {"low_quality", "harmful_interactions"}
+    assert not [f for f in flags if f[0] == "it_00012"]  # rescored unflagged: flags gone
