@@ -55,6 +55,20 @@ def discover_command(
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder for incidents.json and report.html.")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Upsert the incidents into this review database (URL); `settings` for "
+            "the configured one (SURFACER_DATABASE_URL or data_dir/review.db).",
+        ),
+    ] = None,
+    model_version: Annotated[
+        str,
+        typer.Option(
+            "--model-version", help="Model version of the scores (for queued evidence items)."
+        ),
+    ] = "batch",
     pairs: Annotated[
         bool,
         typer.Option(
@@ -72,22 +86,76 @@ def discover_command(
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:
         return
-    if data is None or out is None:
+    if data is None or (out is None and store is None):
         raise ValueError(
-            "surfacer discover needs --data DIR and --out DIR (or a subcommand, e.g. effect)"
+            "surfacer discover needs --data DIR and --out DIR and/or --store URL "
+            "(or a subcommand, e.g. effect)"
         )
     _check_inputs(data, scores)
+    opened = open_store(store) if store is not None else None  # a bad URL fails before the run
     from discovery.pipeline import DiscoveryConfig, discover
-    from discovery.report import write_discovery
 
     tables, frame = _load(data, scores)
     result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)
-    path = write_discovery(result, out)
     if result.incidents:
         show(incidents_table(result.incidents))
-    typer.echo(
-        f"{len(result.incidents)} incident(s); wrote {path / 'incidents.json'} and {path / 'report.html'}"
+    said = f"{len(result.incidents)} incident(s)"
+    if out is not None:
+        from discovery.report import write_discovery
+
+        path = write_discovery(result, out)
+        said += f"; wrote {path / 'incidents.json'} and {path / 'report.html'}"
+    typer.echo(said)
+    if opened is not None:
+        try:
+            typer.echo(record(opened, result, tables, frame, model_version=model_version))
+        finally:
+            opened.close()
+
+
+def open_store(url: str) -> Any:
+    """The review database at `url` (`settings`: the configured one), migrated.
+
+    The one place discovery reaches into `serving`: the incident store lives in the review
+    database, and only this command layer opens it (lazily, when asked to)."""
+    from common.settings import get_settings
+    from serving.review.store import ReviewStore
+
+    settings = get_settings()
+    if url == "settings":
+        url = settings.review_db_url
+    try:
+        store = ReviewStore(
+            url,
+            lease_seconds=settings.lease_seconds,
+            random_share=settings.review_random_share,
+            incident_cooldown_hours=settings.incident_cooldown_hours,
+        )
+    except Exception as exc:  # SQLAlchemy's URL and driver errors
+        raise ValueError(f"--store {url!r} is not a usable database URL: {exc}") from None
+    store.migrate()
+    return store
+
+
+def record(store: Any, result: Any, tables: Any, scores: Any, *, model_version: str) -> str:
+    """Upsert a run's incidents into `store` and measure due fix effects; a one-line summary."""
+    from common.settings import get_settings
+    from discovery.record import record_run
+
+    settings = get_settings()
+    summary, effects = record_run(
+        store,
+        result,
+        tables,
+        scores,
+        model_version=model_version,
+        window_days=settings.effect_window_days,
+        min_days=settings.effect_min_days,
     )
+    line = f"incident store {store.describe()}: {summary.describe()}"
+    for incident_id, effect in effects:
+        line += f"\n  incident {incident_id}: {effect.get('verdict', effect.get('status'))}"
+    return line
 
 
 def incidents_table(incidents: Sequence[Any]) -> Any:
@@ -160,6 +228,111 @@ def effect_command(
     typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
 
 
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`15m`, `2h`, `14d`, `30s` or plain seconds as seconds."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _DURATION else "s"
+    number = value[:-1] if value[-1:] in _DURATION else value
+    try:
+        seconds = float(number) * _DURATION[unit]
+    except ValueError:
+        raise ValueError(
+            f"duration {text!r} is not a number with s, m, h or d (e.g. 15m)"
+        ) from None
+    if not seconds >= 0:
+        raise ValueError(f"duration {text!r} must not be negative")
+    return seconds
+
+
+def watch_command(
+    data: Annotated[
+        Path, typer.Option("--data", help="Dataset folder, re-read every run (it may grow).")
+    ],
+    scores: Annotated[
+        Path | None, typer.Option("--scores", help="Parquet from `surfacer score`.")
+    ] = None,
+    every: Annotated[
+        str, typer.Option("--every", help="Time between runs (15m, 1h, ...).")
+    ] = "15m",
+    window: Annotated[
+        str, typer.Option("--window", help="Sliding window of data each run looks at.")
+    ] = "14d",
+    store: Annotated[
+        str,
+        typer.Option("--store", help="Review database URL, or `settings` for the configured one."),
+    ] = "settings",
+    max_runs: Annotated[
+        int, typer.Option("--max-runs", min=0, help="Stop after this many runs (0: run forever).")
+    ] = 0,
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="Model version of the scores.")
+    ] = "batch",
+    pairs: Annotated[
+        bool, typer.Option("--pairs/--no-pairs", help="Also scan dimension pairs.")
+    ] = True,
+) -> None:
+    """Run discovery over a sliding window every so often and upsert incidents into the store."""
+    import time
+
+    period, span = parse_duration(every), parse_duration(window)
+    if span <= 0:
+        raise ValueError("--window must be longer than zero")
+    _check_inputs(data, scores)
+    opened = open_store(store)
+    try:
+        run = 0
+        while True:
+            run += 1
+            started = time.monotonic()
+            typer.echo(watch_once(opened, data, scores, span, model_version, pairs, run))
+            if max_runs and run >= max_runs:
+                break
+            time.sleep(max(0.0, period - (time.monotonic() - started)))
+    finally:
+        opened.close()
+
+
+def watch_once(
+    store: Any,
+    data: Path,
+    scores: Path | None,
+    span_s: float,
+    model_version: str,
+    pairs: bool,
+    run: int,
+) -> str:
+    """One watch run: the last `span_s` seconds of data, discovery, upsert, effects."""
+    import pandas as pd
+
+    from discovery.pipeline import DiscoveryConfig, discover
+    from discovery.record import data_end, window_tables
+
+    tables, frame = _load(data, scores)
+    end = data_end(tables)
+    if end is None:
+        return f"run {run}: the dataset has no timed rows yet"
+    start = end - pd.Timedelta(seconds=span_s)
+    cut = window_tables(tables, start, end)
+    if frame is not None:
+        as_of = pd.to_datetime(frame["as_of"], utc=True)
+        frame = frame[(as_of >= start) & (as_of <= end)].reset_index(drop=True)
+    try:
+        result = discover(cut, frame, config=DiscoveryConfig(pairs=pairs))
+    except ValueError as exc:
+        return (
+            f"run {run} [{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}]: nothing to detect ({exc})"
+        )
+    line = record(store, result, cut, frame, model_version=model_version)
+    return (
+        f"run {run} [{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}]: "
+        f"{len(result.incidents)} detected; {line}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `surfacer` app."""
     app.add_typer(discover_app, name="discover")
+    app.command("watch")(watch_command)
