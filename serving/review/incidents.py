@@ -650,11 +650,20 @@ class IncidentsMixin:
         estimated start -> detected), to acknowledge and to resolve (from when the store
         first recorded the incident), in hours."""
         with self._tx() as s:
-            q = select(IncidentRow)
+            q = select(
+                IncidentRow.issue,
+                IncidentRow.status,
+                IncidentRow.start,
+                IncidentRow.true_start,
+                IncidentRow.detected_at,
+                IncidentRow.created_at,
+                IncidentRow.acknowledged_at,
+                IncidentRow.resolved_at,
+            )
             if kind:
                 q = q.where(IncidentRow.kind == kind)
-            rows = s.scalars(q).all()
-            by_issue: dict[str, list[IncidentRow]] = {}
+            rows = s.execute(q).all()
+            by_issue: dict[str, list[Any]] = {}
             for r in rows:
                 by_issue.setdefault(r.issue, []).append(r)
             out = []
