@@ -78,6 +78,8 @@ class UpsertSummary:
     updated: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     suppressed: int = 0
+    # For each detection, in input order: the incident it went to (None: suppressed).
+    matched: list[int | None] = field(default_factory=list)
 
     def describe(self) -> str:
         return (
@@ -209,9 +211,11 @@ class IncidentsMixin:
         if open_:
             row = max(open_, key=lambda r: (_utc(r.end), r.id))
             self._refresh(s, row, d, start, end, detected_at, severity, evidence, now, summary)
+            summary.matched.append(row.id)
             return
         if matches:  # a closed incident's own episode: it stays closed
             summary.unchanged.append(min(r.id for r in matches))
+            summary.matched.append(min(r.id for r in matches))
             return
         cooldown = timedelta(seconds=self.incident_cooldown_s)
         for r in rows:
@@ -222,6 +226,7 @@ class IncidentsMixin:
                 and _utc(r.closed_at) + cooldown > now
             ):
                 summary.suppressed += 1
+                summary.matched.append(None)
                 return
         row = IncidentRow(
             kind=kind,
@@ -254,6 +259,7 @@ class IncidentsMixin:
             )
         )
         summary.created.append(row.id)
+        summary.matched.append(row.id)
 
     def _refresh(self, s, row, d, start, end, detected_at, severity, evidence, now, summary):
         latest = end >= _utc(row.end)
