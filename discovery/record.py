@@ -247,8 +247,10 @@ def measure_effects(
     """Measure the effect of every recorded fix that has `min_days` of data after it.
 
     Difference-in-differences of the incident's issue rate in its segment against the rest of
-    the platform, daily buckets, over up to `window_days` each side of the fix (as much as
-    the data holds), with a day-block bootstrap interval. Fewer days after the fix: the
+    the platform, daily buckets, over up to `window_days` each side of the fix: before it
+    only while the incident ran (from its start), after it as far as the data goes. So the
+    question is whether the rate came down from where the incident took it. The interval is
+    a day-block bootstrap. Fewer days after the fix: the
     effect stays `waiting`, naming the time it needs. Returns (incident id, effect) pairs.
     """
     end = data_end(tables)
@@ -274,9 +276,11 @@ def measure_effects(
 def _measure(inc, tables, scores, fix_at, end, window_days: float, n_boot: int) -> dict[str, Any]:
     from discovery.effect import effect_of_fix
 
-    start = data_start(tables)
+    # Before the fix means while the incident ran: from its start (or the data's, if later).
+    start = max(t for t in (data_start(tables), pd.Timestamp(inc.start)) if t is not None)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
     after = (end - fix_at) / pd.Timedelta(days=1)
-    before = (fix_at - start) / pd.Timedelta(days=1) if start is not None else after
+    before = (fix_at - start) / pd.Timedelta(days=1)
     days = float(np.floor(min(window_days, after, before)))
     segment = canonical(inc.segment.items())
     if days < 2 or not segment:
