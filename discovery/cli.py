@@ -228,6 +228,112 @@ def effect_command(
     typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
 
 
+@discover_app.command("health")
+def health_command(
+    reference: Annotated[
+        Path, typer.Option("--reference", help="Dataset the champion was trained on (raw tables).")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Dataset the champion scores now.")],
+    window: Annotated[
+        str | None,
+        typer.Option("--window", help="Compare only the last part of --data (e.g. 7d)."),
+    ] = None,
+    reference_scores: Annotated[
+        Path | None,
+        typer.Option("--reference-scores", help="Champion scores of --reference (Parquet)."),
+    ] = None,
+    scores: Annotated[
+        Path | None, typer.Option("--scores", help="Champion scores of --data (Parquet).")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="Upsert model_health incidents into this review database (URL)."
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", min=0.0, max=1.0, help="Test level (Bonferroni-adjusted).")
+    ] = 0.01,
+    psi_min: Annotated[
+        float, typer.Option("--psi-min", min=0.0, help="Smallest PSI that counts as a drift.")
+    ] = 0.2,
+) -> None:
+    """Compare the champion's inputs (and scores) now with its training reference: per-feature drift."""
+    _check_inputs(reference, reference_scores)
+    _check_inputs(data, scores)
+    opened = open_store(store) if store is not None else None
+    try:
+        typer.echo(
+            health_once(reference, data, window, reference_scores, scores, opened, alpha, psi_min)
+        )
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def health_once(
+    reference: Path,
+    data: Path,
+    window: str | None,
+    reference_scores: Path | None,
+    scores: Path | None,
+    store: Any,
+    alpha: float = 0.01,
+    psi_min: float = 0.2,
+) -> str:
+    """One model-health check: drift table on stdout, incidents into `store` (if any)."""
+    import pandas as pd
+
+    from discovery.health import health_records
+    from features.snapshot import build_snapshots
+
+    ref_tables, ref_scores = _load(reference, reference_scores)
+    cur_tables, cur_scores = _load(data, scores)
+    cur = build_snapshots(cur_tables)
+    if window is not None:
+        as_of = pd.to_datetime(cur["as_of"], utc=True)
+        cur = cur[as_of >= as_of.max() - pd.Timedelta(seconds=parse_duration(window))]
+        if cur_scores is not None:
+            s_as_of = pd.to_datetime(cur_scores["as_of"], utc=True)
+            cur_scores = cur_scores[
+                s_as_of >= as_of.max() - pd.Timedelta(seconds=parse_duration(window))
+            ]
+    if cur.empty:
+        raise ValueError(f"no snapshots of {str(data)!r} in the last {window}")
+    issues = [
+        c
+        for c in (ref_scores.columns if ref_scores is not None else [])
+        if c not in ("item_id", "as_of", "anchor", "flagged", "horizon_h", "model_version")
+    ]
+    records, drifts = health_records(
+        build_snapshots(ref_tables),
+        cur,
+        reference_scores=ref_scores,
+        current_scores=cur_scores,
+        issues=issues,
+        alpha=alpha,
+        psi_min=psi_min,
+    )
+    show(
+        table(
+            ["feature", "kind", "PSI", "p (adj.)", "drift"],
+            [
+                [d.name, d.kind, d.psi, f"{d.p_value:.1e}", "DRIFT" if d.drifted else ""]
+                for d in sorted(drifts, key=lambda d: -d.psi)
+            ],
+            numeric=["PSI"],
+        )
+    )
+    drifting = [d.name for d in drifts if d.drifted]
+    line = f"model health: {len(drifting)} of {len(drifts)} drifting" + (
+        f" ({', '.join(drifting)})" if drifting else ""
+    )
+    if store is not None:
+        summary = store.upsert_incidents(records, kind="model_health")
+        line += f"; incident store {store.describe()}: {summary.describe()}"
+    return line
+
+
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -273,6 +379,17 @@ def watch_command(
     pairs: Annotated[
         bool, typer.Option("--pairs/--no-pairs", help="Also scan dimension pairs.")
     ] = True,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="Champion's training dataset: each run also checks model health on the window.",
+        ),
+    ] = None,
+    reference_scores: Annotated[
+        Path | None,
+        typer.Option("--reference-scores", help="Champion scores of --reference (Parquet)."),
+    ] = None,
 ) -> None:
     """Run discovery over a sliding window every so often and upsert incidents into the store."""
     import time
@@ -281,6 +398,8 @@ def watch_command(
     if span <= 0:
         raise ValueError("--window must be longer than zero")
     _check_inputs(data, scores)
+    if reference is not None:
+        _check_inputs(reference, reference_scores)
     opened = open_store(store)
     try:
         run = 0
@@ -288,6 +407,8 @@ def watch_command(
             run += 1
             started = time.monotonic()
             typer.echo(watch_once(opened, data, scores, span, model_version, pairs, run))
+            if reference is not None:
+                typer.echo(health_once(reference, data, window, reference_scores, scores, opened))
             if max_runs and run >= max_runs:
                 break
             time.sleep(max(0.0, period - (time.monotonic() - started)))

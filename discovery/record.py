@@ -223,7 +223,9 @@ def data_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
 def window_tables(
     tables: Mapping[str, pd.DataFrame], start: pd.Timestamp, end: pd.Timestamp
 ) -> dict[str, pd.DataFrame]:
-    """The dataset cut to [start, end] by each table's time column (creators stay whole)."""
+    """The dataset cut to [start, end] by each table's time column (creators stay whole):
+    the items posted in the window and, of the other tables, the rows in the window that
+    concern those items (so the cut is a valid dataset under the contract)."""
     out = {}
     for name, t in tables.items():
         col = TIME_COLUMNS.get(name)
@@ -232,6 +234,11 @@ def window_tables(
             continue
         ts = pd.to_datetime(t[col], utc=True)
         out[name] = t[(ts >= start) & (ts <= end)].reset_index(drop=True)
+    if "items" in out and "item_id" in out["items"].columns:
+        kept = set(out["items"]["item_id"].astype("str"))
+        for name, t in out.items():
+            if name != "items" and name in TIME_COLUMNS and "item_id" in t.columns:
+                out[name] = t[t["item_id"].astype("str").isin(kept)].reset_index(drop=True)
     return out
 
 

@@ -171,3 +171,42 @@ async def test_transitions_need_session_csrf_and_ownership(settings) -> None:  #
         metrics = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
         assert 'surfacer_incidents{issue="low_quality",status="resolved"} 1.0' in metrics
         assert 'surfacer_incident_alert_precision{issue="low_quality"} 1.0' in metrics
+
+
+async def test_model_health_incident_page_names_the_drifting_features(settings) -> None:  # type: ignore[no-untyped-def]
+    store = ReviewStore(settings.review_db_url)
+    record = {
+        "issue": "model_inputs",
+        "segment": {},
+        "start": T0.isoformat(),
+        "end": (T0 + timedelta(days=7)).isoformat(),
+        "detected_at": (T0 + timedelta(days=7)).isoformat(),
+        "severity": 50.0,
+        "signal": "feature_drift",
+        "evidence": {
+            "drifting": ["hashtags"],
+            "features": [
+                {
+                    "name": "hashtags",
+                    "kind": "text",
+                    "psi": 0.3,
+                    "p_value": 1e-50,
+                    "new_tokens": [HOSTILE[0]],
+                    "segments": [{"segment": {"region": HOSTILE[1]}, "psi": 0.5}],
+                }
+            ],
+        },
+    }
+    (iid,) = store.upsert_incidents([record], kind="model_health").created
+    store.close()
+    app = create_app(settings)
+    async with running(app) as client:
+        await login(client, name="ann")
+        page = await client.get(f"/console/incidents/{iid}")
+        assert page.status_code == 200
+        assert "Drifting features" in page.text and "hashtags" in page.text
+        assert HOSTILE[0] not in page.text and HOSTILE[1] not in page.text
+        listing = await client.get(
+            "/v1/incidents", params={"kind": "model_health"}, headers={"X-API-Key": REVIEW_KEY}
+        )
+        assert [i["issue"] for i in listing.json()["items"]] == ["model_inputs"]
