@@ -197,16 +197,14 @@ class IncidentsMixin:
         end = _ts(d.get("end") or d["detected_at"])
         severity = round(float(d.get("severity", 0.0)), 3)
         evidence = _norm(d.get("evidence") or {})
+        same = (IncidentRow.kind == kind, IncidentRow.issue == issue)
+        # Only incidents whose window overlaps this one's (the index narrows by issue first).
         rows = s.scalars(
-            select(IncidentRow).where(IncidentRow.kind == kind, IncidentRow.issue == issue)
+            select(IncidentRow).where(
+                *same, IncidentRow.end >= start - slack, IncidentRow.start <= end + slack
+            )
         ).all()
-        matches = [
-            r
-            for r in rows
-            if related(r.segment or {}, segment)
-            and start <= _utc(r.end) + slack
-            and _utc(r.start) <= end + slack
-        ]
+        matches = [r for r in rows if related(r.segment or {}, segment)]
         open_ = [r for r in matches if r.status in OPEN]
         if open_:
             row = max(open_, key=lambda r: (_utc(r.end), r.id))
@@ -218,13 +216,15 @@ class IncidentsMixin:
             summary.matched.append(min(r.id for r in matches))
             return
         cooldown = timedelta(seconds=self.incident_cooldown_s)
-        for r in rows:
-            if (
-                r.status == "false_alarm"
-                and r.closed_at is not None
-                and related(r.segment or {}, segment)
-                and _utc(r.closed_at) + cooldown > now
-            ):
+        recent_false = s.execute(
+            select(IncidentRow.segment).where(
+                *same,
+                IncidentRow.status == "false_alarm",
+                IncidentRow.closed_at > now - cooldown,
+            )
+        ).all()
+        for (false_segment,) in recent_false:
+            if related(false_segment or {}, segment):
                 summary.suppressed += 1
                 summary.matched.append(None)
                 return
