@@ -74,6 +74,9 @@ class TransitionRequest(BaseModel):
         None, description="When the fix went live (with `to: mitigating`); schedules the effect."
     )
     fix_description: Note | None = Field(None, description="What was done.")
+    true_start: datetime | None = Field(
+        None, description="When the incident really began, if known (time to detect uses it)."
+    )
 
 
 class EvidenceStratum(BaseModel):

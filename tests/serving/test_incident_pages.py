@@ -138,7 +138,12 @@ async def test_transitions_need_session_csrf_and_ownership(settings) -> None:  #
             await client.get("/v1/incidents", headers={"X-API-Key": SCORE_KEY})
         ).status_code == 403
         assert (await client.get("/v1/incidents")).status_code == 401
-        body = {"to": "mitigating", "fix_at": "2026-10-15T00:00:00Z", "fix_description": "fixed"}
+        body = {
+            "to": "mitigating",
+            "fix_at": "2026-10-15T00:00:00Z",
+            "fix_description": "fixed",
+            "true_start": "2026-10-11T12:00:00Z",
+        }
         r = await client.post(
             "/v1/incidents/1/transitions", json=body, headers={"X-API-Key": REVIEW_KEY}
         )
@@ -150,6 +155,7 @@ async def test_transitions_need_session_csrf_and_ownership(settings) -> None:  #
         r = await client.post("/v1/incidents/1/transitions", json=body, headers=ann)
         assert r.status_code == 200
         assert r.json()["status"] == "mitigating" and r.json()["effect"]["status"] == "scheduled"
+        assert r.json()["true_start"] == "2026-10-11T12:00:00Z"
         r = await client.post("/v1/incidents/1/transitions", json={"to": "verified"}, headers=ann)
         assert r.status_code == 422  # the effect measurement verifies, never an analyst
         r = await client.post("/v1/incidents/1/transitions", json={"to": "mitigating"}, headers=ann)

@@ -104,7 +104,9 @@ def transition(
 ) -> IncidentOut:
     """Move the incident on as the logged-in analyst (a fix with `to: mitigating`)."""
     try:
-        return store.transition(
+        if body.true_start is not None:
+            store.get_incident(incident_id)  # 404 before anything is written
+        out = store.transition(
             incident_id,
             body.to,
             actor=analyst.name,
@@ -113,6 +115,10 @@ def transition(
             fix_at=body.fix_at,
             fix_description=body.fix_description or None,
         )
+        if body.true_start is not None:
+            store.set_true_start(incident_id, body.true_start)
+            out = store.get_incident(incident_id)
+        return out
     except KeyError as exc:
         raise HTTPException(404, exc.args[0]) from None
     except InvalidTransition as exc:
