@@ -119,6 +119,7 @@ def open_store(url: str) -> Any:
     The one place discovery reaches into `serving`: the incident store lives in the review
     database, and only this command layer opens it (lazily, when asked to)."""
     from common.settings import get_settings
+    from serving.review.db import UNAVAILABLE_ERRORS
     from serving.review.store import ReviewStore
 
     settings = get_settings()
@@ -133,7 +134,13 @@ def open_store(url: str) -> Any:
         )
     except Exception as exc:  # SQLAlchemy's URL and driver errors
         raise ValueError(f"--store {url!r} is not a usable database URL: {exc}") from None
-    store.migrate()
+    try:
+        store.migrate()
+    except UNAVAILABLE_ERRORS as exc:
+        store.close()
+        raise LookupError(
+            f"the review database {store.describe()} cannot be used: {str(exc).splitlines()[0]}"
+        ) from None
     return store
 
 
