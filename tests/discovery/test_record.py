@@ -129,3 +129,5 @@ def test_discover_store_and_watch_commands(
     assert len(lines) == 2 and all(" 0 new, 0 updated" in ln for ln in lines)
     assert run([*argv, "--every", "soon", "--max-runs", "1"]) == 2
     assert "error: duration 'soon'" in capsys.readouterr().err
+    assert run(["discover", "--data", str(data), "--store", "nonsense://", "--quiet"]) == 2
+    assert "is not a usable database URL" in capsys.readouterr().err
