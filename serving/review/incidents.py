@@ -591,6 +591,19 @@ class IncidentsMixin:
         ]
         return strata, items
 
+    def incidents_of_item(self, review_id: int) -> list[tuple[int, str, str]]:
+        """The incidents a review item was queued for: (id, issue, segment key)."""
+        with self._tx() as s:
+            return [
+                (int(i), str(issue), str(key))
+                for i, issue, key in s.execute(
+                    select(IncidentRow.id, IncidentRow.issue, IncidentRow.segment_key)
+                    .join(IncidentItem, IncidentItem.incident_id == IncidentRow.id)
+                    .where(IncidentItem.review_item_id == review_id)
+                    .order_by(IncidentRow.id)
+                )
+            ]
+
     # -- effect of the fix -------------------------------------------------------------------
 
     def pending_effects(self) -> list[IncidentOut]:

@@ -94,6 +94,10 @@ async def test_incident_pages_escape_hostile_segments_and_text(settings) -> None
             page = await client.get(f"/console/incidents/{iid}")
             assert "<svg" in page.text and "<polyline" in page.text
             assert page.text.count('href="/console/items/') == 3
+            rid = re.findall(r'href="/console/items/(\d+)"', page.text)[0]
+            item = await client.get(f"/console/items/{rid}")
+            assert f'href="/console/incidents/{iid}"' in item.text
+            pages.append(item.text)
             pages.append(page.text)
         html = "\n".join(pages)
         for payload in HOSTILE:

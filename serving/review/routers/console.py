@@ -300,6 +300,7 @@ def item_page(
         other=other,
         relabel=relabel[:9],
         history=store.history(review_id),
+        incidents=store.incidents_of_item(review_id),
     )
 
 
