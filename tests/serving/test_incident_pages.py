@@ -178,8 +178,31 @@ async def test_transitions_need_session_csrf_and_ownership(settings) -> None:  #
         ops = (await client.get("/v1/incidents/metrics", headers=ann)).json()
         assert ops[0]["issue"] == "low_quality" and ops[0]["triaged"] == 1
         assert (await client.get("/v1/incidents/999", headers=ann)).status_code == 404
+        page = await client.get("/console/incidents/1")
+        assert page.status_code == 200 and "scheduled" in page.text
+        days = [(T0 + timedelta(days=k)).isoformat() for k in range(10)]
+        store = ReviewStore(settings.review_db_url)
+        store.set_effect(
+            1,
+            {
+                "status": "measured",
+                "did": -0.02,
+                "ci_low": -0.03,
+                "ci_high": -0.01,
+                "verdict": "the rate fell: -0.02",
+                "series": {
+                    "times": days,
+                    "treated": [0.05] * 5 + [0.01] * 5,
+                    "control": [0.01] * 10,
+                },
+            },
+        )
+        store.close()
+        page = await client.get("/console/incidents/1")
+        assert 'id="status">verified<' in page.text and "the rate fell" in page.text
+        assert 'class="line treated"' in page.text and 'class="mark"' in page.text
         metrics = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
-        assert 'surfacer_incidents{issue="low_quality",status="resolved"} 1.0' in metrics
+        assert 'surfacer_incidents{issue="low_quality",status="verified"} 1.0' in metrics
         assert 'surfacer_incident_alert_precision{issue="low_quality"} 1.0' in metrics
 
 
