@@ -218,6 +218,12 @@ def main() -> None:
     ap.add_argument("--outage-s", type=float, default=30.0, help="How long the database is cut.")
     ap.add_argument("--load-s", type=float, default=6.0, help="Load around each fault.")
     ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument(
+        "--only",
+        default="",
+        help="Comma-separated fault names to run (kill, poison, outage, sigterm, reload, shed, "
+        "busy); default all.",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="surfacer-faults-"))
     try:
@@ -235,58 +241,73 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
     print("building a small model in a temporary MLflow store ...", file=sys.stderr)
     registry = build_registry(work / "mlflow")
     mlflow.set_tracking_uri(registry.tracking_uri)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    wanted = lambda key: not only or key in only  # noqa: E731
     rows: dict[str, dict[str, Any]] = {}
-    for name, run in (
-        ("kill -9 flag writer", lambda: kill_writer(registry, work, args.load_s)),
-        ("poison in a batch", lambda: poison(registry, work)),
+    for key, name, run in (
+        ("kill", "kill -9 flag writer", lambda: kill_writer(registry, work, args.load_s)),
+        ("poison", "poison in a batch", lambda: poison(registry, work)),
         (
+            "outage",
             f"database cut {args.outage_s:.0f}s",
             lambda: outage(registry, work, args.outage_s, args.load_s),
         ),
-        ("SIGTERM mid-load", lambda: sigterm(registry, work, args.load_s)),
-        ("hot reload under load", lambda: reload(registry, work, args.load_s)),
+        ("sigterm", "SIGTERM mid-load", lambda: sigterm(registry, work, args.load_s)),
+        ("reload", "hot reload under load", lambda: reload(registry, work, args.load_s)),
     ):
-        print(f"{name} ...", file=sys.stderr)
-        rows[name] = run()
+        if wanted(key):
+            print(f"{name} ...", file=sys.stderr)
+            rows[name] = run()
 
-    print(f"{args.connections} connections ...", file=sys.stderr)
-    with serve_process(_env(registry, work / "shed"), work, "--workers", "2") as server:
-        shed = many_connections(server.base_url, args.connections, duration_s=10)
-    print("start-up with every core busy ...", file=sys.stderr)
-    with busy_cores() as pids:
-        t0 = time.monotonic()
-        with serve_process(_env(registry, work / "busy"), work, "--workers", "2", timeout_s=600):
-            ready_s = time.monotonic() - t0
+    shed = ready_s = None
+    if wanted("shed"):
+        print(f"{args.connections} connections ...", file=sys.stderr)
+        with serve_process(_env(registry, work / "shed"), work, "--workers", "2") as server:
+            shed = many_connections(server.base_url, args.connections, duration_s=10)
+    if wanted("busy"):
+        print("start-up with every core busy ...", file=sys.stderr)
+        with busy_cores() as pids:
+            t0 = time.monotonic()
+            with serve_process(
+                _env(registry, work / "busy"), work, "--workers", "2", timeout_s=600
+            ):
+                ready_s = time.monotonic() - t0
 
     print()
-    print(f"{'fault':<24}{'accepted':>10}{'stored':>9}{'dead':>7}{'lost':>6}  notes")
-    for name, row in rows.items():
-        t = row["tally"]
+    if rows:
+        print(f"{'fault':<24}{'accepted':>10}{'stored':>9}{'dead':>7}{'lost':>6}  notes")
+        for name, row in rows.items():
+            t = row["tally"]
+            print(
+                f"{name:<24}{t.accepted:>10}{t.stored:>9}{t.dead_lettered:>7}{t.lost:>6}"
+                f"  {row['note']}"
+            )
+        print()
+        lost = sum(r["tally"].lost for r in rows.values())
+        print(f"lost in all rows: {lost} ({'meets' if lost == 0 else 'misses'} the 0 target)")
+    cut = next((r for n, r in rows.items() if n.startswith("database cut")), None)
+    if cut is not None:
         print(
-            f"{name:<24}{t.accepted:>10}{t.stored:>9}{t.dead_lettered:>7}{t.lost:>6}  {row['note']}"
+            f"/readyz degraded {cut['degraded_s']:.1f}s after the cut "
+            f"({'meets' if cut['degraded_s'] <= DEGRADED_WITHIN_S else 'misses'} the "
+            f"{DEGRADED_WITHIN_S:.0f} s target); spool stored {cut['stored_s']:.1f}s after the "
+            f"database returned ({'meets' if cut['stored_s'] <= STORED_WITHIN_S else 'misses'} "
+            f"the {STORED_WITHIN_S:.0f} s target)"
         )
-    print()
-    lost = sum(r["tally"].lost for r in rows.values())
-    print(f"lost in all rows: {lost} ({'meets' if lost == 0 else 'misses'} the 0 target)")
-    cut = next(r for n, r in rows.items() if n.startswith("database cut"))
-    print(
-        f"/readyz degraded {cut['degraded_s']:.1f}s after the cut "
-        f"({'meets' if cut['degraded_s'] <= DEGRADED_WITHIN_S else 'misses'} the "
-        f"{DEGRADED_WITHIN_S:.0f} s target); spool stored {cut['stored_s']:.1f}s after the "
-        f"database returned ({'meets' if cut['stored_s'] <= STORED_WITHIN_S else 'misses'} the "
-        f"{STORED_WITHIN_S:.0f} s target)"
-    )
-    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(shed["statuses"].items()))
-    print(
-        f"{args.connections} connections: longest wait {shed['max_s']:.2f}s, p99 "
-        f"{shed['p99_s']:.2f}s ({'meets' if shed['max_s'] <= MAX_WAIT_S else 'misses'} the "
-        f"{MAX_WAIT_S:.0f} s target); {statuses}; Retry-After {shed['retry_after']}; "
-        f"{shed['failures']} connection failures"
-    )
-    print(
-        f"2-worker server ready in {ready_s:.1f}s with {len(pids)} busy loops "
-        f"({'meets' if ready_s <= READY_WITHIN_S else 'misses'} the {READY_WITHIN_S:.0f} s target)"
-    )
+    if shed is not None:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(shed["statuses"].items()))
+        print(
+            f"{args.connections} connections: longest wait {shed['max_s']:.2f}s, p99 "
+            f"{shed['p99_s']:.2f}s ({'meets' if shed['max_s'] <= MAX_WAIT_S else 'misses'} the "
+            f"{MAX_WAIT_S:.0f} s target); {statuses}; Retry-After {shed['retry_after']}; "
+            f"{shed['failures']} connection failures"
+        )
+    if ready_s is not None:
+        print(
+            f"2-worker server ready in {ready_s:.1f}s with {len(pids)} busy loops "
+            f"({'meets' if ready_s <= READY_WITHIN_S else 'misses'} the "
+            f"{READY_WITHIN_S:.0f} s target)"
+        )
 
 
 if __name__ == "__main__":
