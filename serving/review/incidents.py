@@ -369,6 +369,11 @@ class IncidentsMixin:
         with self._tx() as s:
             return self._incident(s, incident_id).trend
 
+    def incident_pool_size(self, incident_id: int) -> int:
+        """How many scored items the incident's evidence pool holds (0: discovery had no scores)."""
+        with self._tx() as s:
+            return len(self._incident(s, incident_id).sample_pool or [])
+
     def incident_history(self, incident_id: int) -> list[IncidentEventOut]:
         with self._tx() as s:
             self._incident(s, incident_id)

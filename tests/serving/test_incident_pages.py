@@ -84,6 +84,7 @@ async def test_incident_pages_escape_hostile_segments_and_text(settings) -> None
         pages = [listing.text]
         for iid in ids:
             page = await client.get(f"/console/incidents/{iid}")
+            assert "acknowledging queues a sample of the 3 scored items" in page.text
             token = csrf_of(page.text)
             # Acknowledge with a hostile note: the sample is queued and shown, escaped.
             r = await client.post(

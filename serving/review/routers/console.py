@@ -515,7 +515,7 @@ def incident_page(
         labels=MOVE_LABELS,
         strata=strata,
         items=items,
-        pool=bool(ev) and inc.status == "new",
+        pool=store.incident_pool_size(incident_id),
         drilldown=ev.get("drilldown") or [],
         history=store.incident_history(incident_id),
     )
