@@ -24,13 +24,13 @@ Incidents as a system of record (issue 16), per run of discover (non-z-score mod
   its own sampling noise is not in the interval.
 Worlds: the default world and drawn worlds (`--world-seeds`: `default` and integers, passed
 to `simulator.worlds.draw_world`); the worst world is printed.
-Measured (2026-12-04, shared 2-core machine, 20k items, seed 0, oracle mode, default world
-and world 1 only): 0 duplicates over 8 planted incidents after 3 overlapping reruns; time to
-detect median 18 h (enforcement_misfire) to 24 h (spam_campaign, abuse_surge); every planted
-fix seen as a fall (interval below zero, 4/4), but the 95% interval held the twin's planted
-effect for only 2 of 4 (misses by 0.006 and 0.05 on either side): the day bootstrap's
-interval is narrow and the twin's own noise is not in it. Found 7/8 (world 1 missed
-spam-lifehack), 0 false alarms.
+Measured (2026-12-04, shared 2-core machine, 20k items, data seed 0, oracle mode, the
+default world and drawn worlds 1-5, two runs): 0 duplicates over 24 planted incidents after
+3 overlapping reruns; every one of the 12 planted fixes seen as a fall (interval below
+zero), and the 95% interval held the twin's planted effect for 9 of 12 (75%, target 90%;
+the misses are narrow intervals off by 0.004-0.05: the day bootstrap's interval leaves out
+the twin's own noise and the drift of a lagging signal); time to detect median 6-24 h by
+kind; found 20/24 within 24 h (worst world 2: 2/4), 2 false alarms in 24 simulated weeks.
 
     uv run python bench/discovery.py                       # 20k and 100k items, seeds 0-2
     uv run python bench/discovery.py --items 20000 --seeds 0 --modes oracle --world-seeds default 1 2 3 4 5
