@@ -110,6 +110,21 @@ class Settings(BaseSettings):
         default=None, description="Where LocalCluster workers spill; default data_dir/dask."
     )
 
+    # incidents
+    incident_cooldown_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="After a false alarm, no new incident on the same issue x segment this long.",
+    )
+    effect_window_days: float = Field(
+        default=7.0, gt=0, description="Days before and after a fix the effect measurement uses."
+    )
+    effect_min_days: float = Field(
+        default=3.0,
+        gt=0,
+        description="Days of data after a fix before its effect is measured.",
+    )
+
     # promotion gate
     promotion_tolerance: float = Field(
         default=0.02, ge=0, description="Largest PR-AUC drop per issue the gate accepts."

@@ -3,13 +3,15 @@
 Treated segment vs a control (another segment, or the rest of the platform), before vs after
 a change time. Rates are pooled (sum of numerators over sum of denominators) per period; the
 interval resamples time buckets within each period, the same buckets for treated and control,
-so shocks common to both (a quiet weekend) cancel as they do in the estimate.
+so shocks common to both (a quiet weekend) cancel as they do in the estimate. Buckets are
+whole days by default, so the resampling keeps each day's hours together (a day-block
+bootstrap): within-day correlation is never broken apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,8 @@ class EffectResult:
     buckets_before: int
     buckets_after: int
     confidence: float
+    # Per-bucket rates for the before/after chart: bucket starts (ISO), treated, control.
+    series: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -152,9 +156,15 @@ def effect_of_fix(
         )
 
     after = edges[:-1] >= at
+    treated, control_counts = series(t_mask), series(c_mask)
+
+    def rates(counts: tuple[np.ndarray, np.ndarray]) -> list[float | None]:
+        num, den = counts
+        return [float(a / b) if b > 0 else None for a, b in zip(num, den, strict=True)]
+
     out = diff_in_diff(
-        series(t_mask),
-        series(c_mask),
+        treated,
+        control_counts,
         after,
         n_boot=n_boot,
         confidence=confidence,
@@ -167,5 +177,10 @@ def effect_of_fix(
         control=segment_key(control) + " (minus treated)" if control is not None else "rest",
         at=at.isoformat(),
         confidence=confidence,
+        series={
+            "times": [t.isoformat() for t in edges[:-1]],
+            "treated": rates(treated),
+            "control": rates(control_counts),
+        },
         **out,
     )

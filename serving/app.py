@@ -26,12 +26,13 @@ from common.settings import Settings, get_settings
 from serving.auth import ApiKeyAuth
 from serving.deps import Service
 from serving.flag_writer import FlagSink, FlagWriter, writer_status
-from serving.metrics import FlagWriterCollector, ServiceMetrics
+from serving.metrics import FlagWriterCollector, IncidentCollector, ServiceMetrics
 from serving.middleware import ServiceMiddleware, request_id_of
 from serving.model_holder import Bundle, LoadedModel, ModelHolder
 from serving.openapi import install_openapi
 from serving.review.db import UNAVAILABLE_ERRORS
 from serving.review.routers import console
+from serving.review.routers import incidents as review_incidents
 from serving.review.routers import items as review_items
 from serving.review.routers import quality as review_quality
 from serving.review.store import ReviewStore
@@ -48,6 +49,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     review_items.router,
     review_quality.router,
+    review_incidents.router,
     reports.router,
     console.router,
 )
@@ -145,6 +147,7 @@ def create_app(
         sample_rate=sample_rate,
     )
     metrics.add_shared(FlagWriterCollector(lambda: writer_status(spool_dir)))
+    metrics.add_shared(IncidentCollector(review_store.incident_metrics))
     metrics.watch(
         "surfacer_model_ready",
         "1 when a model is loaded (in every worker).",

@@ -396,3 +396,56 @@ class FlagWriterCollector(Collector):
             "1 while the flag writer's sink (the review store) takes writes.",
             value=1.0 if alive and st.get("sink_ok") else 0.0,
         )
+
+
+class IncidentCollector(Collector):
+    """Incident operations per issue type, read from the review store at scrape time.
+
+    Counts by status, alert precision (1 - false alarms / triaged) and the median times to
+    detect, acknowledge and resolve, in hours. The store is shared by every worker, so this
+    is registered once (`add_shared`). A store that cannot be read yields nothing rather
+    than failing the scrape."""
+
+    def __init__(self, metrics: Callable[[], Sequence[Any]]) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not query the database (it may not exist yet).
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            rows = list(self.metrics())
+        except Exception:  # the database is down: the other metrics still answer
+            return
+        count = GaugeMetricFamily(
+            "surfacer_incidents",
+            "Incidents in the store by issue and status.",
+            labels=["issue", "status"],
+        )
+        precision = GaugeMetricFamily(
+            "surfacer_incident_alert_precision",
+            "1 - false alarms / incidents an analyst triaged, per issue.",
+            labels=["issue"],
+        )
+        times = GaugeMetricFamily(
+            "surfacer_incident_hours",
+            "Median hours per issue: detect (true or estimated start -> detected), "
+            "acknowledge and resolve (from first recorded).",
+            labels=["issue", "stage"],
+        )
+        for r in rows:
+            for status, n in r.by_status.items():
+                count.add_metric([r.issue, status], float(n))
+            if r.precision is not None:
+                precision.add_metric([r.issue], float(r.precision))
+            for stage, value in (
+                ("detect", r.time_to_detect_h),
+                ("acknowledge", r.time_to_acknowledge_h),
+                ("resolve", r.time_to_resolve_h),
+            ):
+                if value is not None:
+                    times.add_metric([r.issue, stage], float(value))
+        yield count
+        yield precision
+        yield times

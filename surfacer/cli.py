@@ -61,6 +61,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Find issue-rate incidents by segment: anomaly detection, root-cause drill-down, "
         "clusters of flagged items; `effect` measures whether a fix worked.",
     ),
+    "watch": (
+        "discovery.cli",
+        "Run discovery over a sliding window every so often and upsert incidents into the store.",
+    ),
 }
 
 _loaded: dict[str, TyperGroup] = {}

@@ -42,6 +42,7 @@ class DemoResult:
     metrics: dict[str, dict[str, float]]
     evaluation: dict[str, Any]
     queued: int = 0
+    incidents: int = 0
     review_db_url: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -129,6 +130,13 @@ def run_demo(
         f" false alarms per week: {evaluation['false_alarms_per_week']:.2f}"
     )
     log(f"report: {discovery_dir / 'report.html'}")
+    recorded = record_incidents(
+        found, tables, scores, planted, evaluation, result.model_version or "untracked", settings
+    )
+    log(
+        f"{recorded} incident(s) in the review store: the console's Incidents page "
+        "(acknowledge one to queue its evidence items)"
+    )
     log(
         "\nnext:\n"
         "  make serve    scoring API + analyst console (= uv run surfacer serve --dev-key)\n"
@@ -144,9 +152,46 @@ def run_demo(
         metrics=result.metrics,
         evaluation=evaluation,
         queued=queued,
+        incidents=recorded,
         review_db_url=settings.review_db_url,
         timings=timings,
     )
+
+
+def record_incidents(
+    found: Any,
+    tables: Any,
+    scores: pd.DataFrame,
+    planted: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    model_version: str,
+    settings: Settings,
+) -> int:
+    """Upsert the discovered incidents into the review store (as `surfacer discover --store`
+    does) and give the ones that match a planted incident its true start, so the console's
+    time to detect counts from it. Returns how many incidents the store holds."""
+    from discovery.record import incident_records
+    from serving.review import ReviewStore
+
+    records = incident_records(found, tables, scores, model_version=model_version)
+    store = ReviewStore.from_settings(settings)
+    try:
+        store.migrate()
+        summary = store.upsert_incidents(records)
+        starts = {str(p["id"]): p["start"] for p in planted}
+        for pid, hit in evaluation["matches"].items():
+            if not hit:
+                continue
+            for rec, iid in zip(records, summary.matched, strict=True):
+                if iid is not None and (rec["issue"], rec["segment"], rec["detected_at"]) == (
+                    hit["issue"],
+                    hit["segment"],
+                    hit["detected_at"],
+                ):
+                    store.set_true_start(iid, starts[pid])
+        return store.list_incidents(limit=1).total
+    finally:
+        store.close()
 
 
 def queue_flagged(

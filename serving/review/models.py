@@ -160,3 +160,87 @@ class AnalystSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+INCIDENT_STATUSES = (
+    "new",
+    "acknowledged",
+    "mitigating",
+    "resolved",
+    "verified",
+    "false_alarm",
+)
+SEGMENT_KEY_MAX = 500
+
+
+class IncidentRow(Base):
+    """An incident as a system of record: what discovery found, and what people did about it.
+
+    Discovery upserts `issue`, `segment`, the window and the evidence; analysts move `status`
+    (every move is in `incident_history`); a recorded fix (`fix_at`) is measured into
+    `effect` once enough data after it exists. `sample_pool` holds scored items from the
+    segment and window that acknowledging puts in the review queue.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_match", "issue", "status"),
+        Index("ix_incidents_detected", "detected_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "rate" (discovery) or "model_health"
+    issue: Mapped[str] = mapped_column(String(ISSUE_MAX))
+    segment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    segment_key: Mapped[str] = mapped_column(String(SEGMENT_KEY_MAX))
+    signal: Mapped[str | None] = mapped_column(String(ISSUE_MAX * 2))
+    start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    true_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    severity: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    trend: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sample_pool: Mapped[list[Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    owner: Mapped[str | None] = mapped_column(String(ANALYST_NAME_MAX))
+    notes: Mapped[str | None] = mapped_column(Text)
+    fix_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fix_description: Mapped[str | None] = mapped_column(Text)
+    effect: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    runs: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IncidentEvent(Base):
+    """Append-only trail of an incident: detected, updated, each transition, fix, effect."""
+
+    __tablename__ = "incident_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer, index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(ANALYST_NAME_MAX))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IncidentItem(Base):
+    """A review item queued as evidence for an incident (flagged or unflagged by the model)."""
+
+    __tablename__ = "incident_items"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    review_item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    stratum: Mapped[str] = mapped_column(String(16))

@@ -18,6 +18,7 @@ from serving.app import create_app
 from serving.review import ReviewStore
 from surfacer.cli import run
 from surfacer.demo import CONSOLE_URL
+from tests.support.review import PASSWORD, login
 from tests.support.serving import running
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,30 @@ def test_demo_leaves_a_working_console(
         assert detail.flagged and set(detail.reasons) == set(detail.flagged)
     finally:
         store.close()
+
+    # the incidents are in the store, so the console lists them at once
+    store = ReviewStore.from_settings(settings)
+    try:
+        incidents = store.list_incidents().total
+        assert incidents == len(
+            json.loads((settings.discovery_path / "incidents.json").read_text())
+        )
+        store.add_analyst("ann", PASSWORD)
+    finally:
+        store.close()
+
+    async def console_view() -> tuple[str, str]:
+        app = create_app(settings)
+        async with running(app) as client:
+            await login(client, "ann")
+            listing = await client.get("/console/incidents")
+            discovery = await client.get("/console/discovery")
+            assert listing.status_code == 200 and discovery.status_code == 200
+            return listing.text, discovery.text
+
+    listing, discovery = asyncio.run(console_view())
+    assert listing.count('href="/console/incidents/') == min(incidents, 50)
+    assert "No discovery report yet" not in discovery and "issue discovery report" in discovery
 
     async def service_view() -> tuple[int, int, int]:
         app = create_app(settings)

@@ -111,3 +111,52 @@ def test_login_queue_item_and_one_key_label(champion_v1: Registry, tmp_path: Pat
     ]
     assert (ARTIFACTS / "console.png").stat().st_size > 10_000
     store.close()
+
+
+def test_incident_pages_in_chromium(champion_v1: Registry, tmp_path: Path) -> None:
+    """The incident list and page with hostile segment values, captions and notes: shown as
+    text, no dialog; acknowledging queues the sample; the SVG chart is drawn."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.serving.test_incident_pages import hostile_incident
+
+    settings = champion_v1.settings(tmp_path / "state", review_random_share=0.0)
+    store = ReviewStore(settings.review_db_url)
+    store.migrate()
+    (iid, *_) = store.upsert_incidents([hostile_incident(i) for i in range(len(HOSTILE))]).created
+    add_analysts(store, "ann")
+    ARTIFACTS.mkdir(exist_ok=True)
+    dialogs: list[str] = []
+
+    app = create_app(settings)
+    with uvicorn_server(app, free_port()) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(f"{base}/console/login")
+            page.fill("input[name=name]", "ann")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/console")
+            page.goto(f"{base}/console/incidents")
+            expect(page.locator("table.incidents a.item-link")).to_have_count(len(HOSTILE))
+            expect(page.locator("table.incidents")).to_contain_text(HOSTILE[0])
+            page.screenshot(path=str(ARTIFACTS / "console-incidents.png"), full_page=True)
+            page.goto(f"{base}/console/incidents/{iid}")
+            expect(page.locator("[data-field=segment]")).to_contain_text(HOSTILE[0])
+            expect(page.locator("figure.chart polyline")).to_have_count(2)
+            page.fill("input[name=note]", HOSTILE[1])
+            page.click("button[value=acknowledged]")
+            expect(page.locator("#status")).to_have_text("acknowledged")
+            expect(page.locator("[data-field=notes]")).to_have_text(HOSTILE[1])
+            expect(page.locator("a.item-link")).to_have_count(3)
+            page.screenshot(path=str(ARTIFACTS / "console-incident.png"), full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == []  # no injected script ran
+    assert store.get_incident(iid).owner == "ann"
+    assert (ARTIFACTS / "console-incident.png").stat().st_size > 10_000
+    store.close()

@@ -15,11 +15,13 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from serving.deps import ReviewStoreDep, ServiceDep
 from serving.limits import ANALYST_NAME_MAX, ISSUE_MAX, NOTE_MAX, PASSWORD_MAX
+from serving.review.charts import line_chart
 from serving.review.console_auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -30,8 +32,16 @@ from serving.review.console_auth import (
     field,
     same,
 )
+from serving.review.db import parse_as_of
+from serving.review.incidents import TRANSITIONS, effect_fell
 from serving.review.routers.items import ReviewId, model_issues
-from serving.review.store import LeaseError, NotClaimable, ReviewStore
+from serving.review.store import (
+    InvalidTransition,
+    LeaseError,
+    NotClaimable,
+    NotIncidentOwner,
+    ReviewStore,
+)
 from serving.routers.reports import REPORT_HEADERS, read_report_html
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -65,6 +75,17 @@ MESSAGES = {
     "login": "Unknown analyst or wrong password.",
     "csrf": "The form expired; please try again.",
     "logout": "Logged out.",
+    "moved": "Incident updated.",
+    "transition": "That move is not possible from the incident's status (it may have changed).",
+    "owner": "Another analyst owns this incident; only they or an admin may move it.",
+    "fix_at": "The fix time is not a timestamp (use ISO 8601, e.g. 2026-10-24T00:00).",
+}
+INCIDENT_STATUSES = ("new", "acknowledged", "mitigating", "resolved", "verified", "false_alarm")
+MOVE_LABELS = {
+    "acknowledged": "Acknowledge",
+    "mitigating": "Record fix (mitigating)",
+    "resolved": "Resolve",
+    "false_alarm": "False alarm",
 }
 # Snapshot fields shown as the item's key signals, in order, with their labels.
 SIGNALS = (
@@ -279,6 +300,7 @@ def item_page(
         other=other,
         relabel=relabel[:9],
         history=store.history(review_id),
+        incidents=store.incidents_of_item(review_id),
     )
 
 
@@ -374,3 +396,168 @@ def discovery_page(svc: ServiceDep, session: SessionDep) -> Response:
             folder=str(svc.settings.discovery_path),
         )
     return HTMLResponse(html, headers={**SECURITY_HEADERS, **REPORT_HEADERS})
+
+
+# -- incidents ------------------------------------------------------------------------------
+
+IncidentId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Incident id.")]
+
+
+@router.get("/incidents")
+def incidents_page(
+    store: ReviewStoreDep,
+    session: SessionDep,
+    status: str | None = None,
+    issue: Annotated[str | None, Query(max_length=ISSUE_MAX)] = None,
+    segment: Annotated[str | None, Query(max_length=200)] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    msg: str | None = None,
+) -> Response:
+    """Incidents, newest detection first, filtered by status, issue and segment; and the
+    operational metrics per issue type."""
+    ops = store.incident_metrics()
+    issues = sorted({o.issue for o in ops})
+    status = status if status in INCIDENT_STATUSES else None
+    issue = issue if issue in issues else None
+    segment = (segment or "").replace("\x00", "").strip() or None
+    result = store.list_incidents(
+        status=status,
+        issue=issue,
+        segment=segment,
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    return render(
+        "incidents.html",
+        session=session,
+        message=_message(msg),
+        page=result,
+        page_no=page,
+        pages=max(1, -(-result.total // PAGE_SIZE)),
+        statuses=INCIDENT_STATUSES,
+        issues=issues,
+        status=status,
+        issue=issue,
+        segment=segment,
+        ops=ops,
+    )
+
+
+def _trend_chart(trend: dict[str, Any] | None, title: str) -> Any:
+    if not trend:
+        return None
+    marked = trend.get("marked")
+    bands = [(marked[0], marked[1], "anomaly window (start → detected)")] if marked else []
+    return line_chart(
+        title,
+        trend.get("times") or [],
+        [
+            ("observed", "observed rate", trend.get("observed") or []),
+            ("baseline", "baseline", trend.get("baseline") or []),
+        ],
+        bands=bands,
+    )
+
+
+def _effect_chart(effect: dict[str, Any] | None, fix_at: Any) -> Any:
+    series = (effect or {}).get("series") or {}
+    if not series.get("times"):
+        return None
+    return line_chart(
+        "issue rate per day before and after the fix: segment vs the rest",
+        series["times"],
+        [
+            ("treated", "incident segment", series.get("treated") or []),
+            ("control", "control (rest of the platform)", series.get("control") or []),
+        ],
+        lines=[(fix_at, "fix")],
+    )
+
+
+@router.get("/incidents/{incident_id}")
+def incident_page(
+    incident_id: IncidentId,
+    store: ReviewStoreDep,
+    session: SessionDep,
+    msg: str | None = None,
+) -> Response:
+    """One incident: trend with baseline and window, evidence, drill-down, lifecycle, effect."""
+    try:
+        inc = store.get_incident(incident_id)
+    except KeyError:
+        return render(
+            "missing.html", status_code=404, session=session, review_id=f"incident {incident_id}"
+        )
+    strata, items = store.incident_evidence(incident_id)
+    ev = inc.evidence
+    facts = [
+        ("baseline rate", ev.get("baseline_rate")),
+        ("observed rate", ev.get("observed_rate")),
+        ("rate ratio", ev.get("rate_ratio")),
+        ("events", ev.get("numerator")),
+        ("expected", ev.get("expected")),
+        ("p-value", f"{ev['p_value']:.2e}" if isinstance(ev.get("p_value"), float) else None),
+        ("items", ev.get("items")),
+        ("discovery runs", inc.runs),
+    ]
+    trend = store.incident_trend(incident_id)
+    moves = list(TRANSITIONS.get(inc.status, ()))
+    return render(
+        "incident.html",
+        session=session,
+        message=_message(msg),
+        inc=inc,
+        facts=[(k, v) for k, v in facts if v is not None],
+        trend_chart=_trend_chart(trend, f"{inc.issue} · {inc.segment_key} ({inc.signal or '-'})"),
+        effect_chart=_effect_chart(inc.effect, inc.fix_at) if inc.fix_at else None,
+        fell=effect_fell(inc.effect),
+        moves=moves,
+        labels=MOVE_LABELS,
+        strata=strata,
+        items=items,
+        pool=store.incident_pool_size(incident_id),
+        drilldown=ev.get("drilldown") or [],
+        history=store.incident_history(incident_id),
+    )
+
+
+@router.post("/incidents/{incident_id}/transition")
+def incident_transition(
+    incident_id: IncidentId,
+    store: ReviewStoreDep,
+    session: SessionDep,
+    form: FormDep,
+) -> Response:
+    """Move the incident on as this analyst (CSRF-checked; the owner or an admin)."""
+    check_csrf(session, field(form, "csrf"))
+    to = field(form, "to", 16)
+    note = field(form, "note", NOTE_MAX) or None
+    fix_text = field(form, "fix_at", 40)
+    here = f"/console/incidents/{incident_id}"
+    fix_at = None
+    if to == "mitigating" and fix_text:
+        try:
+            fix_at = parse_as_of(fix_text)
+        except (ValueError, TypeError, OverflowError):
+            return _redirect(here, msg="fix_at")
+        if fix_at is None:
+            return _redirect(here, msg="fix_at")
+    if to not in MOVE_LABELS:
+        return _redirect(here, msg="transition")
+    try:
+        store.transition(
+            incident_id,
+            to,
+            actor=session.reviewer,
+            admin=session.admin,
+            note=note,
+            fix_at=fix_at,
+            fix_description=field(form, "fix_description", NOTE_MAX) or None,
+        )
+    except KeyError:
+        raise HTTPException(404, "no such incident") from None
+    except InvalidTransition:
+        return _redirect(here, msg="transition")
+    except NotIncidentOwner:
+        return _redirect(here, msg="owner")
+    return _redirect(here, msg="moved")
