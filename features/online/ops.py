@@ -68,7 +68,14 @@ def creator_key(creator_id: str) -> str:
 
 def item_keys(item_id: str) -> tuple[str, ...]:
     """Every key holding one item's state (what expiry deletes)."""
-    return (f"i:{item_id}", f"v:{item_id}", f"r:{item_id}", f"w:{item_id}", f"a:{item_id}")
+    return (
+        f"i:{item_id}",
+        f"v:{item_id}",
+        f"r:{item_id}",
+        f"w:{item_id}",
+        f"a:{item_id}",
+        f"f:{item_id}",
+    )
 
 
 def tomb_key(item_id: str) -> str:
@@ -76,6 +83,7 @@ def tomb_key(item_id: str) -> str:
 
 
 EXPIRY_KEY = "exp"  # sorted set: item -> event time (s) its state expires
+TOUCHED_KEY = "touched"  # set: items changed since the re-scorer last took them
 META_KEY = "meta"  # hash: the store clock (latest applied timestamp, padded ns)
 
 
@@ -127,8 +135,9 @@ def _expiry_s(ns: int) -> str:
 
 def _guarded(plan: Plan, item_id: str, ops: list[tuple[Any, ...]], n_rows: int) -> None:
     """Ops of one item, skipped when the item's state has expired (its tombstone exists)."""
-    plan.ops.append(("GUARD", tomb_key(item_id), str(len(ops)), str(n_rows)))
+    plan.ops.append(("GUARD", tomb_key(item_id), str(len(ops) + 1), str(n_rows)))
     plan.ops += ops
+    plan.ops.append(("SADD", TOUCHED_KEY, item_id))
     plan.items.add(item_id)
 
 
@@ -181,8 +190,8 @@ def creator_ops(plan: Plan, creators: pd.DataFrame) -> None:
             "followers": _none(followers[i]),
             "verified": _none(verified[i]),
         }
+        # A profile is static and may be sent at any time: it does not move the clock.
         plan.ops.append(("HSET", creator_key(cid), "s", json.dumps(static)))
-        plan.clock(int(created[i]))
     plan.rows += len(creators)
 
 
@@ -349,10 +358,14 @@ ONLINE_TABLES = tuple(TABLE_PLANNERS)
 def plan_tables(tables: Iterable[tuple[str, pd.DataFrame]], cfg: OnlineConfig) -> Plan:
     """One plan for validated tables (name, frame), applied in ONLINE_TABLES order."""
     plan = Plan()
-    given = dict(tables)
+    given: dict[str, list[pd.DataFrame]] = {}
+    for name, frame in tables:
+        given.setdefault(name, []).append(frame)
     for name in ONLINE_TABLES:
-        if name in given and len(given[name]):
-            TABLE_PLANNERS[name](plan, given[name], cfg)
+        frames = [f for f in given.get(name, ()) if len(f)]
+        if frames:
+            frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            TABLE_PLANNERS[name](plan, frame, cfg)
     return plan
 
 

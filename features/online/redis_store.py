@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.online.ops import META_KEY, OnlineConfig, creator_key, item_key
+from features.online.ops import META_KEY, TOUCHED_KEY, OnlineConfig, creator_key, item_keys
 from features.online.snapshot import RawItem
 from features.online.store import OnlineStore, StoreUnavailable
 
@@ -115,7 +115,7 @@ while i <= n do
                              tonumber(ARGV[a + 1]))
       for _, id in ipairs(due) do
         redis.call('DEL', p .. 'i:' .. id, p .. 'v:' .. id, p .. 'r:' .. id, p .. 'w:' .. id,
-                   p .. 'a:' .. id)
+                   p .. 'a:' .. id, p .. 'f:' .. id)
         redis.call('SET', p .. 'x:' .. id, '1', 'PX', ARGV[a])
         redis.call('ZREM', p .. 'exp', id)
       end
@@ -207,6 +207,25 @@ class RedisStore(OnlineStore):
             )
         return out
 
+    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+        if not issues:
+            return []
+        key = self.prefix + f"f:{item_id}"
+        pipe = self.client.pipeline(transaction=False)
+        for issue in issues:
+            pipe.sadd(key, issue)
+        pipe.pexpire(key, max(1000, round(2 * self.config.life_ns / 1e6)))
+        added = self._call(pipe.execute)
+        return [i for i, n in zip(issues, added, strict=False) if n]
+
+    def take_touched(self, limit: int) -> list[str]:
+        taken = self._call(self.client.spop, self.prefix + TOUCHED_KEY, limit) or []
+        return [t.decode() for t in taken]
+
+    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+        if issues:
+            self._call(self.client.srem, self.prefix + f"f:{item_id}", *issues)
+
     def clock_ns(self) -> int | None:
         clock = self._call(self.client.hget, self.prefix + META_KEY, "clock")
         return None if clock is None else int(clock)
@@ -222,16 +241,7 @@ class RedisStore(OnlineStore):
 
     def memory_bytes(self, item_id: str) -> int:
         """Bytes Redis uses for one item's keys (MEMORY USAGE, summed)."""
-        keys = [
-            self.prefix + k
-            for k in (
-                item_key(item_id),
-                f"v:{item_id}",
-                f"r:{item_id}",
-                f"w:{item_id}",
-                f"a:{item_id}",
-            )
-        ]
+        keys = [self.prefix + k for k in item_keys(item_id)]
         return sum(int(self._call(self.client.memory_usage, k) or 0) for k in keys)
 
     def clear(self) -> int:

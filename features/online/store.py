@@ -21,6 +21,7 @@ import pandas as pd
 from features.online.ops import (
     EXPIRY_KEY,
     META_KEY,
+    TOUCHED_KEY,
     OnlineConfig,
     creator_key,
     item_key,
@@ -69,6 +70,19 @@ class OnlineStore:
 
     def clock_ns(self) -> int | None:
         """The latest timestamp applied (None before anything was applied)."""
+        raise NotImplementedError
+
+    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+        """Record that the item was flagged for `issues`; returns the ones not flagged
+        before (atomic per issue, so several workers queue an item once per issue)."""
+        raise NotImplementedError
+
+    def take_touched(self, limit: int) -> list[str]:
+        """Up to `limit` items changed since last taken (each taken by one caller)."""
+        raise NotImplementedError
+
+    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+        """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
         raise NotImplementedError
 
     def ping(self) -> None:
@@ -265,6 +279,22 @@ class MemoryStore(OnlineStore):
                     )
                 )
             return out
+
+    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+        with self._lock:
+            seen = self._s.setdefault(f"f:{item_id}", set())
+            new = [i for i in issues if i not in seen]
+            seen.update(new)
+            return new
+
+    def take_touched(self, limit: int) -> list[str]:
+        with self._lock:
+            touched = self._s.get(TOUCHED_KEY, set())
+            return [touched.pop() for _ in range(min(limit, len(touched)))]
+
+    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+        with self._lock:
+            self._s.get(f"f:{item_id}", set()).difference_update(issues)
 
     def clock_ns(self) -> int | None:
         clock = self._h.get(META_KEY, {}).get("clock")

@@ -62,3 +62,23 @@ def store_factory(backend: str) -> Iterator:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(11)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    import mlflow
+
+    from tests.support.serving import build_registry
+
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        yield build_registry(tmp_path_factory.mktemp("mlflow"))
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+@pytest.fixture
+def champion_v1(registry):
+    registry.set_champion(registry.versions[0])
+    return registry
