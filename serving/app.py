@@ -227,7 +227,7 @@ def create_app(
                 writer_stop.set()
                 await asyncio.to_thread(writer_thread.join, 60)
             review_store.close()
-            online.store.close()
+            online.close()
             metrics.close()
 
     app = FastAPI(

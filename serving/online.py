@@ -22,24 +22,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from features.online import OnlineStore, StoreUnavailable, store_from_settings
-from features.online.ingest import Batch, ingest
-from features.online.store import ApplyResult
+from features.online.errors import Batch, StoreUnavailable
 from features.schema import DEFAULT_HORIZONS_H
-from features.snapshot_frame import NS_PER_H
 from serving.flag_writer import flagged_item, to_json
 from serving.scoring import TOP_K
 from serving.spool import SpoolError
 
 log = logging.getLogger("serving.online")
+NS_PER_H = 3_600 * 1_000_000_000
 
 
 def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
     """A snapshot with Python datetimes (what the spool and JSON answers carry)."""
     return {
-        k: v.to_pydatetime(warn=False) if isinstance(v, pd.Timestamp) else v
+        k: v.to_pydatetime(warn=False) if hasattr(v, "to_pydatetime") else v
         for k, v in snapshot.items()
     }
 
@@ -47,9 +44,9 @@ def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
 class OnlineService:
     """The online store of this worker plus the touched-item bookkeeping of re-scoring."""
 
-    def __init__(self, settings: Any, store: OnlineStore | None = None) -> None:
+    def __init__(self, settings: Any, store: Any = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else store_from_settings(settings)
+        self._store = store
         self.rescore_s = float(settings.online_rescore_s)
         self.horizons_ns = [round(h * NS_PER_H) for h in DEFAULT_HORIZONS_H]
         self._touched: dict[str, float] = {}  # item -> monotonic time it was first touched
@@ -59,15 +56,34 @@ class OnlineService:
         self.queued = 0
         self.scored = 0
 
+    @property
+    def store(self) -> Any:
+        """The online store (`features.online.OnlineStore`), opened on first use so that a
+        worker starts without pandas."""
+        if self._store is None:
+            from features.online import store_from_settings
+
+            self._store = store_from_settings(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
     def problem(self) -> str | None:
         """Why the online store cannot be used now (None when it can)."""
+        if self._store is None and self.settings.online_store == "memory":
+            return None  # in-process: nothing to reach
         try:
             self.store.ping()
         except StoreUnavailable as exc:
             return str(exc)
         return None
 
-    def ingest(self, batches: Sequence[Batch], batch_id: str | None) -> ApplyResult:
+    def ingest(self, batches: Sequence[Batch], batch_id: str | None) -> Any:
+        """Contract-check and apply (`features.online.ingest.ingest`): an ApplyResult."""
+        from features.online.ingest import ingest
+
         return ingest(self.store, batches, batch_id)
 
     def due(self, limit: int = 2000) -> list[str]:
@@ -104,7 +120,8 @@ class OnlineService:
         if not items or model is None:
             return 0
         snaps = self.store.snapshots(items)
-        records = [json_record(s) for s in snaps if s is not None]
+        snaps_by_id = {s["item_id"]: s for s in snaps if s is not None}
+        records = [json_record(s) for s in snaps_by_id.values()]
         if not records:
             return 0
         now = time.monotonic()
@@ -121,7 +138,7 @@ class OnlineService:
         for k, record in enumerate(records):
             item = record["item_id"]
             self._last[item] = now
-            self._plan_horizons(item, int(pd.Timestamp(record["created_at"]).value))
+            self._plan_horizons(item, int(snaps_by_id[item]["created_at"].value))
             hit = [iss for iss, h in zip(issues, hits[k], strict=True) if h]
             if not hit:
                 continue

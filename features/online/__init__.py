@@ -8,18 +8,35 @@ docs/architecture.md ("Online path") for the key layout, the late-event bound an
 
 from __future__ import annotations
 
-from features.online.ops import OnlineConfig
-from features.online.store import (
-    ApplyResult,
-    AsOfTooEarly,
-    MemoryStore,
-    OnlineStore,
-    StoreUnavailable,
-)
+from typing import TYPE_CHECKING, Any
+
+from features.online.errors import AsOfTooEarly, BatchRejected, StoreUnavailable
+
+if TYPE_CHECKING:
+    from features.online.ops import OnlineConfig
+    from features.online.store import ApplyResult, MemoryStore, OnlineStore
+
+# Loaded on first use: the service imports this package before pandas may be imported.
+_LAZY = {
+    "OnlineConfig": "features.online.ops",
+    "ApplyResult": "features.online.store",
+    "MemoryStore": "features.online.store",
+    "OnlineStore": "features.online.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'features.online' has no attribute {name!r}")
+
 
 __all__ = [
     "ApplyResult",
     "AsOfTooEarly",
+    "BatchRejected",
     "MemoryStore",
     "OnlineConfig",
     "OnlineStore",
@@ -33,6 +50,8 @@ def open_store(
     url: str = "memory", config: OnlineConfig | None = None, *, prefix: str = "surfacer:"
 ) -> OnlineStore:
     """The online store named by `url` (``memory`` or ``redis://...``)."""
+    from features.online.store import MemoryStore
+
     if url == "memory":
         return MemoryStore(config)
     if url.startswith(("redis://", "rediss://", "unix://")):
@@ -44,6 +63,8 @@ def open_store(
 
 def store_from_settings(settings: object) -> OnlineStore:
     """The store the settings name (``SURFACER_ONLINE_*``)."""
+    from features.online.ops import OnlineConfig
+
     config = OnlineConfig(
         horizon_h=settings.online_horizon_h,  # type: ignore[attr-defined]
         late_s=settings.online_late_s,  # type: ignore[attr-defined]

@@ -14,36 +14,17 @@ no row id, so a batch sent without an id is applied every time it is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from features.contract import TABLES
+from features.online.errors import Batch, BatchRejected
 from features.online.ops import ONLINE_TABLES
 from features.online.store import ApplyResult, OnlineStore
 from features.validate import Problem, coerce_table, validate_table
 
 MAX_BATCH_ID = 200
-
-
-class BatchRejected(ValueError):
-    """A batch breaks the contract; nothing of it was applied. `.problems` lists why."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__(
-            "batch rejected, nothing applied: " + "; ".join(str(p) for p in problems[:20])
-        )
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One table's rows as the API or a stream message carries them."""
-
-    table: str
-    rows: Sequence[Mapping[str, Any]] | None = None
-    columns: Mapping[str, Sequence[Any]] | None = None
 
 
 def to_frame(batch: Batch) -> tuple[pd.DataFrame | None, list[Problem]]:

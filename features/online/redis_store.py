@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from features.online.errors import StoreUnavailable
 from features.online.ops import META_KEY, TOUCHED_KEY, OnlineConfig, creator_key, item_keys
 from features.online.snapshot import RawItem
-from features.online.store import OnlineStore, StoreUnavailable
+from features.online.store import OnlineStore
 
 APPLY_LUA = r"""
 local p = ARGV[1]

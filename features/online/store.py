@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.online.errors import AsOfTooEarly
 from features.online.ops import (
     EXPIRY_KEY,
     META_KEY,
@@ -30,14 +31,6 @@ from features.online.ops import (
     tomb_key,
 )
 from features.online.snapshot import RawItem, assemble
-
-
-class StoreUnavailable(RuntimeError):
-    """The backend cannot be reached (the service reports not-ready, callers retry)."""
-
-
-class AsOfTooEarly(ValueError):
-    """A snapshot was asked for at or before the store's clock (it would not be exact)."""
 
 
 @dataclass(frozen=True)

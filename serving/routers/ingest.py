@@ -18,8 +18,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from features.online import AsOfTooEarly, StoreUnavailable
-from features.online.ingest import Batch, BatchRejected
+from features.online.errors import AsOfTooEarly, Batch, BatchRejected, StoreUnavailable
 from serving.deps import SECURITY, authorize, loaded_model
 from serving.limits import ITEM_ID_MAX
 from serving.online import OnlineService, json_record
