@@ -1,7 +1,7 @@
 """Replay a dataset through an online store in event-time order and check it against batch.
 
-`timeline` orders every row of the tables the store takes by its time (creators and items
-at created_at, events and moderation at ts, appeals once resolved or filed); `Replayer`
+`features.online.replay.timeline` orders the rows by when the platform knows them;
+`Replayer`
 applies the rows before an instant and `compare_rows` holds an online snapshot equal to the
 batch row of `build_snapshots` at the same as_of.
 """
@@ -16,42 +16,13 @@ import numpy as np
 import pandas as pd
 
 from features.online import OnlineStore
-from features.online.ops import ONLINE_TABLES
+from features.online.replay import chunks, timeline
 from features.pit import to_ns
 
 # Float columns that are sums of floats: batch reads them as differences of prefix sums over
 # the whole table, online as running sums, so the last bits may differ.
 FLOAT_SUM_COLUMNS = frozenset({"mean_watch_frac"})
 REL_TOL = 1e-9
-
-
-def row_times(name: str, frame: pd.DataFrame) -> np.ndarray:
-    """When a row of a table is known to the platform (ns); creator profiles (static, read
-    whole by the batch) first of all."""
-    if name == "creators":
-        return np.full(len(frame), np.iinfo(np.int64).min, dtype=np.int64)
-    if name == "items":
-        return to_ns(frame["created_at"])
-    if name == "appeals":
-        filed = to_ns(frame["filed_at"])
-        resolved = frame["resolved_at"]
-        res = np.where(resolved.notna(), to_ns(resolved.fillna(frame["filed_at"])), filed)
-        return np.maximum(filed, res)
-    return to_ns(frame["ts"])
-
-
-def timeline(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """(time, table, row) of every row the online store takes, in event-time order."""
-    parts = []
-    for t, name in enumerate(ONLINE_TABLES):
-        frame = tables.get(name)
-        if frame is None or not len(frame):
-            continue
-        parts.append(
-            pd.DataFrame({"time": row_times(name, frame), "table": t, "row": np.arange(len(frame))})
-        )
-    out = pd.concat(parts, ignore_index=True)
-    return out.sort_values(["time", "table", "row"], kind="stable").reset_index(drop=True)
 
 
 class Replayer:
@@ -79,13 +50,7 @@ class Replayer:
     def apply_range(self, start: int, end: int) -> None:
         if end <= start:
             return
-        chunk = self.order.iloc[start:end]
-        tables = chunk["table"].to_numpy()
-        cut = np.flatnonzero(tables[1:] != tables[:-1]) + 1
-        for seg in np.split(np.arange(len(chunk)), cut):
-            name = ONLINE_TABLES[tables[seg[0]]]
-            rows = chunk["row"].to_numpy()[seg]
-            frame = self.tables[name].iloc[rows].reset_index(drop=True)
+        for name, frame in chunks(self.tables, self.order, start, end, 1_000_000):
             self.store.apply({name: frame}, batch_id=f"replay-{self.batches}")
             self.batches += 1
 
