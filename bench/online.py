@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
@@ -174,6 +175,22 @@ def _stream_ingest(redis_url: str, store: Any, events: Any, batch: int, tag: str
     return rate
 
 
+def _background(base: str, bodies: list[bytes], stop: Any, sent: Any) -> None:
+    """Post event batches round-robin until stopped (a separate process: the load client
+    must not share the measuring process's GIL)."""
+    import httpx
+
+    headers = {"X-API-Key": API_KEY, "content-type": "application/json"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+        k = 0
+        while not stop.is_set():
+            r = c.post("/v1/events", content=bodies[k % len(bodies)])
+            if r.status_code == 200:
+                with sent.get_lock():
+                    sent.value += int(r.json()["rows"])
+            k += 1
+
+
 def _freshness(base: str, item: str, template: dict[str, Any], n: int) -> list[float]:
     """Seconds from a probe event's acceptance to a GET score whose snapshot counts it."""
     import httpx
@@ -202,8 +219,8 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
     async with httpx.AsyncClient(
         base_url=base,
         headers={"X-API-Key": API_KEY},
-        timeout=10,
-        limits=httpx.Limits(max_connections=64),
+        timeout=httpx.Timeout(10, pool=None),
+        limits=httpx.Limits(max_connections=32),
     ) as c:
         start = time.perf_counter()
 
@@ -211,12 +228,21 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
             nonlocal errors
             scheduled = start + k / rate
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            r = await c.get(f"/v1/items/{items[k % len(items)]}/score")
-            if r.status_code != 200:
+            try:
+                r = await c.get(f"/v1/items/{items[k % len(items)]}/score")
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if not ok:
                 errors += 1
             lat.append(time.perf_counter() - scheduled)
 
-        await asyncio.gather(*(one(k) for k in range(n)))
+        tasks = [asyncio.ensure_future(one(k)) for k in range(n)]
+        # Bounded: requests not answered 10 s after the last send count as errors.
+        _, late = await asyncio.wait(tasks, timeout=duration + 10)
+        for t in late:
+            t.cancel()
+        errors += len(late)
     return {"n": n, "errors": errors, "p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3}
 
 
@@ -238,6 +264,7 @@ def main() -> None:
 
 
 def _bench(args: argparse.Namespace, work: Path) -> None:
+    import orjson
     import redis
 
     from features.online import OnlineConfig, open_store
@@ -251,14 +278,20 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
     settings = _train(data, work / "state")
     events = _event_load(tables, args.events)
     client = redis.Redis.from_url(args.redis)
-    store = open_store(args.redis, OnlineConfig(), prefix=prefix)
+    # Every item stays live while the bench runs (its world spans days); expiry is shown at
+    # the end by moving the clock past this horizon.
+    horizon_h = 24.0 * (args.days + 2)
+    store = open_store(args.redis, OnlineConfig(horizon_h=horizon_h), prefix=prefix)
     results: dict[str, Any] = {}
     try:
         # items and creators first (the stores need them to read snapshots)
         ingest(store, [Batch("creators", columns=json_columns(tables["creators"]))], None)
         ingest(store, [Batch("items", columns=json_columns(tables["items"]))], None)
+        print("phase: store batches", flush=True)
         results["store_ev_s"] = _store_ingest(store, events, args.batch)
+        print("phase: naive", flush=True)
         results["naive_ev_s"] = _naive(client, prefix, events, min(args.naive_events, len(events)))
+        print("phase: stream", flush=True)
         results["stream_ev_s"] = _stream_ingest(args.redis, store, events, args.batch, tag)
 
         port = _free_port()
@@ -271,6 +304,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             "SURFACER_RELOAD_INTERVAL_S": "0",
             "SURFACER_ONLINE_STORE": args.redis,
             "SURFACER_ONLINE_PREFIX": prefix,
+            "SURFACER_ONLINE_HORIZON_H": str(horizon_h),
         }
         cmd = [
             sys.executable,
@@ -290,19 +324,17 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         ]
         base = f"http://{HOST}:{port}"
         with _server(cmd, env, port, "/readyz", work / "serve.log", 180):
+            print("phase: HTTP", flush=True)
             results["http_ev_s"] = _http_ingest(base, events, args.batch, args.threads)
-            # background ingest while freshness and GET latency are measured
-            stop = threading.Event()
-            bg_sent = [0]
-
-            def background() -> None:
-                k = 0
-                while not stop.is_set():
-                    _http_ingest(base, events.iloc[(k * 2000) % len(events) :][:2000], 2000, 1)
-                    bg_sent[0] += 2000
-                    k += 1
-
-            bg = threading.Thread(target=background, daemon=True)
+            # background ingest (its own process) while freshness and GET latency are measured
+            ctx = multiprocessing.get_context("spawn")
+            stop = ctx.Event()
+            sent = ctx.Value("q", 0)
+            bodies = [
+                orjson.dumps({"columns": json_columns(events.iloc[i : i + 2000])})
+                for i in range(0, min(len(events), 20_000), 2000)
+            ]
+            bg = ctx.Process(target=_background, args=(base, bodies, stop, sent), daemon=True)
             bg.start()
             t_bg = time.perf_counter()
             probe = tables["items"]["item_id"].iloc[-1]
@@ -316,14 +348,18 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                 "reason": "spam",
                 "text": None,
             }
+            print("phase: freshness", flush=True)
             fresh = _freshness(base, probe, template, args.probes)
             results["fresh_p50_ms"] = _pct(fresh, 50) * 1e3
             results["fresh_p99_ms"] = _pct(fresh, 99) * 1e3
             ids = tables["items"]["item_id"].tolist()[-500:]
+            print("phase: GET open loop", flush=True)
             results["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
             stop.set()
             bg.join(60)
-            results["bg_ev_s"] = bg_sent[0] / (time.perf_counter() - t_bg)
+            if bg.is_alive():
+                bg.terminate()
+            results["bg_ev_s"] = sent.value / (time.perf_counter() - t_bg)
 
         sample = tables["items"]["item_id"].tolist()[-200:]
         per_item = [store.memory_bytes(i) for i in sample]
@@ -338,7 +374,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
 
         later = tables["items"].tail(1).copy()
         later["item_id"] = "bench-expiry-probe"
-        later["created_at"] = pd.Timestamp(clock, tz="UTC") + pd.Timedelta(hours=48)
+        later["created_at"] = pd.Timestamp(clock, tz="UTC") + pd.Timedelta(hours=horizon_h + 1)
         ingest(store, [Batch("items", columns=json_columns(later))], None)
         for _ in range(1000):  # a sweep frees up to 1000 items per batch
             if store.live_items() <= 1:
