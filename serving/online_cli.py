@@ -16,6 +16,7 @@ import typer
 from common.settings import get_settings
 
 INGEST_HELP = "Consume the platform's event stream (Redis Streams) into the online store."
+STEP_NS = 3_600 * 10**9
 REPLAY_HELP = "Stream a dataset into a running service in event-time order (loopback HTTP)."
 
 
@@ -109,7 +110,11 @@ def replay(
                     continue
             else:
                 end = len(order)
-            for table, frame in chunks(tables, order, pos, end, max_rows):
+            # At most an hour of event time per step: rows are sent table by table within a
+            # step, which must stay well inside an item's life (online_horizon_h).
+            end = min(end, int(np.searchsorted(times, int(times[pos]) + STEP_NS, side="left")))
+            end = max(end, pos + 1)
+            for table, frame in chunks(tables, order, pos, end, max_rows, by_table=True):
                 r = client.post(
                     f"/v1/{table}",
                     json={"columns": json_columns(frame), "batch_id": f"replay-{run}-{seq}"},
@@ -181,8 +186,18 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise SystemExit(2)
+        import httpx
+
         try:
             sent = replay(data, url, key, speed=speed, max_rows=max_rows)
+        except httpx.HTTPError as exc:
+            typer.secho(
+                f"error: cannot reach the service at {url} ({exc}); is `surfacer serve` "
+                "running there?",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise SystemExit(2) from None
         except (ValueError, FileNotFoundError, OSError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise SystemExit(2) from None
