@@ -185,3 +185,42 @@ async def test_redis_unavailable_is_not_ready_and_recovers(champion_v1, tmp_path
         proxy.close()
         store.close()
     assert REDIS_URL
+
+
+@pytest.mark.redis
+async def test_service_consumes_the_stream_itself(champion_v1, tmp_path, sim_tables):
+    """With SURFACER_ONLINE_CONSUME the service runs the consumer in its lifespan."""
+    redis_or_skip()
+    import redis
+
+    from serving.stream import publish
+
+    tag = uuid.uuid4().hex[:10]
+    stream = f"w17test:{tag}:stream"
+    store = open_store(REDIS_URL, OnlineConfig(), prefix=f"w17test:{tag}:")
+    client = redis.Redis.from_url(REDIS_URL)
+    part = _first_items(sim_tables, 5)
+    app, _ = _app(
+        champion_v1, tmp_path, store, online_consume=f"{REDIS_URL}?stream={stream}&group=svc"
+    )
+    try:
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as http:
+            publish(client, stream, "items", {"columns": json_columns(part["items"])})
+            publish(client, stream, "events", {"columns": json_columns(part["events"])})
+            item = part["items"]["item_id"].iloc[0]
+            want = int(
+                ((part["events"]["item_id"] == item) & (part["events"]["kind"] == "view")).sum()
+            )
+            body = {}
+            for _ in range(100):
+                r = await http.get(f"/v1/items/{item}/score")
+                body = r.json() if r.status_code == 200 else {}
+                if body.get("snapshot", {}).get("n_view") == want:
+                    break
+                await asyncio.sleep(0.1)
+            assert body["snapshot"]["n_view"] == want
+    finally:
+        store.clear()
+        store.close()
+        client.delete(stream, f"{stream}:dead")
+        client.close()
