@@ -15,7 +15,9 @@ import typer
 
 from common.settings import get_settings
 
-INGEST_HELP = "Consume the platform's event stream (Redis Streams) into the online store."
+INGEST_HELP = (
+    "Consume the platform's event stream (Redis Streams or NATS JetStream) into the online store."
+)
 STEP_NS = 3_600 * 10**9
 REPLAY_HELP = "Stream a dataset into a running service in event-time order (loopback HTTP)."
 
@@ -37,8 +39,33 @@ def run_ingest(
     """Consume `url` into the store the settings name until interrupted; messages handled."""
     from features.online import store_from_settings
     from features.online.ingest import ingest
-    from serving.stream import StreamConsumer, StreamSource
+    from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
 
+    if url.startswith("nats://"):
+        import asyncio
+
+        nats_source = NatsSource.parse(url)
+        store = store_from_settings(get_settings())
+        store.ping()
+        if not quiet:
+            typer.echo(
+                f"ingest: consuming JetStream {nats_source.stream} "
+                f"({nats_source.subject}, durable {nats_source.durable}); Ctrl-C stops"
+            )
+        try:
+            stats = asyncio.run(
+                consume_nats(nats_source, lambda b, bid: ingest(store, b, bid), until_idle=drain)
+            )
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            store.close()
+        if not quiet:
+            typer.echo(
+                f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
+                f"{stats.duplicates} re-sent, {stats.rejected} rejected"
+            )
+        return stats.messages
     source = StreamSource.parse(url)
     store = store_from_settings(get_settings())
     store.ping()
@@ -143,8 +170,9 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--from",
-                help="redis://host:port/db?stream=NAME&group=NAME[&consumer=NAME] "
-                "(defaults: stream surfacer:events, group surfacer-ingest).",
+                help="redis://host:port/db?stream=NAME&group=NAME[&consumer=NAME] (defaults: "
+                "stream surfacer:events, group surfacer-ingest) or "
+                "nats://host:4222?stream=NAME&subject=X[&durable=NAME].",
             ),
         ],
         max_messages: Annotated[

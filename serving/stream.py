@@ -1,4 +1,5 @@
-"""Consume the platform's event bus into the online store: Redis Streams with a consumer group.
+"""Consume the platform's event bus into the online store: Redis Streams with a consumer
+group, or NATS JetStream with a durable pull consumer (`consume_nats`, same rules).
 
 A message is one batch of one table: fields ``table`` (events, items, creators,
 moderation, appeals) and ``body`` (JSON ``{"rows": [...]}`` or ``{"columns": {...}}``, the
@@ -226,3 +227,117 @@ async def consume_in_service(online: Any, url: str) -> None:
     finally:
         stop.set()
         consumer.close()
+
+
+# --------------------------------------------------------------------------- NATS JetStream
+
+
+@dataclass(frozen=True)
+class NatsSource:
+    """A JetStream stream, the subject its batches are published on, the durable consumer."""
+
+    server: str
+    stream: str
+    subject: str
+    durable: str
+
+    @classmethod
+    def parse(cls, url: str) -> NatsSource:
+        parts = urlsplit(url)
+        if parts.scheme != "nats":
+            raise ValueError(f"NATS URL must be nats://host:port?stream=S&subject=X, got {url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"stream", "subject", "durable"}
+        if unknown:
+            raise ValueError(f"unknown NATS URL parameter(s) {sorted(unknown)} in {url!r}")
+        stream = query.get("stream", "SURFACER_EVENTS")
+        return cls(
+            urlunsplit(("nats", parts.netloc, "", "", "")),
+            stream,
+            query.get("subject", "surfacer.events"),
+            query.get("durable", DEFAULT_GROUP),
+        )
+
+
+def nats_message_batch(
+    stream: str, seq: int, data: bytes, headers: dict | None
+) -> tuple[Batch, str]:
+    """A JetStream message: JSON {"table", "rows"|"columns"[, "batch_id"]}; the batch id is
+    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"message is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError('message must be {"table": ..., "rows": [...] or "columns": {...}}')
+    batch_id = body.get("batch_id") or (headers or {}).get("Nats-Msg-Id") or f"{stream}/{seq}"
+    return (
+        Batch(str(body.get("table", "")), rows=body.get("rows"), columns=body.get("columns")),
+        str(batch_id),
+    )
+
+
+async def consume_nats(
+    source: NatsSource,
+    apply: Callable[[list[Batch], str | None], Any],
+    stop: threading.Event | None = None,
+    *,
+    count: int = 64,
+    until_idle: bool = False,
+    ack_wait_s: float = 30.0,
+) -> ConsumerStats:
+    """Pull from a durable JetStream consumer; ack each message only after it is applied
+    (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
+    that break the contract are acknowledged and logged (term: not redelivered)."""
+    import asyncio
+
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import ConsumerConfig
+    from nats.js.errors import NotFoundError
+
+    stop = stop or threading.Event()
+    stats = ConsumerStats()
+    nc = await nats.connect(source.server, connect_timeout=5, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        try:
+            await js.stream_info(source.stream)
+        except NotFoundError:
+            await js.add_stream(name=source.stream, subjects=[source.subject])
+        sub = await js.pull_subscribe(
+            source.subject,
+            durable=source.durable,
+            stream=source.stream,
+            config=ConsumerConfig(ack_wait=ack_wait_s),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(count, timeout=0.5)
+            except NatsTimeout:
+                if until_idle:
+                    break
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                try:
+                    batch, batch_id = nats_message_batch(source.stream, seq, msg.data, msg.headers)
+                    result = await asyncio.to_thread(apply, [batch], batch_id)
+                except StoreUnavailable as exc:
+                    log.warning("NATS consumer waiting: %s", exc)
+                    await msg.nak(delay=1.0)
+                    await asyncio.sleep(1.0)
+                    continue
+                except (BatchRejected, ValueError) as exc:
+                    stats.rejected += 1
+                    log.warning("NATS message %s rejected: %s", seq, exc)
+                    await msg.term()
+                    stats.messages += 1
+                    continue
+                stats.rows += result.rows
+                stats.duplicates += int(result.duplicate)
+                await msg.ack()
+                stats.messages += 1
+    finally:
+        await nc.close()
+    return stats

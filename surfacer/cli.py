@@ -58,7 +58,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("serving.cli", "The analyst review queue: schema, analysts, stats, label export."),
     "ingest": (
         "serving.online_cli",
-        "Consume the platform's event stream (Redis Streams) into the online store.",
+        "Consume the platform's event stream (Redis Streams or NATS JetStream) into the online "
+        "store.",
     ),
     "replay": (
         "serving.online_cli",
