@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     )
     online_consume: str | None = Field(
         default=None,
-        description="Stream the service consumes itself (redis://...#stream or "
-        "nats://...#subject); default none (run `surfacer ingest --from URL`).",
+        description="Stream the service consumes itself (redis://...?stream=S&group=G or "
+        "nats://...?stream=S&subject=X); default none (run `surfacer ingest --from URL`).",
     )
 
     # review queue

@@ -216,6 +216,13 @@ async def consume_in_service(online: Any, url: str) -> None:
     """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread."""
     import asyncio
 
+    if url.startswith("nats://"):
+        stop_nats = threading.Event()
+        try:
+            await consume_nats(NatsSource.parse(url), online.ingest, stop_nats)
+        finally:
+            stop_nats.set()
+        return
     source = StreamSource.parse(url)
     source = StreamSource(
         source.redis_url, source.stream, source.group, f"{source.consumer}-{os.getpid()}"
