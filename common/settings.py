@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # serving
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="API key -> scopes (score, review, admin); JSON in SURFACER_API_KEYS.",
+        description="API key -> scopes (score, review, admin, ingest); JSON in SURFACER_API_KEYS.",
     )
     max_batch_size: int = Field(default=1000, ge=1, description="Items per /v1/score request.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -67,6 +67,38 @@ class Settings(BaseSettings):
         ge=0,
         description="fsync the spool this often (0: before every answer; a crash of a process "
         "never loses an answered flag either way, a power loss at most this long).",
+    )
+
+    # online path (live surfacing)
+    online_store: str = Field(
+        default="memory",
+        description="Online feature store: 'memory' (in-process, one worker) or a "
+        "redis://host:port/db URL (shared by workers and instances).",
+    )
+    online_prefix: str = Field(
+        default="surfacer:", description="Prefix of every online-store key in Redis."
+    )
+    online_horizon_h: float = Field(
+        default=24.0, gt=0, description="Last snapshot horizon: item state lives this long."
+    )
+    online_late_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Grace after the last horizon before an item's state expires; rows of "
+        "an item arriving before then land exactly, later ones are dropped as expired.",
+    )
+    online_batch_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="How long a batch id is remembered (idempotence)."
+    )
+    online_rescore_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Touched items are re-scored at most this often (and at each horizon).",
+    )
+    online_consume: str | None = Field(
+        default=None,
+        description="Stream the service consumes itself (redis://...?stream=S&group=G or "
+        "nats://...?stream=S&subject=X); default none (run `surfacer ingest --from URL`).",
     )
 
     # review queue

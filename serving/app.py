@@ -29,6 +29,7 @@ from serving.flag_writer import FlagSink, FlagWriter, writer_status
 from serving.metrics import FlagWriterCollector, IncidentCollector, ServiceMetrics
 from serving.middleware import ServiceMiddleware, request_id_of
 from serving.model_holder import Bundle, LoadedModel, ModelHolder
+from serving.online import OnlineService, rescore_loop
 from serving.openapi import install_openapi
 from serving.review.db import UNAVAILABLE_ERRORS
 from serving.review.routers import console
@@ -36,7 +37,7 @@ from serving.review.routers import incidents as review_incidents
 from serving.review.routers import items as review_items
 from serving.review.routers import quality as review_quality
 from serving.review.store import ReviewStore
-from serving.routers import admin, health, models, reports, score
+from serving.routers import admin, health, ingest, models, reports, score
 from serving.schemas import JSONResponse
 from serving.spool import SpoolWriter
 
@@ -45,6 +46,7 @@ log = logging.getLogger("serving")
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     score.router,
+    ingest.router,
     models.router,
     admin.router,
     review_items.router,
@@ -101,6 +103,7 @@ def create_app(
     multiprocess_metrics: bool = False,
     external_flag_writer: bool = False,
     on_model_swap: Callable[[LoadedModel], None] | None = None,
+    online_store: Any = None,
 ) -> FastAPI:
     """The scoring service for `settings` (read from the environment when None).
 
@@ -113,6 +116,8 @@ def create_app(
     metrics go to prometheus_client's multiprocess files and /metrics merges all workers
     (PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported).
     `on_model_swap` runs after each model swap (the worker start-up passes GC tuning).
+    `online_store`: the online feature store (default: the one settings.online_store
+    names); ingestion, score-by-id and background re-scoring use it.
     """
     settings = settings or get_settings()
     review_store = ReviewStore.from_settings(settings)
@@ -138,6 +143,7 @@ def create_app(
         fsync_interval_s=settings.spool_fsync_interval_s,
         on_append=metrics.flags_accepted.inc,
     )
+    online = OnlineService(settings, online_store)
     svc = Service(
         settings=settings,
         auth=ApiKeyAuth(settings.api_keys),
@@ -145,6 +151,7 @@ def create_app(
         metrics=metrics,
         spool=spool,
         sample_rate=sample_rate,
+        online=online,
     )
     metrics.add_shared(FlagWriterCollector(lambda: writer_status(spool_dir)))
     metrics.add_shared(IncidentCollector(review_store.incident_metrics))
@@ -197,6 +204,14 @@ def create_app(
                 holder.poll(STARTUP_RETRY_S, on_result=count, until_loaded=True),
                 name="model-retry",
             )
+        rescorer = asyncio.create_task(rescore_loop(svc, online), name="online-rescore")
+        consumer = None
+        if settings.online_consume:
+            from serving.stream import consume_in_service
+
+            consumer = asyncio.create_task(
+                consume_in_service(online, settings.online_consume), name="online-consumer"
+            )
         # `POST /v1/admin/reload` reaches one worker; it announces the reload to the others.
         follower = asyncio.create_task(
             holder.follow_reload_requests(on_result=count), name="reload-follower"
@@ -204,7 +219,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in (poller, follower):
+            for task in (poller, follower, rescorer, consumer):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +230,7 @@ def create_app(
                 writer_stop.set()
                 await asyncio.to_thread(writer_thread.join, 60)
             review_store.close()
+            online.close()
             metrics.close()
 
     app = FastAPI(
@@ -237,6 +253,7 @@ def create_app(
     )
     app.state.service = svc
     app.state.review_store = review_store
+    app.state.online = online
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)

@@ -1,4 +1,4 @@
-"""API-key authentication with scopes (score, review, admin).
+"""API-key authentication with scopes (score, review, admin, ingest).
 
 Keys come from `settings.api_keys` (key -> scopes). A presented key is hashed and compared
 against every configured key's hash with `hmac.compare_digest`, without early exit, so the
@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-SCOPES = ("score", "review", "admin")
+SCOPES = ("score", "review", "admin", "ingest")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -34,6 +34,7 @@ class Service:
     metrics: ServiceMetrics
     spool: SpoolWriter
     sample_rate: float = 0.0
+    online: Any = None  # serving.online.OnlineService when the online path is enabled
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 

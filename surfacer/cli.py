@@ -56,6 +56,15 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Serve the champion model over HTTP (FastAPI + uvicorn); the console is at /console.",
     ),
     "review": ("serving.cli", "The analyst review queue: schema, analysts, stats, label export."),
+    "ingest": (
+        "serving.online_cli",
+        "Consume the platform's event stream (Redis Streams or NATS JetStream) into the online "
+        "store.",
+    ),
+    "replay": (
+        "serving.online_cli",
+        "Stream a dataset into a running service in event-time order (loopback HTTP).",
+    ),
     "discover": (
         "discovery.cli",
         "Find issue-rate incidents by segment: anomaly detection, root-cause drill-down, "

@@ -141,7 +141,10 @@ def run_demo(
         "\nnext:\n"
         "  make serve    scoring API + analyst console (= uv run surfacer serve --dev-key)\n"
         f"  console       {CONSOLE_URL}: log in as `dev` with the password serve prints\n"
-        "  uv run surfacer models    the registered model versions"
+        "  uv run surfacer models    the registered model versions\n"
+        f"  uv run surfacer replay --data {data_dir} --speed 3600 --key <the key serve prints>\n"
+        "                live surfacing: the simulated days stream into the running service in\n"
+        "                event time (an hour a second); flags appear in the console as they happen"
     )
     return DemoResult(
         data_dir=data_dir,

@@ -28,6 +28,11 @@ def readiness(svc: Service) -> tuple[int, Health]:
     if model is None:
         problems.append("no model loaded yet")
         blocking = True
+    online = getattr(svc, "online", None)
+    if online is not None and (online_problem := online.problem()):
+        # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
+        problems.append(online_problem)
+        blocking = True
     spool_problem = svc.spool.problem
     if spool_problem:
         problems.append(spool_problem)
@@ -65,12 +70,17 @@ def readiness(svc: Service) -> tuple[int, Health]:
     "/readyz",
     response_model=Health,
     responses={
-        503: {"model": Health, "description": "No model loaded, or the spool takes no flags."}
+        503: {
+            "model": Health,
+            "description": "No model loaded, the spool takes no flags, or the online store "
+            "(Redis) is unreachable.",
+        }
     },
 )
 async def readyz(svc: ServiceDep) -> Response:
     """Readiness: 200 ready (or degraded: flags wait in the spool), else 503 (no key needed)."""
-    code, body = readiness(svc)
+    # The online store check is a network round trip: keep it off the event loop.
+    code, body = await asyncio.to_thread(readiness, svc) if svc.online else readiness(svc)
     return JSONResponse(body.model_dump(), status_code=code)
 
 

@@ -37,7 +37,13 @@ MODEL_NAME = "surfacer-test"
 SCORE_KEY = "test-score-key"
 ADMIN_KEY = "test-admin-key"
 REVIEW_KEY = "test-review-key"
-API_KEYS = {SCORE_KEY: ["score"], ADMIN_KEY: ["admin", "score"], REVIEW_KEY: ["review"]}
+INGEST_KEY = "test-ingest-key"
+API_KEYS = {
+    SCORE_KEY: ["score"],
+    ADMIN_KEY: ["admin", "score"],
+    REVIEW_KEY: ["review"],
+    INGEST_KEY: ["ingest", "score"],
+}
 
 CATEGORIES = ("comedy", "news", "music", "sports")
 WORDS = ("amazing", "free", "giveaway", "click", "link", "dance", "cat", "recipe", "idiot", "trash")

@@ -1,0 +1,120 @@
+"""Rows in (JSON records or columns), contract-checked, applied to the online store.
+
+The HTTP API and the stream consumer both call `ingest`: the rows of a batch are checked
+with the same contract code as files (`features.validate.coerce_table` /
+`validate_table`), and a batch with any problem is rejected whole (`BatchRejected` lists
+every problem with its table, column and rows) before anything is applied.
+
+Idempotence rule: a batch carries an id (the API's ``batch_id`` field or
+``Idempotency-Key`` header; the stream's message id). A batch whose id was applied within
+`OnlineConfig.batch_ttl_s` is acknowledged and not applied again. Rows of the contract carry
+no row id, so a batch sent without an id is applied every time it is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from features.contract import TABLES
+from features.online.errors import Batch, BatchRejected
+from features.online.ops import ONLINE_TABLES
+from features.online.store import ApplyResult, OnlineStore
+from features.validate import Problem, coerce_table, validate_table
+
+MAX_BATCH_ID = 200
+
+
+def to_frame(batch: Batch) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """The rows as a contract-typed frame, or the problems that stop it."""
+    name = batch.table
+    if name not in ONLINE_TABLES:
+        return None, [
+            Problem(
+                name,
+                None,
+                f"not a table the online store takes; expected one of {', '.join(ONLINE_TABLES)}",
+            )
+        ]
+    spec = TABLES[name]
+    if batch.columns is not None:
+        lengths = {len(v) for v in batch.columns.values() if isinstance(v, list | tuple)}
+        bad = [k for k, v in batch.columns.items() if not isinstance(v, list | tuple)]
+        if bad or len(lengths) > 1:
+            return None, [Problem(name, None, "columns must be lists of equal length")]
+        frame = pd.DataFrame({k: list(v) for k, v in batch.columns.items()})
+    else:
+        rows = list(batch.rows or [])
+        bad = [i for i, r in enumerate(rows) if not isinstance(r, Mapping)]
+        if bad:
+            return None, [Problem(name, None, "each row must be an object", bad[:5], len(bad))]
+        frame = pd.DataFrame.from_records(rows, columns=_columns(rows, spec.column_names))
+    problems: list[Problem] = []
+    unknown = [c for c in frame.columns if c not in spec.column_names]
+    for c in unknown:
+        problems.append(
+            Problem(name, str(c), f"unknown column (expected: {', '.join(spec.column_names)})")
+        )
+    frame = coerce_table(name, frame.drop(columns=unknown))
+    problems += validate_table(name, frame)
+    return frame, problems
+
+
+def _columns(rows: list[Mapping[str, Any]], expected: Sequence[str]) -> list[str]:
+    """The spec's columns first, then any other key the rows use (to report it)."""
+    seen = dict.fromkeys(expected)
+    for r in rows[:1000]:
+        for k in r:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def check_batch_id(batch_id: str | None) -> str | None:
+    if batch_id is None:
+        return None
+    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= MAX_BATCH_ID:
+        raise BatchRejected(
+            [Problem("batch", "batch_id", f"must be a string of 1..{MAX_BATCH_ID} characters")]
+        )
+    return batch_id
+
+
+def ingest(
+    store: OnlineStore, batches: Sequence[Batch], batch_id: str | None = None
+) -> ApplyResult:
+    """Check every batch against the contract, then apply them all in one atomic step."""
+    batch_id = check_batch_id(batch_id)
+    frames: list[tuple[str, pd.DataFrame]] = []
+    problems: list[Problem] = []
+    for b in batches:
+        frame, found = to_frame(b)
+        problems += found
+        if frame is not None and not found:
+            frames.append((b.table, frame))
+    if problems:
+        raise BatchRejected(problems)
+    return store.apply(frames, batch_id=batch_id)
+
+
+def json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """A contract frame as JSON-ready columns (ISO timestamps, null for missing): the
+    ``columns`` body of the ingest API and of stream messages."""
+    out: dict[str, list[Any]] = {}
+    for col in frame.columns:
+        s = frame[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype) or s.dtype.kind == "M":
+            iso = s.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+            values = iso.astype(object).where(s.notna(), None).tolist()
+        else:
+            values = s.astype(object).where(s.notna(), None).tolist()
+        out[str(col)] = values
+    return out
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A contract frame as JSON-ready row objects (the ``rows`` body)."""
+    cols = json_columns(frame)
+    names = list(cols)
+    return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]

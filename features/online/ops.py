@@ -1,0 +1,376 @@
+"""From validated contract rows to store operations: the ONE definition of the online update.
+
+Both backends run the same operation list: the in-process store interprets it on dicts,
+the Redis store ships it to one Lua script (`features.online.redis_store`), so an update is
+defined once and applied atomically (a batch is applied whole or, when its batch id was
+seen, not at all). Events are pre-aggregated per item before they become operations, which
+is what makes a batch of thousands of events cost a few operations per item.
+
+Every counter mirrors a column of `features.snapshot_frame` (read it next to this file):
+
+- ``n:<kind>``: events per kind (`EVENT_KINDS`), the `n_<kind>` columns.
+- the window blob (``w:<item>``): one packed (ts ns, kind code) record per event of a
+  `VELOCITY_KINDS` kind, so 1 h / 6 h windows are counted exactly at any as_of.
+- ``ws`` / ``wn``: sum and count of non-null `watch_frac` over views (`mean_watch_frac`).
+- viewers ``v:<item>`` / reporters ``r:<item>``: sets of non-null user ids (distinct, exact).
+- ``r:<reason>``: reports per reason; reasons outside `REPORT_REASONS` (or null) are "other".
+- ``tx``: comments whose text matches `snapshot_frame.TOXIC_PATTERN` case-insensitively;
+  ``ls`` / ``ln``: sum of text lengths and count of comments with text (`comment_mean_len`).
+- ``mn``: moderation actions; ``m:<action>``: the latest (ts, arrival) key of each action
+  (`mod_removed` / `mod_restricted` compare remove/restrict with restore, as the kernel
+  does with table order for equal timestamps); ``rm``: this item's removals.
+- ``ov``: this item's overturned, resolved appeals; the creator hash holds the sums over the
+  creator's items (``ni`` items, ``rm`` removals, ``ov`` overturned), added when an item is
+  first upserted so that rows arriving before their item still count.
+
+Operations are tuples ``(name, *args)``; keys are relative (the store adds its prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import EVENT_KINDS, REPORT_REASONS
+from features.pit import to_ns
+from features.schema import ITEM_COLUMNS, VELOCITY_KINDS
+from features.snapshot_frame import TOXIC_PATTERN
+
+# A window record: event time in ns and the event kind's code in EVENT_KINDS.
+WINDOW_DTYPE = np.dtype([("ts", "<i8"), ("kind", "i1")])
+VELOCITY_CODES = np.array([EVENT_KINDS.index(k) for k in VELOCITY_KINDS], dtype=np.int8)
+OTHER_REASON = REPORT_REASONS.index("other")
+# The same test as the batch kernel's `str.contains(TOXIC_PATTERN, case=False)`.
+_TOXIC = re.compile(TOXIC_PATTERN, re.IGNORECASE)
+# Item fields kept as the item's static record (age_h is computed at read time).
+ITEM_STATIC = tuple(c for c in ITEM_COLUMNS if c not in ("age_h", "creator_id"))
+TS_WIDTH = 20  # ns timestamps as zero-padded text compare like numbers
+
+
+def pad_ts(ns: int) -> str:
+    return f"{int(ns):0{TS_WIDTH}d}"
+
+
+def item_key(item_id: str) -> str:
+    return f"i:{item_id}"
+
+
+def creator_key(creator_id: str) -> str:
+    return f"c:{creator_id}"
+
+
+def item_keys(item_id: str) -> tuple[str, ...]:
+    """Every key holding one item's state (what expiry deletes)."""
+    return (
+        f"i:{item_id}",
+        f"v:{item_id}",
+        f"r:{item_id}",
+        f"w:{item_id}",
+        f"a:{item_id}",
+        f"f:{item_id}",
+    )
+
+
+def tomb_key(item_id: str) -> str:
+    return f"x:{item_id}"
+
+
+EXPIRY_KEY = "exp"  # sorted set: item -> event time (s) its state expires
+TOUCHED_KEY = "touched"  # set: items changed since the re-scorer last took them
+META_KEY = "meta"  # hash: the store clock (latest applied timestamp, padded ns)
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """How long item state lives, in event time.
+
+    An item's state is kept until `horizon_h` (the last snapshot horizon) plus `late_s`
+    after it was posted; events, moderation and appeals of an item arriving before then are
+    applied exactly, in whatever order; later ones are dropped and counted as expired.
+    """
+
+    horizon_h: float = 24.0
+    late_s: float = 600.0
+    batch_ttl_s: float = 86_400.0
+
+    @property
+    def life_ns(self) -> int:
+        return round(self.horizon_h * 3_600e9 + self.late_s * 1e9)
+
+
+@dataclass
+class Plan:
+    """The operations of one batch and what they will do (for the caller's answer)."""
+
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: int = 0
+    max_ts_ns: int | None = None
+    items: set[str] = field(default_factory=set)
+
+    def clock(self, ns: int) -> None:
+        self.max_ts_ns = ns if self.max_ts_ns is None else max(self.max_ts_ns, ns)
+
+    def finish(self, batch_id: str | None, cfg: OnlineConfig) -> list[tuple[Any, ...]]:
+        """The full op list: the batch guard first, the clock and the expiry sweep last."""
+        ops: list[tuple[Any, ...]] = []
+        if batch_id is not None:
+            ops.append(("BATCH", f"b:{batch_id}", str(round(cfg.batch_ttl_s * 1000))))
+        ops += self.ops
+        if self.max_ts_ns is not None:
+            ops.append(("HMAX", META_KEY, "clock", pad_ts(self.max_ts_ns)))
+        ops.append(("SWEEP", str(round(cfg.late_s * 1000 + cfg.life_ns / 1e6)), "1000"))
+        return ops
+
+
+def _expiry_s(ns: int) -> str:
+    return repr(ns / 1e9)
+
+
+def _guarded(plan: Plan, item_id: str, ops: list[tuple[Any, ...]], n_rows: int) -> None:
+    """Ops of one item, skipped when the item's state has expired (its tombstone exists)."""
+    plan.ops.append(("GUARD", tomb_key(item_id), str(len(ops) + 1), str(n_rows)))
+    plan.ops += ops
+    plan.ops.append(("SADD", TOUCHED_KEY, item_id))
+    plan.items.add(item_id)
+
+
+def _none(value: Any) -> Any:
+    """A JSON-safe scalar: NaN / NA / NaT -> None, numpy -> Python."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def item_ops(plan: Plan, items: pd.DataFrame, cfg: OnlineConfig) -> None:
+    """Upsert items: static fields replace the old ones; the creator is fixed at first sight."""
+    created = to_ns(items["created_at"])
+    cols = [c for c in ITEM_STATIC if c in items.columns and c != "created_at"]
+    values = {c: items[c].astype(object).tolist() for c in cols}
+    ids = items["item_id"].tolist()
+    creators = items["creator_id"].tolist()
+    for i, item_id in enumerate(ids):
+        static = {c: _none(values[c][i]) for c in cols}
+        static["created_at"] = int(created[i])
+        key, ckey = item_key(item_id), creator_key(creators[i])
+        first = [
+            ("HINCRBY", ckey, "ni", "1"),
+            ("ADDFROM", ckey, "rm", key, "rm"),
+            ("ADDFROM", ckey, "ov", key, "ov"),
+            ("ZADD", EXPIRY_KEY, "", _expiry_s(int(created[i]) + cfg.life_ns), item_id),
+        ]
+        ops = [
+            ("HSET", key, "s", json.dumps(static, separators=(",", ":"))),
+            ("HSETNX_THEN", key, "cid", creators[i], str(len(first))),
+            *first,
+        ]
+        _guarded(plan, item_id, ops, 1)
+        plan.clock(int(created[i]))
+    plan.rows += len(ids)
+
+
+def creator_ops(plan: Plan, creators: pd.DataFrame) -> None:
+    """Upsert creators: account age, followers and verified flag (the creators columns)."""
+    created = to_ns(creators["created_at"])
+    followers = creators["follower_count"].astype(object).tolist()
+    verified = creators["verified"].astype(object).tolist()
+    for i, cid in enumerate(creators["creator_id"].tolist()):
+        static = {
+            "created_at": int(created[i]),
+            "followers": _none(followers[i]),
+            "verified": _none(verified[i]),
+        }
+        # A profile is static and may be sent at any time: it does not move the clock.
+        plan.ops.append(("HSET", creator_key(cid), "s", json.dumps(static)))
+    plan.rows += len(creators)
+
+
+def moderation_ops(plan: Plan, moderation: pd.DataFrame, cfg: OnlineConfig) -> None:
+    """Moderation actions, in the order given (equal timestamps keep that order)."""
+    ts = to_ns(moderation["ts"])
+    for i, (item_id, action) in enumerate(
+        zip(moderation["item_id"].tolist(), moderation["action"].tolist(), strict=True)
+    ):
+        key = item_key(item_id)
+        ops: list[tuple[Any, ...]] = [
+            ("HINCRBY", key, "mn", "1"),
+            ("HMAXSEQ", key, f"m:{action}", pad_ts(ts[i])),
+        ]
+        if action == "remove":
+            ops += [("HINCRBY", key, "rm", "1"), ("LINKINCR", key, "rm", "1")]
+        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(ts[i]) + cfg.life_ns), item_id))
+        _guarded(plan, item_id, ops, 1)
+        plan.clock(int(ts[i]))
+    plan.rows += len(moderation)
+
+
+def appeal_ops(plan: Plan, appeals: pd.DataFrame, cfg: OnlineConfig) -> None:
+    """Appeals upserted by (item_id, filed_at): an appeal counts once it is resolved as
+    overturned, and stops counting if a later upsert says otherwise."""
+    filed = to_ns(appeals["filed_at"])
+    resolved = appeals["resolved_at"].notna().to_numpy(dtype=bool)
+    res_ns = np.where(resolved, to_ns(appeals["resolved_at"].fillna(appeals["filed_at"])), 0)
+    outcome = appeals["outcome"].tolist()
+    for i, item_id in enumerate(appeals["item_id"].tolist()):
+        counts = "1" if resolved[i] and outcome[i] == "overturned" else "0"
+        ops = [
+            ("APPEAL", f"a:{item_id}", pad_ts(filed[i]), counts, item_key(item_id)),
+            ("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(filed[i]) + cfg.life_ns), item_id),
+        ]
+        _guarded(plan, item_id, ops, 1)
+        plan.clock(int(max(filed[i], res_ns[i])))
+    plan.rows += len(appeals)
+
+
+def _split(codes: np.ndarray, n: int) -> list[np.ndarray]:
+    """Row positions per code 0..n-1 (stable)."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n + 1))
+    return [order[bounds[j] : bounds[j + 1]] for j in range(n)]
+
+
+def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
+    """Events pre-aggregated per item: counters, sums, distinct users and window records."""
+    n = len(events)
+    plan.rows += n
+    if not n:
+        return
+    item_codes, item_ids = pd.factorize(events["item_id"])
+    item_codes = item_codes.astype(np.int64)
+    kind = (
+        pd.Index(EVENT_KINDS).get_indexer(events["kind"].astype(object)).astype(np.int64)
+    )  # validated: every kind is known
+    ts = to_ns(events["ts"])
+    n_items, n_kinds = len(item_ids), len(EVENT_KINDS)
+    counts = np.bincount(item_codes * n_kinds + kind, minlength=n_items * n_kinds).reshape(
+        n_items, n_kinds
+    )
+    max_ts = np.full(n_items, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(max_ts, item_codes, ts)
+
+    is_view = kind == EVENT_KINDS.index("view")
+    watch = events["watch_frac"].to_numpy(dtype=np.float64, na_value=np.nan)
+    has_watch = is_view & ~np.isnan(watch)
+    w_sum = np.bincount(item_codes[has_watch], watch[has_watch], minlength=n_items)
+    w_n = np.bincount(item_codes[has_watch], minlength=n_items)
+
+    is_report = kind == EVENT_KINDS.index("report")
+    reason = pd.Index(REPORT_REASONS).get_indexer(events["reason"].astype(object))
+    reason = np.where(reason < 0, OTHER_REASON, reason)
+    n_reasons = len(REPORT_REASONS)
+    reasons = np.bincount(
+        item_codes[is_report] * n_reasons + reason[is_report], minlength=n_items * n_reasons
+    ).reshape(n_items, n_reasons)
+
+    is_comment = kind == EVENT_KINDS.index("comment")
+    c_pos = np.flatnonzero(is_comment)
+    texts = events["text"].astype(object).to_numpy()[c_pos]
+    has_text = np.fromiter((isinstance(t, str) for t in texts), dtype=bool, count=c_pos.size)
+    lengths = np.fromiter(
+        (len(t) if isinstance(t, str) else 0 for t in texts), dtype=np.int64, count=c_pos.size
+    )
+    toxic = np.fromiter(
+        (isinstance(t, str) and _TOXIC.search(t) is not None for t in texts),
+        dtype=np.int64,
+        count=c_pos.size,
+    )
+    c_items = item_codes[c_pos]
+    l_sum = np.bincount(c_items, lengths, minlength=n_items).astype(np.int64)
+    l_n = np.bincount(c_items[has_text], minlength=n_items)
+    tox = np.bincount(c_items, toxic, minlength=n_items).astype(np.int64)
+
+    users = events["user_id"].astype(object).to_numpy()
+    viewers = _members(item_codes, users, is_view, n_items)
+    reporters = _members(item_codes, users, is_report, n_items)
+
+    velocity = np.isin(kind, VELOCITY_CODES)
+    v_pos = np.flatnonzero(velocity)
+    records = np.empty(v_pos.size, dtype=WINDOW_DTYPE)
+    records["ts"], records["kind"] = ts[v_pos], kind[v_pos]
+    per_item_windows = _split(item_codes[v_pos], n_items)
+
+    kind_names = [f"n:{k}" for k in EVENT_KINDS]
+    reason_names = [f"r:{r}" for r in REPORT_REASONS]
+    for j, item_id in enumerate(item_ids.tolist()):
+        key = item_key(item_id)
+        ops: list[tuple[Any, ...]] = [
+            ("HINCRBY", key, kind_names[k], str(int(c))) for k, c in enumerate(counts[j]) if c
+        ]
+        if w_n[j]:
+            ops.append(("HINCRBYFLOAT", key, "ws", repr(float(w_sum[j]))))
+            ops.append(("HINCRBY", key, "wn", str(int(w_n[j]))))
+        if counts[j, EVENT_KINDS.index("comment")]:
+            ops += [
+                ("HINCRBY", key, "ls", str(int(l_sum[j]))),
+                ("HINCRBY", key, "ln", str(int(l_n[j]))),
+                ("HINCRBY", key, "tx", str(int(tox[j]))),
+            ]
+        ops += [
+            ("HINCRBY", key, reason_names[r], str(int(c))) for r, c in enumerate(reasons[j]) if c
+        ]
+        if viewers[j]:
+            ops.append(("SADD", f"v:{item_id}", *viewers[j]))
+        if reporters[j]:
+            ops.append(("SADD", f"r:{item_id}", *reporters[j]))
+        rows = per_item_windows[j]
+        if rows.size:
+            ops.append(("APPEND", f"w:{item_id}", records[rows].tobytes()))
+        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(max_ts[j]) + cfg.life_ns), item_id))
+        _guarded(plan, item_id, ops, int(counts[j].sum()))
+    plan.clock(int(ts.max()))
+
+
+def _members(
+    item_codes: np.ndarray, users: np.ndarray, mask: np.ndarray, n_items: int
+) -> list[list[str]]:
+    """Distinct non-null user ids per item among rows in `mask`."""
+    out: list[list[str]] = [[] for _ in range(n_items)]
+    seen: set[tuple[int, str]] = set()
+    for j, u in zip(item_codes[mask].tolist(), users[mask].tolist(), strict=True):
+        if isinstance(u, str) and (j, u) not in seen:
+            seen.add((j, u))
+            out[j].append(u)
+    return out
+
+
+TABLE_PLANNERS = {
+    "creators": lambda plan, df, cfg: creator_ops(plan, df),
+    "items": item_ops,
+    "moderation": moderation_ops,
+    "appeals": appeal_ops,
+    "events": event_ops,
+}
+# Tables the online store takes, in the order a mixed batch is applied (creators before
+# the items that name them, items before the rows about them).
+ONLINE_TABLES = tuple(TABLE_PLANNERS)
+
+
+def plan_tables(tables: Iterable[tuple[str, pd.DataFrame]], cfg: OnlineConfig) -> Plan:
+    """One plan for validated tables (name, frame), applied in ONLINE_TABLES order."""
+    plan = Plan()
+    given: dict[str, list[pd.DataFrame]] = {}
+    for name, frame in tables:
+        given.setdefault(name, []).append(frame)
+    for name in ONLINE_TABLES:
+        frames = [f for f in given.get(name, ()) if len(f)]
+        if frames:
+            frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            TABLE_PLANNERS[name](plan, frame, cfg)
+    return plan
+
+
+def window_records(blob: bytes | None) -> np.ndarray:
+    """The packed window records of an item (empty when none)."""
+    if not blob:
+        return np.zeros(0, dtype=WINDOW_DTYPE)
+    return np.frombuffer(blob, dtype=WINDOW_DTYPE)

@@ -1,0 +1,104 @@
+"""Online state -> one snapshot row, with the columns and meaning of `build_snapshots`.
+
+Both backends return the same raw state (`RawItem`); this module alone turns it into a
+snapshot at an as_of, so reading is defined once. A snapshot is exact when every applied
+row has a timestamp before as_of, which the stores guarantee by answering only at an as_of
+after their clock (the latest applied timestamp).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import EVENT_KINDS, REPORT_REASONS
+from features.online.ops import window_records
+from features.schema import ACTION_COLUMNS, SNAPSHOT_COLUMNS, VELOCITY_KINDS, WINDOWS_H
+from features.snapshot_frame import NS_PER_D, NS_PER_H
+
+_VELOCITY = [(k, EVENT_KINDS.index(k)) for k in VELOCITY_KINDS]
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One item's stored state as a backend returns it (hash fields are text)."""
+
+    item_id: str
+    fields: dict[str, str]
+    n_viewers: int
+    n_reporters: int
+    windows: bytes
+    creator: dict[str, str] | None
+
+
+def _int(fields: dict[str, str], name: str) -> int:
+    value = fields.get(name)
+    return int(value) if value is not None else 0
+
+
+def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
+    """The snapshot row of an item at as_of (anchor "post"), or None if the item is unknown
+    (no `items` row upserted yet): the batch builds rows only for items in `items`."""
+    f = raw.fields
+    if "s" not in f or "cid" not in f:
+        return None
+    static = json.loads(f["s"])
+    created = int(static.pop("created_at"))
+    # float(int) / int, as numpy divides int64 arrays (Python's int / int rounds differently
+    # once the difference passes 2**53 ns, about 104 days).
+    age_h = float(as_of_ns - created) / NS_PER_H
+    row: dict[str, Any] = {
+        "item_id": raw.item_id,
+        "as_of": pd.Timestamp(as_of_ns, unit="ns", tz="UTC"),
+        "anchor": "post",
+        "horizon_h": age_h,
+        "creator_id": f["cid"],
+        "created_at": pd.Timestamp(created, unit="ns", tz="UTC"),
+        **static,
+        "age_h": age_h,
+    }
+    for kind in EVENT_KINDS:
+        row[f"n_{kind}"] = _int(f, f"n:{kind}")
+    rec = window_records(raw.windows)
+    before = rec["ts"] < as_of_ns
+    for w in WINDOWS_H:
+        inside = before & (rec["ts"] >= as_of_ns - w * NS_PER_H)
+        kinds = np.bincount(rec["kind"][inside].astype(np.int64), minlength=len(EVENT_KINDS))
+        for kind, code in _VELOCITY:
+            row[f"n_{kind}_{w}h"] = int(kinds[code])
+    for reason in REPORT_REASONS:
+        row[f"n_report_{reason}"] = _int(f, f"r:{reason}")
+    row["n_viewers"] = raw.n_viewers
+    row["n_reporters"] = raw.n_reporters
+    wn = _int(f, "wn")
+    row["mean_watch_frac"] = float(f["ws"]) / wn if wn else math.nan
+    row["n_comment_toxic"] = _int(f, "tx")
+    ln = _int(f, "ln")
+    row["comment_mean_len"] = _int(f, "ls") / ln if ln else math.nan
+
+    c = raw.creator or {}
+    cs = json.loads(c["s"]) if "s" in c else None
+    if cs is not None:
+        followers, verified = cs["followers"], cs["verified"]
+        row["creator_age_d"] = float(as_of_ns - int(cs["created_at"])) / NS_PER_D
+        row["creator_followers"] = math.nan if followers is None else float(followers)
+        row["creator_verified"] = math.nan if verified is None else float(verified)
+    else:
+        row["creator_age_d"] = row["creator_followers"] = row["creator_verified"] = math.nan
+    # This item is in its creator's count (it is known and was posted before as_of).
+    row["creator_n_items"] = _int(c, "ni") - 1
+    row["creator_prior_removals"] = _int(c, "rm") - _int(f, "rm")
+    row["creator_prior_overturned"] = _int(c, "ov")
+
+    restore = f.get("m:restore", "")
+    row["mod_n_actions"] = _int(f, "mn")
+    row["mod_removed"] = int(f.get("m:remove", "") > restore)
+    row["mod_restricted"] = int(f.get("m:restrict", "") > restore)
+    for name in ACTION_COLUMNS:
+        row[name] = None
+    return {c: row[c] for c in SNAPSHOT_COLUMNS if c in row}

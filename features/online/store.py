@@ -1,0 +1,298 @@
+"""The online store interface and the in-process backend.
+
+`OnlineStore.apply(tables, batch_id)` validates nothing (callers validate with the contract
+first), plans the batch once (`features.online.ops`) and runs the operations atomically;
+`snapshot(item_id, as_of)` reads the item's state and assembles the snapshot row
+(`features.online.snapshot`). `MemoryStore` keeps the same keys as Redis in dicts, so the
+two backends share every line of update and read logic and differ only in where bytes live.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from features.online.errors import AsOfTooEarly
+from features.online.ops import (
+    EXPIRY_KEY,
+    META_KEY,
+    TOUCHED_KEY,
+    OnlineConfig,
+    creator_key,
+    item_key,
+    item_keys,
+    plan_tables,
+    tomb_key,
+)
+from features.online.snapshot import RawItem, assemble
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one batch did: rows taken, rows dropped because their item expired, whether the
+    batch id had been applied before (then nothing was applied again), items touched."""
+
+    rows: int
+    expired: int
+    duplicate: bool
+    items: tuple[str, ...]
+    clock_ns: int | None
+
+
+class OnlineStore:
+    """Per-item and per-creator state from which snapshot columns are read at any moment."""
+
+    backend = "abstract"
+
+    def __init__(self, config: OnlineConfig | None = None) -> None:
+        self.config = config or OnlineConfig()
+
+    # -- to implement
+    def _run(self, ops: list[tuple[Any, ...]]) -> tuple[bool, int]:
+        """Run ops atomically; (applied, expired rows). applied is False for a seen batch."""
+        raise NotImplementedError
+
+    def _raw(self, item_ids: list[str]) -> list[RawItem]:
+        raise NotImplementedError
+
+    def clock_ns(self) -> int | None:
+        """The latest timestamp applied (None before anything was applied)."""
+        raise NotImplementedError
+
+    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+        """Record that the item was flagged for `issues`; returns the ones not flagged
+        before (atomic per issue, so several workers queue an item once per issue)."""
+        raise NotImplementedError
+
+    def take_touched(self, limit: int) -> list[str]:
+        """Up to `limit` items changed since last taken (each taken by one caller)."""
+        raise NotImplementedError
+
+    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+        """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the backend cannot be used."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- shared
+    def apply(
+        self,
+        tables: Mapping[str, pd.DataFrame] | Iterable[tuple[str, pd.DataFrame]],
+        batch_id: str | None = None,
+    ) -> ApplyResult:
+        """Apply validated contract rows atomically; a batch id already applied is a no-op."""
+        pairs = tables.items() if isinstance(tables, Mapping) else tables
+        plan = plan_tables(pairs, self.config)
+        applied, expired = self._run(plan.finish(batch_id, self.config))
+        return ApplyResult(
+            rows=plan.rows if applied else 0,
+            expired=expired,
+            duplicate=not applied,
+            items=tuple(sorted(plan.items)) if applied else (),
+            clock_ns=plan.max_ts_ns,
+        )
+
+    def now_ns(self) -> int | None:
+        """The as_of of a live snapshot: just after the latest applied timestamp."""
+        clock = self.clock_ns()
+        return None if clock is None else clock + 1
+
+    def snapshots(
+        self, item_ids: list[str], as_of_ns: int | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Snapshot rows (None for unknown or expired items) at as_of (default: now_ns)."""
+        clock = self.clock_ns()
+        if as_of_ns is None:
+            as_of_ns = clock + 1 if clock is not None else time.time_ns()
+        elif clock is not None and as_of_ns <= clock:
+            raise AsOfTooEarly(
+                f"as_of {pd.Timestamp(as_of_ns, tz='UTC')} is not after the store's clock "
+                f"{pd.Timestamp(clock, tz='UTC')}: the online store answers only after the "
+                "latest applied row"
+            )
+        return [assemble(raw, as_of_ns) for raw in self._raw(item_ids)]
+
+    def snapshot(self, item_id: str, as_of_ns: int | None = None) -> dict[str, Any] | None:
+        return self.snapshots([item_id], as_of_ns)[0]
+
+
+class MemoryStore(OnlineStore):
+    """The embedded backend: the Redis key layout in dicts, one lock (one worker, tests)."""
+
+    backend = "memory"
+
+    def __init__(self, config: OnlineConfig | None = None) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._h: dict[str, dict[str, str]] = {}
+        self._s: dict[str, set[str]] = {}
+        self._b: dict[str, bytearray] = {}
+        self._z: dict[str, dict[str, float]] = {}
+        self._ttl: dict[str, float] = {}  # batch ids and tombstones: key -> monotonic deadline
+        self._heap: list[tuple[float, str]] = []
+        self._seq = 0
+
+    def _alive(self, key: str) -> bool:
+        deadline = self._ttl.get(key)
+        if deadline is None:
+            return False
+        if deadline < time.monotonic():
+            del self._ttl[key]
+            return False
+        return True
+
+    def _run(self, ops: list[tuple[Any, ...]]) -> tuple[bool, int]:
+        with self._lock:
+            return self._run_locked(ops)
+
+    def _run_locked(self, ops: list[tuple[Any, ...]]) -> tuple[bool, int]:
+        expired = 0
+        i = 0
+        h = self._h
+        while i < len(ops):
+            op = ops[i]
+            name = op[0]
+            i += 1
+            if name == "HINCRBY":
+                d = h.setdefault(op[1], {})
+                d[op[2]] = str(int(d.get(op[2], 0)) + int(op[3]))
+            elif name == "HINCRBYFLOAT":
+                d = h.setdefault(op[1], {})
+                d[op[2]] = repr(float(d.get(op[2], 0.0)) + float(op[3]))
+            elif name == "SADD":
+                self._s.setdefault(op[1], set()).update(op[2:])
+            elif name == "APPEND":
+                self._b.setdefault(op[1], bytearray()).extend(op[2])
+            elif name == "HSET":
+                h.setdefault(op[1], {})[op[2]] = op[3]
+            elif name == "GUARD":
+                if self._alive(op[1]):
+                    i += int(op[2])
+                    expired += int(op[3])
+            elif name == "HSETNX_THEN":
+                d = h.setdefault(op[1], {})
+                if op[2] in d:
+                    i += int(op[4])
+                else:
+                    d[op[2]] = op[3]
+            elif name == "ADDFROM":
+                value = h.get(op[3], {}).get(op[4])
+                if value is not None:
+                    d = h.setdefault(op[1], {})
+                    d[op[2]] = str(int(d.get(op[2], 0)) + int(value))
+            elif name == "LINKINCR":
+                cid = h.get(op[1], {}).get("cid")
+                if cid is not None:
+                    d = h.setdefault(creator_key(cid), {})
+                    d[op[2]] = str(int(d.get(op[2], 0)) + int(op[3]))
+            elif name == "HMAX":
+                d = h.setdefault(op[1], {})
+                if op[3] > d.get(op[2], ""):
+                    d[op[2]] = op[3]
+            elif name == "HMAXSEQ":
+                self._seq += 1
+                value = f"{op[3]}:{self._seq:012d}"
+                d = h.setdefault(op[1], {})
+                if value > d.get(op[2], ""):
+                    d[op[2]] = value
+            elif name == "APPEAL":
+                d = h.setdefault(op[1], {})
+                old = int(d.get(op[2], "0"))
+                d[op[2]] = op[3]
+                delta = int(op[3]) - old
+                if delta:
+                    it = h.setdefault(op[4], {})
+                    it["ov"] = str(int(it.get("ov", 0)) + delta)
+                    cid = it.get("cid")
+                    if cid is not None:
+                        c = h.setdefault(creator_key(cid), {})
+                        c["ov"] = str(int(c.get("ov", 0)) + delta)
+            elif name == "ZADD":
+                z = self._z.setdefault(op[1], {})
+                if op[2] != "NX" or op[4] not in z:
+                    z[op[4]] = score = float(op[3])
+                    heapq.heappush(self._heap, (score, op[4]))
+            elif name == "BATCH":
+                if self._alive(op[1]):
+                    return False, 0
+                self._ttl[op[1]] = time.monotonic() + int(op[2]) / 1000
+            elif name == "SWEEP":
+                self._sweep(int(op[1]), int(op[2]))
+            else:
+                raise ValueError(f"unknown online store operation {name!r}")
+        return True, expired
+
+    def _sweep(self, tomb_ms: int, limit: int) -> None:
+        """Drop items whose state outlived its last horizon (event time) and leave a
+        tombstone so that their stragglers are counted as expired, not as a new item."""
+        clock = self._h.get(META_KEY, {}).get("clock")
+        if clock is None:
+            return
+        now_s = int(clock) / 1e9
+        z = self._z.get(EXPIRY_KEY, {})
+        heap = self._heap  # (score, item), stale entries skipped (lazy deletion)
+        due = []
+        while heap and heap[0][0] <= now_s and len(due) < limit:
+            score, item_id = heapq.heappop(heap)
+            if z.get(item_id) == score:
+                due.append(item_id)
+        for item_id in due:
+            for key in item_keys(item_id):
+                self._h.pop(key, None)
+                self._s.pop(key, None)
+                self._b.pop(key, None)
+            self._ttl[tomb_key(item_id)] = time.monotonic() + tomb_ms / 1000
+            del z[item_id]
+
+    def _raw(self, item_ids: list[str]) -> list[RawItem]:
+        with self._lock:
+            out = []
+            for item_id in item_ids:
+                fields = dict(self._h.get(item_key(item_id), {}))
+                cid = fields.get("cid")
+                creator = dict(self._h.get(creator_key(cid), {})) if cid is not None else None
+                out.append(
+                    RawItem(
+                        item_id,
+                        fields,
+                        len(self._s.get(f"v:{item_id}", ())),
+                        len(self._s.get(f"r:{item_id}", ())),
+                        bytes(self._b.get(f"w:{item_id}", b"")),
+                        creator,
+                    )
+                )
+            return out
+
+    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+        with self._lock:
+            seen = self._s.setdefault(f"f:{item_id}", set())
+            new = [i for i in issues if i not in seen]
+            seen.update(new)
+            return new
+
+    def take_touched(self, limit: int) -> list[str]:
+        with self._lock:
+            touched = self._s.get(TOUCHED_KEY, set())
+            return [touched.pop() for _ in range(min(limit, len(touched)))]
+
+    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+        with self._lock:
+            self._s.get(f"f:{item_id}", set()).difference_update(issues)
+
+    def clock_ns(self) -> int | None:
+        clock = self._h.get(META_KEY, {}).get("clock")
+        return None if clock is None else int(clock)
+
+    def live_items(self) -> int:
+        """Items with state (for memory reports and expiry checks)."""
+        return len(self._z.get(EXPIRY_KEY, {}))

@@ -1,0 +1,185 @@
+"""The service's online path: the online store, scoring by item id and background re-scoring.
+
+`OnlineService.ingest` applies contract rows (the API and the in-service stream consumer
+call it); every applied batch marks its items as touched. `Rescorer` then scores touched
+items at most once per `online_rescore_s` per item, and again when the store clock crosses
+one of the item's horizons (so a quiet item is re-judged at 1 h, 6 h, 24 h as batch
+snapshots are). An item whose score newly crosses an issue's threshold is queued for review
+once per (item, issue): the store remembers which issues it was queued for (a Redis set in
+the shared backend, so several workers never queue it twice), and the flagged item, with
+its reason codes and the snapshot that triggered it, goes through the durable spool like
+the scoring routes' flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from features.online.errors import Batch, StoreUnavailable
+from features.schema import DEFAULT_HORIZONS_H
+from serving.flag_writer import flagged_item, to_json
+from serving.scoring import TOP_K
+from serving.spool import SpoolError
+
+log = logging.getLogger("serving.online")
+NS_PER_H = 3_600 * 1_000_000_000
+
+
+def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot with Python datetimes (what the spool and JSON answers carry)."""
+    return {
+        k: v.to_pydatetime(warn=False) if hasattr(v, "to_pydatetime") else v
+        for k, v in snapshot.items()
+    }
+
+
+class OnlineService:
+    """The online store of this worker plus the touched-item bookkeeping of re-scoring."""
+
+    def __init__(self, settings: Any, store: Any = None) -> None:
+        self.settings = settings
+        self._store = store
+        self.rescore_s = float(settings.online_rescore_s)
+        self.horizons_ns = [round(h * NS_PER_H) for h in DEFAULT_HORIZONS_H]
+        self._touched: dict[str, float] = {}  # item -> monotonic time it was first touched
+        self._last: dict[str, float] = {}  # item -> monotonic time of its last score
+        self._horizons: list[tuple[int, str]] = []  # (as_of ns of a horizon, item)
+        self._created: dict[str, int] = {}
+        self.queued = 0
+        self.scored = 0
+
+    @property
+    def store(self) -> Any:
+        """The online store (`features.online.OnlineStore`), opened on first use so that a
+        worker starts without pandas."""
+        if self._store is None:
+            from features.online import store_from_settings
+
+            self._store = store_from_settings(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def problem(self) -> str | None:
+        """Why the online store cannot be used now (None when it can)."""
+        if self._store is None and self.settings.online_store == "memory":
+            return None  # in-process: nothing to reach
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    def ingest(self, batches: Sequence[Batch], batch_id: str | None) -> Any:
+        """Contract-check and apply (`features.online.ingest.ingest`): an ApplyResult."""
+        from features.online.ingest import ingest
+
+        return ingest(self.store, batches, batch_id)
+
+    def due(self, limit: int = 2000) -> list[str]:
+        """Items to score now: changed (by any ingester: the store keeps the touched set)
+        and not scored within rescore_s, or past one of their horizons."""
+        now = time.monotonic()
+        for item in self.store.take_touched(limit):
+            self._touched.setdefault(item, now)
+        out = [
+            item for item in self._touched if now - self._last.get(item, -1e18) >= self.rescore_s
+        ][:limit]
+        for item in out:
+            del self._touched[item]
+        clock = self.store.clock_ns()
+        while clock is not None and self._horizons and self._horizons[0][0] <= clock:
+            _, item = heapq.heappop(self._horizons)
+            if item not in out:
+                out.append(item)
+        if len(self._last) > 200_000:  # forget items not scored for a long while
+            cutoff = now - 3600 * float(self.settings.online_horizon_h)
+            self._last = {k: v for k, v in self._last.items() if v >= cutoff}
+            self._created = {k: v for k, v in self._created.items() if k in self._last}
+        return out
+
+    def _plan_horizons(self, item: str, created_ns: int) -> None:
+        if item in self._created:
+            return
+        self._created[item] = created_ns
+        for h in self.horizons_ns:
+            heapq.heappush(self._horizons, (created_ns + h, item))
+
+    def rescore(self, model: Any, spool: Any, items: list[str]) -> int:
+        """Score `items` at the store's now; queue new (item, issue) flags. Returns queued."""
+        if not items or model is None:
+            return 0
+        snaps = self.store.snapshots(items)
+        snaps_by_id = {s["item_id"]: s for s in snaps if s is not None}
+        records = [json_record(s) for s in snaps_by_id.values()]
+        if not records:
+            return 0
+        now = time.monotonic()
+        bundle = model.bundle
+        issues = list(bundle.issue_names)
+        probs = np.asarray(bundle.score_records(records), dtype=np.float64)
+        limits = bundle.thresholds
+        thresholds = np.array(
+            [np.nan if limits.get(i) is None else float(limits[i]) for i in issues]
+        )
+        with np.errstate(invalid="ignore"):
+            hits = probs >= thresholds
+        queued = 0
+        for k, record in enumerate(records):
+            item = record["item_id"]
+            self._last[item] = now
+            self._plan_horizons(item, int(snaps_by_id[item]["created_at"].value))
+            hit = [iss for iss, h in zip(issues, hits[k], strict=True) if h]
+            if not hit:
+                continue
+            new = self.store.mark_flagged(item, hit)
+            if not new:
+                continue
+            p, _, reasons = bundle.score_explain_one(record, top_k=TOP_K)
+            entry = flagged_item(
+                record,
+                p,
+                new,
+                {i: reasons.get(i, []) for i in new},
+                model.version,
+                datetime.now(UTC),
+            )
+            try:
+                spool.append_item(to_json(entry))
+            except SpoolError:
+                # Not durable: forget the mark so the next score of the item queues it.
+                self.store.unmark_flagged(item, new)
+                self._touched.setdefault(item, now)
+                raise
+            queued += 1
+        self.scored += len(records)
+        self.queued += queued
+        return queued
+
+
+async def rescore_loop(svc: Any, online: OnlineService, interval_s: float = 0.2) -> None:
+    """Background re-scoring of touched items (a task of the app's lifespan)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        model = svc.holder.current
+        if model is None:
+            continue
+        try:
+            items = online.due()
+            if items:
+                await asyncio.to_thread(online.rescore, model, svc.spool, items)
+        except StoreUnavailable as exc:
+            log.warning("online re-scoring paused: %s", exc)
+            await asyncio.sleep(1.0)
+        except Exception:  # keep re-scoring alive; the next tick retries
+            log.exception("online re-scoring failed")

@@ -1,0 +1,232 @@
+"""`surfacer ingest` (consume the event bus into the online store) and `surfacer replay`
+(stream a dataset into a running service in event-time order)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from common.settings import get_settings
+
+INGEST_HELP = (
+    "Consume the platform's event stream (Redis Streams or NATS JetStream) into the online store."
+)
+STEP_NS = 3_600 * 10**9
+REPLAY_HELP = "Stream a dataset into a running service in event-time order (loopback HTTP)."
+
+
+def _loopback(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"replay sends only to a loopback service (127.0.0.1, ::1), got {url!r}")
+    return url.rstrip("/")
+
+
+def run_ingest(
+    url: str, *, max_messages: int | None = None, drain: bool = False, quiet: bool = False
+) -> int:
+    """Consume `url` into the store the settings name until interrupted; messages handled."""
+    from features.online import store_from_settings
+    from features.online.ingest import ingest
+    from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
+
+    if url.startswith("nats://"):
+        import asyncio
+
+        nats_source = NatsSource.parse(url)
+        store = store_from_settings(get_settings())
+        store.ping()
+        if not quiet:
+            typer.echo(
+                f"ingest: consuming JetStream {nats_source.stream} "
+                f"({nats_source.subject}, durable {nats_source.durable}); Ctrl-C stops"
+            )
+        try:
+            stats = asyncio.run(
+                consume_nats(nats_source, lambda b, bid: ingest(store, b, bid), until_idle=drain)
+            )
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            store.close()
+        if not quiet:
+            typer.echo(
+                f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
+                f"{stats.duplicates} re-sent, {stats.rejected} rejected"
+            )
+        return stats.messages
+    source = StreamSource.parse(url)
+    store = store_from_settings(get_settings())
+    store.ping()
+    consumer = StreamConsumer(source, lambda batches, bid: ingest(store, batches, bid))
+    stop = threading.Event()
+    if not quiet:
+        typer.echo(
+            f"ingest: consuming {source.stream} (group {source.group}, consumer "
+            f"{source.consumer}) into the {store.backend} online store; Ctrl-C stops"
+        )
+    try:
+        stats = consumer.run(stop, max_messages=max_messages, until_idle=drain)
+    except KeyboardInterrupt:
+        stop.set()
+        stats = consumer.stats
+    finally:
+        consumer.close()
+        store.close()
+    if not quiet:
+        typer.echo(
+            f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
+            f"{stats.duplicates} re-sent, {stats.rejected} dead-lettered"
+        )
+    return stats.messages
+
+
+def replay(
+    data: Path,
+    url: str,
+    key: str,
+    *,
+    speed: float,
+    max_rows: int = 5000,
+    progress: bool = True,
+) -> int:
+    """POST the dataset's rows to the service in event-time order at `speed` x real time
+    (0: as fast as the service takes them); returns rows sent."""
+    import httpx
+    import numpy as np
+
+    from common.progress import Progress
+    from features.io import load_dataset
+    from features.online.ingest import json_columns
+    from features.online.replay import chunks, timeline
+
+    if speed < 0:
+        raise ValueError(f"speed must be >= 0 (0: as fast as possible), got {speed}")
+    base = _loopback(url)
+    tables = load_dataset(data)
+    order = timeline(tables)
+    times = order["time"].to_numpy()
+    real = times[times > np.iinfo(np.int64).min]
+    t0 = int(real.min()) if real.size else 0
+    run = uuid.uuid4().hex[:8]
+    sent = seq = 0
+    start = time.monotonic()
+    with (
+        httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as client,
+        Progress("replay", len(order), unit="row", enabled=progress) as bar,
+    ):
+        pos = 0
+        while pos < len(order):
+            if speed > 0:
+                now_ns = t0 + int((time.monotonic() - start) * speed * 1e9)
+                end = int(np.searchsorted(times, now_ns, side="right"))
+                if end == pos:
+                    wait = (int(times[pos]) - now_ns) / 1e9 / speed
+                    time.sleep(min(max(wait, 0.01), 0.5))
+                    continue
+            else:
+                end = len(order)
+            # At most an hour of event time per step: rows are sent table by table within a
+            # step, which must stay well inside an item's life (online_horizon_h).
+            end = min(end, int(np.searchsorted(times, int(times[pos]) + STEP_NS, side="left")))
+            end = max(end, pos + 1)
+            for table, frame in chunks(tables, order, pos, end, max_rows, by_table=True):
+                r = client.post(
+                    f"/v1/{table}",
+                    json={"columns": json_columns(frame), "batch_id": f"replay-{run}-{seq}"},
+                )
+                seq += 1
+                if r.status_code != 200:
+                    raise ValueError(
+                        f"the service refused a {table} batch ({r.status_code}): {r.text[:500]}"
+                    )
+                sent += len(frame)
+                bar.update(len(frame))
+                if speed > 0:
+                    bar.status(
+                        f"event time {np.datetime64(int(times[min(end, len(times)) - 1]), 'ns')}"
+                    )
+            pos = end
+    return sent
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `surfacer` app."""
+
+    @app.command("ingest", help=INGEST_HELP)
+    def ingest_cmd(
+        from_url: Annotated[
+            str,
+            typer.Option(
+                "--from",
+                help="redis://host:port/db?stream=NAME&group=NAME[&consumer=NAME] (defaults: "
+                "stream surfacer:events, group surfacer-ingest) or "
+                "nats://host:4222?stream=NAME&subject=X[&durable=NAME].",
+            ),
+        ],
+        max_messages: Annotated[
+            int | None, typer.Option(help="Stop after this many messages (default: run on).")
+        ] = None,
+        drain: Annotated[
+            bool, typer.Option("--drain", help="Stop once the stream has no new message.")
+        ] = False,
+    ) -> None:
+        try:
+            run_ingest(from_url, max_messages=max_messages, drain=drain)
+        except (ValueError, RuntimeError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise SystemExit(2) from None
+
+    @app.command("replay", help=REPLAY_HELP)
+    def replay_cmd(
+        data: Annotated[Path, typer.Option(help="Dataset folder (raw contract tables).")],
+        speed: Annotated[
+            float,
+            typer.Option(help="Event time per wall time: 3600 = an hour a second (0: flat out)."),
+        ] = 3600.0,
+        url: Annotated[str, typer.Option(help="The running service (loopback).")] = (
+            "http://127.0.0.1:8000"
+        ),
+        key: Annotated[
+            str | None,
+            typer.Option(help="API key with the ingest scope (default: SURFACER_REPLAY_KEY)."),
+        ] = None,
+        max_rows: Annotated[int, typer.Option(help="Rows per request.", min=1)] = 5000,
+    ) -> None:
+        import os
+
+        key = key or os.environ.get("SURFACER_REPLAY_KEY")
+        if not key:
+            typer.secho(
+                "error: give --key (an API key with the ingest scope) or SURFACER_REPLAY_KEY",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise SystemExit(2)
+        import httpx
+
+        try:
+            sent = replay(data, url, key, speed=speed, max_rows=max_rows)
+        except httpx.HTTPError as exc:
+            typer.secho(
+                f"error: cannot reach the service at {url} ({exc}); is `surfacer serve` "
+                "running there?",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise SystemExit(2) from None
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise SystemExit(2) from None
+        typer.echo(f"replay: {sent} rows sent to {url}")

@@ -1,0 +1,212 @@
+"""Ingestion into the online store: POST /v1/events and the upserts of items, creators,
+moderation and appeals; GET /v1/items/{item_id}/score scores an item's live snapshot.
+
+A body is ``{"rows": [...]}`` (contract rows as objects) or ``{"columns": {...}}`` (one
+list per column), with an optional ``batch_id`` (or the ``Idempotency-Key`` header): a
+batch id seen before is acknowledged and not applied again. Rows are checked with the
+data contract's code; any problem rejects the whole batch (422 naming table, column and
+rows) and nothing of it is applied. Needs a key with the ``ingest`` scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+
+from features.online.errors import AsOfTooEarly, Batch, BatchRejected, StoreUnavailable
+from serving.deps import SECURITY, authorize, loaded_model
+from serving.limits import ITEM_ID_MAX
+from serving.online import OnlineService, json_record
+from serving.schemas import ErrorBody
+from serving.scoring import TOP_K
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+MAX_ROWS = 100_000
+
+
+class IngestResult(BaseModel):
+    """What a batch did: rows applied, rows of expired items dropped, a re-sent batch."""
+
+    table: str
+    rows: int
+    expired: int
+    duplicate: bool
+    items: int
+    clock: str | None
+
+
+def online_of(request: Request) -> OnlineService:
+    online = getattr(request.app.state, "online", None)
+    if online is None:
+        raise HTTPException(503, "the online store is not enabled in this service")
+    return online
+
+
+def _unavailable(exc: Exception) -> HTTPException:
+    return HTTPException(503, f"{exc}; retry later", headers={"Retry-After": "2"})
+
+
+def _rejected(exc: BatchRejected) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "contract",
+                "loc": [
+                    "body",
+                    p.table,
+                    *([p.column] if p.column else []),
+                    *(["rows", *p.rows] if p.rows else []),
+                ],
+                "msg": str(p),
+            }
+            for p in exc.problems[:50]
+        ]
+    )
+
+
+async def _ingest(request: Request, table: str) -> Response:
+    authorize(request, "ingest")
+    online = online_of(request)
+    body = await request.body()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ["body", exc.pos], "msg": f"invalid JSON: {exc.msg}"}]
+        ) from None
+    if not isinstance(data, dict) or ("rows" in data) == ("columns" in data):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["body"],
+                    "msg": 'send {"rows": [{...}, ...]} or {"columns": {"name": [...]}}, '
+                    'with an optional "batch_id"',
+                }
+            ]
+        )
+    extra = set(data) - {"rows", "columns", "batch_id"}
+    if extra:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ["body", k], "msg": "unknown field"} for k in extra]
+        )
+    rows, columns = data.get("rows"), data.get("columns")
+    if rows is not None and not isinstance(rows, list):
+        raise RequestValidationError(
+            [{"type": "list_type", "loc": ["body", "rows"], "msg": "rows must be a list"}]
+        )
+    if columns is not None and not isinstance(columns, dict):
+        raise RequestValidationError(
+            [{"type": "dict_type", "loc": ["body", "columns"], "msg": "columns must be an object"}]
+        )
+    n = (
+        len(rows)
+        if rows is not None
+        else max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
+    )
+    if n > MAX_ROWS:
+        raise HTTPException(413, f"batch of {n} rows exceeds {MAX_ROWS}")
+    batch_id = data.get("batch_id") or request.headers.get("idempotency-key")
+    try:
+        result = await asyncio.to_thread(
+            online.ingest, [Batch(table, rows=rows, columns=columns)], batch_id
+        )
+    except BatchRejected as exc:
+        raise _rejected(exc) from None
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    out = IngestResult(
+        table=table,
+        rows=result.rows,
+        expired=result.expired,
+        duplicate=result.duplicate,
+        items=len(result.items),
+        clock=None if result.clock_ns is None else str(result.clock_ns),
+    )
+    return Response(orjson.dumps(out.model_dump()), media_type="application/json")
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
+    403: {"model": ErrorBody, "description": "The key lacks the ingest scope."},
+    413: {"model": ErrorBody, "description": "Too many rows in one batch."},
+    422: {
+        "model": ErrorBody,
+        "description": "The batch breaks the data contract: each problem names table, column "
+        "and rows (0-based). Nothing of the batch was applied.",
+    },
+    503: {"model": ErrorBody, "description": "The online store is unreachable (see /readyz)."},
+}
+
+
+def _route(table: str, path: str, doc: str) -> None:
+    async def endpoint(request: Request) -> Response:
+        return await _ingest(request, table)
+
+    endpoint.__name__ = f"ingest_{table}"
+    endpoint.__doc__ = doc
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        response_model=IngestResult,
+        responses=_RESPONSES,
+        openapi_extra={"security": SECURITY},
+    )
+
+
+_route("events", "/events", "Append a batch of `events` rows (views, likes, reports, ...).")
+_route("items", "/items", "Upsert `items` rows (the creator is fixed at first upsert).")
+_route("creators", "/creators", "Upsert `creators` rows.")
+_route("moderation", "/moderation", "Append `moderation` actions.")
+_route("appeals", "/appeals", "Upsert `appeals` rows, keyed by (item_id, filed_at).")
+
+
+@router.get(
+    "/items/{item_id}/score",
+    responses={
+        404: {"model": ErrorBody, "description": "The item is unknown or expired."},
+        **{k: v for k, v in _RESPONSES.items() if k in (401, 403, 503)},
+    },
+    openapi_extra={"security": SECURITY},
+)
+async def item_score(
+    request: Request, item_id: str = Path(min_length=1, max_length=ITEM_ID_MAX)
+) -> Response:
+    """Score the item's current online snapshot with the serving model (reason codes for
+    flagged issues). Reading does not queue the item: background re-scoring does."""
+    authorize(request, "score")
+    online = online_of(request)
+    model = loaded_model(request.app.state.service)
+    try:
+        snap = await asyncio.to_thread(online.store.snapshot, item_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    except AsOfTooEarly as exc:  # pragma: no cover - the live as_of is after the clock
+        raise HTTPException(409, str(exc)) from None
+    if snap is None:
+        raise HTTPException(
+            404,
+            f"item {item_id!r} is not in the online store (never upserted with POST "
+            "/v1/items, or expired after its last horizon)",
+        )
+    record = json_record(snap)
+    probs, flagged, reasons = model.bundle.score_explain_one(record, top_k=TOP_K)
+    body = {
+        "item_id": item_id,
+        "as_of": record["as_of"],
+        "probabilities": probs,
+        "flagged": flagged,
+        "reasons": reasons,
+        "model_version": model.version,
+        "snapshot": record,
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )

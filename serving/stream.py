@@ -1,0 +1,350 @@
+"""Consume the platform's event bus into the online store: Redis Streams with a consumer
+group, or NATS JetStream with a durable pull consumer (`consume_nats`, same rules).
+
+A message is one batch of one table: fields ``table`` (events, items, creators,
+moderation, appeals) and ``body`` (JSON ``{"rows": [...]}`` or ``{"columns": {...}}``, the
+ingest API's body), optionally ``batch_id``. It is applied through the same code as the
+API (`features.online.ingest.ingest`) with the batch id ``<stream>/<message id>`` unless
+the message names one, and acknowledged (XACK) only after it was applied. A consumer that
+dies before acknowledging gets the message again when it restarts (its pending entries
+are read first; a consumer under another name claims entries idle longer than
+`claim_idle_ms`), and the batch id makes the second application a no-op: every event
+counts once. A message that breaks the contract is acknowledged and copied with the
+problems to the dead-letter stream ``<stream>:dead``; while the store is unreachable,
+nothing is acknowledged and the consumer retries.
+
+URL: ``redis://host:port/db?stream=surfacer:events&group=surfacer-ingest&consumer=NAME``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import orjson
+
+from features.online.errors import Batch, BatchRejected, StoreUnavailable
+
+log = logging.getLogger("serving.stream")
+
+DEFAULT_STREAM = "surfacer:events"
+DEFAULT_GROUP = "surfacer-ingest"
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """Where to consume: the Redis URL (without the query) and the stream names."""
+
+    redis_url: str
+    stream: str
+    group: str
+    consumer: str
+
+    @classmethod
+    def parse(cls, url: str) -> StreamSource:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(
+                f"stream URL must be redis://host:port/db?stream=NAME&group=NAME, got {url!r}"
+            )
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"stream", "group", "consumer"}
+        if unknown:
+            raise ValueError(f"unknown stream URL parameter(s) {sorted(unknown)} in {url!r}")
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return cls(
+            base,
+            query.get("stream", DEFAULT_STREAM),
+            query.get("group", DEFAULT_GROUP),
+            query.get("consumer", f"ingest-{socket.gethostname()}"),
+        )
+
+
+@dataclass
+class ConsumerStats:
+    messages: int = 0
+    rows: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def message_batch(stream: str, msg_id: str, fields: dict[bytes, bytes]) -> tuple[Batch, str]:
+    """The batch a stream message carries and its idempotence id."""
+    table = fields.get(b"table", b"").decode()
+    try:
+        body = orjson.loads(fields.get(b"body", b""))
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"message body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError('message body must be {"rows": [...]} or {"columns": {...}}')
+    batch_id = fields.get(b"batch_id")
+    return (
+        Batch(table, rows=body.get("rows"), columns=body.get("columns")),
+        batch_id.decode() if batch_id else f"{stream}/{msg_id}",
+    )
+
+
+class StreamConsumer:
+    """A Redis Streams consumer-group member applying messages with `apply`."""
+
+    def __init__(
+        self,
+        source: StreamSource,
+        apply: Callable[[list[Batch], str | None], Any],
+        *,
+        count: int = 64,
+        block_ms: int = 500,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        import redis
+
+        self.source = source
+        self.apply = apply
+        self.count = count
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.client = redis.Redis.from_url(source.redis_url, socket_timeout=10)
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self.stats = ConsumerStats()
+
+    def ensure_group(self) -> None:
+        import redis
+
+        try:
+            self.client.xgroup_create(self.source.stream, self.source.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _handle(self, msg_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Apply one message, then acknowledge it (StoreUnavailable: not acknowledged)."""
+        src = self.source
+        mid = msg_id.decode()
+        try:
+            batch, batch_id = message_batch(src.stream, mid, fields)
+            result = self.apply([batch], batch_id)
+        except (BatchRejected, ValueError) as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            self.client.xadd(
+                f"{src.stream}:dead",
+                {"id": mid, "error": str(exc)[:2000], **{k.decode(): v for k, v in fields.items()}},
+                maxlen=100_000,
+                approximate=True,
+            )
+            self.stats.rejected += 1
+            log.warning("stream message %s rejected (dead-lettered): %s", mid, exc)
+        else:
+            self.stats.rows += result.rows
+            self.stats.duplicates += int(result.duplicate)
+        self.client.xack(src.stream, src.group, msg_id)
+        self.stats.messages += 1
+
+    def _read(self, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        src = self.source
+        reply = self.client.xreadgroup(
+            src.group,
+            src.consumer,
+            {src.stream: start},
+            count=self.count,
+            block=None if start != ">" else self.block_ms,
+        )
+        return [m for _, messages in reply or [] for m in messages if m[1] is not None]
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        max_messages: int | None = None,
+        until_idle: bool = False,
+    ) -> ConsumerStats:
+        """Consume until `stop` is set, `max_messages` were handled, or (`until_idle`) a
+        read finds no new message."""
+        stop = stop or threading.Event()
+        self.ensure_group()
+        src = self.source
+        pending_done = False
+        while not stop.is_set():
+            if max_messages is not None and self.stats.messages >= max_messages:
+                break
+            try:
+                if not pending_done:
+                    # Our own unacknowledged messages first (we crashed before XACK).
+                    messages = self._read("0")
+                    if not messages:
+                        pending_done = True
+                        claimed = self.client.xautoclaim(
+                            src.stream,
+                            src.group,
+                            src.consumer,
+                            self.claim_idle_ms,
+                            count=self.count,
+                        )
+                        messages = [m for m in claimed[1] if m[1] is not None]
+                else:
+                    messages = self._read(">")
+                    if not messages and until_idle:
+                        break
+                if max_messages is not None:
+                    messages = messages[: max_messages - self.stats.messages]
+                for msg_id, fields in messages:
+                    self._handle(msg_id, fields)
+            except (StoreUnavailable, *self._errors) as exc:
+                log.warning("stream consumer waiting: %s", exc)
+                pending_done = False  # re-read what was not acknowledged
+                stop.wait(1.0)
+        return self.stats
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def publish(client: Any, stream: str, table: str, body: dict[str, Any], **extra: str) -> bytes:
+    """Put one batch on a stream (what a platform producer does; replay and tests use it)."""
+    return client.xadd(stream, {"table": table, "body": orjson.dumps(body), **extra})
+
+
+async def consume_in_service(online: Any, url: str) -> None:
+    """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread."""
+    import asyncio
+
+    if url.startswith("nats://"):
+        stop_nats = threading.Event()
+        try:
+            await consume_nats(NatsSource.parse(url), online.ingest, stop_nats)
+        finally:
+            stop_nats.set()
+        return
+    source = StreamSource.parse(url)
+    source = StreamSource(
+        source.redis_url, source.stream, source.group, f"{source.consumer}-{os.getpid()}"
+    )
+    consumer = StreamConsumer(source, online.ingest)
+    stop = threading.Event()
+    try:
+        await asyncio.to_thread(consumer.run, stop)
+    finally:
+        stop.set()
+        consumer.close()
+
+
+# --------------------------------------------------------------------------- NATS JetStream
+
+
+@dataclass(frozen=True)
+class NatsSource:
+    """A JetStream stream, the subject its batches are published on, the durable consumer."""
+
+    server: str
+    stream: str
+    subject: str
+    durable: str
+
+    @classmethod
+    def parse(cls, url: str) -> NatsSource:
+        parts = urlsplit(url)
+        if parts.scheme != "nats":
+            raise ValueError(f"NATS URL must be nats://host:port?stream=S&subject=X, got {url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"stream", "subject", "durable"}
+        if unknown:
+            raise ValueError(f"unknown NATS URL parameter(s) {sorted(unknown)} in {url!r}")
+        stream = query.get("stream", "SURFACER_EVENTS")
+        return cls(
+            urlunsplit(("nats", parts.netloc, "", "", "")),
+            stream,
+            query.get("subject", "surfacer.events"),
+            query.get("durable", DEFAULT_GROUP),
+        )
+
+
+def nats_message_batch(
+    stream: str, seq: int, data: bytes, headers: dict | None
+) -> tuple[Batch, str]:
+    """A JetStream message: JSON {"table", "rows"|"columns"[, "batch_id"]}; the batch id is
+    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"message is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError('message must be {"table": ..., "rows": [...] or "columns": {...}}')
+    batch_id = body.get("batch_id") or (headers or {}).get("Nats-Msg-Id") or f"{stream}/{seq}"
+    return (
+        Batch(str(body.get("table", "")), rows=body.get("rows"), columns=body.get("columns")),
+        str(batch_id),
+    )
+
+
+async def consume_nats(
+    source: NatsSource,
+    apply: Callable[[list[Batch], str | None], Any],
+    stop: threading.Event | None = None,
+    *,
+    count: int = 64,
+    until_idle: bool = False,
+    ack_wait_s: float = 30.0,
+) -> ConsumerStats:
+    """Pull from a durable JetStream consumer; ack each message only after it is applied
+    (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
+    that break the contract are acknowledged and logged (term: not redelivered)."""
+    import asyncio
+
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import ConsumerConfig
+    from nats.js.errors import NotFoundError
+
+    stop = stop or threading.Event()
+    stats = ConsumerStats()
+    nc = await nats.connect(source.server, connect_timeout=5, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        try:
+            await js.stream_info(source.stream)
+        except NotFoundError:
+            await js.add_stream(name=source.stream, subjects=[source.subject])
+        sub = await js.pull_subscribe(
+            source.subject,
+            durable=source.durable,
+            stream=source.stream,
+            config=ConsumerConfig(ack_wait=ack_wait_s),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(count, timeout=0.5)
+            except NatsTimeout:
+                if until_idle:
+                    break
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                try:
+                    batch, batch_id = nats_message_batch(source.stream, seq, msg.data, msg.headers)
+                    result = await asyncio.to_thread(apply, [batch], batch_id)
+                except StoreUnavailable as exc:
+                    log.warning("NATS consumer waiting: %s", exc)
+                    await msg.nak(delay=1.0)
+                    await asyncio.sleep(1.0)
+                    continue
+                except (BatchRejected, ValueError) as exc:
+                    stats.rejected += 1
+                    log.warning("NATS message %s rejected: %s", seq, exc)
+                    await msg.term()
+                    stats.messages += 1
+                    continue
+                stats.rows += result.rows
+                stats.duplicates += int(result.duplicate)
+                await msg.ack()
+                stats.messages += 1
+    finally:
+        await nc.close()
+    return stats

@@ -1,0 +1,226 @@
+"""The ingestion API, score by id, background re-scoring and readiness, over real HTTP
+(ASGI) against a real model, with both online-store backends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from features.online import OnlineConfig, open_store
+from features.online.ingest import json_columns, json_rows
+from serving.app import create_app
+from serving.flag_writer import JsonlFlagSink
+from tests.online.conftest import REDIS_URL, redis_or_skip
+from tests.support.serving import INGEST_KEY, SCORE_KEY, Registry, running
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _app(registry: Registry, tmp_path: Path, store: Any, **overrides: Any):
+    sink = JsonlFlagSink(tmp_path / "flags.jsonl")
+    settings = registry.settings(tmp_path / "state", online_rescore_s=0.0, **overrides)
+    app = create_app(settings, flag_sink=sink, flag_flush_interval_s=0.05, online_store=store)
+    return app, sink
+
+
+def _first_items(tables: dict[str, pd.DataFrame], n: int) -> dict[str, pd.DataFrame]:
+    """The first n items and their rows of the first 20 hours (all within the items' life)."""
+    items = tables["items"].head(n)
+    ids = set(items["item_id"])
+    end = items["created_at"].min() + pd.Timedelta(hours=20)
+    out = {"items": items, "creators": tables["creators"]}
+    for name in ("events", "moderation"):
+        frame = tables[name]
+        out[name] = frame[frame["item_id"].isin(ids) & (frame["ts"] < end)]
+    appeals = tables["appeals"]
+    out["appeals"] = appeals[appeals["item_id"].isin(ids) & (appeals["filed_at"] < end)]
+    return out
+
+
+async def _post(client, table: str, frame: pd.DataFrame, **extra: Any):
+    return await client.post(f"/v1/{table}", json={"columns": json_columns(frame), **extra})
+
+
+async def test_ingest_then_score_by_id(champion_v1: Registry, tmp_path, sim_tables, store_factory):
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 12)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        for table in ("creators", "items", "events", "moderation", "appeals"):
+            r = await _post(client, table, part[table])
+            assert r.status_code == 200, r.text
+            assert r.json()["rows"] == len(part[table])
+        item = part["items"]["item_id"].iloc[0]
+        r = await client.get(f"/v1/items/{item}/score")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = champion_v1.bundles[champion_v1.versions[0]].score_one(store.snapshot(item))
+        for issue, p in expected.items():
+            if p is None:  # not applicable to a post snapshot
+                assert body["probabilities"][issue] is None
+            else:
+                assert body["probabilities"][issue] == pytest.approx(p, rel=1e-9, abs=1e-12)
+        ev = part["events"]
+        assert body["snapshot"]["n_view"] == int(
+            ((ev["item_id"] == item) & (ev["kind"] == "view")).sum()
+        )
+        assert set(body["reasons"]) == set(body["flagged"])
+        missing = await client.get("/v1/items/nope/score")
+        assert missing.status_code == 404 and "not in the online store" in missing.text
+        # scope: a score-only key cannot ingest
+        r = await client.post("/v1/events", json={"rows": []}, headers={"X-API-Key": SCORE_KEY})
+        assert r.status_code == 403
+
+
+async def test_malformed_batch_rejected_whole(champion_v1, tmp_path, sim_tables, store_factory):
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 3)
+    item = part["items"]["item_id"].iloc[0]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        assert (await _post(client, "items", part["items"])).status_code == 200
+        rows = json_rows(part["events"][part["events"]["item_id"] == item].head(5))
+        rows[3] = dict(rows[3], kind="viewz")
+        rows[1] = dict(rows[1], ts="2026-10-01 10:00")  # no zone
+        r = await client.post("/v1/events", json={"rows": rows})
+        assert r.status_code == 422
+        detail = r.json()["detail"]
+        locs = {tuple(d["loc"][:3]): d for d in detail}
+        assert ("body", "events", "kind") in locs and ("body", "events", "ts") in locs
+        assert locs[("body", "events", "kind")]["loc"][3:] == ["rows", 3]
+        assert "viewz" in locs[("body", "events", "kind")]["msg"]
+        snap = store.snapshot(item)
+        assert snap["n_view"] + snap["n_like"] + snap["n_comment"] == 0  # nothing applied
+        r = await client.post("/v1/events", json={"rows": rows[:1], "extra": 1})
+        assert r.status_code == 422
+        r = await client.post("/v1/events", content=b"{not json")
+        assert r.status_code == 422 and "invalid JSON" in r.text
+
+
+async def test_resent_batch_counts_once(champion_v1, tmp_path, sim_tables, store_factory):
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 2)
+    item = part["items"]["item_id"].iloc[0]
+    events = part["events"][part["events"]["item_id"] == item]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        await _post(client, "items", part["items"])
+        first = await _post(client, "events", events, batch_id="b-1")
+        again = await _post(client, "events", events, batch_id="b-1")
+        header = await client.post(
+            "/v1/events",
+            json={"columns": json_columns(events)},
+            headers={"Idempotency-Key": "b-1"},
+        )
+        assert first.json()["duplicate"] is False and first.json()["rows"] == len(events)
+        assert again.json()["duplicate"] is True and again.json()["rows"] == 0
+        assert header.json()["duplicate"] is True
+    assert store.snapshot(item)["n_view"] == int((events["kind"] == "view").sum())
+
+
+async def test_flag_reaches_queue_once_per_item_and_issue(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    store = store_factory()
+    app, sink = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 40)
+    events = part["events"].sort_values("ts")
+    halves = [events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        await _post(client, "creators", part["creators"])
+        await _post(client, "items", part["items"])
+        for half in halves:
+            assert (await _post(client, "events", half)).status_code == 200
+            await asyncio.sleep(0.8)  # the re-scorer ticks every 0.2 s
+        online = app.state.online
+        assert online.scored > 0
+    written = JsonlFlagSink.read(sink.path)
+    assert written, "the test model flags some of 40 items"
+    pairs = [(w["item_id"], issue) for w in written for issue in w["flagged"]]
+    assert len(pairs) == len(set(pairs)), "an (item, issue) was queued twice"
+    for w in written:
+        assert set(w["reasons"]) == set(w["flagged"]) and w["reasons"]
+        assert w["snapshot"]["item_id"] == w["item_id"] and "n_view" in w["snapshot"]
+
+
+@pytest.mark.redis
+async def test_redis_unavailable_is_not_ready_and_recovers(champion_v1, tmp_path):
+    redis_or_skip()
+    from tests.support.faults import TcpProxy
+
+    proxy = TcpProxy(("127.0.0.1", 6379)).start()
+    store = open_store(
+        f"redis://127.0.0.1:{proxy.port}/0", OnlineConfig(), prefix=f"w17test:{uuid.uuid4().hex}:"
+    )
+    app, _ = _app(champion_v1, tmp_path, store)
+    try:
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+            assert (await client.get("/readyz")).status_code in (200,)
+            proxy.cut()
+            r = await client.get("/readyz")
+            assert r.status_code == 503
+            assert any("online store Redis" in p for p in r.json()["problems"])
+            r = await client.post("/v1/events", json={"rows": []})
+            assert r.status_code in (200, 503)  # an empty batch may not need Redis
+            r = await client.get("/v1/items/x/score")
+            assert r.status_code == 503 and "unavailable" in r.text
+            proxy.restore()
+            for _ in range(50):
+                r = await client.get("/readyz")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 200, r.text
+    finally:
+        proxy.close()
+        store.close()
+    assert REDIS_URL
+
+
+@pytest.mark.redis
+async def test_service_consumes_the_stream_itself(champion_v1, tmp_path, sim_tables):
+    """With SURFACER_ONLINE_CONSUME the service runs the consumer in its lifespan."""
+    redis_or_skip()
+    import redis
+
+    from serving.stream import publish
+
+    tag = uuid.uuid4().hex[:10]
+    stream = f"w17test:{tag}:stream"
+    store = open_store(REDIS_URL, OnlineConfig(), prefix=f"w17test:{tag}:")
+    client = redis.Redis.from_url(REDIS_URL)
+    part = _first_items(sim_tables, 5)
+    app, _ = _app(
+        champion_v1, tmp_path, store, online_consume=f"{REDIS_URL}?stream={stream}&group=svc"
+    )
+    try:
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as http:
+            publish(client, stream, "items", {"columns": json_columns(part["items"])})
+            publish(client, stream, "events", {"columns": json_columns(part["events"])})
+            item = part["items"]["item_id"].iloc[0]
+            want = int(
+                ((part["events"]["item_id"] == item) & (part["events"]["kind"] == "view")).sum()
+            )
+            body = {}
+            for _ in range(100):
+                r = await http.get(f"/v1/items/{item}/score")
+                body = r.json() if r.status_code == 200 else {}
+                if body.get("snapshot", {}).get("n_view") == want:
+                    break
+                await asyncio.sleep(0.1)
+            assert body["snapshot"]["n_view"] == want
+    finally:
+        store.clear()
+        store.close()
+        client.delete(stream, f"{stream}:dead")
+        client.close()
