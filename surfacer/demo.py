@@ -89,7 +89,15 @@ def run_demo(
 
     t0 = time.perf_counter()
     log(f"[2/4] training all issue types; MLflow store {settings.tracking_uri}")
-    result = train(data_dir, settings=settings, random_state=seed, progress=progress, log=log)
+    # under the name `surfacer serve` loads (settings.model_name), whatever the data calls itself
+    result = train(
+        data_dir,
+        settings=settings,
+        random_state=seed,
+        progress=progress,
+        log=log,
+        model_name=settings.model_name,
+    )
     timings["train"] = time.perf_counter() - t0
     log(render(_metrics_table(result.metrics)))
     log(
