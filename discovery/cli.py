@@ -83,6 +83,8 @@ def discover_command(
     tables, frame = _load(data, scores)
     result = discover(tables, frame, config=DiscoveryConfig(pairs=pairs), progress=progress)
     path = write_discovery(result, out)
+    for line in result.skipped_lines():
+        typer.echo(line)
     if result.incidents:
         show(incidents_table(result.incidents))
     typer.echo(

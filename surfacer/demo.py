@@ -124,6 +124,8 @@ def run_demo(
     log(f"[4/4] discovering incidents -> {discovery_dir}")
     found = discover(tables, scores, progress=progress)
     write_discovery(found, discovery_dir)
+    for line in found.skipped_lines():
+        log(line)
     timings["discover"] = time.perf_counter() - t0
     planted = orjson.loads((data_dir / "incidents.json").read_bytes())
     start, end = found.data_range
