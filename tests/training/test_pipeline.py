@@ -138,3 +138,18 @@ def test_default_simulation_reaches_085_of_the_oracle(tmp_path: Path) -> None:
     for issue, m in result.report.overall.items():
         assert m["pr_auc"] >= 0.85 * m["oracle_pr_auc"], (issue, m)
     assert np.isfinite(result.report.primary_metric())
+
+
+def test_too_few_rows_disable_every_issue_and_are_never_promoted(tmp_path: Path) -> None:
+    from tests.support.flat import write_flat_dataset
+    from training.registry import decide_promotion
+
+    spec = write_flat_dataset(tmp_path, n=30, seed=1)
+    result = train(spec, track=False, random_state=0)
+    assert set(result.bundle.disabled) == {"spam", "ban"}
+    for why in result.bundle.disabled.values():
+        assert "too few labelled test rows to judge" in why, why
+    assert result.bundle.enabled_issues == []
+    decision = decide_promotion(result.bundle, result.report.test_frame, champion=None)
+    assert not decision.promote  # not even as the first version
+    assert "no issue passed the quality gate" in decision.reasons[0]
