@@ -244,3 +244,42 @@ def describe_dataset(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFra
         "labels": labels,
         "breakdown": pd.DataFrame(breakdown, columns=["table", "column", "value", "rows"]),
     }
+
+
+# Files a dataset folder may declare its name in, in order: `dataset.json` ({"name": ...}, for
+# any dataset) and `simulation.json` ({"dataset_name": ...}, written by the simulator).
+MANIFESTS: tuple[tuple[str, str], ...] = (
+    ("dataset.json", "name"),
+    ("simulation.json", "dataset_name"),
+)
+
+
+def dataset_name(path: str | Path) -> str | None:
+    """The name a dataset folder declares for itself, or None when it declares none.
+
+    Training uses it to name the registered model, so models of different problems never
+    compete for one champion. Raises ValueError when a manifest is unreadable or its name is
+    not a non-empty string (a wrong name would file the model under the wrong problem).
+    """
+    import json
+
+    folder = Path(path)
+    for file_name, key in MANIFESTS:
+        file = folder / file_name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"dataset manifest {str(file)!r} is not readable JSON: {exc}"
+            ) from None
+        if not isinstance(data, dict) or key not in data:
+            continue
+        name = data[key]
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"dataset manifest {str(file)!r}: {key!r} must be a non-empty string, got {name!r}"
+            )
+        return name.strip()
+    return None

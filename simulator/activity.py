@@ -20,12 +20,11 @@ from simulator.population import (
     region_offsets,
     sigmoid,
 )
-from simulator.vocab import CLEAN_COMMENTS, DAILY_RHYTHM, SPAM_COMMENTS, TOXIC_COMMENTS
+from simulator.vocab import CLEAN_COMMENTS, DAILY_RHYTHM, DEFAULT_BANKS
 
 KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
-COMMENT_TEXTS: tuple[str, ...] = CLEAN_COMMENTS + TOXIC_COMMENTS + SPAM_COMMENTS
-_TOXIC = np.arange(len(CLEAN_COMMENTS), len(CLEAN_COMMENTS) + len(TOXIC_COMMENTS))
-_SPAM = np.arange(len(CLEAN_COMMENTS) + len(TOXIC_COMMENTS), len(COMMENT_TEXTS))
+# The default world's comment texts; a config's own are `cfg.banks.comment_texts`.
+COMMENT_TEXTS: tuple[str, ...] = DEFAULT_BANKS.comment_texts
 # P(reason | kind of item) over REPORT_REASONS (spam, misleading, harassment, hate, nudity,
 # violence, other); rows: fine, low-quality spam/low-effort, misleading, harmful comments.
 _REASON_P = np.array(
@@ -48,7 +47,7 @@ class Events:
     user: np.ndarray  # int32 index into the user pool, -1 for logged-out views
     watch: np.ndarray  # float, NaN except views
     reason: np.ndarray  # int8 code into REPORT_REASONS, -1 except reports
-    text: np.ndarray  # int16 code into COMMENT_TEXTS, -1 except comments
+    text: np.ndarray  # int16 code into cfg.banks.comment_texts, -1 except comments
 
     def __len__(self) -> int:
         return len(self.item)
@@ -191,9 +190,12 @@ def simulate_events(
     p_spam = np.where(items.lq_kind[ci] == LQ_SPAM, 0.25, 0.01)
     toxic = u < p_toxic
     spammy = ~toxic & (u < p_toxic + p_spam)
+    n_toxic = len(cfg.banks.toxic_comments)
+    toxic_codes = np.arange(len(CLEAN_COMMENTS), len(CLEAN_COMMENTS) + n_toxic)
+    spam_codes = np.arange(len(CLEAN_COMMENTS) + n_toxic, len(cfg.banks.comment_texts))
     text[is_comment] = rng.integers(0, len(CLEAN_COMMENTS), is_comment.size)
-    text[is_comment[toxic]] = rng.choice(_TOXIC, size=int(toxic.sum()))
-    text[is_comment[spammy]] = rng.choice(_SPAM, size=int(spammy.sum()))
+    text[is_comment[toxic]] = rng.choice(toxic_codes, size=int(toxic.sum()))
+    text[is_comment[spammy]] = rng.choice(spam_codes, size=int(spammy.sum()))
     n_trolls = max(1, int(n_users * TROLL_SHARE))
     user[is_comment[toxic]] = rng.integers(0, n_trolls, int(toxic.sum()))
 

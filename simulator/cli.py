@@ -25,10 +25,25 @@ def simulate_command(
             "strength}); default: four planted incidents in the second half of the window.",
         ),
     ] = None,
+    world_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--world-seed",
+            min=0,
+            help="Draw the world's parameters (base rates, traffic, label noise, review, "
+            "appeals, incident sizes, spam and abuse vocabulary) from the ranges in "
+            "simulator/worlds.py; default: the default world.",
+        ),
+    ] = None,
     review_rate: Annotated[
-        float,
-        typer.Option("--review-rate", min=0.0, max=1.0, help="Share of items analysts label."),
-    ] = 0.3,
+        float | None,
+        typer.Option(
+            "--review-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of items analysts label (default 0.3, or the drawn world's 2-10%).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the output folder if it is not empty.")
     ] = False,
@@ -38,9 +53,15 @@ def simulate_command(
     from simulator.core import simulate, summarize, write_simulation
 
     planted = load_incidents(incidents) if incidents is not None else None
-    config = SimConfig(
-        n_items=items, days=days, seed=seed, review_rate=review_rate, incidents=planted
-    )
+    settings: dict = {"n_items": items, "days": days, "seed": seed, "incidents": planted}
+    if review_rate is not None:
+        settings["review_rate"] = review_rate
+    if world_seed is None:
+        config = SimConfig(**settings)
+    else:
+        from simulator.worlds import draw_world
+
+        config = draw_world(world_seed).config(**settings)
     sim = simulate(config, progress=True)
     path = write_simulation(sim, out, overwrite=overwrite)
     typer.echo(f"wrote {path}")

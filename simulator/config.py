@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from features.contract import FORMATS
-from simulator.vocab import CATEGORY_NAMES, LANGUAGES, MODERATION_POLICIES, REGION_NAMES
+from simulator.vocab import (
+    CATEGORY_NAMES,
+    DEFAULT_BANKS,
+    LANGUAGES,
+    MODERATION_POLICIES,
+    REGION_NAMES,
+    TextBanks,
+)
 
 DEFAULT_START = pd.Timestamp("2026-10-01T00:00:00Z")
 
@@ -249,6 +256,10 @@ class SimConfig:
     review_rate: float = 0.3  # share of items in the random analyst review sample
     label_noise: float = 0.05  # share of review labels flipped
     incidents: tuple[Incident, ...] | None = field(default=None)
+    # The spam and abuse vocabulary (simulator.vocab.TextBanks); drawn worlds change it.
+    banks: TextBanks = DEFAULT_BANKS
+    # The world these settings were drawn from (simulator.worlds.draw_world); None: the default.
+    world_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_items, int) or self.n_items < 50:
@@ -299,10 +310,22 @@ class SimConfig:
                     f"incident {inc.id!r} starts on day {inc.start_day}, after the {self.days}-day window"
                 )
         object.__setattr__(self, "incidents", incidents)
+        if not isinstance(self.banks, TextBanks):
+            raise ValueError(f"banks must be a simulator.vocab.TextBanks, got {self.banks!r}")
+        if self.world_seed is not None and (
+            not isinstance(self.world_seed, int) or self.world_seed < 0
+        ):
+            raise ValueError(f"world_seed must be a non-negative integer, got {self.world_seed!r}")
 
     @property
     def end(self) -> pd.Timestamp:
         return self.start + pd.Timedelta(days=self.days)
+
+    @property
+    def dataset_name(self) -> str:
+        """The declared name of the dataset this config writes: one name per world, not per
+        size or data seed, so models trained on the same world share one registered model."""
+        return "sim-default" if self.world_seed is None else f"sim-world-{self.world_seed}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -310,6 +333,8 @@ class SimConfig:
             value = getattr(self, f.name)
             if f.name == "incidents":
                 value = [i.to_dict() for i in value]
+            elif f.name == "banks":
+                value = value.to_dict()
             elif isinstance(value, pd.Timestamp):
                 value = value.isoformat()
             out[f.name] = value

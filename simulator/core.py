@@ -14,7 +14,10 @@ Output folder: `<table>.parquet` for the six contract tables, plus
   for wrongful_enforcement per actioned item, timed at the action), segment_n_before/during}.
   Segment dimensions are item columns (region, format, category, language, audio_id) or
   `hashtag` (one token of the item's space-separated hashtags).
-- `simulation.json`: the config, to reproduce the run.
+- `simulation.json`: the config, to reproduce the run, plus the folder's declared
+  `dataset_name` ("sim-default", or "sim-world-K" for a drawn world; read by
+  `features.io.dataset_name`) and, for a drawn world, `world` (the draws, the settings they
+  gave, the ranges they came from and the vocabulary; see simulator.worlds).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pyarrow as pa
 from common.progress import Progress
 from features.contract import EVENT_KINDS, REPORT_REASONS, TABLE_ORDER
 from features.io import write_dataset
-from simulator.activity import COMMENT_TEXTS, Events, simulate_events
+from simulator.activity import Events, simulate_events
 from simulator.config import SimConfig
 from simulator.enforcement import (
     ACTIONS,
@@ -186,7 +189,7 @@ def _build_tables(
             "kind": _decode(events.kind, EVENT_KINDS),
             "watch_frac": events.watch.astype("float64"),
             "reason": _decode(events.reason, REPORT_REASONS),
-            "text": _decode(events.text, COMMENT_TEXTS),
+            "text": _decode(events.text, cfg.banks.comment_texts),
         }
     )
     tables["moderation"] = pd.DataFrame(
@@ -330,17 +333,31 @@ def write_simulation(sim: Simulation, out: str | Path, overwrite: bool = False) 
     """Write the tables (Parquet), truth.parquet, incidents.json and simulation.json atomically."""
     buf = io.BytesIO()
     sim.truth.to_parquet(buf, index=False)
+    manifest = {"dataset_name": sim.config.dataset_name, **sim.config.to_dict()}
+    if sim.config.world_seed is not None:
+        from simulator.worlds import draw_world
+
+        manifest["world"] = draw_world(sim.config.world_seed).to_dict()
     extra = {
         "truth.parquet": buf.getvalue(),
         "incidents.json": orjson.dumps(sim.incidents, option=orjson.OPT_INDENT_2),
-        "simulation.json": orjson.dumps(sim.config.to_dict(), option=orjson.OPT_INDENT_2),
+        "simulation.json": orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
     }
     return write_dataset(sim.tables, out, extra_files=extra, overwrite=overwrite)
 
 
 def summarize(sim: Simulation) -> str:
     """A short human-readable summary: rows per table, base rates per issue, incidents."""
-    lines = ["rows per table:"]
+    cfg = sim.config
+    lines = [f"dataset {cfg.dataset_name}"]
+    if cfg.world_seed is not None:
+        lines[0] += (
+            f" (drawn world: low_quality_rate {cfg.low_quality_rate:.3f}, harmful_rate "
+            f"{cfg.harmful_rate:.3f}, auto_fp_rate {cfg.auto_fp_rate:.4f}, mean_views "
+            f"{cfg.mean_views:.0f}, label_noise {cfg.label_noise:.3f}, review_rate "
+            f"{cfg.review_rate:.3f})"
+        )
+    lines.append("rows per table:")
     for name, df in sim.tables.items():
         lines.append(f"  {name:<11} {len(df):>12,}")
     n_items = len(sim.tables["items"])

@@ -22,21 +22,17 @@ from simulator.vocab import (
     CATEGORY_TAGS,
     CATEGORY_TOPICS,
     DAILY_RHYTHM,
+    DEFAULT_BANKS,
     EMOJIS,
     GENERAL_TAGS,
     LANGUAGES,
     LOW_EFFORT_CAPTIONS,
-    MISLEADING_HOOKS,
     MISLEADING_PRONE,
     REGION_NAMES,
     REGIONS,
-    SPAM_CTAS,
     SPAM_EMOJIS,
-    SPAM_OPENERS,
-    SPAM_TAGS,
-    SPAM_THINGS,
     TOPIC_TAGS,
-    URLS,
+    TextBanks,
 )
 
 FORMAT_NAMES = ("video", "photo", "live")
@@ -245,9 +241,14 @@ _CAPTION_STYLE_P = np.array(
 
 
 def make_captions(
-    category: np.ndarray, lq_kind: np.ndarray, random_state: np.random.Generator
+    category: np.ndarray,
+    lq_kind: np.ndarray,
+    random_state: np.random.Generator,
+    banks: TextBanks = DEFAULT_BANKS,
 ) -> np.ndarray:
-    """Captions from templates: normal, spam (caps, URL, 'FREE', emojis), misleading, low-effort."""
+    """Captions from templates: normal, spam (caps, URL, 'FREE', emojis), misleading, low-effort.
+
+    Spam and misleading wording comes from `banks` (the world's vocabulary)."""
     rng = random_state
     n = len(category)
     topics = np.array([CATEGORY_TOPICS[c] for c in CATEGORY_NAMES], dtype=object)
@@ -255,13 +256,13 @@ def make_captions(
     emoji = np.where(rng.random(n) < 0.4, _pick(EMOJIS, n, rng), "")
     normal = _join(_pick(CAPTION_OPENERS, n, rng), topic, _pick(CAPTION_CLOSERS, n, rng), emoji)
     spam = _join(
-        _pick(SPAM_OPENERS, n, rng),
-        _pick(SPAM_THINGS, n, rng) + "!!!",
-        np.where(rng.random(n) < 0.5, _pick(SPAM_CTAS, n, rng), ""),
-        _pick(URLS, n, rng),
+        _pick(banks.spam_openers, n, rng),
+        _pick(banks.spam_things, n, rng) + "!!!",
+        np.where(rng.random(n) < 0.5, _pick(banks.spam_ctas, n, rng), ""),
+        _pick(banks.urls, n, rng),
         _pick(SPAM_EMOJIS, n, rng),
     )
-    misleading = _join(_pick(MISLEADING_HOOKS, n, rng), topic + "!!", emoji)
+    misleading = _join(_pick(banks.misleading_hooks, n, rng), topic + "!!", emoji)
     low_effort = _pick(LOW_EFFORT_CAPTIONS, n, rng)
     # The caption style follows the item's problem only loosely: some spam looks normal,
     # some fine items are terse or clickbaity, so text alone does not give the answer away.
@@ -291,9 +292,13 @@ def _draw_distinct(
 
 
 def make_hashtags(
-    category: np.ndarray, lq_kind: np.ndarray, random_state: np.random.Generator
+    category: np.ndarray,
+    lq_kind: np.ndarray,
+    random_state: np.random.Generator,
+    banks: TextBanks = DEFAULT_BANKS,
 ) -> np.ndarray:
-    """1-5 tags per item: category tags, general tags, Zipf-popular topic tags; spam adds spam tags."""
+    """1-5 tags per item: category tags, general tags, Zipf-popular topic tags; spam adds the
+    world's spam tags (`banks.spam_tags`)."""
     rng = random_state
     n = len(category)
     cat_tags = np.array([CATEGORY_TAGS[c] for c in CATEGORY_NAMES], dtype=object)
@@ -304,10 +309,10 @@ def make_hashtags(
     tp = zipf_probs(len(TOPIC_TAGS), 1.0)
     t1 = rng.choice(len(TOPIC_TAGS), size=n, p=tp)
     t2 = _draw_distinct(t1, len(TOPIC_TAGS), tp, rng)
-    spam_tags = np.asarray(SPAM_TAGS, dtype=object)
-    sp = zipf_probs(len(SPAM_TAGS), 0.8)
-    s1 = rng.choice(len(SPAM_TAGS), size=n, p=sp)
-    s2 = _draw_distinct(s1, len(SPAM_TAGS), sp, rng)
+    spam_tags = np.asarray(banks.spam_tags, dtype=object)
+    sp = zipf_probs(len(spam_tags), 0.8)
+    s1 = rng.choice(len(spam_tags), size=n, p=sp)
+    s2 = _draw_distinct(s1, len(spam_tags), sp, rng)
     u = rng.random((n, 4))
     empty = np.full(n, "", dtype=object)
     return _join(
@@ -379,8 +384,8 @@ def make_items(
         region=region,
         language=_languages(region, rng),
         category=category,
-        caption=make_captions(category, lq_kind, rng),
-        hashtags=make_hashtags(category, lq_kind, rng),
+        caption=make_captions(category, lq_kind, rng, cfg.banks),
+        hashtags=make_hashtags(category, lq_kind, rng, cfg.banks),
         audio=audio.astype(np.int32),
         p_lq=p_lq,
         u_lq=u_lq,
@@ -445,7 +450,7 @@ def apply_rate_incident(
         became = hit & ~was & items.low_quality
         items.lq_kind[became] = LQ_LOW_EFFORT
         items.caption[became] = make_captions(
-            items.category[became], items.lq_kind[became], random_state
+            items.category[became], items.lq_kind[became], random_state, cfg.banks
         )
     # The affected items are those whose truth the incident flipped.
     items.incident[became & (items.incident < 0)] = index
@@ -504,16 +509,17 @@ def campaign(
     u_lq = rng.random(m)
     lq_kind = np.where(u_lq < p_lq, LQ_SPAM, LQ_NONE).astype(np.int8)
     # One campaign, one script: a fixed lure and URL with small variations.
-    lure = str(rng.choice(SPAM_THINGS))
-    url = str(rng.choice(URLS))
+    banks = cfg.banks
+    lure = str(rng.choice(banks.spam_things))
+    url = str(rng.choice(banks.urls))
     caption = _join(
-        np.full(m, f"FREE {lure}!!!", dtype=object),
-        _pick(("click the link", "link in bio", "DM me now"), m, rng),
+        np.full(m, f"{banks.spam_openers[0]} {lure}!!!", dtype=object),
+        _pick(banks.campaign_ctas, m, rng),
         np.full(m, url, dtype=object),
         _pick(SPAM_EMOJIS, m, rng),
     )
     caption[lq_kind == LQ_NONE] = None
-    tags = make_hashtags(category, np.full(m, LQ_SPAM, np.int8), rng)
+    tags = make_hashtags(category, np.full(m, LQ_SPAM, np.int8), rng, banks)
     if "hashtag" in inc.segment:
         tags = _join(np.full(m, inc.segment["hashtag"], dtype=object), tags)
     audio = rng.choice(N_AUDIO, size=m, p=zipf_probs(N_AUDIO, 1.1)).astype(np.int32)

@@ -6,6 +6,8 @@ simulator only samples from these banks (vectorized), it never builds text per e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Region -> (share of creators, UTC offset in hours, languages, language weights).
 REGIONS: dict[str, tuple[float, float, tuple[str, ...], tuple[float, ...]]] = {
     "US": (0.22, -5.0, ("en", "es"), (0.85, 0.15)),
@@ -229,4 +231,126 @@ MODERATION_POLICIES: tuple[str, ...] = (
     "hate_speech",
     "adult_content",
     "violence",
+)
+
+
+@dataclass(frozen=True)
+class TextBanks:
+    """The spam and abuse vocabulary of one world: what spam captions, spam tags and abusive or
+    spammy comments are made of. The default world uses the module constants above; a drawn
+    world (simulator.worlds) picks its own subsets of the larger pools below, so a text model
+    fitted to one world's words is not handed the next world's words for free.
+    """
+
+    spam_tags: tuple[str, ...] = SPAM_TAGS
+    spam_openers: tuple[str, ...] = SPAM_OPENERS
+    spam_things: tuple[str, ...] = SPAM_THINGS
+    spam_ctas: tuple[str, ...] = SPAM_CTAS
+    urls: tuple[str, ...] = URLS
+    misleading_hooks: tuple[str, ...] = MISLEADING_HOOKS
+    toxic_comments: tuple[str, ...] = TOXIC_COMMENTS
+    spam_comments: tuple[str, ...] = SPAM_COMMENTS
+    # The three calls to action a spam campaign's script varies between.
+    campaign_ctas: tuple[str, ...] = ("click the link", "link in bio", "DM me now")
+
+    def __post_init__(self) -> None:
+        for name, bank in self.to_dict().items():
+            if len(bank) < (3 if name == "campaign_ctas" else 2) or not all(
+                isinstance(s, str) and s for s in bank
+            ):
+                raise ValueError(
+                    f"text bank {name} needs at least 2 non-empty strings, got {bank!r}"
+                )
+
+    @property
+    def comment_texts(self) -> tuple[str, ...]:
+        """Every comment text, in the code order of the events table's `text` column."""
+        return CLEAN_COMMENTS + self.toxic_comments + self.spam_comments
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+DEFAULT_BANKS = TextBanks()
+
+# Larger pools a drawn world samples its banks from (each includes the default bank, so a
+# world may share some words with the default one, as real platforms share some spam).
+SPAM_TAG_POOL: tuple[str, ...] = (
+    *SPAM_TAGS,
+    "freegift", "giveawayalert", "dmme", "makemoneyonline", "passiveincome", "crypto4all",
+    "freefollowers", "f4f", "l4l", "sub4sub", "bonus", "claimnow", "airdrop", "luckywinner",
+    "quickcash", "richlife", "bitcoinfree", "promocode", "getpaid", "moneytok",
+)  # fmt: skip
+SPAM_OPENER_POOL: tuple[str, ...] = (
+    *SPAM_OPENERS,
+    "GRAB YOUR", "UNLOCK", "EXCLUSIVE", "WIN", "FREE FREE FREE", "GET A", "CONGRATS YOU WON",
+    "ONLY 10 LEFT:", "SECRET METHOD FOR", "HUGE DROP:",
+)  # fmt: skip
+SPAM_THING_POOL: tuple[str, ...] = (
+    *SPAM_THINGS,
+    "PS5", "AIRPODS", "$1000", "BITCOIN", "VBUCKS", "ROBUX", "LIKES", "TOKENS", "CASH PRIZE",
+    "AMAZON VOUCHER", "NFT", "MYSTERY BOX",
+)  # fmt: skip
+SPAM_CTA_POOL: tuple[str, ...] = (
+    *SPAM_CTAS,
+    "tap my profile", "message me", "hurry up", "comment DONE", "check bio now",
+    "limited spots", "act fast", "no catch", "verified legit", "dont miss out",
+)  # fmt: skip
+URL_POOL: tuple[str, ...] = (
+    *URLS,
+    "http://gift-4u.click",
+    "https://earn-fast.site/x",
+    "http://rb.gy/c0ins",
+    "https://win-prize.online",
+    "http://cutt.ly/fr33",
+    "https://claim-bonus.icu",
+    "http://tinyurl.com/g1ftz",
+    "https://crypto-drop.live",
+    "http://free-likes.shop",
+    "https://payout-now.top",
+)
+MISLEADING_HOOK_POOL: tuple[str, ...] = (
+    *MISLEADING_HOOKS,
+    "what they never told you about",
+    "SHOCKING:",
+    "this will change everything about",
+    "experts hate this:",
+    "100% proof of",
+    "the real reason behind",
+    "they deleted this about",
+    "nobody talks about",
+)
+TOXIC_COMMENT_POOL: tuple[str, ...] = (
+    *TOXIC_COMMENTS,
+    "nobody asked",
+    "touch grass",
+    "clown behaviour",
+    "get off the internet",
+    "you should be ashamed",
+    "worst creator ever",
+    "cringe go away",
+    "what a waste of space",
+    "i will find you",
+    "everyone laughs at you",
+    "dumb as a rock",
+    "you look like a potato",
+    "unfollow this freak",
+    "shut up already",
+    "you deserve every hate comment",
+    "report this clown",
+    "imagine being this dumb",
+    "crawl back under your rock",
+    "worthless content worthless person",
+    "go cry somewhere else",
+)
+SPAM_COMMENT_POOL: tuple[str, ...] = (
+    *SPAM_COMMENTS,
+    "i made 500 a day check my bio",
+    "who wants free followers dm",
+    "sub to my channel pls",
+    "earn crypto link in profile",
+    "nice video check my page",
+    "giveaway on my page now",
+    "text me on telegram",
+    "free coins at my profile",
 )
