@@ -100,6 +100,8 @@ def run_demo(
     )
     timings["train"] = time.perf_counter() - t0
     log(render(_metrics_table(result.metrics)))
+    for issue, why in result.bundle.disabled.items():
+        log(f"{issue}: disabled by the quality gate ({why})")
     log(
         f"model version {result.model_version}"
         f" ({'promoted to @champion' if result.promoted else 'stays @challenger'})"
@@ -122,7 +124,12 @@ def run_demo(
 
     t0 = time.perf_counter()
     log(f"[4/4] discovering incidents -> {discovery_dir}")
-    found = discover(tables, scores, progress=progress)
+    if result.bundle.enabled_issues:
+        found = discover(tables, scores, progress=progress)
+    else:
+        # a model that scores nothing: discovery falls back to the raw proxies
+        log("no issue passed the quality gate: discovery uses raw proxies, not scores")
+        found = discover(tables, None, progress=progress)
     write_discovery(found, discovery_dir)
     for line in found.skipped_lines():
         log(line)

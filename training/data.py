@@ -189,12 +189,8 @@ def first_label_strata(frame: pd.DataFrame, issues: Sequence[IssueType]) -> np.n
 
 
 def declared_name(path: str | Path) -> str | None:
-    """The name a dataset declares for itself, or None when it declares none.
-
-    A flat spec: its `name`. A dataset folder: the name in its manifest (see
-    `features.io.dataset_name` when present; else a `dataset.json` / `manifest.json` with a
-    "name" field, or the simulator's `simulation.json`).
-    """
+    """The name a dataset declares for itself, or None when it declares none: a flat spec's
+    `name`, a dataset folder's manifest name (`features.io.dataset_name`)."""
     path = Path(path)
     if path.suffix.lower() == ".toml" and path.is_file():
         from features.flat import load_spec
@@ -202,24 +198,9 @@ def declared_name(path: str | Path) -> str | None:
         return load_spec(path).name
     if not path.is_dir():
         return None
-    try:
-        from features.io import dataset_name  # type: ignore[attr-defined]
-    except ImportError:
-        dataset_name = None
-    if dataset_name is not None:
-        return dataset_name(path)
-    import json
+    from features.io import dataset_name
 
-    for manifest in ("dataset.json", "manifest.json", "simulation.json"):
-        f = path / manifest
-        if f.is_file():
-            try:
-                name = json.loads(f.read_text()).get("name")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(name, str) and name.strip():
-                return name.strip()
-    return None
+    return dataset_name(path)
 
 
 def intake_lines(intake: dict[str, Any]) -> list[str]:
