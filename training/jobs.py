@@ -97,6 +97,11 @@ def format_result(result: TrainResult) -> str:
     lines = intake_and_labels(result)
     lines.append(render(metrics_table(result.report.overall)))
     lines.extend(gate_lines(result))
+    if not result.bundle.enabled_issues:
+        lines.append(
+            "no issue passed the quality gate: this model would flag nothing, so it does not "
+            "become @champion (more labelled rows, or a dataset with signal, may change that)"
+        )
     holdout = result.report.holdout.describe()
     lines.append(
         f"holdout: {holdout['kind']} split, {holdout['n_rows']} labelled test rows, "

@@ -10,6 +10,8 @@ import pytest
 from models.pyfunc import log_bundle
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
+from serving.review.store import ReviewStore
+from tests.support.review import add_analysts, login
 from tests.support.serving import MODEL_NAME, SCORE_KEY, Registry, make_bundle, records, running
 
 pytestmark = pytest.mark.anyio
@@ -37,14 +39,18 @@ async def test_disabled_issue_is_null_and_never_flagged(tmp_path: Path) -> None:
             info = log_bundle(bundle, registered_model_name=MODEL_NAME)
         reg.set_champion(str(info.registered_model_version))
         sink = JsonlFlagSink(tmp_path / "flags.jsonl")
-        app = create_app(
-            reg.settings(tmp_path / "state"), flag_sink=sink, flag_flush_interval_s=0.05
-        )
+        settings = reg.settings(tmp_path / "state")
+        store = ReviewStore(settings.review_db_url)
+        add_analysts(store, "ann")
+        store.close()
+        app = create_app(settings, flag_sink=sink, flag_flush_interval_s=0.05)
         recs = records(60)
         async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
             ones = [(await client.post("/v1/score", json=r)).json() for r in recs]
             batch = (await client.post("/v1/score", json={"items": recs})).json()["items"]
             info_body = (await client.get("/v1/models")).json()
+            assert (await login(client)).status_code == 303
+            page = (await client.get("/console")).text
         for body in ones + batch:
             assert body["probabilities"]["low_quality"] is None
             assert "low_quality" not in body["flagged"]
@@ -56,6 +62,9 @@ async def test_disabled_issue_is_null_and_never_flagged(tmp_path: Path) -> None:
         assert info_body["thresholds"]["low_quality"] is None
         assert info_body["disabled"] == {"low_quality": REASON}
         assert "low_quality" in info_body["issues"]
+        # the console notes it above the queue, with the reason
+        assert "Not scored by the serving model" in page
+        assert "<strong>low_quality</strong>" in page and "no usable threshold" in page
         written = JsonlFlagSink.read(sink.path)
         assert written  # flagged for the other issues
         for item in written:
