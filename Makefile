@@ -63,6 +63,7 @@ bench: install ## run every benchmark (each prints a table and a ratio against i
 	$(RUN) python bench/serve.py
 	$(RUN) python bench/discovery.py
 	$(RUN) python bench/startup.py
+	$(RUN) python bench/quality.py
 
 clean: ## remove local state (venv, MLflow store, demo output)
 	rm -rf .venv .surfacer .pytest_cache .ruff_cache
