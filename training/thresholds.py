@@ -3,9 +3,10 @@
 One function, `choose_threshold`, picks each issue's threshold on the validation window:
 
 - volume: the flagged share of the issue's rows stays at or below a cap (`max_share`, 20% by
-  default, whatever the capacity; raised to 1.2 x the base rate where positives are more
-  common than that, since a perfect model flags every positive), and with a time axis the
-  distinct items flagged stay within the review capacity over the window;
+  default, whatever the capacity; raised to 1.2 x the share of rows *known* to be positive
+  where that is more, since a perfect model flags every positive: labelled positives over
+  all rows, so a biased labelled sample such as appeals does not raise it), and with a time
+  axis the distinct items flagged stay within the review capacity over the window;
 - precision: among the flagged labelled rows, precision reaches a floor: twice the base rate
   (or halfway from the base rate to 1 when that is lower), or a configured minimum if higher;
 - a threshold equal to the lowest score (it would flag every row) is never chosen.
@@ -58,11 +59,12 @@ class ThresholdPolicy:
             min_precision=float(settings.min_precision),
         )
 
-    def share_cap(self, base_rate: float) -> float:
-        """The largest flagged share: max_share, or 1.2 x the base rate when that is more."""
-        if not math.isfinite(base_rate):
+    def share_cap(self, positive_share: float) -> float:
+        """The largest flagged share: max_share, or 1.2 x the share of rows known to be
+        positive when that is more."""
+        if not math.isfinite(positive_share):
             return self.max_share
-        return max(self.max_share, BASE_RATE_SLACK * base_rate)
+        return max(self.max_share, BASE_RATE_SLACK * positive_share)
 
     def precision_floor(self, base_rate: float) -> float:
         """max(min_precision, min(lift x base rate, halfway from the base rate to 1))."""
@@ -130,7 +132,7 @@ def choose_threshold(
     total_pos = int(is_pos.sum())
     base = total_pos / labelled if labelled else math.nan
     floor = policy.precision_floor(base)
-    cap = policy.share_cap(base)
+    cap = policy.share_cap(total_pos / n if n else math.nan)
     rule = "capacity" if capacity_items is not None else "f1"
     common = {
         "rule": rule,

@@ -91,3 +91,15 @@ def test_cap_rises_to_a_common_positive_class() -> None:
     assert got.ok and got.recall == 1.0 and got.precision == 1.0
     assert got.max_share == pytest.approx(0.6)
     assert ThresholdPolicy().share_cap(0.05) == 0.2
+
+
+def test_a_biased_labelled_sample_does_not_raise_the_cap() -> None:
+    # 40% of the labelled rows are positive, but only 100 of 1,000 rows are labelled
+    # (appeals): the known positive share is 4%, so the cap stays at 20%
+    rng = np.random.default_rng(4)
+    p = rng.random(1000)
+    y = np.full(1000, np.nan)
+    top = np.argsort(-p)[:100]
+    y[top] = (rng.random(100) < 0.4).astype(float)
+    got = choose_threshold(p, np.arange(1000), y)
+    assert got.max_share == 0.2
