@@ -575,13 +575,15 @@ def _baseline_scores(
     random_state: int,
     fitted: _FittedIssue,
 ) -> dict[str, np.ndarray]:
-    """The strong baselines' scores on the issue's test rows (`training.baselines`), fitted on
-    its training rows: logistic regression on the tabular features, TF-IDF word and char
-    n-grams with them, and LightGBM on the tabular features alone."""
+    """The strong baselines' scores on the issue's test rows (`training.baselines`): logistic
+    regression on the tabular features, TF-IDF word and char n-grams with them, and LightGBM
+    on the tabular features alone. They fit on the training and validation rows, all the
+    labels the model itself learnt or tuned from (as bench/quality.py fits them)."""
     from training.baselines import baseline_scores
 
     y_all = frame[label_column(issue.name)].to_numpy(dtype=float)
-    tr = np.flatnonzero(_anchor_mask(frame, issue.anchor) & split.train & np.isfinite(y_all))
+    seen = split.train | split.valid
+    tr = np.flatnonzero(_anchor_mask(frame, issue.anchor) & seen & np.isfinite(y_all))
     out = baseline_scores(
         frame.iloc[tr],
         x_all[tr],
