@@ -157,6 +157,31 @@ class Settings(BaseSettings):
         description="Days of data after a fix before its effect is measured.",
     )
 
+    # review thresholds (training.thresholds): a bounded volume at a precision worth reviewing
+    flag_share_cap: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Largest share of an issue's rows a threshold may flag, whatever the capacity.",
+    )
+    precision_lift: float = Field(
+        default=2.0,
+        ge=1,
+        description="A threshold's validation precision must reach this multiple of the base "
+        "rate (or halfway from the base rate to 1 when lower); else the issue is disabled.",
+    )
+    min_precision: float = Field(
+        default=0.0, ge=0, lt=1, description="An absolute precision floor on top of the lift."
+    )
+
+    # quality gate (training.gate): per issue, on the holdout
+    gate_bootstrap: int = Field(
+        default=400, ge=50, description="Bootstrap resamples (of items) for the gate's intervals."
+    )
+    gate_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Confidence level of the gate's intervals."
+    )
+
     # promotion gate
     promotion_tolerance: float = Field(
         default=0.02, ge=0, description="Largest PR-AUC drop per issue the gate accepts."

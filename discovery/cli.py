@@ -132,6 +132,8 @@ def discover_command(
             engine=engine,
             scheduler=scheduler,
         )
+    for line in result.skipped_lines():
+        typer.echo(line)
     if result.incidents:
         show(incidents_table(result.incidents))
     said = f"{len(result.incidents)} incident(s)"

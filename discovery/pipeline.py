@@ -29,6 +29,7 @@ from discovery.signals import (
     ItemDimensions,
     Signal,
     build_signals,
+    disabled_issues,
     item_dimensions,
 )
 
@@ -124,6 +125,15 @@ class DiscoveryResult:
     overview: list[Trend] = field(default_factory=list)
     data_range: tuple[pd.Timestamp, pd.Timestamp] | None = None
     used_scores: bool = False
+    # issues the scores file marks disabled in its model: no signal is built from them
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per skipped issue: why discovery says nothing about it."""
+        return [
+            f"skipped issue {issue}: disabled in the model that scored the data ({why})"
+            for issue, why in self.skipped.items()
+        ]
 
     def incidents_json(self) -> list[dict[str, Any]]:
         return [inc.to_dict() for inc in self.incidents]
@@ -227,6 +237,26 @@ def _discover(
     series_fn: Callable[..., SegmentSeries],
 ) -> DiscoveryResult:
     cfg = config or DiscoveryConfig()
+    skipped: dict[str, str] = {}
+    if scores is not None:
+        # a disabled issue has no scores and no flags: counting its (absent) flags would
+        # report its silence as a drop, or plain volume as an incident
+        skipped = {k: v for k, v in disabled_issues(scores).items() if k in scores.columns}
+        if skipped:
+            attrs = dict(scores.attrs)
+            scores = scores.drop(columns=list(skipped))
+            scores.attrs = attrs
+            reserved = {"item_id", "as_of", "anchor", "flagged", "disabled"}
+            reserved |= {"horizon_h", "model_version"}
+            if not any(
+                c not in reserved and pd.api.types.is_numeric_dtype(scores[c])
+                for c in scores.columns
+            ):
+                raise ValueError(
+                    "every issue of the scores file is disabled in its model ("
+                    + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+                    + "); run discovery without --scores to use the raw proxies"
+                )
     dims: ItemDimensions = item_dimensions(tables, min_items=cfg.min_items)
     # A signal without a single numerator event (e.g. no action under other policies) has
     # nothing to detect.
@@ -304,4 +334,5 @@ def _discover(
         overview=overview,
         data_range=(start, data_end),
         used_scores=scores is not None,
+        skipped=skipped,
     )

@@ -118,6 +118,7 @@ def report_context(result: DiscoveryResult, *, max_charts: int = 30) -> dict[str
         "range": f"{start:%Y-%m-%d} → {end:%Y-%m-%d}" if start is not None else "",
         "source": "model scores" if result.used_scores else "raw proxies (no scores file)",
         "signals": result.signals,
+        "skipped": dict(result.skipped),
         "overview": [chart_png(t, height=1.9) for t in result.overview],
         "incidents": incidents,
         "clusters": clusters,
@@ -130,11 +131,13 @@ def render_report(result: DiscoveryResult) -> str:
 
 
 def write_discovery(result: DiscoveryResult, out: str | Path) -> Path:
-    """Write incidents.json and report.html into `out` (created if missing)."""
+    """Write incidents.json, skipped.json (issues disabled in the scoring model, and why) and
+    report.html into `out` (created if missing)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "incidents.json").write_bytes(
         orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2)
     )
+    (out / "skipped.json").write_bytes(orjson.dumps(result.skipped, option=orjson.OPT_INDENT_2))
     (out / "report.html").write_text(render_report(result), encoding="utf-8")
     return out

@@ -188,7 +188,7 @@ def score_signals(
         raise ValueError(
             f"scores file lacks columns {sorted(missing)}; expected item_id, as_of, anchor, one column per issue"
         )
-    reserved = {"item_id", "as_of", "anchor", "flagged", "horizon_h", "model_version"}
+    reserved = {"item_id", "as_of", "anchor", "flagged", "disabled", "horizon_h", "model_version"}
     issues = [
         c for c in scores.columns if c not in reserved and pd.api.types.is_numeric_dtype(scores[c])
     ]
@@ -415,6 +415,22 @@ def raw_signals(tables: Mapping[str, pd.DataFrame]) -> list[Signal]:
                 )
             )
     return signals
+
+
+def disabled_issues(scores: pd.DataFrame) -> dict[str, str]:
+    """Issues a scores file marks as disabled in the model that scored it, and why.
+
+    `surfacer score` writes a `disabled` column (the disabled issues' names, comma-separated)
+    and the reasons in the frame's attrs (Parquet metadata); a file without the reasons still
+    says which issues were disabled.
+    """
+    reasons = dict((scores.attrs or {}).get("disabled") or {})
+    if "disabled" in scores.columns and len(scores):
+        for value in pd.unique(scores["disabled"].astype("str")):
+            for name in str(value).split(","):
+                if name.strip():
+                    reasons.setdefault(name.strip(), "disabled in the model")
+    return {str(k): str(v) for k, v in reasons.items()}
 
 
 def build_signals(

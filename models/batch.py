@@ -19,10 +19,20 @@ ID_COLUMNS = ("item_id", "as_of", "anchor", "horizon_h")
 
 
 def _flagged_column(bundle: ScoringBundle, probs: pd.DataFrame) -> pd.Series:
-    """Comma-separated names of the issues at or above their thresholds ("" when none)."""
+    """Comma-separated names of the issues at or above their thresholds ("" when none).
+
+    A disabled issue (threshold None, probability NaN) is never flagged."""
     names = bundle.issue_names
+    thresholds = bundle.thresholds
     hits = (
-        np.column_stack([probs[n].to_numpy(dtype=float) >= bundle.thresholds[n] for n in names])
+        np.column_stack(
+            [
+                np.zeros(len(probs), dtype=bool)
+                if thresholds[n] is None
+                else probs[n].to_numpy(dtype=float) >= thresholds[n]
+                for n in names
+            ]
+        )
         if names
         else np.zeros((len(probs), 0), dtype=bool)
     )
@@ -31,7 +41,13 @@ def _flagged_column(bundle: ScoringBundle, probs: pd.DataFrame) -> pd.Series:
 
 
 def score_partition(part: pd.DataFrame, bundle: ScoringBundle) -> pd.DataFrame:
-    """Score one frame: id columns, one probability column per issue, and `flagged`."""
+    """Score one frame: id columns, one probability column per issue, `flagged` and `disabled`.
+
+    A disabled issue's column is NaN on every row; `disabled` names the disabled issues
+    (comma-separated, "" when none) on every row so that a consumer of the file alone (e.g.
+    `surfacer discover`) can tell "disabled" from "not applicable", and the frame's
+    `attrs["disabled"]` (kept in Parquet metadata by pandas) says why.
+    """
     out = pd.DataFrame(index=part.index)
     out["item_id"] = part["item_id"].astype("str")
     out["as_of"] = (
@@ -50,7 +66,14 @@ def score_partition(part: pd.DataFrame, bundle: ScoringBundle) -> pd.DataFrame:
     for name in bundle.issue_names:
         out[name] = probs[name].astype("float64")
     out["flagged"] = _flagged_column(bundle, probs)
-    return out.reset_index(drop=True)
+    out["disabled"] = pd.Series(
+        ",".join(n for n in bundle.issue_names if n in bundle.disabled),
+        index=out.index,
+        dtype="str",
+    )
+    out = out.reset_index(drop=True)
+    out.attrs["disabled"] = dict(bundle.disabled)
+    return out
 
 
 def score_dataset(
@@ -62,7 +85,8 @@ def score_dataset(
     scheduler: str | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Score every snapshot row: item_id, as_of, anchor, a probability per issue, flagged.
+    """Score every snapshot row: item_id, as_of, anchor, a probability per issue, flagged,
+    disabled (see `score_partition`).
 
     engine "dask" splits the rows into partitions and scores them in parallel: on the client
     a command has open (common.cluster.dask_client) or the scheduler at `scheduler`, else
@@ -93,10 +117,14 @@ def score_dataset(
             scored = gather_with_progress(
                 client, futures, "score (dask)", progress=progress, unit="partition"
             )
-        return pd.concat(scored, ignore_index=True)
+        out = pd.concat(scored, ignore_index=True)
+        out.attrs["disabled"] = dict(bundle.disabled)
+        return out
     import dask.dataframe as dd
 
     ddf = dd.from_pandas(snapshots.reset_index(drop=True), npartitions=n, sort=False)
     meta = score_partition(snapshots.iloc[:0], bundle)
     scored = ddf.map_partitions(score_partition, bundle, meta=meta)
-    return scored.compute(scheduler="threads").reset_index(drop=True)
+    result = scored.compute(scheduler="threads").reset_index(drop=True)
+    result.attrs["disabled"] = dict(bundle.disabled)
+    return result

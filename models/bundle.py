@@ -276,16 +276,35 @@ class ScoringBundle:
     issues: dict[str, IssueModel]
     metadata: dict[str, Any] = field(default_factory=dict)
     example_record: dict[str, Any] = field(default_factory=dict)
+    # Issues the training gate found no trustworthy signal for: issue -> why. Such an issue is
+    # still named (callers learn it exists and why it says nothing) but never scored or
+    # flagged. Its model may be kept in `issues` when another issue stacks on its scores.
+    disabled: dict[str, str] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # bundles pickled before `disabled` existed load with every issue enabled
+        state.setdefault("disabled", {})
+        self.__dict__.update(state)
 
     # --- description ---------------------------------------------------------------------
 
     @property
     def issue_names(self) -> list[str]:
-        return list(self.issues)
+        """Every issue the bundle knows, enabled or disabled, in training order."""
+        return list(self.issues) + [n for n in self.disabled if n not in self.issues]
 
     @property
-    def thresholds(self) -> dict[str, float]:
-        return {name: m.threshold for name, m in self.issues.items()}
+    def enabled_issues(self) -> list[str]:
+        """The issues that are scored and may be flagged."""
+        return [n for n in self.issues if n not in self.disabled]
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
+        """Review threshold per issue; None for a disabled issue (it is never flagged)."""
+        return {
+            name: None if name in self.disabled else self.issues[name].threshold
+            for name in self.issue_names
+        }
 
     @property
     def anchors(self) -> dict[str, str]:
@@ -294,6 +313,14 @@ class ScoringBundle:
     @property
     def uses_text(self) -> bool:
         return any(m.text_model is not None for m in self.issues.values())
+
+    def _scored(self) -> list[tuple[int, IssueModel]]:
+        # (column in issue_names order, model) of the enabled issues
+        return [
+            (j, self.issues[name])
+            for j, name in enumerate(self.issue_names)
+            if name not in self.disabled and name in self.issues
+        ]
 
     @property
     def input_fields(self) -> tuple[str, ...]:
@@ -311,20 +338,24 @@ class ScoringBundle:
         """Calibrated probability per issue for each row; NaN where the issue's anchor differs."""
         out = pd.DataFrame(index=frame.index)
         if len(frame) == 0:
-            for name in self.issues:
+            for name in self.issue_names:
                 out[name] = pd.Series(dtype=float)
             return out
-        x = self.transform.transform(frame)
+        scored = self._scored()
+        x = self.transform.transform(frame) if scored else None
         anchors = _anchor_array(frame)
-        text = hashed_text(self.transform, frame) if self.uses_text else None
-        for name, model in self.issues.items():
+        text = hashed_text(self.transform, frame) if scored and self.uses_text else None
+        columns: dict[str, np.ndarray] = {}
+        for _, model in scored:
             probs = np.full(len(frame), np.nan)
             rows = np.flatnonzero(anchors == model.anchor)
             if len(rows):
                 probs[rows] = self._predict_rows(
                     model, x[rows], None if text is None else text[rows]
                 )
-            out[name] = probs
+            columns[model.name] = probs
+        for name in self.issue_names:  # a disabled issue: NaN on every row
+            out[name] = columns.get(name, np.full(len(frame), np.nan))
         return out
 
     def _predict_rows(
@@ -386,11 +417,11 @@ class ScoringBundle:
     def score_design(self, design: Design) -> np.ndarray:
         """`score_records` from a precomputed `design_records`."""
         n = len(design.anchors)
-        out = np.full((n, len(self.issues)), np.nan)
+        out = np.full((n, len(self.issue_names)), np.nan)
         if n == 0:
             return out
         x, text = design.x, design.text
-        for j, model in enumerate(self.issues.values()):
+        for j, model in self._scored():
             rows = np.flatnonzero(design.anchors == model.anchor)
             if len(rows):
                 out[rows, j] = self._predict_rows(
@@ -411,8 +442,10 @@ class ScoringBundle:
         cache: dict[str, Any] = {}
         out: dict[str, float | None] = {}
         rows: dict[str, np.ndarray] = {}
-        for name, model in self.issues.items():
-            if model.anchor != anchor:
+        disabled = self.disabled
+        for name in self.issue_names:
+            model = self.issues.get(name)
+            if model is None or name in disabled or model.anchor != anchor:
                 out[name] = None
                 continue
             row = rows[name] = self._model_row_one(model, x, record, cache)
@@ -451,9 +484,12 @@ class ScoringBundle:
         return hashed_ngrams(texts, int(t.hash_dim), tuple(t.ngram_range))
 
     def flagged(self, probs: Mapping[str, float | None]) -> list[str]:
-        """Issues whose probability reaches their threshold, in issue order."""
+        """Issues whose probability reaches their threshold, in issue order (never a disabled
+        issue, whatever probability it is given)."""
         flagged = []
         for name, model in self.issues.items():
+            if name in self.disabled:
+                continue
             p = probs.get(name)
             if p is not None and not math.isnan(p) and p >= model.threshold:
                 flagged.append(name)

@@ -146,6 +146,11 @@ class ItemScore(BaseModel):
         description="Top reason codes, only for flagged issues."
     )
     model_version: str
+    disabled: dict[str, str] = Field(
+        default_factory=dict,
+        description="Issues the serving model does not score, and why (training found no "
+        "trustworthy signal): their probability is null and they are never flagged.",
+    )
 
 
 class ScoreBatchResponse(BaseModel):
@@ -166,7 +171,12 @@ class ModelInfo(BaseModel):
     )
     loaded_at: datetime
     issues: list[str]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | None] = Field(
+        description="Review threshold per issue; null for a disabled issue."
+    )
+    disabled: dict[str, str] = Field(
+        default_factory=dict, description="Disabled issues (never scored nor flagged) and why."
+    )
     metrics: dict[str, Any] = Field(description="Training metrics from the bundle's metadata.")
     metadata: dict[str, Any]
 

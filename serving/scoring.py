@@ -149,6 +149,7 @@ def score_one(svc: Any, model: Any, record: dict[str, Any]) -> dict[str, Any]:
         "flagged": flagged,
         "reasons": reasons,
         "model_version": model.version,
+        "disabled": model.bundle.disabled,
     }
 
 
@@ -192,6 +193,7 @@ def score_batch(
         )
     )
     version = model.version
+    disabled = bundle.disabled  # one dict shared by every item of the answer
     rate = svc.sample_rate
     out = []
     persist = []
@@ -208,6 +210,7 @@ def score_batch(
                 "flagged": flagged,
                 "reasons": reasons,
                 "model_version": version,
+                "disabled": disabled,
             }
         )
     return out, persist

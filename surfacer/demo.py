@@ -90,9 +90,19 @@ def run_demo(
 
     t0 = time.perf_counter()
     log(f"[2/4] training all issue types; MLflow store {settings.tracking_uri}")
-    result = train(data_dir, settings=settings, random_state=seed, progress=progress, log=log)
+    # under the name `surfacer serve` loads (settings.model_name), whatever the data calls itself
+    result = train(
+        data_dir,
+        settings=settings,
+        random_state=seed,
+        progress=progress,
+        log=log,
+        model_name=settings.model_name,
+    )
     timings["train"] = time.perf_counter() - t0
     log(render(_metrics_table(result.metrics)))
+    for issue, why in result.bundle.disabled.items():
+        log(f"{issue}: disabled by the quality gate ({why})")
     log(
         f"model version {result.model_version}"
         f" ({'promoted to @champion' if result.promoted else 'stays @challenger'})"
@@ -115,8 +125,15 @@ def run_demo(
 
     t0 = time.perf_counter()
     log(f"[4/4] discovering incidents -> {discovery_dir}")
-    found = discover(tables, scores, progress=progress)
+    if result.bundle.enabled_issues:
+        found = discover(tables, scores, progress=progress)
+    else:
+        # a model that scores nothing: discovery falls back to the raw proxies
+        log("no issue passed the quality gate: discovery uses raw proxies, not scores")
+        found = discover(tables, None, progress=progress)
     write_discovery(found, discovery_dir)
+    for line in found.skipped_lines():
+        log(line)
     timings["discover"] = time.perf_counter() - t0
     planted = orjson.loads((data_dir / "incidents.json").read_bytes())
     start, end = found.data_range

@@ -72,6 +72,14 @@ def train_cmd(
             "cluster sized to this machine).",
         ),
     ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--model-name",
+            help="Registered model to log to (default: SURFACER_MODEL_NAME if set, else the "
+            "dataset's name, else 'surfacer').",
+        ),
+    ] = None,
 ) -> None:
     """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
     check_data_path(data)
@@ -89,6 +97,7 @@ def train_cmd(
         progress=progress,
         engine=engine,
         scheduler=scheduler,
+        model_name=model_name,
     )
     typer.echo(text)
 
@@ -128,12 +137,40 @@ def score_cmd(
     typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
 
 
-def models_cmd() -> None:
+_MODEL_NAME_OPTION = typer.Option(
+    "--model-name", help="Registered model (default: SURFACER_MODEL_NAME, 'surfacer')."
+)
+
+
+def models_cmd(
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--model-name",
+            help="Only this registered model (default: SURFACER_MODEL_NAME when set, else "
+            "every registered model).",
+        ),
+    ] = None,
+) -> None:
     """List the registered model versions: aliases, run id, created, key metrics."""
     from common.settings import get_settings
-    from training.registry import format_versions, list_versions
+    from training.registry import format_versions, list_versions, registered_models
 
-    typer.echo(format_versions(list_versions(get_settings())))
+    settings = get_settings()
+    if model_name:
+        names = [model_name]
+    elif "model_name" in settings.model_fields_set:  # SURFACER_MODEL_NAME is set
+        names = [settings.model_name]
+    else:
+        names = registered_models(settings)
+    if not names:
+        typer.echo("no registered models")
+        return
+    blocks = []
+    for name in names:
+        rows = list_versions(settings.model_copy(update={"model_name": name}))
+        blocks.append(f"model {name}\n{format_versions(rows)}")
+    typer.echo("\n\n".join(blocks))
 
 
 def promote_cmd(
@@ -148,6 +185,7 @@ def promote_cmd(
         bool,
         typer.Option("--rollback", help="Move @champion back to the version that held it before."),
     ] = False,
+    model_name: Annotated[str | None, _MODEL_NAME_OPTION] = None,
 ) -> None:
     """Move a model alias by hand (bypasses the gate) and print it before and after."""
     if rollback == (version is not None):
@@ -157,6 +195,8 @@ def promote_cmd(
     from training.registry import rollback as roll_back
 
     settings = get_settings()
+    if model_name:
+        settings = settings.model_copy(update={"model_name": model_name})
     move = roll_back(settings, alias=alias) if rollback else promote(settings, version, alias=alias)
     before = "none" if move.before is None else f"v{move.before}"
     typer.echo(f"{settings.model_name}@{move.alias}: {before} -> v{move.after}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,11 @@ class TrainingData:
     fingerprint: str
     source: str
     timed: bool  # rows have an as_of: split by time, capacity per day makes sense
+    # what loading did to the input (`surfacer train` reports it): rows_read, dropped
+    # (reason -> rows), repaired, rows (training rows); see `intake_lines`
+    intake: dict[str, Any] = field(default_factory=dict)
+    # the dataset's own name (a spec's `name`, a dataset folder's declared name), or None
+    name: str | None = None
 
 
 def fingerprint_files(paths: Sequence[Path]) -> str:
@@ -115,6 +121,21 @@ def _load_raw(
         snaps = build_snapshots(tables, horizons_h, progress=progress)
     frame = attach_labels(snaps, tables, issues)
     files = [f for table in dataset_files(path).values() for f in part_files(table)]
+    post = (
+        int((frame["anchor"].astype("object") == "post").sum()) if "anchor" in frame else len(frame)
+    )
+    expected_post = len(tables["items"]) * len(tuple(horizons_h)) if "items" in tables else post
+    dropped = {}
+    if expected_post > post:
+        dropped["item horizons whose window ends after the data (not complete yet)"] = (
+            expected_post - post
+        )
+    intake = {
+        "rows_read": {name: len(t) for name, t in tables.items()},
+        "dropped": dropped,
+        "repaired": 0,
+        "rows": len(frame),
+    }
     truth = None
     truth_path = path / TRUTH_FILE
     if truth_path.exists():
@@ -130,6 +151,8 @@ def _load_raw(
         fingerprint=fingerprint_files(files),
         source=str(path),
         timed=True,
+        intake=intake,
+        name=declared_name(path),
     )
 
 
@@ -171,6 +194,14 @@ def _load_flat(spec_path: Path) -> TrainingData:
         fingerprint=fingerprint_files(files),
         source=str(spec_path),
         timed=bool(timed),
+        intake={
+            "rows_read": {"rows": int(ds.n_source_rows)},
+            "dropped": ds.drop_reasons(),
+            "dropped_rows": len(ds.dropped),
+            "repaired": int(ds.repaired),
+            "rows": len(frame),
+        },
+        name=spec.name,
     )
 
 
@@ -178,3 +209,38 @@ def first_label_strata(frame: pd.DataFrame, issues: Sequence[IssueType]) -> np.n
     """Strata for a stratified split: the first issue's label (missing labels form a stratum)."""
     col = frame[label_column(issues[0].name)].to_numpy(dtype=float)
     return np.where(np.isnan(col), -1, col).astype(int)
+
+
+def declared_name(path: str | Path) -> str | None:
+    """The name a dataset declares for itself, or None when it declares none: a flat spec's
+    `name`, a dataset folder's manifest name (`features.io.dataset_name`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".toml" and path.is_file():
+        from features.flat import load_spec
+
+        return load_spec(path).name
+    if not path.is_dir():
+        return None
+    from features.io import dataset_name
+
+    return dataset_name(path)
+
+
+def intake_lines(intake: dict[str, Any]) -> list[str]:
+    """What loading read, dropped (with reasons) and repaired, as report lines."""
+    if not intake:
+        return []
+    read = intake.get("rows_read") or {}
+    read_text = (
+        f"{read['rows']:,} source rows"
+        if set(read) == {"rows"}
+        else ", ".join(f"{k} {v:,}" for k, v in read.items())
+    )
+    dropped = intake.get("dropped") or {}
+    n_dropped = intake.get("dropped_rows", sum(dropped.values()))
+    lines = [
+        f"data: read {read_text}; {intake.get('rows', 0):,} training rows; "
+        f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
+    ]
+    lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    return lines

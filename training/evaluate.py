@@ -28,7 +28,10 @@ OVERALL_METRICS: tuple[str, ...] = (
     "threshold",
     "precision_at_threshold",
     "recall_at_threshold",
+    "f1_at_threshold",
+    "mcc_at_threshold",
     "flagged",
+    "flagged_share",
     "precision_at_k",
     "k",
     "brier",
@@ -243,10 +246,26 @@ def pr_curve(y: np.ndarray, p: np.ndarray, max_points: int = MAX_CURVE_POINTS) -
     return pd.DataFrame({"precision": precision, "recall": recall, "threshold": thresholds})
 
 
+def f1_mcc_at(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float]:
+    """F1 and Matthews correlation of flagging `p >= threshold` (NaN where undefined)."""
+    y, p = _finite_pairs(y, p)
+    flagged = p >= threshold
+    tp = float((flagged & (y == 1)).sum())
+    fp = float((flagged & (y == 0)).sum())
+    fn = float((~flagged & (y == 1)).sum())
+    tn = float((~flagged & (y == 0)).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else math.nan
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    # no flags at all (or every row flagged): the rule carries no information
+    mcc = (tp * tn - fp * fn) / denom if denom > 0 else (0.0 if len(y) else math.nan)
+    return f1, mcc
+
+
 def issue_metrics(y: np.ndarray, p: np.ndarray, *, threshold: float, k: int) -> dict[str, float]:
     """The overall metrics of one issue on one split (see OVERALL_METRICS)."""
     yy, pp = _finite_pairs(y, p)
     precision, recall, n_flag = precision_recall_at(yy, pp, threshold)
+    f1, mcc = f1_mcc_at(yy, pp, threshold)
     return {
         "n": float(len(yy)),
         "positives": float(yy.sum()),
@@ -255,7 +274,10 @@ def issue_metrics(y: np.ndarray, p: np.ndarray, *, threshold: float, k: int) -> 
         "threshold": float(threshold),
         "precision_at_threshold": precision,
         "recall_at_threshold": recall,
+        "f1_at_threshold": f1,
+        "mcc_at_threshold": mcc,
         "flagged": float(n_flag),
+        "flagged_share": n_flag / len(yy) if len(yy) else math.nan,
         "precision_at_k": precision_at_k(yy, pp, k),
         "k": float(min(k, len(yy))),
         "brier": brier(yy, pp),
@@ -312,17 +334,18 @@ def holdout_metrics(
 
     This is how the promotion gate compares a champion and a challenger on the same holdout:
     both bundles score the same rows and are judged against the same `label_<issue>` columns.
-    Issues the bundle does not know, or without a label column, are left out.
+    Issues the bundle does not know or has disabled, or without a label column, are left out.
     """
     probs = bundle.score_frame(test_frame)
     out: dict[str, dict[str, float]] = {}
+    thresholds = bundle.thresholds
     for issue in bundle.issue_names:
         col = label_column(issue)
-        if col not in test_frame.columns:
+        if col not in test_frame.columns or thresholds.get(issue) is None:
             continue
         y = test_frame[col].to_numpy(dtype=float)
         p = probs[issue].to_numpy(dtype=float)
-        threshold = bundle.thresholds[issue]
+        threshold = float(thresholds[issue])  # type: ignore[arg-type]
         kk = k if k is not None else int(np.isfinite(y).sum())
         out[issue] = issue_metrics(y, p, threshold=threshold, k=kk)
     return out

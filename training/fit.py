@@ -14,14 +14,12 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -245,33 +243,3 @@ def fit_calibrator(p_valid: np.ndarray, y_valid: np.ndarray) -> Calibrator:
     lr = LogisticRegression(C=1e4, max_iter=1000)
     lr.fit(z.reshape(-1, 1), y.astype(int))
     return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
-
-
-def capacity_threshold(probs: np.ndarray, item_ids: np.ndarray, *, capacity_items: int) -> float:
-    """The threshold that flags about `capacity_items` distinct items.
-
-    An item counts once however many of its rows reach the threshold (analysts review an
-    item, not each horizon), so the threshold is the k-th largest per-item maximum.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    keep = np.isfinite(p)
-    if not keep.any():
-        raise ValueError("capacity threshold: no finite probabilities to choose from")
-    per_item = pd.Series(p[keep]).groupby(np.asarray(item_ids)[keep]).max().to_numpy()
-    per_item = np.sort(per_item)[::-1]
-    k = int(capacity_items)
-    if k <= 0:
-        return float(np.nextafter(per_item[0], np.inf))
-    if k >= len(per_item):
-        return float(per_item[-1])
-    return float(per_item[k - 1])
-
-
-def f1_threshold(probs: np.ndarray, y: np.ndarray) -> float:
-    """The threshold maximising F1 (used when there is no time, so no per-day capacity)."""
-    p = np.asarray(probs, dtype=np.float64)
-    yy = np.asarray(y, dtype=int)
-    precision, recall, thresholds = precision_recall_curve(yy, p)
-    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-    best = int(np.argmax(f1))
-    return float(thresholds[best])

@@ -20,11 +20,22 @@ from training.pipeline import TrainResult, train
 TABLE_COLUMNS = (
     "n",
     "positives",
+    "enabled",
     "pr_auc",
+    "pr_auc_lo",
+    "pr_auc_hi",
     "roc_auc",
+    "roc_auc_lo",
+    "roc_auc_hi",
     "threshold",
+    "flagged_share",
     "precision_at_threshold",
     "recall_at_threshold",
+    "f1_at_threshold",
+    "mcc_at_threshold",
+    "valid_flagged_share",
+    "valid_precision",
+    "precision_floor",
     "precision_at_k",
     "brier",
     "ece",
@@ -35,7 +46,7 @@ TABLE_COLUMNS = (
 )
 
 
-COUNT_METRICS = ("n", "positives")
+COUNT_METRICS = ("n", "positives", "enabled")
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> Any:
@@ -56,9 +67,41 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> Any:
     return table(["metric", *metrics], rows)
 
 
+def intake_and_labels(result: TrainResult) -> list[str]:
+    """Rows read, dropped (with reasons) and repaired; labelled rows and positives per issue."""
+    from training.data import intake_lines
+
+    extra = result.report.extra
+    lines = intake_lines(extra.get("intake") or {})
+    for issue, counts in (extra.get("label_counts") or {}).items():
+        parts = ", ".join(
+            f"{split} {n:,} labelled / {pos:,} positive" for split, (n, pos) in counts.items()
+        )
+        lines.append(f"labels {issue}: {parts}")
+    return lines
+
+
+def gate_lines(result: TrainResult) -> list[str]:
+    """The quality gate's decision per issue, with its reasons."""
+    lines = []
+    for issue, verdict in (result.report.extra.get("gate") or {}).items():
+        state = "enabled" if verdict["enabled"] else "DISABLED"
+        why = "; ".join(verdict["reasons"])
+        lines.append(f"quality gate {issue}: {state}" + (f" — {why}" if why else ""))
+    return lines
+
+
 def format_result(result: TrainResult) -> str:
-    """The metrics table and the run/registry outcome, as `surfacer train` prints them."""
-    lines = [render(metrics_table(result.report.overall))]
+    """The intake, the metrics table, the gate per issue and the run/registry outcome, as
+    `surfacer train` prints them."""
+    lines = intake_and_labels(result)
+    lines.append(render(metrics_table(result.report.overall)))
+    lines.extend(gate_lines(result))
+    if not result.bundle.enabled_issues:
+        lines.append(
+            "no issue passed the quality gate: this model would flag nothing, so it does not "
+            "become @champion (more labelled rows, or a dataset with signal, may change that)"
+        )
     holdout = result.report.holdout.describe()
     lines.append(
         f"holdout: {holdout['kind']} split, {holdout['n_rows']} labelled test rows, "
@@ -72,7 +115,7 @@ def format_result(result: TrainResult) -> str:
         )
     elif result.run_id is not None:
         lines.append(
-            f"run {result.run_id}, model version {result.model_version}, "
+            f"run {result.run_id}, model {result.model_name} version {result.model_version}, "
             f"{'promoted to @champion' if result.promoted else 'not promoted (@challenger)'}"
         )
         reasons = result.decision.get("reasons") if result.decision else None
@@ -80,6 +123,16 @@ def format_result(result: TrainResult) -> str:
             lines.extend(f"  gate: {r}" for r in reasons)
     else:
         lines.append("not tracked (--no-track)")
+    if (
+        result.run_id is not None
+        and result.model_name
+        and result.serving_name
+        and result.model_name != result.serving_name
+    ):
+        lines.append(
+            f"note: `surfacer serve` loads models:/{result.serving_name}@champion; to serve this "
+            f"model set SURFACER_MODEL_NAME={result.model_name}"
+        )
     return "\n".join(lines)
 
 
@@ -96,6 +149,7 @@ def train_command(
     progress: bool = True,
     engine: str = "pandas",
     scheduler: str | None = None,
+    model_name: str | None = None,
 ) -> str:
     """Run one training job and return the text `surfacer train` prints.
 
@@ -113,6 +167,7 @@ def train_command(
         progress=progress,
         engine=engine,
         scheduler=scheduler,
+        model_name=model_name,
     )
     if bundle_out is not None:
         save_bundle(result.bundle, bundle_out)

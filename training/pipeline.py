@@ -43,15 +43,21 @@ from training.evaluate import (
 from training.fit import (
     BoosterParams,
     baseline_predict,
-    capacity_threshold,
-    f1_threshold,
     fit_baseline,
     fit_booster,
     fit_calibrator,
     fit_text_model,
     out_of_fold_text_scores,
 )
+from training.gate import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CONFIDENCE,
+    IssueVerdict,
+    disabled_verdict,
+    judge_issue,
+)
 from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, time_split
+from training.thresholds import ThresholdChoice, ThresholdPolicy, choose_threshold
 
 STACKED_PREFIX = "score_"
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
@@ -71,6 +77,8 @@ class TrainResult:
     decision: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reused: bool = False  # the same job (data fingerprint + params) was already logged
+    model_name: str | None = None  # the registered model it was logged under
+    serving_name: str | None = None  # the name `surfacer serve` loads (settings.model_name)
 
 
 @dataclass(frozen=True)
@@ -118,12 +126,14 @@ def train(
     log: Callable[[str], None] | None = None,
     engine: str = "pandas",
     scheduler: str | None = None,
+    model_name: str | None = None,
 ) -> TrainResult:
     """Train, evaluate and (when `track`) log one ScoringBundle from a dataset folder or spec.
 
     `only_issues` trains a subset of the data's issue types (by name). `engine="dask"` builds
     the snapshots and fits the boosters on a Dask cluster (`scheduler`, see common.cluster;
-    training.fit_dask says what differs).
+    training.fit_dask says what differs). The registered model is `model_name` when given,
+    else the dataset's own name (see `registered_model_name`).
     Raises ValueError naming the issue and its label counts when an issue cannot be trained,
     and lets features.validate.ContractError (a ValueError) out on bad data.
     """
@@ -153,6 +163,10 @@ def train(
             )
             if only_issues:
                 td = select_issues(td, only_issues)
+        serving_name = settings.model_name
+        settings = settings.model_copy(
+            update={"model_name": registered_model_name(model_name, td.name, settings)}
+        )
         bundle, report = fit_and_evaluate(
             td,
             random_state=random_state,
@@ -160,6 +174,9 @@ def train(
             params=params,
             timer=timer,
             booster_fit=booster_fit,
+            threshold_policy=ThresholdPolicy.from_settings(settings),
+            gate_bootstrap=settings.gate_bootstrap,
+            gate_confidence=settings.gate_confidence,
         )
         run_id = model_version = None
         promoted = reused = False
@@ -210,6 +227,8 @@ def train(
         decision=decision,
         timings=timer.timings,
         reused=reused,
+        model_name=settings.model_name,
+        serving_name=serving_name,
     )
 
 
@@ -228,6 +247,26 @@ def _engine(
 
     client = stack.enter_context(dask_client(scheduler, announce=progress))
     return stack, partial(fit_booster_dask, client=client)
+
+
+def registered_model_name(
+    explicit: str | None, dataset_name: str | None, settings: Settings
+) -> str:
+    """The registered model a training job logs to: one per problem, so that training another
+    dataset never competes with an unrelated champion.
+
+    In order: `explicit` (`--model-name`), SURFACER_MODEL_NAME when set, the dataset's own
+    name (a flat spec's `name`, a dataset folder's declared name), else the default name
+    (`surfacer`, what `surfacer serve` loads unless told otherwise).
+    """
+    for name in (
+        explicit,
+        settings.model_name if "model_name" in settings.model_fields_set else None,
+        dataset_name,
+    ):
+        if name is not None and str(name).strip():
+            return str(name).strip()
+    return settings.model_name
 
 
 def select_issues(td: TrainingData, names: Sequence[str]) -> TrainingData:
@@ -271,9 +310,9 @@ def _anchor_mask(frame: pd.DataFrame, anchor: str) -> np.ndarray:
     return frame["anchor"].astype("object").to_numpy() == anchor
 
 
-def check_labels(td: TrainingData, split: _Split) -> None:
-    """Every issue needs positives and negatives in both train and valid; say which lack them."""
-    problems = []
+def label_counts(td: TrainingData, split: _Split) -> dict[str, dict[str, tuple[int, int]]]:
+    """issue -> split -> (labelled rows, positives) on the issue's anchor rows."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
     for issue in td.issues:
         y = td.frame[label_column(issue.name)].to_numpy(dtype=float)
         anchor = _anchor_mask(td.frame, issue.anchor)
@@ -282,6 +321,20 @@ def check_labels(td: TrainingData, split: _Split) -> None:
             yy = y[mask & anchor]
             yy = yy[np.isfinite(yy)]
             counts[name] = (len(yy), int(yy.sum()))
+        out[issue.name] = counts
+    return out
+
+
+def check_labels(td: TrainingData, split: _Split) -> dict[str, str]:
+    """Which issues cannot be trained, and why: each needs both classes in train and valid.
+
+    Returns issue -> reason for those that cannot (they are disabled, the others train);
+    raises ValueError when no issue can be trained at all.
+    """
+    problems: dict[str, str] = {}
+    all_counts = label_counts(td, split)
+    for issue in td.issues:
+        counts = all_counts[issue.name]
         bad = [
             n
             for n in ("train", "valid")
@@ -289,15 +342,17 @@ def check_labels(td: TrainingData, split: _Split) -> None:
         ]
         if bad:
             detail = ", ".join(f"{n}: {c[0]} labelled, {c[1]} positive" for n, c in counts.items())
-            problems.append(
-                f"issue {issue.name!r} ({issue.anchor} rows) lacks labels of both classes in "
-                f"{' and '.join(bad)} ({detail})"
+            problems[issue.name] = (
+                f"lacks labels of both classes in {' and '.join(bad)} "
+                f"({issue.anchor} rows; {detail})"
             )
-    if problems:
+    if len(problems) == len(td.issues):
         raise ValueError(
-            "cannot train: " + "; ".join(problems) + ". Add labels (review, appeals or a labels "
-            "table) or drop the issue."
+            "cannot train: "
+            + "; ".join(f"issue {name!r} {why}" for name, why in problems.items())
+            + ". Add labels (review, appeals or a labels table) or drop the issue."
         )
+    return problems
 
 
 def _json_value(v: Any) -> Any:
@@ -328,13 +383,21 @@ def fit_and_evaluate(
     timer: _Timer | None = None,
     stack_issues: bool = True,
     booster_fit: Callable[..., Any] | None = None,
+    threshold_policy: ThresholdPolicy | None = None,
+    gate_bootstrap: int = DEFAULT_BOOTSTRAP,
+    gate_confidence: float = DEFAULT_CONFIDENCE,
 ) -> tuple[ScoringBundle, EvaluationReport]:
-    """Fit the transform and one model per issue on `td`, then evaluate on its test split."""
+    """Fit the transform and one model per issue on `td`, then evaluate on its test split.
+
+    Each issue then goes through the quality gate (`training.gate.judge_issue`): an issue
+    that cannot be fitted (one class of labels) or fails the gate is disabled in the bundle
+    with its reason; `report.extra["gate"]` holds every verdict and its numbers.
+    """
     timer = timer or _Timer(False)
     frame = td.frame
     with timer.stage("split"):
         split_result, split = _split(td, random_state)
-        check_labels(td, split)
+        unfit = check_labels(td, split)
     with timer.stage("transform"):
         transform = td.transform.fit(frame.iloc[np.flatnonzero(split.train)])
         x_all = transform.transform(frame)
@@ -350,7 +413,12 @@ def fit_and_evaluate(
     importances: dict[str, pd.DataFrame] = {}
     base_names = list(transform.feature_names_)
     # post-anchored issues first: moderation-anchored ones may read their scores (stacking)
-    fit_order = sorted(td.issues, key=lambda i: i.anchor != "post")
+    fit_order = sorted(
+        (i for i in td.issues if i.name not in unfit), key=lambda i: i.anchor != "post"
+    )
+    verdicts: dict[str, IssueVerdict] = {
+        name: disabled_verdict(name, f"cannot be trained: {why}") for name, why in unfit.items()
+    }
     for issue in fit_order:
         stack = (
             {n: m for n, m in models.items() if m.anchor == "post"}
@@ -374,6 +442,7 @@ def fit_and_evaluate(
                 capacity_per_day=capacity_per_day,
                 valid_days=valid_days,
                 booster_fit=booster_fit,
+                threshold_policy=threshold_policy,
             )
         models[issue.name] = fitted.model
         with timer.stage("evaluate"):
@@ -381,9 +450,39 @@ def fit_and_evaluate(
             y = frame[label_column(issue.name)].to_numpy(dtype=float)[test_rows]
             p = fitted.test_probs
             metrics = issue_metrics(y, p, threshold=fitted.model.threshold, k=capacity_per_day)
-            metrics["baseline_roc_auc"] = roc_auc(y, fitted.baseline_probs)
-            metrics["baseline_pr_auc"] = pr_auc(y, fitted.baseline_probs)
+            baselines = _baseline_scores(
+                td, issue, split, frame, x_all, test_rows, transform, random_state, fitted
+            )
+            for name, b in baselines.items():
+                metrics[f"baseline_{name}_pr_auc"] = pr_auc(y, b)
+            # the strongest baseline (by PR-AUC) is the one the model must not lose to
+            best = max(baselines, key=lambda n: np.nan_to_num(metrics[f"baseline_{n}_pr_auc"]))
+            metrics["baseline_roc_auc"] = roc_auc(y, baselines[best])
+            metrics["baseline_pr_auc"] = pr_auc(y, baselines[best])
             metrics["best_iteration"] = float(fitted.model.best_iteration)
+            choice = fitted.threshold_choice
+            if choice is not None:
+                metrics["valid_flagged_share"] = choice.flagged_share
+                metrics["valid_precision"] = choice.precision
+                metrics["precision_floor"] = choice.precision_floor
+            verdict = judge_issue(
+                issue.name,
+                y,
+                p,
+                groups=item_ids[test_rows],
+                baselines=baselines,
+                threshold=choice,
+                n_boot=gate_bootstrap,
+                confidence=gate_confidence,
+                random_state=random_state,
+            )
+            verdicts[issue.name] = verdict
+            for key in ("roc_auc_ci", "pr_auc_ci", "pr_auc_minus_baseline_ci"):
+                if key in verdict.checks:
+                    lo, hi = verdict.checks[key]
+                    metrics[key.replace("_ci", "_lo")] = lo
+                    metrics[key.replace("_ci", "_hi")] = hi
+            metrics["enabled"] = 1.0 if verdict.enabled else 0.0
             if td.truth is not None and f"p_{issue.name}" in td.truth.columns:
                 truth = td.truth.set_index(td.truth["item_id"].astype("object"))[f"p_{issue.name}"]
                 oracle = pd.Series(item_ids[test_rows]).map(truth).to_numpy(dtype=float)
@@ -425,8 +524,15 @@ def fit_and_evaluate(
                 .reset_index(drop=True)
             )
 
-    models = {i.name: models[i.name] for i in td.issues}
+    models = {i.name: models[i.name] for i in td.issues if i.name in models}
+    for name in unfit:
+        # the table still shows the issue: its labelled test rows, and that it is disabled
+        yy = frame[label_column(name)].to_numpy(dtype=float)[split.test]
+        yy = yy[np.isfinite(yy)]
+        overall[name] = {"n": float(len(yy)), "positives": float(yy.sum()), "enabled": 0.0}
     overall = {i.name: overall[i.name] for i in td.issues}
+    verdicts = {i.name: verdicts[i.name] for i in td.issues}
+    disabled = {n: "; ".join(v.reasons) for n, v in verdicts.items() if not v.enabled}
     label_cols = [label_column(i.name) for i in td.issues]
     test_mask = split.test & frame[label_cols].notna().any(axis=1).to_numpy()
     test_frame = frame.iloc[np.flatnonzero(test_mask)].reset_index(drop=True)
@@ -462,9 +568,14 @@ def fit_and_evaluate(
                 "test": int(split.test.sum()),
             },
             "valid_days": valid_days,
+            "gate": {n: v.to_dict() for n, v in verdicts.items()},
+            "label_counts": label_counts(td, split),
+            "intake": dict(td.intake),
+            "dataset_name": td.name,
         },
     )
-    first_anchor = _anchor_mask(frame, td.issues[0].anchor) & split.train
+    first_fitted = next(iter(models.values()))
+    first_anchor = _anchor_mask(frame, first_fitted.anchor) & split.train
     example_row = frame.iloc[int(np.flatnonzero(first_anchor)[0])]
     bundle = ScoringBundle(
         transform=transform,
@@ -480,10 +591,45 @@ def fit_and_evaluate(
             "holdout": holdout.describe(),
             "anchors": {i.name: i.anchor for i in td.issues},
             "questions": {i.name: i.question for i in td.issues},
+            "dataset_name": td.name,
         },
         example_record=example_record(example_row),
+        disabled=disabled,
     )
     return bundle, report
+
+
+def _baseline_scores(
+    td: TrainingData,
+    issue: IssueType,
+    split: _Split,
+    frame: pd.DataFrame,
+    x_all: np.ndarray,
+    test_rows: np.ndarray,
+    transform: FeatureTransform,
+    random_state: int,
+    fitted: _FittedIssue,
+) -> dict[str, np.ndarray]:
+    """The strong baselines' scores on the issue's test rows (`training.baselines`): logistic
+    regression on the tabular features, TF-IDF word and char n-grams with them, and LightGBM
+    on the tabular features alone. They fit on the training and validation rows, all the
+    labels the model itself learnt or tuned from (as bench/quality.py fits them)."""
+    from training.baselines import baseline_scores
+
+    y_all = frame[label_column(issue.name)].to_numpy(dtype=float)
+    seen = split.train | split.valid
+    tr = np.flatnonzero(_anchor_mask(frame, issue.anchor) & seen & np.isfinite(y_all))
+    out = baseline_scores(
+        frame.iloc[tr],
+        x_all[tr],
+        y_all[tr],
+        frame.iloc[test_rows],
+        x_all[test_rows],
+        text_columns=list(transform.text_columns_),
+        categorical=transform.categorical_indices_,
+        random_state=random_state,
+    )
+    return out or {"logreg_tabular": fitted.baseline_probs}
 
 
 def _window_days(frame: pd.DataFrame, mask: np.ndarray) -> float:
@@ -500,6 +646,7 @@ class _FittedIssue:
     test_rows: np.ndarray
     test_probs: np.ndarray
     baseline_probs: np.ndarray
+    threshold_choice: ThresholdChoice | None = None
 
 
 def _fit_issue(
@@ -519,6 +666,7 @@ def _fit_issue(
     capacity_per_day: int,
     valid_days: float | None,
     booster_fit: Callable[..., Any] | None = None,
+    threshold_policy: ThresholdPolicy | None = None,
 ) -> _FittedIssue:
     y_all = frame[label_column(issue.name)].to_numpy(dtype=float)
     anchor = _anchor_mask(frame, issue.anchor)
@@ -569,12 +717,18 @@ def _fit_issue(
     )
     raw_va = booster.predict(x_va, num_threads=params.num_threads)
     calibrator = fit_calibrator(raw_va, y_va)
-    if valid_days is not None:
-        p_all = calibrator.transform(booster.predict(x_va_all, num_threads=params.num_threads))
-        capacity_items = max(1, round(capacity_per_day * valid_days))
-        threshold = capacity_threshold(p_all, item_ids[va_all], capacity_items=capacity_items)
-    else:
-        threshold = f1_threshold(calibrator.transform(raw_va), y_va)
+    p_va_all = calibrator.transform(booster.predict(x_va_all, num_threads=params.num_threads))
+    choice = choose_threshold(
+        p_va_all,
+        item_ids[va_all],
+        y_all[va_all],
+        capacity_items=(
+            max(1, round(capacity_per_day * valid_days)) if valid_days is not None else None
+        ),
+        policy=threshold_policy,
+    )
+    # no qualifying threshold: the issue is disabled (see fit_and_evaluate); inf flags nothing
+    threshold = choice.threshold if choice.threshold is not None else math.inf
     test_probs = calibrator.transform(booster.predict(x_te, num_threads=params.num_threads))
 
     baseline = fit_baseline(x_all[tr], y_tr, categorical=categorical, random_state=random_state)
@@ -591,4 +745,4 @@ def _fit_issue(
         best_iteration=best,
         stacked=tuple(stack),
     )
-    return _FittedIssue(model, te, test_probs, baseline_probs)
+    return _FittedIssue(model, te, test_probs, baseline_probs, choice)

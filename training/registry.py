@@ -5,6 +5,11 @@ both bundles re-score the same `test_frame` and are judged against the same labe
 champion trained on another window is not flattered (or punished) by its own test split.
 
 Rules (`decide_promotion`):
+- a candidate whose every issue is disabled by the quality gate (`training.gate`) is refused:
+  it would flag nothing, and replacing a champion with it hides that;
+- a candidate whose issue set differs from the champion's is refused: it models another
+  problem (another dataset trains its own registered model, see `training.naming`);
+- an issue the champion scores but the candidate disables is a regression (refused);
 - no champion yet: the first valid candidate (a defined PR-AUC for at least one issue) wins;
 - per issue, the candidate's PR-AUC may not drop by more than `tolerance` below the champion's;
 - the primary metric (mean PR-AUC over the issues both score, or `primary_issue`'s PR-AUC)
@@ -119,6 +124,14 @@ def decide_promotion(
         candidate_metrics=cand,
     )
     reasons = decision.reasons
+    disabled = dict(getattr(candidate, "disabled", None) or {})
+    if candidate.issue_names and all(i in disabled for i in candidate.issue_names):
+        reasons.append(
+            "no issue passed the quality gate, every issue is disabled ("
+            + "; ".join(f"{i}: {why}" for i, why in disabled.items())
+            + "); a model that flags nothing does not replace the champion"
+        )
+        return decision
     if not any(math.isfinite(v) for v in cand.values()):
         reasons.append(
             "candidate is not valid: no issue has a defined PR-AUC on the holdout "
@@ -129,6 +142,16 @@ def decide_promotion(
         reasons.append(
             f"champion v{champion_version} could not be loaded ({champion_error}); "
             "not replacing it automatically — use `surfacer promote` to move the alias"
+        )
+        return decision
+    if champion is not None and set(champion.issue_names) != set(candidate.issue_names):
+        ours, theirs = set(candidate.issue_names), set(champion.issue_names)
+        reasons.append(
+            f"issue set differs from champion v{champion_version}'s: candidate "
+            f"{sorted(ours)}, champion {sorted(theirs)} (only in the candidate: "
+            f"{sorted(ours - theirs) or 'none'}; only in the champion: "
+            f"{sorted(theirs - ours) or 'none'}); a model of another problem does not "
+            "replace it — train it under its own registered model name (--model-name)"
         )
         return decision
     if champion is None:
@@ -148,6 +171,16 @@ def decide_promotion(
     decision.champion_metrics = champ
 
     ok = True
+    champ_disabled = dict(getattr(champion, "disabled", None) or {})
+    for issue, why in disabled.items():
+        if issue in champ_disabled:
+            reasons.append(f"{issue}: disabled in the candidate and the champion ({why})")
+        elif math.isfinite(champ.get(issue, math.nan)):
+            ok = False
+            reasons.append(
+                f"{issue}: disabled in the candidate ({why}) but scored by the champion "
+                f"(PR-AUC {champ[issue]:.4f} on this holdout)"
+            )
     for issue, new in cand.items():
         old = champ.get(issue, math.nan)
         if not math.isfinite(old):
@@ -169,7 +202,7 @@ def decide_promotion(
             verdict = "improved" if new > old + _EPS else "within tolerance"
             reasons.append(f"{issue}: PR-AUC {old:.4f} -> {new:.4f} ({verdict})")
     for issue, old in champ.items():
-        if issue not in cand and math.isfinite(old):
+        if issue not in cand and issue not in disabled and math.isfinite(old):
             ok = False
             reasons.append(f"{issue}: scored by the champion ({old:.4f}) but not by the candidate")
 
@@ -304,6 +337,18 @@ def rollback(settings: Settings, *, alias: str = CHAMPION) -> AliasMove:
     # undo the first one instead of going further back.
     client.set_registered_model_alias(name, alias, previous)
     return AliasMove(alias=alias, before=str(current.version), after=previous)
+
+
+def registered_models(settings: Settings) -> list[str]:
+    """Names of every registered model in the registry, sorted."""
+    client = client_for(settings)
+    try:
+        found = client.search_registered_models()
+    except MlflowException as exc:
+        if _not_found(exc):
+            return []
+        raise
+    return sorted(m.name for m in found)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ TAG_MODEL_VERSION = "surfacer.model_version"
 TAG_PROMOTED = "surfacer.promoted"
 TAG_DECISION = "surfacer.decision"
 TAG_HOLDOUT = "surfacer.holdout"
+TAG_GATE_PREFIX = "surfacer.gate."  # + issue: "enabled" or "disabled: reasons"
 # MLflow rejects param values longer than this; longer ones are cut and marked.
 _MAX_PARAM_CHARS = 6000
 _MAX_TAG_CHARS = 5000
@@ -277,6 +278,26 @@ def _log_run_content(
     names = list(metrics)
     for i in range(0, len(names), 1000):
         mlflow.log_metrics({n: metrics[n] for n in names[i : i + 1000]})
+    gate = report.extra.get("gate") or {}
+    if gate:
+        # the quality gate's verdict per issue: a tag each (searchable), the numbers as JSON
+        mlflow.set_tags(
+            {
+                f"{TAG_GATE_PREFIX}{issue}": (
+                    "enabled" if v["enabled"] else "disabled: " + "; ".join(v["reasons"])
+                )[:_MAX_TAG_CHARS]
+                for issue, v in gate.items()
+            }
+        )
+        mlflow.log_dict(gate, "gate.json")
+    if report.extra.get("intake"):
+        mlflow.log_dict(
+            {
+                "intake": report.extra["intake"],
+                "label_counts": report.extra.get("label_counts") or {},
+            },
+            "intake.json",
+        )
     with tempfile.TemporaryDirectory(prefix="surfacer-run-") as tmp:
         root = Path(tmp)
         _write_evaluation(report, root / "evaluation")
@@ -439,6 +460,8 @@ def log_training(
         for issue, value in decision.candidate_metrics.items():
             if math.isfinite(value):
                 client.set_model_version_tag(name, version, f"{issue}.pr_auc", f"{value:.6f}")
+        for issue, why in (getattr(bundle, "disabled", None) or {}).items():
+            client.set_model_version_tag(name, version, f"{issue}.disabled", why[:_MAX_TAG_CHARS])
         moved[CHALLENGER] = set_alias(client, name, CHALLENGER, version)
         if decision.promote:
             moved[CHAMPION] = set_alias(client, name, CHAMPION, version)

@@ -28,6 +28,7 @@ async def current_model(model: CurrentModel, _: AnyKey) -> Response:
         loaded_at=model.loaded_at,
         issues=list(bundle.issue_names),
         thresholds=dict(bundle.thresholds),
+        disabled=dict(getattr(bundle, "disabled", None) or {}),
         metrics=metadata.get("metrics") or {},
         metadata=metadata,
     )

@@ -224,3 +224,50 @@ def test_a_misfire_on_a_segment_pair_is_found_on_the_pair_within_a_day() -> None
     # Reported no earlier than the evidence allows: at or after the first alarm.
     assert pd.Timestamp(hit["detected_at"]) >= pd.Timestamp(hit["evidence"]["first_alarm"])
     assert ev["false_alarms"] == 0, ev["false_alarm_list"]
+
+
+def _disable(scores: pd.DataFrame, issue: str, why: str) -> pd.DataFrame:
+    """A scores frame as `surfacer score` writes it for a model with `issue` disabled."""
+    out = scores.copy()
+    out[issue] = float("nan")
+    out["disabled"] = issue
+    out.attrs["disabled"] = {issue: why}
+    return out
+
+
+def test_discovery_skips_a_disabled_issue_and_says_why(
+    small_sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    why = "constant scores on the holdout (std 0.00e+00)"
+    scores = _disable(
+        scores_from_truth(small_sim.truth, small_sim.tables["items"], random_state=3),
+        "wrongful_enforcement",
+        why,
+    )
+    result = discover(small_sim.tables, scores)
+    assert result.skipped == {"wrongful_enforcement": why}
+    assert not any(i.issue == "wrongful_enforcement" for i in result.incidents)
+    assert not any(s["issue"] == "wrongful_enforcement" for s in result.signals)
+    assert any(s["issue"] == "low_quality" for s in result.signals)
+    assert "Skipped" in render_report(result) and why in render_report(result)
+    # through the CLI, from the Parquet file `surfacer score` would write
+    data = write_simulation(small_sim, tmp_path / "sim")
+    path = tmp_path / "scores.parquet"
+    scores.to_parquet(path, index=False)
+    out = tmp_path / "out"
+    argv = ["discover", "--data", str(data), "--scores", str(path), "--out", str(out), "--quiet"]
+    assert run([*argv, "--no-pairs"]) == 0
+    assert (
+        f"skipped issue wrongful_enforcement: disabled in the model that scored the data ({why})"
+        in (capsys.readouterr().out)
+    )
+    assert json.loads((out / "skipped.json").read_text()) == {"wrongful_enforcement": why}
+    # every issue disabled: a clear error, not an empty report
+    reasons = dict(scores.attrs["disabled"])
+    for issue in ("low_quality", "harmful_interactions"):
+        scores = _disable(scores, issue, "no usable threshold")
+        reasons[issue] = "no usable threshold"
+    scores["disabled"] = ",".join(reasons)
+    scores.attrs["disabled"] = reasons
+    with pytest.raises(ValueError, match="every issue of the scores file is disabled"):
+        discover(small_sim.tables, scores)

@@ -19,7 +19,8 @@ def test_pandas_scores_and_flags(bundle: ScoringBundle, flat_result: TrainResult
     probs = bundle.score_frame(frame)
     for name in bundle.issue_names:
         np.testing.assert_array_equal(scored[name].to_numpy(), probs[name].to_numpy())
-        expected = probs[name].to_numpy() >= bundle.thresholds[name]
+        t = bundle.thresholds[name]  # None: disabled, never flagged
+        expected = probs[name].to_numpy() >= (np.inf if t is None else t)
         got = scored["flagged"].str.split(",").apply(lambda xs, n=name: n in xs).to_numpy()
         np.testing.assert_array_equal(got, expected)
     assert set(scored["anchor"]) == {"post"}
@@ -35,3 +36,50 @@ def test_dask_engine_equals_pandas(bundle: ScoringBundle, flat_result: TrainResu
 def test_unknown_engine_is_refused(bundle: ScoringBundle) -> None:
     with pytest.raises(ValueError, match="engine 'spark'"):
         score_dataset(bundle, pd.DataFrame({"item_id": ["a"]}), engine="spark")  # type: ignore[arg-type]
+
+
+def test_a_disabled_issue_is_nan_never_flagged_and_marked(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    import copy
+
+    frame = flat_result.report.test_frame
+    off = copy.copy(bundle)
+    name = bundle.enabled_issues[0]
+    off.disabled = {**bundle.disabled, name: "no signal: ROC-AUC interval includes 0.5"}
+    # even a threshold that would flag every row does not flag a disabled issue
+    off.issues = {n: copy.copy(m) for n, m in bundle.issues.items()}
+    off.issues[name].threshold = 0.0
+    for engine in ("pandas", "dask"):
+        scored = score_dataset(off, frame, engine=engine)
+        assert scored[name].isna().all()
+        assert not scored["flagged"].str.split(",").apply(lambda xs: name in xs).any()
+        assert (
+            scored["disabled"] == ",".join(n for n in off.issue_names if n in off.disabled)
+        ).all()
+        assert scored.attrs["disabled"] == off.disabled
+        for other in bundle.issue_names:
+            if other != name:
+                np.testing.assert_array_equal(scored[other], score_dataset(bundle, frame)[other])
+    assert off.thresholds[name] is None
+    assert name not in off.enabled_issues
+    assert off.score_one(flat_result.bundle.example_record)[name] is None
+    assert off.flagged({name: 1.0}) == []
+    plain = score_dataset(bundle, frame)
+    assert (plain["disabled"] == ",".join(bundle.disabled)).all()
+    plain.attrs = {}
+    assert (score_dataset(off.__class__(off.transform, off.issues), frame)["disabled"] == "").all()
+
+
+def test_bundles_pickled_before_disabled_existed_load_with_every_issue_enabled(
+    bundle: ScoringBundle,
+) -> None:
+    import pickle
+
+    state = dict(bundle.__dict__)
+    state.pop("disabled")
+    old = ScoringBundle.__new__(ScoringBundle)
+    old.__dict__.update(state)  # what an older pickle restores
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.disabled == {}
+    assert loaded.issue_names == bundle.issue_names

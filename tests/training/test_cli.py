@@ -36,8 +36,19 @@ def test_train_prints_metrics_and_score_writes_parquet(
     out = capsys.readouterr().out
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "spam", "ban"]  # a column per issue
-    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+    # what was read, dropped and repaired, and the labels per issue, come first
+    assert lines[0].startswith("data: read 800 source rows; 800 training rows; dropped 0")
+    assert any(line.startswith("labels spam: train ") for line in lines)
+    start = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    assert lines[start].split() == ["metric", "spam", "ban"]  # a column per issue
+    table = lines[start + 2 : next(i for i, x in enumerate(lines) if x.startswith("quality gate"))]
+    rows = {line.split()[0]: line.split()[1:] for line in table if line.strip()}
+    for metric in ("flagged_share", "precision_at_threshold", "recall_at_threshold"):
+        assert metric in rows
+    assert "f1_at_threshold" in rows and "mcc_at_threshold" in rows
+    # the quality gate's decision for each issue
+    assert any(line.startswith("quality gate spam: ") for line in lines)
+    assert any(line.startswith("quality gate ban: ") for line in lines)
     assert all(int(v.replace(",", "")) > 0 for v in rows["n"])  # counts print as integers
     assert all(0 <= float(v) <= 1 for v in rows["pr_auc"])
     assert "holdout: stratified split" in out and "not tracked" in out
@@ -52,7 +63,15 @@ def test_train_prints_metrics_and_score_writes_parquet(
     assert code == 0
     frame = pd.read_parquet(scores)
     assert len(frame) == 800
-    assert list(frame.columns) == ["item_id", "as_of", "anchor", "spam", "ban", "flagged"]
+    assert list(frame.columns) == [
+        "item_id",
+        "as_of",
+        "anchor",
+        "spam",
+        "ban",
+        "flagged",
+        "disabled",
+    ]
     assert frame["spam"].between(0, 1).all()
     assert "scored 800 rows" in capsys.readouterr().out
 
@@ -105,8 +124,11 @@ def test_train_output_in_a_log_is_stage_lines_and_a_table(
     # MLflow's chatter and its no-action warnings stay out of the output
     for noise in ("INFO mlflow", "CloudPickle", "pip version", "Downloading artifacts"):
         assert noise not in proc.stderr + proc.stdout
-    assert proc.stdout.splitlines()[0].split() == ["metric", "spam", "ban"]
-    assert "model version 1, promoted to @champion" in proc.stdout
+    assert proc.stdout.splitlines()[0].startswith("data: read ")
+    assert any(line.split() == ["metric", "spam", "ban"] for line in proc.stdout.splitlines())
+    # registered under the spec's name, with a note on how to serve it
+    assert "model synthetic version 1, promoted to @champion" in proc.stdout
+    assert "SURFACER_MODEL_NAME=synthetic" in proc.stdout
 
 
 def test_metrics_table_has_a_column_per_issue_and_reads_as_numbers() -> None:

@@ -1,4 +1,4 @@
-"""Fitting pieces: capacity thresholds, calibration choice, honest out-of-fold text scores."""
+"""Fitting pieces: calibration choice, honest out-of-fold text scores."""
 
 from __future__ import annotations
 
@@ -8,32 +8,10 @@ import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from training.fit import (
-    capacity_threshold,
-    f1_threshold,
     fit_calibrator,
     fit_text_model,
     out_of_fold_text_scores,
 )
-
-
-def test_capacity_threshold_flags_k_distinct_items() -> None:
-    rng = np.random.default_rng(0)
-    items = np.repeat(np.arange(300), 3)  # three horizons per item
-    probs = rng.random(900)
-    t = capacity_threshold(probs, items, capacity_items=40)
-    flagged_items = np.unique(items[probs >= t])
-    assert len(flagged_items) == 40
-    assert (
-        capacity_threshold(probs, items, capacity_items=10_000)
-        == probs.reshape(300, 3).max(1).min()
-    )
-
-
-def test_f1_threshold_separates_separable_scores() -> None:
-    p = np.r_[np.linspace(0.0, 0.4, 50), np.linspace(0.6, 1.0, 50)]
-    y = np.r_[np.zeros(50), np.ones(50)]
-    t = f1_threshold(p, y)
-    assert 0.4 < t <= 0.6
 
 
 def test_calibrator_kind_depends_on_positives() -> None:

@@ -56,7 +56,7 @@ def test_same_data_and_seed_give_the_same_metrics(small_flat_spec: Path) -> None
     assert set(c.report.holdout.item_ids) != set(a.report.holdout.item_ids)
 
 
-def test_missing_labels_name_the_issue_and_counts(tmp_path: Path) -> None:
+def test_missing_labels_disable_the_issue_and_name_the_counts(tmp_path: Path) -> None:
     from tests.support.flat import write_flat_dataset
 
     spec = write_flat_dataset(tmp_path, n=300, seed=2)
@@ -64,7 +64,17 @@ def test_missing_labels_name_the_issue_and_counts(tmp_path: Path) -> None:
     frame = pd.read_csv(csv)
     frame["ban"] = "active"  # no positives at all
     frame.to_csv(csv, index=False)
-    with pytest.raises(ValueError, match=r"issue 'ban'.*train: 180 labelled, 0 positive"):
+    # the other issue trains; `ban` is disabled with the counts that say why
+    result = train(spec, track=False)
+    assert "spam" in result.bundle.enabled_issues
+    assert result.bundle.disabled["ban"].startswith("cannot be trained: lacks labels")
+    assert "train: 180 labelled, 0 positive" in result.bundle.disabled["ban"]
+    assert result.report.overall["ban"]["enabled"] == 0.0
+    assert result.bundle.score_frame(result.report.test_frame)["ban"].isna().all()
+    # no issue trainable at all: a clear error naming each issue, not a model
+    frame["status"] = "ok"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"cannot train: issue 'spam'.*issue 'ban'"):
         train(spec, track=False)
 
 
@@ -128,3 +138,18 @@ def test_default_simulation_reaches_085_of_the_oracle(tmp_path: Path) -> None:
     for issue, m in result.report.overall.items():
         assert m["pr_auc"] >= 0.85 * m["oracle_pr_auc"], (issue, m)
     assert np.isfinite(result.report.primary_metric())
+
+
+def test_too_few_rows_disable_every_issue_and_are_never_promoted(tmp_path: Path) -> None:
+    from tests.support.flat import write_flat_dataset
+    from training.registry import decide_promotion
+
+    spec = write_flat_dataset(tmp_path, n=30, seed=1)
+    result = train(spec, track=False, random_state=0)
+    assert set(result.bundle.disabled) == {"spam", "ban"}
+    for why in result.bundle.disabled.values():
+        assert "too few labelled test rows to judge" in why, why
+    assert result.bundle.enabled_issues == []
+    decision = decide_promotion(result.bundle, result.report.test_frame, champion=None)
+    assert not decision.promote  # not even as the first version
+    assert "no issue passed the quality gate" in decision.reasons[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import mlflow
@@ -139,25 +140,52 @@ def test_primary_issue_decides_the_primary_metric(b: dict, test_frame) -> None:
     assert any("wrongful_enforcement.pr_auc got worse" in r for r in on_we.reasons)
 
 
-def test_issue_missing_from_champion_counts_as_improvement(b: dict, test_frame) -> None:
+def test_candidate_with_another_issue_set_is_refused_with_the_reason(b: dict, test_frame) -> None:
     d = ms.data()
     lq_only = ms.make_bundle(
         d.train, issues={"low_quality": "post"}, quality="good", random_state=1
     )
-    decision = decide_promotion(b["good"], test_frame, champion=lq_only)
-    assert decision.promote, decision.reasons
+    # a better model of more issues still models another problem: not over this champion
+    decision = decide_promotion(b["good"], test_frame, champion=lq_only, champion_version="4")
+    assert not decision.promote
+    assert decision.reasons[0].startswith("issue set differs from champion v4's")
+    assert "only in the candidate: ['wrongful_enforcement']" in decision.reasons[0]
+    # the reverse: a candidate that drops an issue the champion serves
+    reverse = decide_promotion(lq_only, test_frame, champion=b["good"], champion_version="4")
+    assert not reverse.promote
+    assert "only in the champion: ['wrongful_enforcement']" in reverse.reasons[0]
+
+
+def test_candidate_with_every_issue_disabled_is_refused(b: dict, test_frame) -> None:
+    off = dataclasses.replace(
+        b["good"],
+        disabled={
+            "low_quality": "constant scores on the holdout",
+            "wrongful_enforcement": "ROC-AUC interval includes 0.5",
+        },
+    )
+    for champion in (None, b["bad"]):
+        decision = decide_promotion(off, test_frame, champion=champion)
+        assert not decision.promote
+        assert "no issue passed the quality gate" in decision.reasons[0]
+        assert "constant scores" in decision.reasons[0]
+
+
+def test_candidate_disabling_an_issue_the_champion_scores_is_refused(b: dict, test_frame) -> None:
+    part = dataclasses.replace(b["good"], disabled={"wrongful_enforcement": "no usable threshold"})
+    decision = decide_promotion(part, test_frame, champion=b["bad"], champion_version="2")
+    assert not decision.promote
     assert any(
-        r.startswith("wrongful_enforcement: improvement (not scored by the champion)")
+        r.startswith("wrongful_enforcement: disabled in the candidate (no usable threshold)")
         for r in decision.reasons
     )
-    # the mean compares the shared issue only, so the new issue does not skew it
-    assert decision.champion_primary == pytest.approx(decision.champion_metrics["low_quality"])
-    # the reverse: a candidate that drops an issue the champion serves is a regression
-    reverse = decide_promotion(lq_only, test_frame, champion=b["good"])
-    assert not reverse.promote
-    assert any(
-        "scored by the champion" in r and "not by the candidate" in r for r in reverse.reasons
-    )
+    # the first version may ship with an issue disabled: the other one is trustworthy
+    first = decide_promotion(part, test_frame, champion=None)
+    assert first.promote and set(first.candidate_metrics) == {"low_quality"}
+    # and a champion that disabled it too is no reason to refuse
+    both = decide_promotion(part, test_frame, champion=part, champion_version="2")
+    assert both.promote, both.reasons
+    assert any("disabled in the candidate and the champion" in r for r in both.reasons)
 
 
 def test_champion_that_cannot_score_the_holdout_counts_as_missing(b: dict, test_frame) -> None:
@@ -293,8 +321,9 @@ def test_cli_models_and_promote(
     assert f"{settings.model_name}@champion: v3 -> v{target}" in capsys.readouterr().out
     assert run(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("version")
-    row = next(line for line in lines[1:] if line.split()[0] == target)
+    assert lines[0] == f"model {settings.model_name}"  # the one SURFACER_MODEL_NAME names
+    assert lines[1].startswith("version")
+    row = next(line for line in lines[2:] if line.split()[0] == target)
     assert "champion" in row.split()[1]
     assert run(["promote", "--rollback"]) == 0
     assert f"v{target} -> v3" in capsys.readouterr().out

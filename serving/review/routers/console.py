@@ -206,6 +206,12 @@ def logout(session: SessionDep, store: ReviewStoreDep, form: FormDep) -> Respons
 # -- queue ----------------------------------------------------------------------------------
 
 
+def _disabled_issues(request: Request) -> dict[str, str]:
+    """Issues the serving model does not score, and why (shown above the queue)."""
+    model = request.app.state.service.holder.current
+    return dict(getattr(model.bundle, "disabled", None) or {}) if model is not None else {}
+
+
 def _known_issues(request: Request, store: ReviewStore) -> list[str]:
     names = model_issues(request)
     if names is not None:
@@ -243,6 +249,7 @@ def queue(
         status=status,
         statuses=("pending", "claimed", "labeled", "skipped"),
         stats=store.stats(),
+        disabled=_disabled_issues(request),
     )
 
 

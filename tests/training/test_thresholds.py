@@ -1,0 +1,105 @@
+"""Thresholds with a meaning: bounded volume, a precision floor, never the minimum score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.thresholds import MIN_FLAGGED_LABELLED, ThresholdPolicy, choose_threshold
+
+
+def _ranked(n: int, rate: float, signal: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < rate).astype(float)
+    p = 1 / (1 + np.exp(-(signal * y + rng.normal(size=n) - 2)))
+    return p, y
+
+
+def test_capacity_rule_flags_at_most_capacity_items_and_cap() -> None:
+    p, y = _ranked(3000, 0.1, 3.0)
+    items = np.repeat(np.arange(1000), 3)  # three horizons per item
+    got = choose_threshold(p, items, y, capacity_items=80)
+    assert got.ok and got.rule == "capacity"
+    assert len(np.unique(items[p >= got.threshold])) <= 80
+    assert got.flagged_items <= 80
+    assert (p >= got.threshold).mean() <= 0.2
+    assert got.precision >= got.precision_floor >= 2 * got.base_rate - 1e-9
+
+
+def test_cap_holds_when_capacity_exceeds_every_item() -> None:
+    # review capacity larger than the data: before, the threshold was the lowest score
+    p, y = _ranked(2000, 0.1, 3.0, seed=1)
+    items = np.arange(2000)
+    got = choose_threshold(p, items, y, capacity_items=10_000)
+    assert got.ok
+    assert got.threshold > p.min()
+    assert (p >= got.threshold).mean() <= 0.2 + 1e-12
+
+
+@pytest.mark.parametrize("cap", [0.15, 0.2, 0.3])
+def test_f1_rule_respects_the_configured_cap(cap: float) -> None:
+    p, y = _ranked(4000, 0.1, 4.0, seed=2)
+    got = choose_threshold(p, np.arange(4000), y, policy=ThresholdPolicy(max_share=cap))
+    assert got.ok and got.rule == "f1"
+    assert (p >= got.threshold).mean() <= cap + 1e-12
+
+
+def test_noise_scores_get_no_threshold_and_say_why() -> None:
+    rng = np.random.default_rng(3)
+    p, y = rng.random(3000), (rng.random(3000) < 0.1).astype(float)
+    got = choose_threshold(p, np.arange(3000), y)
+    assert not got.ok
+    assert "precision" in got.reason
+
+
+def test_constant_scores_are_refused() -> None:
+    y = np.r_[np.zeros(90), np.ones(10)]
+    got = choose_threshold(np.full(100, 0.68753), np.arange(100), y, capacity_items=1000)
+    assert not got.ok and "constant" in got.reason
+
+
+def test_one_class_and_unlabelled_validation_are_refused() -> None:
+    p = np.linspace(0, 1, 100)
+    assert "one class" in choose_threshold(p, np.arange(100), np.zeros(100)).reason
+    assert "one class" in choose_threshold(p, np.arange(100), np.full(100, np.nan)).reason
+    assert not choose_threshold(np.array([]), np.array([]), np.array([])).ok
+
+
+def test_too_few_labelled_rows_at_the_top() -> None:
+    # labels only on low-scored rows: precision cannot be measured where flags would go
+    p = np.linspace(0, 1, 1000)
+    y = np.full(1000, np.nan)
+    y[:100] = np.r_[np.zeros(90), np.ones(10)]
+    got = choose_threshold(p, np.arange(1000), y)
+    assert not got.ok and str(MIN_FLAGGED_LABELLED) in got.reason
+
+
+def test_floor_is_relative_to_the_base_rate() -> None:
+    policy = ThresholdPolicy()
+    assert policy.precision_floor(0.05) == pytest.approx(0.10)
+    assert policy.precision_floor(0.6) == pytest.approx(0.8)  # halfway to 1, not 1.2
+    assert ThresholdPolicy(min_precision=0.5).precision_floor(0.05) == 0.5
+    with pytest.raises(ValueError, match="cap"):
+        ThresholdPolicy(max_share=1.0)
+
+
+def test_cap_rises_to_a_common_positive_class() -> None:
+    # half the rows are positive and perfectly separated: flag them, not 20% of rows
+    p = np.r_[np.full(500, 0.9), np.linspace(0.0, 0.1, 500)]
+    y = np.r_[np.ones(500), np.zeros(500)]
+    got = choose_threshold(p, np.arange(1000), y)
+    assert got.ok and got.recall == 1.0 and got.precision == 1.0
+    assert got.max_share == pytest.approx(0.6)
+    assert ThresholdPolicy().share_cap(0.05) == 0.2
+
+
+def test_a_biased_labelled_sample_does_not_raise_the_cap() -> None:
+    # 40% of the labelled rows are positive, but only 100 of 1,000 rows are labelled
+    # (appeals): the known positive share is 4%, so the cap stays at 20%
+    rng = np.random.default_rng(4)
+    p = rng.random(1000)
+    y = np.full(1000, np.nan)
+    top = np.argsort(-p)[:100]
+    y[top] = (rng.random(100) < 0.4).astype(float)
+    got = choose_threshold(p, np.arange(1000), y)
+    assert got.max_share == 0.2
