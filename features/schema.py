@@ -41,6 +41,7 @@ EVENT_OTHER_COLUMNS = (
     "mean_watch_frac",  # NaN when no views yet
     "n_comment_toxic",  # comments whose text hits the abuse lexicon
     "comment_mean_len",  # NaN when no comments yet
+    "comment_text",  # the latest comments' text, see COMMENT_TEXT_LAST
 )
 EVENT_COLUMNS = EVENT_COUNT_COLUMNS + VELOCITY_COLUMNS + REPORT_REASON_COLUMNS + EVENT_OTHER_COLUMNS
 
@@ -90,6 +91,7 @@ STRING_COLUMNS = (
     "caption",
     "hashtags",
     "audio_id",
+    "comment_text",
     *ACTION_COLUMNS,
 )
 COUNT_COLUMNS = (
@@ -121,6 +123,16 @@ def column_kind(name: str) -> str:
 
 
 DEFAULT_HORIZONS_H = (1.0, 6.0, 24.0)
+
+# `comment_text`: the text of the item's latest COMMENT_TEXT_LAST comments strictly before
+# as_of, oldest first, joined by "\n" (a newline inside a comment stays as it is). Comments are
+# `events` rows of kind "comment"; those with a null `text` are skipped (not counted among
+# the last COMMENT_TEXT_LAST either: the latest 50 comments *with text*). Ties in `ts` keep
+# the events table's order. No comment with text before as_of: "" (empty, never null, when
+# the events table exists). An online feature store reproduces it from the same rule: keep
+# the last 50 comment texts per item, join them by "\n" at scoring time.
+COMMENT_TEXT_LAST = 50
+COMMENT_TEXT_SEPARATOR = "\n"
 
 # A comment is "toxic" when a token of its text is in this lexicon. Short and explicit on
 # purpose: it is a signal for the model, not a classifier.

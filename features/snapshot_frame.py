@@ -19,6 +19,8 @@ from features.contract import EVENT_KINDS, MODERATION_ACTIONS, REPORT_REASONS
 from features.pit import GroupedTimes, codes_for, to_ns
 from features.schema import (
     ABUSE_LEXICON,
+    COMMENT_TEXT_LAST,
+    COMMENT_TEXT_SEPARATOR,
     ITEM_COLUMNS,
     SNAPSHOT_COLUMNS,
     VELOCITY_KINDS,
@@ -244,6 +246,48 @@ def _event_columns(
     l_n = comments.sum_before("has_len", a_item, a_asof)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["comment_mean_len"] = np.where(l_n > 0, l_sum / l_n, np.nan)
+    has_text = text.notna().to_numpy(dtype=bool)
+    out["comment_text"] = latest_texts(
+        text.to_numpy(dtype=object)[has_text],
+        e_item[c][has_text],
+        e_ts[c][has_text],
+        a_item,
+        a_asof,
+    )
+    return out
+
+
+def latest_texts(
+    texts: np.ndarray,
+    t_item: np.ndarray,
+    t_ts: np.ndarray,
+    a_item: np.ndarray,
+    a_asof: np.ndarray,
+    last: int = COMMENT_TEXT_LAST,
+) -> np.ndarray:
+    """Per anchor row, the texts of its item strictly before as_of: the latest `last`, oldest
+    first, joined by COMMENT_TEXT_SEPARATOR ("" when there are none).
+
+    `texts` (no nulls), `t_item`, `t_ts` describe the comments in events-table order; ties
+    in time keep that order (a stable sort), so the result is the same whatever the engine.
+    """
+    n = len(texts)
+    out = np.full(a_item.size, "", dtype=object)
+    if n == 0 or a_item.size == 0:
+        return out
+    order = np.lexsort((np.arange(n), t_ts, t_item))
+    s_item, s_ts, s_text = t_item[order], t_ts[order], texts[order]
+    # (item, time rank) as one sortable key: a comment is before as_of iff its time ranks
+    # below the number of distinct comment times earlier than as_of
+    times = np.unique(s_ts)
+    stride = np.int64(times.size + 1)
+    key = s_item * stride + np.searchsorted(times, s_ts, side="left")
+    start = np.searchsorted(key, a_item * stride, side="left")
+    stop = np.searchsorted(key, a_item * stride + np.searchsorted(times, a_asof, side="left"))
+    first = np.maximum(start, stop - int(last))
+    sep = COMMENT_TEXT_SEPARATOR
+    for k in np.flatnonzero(stop > first).tolist():
+        out[k] = sep.join(s_text[first[k] : stop[k]].tolist())
     return out
 
 
@@ -374,7 +418,10 @@ def _assemble(
     data["age_h"] = (a["as_of"] - to_ns(items["created_at"])[a_item]) / NS_PER_H
     for name, values in cols.items():
         arr = np.asarray(values)
-        data[name] = arr.astype(np.int64) if arr.dtype.kind in "iub" else arr.astype(np.float64)
+        if arr.dtype.kind == "O":  # text (comment_text)
+            data[name] = pd.Series(arr, dtype="str")
+        else:
+            data[name] = arr.astype(np.int64) if arr.dtype.kind in "iub" else arr.astype(np.float64)
     if moderation is not None:
         is_mod = a["kind"] == ANCHORS.index("moderation")
         rows = a["mod_row"][is_mod]
