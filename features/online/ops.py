@@ -16,6 +16,10 @@ Every counter mirrors a column of `features.snapshot_frame` (read it next to thi
 - ``r:<reason>``: reports per reason; reasons outside `REPORT_REASONS` (or null) are "other".
 - ``tx``: comments whose text matches `snapshot_frame.TOXIC_PATTERN` case-insensitively;
   ``ls`` / ``ln``: sum of text lengths and count of comments with text (`comment_mean_len`).
+- ``t:<item>``: the latest `COMMENT_TEXT_LAST` comment texts (`comment_text`), a sorted set
+  of ``<padded ts>:<arrival seq>:<text>`` members ordered by bytes, so by event time and,
+  for equal times, by arrival (the events table's order); ``TEXTS`` adds and trims it, so
+  a late comment within the bound lands in its place and older ones fall off.
 - ``mn``: moderation actions; ``m:<action>``: the latest (ts, arrival) key of each action
   (`mod_removed` / `mod_restricted` compare remove/restrict with restore, as the kernel
   does with table order for equal timestamps); ``rm``: this item's removals.
@@ -40,7 +44,7 @@ import pandas as pd
 
 from features.contract import EVENT_KINDS, REPORT_REASONS
 from features.pit import to_ns
-from features.schema import ITEM_COLUMNS, VELOCITY_KINDS
+from features.schema import COMMENT_TEXT_LAST, ITEM_COLUMNS, VELOCITY_KINDS
 from features.snapshot_frame import TOXIC_PATTERN
 
 # A window record: event time in ns and the event kind's code in EVENT_KINDS.
@@ -52,6 +56,9 @@ _TOXIC = re.compile(TOXIC_PATTERN, re.IGNORECASE)
 # Item fields kept as the item's static record (age_h is computed at read time).
 ITEM_STATIC = tuple(c for c in ITEM_COLUMNS if c not in ("age_h", "creator_id"))
 TS_WIDTH = 20  # ns timestamps as zero-padded text compare like numbers
+SEQ_WIDTH = 12  # arrival sequence numbers, zero-padded (HMAXSEQ, TEXTS)
+# A comment text entry is "<ts>:<seq>:<text>"; the text starts at this offset.
+TEXT_OFFSET = TS_WIDTH + 1 + SEQ_WIDTH + 1
 
 
 def pad_ts(ns: int) -> str:
@@ -75,6 +82,7 @@ def item_keys(item_id: str) -> tuple[str, ...]:
         f"w:{item_id}",
         f"a:{item_id}",
         f"f:{item_id}",
+        f"t:{item_id}",
     )
 
 
@@ -285,6 +293,10 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
         count=c_pos.size,
     )
     c_items = item_codes[c_pos]
+    # comment texts per item, in row order (equal times keep the order they arrived in)
+    t_pos = np.flatnonzero(has_text)
+    per_item_texts = _split(c_items[t_pos], n_items)
+    c_ts = ts[c_pos]
     l_sum = np.bincount(c_items, lengths, minlength=n_items).astype(np.int64)
     l_n = np.bincount(c_items[has_text], minlength=n_items)
     tox = np.bincount(c_items, toxic, minlength=n_items).astype(np.int64)
@@ -315,6 +327,14 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
                 ("HINCRBY", key, "ln", str(int(l_n[j]))),
                 ("HINCRBY", key, "tx", str(int(tox[j]))),
             ]
+        t_rows = t_pos[per_item_texts[j]]
+        if t_rows.size:
+            # only the latest COMMENT_TEXT_LAST of this batch can survive the trim
+            t_rows = t_rows[np.argsort(c_ts[t_rows], kind="stable")][-COMMENT_TEXT_LAST:]
+            pairs: list[str] = []
+            for r in t_rows.tolist():
+                pairs += [pad_ts(c_ts[r]), texts[r]]
+            ops.append(("TEXTS", f"t:{item_id}", str(COMMENT_TEXT_LAST), *pairs))
         ops += [
             ("HINCRBY", key, reason_names[r], str(int(c))) for r, c in enumerate(reasons[j]) if c
         ]

@@ -5,7 +5,9 @@ and sweeps expired items, so a batch is applied whole or not at all and concurre
 never interleave inside one. Keys hold the prefix (setting ``SURFACER_ONLINE_PREFIX``), so
 tests and several deployments can share one Redis. Key layout, per item: hash ``i:<id>``,
 viewer and reporter sets ``v:<id>`` / ``r:<id>``, window records ``w:<id>`` (a string of
-9-byte records, appended), appeals hash ``a:<id>``; per creator: hash ``c:<id>``; global:
+9-byte records, appended), appeals hash ``a:<id>``, comment texts ``t:<id>`` (a sorted set
+of ``<ts>:<seq>:<text>`` members, all score 0 so ordered by bytes, trimmed to the latest
+`COMMENT_TEXT_LAST`); per creator: hash ``c:<id>``; global:
 ``meta`` (the clock), ``exp`` (item -> expiry, event time), ``b:<batch id>`` (seen batches,
 with a TTL) and ``x:<id>`` (tombstones of expired items, with a TTL).
 
@@ -50,6 +52,14 @@ while i <= n do
   elseif name == 'APPEND' then
     redis.call('APPEND', p .. ARGV[a], ARGV[a + 1])
     redis.call('PEXPIRE', p .. ARGV[a], backstop)
+  elseif name == 'TEXTS' then
+    local key = p .. ARGV[a]
+    for j = a + 2, a + nargs - 1, 2 do
+      local seq = redis.call('INCR', p .. 'seq')
+      redis.call('ZADD', key, 0, ARGV[j] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[j + 1])
+    end
+    redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[a + 1]) + 1))
+    redis.call('PEXPIRE', key, backstop)
   elseif name == 'HSET' then
     redis.call('HSET', p .. ARGV[a], ARGV[a + 1], ARGV[a + 2])
   elseif name == 'GUARD' then
@@ -116,7 +126,7 @@ while i <= n do
                              tonumber(ARGV[a + 1]))
       for _, id in ipairs(due) do
         redis.call('DEL', p .. 'i:' .. id, p .. 'v:' .. id, p .. 'r:' .. id, p .. 'w:' .. id,
-                   p .. 'a:' .. id, p .. 'f:' .. id)
+                   p .. 'a:' .. id, p .. 'f:' .. id, p .. 't:' .. id)
         redis.call('SET', p .. 'x:' .. id, '1', 'PX', ARGV[a])
         redis.call('ZREM', p .. 'exp', id)
       end
@@ -142,7 +152,8 @@ for k = 2, #ARGV do
   if cid then creator = redis.call('HGETALL', p .. 'c:' .. cid) end
   out[#out + 1] = {fields, redis.call('SCARD', p .. 'v:' .. id),
                    redis.call('SCARD', p .. 'r:' .. id),
-                   redis.call('GET', p .. 'w:' .. id) or '', creator}
+                   redis.call('GET', p .. 'w:' .. id) or '', creator,
+                   redis.call('ZRANGE', p .. 't:' .. id, 0, -1)}
 end
 return out
 """
@@ -200,10 +211,16 @@ class RedisStore(OnlineStore):
             return []
         rows = self._call(self._read, keys=[], args=[self.prefix, *item_ids])
         out = []
-        for item_id, (fields, nv, nr, blob, creator) in zip(item_ids, rows, strict=True):
+        for item_id, (fields, nv, nr, blob, creator, texts) in zip(item_ids, rows, strict=True):
             out.append(
                 RawItem(
-                    item_id, _flat(fields), int(nv), int(nr), bytes(blob), _flat(creator) or None
+                    item_id,
+                    _flat(fields),
+                    int(nv),
+                    int(nr),
+                    bytes(blob),
+                    _flat(creator) or None,
+                    tuple(t.decode() for t in texts),
                 )
             )
         return out

@@ -17,8 +17,15 @@ import numpy as np
 import pandas as pd
 
 from features.contract import EVENT_KINDS, REPORT_REASONS
-from features.online.ops import window_records
-from features.schema import ACTION_COLUMNS, SNAPSHOT_COLUMNS, VELOCITY_KINDS, WINDOWS_H
+from features.online.ops import TEXT_OFFSET, TS_WIDTH, pad_ts, window_records
+from features.schema import (
+    ACTION_COLUMNS,
+    COMMENT_TEXT_LAST,
+    COMMENT_TEXT_SEPARATOR,
+    SNAPSHOT_COLUMNS,
+    VELOCITY_KINDS,
+    WINDOWS_H,
+)
 from features.snapshot_frame import NS_PER_D, NS_PER_H
 
 _VELOCITY = [(k, EVENT_KINDS.index(k)) for k in VELOCITY_KINDS]
@@ -34,11 +41,23 @@ class RawItem:
     n_reporters: int
     windows: bytes
     creator: dict[str, str] | None
+    # the item's latest comment texts, "<ts>:<seq>:<text>" in (time, arrival) order
+    comments: tuple[str, ...] = ()
 
 
 def _int(fields: dict[str, str], name: str) -> int:
     value = fields.get(name)
     return int(value) if value is not None else 0
+
+
+def comment_text(entries: tuple[str, ...], as_of_ns: int) -> str:
+    """`comment_text` at as_of from the stored entries (sorted by time, then arrival): the
+    latest COMMENT_TEXT_LAST strictly before as_of, oldest first, joined ("" when none).
+    The stores only answer after their clock, so every entry is before as_of there; the
+    filter keeps the rule exact for any reader."""
+    cut = pad_ts(as_of_ns)
+    before = [e for e in entries if e[:TS_WIDTH] < cut]
+    return COMMENT_TEXT_SEPARATOR.join(e[TEXT_OFFSET:] for e in before[-COMMENT_TEXT_LAST:])
 
 
 def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
@@ -80,6 +99,7 @@ def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
     row["n_comment_toxic"] = _int(f, "tx")
     ln = _int(f, "ln")
     row["comment_mean_len"] = _int(f, "ls") / ln if ln else math.nan
+    row["comment_text"] = comment_text(raw.comments, as_of_ns)
 
     c = raw.creator or {}
     cs = json.loads(c["s"]) if "s" in c else None

@@ -9,6 +9,7 @@ two backends share every line of update and read logic and differ only in where 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 import time
@@ -22,6 +23,7 @@ from features.online.errors import AsOfTooEarly
 from features.online.ops import (
     EXPIRY_KEY,
     META_KEY,
+    SEQ_WIDTH,
     TOUCHED_KEY,
     OnlineConfig,
     creator_key,
@@ -137,6 +139,7 @@ class MemoryStore(OnlineStore):
         self._h: dict[str, dict[str, str]] = {}
         self._s: dict[str, set[str]] = {}
         self._b: dict[str, bytearray] = {}
+        self._l: dict[str, list[str]] = {}  # sorted sets by member (comment texts)
         self._z: dict[str, dict[str, float]] = {}
         self._ttl: dict[str, float] = {}  # batch ids and tombstones: key -> monotonic deadline
         self._heap: list[tuple[float, str]] = []
@@ -173,6 +176,12 @@ class MemoryStore(OnlineStore):
                 self._s.setdefault(op[1], set()).update(op[2:])
             elif name == "APPEND":
                 self._b.setdefault(op[1], bytearray()).extend(op[2])
+            elif name == "TEXTS":
+                entries = self._l.setdefault(op[1], [])
+                for k in range(3, len(op), 2):
+                    self._seq += 1
+                    bisect.insort(entries, f"{op[k]}:{self._seq:0{SEQ_WIDTH}d}:{op[k + 1]}")
+                del entries[: -int(op[2])]
             elif name == "HSET":
                 h.setdefault(op[1], {})[op[2]] = op[3]
             elif name == "GUARD":
@@ -251,6 +260,7 @@ class MemoryStore(OnlineStore):
                 self._h.pop(key, None)
                 self._s.pop(key, None)
                 self._b.pop(key, None)
+                self._l.pop(key, None)
             self._ttl[tomb_key(item_id)] = time.monotonic() + tomb_ms / 1000
             del z[item_id]
 
@@ -269,6 +279,7 @@ class MemoryStore(OnlineStore):
                         len(self._s.get(f"r:{item_id}", ())),
                         bytes(self._b.get(f"w:{item_id}", b"")),
                         creator,
+                        tuple(self._l.get(f"t:{item_id}", ())),
                     )
                 )
             return out

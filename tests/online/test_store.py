@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from features.online import AsOfTooEarly, OnlineConfig, open_store
+from features.online.ops import item_keys
 
 T0 = pd.Timestamp("2026-10-01 00:00:00", tz="UTC")
 
@@ -82,11 +83,14 @@ def test_items_expire_after_the_last_horizon(store_factory) -> None:
     store = store_factory(config)
     store.apply({"items": _items("old")})
     store.apply({"events": _events("old", [5, 20])})
+    store.apply({"events": _events("old", [21], kind="comment")})
     assert store.snapshot("old")["n_view"] == 2
     later = T0 + pd.Timedelta(minutes=70)
     store.apply({"items": _items("new", at=later)})
     assert store.snapshot("old") is None  # swept: past 1 h + 60 s
     assert store.live_items() == 1
+    if store.backend == "redis":  # every key of the item went, comment texts included
+        assert not store.client.exists(*(store.prefix + k for k in item_keys("old")))
     # a straggler of the expired item is dropped and counted, not a fresh item
     result = store.apply({"events": _events("old", [25])})
     assert result.expired == 1
@@ -127,3 +131,39 @@ def test_replay_steps_table_by_table_give_the_same_state(sim_tables) -> None:
         assert {k: v for k, v in x.items() if k != "mean_watch_frac"} == {
             k: v for k, v in y.items() if k != "mean_watch_frac"
         }
+
+
+def test_comment_text_keeps_the_latest_in_time_then_arrival_order(store_factory) -> None:
+    """Late comments land in their place, equal times keep arrival order, only the latest
+    COMMENT_TEXT_LAST survive: the same string the batch rule gives for the same rows."""
+    import numpy as np
+
+    from features.pit import to_ns
+    from features.schema import COMMENT_TEXT_LAST
+    from features.snapshot_frame import latest_texts
+
+    store = store_factory()
+    store.apply({"items": _items("a", "b")})
+    rng = np.random.default_rng(7)
+    minutes = rng.integers(1, 40, size=3 * COMMENT_TEXT_LAST).astype(float)  # many ties
+    texts = [None if k % 7 == 3 else f"c{k} é\nline" for k in range(minutes.size)]
+    sent = []
+    for lo in range(0, minutes.size, 37):  # batches whose times go back and forth
+        frame = _events("a", list(minutes[lo : lo + 37]), kind="comment")
+        frame["text"] = texts[lo : lo + 37]
+        store.apply({"events": frame})
+        sent.append(frame)
+    events = pd.concat(sent, ignore_index=True)  # the events table, in arrival order
+    as_of = (T0 + pd.Timedelta(minutes=41)).value
+    has = events["text"].notna().to_numpy()
+    expected = latest_texts(
+        events["text"].to_numpy(dtype=object)[has],
+        np.zeros(int(has.sum()), dtype=np.int64),
+        to_ns(events["ts"])[has],
+        np.zeros(1, dtype=np.int64),
+        np.array([as_of], dtype=np.int64),
+    )[0]
+    snap = store.snapshot("a", as_of)
+    assert snap["comment_text"] == expected
+    assert len(expected.split("\n")) == 2 * COMMENT_TEXT_LAST  # each text holds one newline
+    assert store.snapshot("b", as_of)["comment_text"] == ""
