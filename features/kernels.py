@@ -17,6 +17,8 @@ from numba import njit
 
 _SPACE = 32
 _NUL = 0
+_FNV_PRIME = np.uint64(16777619)
+_MASK32 = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True, nogil=True)
@@ -95,6 +97,14 @@ def hashed_ngram_csr(
                 rows[m] = text_row[texts[t]]
                 buckets[m] = np.int64(crc ^ np.uint32(0xFFFFFFFF)) % hash_dim
                 m += 1
+    return _rows_to_csr(rows, buckets, m, n_rows)
+
+
+@njit(cache=True, nogil=True)
+def _rows_to_csr(
+    rows: np.ndarray, buckets: np.ndarray, m: int, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # (row, bucket) pairs -> CSR counts per (row, bucket), each row l2-normalised
     # counting sort by row, then each row's buckets sorted and run-length counted
     per_row = np.zeros(n_rows + 1, dtype=np.int64)
     for k in range(m):
@@ -133,6 +143,52 @@ def hashed_ngram_csr(
                 data[q] = data[q] / norm
         indptr[r + 1] = out
     return indptr, indices[:out], data[:out]
+
+
+@njit(cache=True, nogil=True)
+def hashed_char_ngram_csr(
+    buf: np.ndarray, text_row: np.ndarray, n_rows: int, hash_dim: int, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hashed character n-grams as CSR (indptr, indices, data), rows l2-normalised.
+
+    `buf` holds code points (uint32); a 0 ends a text (text k is the k-th, its row
+    `text_row[k]`). An n-gram is n consecutive code points of one text (never across two);
+    its bucket is the 32-bit FNV-1a hash of its code points (each mixed in as one value,
+    then the length n) mod `hash_dim`. Counts per (row, bucket), each row divided by its
+    l2 norm, as `hashed_ngram_csr`. The caller normalises the text (see
+    `features.text.char_text`).
+    """
+    n = buf.shape[0]
+    width = hi - lo + 1
+    rows = np.empty(max(n * width, 1), dtype=np.int64)
+    buckets = np.empty(max(n * width, 1), dtype=np.int64)
+    m = 0
+    text = 0
+    i = 0
+    while i < n:
+        if buf[i] == 0:
+            text += 1
+            i += 1
+            continue
+        j = i
+        while j < n and buf[j] != 0:
+            j += 1
+        row = text_row[text]
+        for s in range(i, j):
+            # 32-bit arithmetic in uint64 with a mask: numba widens small integer products
+            h = np.uint64(2166136261)
+            for size in range(1, hi + 1):
+                e = s + size - 1
+                if e >= j:
+                    break
+                h = ((h ^ np.uint64(buf[e])) * _FNV_PRIME) & _MASK32
+                if size >= lo:
+                    g = ((h ^ np.uint64(size)) * _FNV_PRIME) & _MASK32
+                    rows[m] = row
+                    buckets[m] = np.int64(g) % hash_dim
+                    m += 1
+        i = j
+    return _rows_to_csr(rows, buckets, m, n_rows)
 
 
 # Columns of `ascii_text_counts`, in order.
