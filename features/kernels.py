@@ -191,6 +191,48 @@ def hashed_char_ngram_csr(
     return _rows_to_csr(rows, buckets, m, n_rows)
 
 
+@njit(cache=True, nogil=True)
+def tfidf_dot_row(
+    ind: np.ndarray,
+    val: np.ndarray,
+    first: int,
+    idf: np.ndarray,
+    coef: np.ndarray,
+    starts: np.ndarray,
+) -> float:
+    """x . coef for one hashed row, x its TF-IDF l2-normalised per block (a linear text model).
+
+    `ind` (sorted) and `val` are the row's non-zeros; the model covers columns
+    [first, first + len(idf)), cut into blocks at `starts` (relative to `first`, ascending,
+    the first 0). Columns outside are skipped. The single-item twin of
+    `models.bundle.TextModel.features` followed by a dot product, in one pass.
+    """
+    width = idf.shape[0]
+    nb = starts.shape[0]
+    z = 0.0
+    b = 0
+    sq = 0.0
+    dot = 0.0
+    for k in range(ind.shape[0]):
+        j = ind[k] - first
+        if j < 0:
+            continue
+        if j >= width:
+            break
+        while b + 1 < nb and j >= starts[b + 1]:
+            if sq > 0.0:
+                z += dot / np.sqrt(sq)
+            sq = 0.0
+            dot = 0.0
+            b += 1
+        v = val[k] * idf[j]
+        sq += v * v
+        dot += v * coef[j]
+    if sq > 0.0:
+        z += dot / np.sqrt(sq)
+    return z
+
+
 # Columns of `ascii_text_counts`, in order.
 ASCII_COUNT_NAMES: tuple[str, ...] = (
     "n_words",  # str.split() words

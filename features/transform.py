@@ -58,9 +58,7 @@ from features.schema import (
 )
 from features.text import (
     TEXT_STAT_NAMES,
-    hashed_char_ngrams,
     hashed_char_ngrams_rows,
-    hashed_ngrams,
     hashed_ngrams_rows,
     text_stats,
     text_stats_many,
@@ -565,25 +563,28 @@ class FeatureTransform(BaseEstimator):
             shape=(1, self.hashed_width),
         )
 
-    def ngrams_one(self, record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
-        """One record's hashed-text row as sorted (indices, values), no sparse matrix: the
-        single-item path (the same kernels as `text_hashed_records`, one row)."""
+    def ngrams_one(self, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """One record's hashed-text row as sorted (indices, values) arrays, no sparse matrix:
+        the single-item path (the same kernels as `text_hashed_records`, one row)."""
         self._check_fitted()
         dim = int(self.hash_dim)
-        idx: list[int] = []
-        val: list[float] = []
+        lo_hi = tuple(self.ngram_range)
+        idx: list[np.ndarray] = []
+        val: list[np.ndarray] = []
         for g in self.hashed_groups:
             texts = [_as_text(record.get(c, _MISSING), c) for c in g.columns]
-            i, v = hashed_ngrams(texts, dim, tuple(self.ngram_range))
-            off = g.blocks[0][0]
-            idx += [j + off for j in i] if off else i
-            val += v
+            # the compiled batch twin on one row (equal bit for bit to `hashed_ngrams`,
+            # tested): faster than the Python loop per n-gram already for a caption
+            _, i, v = hashed_ngrams_rows([texts], dim, lo_hi)
+            idx.append(i.astype(np.int64) + g.blocks[0][0])
+            val.append(v)
             if g.char_range is not None:
-                i, v = hashed_char_ngrams(texts, dim, tuple(g.char_range))
-                off = g.blocks[1][0]
-                idx += [j + off for j in i]
-                val += v
-        return idx, val
+                _, i, v = hashed_char_ngrams_rows([texts], dim, tuple(g.char_range))
+                idx.append(i.astype(np.int64) + g.blocks[1][0])
+                val.append(v)
+        if not idx:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return np.concatenate(idx), np.concatenate(val)
 
     def _hash_group(self, g: HashedGroup, rows: Sequence[Sequence[str | None]]) -> sp.csr_matrix:
         # one group's blocks side by side, (n, width of the group)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.kernels import tfidf_dot_row
 from features.transform import FeatureTransform
 
 TEXT_SCORE_FEATURE = "text_score"
@@ -185,9 +186,18 @@ class TextModel:
                 + self.intercept_
             )
         else:
-            ind = np.asarray(idx, dtype=np.int64)
-            _, j, v, key, norm = self._weights(np.array([0, len(ind)]), ind, val, 1)
-            z = float((v / norm[key]) @ self.coef_[j]) + self.intercept_
+            # one compiled pass over the row (sorted indices, as the hashers give them)
+            z = (
+                tfidf_dot_row(
+                    np.asarray(idx, dtype=np.int64),
+                    np.asarray(val, dtype=np.float64),
+                    self.blocks_[0][0],
+                    self.idf_,
+                    self.coef_,
+                    self._starts,
+                )
+                + self.intercept_
+            )
         return 1.0 / (1.0 + math.exp(-z))
 
 
@@ -379,6 +389,9 @@ class IssueModel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw = state.get("booster")
         booster = lgb.Booster(model_str=raw) if isinstance(raw, str) else raw
+        # issue models pickled before variants and comment text models
+        state.setdefault("variant", "stacked")
+        state.setdefault("group_models", {})
         self.__dict__.update(state)
         self.booster = booster
 

@@ -161,3 +161,14 @@ def test_each_issue_keeps_the_variant_that_judges_best(
     assert result.report.overall["bad"]["pr_auc"] > 0.6
     again = pickle.loads(pickle.dumps(result.bundle))
     np.testing.assert_allclose(again.score_frame(frame)["bad"].to_numpy(), batch, rtol=1e-12)
+
+
+def test_issue_models_pickled_before_variants_load_as_stacked(tmp_path: Path) -> None:
+    spec = _flat(tmp_path / "old", text_signal=False, n=300)
+    result = train(spec, track=False, random_state=0, capacity_per_day=50)
+    model = result.bundle.issues["bad"]
+    state = model.__getstate__()
+    del state["variant"], state["group_models"]  # what an earlier version pickled
+    old = type(model).__new__(type(model))
+    old.__setstate__(state)
+    assert old.variant == "stacked" and old.group_models == {}
