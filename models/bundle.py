@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -61,6 +62,96 @@ def _sigmoid(z: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
+class DenseLinear:
+    """The transform-feature part of a linear model: numeric features median-filled,
+    standardised and clipped to +-CLIP, category codes one-hot; z = that . coef.
+
+    Prepared on training rows (`prepare`, coefficients zero) and completed with the
+    coefficients of a fit (`with_coef`); plain arrays, so one row costs a few numpy ops.
+    """
+
+    CLIP = 5.0
+
+    def __init__(
+        self,
+        num_cols: np.ndarray,
+        fill: np.ndarray,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        cat_cols: np.ndarray,
+        cat_sizes: np.ndarray,
+        coef: np.ndarray | None = None,
+    ) -> None:
+        self.num_cols = np.asarray(num_cols, dtype=np.int64)
+        self.fill, self.mean, self.scale = (
+            np.asarray(a, dtype=np.float64) for a in (fill, mean, scale)
+        )
+        self.cat_cols = np.asarray(cat_cols, dtype=np.int64)
+        self.cat_sizes = np.asarray(cat_sizes, dtype=np.int64)
+        self.cat_offsets = len(self.num_cols) + np.concatenate(
+            ([0], np.cumsum(self.cat_sizes)[:-1])
+        ).astype(np.int64)
+        self.width = int(len(self.num_cols) + self.cat_sizes.sum())
+        self.coef = np.zeros(self.width) if coef is None else np.asarray(coef, dtype=np.float64)
+
+    @classmethod
+    def prepare(cls, x: np.ndarray, categorical: Sequence[int]) -> DenseLinear:
+        x = np.asarray(x, dtype=np.float64)
+        cats = np.array(sorted(set(categorical)), dtype=np.int64)
+        nums = np.array(
+            [j for j in range(x.shape[1]) if j not in set(cats.tolist())], dtype=np.int64
+        )
+        v = x[:, nums]
+        v = np.where(np.isfinite(v), v, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            fill = np.nan_to_num(np.nanmedian(v, axis=0), nan=0.0)
+            filled = np.where(np.isnan(v), fill, v)
+        mean = filled.mean(axis=0) if len(filled) else np.zeros(len(nums))
+        scale = filled.std(axis=0) if len(filled) else np.ones(len(nums))
+        scale[scale == 0] = 1.0
+        sizes = []
+        for j in cats.tolist():
+            c = x[:, j]
+            c = c[np.isfinite(c)]
+            sizes.append(int(c.max()) + 2 if len(c) else 1)
+        return cls(nums, fill, mean, scale, cats, np.array(sizes, dtype=np.int64))
+
+    def with_coef(self, coef: np.ndarray) -> DenseLinear:
+        return DenseLinear(
+            self.num_cols, self.fill, self.mean, self.scale, self.cat_cols, self.cat_sizes, coef
+        )
+
+    def _num(self, x: np.ndarray) -> np.ndarray:
+        v = x[:, self.num_cols]
+        v = np.where(np.isfinite(v), v, self.fill)
+        return np.clip((v - self.mean) / self.scale, -self.CLIP, self.CLIP)
+
+    def _cat_index(self, x: np.ndarray) -> np.ndarray:
+        # (n, n_cats) one-hot column per row and category column, -1 when unknown
+        c = x[:, self.cat_cols]
+        ok = np.isfinite(c) & (c >= 0) & (c < self.cat_sizes)
+        return np.where(ok, self.cat_offsets + np.where(ok, c, 0).astype(np.int64), -1)
+
+    def matrix(self, x: np.ndarray) -> sp.csr_matrix:
+        """The model's dense-part inputs of rows x, as a sparse (n, width) matrix."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        num = sp.csr_matrix(self._num(x))
+        idx = self._cat_index(x)
+        r, k = np.nonzero(idx >= 0)
+        onehot = sp.csr_matrix((np.ones(len(r)), (r, idx[r, k])), shape=(n, self.width))
+        num = sp.hstack([num, sp.csr_matrix((n, self.width - num.shape[1]))], format="csr")
+        return (num + onehot).tocsr()
+
+    def z(self, x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        out = self._num(x) @ self.coef[: len(self.num_cols)]
+        idx = self._cat_index(x)
+        out += np.where(idx >= 0, self.coef[np.maximum(idx, 0)], 0.0).sum(axis=1)
+        return out
+
+
 class TextModel:
     """A linear model on hashed n-grams kept as plain arrays: score = sigmoid(x . coef + b).
 
@@ -80,6 +171,8 @@ class TextModel:
     idf_: np.ndarray | None = None
     blocks_: tuple[tuple[int, int], ...] = ()
     C_: float | None = None
+    # the "linear" variant: the transform features join the text in one logistic regression
+    dense_: DenseLinear | None = None
 
     def __init__(
         self,
@@ -89,7 +182,9 @@ class TextModel:
         idf: np.ndarray | None = None,
         blocks: Sequence[tuple[int, int]] = (),
         C: float | None = None,
+        dense: DenseLinear | None = None,
     ) -> None:
+        self.dense_ = dense
         self.coef_ = np.asarray(coef, dtype=np.float64).ravel()
         self.intercept_ = float(intercept)
         self.idf_ = None if idf is None else np.asarray(idf, dtype=np.float64).ravel()
@@ -164,20 +259,35 @@ class TextModel:
         norm[norm == 0] = 1.0
         return rows, j, v, key, norm
 
-    def score(self, hashed: sp.spmatrix) -> np.ndarray:
-        """Probabilities for rows of a hashed-text matrix (n, width)."""
+    def score(self, hashed: sp.spmatrix, x: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for rows of a hashed-text matrix (n, width) (and, with a dense
+        part, the same rows' transform features x)."""
         if self.idf_ is None:
             return _sigmoid(hashed @ self.coef_ + self.intercept_)
-        return _sigmoid(self.features(hashed) @ self.coef_ + self.intercept_)
+        z = self.features(hashed) @ self.coef_ + self.intercept_
+        if self.dense_ is not None:
+            if x is None:
+                raise ValueError("this text model also reads the transform features")
+            z = z + self.dense_.z(x)
+        return _sigmoid(z)
 
     def score_one(self, hashed: sp.csr_matrix) -> float:
         """Probability for one hashed row, as a dot over its non-zeros only."""
         return self.score_ngrams(hashed.indices, hashed.data)
 
     def score_ngrams(
-        self, idx: Sequence[int] | np.ndarray, val: Sequence[float] | np.ndarray
+        self,
+        idx: Sequence[int] | np.ndarray,
+        val: Sequence[float] | np.ndarray,
+        x: np.ndarray | None = None,
     ) -> float:
-        """Probability from hashed n-gram (indices, values), no sparse matrix needed."""
+        """Probability from hashed n-gram (indices, values), no sparse matrix needed (and,
+        with a dense part, the record's transform row x)."""
+        extra = 0.0
+        if self.dense_ is not None:
+            if x is None:
+                raise ValueError("this text model also reads the transform features")
+            extra = float(self.dense_.z(x)[0])
         if len(idx) == 0:
             z = self.intercept_
         elif self.idf_ is None:
@@ -198,6 +308,7 @@ class TextModel:
                 )
                 + self.intercept_
             )
+        z += extra
         return 1.0 / (1.0 + math.exp(-z))
 
 
@@ -316,8 +427,9 @@ class _FastRowPredictor:
 
 # The model variants an issue can ship (chosen per issue in training, see
 # training.pipeline._fit_issue): LightGBM on the transform features + text scores (+ stacked
-# issues), the calibrated text model alone, or LightGBM without text scores.
-VARIANTS = ("stacked", "text", "tabular")
+# issues), the calibrated text model alone, LightGBM without text scores, or one logistic
+# regression on TF-IDF of every text group and the transform features ("linear").
+VARIANTS = ("stacked", "text", "tabular", "linear")
 
 
 @dataclass
@@ -493,7 +605,7 @@ class ScoringBundle:
             raise ValueError(f"issue {model.name!r} needs hashed text rows")
         if model.booster is None:
             assert model.text_model is not None and text is not None
-            return model.text_model.score(text).reshape(-1, 1)
+            return model.text_model.score(text, x).reshape(-1, 1)
         cols = [x]
         if model.text_model is not None:
             cols.append(model.text_model.score(text).reshape(-1, 1))
@@ -514,7 +626,7 @@ class ScoringBundle:
             cache["ngrams"] = self._ngrams_one(record)
         if model.booster is None:
             assert model.text_model is not None
-            return np.array([model.text_model.score_ngrams(*cache["ngrams"])])
+            return np.array([model.text_model.score_ngrams(*cache["ngrams"], x)])
         if model.text_model is not None:
             extra.append(model.text_model.score_ngrams(*cache["ngrams"]))
         for group in model.group_models.values():

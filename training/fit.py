@@ -26,7 +26,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from models.bundle import Calibrator, TextModel
+from models.bundle import Calibrator, DenseLinear, TextModel
 
 # Isotonic calibration needs enough positives on the validation window to be stable;
 # below that a two-parameter Platt fit generalises better.
@@ -126,6 +126,8 @@ def fit_text_model(
     C: float = 1.0,
     blocks: Sequence[tuple[int, int]] | None = None,
     random_state: int = 0,
+    dense_x: np.ndarray | None = None,
+    categorical: Sequence[int] = (),
 ) -> TextModel:
     """Logistic regression on TF-IDF of hashed n-grams, kept as arrays (models.bundle.TextModel).
 
@@ -143,13 +145,19 @@ def fit_text_model(
         return TextModel(np.zeros(len(idf)), math.log(rate / (1 - rate)), idf=idf, blocks=blocks)
     shell = TextModel(np.zeros(len(idf)), 0.0, idf=idf, blocks=blocks)
     x, cols = _compact(shell.features(hashed))
+    dense = None if dense_x is None else DenseLinear.prepare(dense_x, categorical)
+    if dense is not None:
+        x = sp.hstack([x, dense.matrix(dense_x)], format="csr")
     clf = _logistic(C, random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x, y)
+    w = clf.coef_.ravel()
     coef = np.zeros(len(idf))
-    coef[cols] = clf.coef_.ravel()
-    return TextModel(coef, float(clf.intercept_[0]), idf=idf, blocks=blocks, C=C)
+    coef[cols] = w[: len(cols)]
+    if dense is not None:
+        dense = dense.with_coef(w[len(cols) :])
+    return TextModel(coef, float(clf.intercept_[0]), idf=idf, blocks=blocks, C=C, dense=dense)
 
 
 def _logistic(C: float, random_state: int) -> LogisticRegression:
@@ -198,18 +206,22 @@ def fit_text_model_cv(
     Cs: Sequence[float] = TEXT_CS,
     n_splits: int = TEXT_FOLDS,
     random_state: int = 0,
+    dense_x: np.ndarray | None = None,
+    categorical: Sequence[int] = (),
 ) -> tuple[TextModel, np.ndarray]:
     """The text model with C chosen by cross-validation, and its out-of-fold scores.
 
     Each fold fits every C (IDF refitted on the fold's training rows); the C with the best
     pooled out-of-fold average precision wins, its out-of-fold scores are returned (honest
     inputs for stacking and for choosing between model variants), and the final model is
-    refitted on all rows with it.
+    refitted on all rows with it. With `dense_x` (the rows' transform features) the model
+    is one logistic regression on the text and those features (see models.bundle.DenseLinear).
     """
     hashed = sp.csr_matrix(hashed)
     y = np.asarray(y, dtype=int)
     blocks = _blocks(hashed, blocks)
     n = len(y)
+    extra = {"dense_x": dense_x, "categorical": categorical}
     if len(np.unique(y)) < 2:
         model = fit_text_model(hashed, y, blocks=blocks, random_state=random_state)
         return model, np.full(n, model.score_ngrams([], []))
@@ -223,6 +235,10 @@ def fit_text_model_cv(
         shell = TextModel(np.zeros(len(idf)), 0.0, idf=idf, blocks=blocks)
         x_tr, cols = _compact(shell.features(hashed[tr]))
         x_te = _remap(shell.features(hashed[te]), cols)
+        if dense_x is not None:
+            prep = DenseLinear.prepare(dense_x[tr], categorical)
+            x_tr = sp.hstack([x_tr, prep.matrix(dense_x[tr])], format="csr")
+            x_te = sp.hstack([x_te, prep.matrix(dense_x[te])], format="csr")
         for k, C in enumerate(Cs):
             clf = _logistic(C, random_state)
             with warnings.catch_warnings():
@@ -230,7 +246,7 @@ def fit_text_model_cv(
                 clf.fit(x_tr, y[tr])
             scores[k, te] = clf.predict_proba(x_te)[:, 1]
     best = int(np.argmax([average_precision_score(y, s) for s in scores]))
-    model = fit_text_model(hashed, y, C=Cs[best], blocks=blocks, random_state=random_state)
+    model = fit_text_model(hashed, y, C=Cs[best], blocks=blocks, random_state=random_state, **extra)
     return model, scores[best]
 
 

@@ -59,6 +59,12 @@ from training.fit import (
 from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, time_split
 
 STACKED_PREFIX = "score_"
+# the one feature (and reason code) of the linear variant
+LINEAR_SCORE_FEATURE = "linear_score"
+# The stacked model ships only when its selection score is this much (relative) higher than
+# the best other variant's: differences of a few percent in average precision on a few
+# hundred validation labels are noise, and then the simpler model is the safer one.
+SELECTION_MARGIN = 0.02
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
 
 
@@ -351,7 +357,7 @@ def fit_and_evaluate(
             metrics["baseline_roc_auc"] = roc_auc(y, fitted.baseline_probs)
             metrics["baseline_pr_auc"] = pr_auc(y, fitted.baseline_probs)
             metrics["best_iteration"] = float(fitted.model.best_iteration)
-            # which model variant the issue ships (0 stacked, 1 text, 2 tabular): a metric,
+            # which model variant the issue ships (0 stacked, 1 text, 2 tabular, 3 linear),
             # so the run shows when the stack lost to one of its parts
             metrics["variant"] = float(VARIANTS.index(fitted.model.variant))
             if td.truth is not None and f"p_{issue.name}" in td.truth.columns:
@@ -548,7 +554,7 @@ def _fit_issue(
         feature_names=names,
         text_model=text_model,
         best_iteration=best,
-        stacked=tuple(stack) if chosen.variant != "text" else (),
+        stacked=tuple(stack) if chosen.booster is not None else (),
         variant=chosen.variant,
         group_models=chosen.group_models,
     )
@@ -609,7 +615,11 @@ def _build_variants(
     training rows' out-of-fold scores when the data are small enough for cross-validated
     boosting (`BoosterParams.cv_below_rows`): a few dozen validation labels alone pick by
     chance.
-    Ties go to the simpler model (tabular, then text, then stacked).
+    - "linear": one logistic regression on TF-IDF of every text group and the transform
+      features (median-filled, standardised, category codes one-hot).
+
+    The stack ships only when it judges more than SELECTION_MARGIN (relative) better than
+    the best of the others; ties among those go to the simpler (tabular, text, linear).
     """
     tr, va, te, va_all = rows
     sets = (tr, va, te, va_all)
@@ -697,9 +707,34 @@ def _build_variants(
                 best_text = v
         assert best_text is not None
         candidates["text"] = best_text
-    # ties go to the simpler model: tabular, then text, then the stack
-    ranked = [candidates[k] for k in ("tabular", "text", "stacked") if k in candidates]
-    chosen = max(
-        ranked, key=lambda v: -math.inf if math.isnan(v.selection_score) else v.selection_score
-    )
+        # the linear variant: one logistic regression on every text group's TF-IDF and the
+        # transform features (what a strong TF-IDF + LR baseline does)
+        blocks = tuple(b for g in transform.hashed_groups for b in g.blocks)
+        model, oof = fit_text_model_cv(
+            text_all[tr],
+            y_tr,
+            item_ids[tr],
+            blocks=blocks,
+            random_state=random_state,
+            dense_x=x_all[tr],
+            categorical=categorical,
+        )
+        cols = [oof.reshape(-1, 1)] + [
+            model.score(text_all[idx], x_all[idx]).reshape(-1, 1) for idx in (va, te, va_all)
+        ]
+        v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
+        v.selection_score = judge(oof, cols[1][:, 0])
+        candidates["linear"] = v
+
+    def score(v: _Variant) -> float:
+        return -math.inf if math.isnan(v.selection_score) else v.selection_score
+
+    # the stack ships only when clearly better than its best part (a difference within the
+    # selection noise does not pay for its complexity); ties among the others go to the
+    # simpler model
+    others = [candidates[k] for k in ("tabular", "text", "linear") if k in candidates]
+    chosen = max(others, key=score)
+    stacked = candidates.get("stacked")
+    if stacked is not None and score(stacked) > score(chosen) * (1 + SELECTION_MARGIN):
+        chosen = stacked
     return _Variants(chosen, candidates)

@@ -16,7 +16,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import roc_auc_score
 
 from features.transform import hashed_texts
-from models.bundle import TextModel
+from models.bundle import VARIANTS, TextModel
 from training.fit import BoosterParams, fit_booster, fit_text_model, fit_text_model_cv
 from training.pipeline import train
 
@@ -106,8 +106,8 @@ def test_small_data_lightgbm_grows_real_trees() -> None:
 
 
 def _flat(folder: Path, *, text_signal: bool, n: int = 600, seed: int = 0) -> Path:
-    # a flat dataset whose label depends only on the caption (text_signal) or only on two
-    # numeric columns; the other side is noise
+    # a flat dataset whose label depends only on the caption (text_signal) or only on a
+    # numeric column, non-linearly; the other side is noise
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.35).astype(int)
     words = ["river", "stone", "cloud", "piano", "lemon", "tiger", "paper", "glass"]
@@ -121,8 +121,9 @@ def _flat(folder: Path, *, text_signal: bool, n: int = 600, seed: int = 0) -> Pa
         captions.append(" ".join(w))
     cols = {f"x{k}": rng.normal(size=n) for k in range(12)}
     if not text_signal:
-        cols["x0"] = cols["x0"] + 2.5 * y
-        cols["x1"] = cols["x1"] - 2.0 * y
+        # positives sit far out on either side of x0: trees see it, a linear model cannot
+        far = rng.choice([-1.0, 1.0], size=n) * (2.0 + np.abs(rng.normal(size=n)))
+        cols["x0"] = np.where(y == 1, far, 0.8 * cols["x0"])
     frame = pd.DataFrame({"id": [f"i{k}" for k in range(n)], "caption": captions, **cols})
     frame["label"] = np.where(y == 1, "bad", "ok")
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,15 +137,17 @@ def _flat(folder: Path, *, text_signal: bool, n: int = 600, seed: int = 0) -> Pa
     return spec
 
 
-@pytest.mark.parametrize(("text_signal", "variant"), [(True, "text"), (False, "tabular")])
+@pytest.mark.parametrize(
+    ("text_signal", "n", "variant"), [(True, 600, "text"), (False, 1200, "tabular")]
+)
 def test_each_issue_keeps_the_variant_that_judges_best(
-    tmp_path: Path, text_signal: bool, variant: str
+    tmp_path: Path, text_signal: bool, n: int, variant: str
 ) -> None:
-    spec = _flat(tmp_path / variant, text_signal=text_signal)
+    spec = _flat(tmp_path / variant, text_signal=text_signal, n=n)
     result = train(spec, track=False, random_state=0, capacity_per_day=50)
     model = result.bundle.issues["bad"]
     assert model.variant == variant
-    assert result.report.overall["bad"]["variant"] == ["stacked", "text", "tabular"].index(variant)
+    assert result.report.overall["bad"]["variant"] == VARIANTS.index(variant)
     # scoring honours the variant, on the batch and the single-item paths alike
     frame = result.report.test_frame
     batch = result.bundle.score_frame(frame)["bad"].to_numpy()
@@ -153,7 +156,7 @@ def test_each_issue_keeps_the_variant_that_judges_best(
     np.testing.assert_allclose(batch[:20], single, rtol=1e-9)
     reasons = result.bundle.explain_one(records[0], "bad", top_k=3)
     if variant == "text":
-        assert model.booster is None
+        assert model.booster is None and model.text_model.dense_ is None
         assert [r.feature for r in reasons] == ["text_score"]
     else:
         assert "text_score" not in model.feature_names
@@ -172,3 +175,40 @@ def test_issue_models_pickled_before_variants_load_as_stacked(tmp_path: Path) ->
     old = type(model).__new__(type(model))
     old.__setstate__(state)
     assert old.variant == "stacked" and old.group_models == {}
+
+
+def test_linear_variant_scores_text_and_features_on_every_path(tmp_path: Path) -> None:
+    # a label that is linear in one numeric column and in the caption's words: the linear
+    # variant is among the candidates; whichever ships, a bundle forced to it scores alike
+    spec = _flat(tmp_path / "linear", text_signal=True, n=400)
+    result = train(spec, track=False, random_state=0, capacity_per_day=50)
+    bundle = result.bundle
+    model = bundle.issues["bad"]
+    from training.fit import fit_text_model
+
+    frame = result.report.test_frame
+    x = bundle.transform.transform(frame)
+    hashed = bundle.transform.text_hashed(frame)
+    y = (frame["label_bad"].to_numpy(float) > 0).astype(int)
+    blocks = tuple(b for g in bundle.transform.hashed_groups for b in g.blocks)
+    linear = fit_text_model(
+        hashed,
+        y,
+        C=1.0,
+        blocks=blocks,
+        dense_x=x,
+        categorical=bundle.transform.categorical_indices_,
+    )
+    assert linear.dense_ is not None
+    model.booster, model.variant, model.text_model = None, "linear", linear
+    model.feature_names, model.group_models, model.stacked = ["linear_score"], {}, ()
+    batch = bundle.score_frame(frame)["bad"].to_numpy()
+    records = frame.head(15).to_dict("records")
+    single = [bundle.score_one(r)["bad"] for r in records]
+    np.testing.assert_allclose(batch[:15], single, rtol=1e-9)
+    np.testing.assert_allclose(
+        model.calibrator.transform(linear.score(hashed, x)), batch, rtol=1e-12
+    )
+    assert [r.feature for r in bundle.explain_one(records[0], "bad")] == ["linear_score"]
+    again = pickle.loads(pickle.dumps(bundle))
+    np.testing.assert_allclose(again.score_frame(frame)["bad"].to_numpy(), batch, rtol=1e-12)
