@@ -233,6 +233,86 @@ def tfidf_dot_row(
     return z
 
 
+@njit(cache=True, nogil=True)
+def dense_linear_row(
+    row: np.ndarray,
+    num_cols: np.ndarray,
+    fill: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    clip: float,
+    cat_cols: np.ndarray,
+    cat_sizes: np.ndarray,
+    cat_offsets: np.ndarray,
+    coef: np.ndarray,
+) -> float:
+    """One row's z of `models.bundle.DenseLinear` (its batch `z`, in one compiled pass):
+    numeric features filled where not finite, standardised, clipped to +-clip, times their
+    coefficients; plus the coefficient of each known category code."""
+    z = 0.0
+    for k in range(num_cols.shape[0]):
+        v = row[num_cols[k]]
+        if not np.isfinite(v):
+            v = fill[k]
+        s = (v - mean[k]) / scale[k]
+        if s > clip:
+            s = clip
+        elif s < -clip:
+            s = -clip
+        z += s * coef[k]
+    for k in range(cat_cols.shape[0]):
+        c = row[cat_cols[k]]
+        if np.isfinite(c) and c >= 0 and c < cat_sizes[k]:
+            z += coef[cat_offsets[k] + np.int64(c)]
+    return z
+
+
+@njit(cache=True, nogil=True)
+def dense_linear_rows(
+    x: np.ndarray,
+    num_cols: np.ndarray,
+    fill: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    clip: float,
+    cat_cols: np.ndarray,
+    cat_sizes: np.ndarray,
+    cat_offsets: np.ndarray,
+    coef: np.ndarray,
+) -> np.ndarray:
+    """`dense_linear_row` of every row of x (bit for bit the same numbers)."""
+    out = np.empty(x.shape[0])
+    for r in range(x.shape[0]):
+        out[r] = dense_linear_row(
+            x[r], num_cols, fill, mean, scale, clip, cat_cols, cat_sizes, cat_offsets, coef
+        )
+    return out
+
+
+@njit(cache=True, nogil=True)
+def tfidf_probs(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    first: int,
+    idf: np.ndarray,
+    coef: np.ndarray,
+    starts: np.ndarray,
+    intercept: float,
+    extra: np.ndarray,
+) -> np.ndarray:
+    """sigmoid(`tfidf_dot_row` + intercept + extra) of every CSR row: one scalar code path
+    for a batch and for one row, so both give the same probabilities bit for bit."""
+    n = indptr.shape[0] - 1
+    out = np.empty(n)
+    for r in range(n):
+        a, b = indptr[r], indptr[r + 1]
+        z = tfidf_dot_row(indices[a:b], data[a:b], first, idf, coef, starts) + intercept
+        z += extra[r]
+        out[r] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
 # Columns of `ascii_text_counts`, in order.
 ASCII_COUNT_NAMES: tuple[str, ...] = (
     "n_words",  # str.split() words

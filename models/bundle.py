@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.kernels import tfidf_dot_row
+from features.kernels import dense_linear_row, dense_linear_rows, tfidf_probs
 from features.transform import FeatureTransform
 
 TEXT_SCORE_FEATURE = "text_score"
@@ -144,12 +144,36 @@ class DenseLinear:
         num = sp.hstack([num, sp.csr_matrix((n, self.width - num.shape[1]))], format="csr")
         return (num + onehot).tocsr()
 
+    def z_one(self, row: np.ndarray) -> float:
+        """`z` of one transform row, in one compiled pass (the single-item path)."""
+        return dense_linear_row(
+            np.asarray(row, dtype=np.float64).ravel(),
+            self.num_cols,
+            self.fill,
+            self.mean,
+            self.scale,
+            self.CLIP,
+            self.cat_cols,
+            self.cat_sizes,
+            self.cat_offsets,
+            self.coef,
+        )
+
     def z(self, x: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        out = self._num(x) @ self.coef[: len(self.num_cols)]
-        idx = self._cat_index(x)
-        out += np.where(idx >= 0, self.coef[np.maximum(idx, 0)], 0.0).sum(axis=1)
-        return out
+        """The dense part's z of rows x (the same compiled code as `z_one`, row by row)."""
+        x = np.ascontiguousarray(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        return dense_linear_rows(
+            x,
+            self.num_cols,
+            self.fill,
+            self.mean,
+            self.scale,
+            self.CLIP,
+            self.cat_cols,
+            self.cat_sizes,
+            self.cat_offsets,
+            self.coef,
+        )
 
 
 class TextModel:
@@ -264,12 +288,32 @@ class TextModel:
         part, the same rows' transform features x)."""
         if self.idf_ is None:
             return _sigmoid(hashed @ self.coef_ + self.intercept_)
-        z = self.features(hashed) @ self.coef_ + self.intercept_
+        hashed = sp.csr_matrix(hashed)
+        hashed.sort_indices()
+        n = hashed.shape[0]
+        extra = np.zeros(n)
         if self.dense_ is not None:
             if x is None:
                 raise ValueError("this text model also reads the transform features")
-            z = z + self.dense_.z(x)
-        return _sigmoid(z)
+            extra = self.dense_.z(x)
+        return self._probs(hashed.indptr, hashed.indices, hashed.data, extra)
+
+    def _probs(
+        self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, extra: np.ndarray
+    ) -> np.ndarray:
+        # the compiled per-row pass shared by the batch and single-item paths
+        assert self.idf_ is not None
+        return tfidf_probs(
+            np.asarray(indptr, dtype=np.int64),
+            np.asarray(indices, dtype=np.int64),
+            np.asarray(data, dtype=np.float64),
+            self.blocks_[0][0],
+            self.idf_,
+            self.coef_,
+            self._starts,
+            self.intercept_,
+            np.asarray(extra, dtype=np.float64),
+        )
 
     def score_one(self, hashed: sp.csr_matrix) -> float:
         """Probability for one hashed row, as a dot over its non-zeros only."""
@@ -283,32 +327,23 @@ class TextModel:
     ) -> float:
         """Probability from hashed n-gram (indices, values), no sparse matrix needed (and,
         with a dense part, the record's transform row x)."""
-        extra = 0.0
-        if self.dense_ is not None:
-            if x is None:
-                raise ValueError("this text model also reads the transform features")
-            extra = float(self.dense_.z(x)[0])
+        if self.idf_ is not None:
+            extra = 0.0
+            if self.dense_ is not None:
+                if x is None:
+                    raise ValueError("this text model also reads the transform features")
+                extra = self.dense_.z_one(x)
+            # one compiled pass over the row (sorted indices, as the hashers give them)
+            n = len(idx)
+            return float(self._probs(np.array([0, n]), idx, val, np.array([extra]))[0])
+        # a text model of an earlier version: a plain dot product
         if len(idx) == 0:
             z = self.intercept_
-        elif self.idf_ is None:
+        else:
             z = (
                 float(self.coef_[np.asarray(idx)] @ np.asarray(val, dtype=np.float64))
                 + self.intercept_
             )
-        else:
-            # one compiled pass over the row (sorted indices, as the hashers give them)
-            z = (
-                tfidf_dot_row(
-                    np.asarray(idx, dtype=np.int64),
-                    np.asarray(val, dtype=np.float64),
-                    self.blocks_[0][0],
-                    self.idf_,
-                    self.coef_,
-                    self._starts,
-                )
-                + self.intercept_
-            )
-        z += extra
         return 1.0 / (1.0 + math.exp(-z))
 
 
