@@ -17,6 +17,8 @@ from numba import njit
 
 _SPACE = 32
 _NUL = 0
+_FNV_PRIME = np.uint64(16777619)
+_MASK32 = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True, nogil=True)
@@ -95,6 +97,14 @@ def hashed_ngram_csr(
                 rows[m] = text_row[texts[t]]
                 buckets[m] = np.int64(crc ^ np.uint32(0xFFFFFFFF)) % hash_dim
                 m += 1
+    return _rows_to_csr(rows, buckets, m, n_rows)
+
+
+@njit(cache=True, nogil=True)
+def _rows_to_csr(
+    rows: np.ndarray, buckets: np.ndarray, m: int, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # (row, bucket) pairs -> CSR counts per (row, bucket), each row l2-normalised
     # counting sort by row, then each row's buckets sorted and run-length counted
     per_row = np.zeros(n_rows + 1, dtype=np.int64)
     for k in range(m):
@@ -133,6 +143,174 @@ def hashed_ngram_csr(
                 data[q] = data[q] / norm
         indptr[r + 1] = out
     return indptr, indices[:out], data[:out]
+
+
+@njit(cache=True, nogil=True)
+def hashed_char_ngram_csr(
+    buf: np.ndarray, text_row: np.ndarray, n_rows: int, hash_dim: int, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hashed character n-grams as CSR (indptr, indices, data), rows l2-normalised.
+
+    `buf` holds code points (uint32); a 0 ends a text (text k is the k-th, its row
+    `text_row[k]`). An n-gram is n consecutive code points of one text (never across two);
+    its bucket is the 32-bit FNV-1a hash of its code points (each mixed in as one value,
+    then the length n) mod `hash_dim`. Counts per (row, bucket), each row divided by its
+    l2 norm, as `hashed_ngram_csr`. The caller normalises the text (see
+    `features.text.char_text`).
+    """
+    n = buf.shape[0]
+    width = hi - lo + 1
+    rows = np.empty(max(n * width, 1), dtype=np.int64)
+    buckets = np.empty(max(n * width, 1), dtype=np.int64)
+    m = 0
+    text = 0
+    i = 0
+    while i < n:
+        if buf[i] == 0:
+            text += 1
+            i += 1
+            continue
+        j = i
+        while j < n and buf[j] != 0:
+            j += 1
+        row = text_row[text]
+        for s in range(i, j):
+            # 32-bit arithmetic in uint64 with a mask: numba widens small integer products
+            h = np.uint64(2166136261)
+            for size in range(1, hi + 1):
+                e = s + size - 1
+                if e >= j:
+                    break
+                h = ((h ^ np.uint64(buf[e])) * _FNV_PRIME) & _MASK32
+                if size >= lo:
+                    g = ((h ^ np.uint64(size)) * _FNV_PRIME) & _MASK32
+                    rows[m] = row
+                    buckets[m] = np.int64(g) % hash_dim
+                    m += 1
+        i = j
+    return _rows_to_csr(rows, buckets, m, n_rows)
+
+
+@njit(cache=True, nogil=True)
+def tfidf_dot_row(
+    ind: np.ndarray,
+    val: np.ndarray,
+    first: int,
+    idf: np.ndarray,
+    coef: np.ndarray,
+    starts: np.ndarray,
+) -> float:
+    """x . coef for one hashed row, x its TF-IDF l2-normalised per block (a linear text model).
+
+    `ind` (sorted) and `val` are the row's non-zeros; the model covers columns
+    [first, first + len(idf)), cut into blocks at `starts` (relative to `first`, ascending,
+    the first 0). Columns outside are skipped. The single-item twin of
+    `models.bundle.TextModel.features` followed by a dot product, in one pass.
+    """
+    width = idf.shape[0]
+    nb = starts.shape[0]
+    z = 0.0
+    b = 0
+    sq = 0.0
+    dot = 0.0
+    for k in range(ind.shape[0]):
+        j = ind[k] - first
+        if j < 0:
+            continue
+        if j >= width:
+            break
+        while b + 1 < nb and j >= starts[b + 1]:
+            if sq > 0.0:
+                z += dot / np.sqrt(sq)
+            sq = 0.0
+            dot = 0.0
+            b += 1
+        v = val[k] * idf[j]
+        sq += v * v
+        dot += v * coef[j]
+    if sq > 0.0:
+        z += dot / np.sqrt(sq)
+    return z
+
+
+@njit(cache=True, nogil=True)
+def dense_linear_row(
+    row: np.ndarray,
+    num_cols: np.ndarray,
+    fill: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    clip: float,
+    cat_cols: np.ndarray,
+    cat_sizes: np.ndarray,
+    cat_offsets: np.ndarray,
+    coef: np.ndarray,
+) -> float:
+    """One row's z of `models.bundle.DenseLinear` (its batch `z`, in one compiled pass):
+    numeric features filled where not finite, standardised, clipped to +-clip, times their
+    coefficients; plus the coefficient of each known category code."""
+    z = 0.0
+    for k in range(num_cols.shape[0]):
+        v = row[num_cols[k]]
+        if not np.isfinite(v):
+            v = fill[k]
+        s = (v - mean[k]) / scale[k]
+        if s > clip:
+            s = clip
+        elif s < -clip:
+            s = -clip
+        z += s * coef[k]
+    for k in range(cat_cols.shape[0]):
+        c = row[cat_cols[k]]
+        if np.isfinite(c) and c >= 0 and c < cat_sizes[k]:
+            z += coef[cat_offsets[k] + np.int64(c)]
+    return z
+
+
+@njit(cache=True, nogil=True)
+def dense_linear_rows(
+    x: np.ndarray,
+    num_cols: np.ndarray,
+    fill: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    clip: float,
+    cat_cols: np.ndarray,
+    cat_sizes: np.ndarray,
+    cat_offsets: np.ndarray,
+    coef: np.ndarray,
+) -> np.ndarray:
+    """`dense_linear_row` of every row of x (bit for bit the same numbers)."""
+    out = np.empty(x.shape[0])
+    for r in range(x.shape[0]):
+        out[r] = dense_linear_row(
+            x[r], num_cols, fill, mean, scale, clip, cat_cols, cat_sizes, cat_offsets, coef
+        )
+    return out
+
+
+@njit(cache=True, nogil=True)
+def tfidf_probs(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    first: int,
+    idf: np.ndarray,
+    coef: np.ndarray,
+    starts: np.ndarray,
+    intercept: float,
+    extra: np.ndarray,
+) -> np.ndarray:
+    """sigmoid(`tfidf_dot_row` + intercept + extra) of every CSR row: one scalar code path
+    for a batch and for one row, so both give the same probabilities bit for bit."""
+    n = indptr.shape[0] - 1
+    out = np.empty(n)
+    for r in range(n):
+        a, b = indptr[r], indptr[r + 1]
+        z = tfidf_dot_row(indices[a:b], data[a:b], first, idf, coef, starts) + intercept
+        z += extra[r]
+        out[r] = 1.0 / (1.0 + np.exp(-z))
+    return out
 
 
 # Columns of `ascii_text_counts`, in order.

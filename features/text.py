@@ -27,6 +27,7 @@ from features.kernels import (
     CLS_UPPER,
     CLS_WORD,
     ascii_text_counts,
+    hashed_char_ngram_csr,
     hashed_ngram_csr,
 )
 
@@ -286,6 +287,63 @@ def hashed_ngrams_rows(
     buf = np.frombuffer(b" \x00 ".join(parts), dtype=np.uint8)
     text_row = np.asarray(ascii_rows + other_rows, dtype=np.int64)
     return hashed_ngram_csr(buf, text_row, n_rows, int(hash_dim), lo, hi, _CRC32_TABLE)
+
+
+def char_text(text: str | None) -> str:
+    """A text as the character n-grams see it: lowercased, whitespace runs (and NULs) as one
+    space, one space padding each end so word starts and ends are n-grams of their own;
+    "" for null or blank text (no n-grams)."""
+    if not text:
+        return ""
+    words = (text.replace("\x00", " ") if "\x00" in text else text).lower().split()
+    return f" {' '.join(words)} " if words else ""
+
+
+def _code_points(texts: list[str]) -> np.ndarray:
+    # texts joined by code point 0 (absent from `char_text` output), as a uint32 array
+    joined = "\x00".join(texts)
+    return np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def hashed_char_ngrams(
+    texts: Sequence[str | None], hash_dim: int, char_range: tuple[int, int]
+) -> tuple[list[int], list[float]]:
+    """Hashed character n-grams of several texts as one l2-normalised term-frequency vector.
+
+    The single-item twin of `hashed_char_ngrams_rows` (the same compiled kernel on one row):
+    n-grams of `char_text` of each text, never across two texts, bucket = FNV-1a of the
+    code points mod hash_dim (deterministic across processes).
+    """
+    kept = [t for t in map(char_text, texts) if t]
+    if not kept:
+        return [], []
+    lo, hi = char_range
+    _, idx, val = hashed_char_ngram_csr(
+        _code_points(kept), np.zeros(len(kept), dtype=np.int64), 1, int(hash_dim), lo, hi
+    )
+    return idx.tolist(), val.tolist()
+
+
+def hashed_char_ngrams_rows(
+    rows: Sequence[Sequence[str | None]], hash_dim: int, char_range: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`hashed_char_ngrams` of many rows at once, as CSR arrays (indptr, indices, data);
+    row i equals ``hashed_char_ngrams(rows[i], ...)`` (tested)."""
+    texts: list[str] = []
+    text_row: list[int] = []
+    for i, row in enumerate(rows):
+        for text in row:
+            t = char_text(text)
+            if t:
+                texts.append(t)
+                text_row.append(i)
+    if not texts:
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        return indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
+    lo, hi = char_range
+    return hashed_char_ngram_csr(
+        _code_points(texts), np.asarray(text_row, dtype=np.int64), len(rows), int(hash_dim), lo, hi
+    )
 
 
 def _byte_classes() -> np.ndarray:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -57,7 +58,7 @@ from features.schema import (
 )
 from features.text import (
     TEXT_STAT_NAMES,
-    hashed_ngrams,
+    hashed_char_ngrams_rows,
     hashed_ngrams_rows,
     text_stats,
     text_stats_many,
@@ -171,6 +172,10 @@ def _is_tag_list(column: str) -> bool:
 class FeatureTransform(BaseEstimator):
     """Snapshot -> model feature vector, identical for a frame, records and one record."""
 
+    # Defaults for transforms pickled before these options existed: word n-grams only.
+    char_ngram_range: tuple[int, int] | None = None
+    text_groups: Sequence[Sequence[str]] = ()
+
     def __init__(
         self,
         numeric: Sequence[str] = (),
@@ -181,6 +186,8 @@ class FeatureTransform(BaseEstimator):
         hash_dim: int = 2**18,
         ngram_range: tuple[int, int] = (1, 2),
         min_category_count: int = 5,
+        char_ngram_range: tuple[int, int] | None = (3, 5),
+        text_groups: Sequence[Sequence[str]] = (),
     ) -> None:
         self.numeric = numeric
         self.counts = counts
@@ -190,6 +197,8 @@ class FeatureTransform(BaseEstimator):
         self.hash_dim = hash_dim
         self.ngram_range = ngram_range
         self.min_category_count = min_category_count
+        self.char_ngram_range = char_ngram_range
+        self.text_groups = text_groups
 
     # ------------------------------------------------------------------ configuration
 
@@ -249,6 +258,8 @@ class FeatureTransform(BaseEstimator):
             "counts": counts,
             "categorical": categorical,
             "text": ("caption", "hashtags"),
+            # the comments' own hashed space, for a text model of its own (harmful_interactions)
+            "text_groups": (("comment_text",),),
             "ratios": tuple(ratios),
         }
         params.update(overrides)
@@ -279,6 +290,16 @@ class FeatureTransform(BaseEstimator):
         ]
         categorical = [c for c in dict.fromkeys(self.categorical) if c in cols]
         text = [c for c in dict.fromkeys(self.text) if c in cols]
+        if self.char_ngram_range is not None:
+            c_lo, c_hi = self.char_ngram_range
+            if not (1 <= c_lo <= c_hi):
+                raise ValueError(
+                    f"char_ngram_range must be (lo, hi) with 1 <= lo <= hi, got {(c_lo, c_hi)}"
+                )
+        groups = [
+            [c for c in dict.fromkeys(g) if c in cols and c not in text] for g in self.text_groups
+        ]
+        self.text_group_columns_ = [g for g in groups if g]
 
         # Raw inputs, laid out so the output is mostly slices of them:
         # [numeric | counts | ratio-only columns | category codes | text stats].
@@ -368,9 +389,46 @@ class FeatureTransform(BaseEstimator):
         self._check_fitted()
         return tuple(
             dict.fromkeys(
-                [*self.raw_numeric_columns_, *self.categorical_columns_, *self.text_columns_]
+                [
+                    *self.raw_numeric_columns_,
+                    *self.categorical_columns_,
+                    *self.text_columns_,
+                    *(c for g in self.hashed_groups for c in g.columns),
+                ]
             )
         )
+
+    @property
+    def hashed_groups(self) -> list[HashedGroup]:
+        """The blocks of the hashed-text matrix (`text_hashed`), in column order.
+
+        The main group holds the text columns' word n-grams in [0, hash_dim) and, with
+        `char_ngram_range`, their character n-grams in [hash_dim, 2 * hash_dim). Each
+        `text_groups` entry (e.g. the comments) follows with its own word-n-gram block, so a
+        text model of its own reads it apart from the captions. Every block of a row is
+        l2-normalised on its own.
+        """
+        self._check_fitted()
+        dim = int(self.hash_dim)
+        char = self.char_ngram_range
+        groups = []
+        start = 0
+        if self.text_columns_:
+            blocks = ((start, start + dim),) + (
+                () if char is None else ((start + dim, start + 2 * dim),)
+            )
+            groups.append(HashedGroup("text", tuple(self.text_columns_), blocks, char))
+            start = blocks[-1][1]
+        for cols in getattr(self, "text_group_columns_", ()):
+            groups.append(HashedGroup("_".join(cols), tuple(cols), ((start, start + dim),), None))
+            start += dim
+        return groups
+
+    @property
+    def hashed_width(self) -> int:
+        """Columns of the hashed-text matrix (hash_dim, all empty, without text columns)."""
+        groups = self.hashed_groups
+        return groups[-1].blocks[-1][1] if groups else int(self.hash_dim)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
@@ -487,24 +545,56 @@ class FeatureTransform(BaseEstimator):
         """Hashed word n-grams of many records, an (n, hash_dim) CSR matrix; row i equals
         `text_hashed_one(records[i])` (the vectorised `hashed_ngrams_rows`)."""
         self._check_fitted()
-        rows = [
-            [_as_text(record.get(c, _MISSING), c) for c in self.text_columns_] for record in records
-        ]
-        return hashed_texts(rows, int(self.hash_dim), tuple(self.ngram_range))
+        parts = []
+        for g in self.hashed_groups:
+            rows = [[_as_text(record.get(c, _MISSING), c) for c in g.columns] for record in records]
+            parts.append(self._hash_group(g, rows))
+        return _hstack(parts, len(records), self.hashed_width)
 
     def text_hashed_one(self, record: Mapping[str, Any]) -> sp.csr_matrix:
         """Hashed word n-grams of one record's text columns, a (1, hash_dim) CSR row."""
-        self._check_fitted()
-        texts = [_as_text(record.get(c, _MISSING), c) for c in self.text_columns_]
-        idx, val = hashed_ngrams(texts, int(self.hash_dim), tuple(self.ngram_range))
+        idx, val = self.ngrams_one(record)
         return sp.csr_matrix(
             (
                 np.array(val, dtype=np.float64),
                 np.array(idx, dtype=np.int32),
                 np.array([0, len(idx)], dtype=np.int32),
             ),
-            shape=(1, int(self.hash_dim)),
+            shape=(1, self.hashed_width),
         )
+
+    def ngrams_one(self, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """One record's hashed-text row as sorted (indices, values) arrays, no sparse matrix:
+        the single-item path (the same kernels as `text_hashed_records`, one row)."""
+        self._check_fitted()
+        dim = int(self.hash_dim)
+        lo_hi = tuple(self.ngram_range)
+        idx: list[np.ndarray] = []
+        val: list[np.ndarray] = []
+        for g in self.hashed_groups:
+            texts = [_as_text(record.get(c, _MISSING), c) for c in g.columns]
+            # the compiled batch twin on one row (equal bit for bit to `hashed_ngrams`,
+            # tested): faster than the Python loop per n-gram already for a caption
+            _, i, v = hashed_ngrams_rows([texts], dim, lo_hi)
+            idx.append(i.astype(np.int64) + g.blocks[0][0])
+            val.append(v)
+            if g.char_range is not None:
+                _, i, v = hashed_char_ngrams_rows([texts], dim, tuple(g.char_range))
+                idx.append(i.astype(np.int64) + g.blocks[1][0])
+                val.append(v)
+        if not idx:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return np.concatenate(idx), np.concatenate(val)
+
+    def _hash_group(self, g: HashedGroup, rows: Sequence[Sequence[str | None]]) -> sp.csr_matrix:
+        # one group's blocks side by side, (n, width of the group)
+        dim = int(self.hash_dim)
+        word = hashed_texts(rows, dim, tuple(self.ngram_range))
+        if g.char_range is None:
+            return word
+        indptr, idx, val = hashed_char_ngrams_rows(rows, dim, tuple(g.char_range))
+        char = sp.csr_matrix((val, idx, indptr), shape=(len(rows), dim))
+        return sp.hstack([word, char], format="csr")
 
     # ------------------------------------------------------------------ batch paths
 
@@ -545,17 +635,17 @@ class FeatureTransform(BaseEstimator):
         """Hashed word n-grams of the frame's text columns, an (n, hash_dim) CSR matrix."""
         self._check_fitted()
         n = len(frame)
-        columns = [
-            [_as_text(v, c) for v in frame[c].tolist()] if c in frame.columns else [None] * n
-            for c in self.text_columns_
-        ]
-        dim = int(self.hash_dim)
-        if not columns:
-            return sp.csr_matrix((n, dim), dtype=np.float64)
-        # Snapshot rows of one item at several horizons repeat its texts: hash each once.
-        distinct, which = _distinct(zip(*columns, strict=True), n)
-        hashed = hashed_texts(distinct, dim, tuple(self.ngram_range))
-        return hashed if len(distinct) == n else hashed[which]
+        parts = []
+        for g in self.hashed_groups:
+            columns = [
+                [_as_text(v, c) for v in frame[c].tolist()] if c in frame.columns else [None] * n
+                for c in g.columns
+            ]
+            # Snapshot rows of one item at several horizons repeat its texts: hash each once.
+            distinct, which = _distinct(zip(*columns, strict=True), n)
+            hashed = self._hash_group(g, distinct)
+            parts.append(hashed if len(distinct) == n else hashed[which])
+        return _hstack(parts, n, self.hashed_width)
 
     def _category_column(self, series: pd.Series, field: str) -> np.ndarray:
         """Codes of a column: the scalar kernel once per distinct value, then a lookup."""
@@ -614,6 +704,23 @@ def _numeric_column(series: pd.Series, field: str) -> np.ndarray:
             _as_float(present.iloc[0], field)  # raises, naming the field and the value
         return np.full(len(series), _NAN)
     raise ValueError(f"field {field!r}: expected a numeric column, got dtype {dtype}")
+
+
+def _hstack(parts: list[sp.csr_matrix], n: int, width: int) -> sp.csr_matrix:
+    if not parts:
+        return sp.csr_matrix((n, width), dtype=np.float64)
+    return parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
+
+
+@dataclass(frozen=True)
+class HashedGroup:
+    """A set of text columns hashed together: its name, columns, column blocks [start, stop)
+    of the hashed-text matrix (word n-grams, then character n-grams when `char_range`)."""
+
+    name: str
+    columns: tuple[str, ...]
+    blocks: tuple[tuple[int, int], ...]
+    char_range: tuple[int, int] | None
 
 
 def hashed_texts(

@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,8 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.text import hashed_ngrams
-from features.transform import FeatureTransform, _as_text
+from features.kernels import dense_linear_row, dense_linear_rows, tfidf_probs
+from features.transform import FeatureTransform
 
 TEXT_SCORE_FEATURE = "text_score"
 
@@ -61,29 +62,281 @@ def _sigmoid(z: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
+class DenseLinear:
+    """The transform-feature part of a linear model: numeric features median-filled,
+    standardised and clipped to +-CLIP, category codes one-hot; z = that . coef.
+
+    Prepared on training rows (`prepare`, coefficients zero) and completed with the
+    coefficients of a fit (`with_coef`); plain arrays, so one row costs a few numpy ops.
+    """
+
+    CLIP = 5.0
+
+    def __init__(
+        self,
+        num_cols: np.ndarray,
+        fill: np.ndarray,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        cat_cols: np.ndarray,
+        cat_sizes: np.ndarray,
+        coef: np.ndarray | None = None,
+    ) -> None:
+        self.num_cols = np.asarray(num_cols, dtype=np.int64)
+        self.fill, self.mean, self.scale = (
+            np.asarray(a, dtype=np.float64) for a in (fill, mean, scale)
+        )
+        self.cat_cols = np.asarray(cat_cols, dtype=np.int64)
+        self.cat_sizes = np.asarray(cat_sizes, dtype=np.int64)
+        self.cat_offsets = len(self.num_cols) + np.concatenate(
+            ([0], np.cumsum(self.cat_sizes)[:-1])
+        ).astype(np.int64)
+        self.width = int(len(self.num_cols) + self.cat_sizes.sum())
+        self.coef = np.zeros(self.width) if coef is None else np.asarray(coef, dtype=np.float64)
+
+    @classmethod
+    def prepare(cls, x: np.ndarray, categorical: Sequence[int]) -> DenseLinear:
+        x = np.asarray(x, dtype=np.float64)
+        cats = np.array(sorted(set(categorical)), dtype=np.int64)
+        nums = np.array(
+            [j for j in range(x.shape[1]) if j not in set(cats.tolist())], dtype=np.int64
+        )
+        v = x[:, nums]
+        v = np.where(np.isfinite(v), v, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            fill = np.nan_to_num(np.nanmedian(v, axis=0), nan=0.0)
+            filled = np.where(np.isnan(v), fill, v)
+        mean = filled.mean(axis=0) if len(filled) else np.zeros(len(nums))
+        scale = filled.std(axis=0) if len(filled) else np.ones(len(nums))
+        scale[scale == 0] = 1.0
+        sizes = []
+        for j in cats.tolist():
+            c = x[:, j]
+            c = c[np.isfinite(c)]
+            sizes.append(int(c.max()) + 2 if len(c) else 1)
+        return cls(nums, fill, mean, scale, cats, np.array(sizes, dtype=np.int64))
+
+    def with_coef(self, coef: np.ndarray) -> DenseLinear:
+        return DenseLinear(
+            self.num_cols, self.fill, self.mean, self.scale, self.cat_cols, self.cat_sizes, coef
+        )
+
+    def _num(self, x: np.ndarray) -> np.ndarray:
+        v = x[:, self.num_cols]
+        v = np.where(np.isfinite(v), v, self.fill)
+        return np.clip((v - self.mean) / self.scale, -self.CLIP, self.CLIP)
+
+    def _cat_index(self, x: np.ndarray) -> np.ndarray:
+        # (n, n_cats) one-hot column per row and category column, -1 when unknown
+        c = x[:, self.cat_cols]
+        ok = np.isfinite(c) & (c >= 0) & (c < self.cat_sizes)
+        return np.where(ok, self.cat_offsets + np.where(ok, c, 0).astype(np.int64), -1)
+
+    def matrix(self, x: np.ndarray) -> sp.csr_matrix:
+        """The model's dense-part inputs of rows x, as a sparse (n, width) matrix."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        num = sp.csr_matrix(self._num(x))
+        idx = self._cat_index(x)
+        r, k = np.nonzero(idx >= 0)
+        onehot = sp.csr_matrix((np.ones(len(r)), (r, idx[r, k])), shape=(n, self.width))
+        num = sp.hstack([num, sp.csr_matrix((n, self.width - num.shape[1]))], format="csr")
+        return (num + onehot).tocsr()
+
+    def z_one(self, row: np.ndarray) -> float:
+        """`z` of one transform row, in one compiled pass (the single-item path)."""
+        return dense_linear_row(
+            np.asarray(row, dtype=np.float64).ravel(),
+            self.num_cols,
+            self.fill,
+            self.mean,
+            self.scale,
+            self.CLIP,
+            self.cat_cols,
+            self.cat_sizes,
+            self.cat_offsets,
+            self.coef,
+        )
+
+    def z(self, x: np.ndarray) -> np.ndarray:
+        """The dense part's z of rows x (the same compiled code as `z_one`, row by row)."""
+        x = np.ascontiguousarray(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        return dense_linear_rows(
+            x,
+            self.num_cols,
+            self.fill,
+            self.mean,
+            self.scale,
+            self.CLIP,
+            self.cat_cols,
+            self.cat_sizes,
+            self.cat_offsets,
+            self.coef,
+        )
+
+
 class TextModel:
     """A linear model on hashed n-grams kept as plain arrays: score = sigmoid(x . coef + b).
 
-    Trained by scikit-learn (see training.fit); only its coefficients live here, so the
-    online path is one sparse dot product, not a pipeline call.
+    Trained by scikit-learn (see training.fit); only its arrays live here, so the online
+    path is a dot product over one row's non-zeros, not a pipeline call.
+
+    With `idf` (TF-IDF, fitted on the training rows) the model reads columns
+    [blocks[0][0], blocks[-1][1]) of the hashed-text matrix: each value (an l2-normalised
+    term frequency) is multiplied by its column's inverse document frequency and every block
+    (word n-grams, character n-grams) of the row is l2-normalised again, which is TF-IDF
+    with l2 norm per block, as scikit-learn's TfidfTransformer on raw counts. `coef` and
+    `idf` cover that column range. Without `idf` (bundles of earlier versions) x is the
+    hashed row itself.
     """
 
-    def __init__(self, coef: np.ndarray, intercept: float) -> None:
+    # defaults for text models pickled before IDF existed
+    idf_: np.ndarray | None = None
+    blocks_: tuple[tuple[int, int], ...] = ()
+    C_: float | None = None
+    # the "linear" variant: the transform features join the text in one logistic regression
+    dense_: DenseLinear | None = None
+
+    def __init__(
+        self,
+        coef: np.ndarray,
+        intercept: float,
+        *,
+        idf: np.ndarray | None = None,
+        blocks: Sequence[tuple[int, int]] = (),
+        C: float | None = None,
+        dense: DenseLinear | None = None,
+    ) -> None:
+        self.dense_ = dense
         self.coef_ = np.asarray(coef, dtype=np.float64).ravel()
         self.intercept_ = float(intercept)
+        self.idf_ = None if idf is None else np.asarray(idf, dtype=np.float64).ravel()
+        self.blocks_ = tuple((int(a), int(b)) for a, b in blocks)
+        self.C_ = C
+        if self.idf_ is not None:
+            if not self.blocks_:
+                self.blocks_ = ((0, len(self.idf_)),)
+            width = self.blocks_[-1][1] - self.blocks_[0][0]
+            if len(self.idf_) != width or len(self.coef_) != width:
+                raise ValueError(
+                    f"text model: idf ({len(self.idf_)}) and coef ({len(self.coef_)}) must "
+                    f"cover the blocks' {width} columns"
+                )
+        self._prepare()
 
-    def score(self, hashed: sp.spmatrix) -> np.ndarray:
-        """Probabilities for rows of a hashed-text matrix (n, hash_dim)."""
-        return _sigmoid(hashed @ self.coef_ + self.intercept_)
+    def _prepare(self) -> None:
+        # derived: block starts relative to the first column, for np.searchsorted
+        if self.idf_ is not None:
+            first = self.blocks_[0][0]
+            self._starts = np.array([a - first for a, _ in self.blocks_], dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # TF-IDF models pickle compactly: coefficients where non-zero, IDF where it differs
+        # from the value of a column never seen in training (the largest)
+        state = {k: v for k, v in self.__dict__.items() if k != "_starts"}
+        if self.idf_ is not None:
+            nz = np.flatnonzero(self.coef_)
+            top = float(self.idf_.max()) if len(self.idf_) else 0.0
+            seen = np.flatnonzero(self.idf_ != top)
+            state["coef_"] = ("sparse", len(self.coef_), nz, self.coef_[nz])
+            state["idf_"] = ("sparse", len(self.idf_), seen, self.idf_[seen], top)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        coef, idf = state.get("coef_"), state.get("idf_")
+        if isinstance(coef, tuple):
+            _, n, nz, vals = coef
+            state["coef_"] = np.zeros(n)
+            state["coef_"][nz] = vals
+        if isinstance(idf, tuple):
+            _, n, seen, vals, top = idf
+            state["idf_"] = np.full(n, top)
+            state["idf_"][seen] = vals
+        self.__dict__.update(state)
+        self._prepare()
+
+    def features(self, hashed: sp.spmatrix) -> sp.csr_matrix:
+        """The model's input matrix x for rows of the hashed-text matrix (TF-IDF rows)."""
+        hashed = sp.csr_matrix(hashed)
+        if self.idf_ is None:
+            return hashed
+        n = hashed.shape[0]
+        rows, j, v, key, norm = self._weights(hashed.indptr, hashed.indices, hashed.data, n)
+        return sp.csr_matrix((v / norm[key], (rows, j)), shape=(n, len(self.idf_)))
+
+    def _weights(
+        self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # in-range non-zeros: their row, column (relative), idf-weighted value, (row, block)
+        # key and the l2 norm of every (row, block)
+        assert self.idf_ is not None
+        first = self.blocks_[0][0]
+        ind = np.asarray(indices, dtype=np.int64) - first
+        keep = (ind >= 0) & (ind < len(self.idf_))
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))[keep]
+        j = ind[keep]
+        v = np.asarray(data, dtype=np.float64)[keep] * self.idf_[j]
+        nb = len(self._starts)
+        key = rows * nb + (np.searchsorted(self._starts, j, side="right") - 1)
+        norm = np.sqrt(np.bincount(key, v * v, minlength=n * nb))
+        norm[norm == 0] = 1.0
+        return rows, j, v, key, norm
+
+    def score(self, hashed: sp.spmatrix, x: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for rows of a hashed-text matrix (n, width) (and, with a dense
+        part, the same rows' transform features x)."""
+        if self.idf_ is None:
+            return _sigmoid(hashed @ self.coef_ + self.intercept_)
+        hashed = sp.csr_matrix(hashed)
+        hashed.sort_indices()
+        n = hashed.shape[0]
+        extra = np.zeros(n)
+        if self.dense_ is not None:
+            if x is None:
+                raise ValueError("this text model also reads the transform features")
+            extra = self.dense_.z(x)
+        return self._probs(hashed.indptr, hashed.indices, hashed.data, extra)
+
+    def _probs(
+        self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, extra: np.ndarray
+    ) -> np.ndarray:
+        # the compiled per-row pass shared by the batch and single-item paths
+        assert self.idf_ is not None
+        return tfidf_probs(
+            np.asarray(indptr, dtype=np.int64),
+            np.asarray(indices, dtype=np.int64),
+            np.asarray(data, dtype=np.float64),
+            self.blocks_[0][0],
+            self.idf_,
+            self.coef_,
+            self._starts,
+            self.intercept_,
+            np.asarray(extra, dtype=np.float64),
+        )
 
     def score_one(self, hashed: sp.csr_matrix) -> float:
         """Probability for one hashed row, as a dot over its non-zeros only."""
         return self.score_ngrams(hashed.indices, hashed.data)
 
     def score_ngrams(
-        self, idx: Sequence[int] | np.ndarray, val: Sequence[float] | np.ndarray
+        self,
+        idx: Sequence[int] | np.ndarray,
+        val: Sequence[float] | np.ndarray,
+        x: np.ndarray | None = None,
     ) -> float:
-        """Probability from hashed n-gram (indices, values), no sparse matrix needed."""
+        """Probability from hashed n-gram (indices, values), no sparse matrix needed (and,
+        with a dense part, the record's transform row x)."""
+        if self.idf_ is not None:
+            extra = 0.0
+            if self.dense_ is not None:
+                if x is None:
+                    raise ValueError("this text model also reads the transform features")
+                extra = self.dense_.z_one(x)
+            # one compiled pass over the row (sorted indices, as the hashers give them)
+            n = len(idx)
+            return float(self._probs(np.array([0, n]), idx, val, np.array([extra]))[0])
+        # a text model of an earlier version: a plain dot product
         if len(idx) == 0:
             z = self.intercept_
         else:
@@ -207,13 +460,21 @@ class _FastRowPredictor:
             self._lib.LGBM_FastConfigFree(config)
 
 
+# The model variants an issue can ship (chosen per issue in training, see
+# training.pipeline._fit_issue): LightGBM on the transform features + text scores (+ stacked
+# issues), the calibrated text model alone, LightGBM without text scores, or one logistic
+# regression on TF-IDF of every text group and the transform features ("linear").
+VARIANTS = ("stacked", "text", "tabular", "linear")
+
+
 @dataclass
 class IssueModel:
-    """One issue type's scorer: booster on transform features (+ text_score), calibrator, threshold."""
+    """One issue type's scorer: booster on transform features (+ text scores), calibrator,
+    threshold; or, for the "text" variant, the text model alone (no booster)."""
 
     name: str
     anchor: str
-    booster: lgb.Booster
+    booster: lgb.Booster | None
     calibrator: Calibrator
     threshold: float
     feature_names: list[str]
@@ -222,17 +483,40 @@ class IssueModel:
     # issues whose (uncalibrated) booster probability on the same row is an input feature,
     # e.g. wrongful_enforcement reads how low-quality or harmful the actioned item looks
     stacked: tuple[str, ...] = ()
+    # "stacked", "text" or "tabular" (see VARIANTS); bundles pickled before it are "stacked"
+    variant: str = "stacked"
+    # text models of the transform's extra hashed groups (e.g. comment_text), by group name;
+    # each adds the feature f"{TEXT_SCORE_FEATURE}__{group}" after text_score
+    group_models: dict[str, TextModel] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         # Boosters pickle as their model string; the fast predictor is rebuilt on demand.
         state = dict(self.__dict__)
         state.pop("_fast", None)
         state.pop("_fast_contrib", None)
-        state["booster"] = self.booster.model_to_string(num_iteration=-1)
+        if self.booster is not None:
+            state["booster"] = self.booster.model_to_string(num_iteration=-1)
         return state
+
+    def predict_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities for `ScoringBundle.model_rows` rows."""
+        if self.booster is None:  # the text variant: its one column is the text score
+            return np.asarray(rows, dtype=np.float64)[:, 0].copy()
+        return self.booster.predict(rows, num_threads=1)
+
+    def contributions_rows(self, rows: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Log-odds contributions (n, n_features + 1, the bias last) of model rows."""
+        if self.booster is None:
+            return _text_contributions(np.asarray(rows, dtype=np.float64)[:, 0], self.text_model)
+        return np.asarray(
+            self.booster.predict(rows, pred_contrib=True, num_threads=num_threads),
+            dtype=np.float64,
+        )
 
     def predict_one(self, row: np.ndarray) -> float:
         """Uncalibrated probability for one feature row (the serving hot path)."""
+        if self.booster is None:
+            return float(row[0])
         fast = self.__dict__.get("_fast")
         if fast is None:
             fast = _FastRowPredictor(self.booster, len(self.feature_names))
@@ -241,6 +525,8 @@ class IssueModel:
 
     def contributions_one(self, row: np.ndarray) -> np.ndarray:
         """`booster.predict(row, pred_contrib=True)[0]` without its per-call setup."""
+        if self.booster is None:
+            return _text_contributions(np.asarray([row[0]], dtype=np.float64), self.text_model)[0]
         fast = self.__dict__.get("_fast_contrib")
         if fast is None:
             fast = _FastRowPredictor(self.booster, len(self.feature_names), contrib=True)
@@ -248,9 +534,21 @@ class IssueModel:
         return fast.contributions(row)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        booster = lgb.Booster(model_str=state["booster"])
+        raw = state.get("booster")
+        booster = lgb.Booster(model_str=raw) if isinstance(raw, str) else raw
+        # issue models pickled before variants and comment text models
+        state.setdefault("variant", "stacked")
+        state.setdefault("group_models", {})
         self.__dict__.update(state)
         self.booster = booster
+
+
+def _text_contributions(p: np.ndarray, text_model: TextModel | None) -> np.ndarray:
+    # the text variant's reason code: text_score pushed the log-odds from the text model's
+    # intercept (an empty text) to logit(p); the intercept is the bias
+    bias = text_model.intercept_ if text_model is not None else 0.0
+    z = _logit(p)
+    return np.column_stack([z - bias, np.full(len(z), bias)])
 
 
 @dataclass(frozen=True)
@@ -312,7 +610,7 @@ class ScoringBundle:
 
     @property
     def uses_text(self) -> bool:
-        return any(m.text_model is not None for m in self.issues.values())
+        return any(m.text_model is not None or m.group_models for m in self.issues.values())
 
     def _scored(self) -> list[tuple[int, IssueModel]]:
         # (column in issue_names order, model) of the enabled issues
@@ -361,22 +659,28 @@ class ScoringBundle:
     def _predict_rows(
         self, model: IssueModel, x: np.ndarray, text: sp.csr_matrix | None
     ) -> np.ndarray:
-        raw = model.booster.predict(self.model_rows(model, x, text), num_threads=1)
+        raw = model.predict_rows(self.model_rows(model, x, text))
         return model.calibrator.transform(raw)
 
     def model_rows(
         self, model: IssueModel, x: np.ndarray, text: sp.csr_matrix | None
     ) -> np.ndarray:
-        """The booster input of `model` for transform rows `x`: + text_score, + stacked scores."""
+        """The booster input of `model` for transform rows `x`: + text scores, + stacked
+        scores; for the "text" variant, its text score alone (one column)."""
+        if (model.text_model is not None or model.group_models) and text is None:
+            raise ValueError(f"issue {model.name!r} needs hashed text rows")
+        if model.booster is None:
+            assert model.text_model is not None and text is not None
+            return model.text_model.score(text, x).reshape(-1, 1)
         cols = [x]
         if model.text_model is not None:
-            if text is None:
-                raise ValueError(f"issue {model.name!r} needs hashed text rows")
             cols.append(model.text_model.score(text).reshape(-1, 1))
+        for group in model.group_models.values():
+            cols.append(group.score(text).reshape(-1, 1))
         for name in model.stacked:
             base = self.issues[name]
             base_rows = self.model_rows(base, x, text)
-            cols.append(base.booster.predict(base_rows, num_threads=1).reshape(-1, 1))
+            cols.append(base.predict_rows(base_rows).reshape(-1, 1))
         return np.hstack(cols) if len(cols) > 1 else x
 
     def _model_row_one(
@@ -384,10 +688,15 @@ class ScoringBundle:
     ) -> np.ndarray:
         # single-item twin of model_rows: no sparse matrix, fast single-row boosters
         extra: list[float] = []
+        if (model.text_model is not None or model.group_models) and "ngrams" not in cache:
+            cache["ngrams"] = self._ngrams_one(record)
+        if model.booster is None:
+            assert model.text_model is not None
+            return np.array([model.text_model.score_ngrams(*cache["ngrams"], x)])
         if model.text_model is not None:
-            if "ngrams" not in cache:
-                cache["ngrams"] = self._ngrams_one(record)
             extra.append(model.text_model.score_ngrams(*cache["ngrams"]))
+        for group in model.group_models.values():
+            extra.append(group.score_ngrams(*cache["ngrams"]))
         for name in model.stacked:
             key = f"raw:{name}"
             if key not in cache:
@@ -479,9 +788,7 @@ class ScoringBundle:
     def _ngrams_one(self, record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
         # The same kernels as FeatureTransform.text_hashed_one, minus the CSR matrix, whose
         # construction costs more than the hashing on the single-item path.
-        t = self.transform
-        texts = [_as_text(record.get(c), c) for c in t.text_columns_]
-        return hashed_ngrams(texts, int(t.hash_dim), tuple(t.ngram_range))
+        return self.transform.ngrams_one(record)
 
     def flagged(self, probs: Mapping[str, float | None]) -> list[str]:
         """Issues whose probability reaches their threshold, in issue order (never a disabled
@@ -539,10 +846,9 @@ class ScoringBundle:
         model = self.issues[issue]
         rows = self.model_rows(model, design.x, design.text)
         n_features = len(model.feature_names)
-        contrib = np.asarray(
-            model.booster.predict(rows, pred_contrib=True, num_threads=contrib_threads(len(rows))),
-            dtype=np.float64,
-        )[:, :n_features]  # the last column is the bias
+        contrib = model.contributions_rows(rows, contrib_threads(len(rows)))[
+            :, :n_features
+        ]  # the last column is the bias
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(int(top_k), 0)]
         top = np.take_along_axis(contrib, order, axis=1).tolist()
         values = np.take_along_axis(rows[:, :n_features], order, axis=1).tolist()

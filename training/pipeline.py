@@ -26,7 +26,14 @@ from common.progress import Progress
 from common.settings import Settings, get_settings
 from features.schema import DEFAULT_HORIZONS_H
 from features.transform import FeatureTransform
-from models.bundle import TEXT_SCORE_FEATURE, IssueModel, ScoringBundle, hashed_text
+from models.bundle import (
+    TEXT_SCORE_FEATURE,
+    VARIANTS,
+    IssueModel,
+    ScoringBundle,
+    TextModel,
+    hashed_text,
+)
 from models.issues import IssueType
 from training.data import TrainingData, first_label_strata, load_training_data
 from training.evaluate import (
@@ -46,8 +53,7 @@ from training.fit import (
     fit_baseline,
     fit_booster,
     fit_calibrator,
-    fit_text_model,
-    out_of_fold_text_scores,
+    fit_text_model_cv,
 )
 from training.gate import (
     DEFAULT_BOOTSTRAP,
@@ -60,6 +66,12 @@ from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, tim
 from training.thresholds import ThresholdChoice, ThresholdPolicy, choose_threshold
 
 STACKED_PREFIX = "score_"
+# the one feature (and reason code) of the linear variant
+LINEAR_SCORE_FEATURE = "linear_score"
+# The stacked model ships only when its selection score is this much (relative) higher than
+# the best other variant's: differences of a few percent in average precision on a few
+# hundred validation labels are noise, and then the simpler model is the safer one.
+SELECTION_MARGIN = 0.02
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
 
 
@@ -483,6 +495,9 @@ def fit_and_evaluate(
                     metrics[key.replace("_ci", "_lo")] = lo
                     metrics[key.replace("_ci", "_hi")] = hi
             metrics["enabled"] = 1.0 if verdict.enabled else 0.0
+            # which model variant the issue ships (0 stacked, 1 text, 2 tabular, 3 linear),
+            # so the run shows when the stack lost to one of its parts
+            metrics["variant"] = float(VARIANTS.index(fitted.model.variant))
             if td.truth is not None and f"p_{issue.name}" in td.truth.columns:
                 truth = td.truth.set_index(td.truth["item_id"].astype("object"))[f"p_{issue.name}"]
                 oracle = pd.Series(item_ids[test_rows]).map(truth).to_numpy(dtype=float)
@@ -511,13 +526,11 @@ def fit_and_evaluate(
             )
             curves[issue.name] = pr_curve(y, p)
             calib[issue.name] = calibration_bins(y, p)
-            booster = fitted.model.booster
             importances[issue.name] = (
                 pd.DataFrame(
                     {
                         "feature": fitted.model.feature_names,
-                        "gain": booster.feature_importance("gain"),
-                        "split": booster.feature_importance("split"),
+                        **_importance(fitted.model),
                     }
                 )
                 .sort_values(["gain", "feature"], ascending=[False, True], kind="stable")
@@ -632,6 +645,19 @@ def _baseline_scores(
     return out or {"logreg_tabular": fitted.baseline_probs}
 
 
+def _importance(model: IssueModel) -> dict[str, np.ndarray]:
+    """Gain and split importance per feature; the text variant's one feature has it all."""
+    if model.booster is None:
+        return {
+            "gain": np.ones(len(model.feature_names)),
+            "split": np.zeros(len(model.feature_names)),
+        }
+    return {
+        "gain": model.booster.feature_importance("gain"),
+        "split": model.booster.feature_importance("split"),
+    }
+
+
 def _window_days(frame: pd.DataFrame, mask: np.ndarray) -> float:
     """Length in days of a window, from its items' first snapshot times (at least one day)."""
     t = pd.to_datetime(frame["as_of"], utc=True)[mask]
@@ -677,47 +703,27 @@ def _fit_issue(
     va_all = np.flatnonzero(anchor & split.valid)  # labelled or not: the flag volume
     y_tr, y_va = y_all[tr].astype(int), y_all[va].astype(int)
 
-    names = list(base_names)
-    text_model = None
-    x_tr, x_va, x_te, x_va_all = x_all[tr], x_all[va], x_all[te], x_all[va_all]
-    if text_all is not None and text_all.nnz > 0:
-        oof = out_of_fold_text_scores(text_all[tr], y_tr, item_ids[tr], random_state=random_state)
-        text_model = fit_text_model(text_all[tr], y_tr, random_state=random_state)
-        names.append(TEXT_SCORE_FEATURE)
-        x_tr = np.column_stack([x_tr, oof])
-        x_va = np.column_stack([x_va, text_model.score(text_all[va])])
-        x_te = np.column_stack([x_te, text_model.score(text_all[te])])
-        x_va_all = np.column_stack([x_va_all, text_model.score(text_all[va_all])])
-
-    if stack:
-        # the post issues' boosters on this issue's rows: is the actioned item really bad?
-        # (their training rows are post rows; these are other rows, of partly the same items)
-        helper = ScoringBundle(transform=transform, issues=stack)
-        for base_name, base in stack.items():
-            names.append(f"{STACKED_PREFIX}{base_name}")
-            scores = []
-            for idx in (tr, va, te, va_all):
-                t = None if text_all is None else text_all[idx]
-                rows = helper.model_rows(base, x_all[idx], t)
-                scores.append(base.booster.predict(rows, num_threads=params.num_threads))
-            x_tr = np.column_stack([x_tr, scores[0]])
-            x_va = np.column_stack([x_va, scores[1]])
-            x_te = np.column_stack([x_te, scores[2]])
-            x_va_all = np.column_stack([x_va_all, scores[3]])
-
-    booster, best = (booster_fit or fit_booster)(
-        x_tr,
-        y_tr,
-        x_va,
-        y_va,
-        feature_names=names,
+    built = _build_variants(
+        stack=stack,
+        transform=transform,
+        x_all=x_all,
+        text_all=text_all,
+        item_ids=item_ids,
+        base_names=base_names,
+        booster_fit=booster_fit,
         categorical=categorical,
         params=params,
         random_state=random_state,
+        rows=(tr, va, te, va_all),
+        y_tr=y_tr,
+        y_va=y_va,
     )
-    raw_va = booster.predict(x_va, num_threads=params.num_threads)
+    chosen = built.chosen
+    booster, best, names, text_model = chosen.booster, chosen.best, chosen.names, chosen.text_model
+    x_va, x_te, x_va_all = chosen.x_va, chosen.x_te, chosen.x_va_all
+    raw_va = chosen.raw(x_va)
     calibrator = fit_calibrator(raw_va, y_va)
-    p_va_all = calibrator.transform(booster.predict(x_va_all, num_threads=params.num_threads))
+    p_va_all = calibrator.transform(chosen.raw(x_va_all))
     choice = choose_threshold(
         p_va_all,
         item_ids[va_all],
@@ -729,7 +735,7 @@ def _fit_issue(
     )
     # no qualifying threshold: the issue is disabled (see fit_and_evaluate); inf flags nothing
     threshold = choice.threshold if choice.threshold is not None else math.inf
-    test_probs = calibrator.transform(booster.predict(x_te, num_threads=params.num_threads))
+    test_probs = calibrator.transform(chosen.raw(x_te))
 
     baseline = fit_baseline(x_all[tr], y_tr, categorical=categorical, random_state=random_state)
     baseline_probs = baseline_predict(baseline, x_all[te])
@@ -743,6 +749,189 @@ def _fit_issue(
         feature_names=names,
         text_model=text_model,
         best_iteration=best,
-        stacked=tuple(stack),
+        stacked=tuple(stack) if chosen.booster is not None else (),
+        variant=chosen.variant,
+        group_models=chosen.group_models,
     )
     return _FittedIssue(model, te, test_probs, baseline_probs, choice)
+
+
+@dataclass
+class _Variant:
+    """One candidate model of an issue: its inputs on each row set and how it scored."""
+
+    variant: str
+    booster: Any  # lgb.Booster, or None for the text variant
+    best: int
+    names: list[str]
+    text_model: TextModel | None
+    group_models: dict[str, TextModel]
+    x_va: np.ndarray
+    x_te: np.ndarray
+    x_va_all: np.ndarray
+    selection_score: float = math.nan
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities of rows of this variant's inputs."""
+        if self.booster is None:
+            return x[:, 0]
+        return self.booster.predict(x, num_threads=1)
+
+
+@dataclass
+class _Variants:
+    chosen: _Variant
+    candidates: dict[str, _Variant]
+
+
+def _build_variants(
+    *,
+    stack: dict[str, IssueModel],
+    transform: FeatureTransform,
+    x_all: np.ndarray,
+    text_all: sp.csr_matrix | None,
+    item_ids: np.ndarray,
+    base_names: list[str],
+    categorical: Sequence[int],
+    params: BoosterParams,
+    random_state: int,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    y_tr: np.ndarray,
+    y_va: np.ndarray,
+    booster_fit: Callable[..., Any] | None = None,
+) -> _Variants:
+    """Fit the issue's model variants and keep the best, so the stack never loses to its parts.
+
+    - "stacked": LightGBM on the transform features, the text scores (out of fold on the
+      training rows) and the stacked post issues' scores;
+    - "tabular": the same LightGBM without the text scores;
+    - "text": the best text model alone (calibrated later like the others).
+
+    Each is judged by average precision on the validation rows, averaged with that of the
+    training rows' out-of-fold scores when the data are small enough for cross-validated
+    boosting (`BoosterParams.cv_below_rows`): a few dozen validation labels alone pick by
+    chance.
+    - "linear": one logistic regression on TF-IDF of every text group and the transform
+      features (median-filled, standardised, category codes one-hot).
+
+    The stack ships only when it judges more than SELECTION_MARGIN (relative) better than
+    the best of the others; ties among those go to the simpler (tabular, text, linear).
+    """
+    tr, va, te, va_all = rows
+    sets = (tr, va, te, va_all)
+    tab = [x_all[idx] for idx in sets]
+    names_tab = list(base_names)
+    if stack:
+        # the post issues' models on this issue's rows: is the actioned item really bad?
+        # (their training rows are post rows; these are other rows, of partly the same items)
+        helper = ScoringBundle(transform=transform, issues=stack)
+        for base_name, base in stack.items():
+            names_tab.append(f"{STACKED_PREFIX}{base_name}")
+            for k, idx in enumerate(sets):
+                t = None if text_all is None else text_all[idx]
+                score = base.predict_rows(helper.model_rows(base, x_all[idx], t))
+                tab[k] = np.column_stack([tab[k], score])
+
+    # text models: the main text group and each extra hashed group (e.g. comment_text)
+    text_scores: list[tuple[str, TextModel, list[np.ndarray]]] = []
+    if text_all is not None and text_all.nnz > 0:
+        for g in transform.hashed_groups:
+            lo, hi = g.blocks[0][0], g.blocks[-1][1]
+            sub = text_all[tr][:, lo:hi]
+            if sub.nnz == 0:
+                continue
+            model, oof = fit_text_model_cv(
+                text_all[tr], y_tr, item_ids[tr], blocks=g.blocks, random_state=random_state
+            )
+            name = TEXT_SCORE_FEATURE if g.name == "text" else f"{TEXT_SCORE_FEATURE}__{g.name}"
+            scores = [oof] + [model.score(text_all[idx]) for idx in (va, te, va_all)]
+            text_scores.append((name, model, scores))
+
+    use_cv = len(tr) < params.cv_below_rows
+
+    def judge(oof: np.ndarray | None, p_va: np.ndarray) -> float:
+        # the two are averaged, not pooled: out-of-fold scores come from k other models,
+        # whose scales differ from the final model's on the validation rows
+        if use_cv and oof is not None:
+            return 0.5 * (pr_auc(y_tr, oof) + pr_auc(y_va, p_va))
+        return pr_auc(y_va, p_va)
+
+    def boosted(variant: str, xs: list[np.ndarray], names: list[str]) -> _Variant:
+        fit_args = {"feature_names": names, "categorical": categorical, "params": params}
+        if booster_fit is not None:
+            # another engine's fit (lightgbm.dask): early stopping on the validation window,
+            # no out-of-fold scores
+            booster, best = booster_fit(
+                xs[0], y_tr, xs[1], y_va, random_state=random_state, **fit_args
+            )
+            oof = None
+        else:
+            booster, best, oof = fit_booster(
+                xs[0], y_tr, xs[1], y_va, random_state=random_state, groups=item_ids[tr], **fit_args
+            )
+        v = _Variant(variant, booster, best, names, None, {}, xs[1], xs[2], xs[3])
+        v.selection_score = judge(oof, v.raw(xs[1]))
+        return v
+
+    candidates: dict[str, _Variant] = {}
+    if text_scores:
+        xs = [np.column_stack([tab[k]] + [sc[k] for _, _, sc in text_scores]) for k in range(4)]
+        names = names_tab[: len(base_names)] + [n for n, _, _ in text_scores]
+        names += names_tab[len(base_names) :]
+        # stacked scores go last, as in ScoringBundle.model_rows
+        order = list(range(len(base_names)))
+        order += list(range(len(names_tab), len(names_tab) + len(text_scores)))
+        order += list(range(len(base_names), len(names_tab)))
+        xs = [x[:, order] for x in xs]
+        v = boosted("stacked", xs, names)
+        main = {n: m for n, m, _ in text_scores}
+        v.text_model = main.get(TEXT_SCORE_FEATURE)
+        v.group_models = {
+            n.removeprefix(f"{TEXT_SCORE_FEATURE}__"): m
+            for n, m, _ in text_scores
+            if n != TEXT_SCORE_FEATURE
+        }
+        candidates["stacked"] = v
+    candidates["tabular"] = boosted("tabular", tab, names_tab)
+    if text_scores:
+        # the text variant: the text model whose score alone judges best
+        best_text: _Variant | None = None
+        for name, model, sc in text_scores:
+            cols = [s.reshape(-1, 1) for s in sc]
+            v = _Variant("text", None, 0, [name], model, {}, cols[1], cols[2], cols[3])
+            v.selection_score = judge(sc[0], sc[1])
+            if best_text is None or v.selection_score > best_text.selection_score:
+                best_text = v
+        assert best_text is not None
+        candidates["text"] = best_text
+        # the linear variant: one logistic regression on every text group's TF-IDF and the
+        # transform features (what a strong TF-IDF + LR baseline does)
+        blocks = tuple(b for g in transform.hashed_groups for b in g.blocks)
+        model, oof = fit_text_model_cv(
+            text_all[tr],
+            y_tr,
+            item_ids[tr],
+            blocks=blocks,
+            random_state=random_state,
+            dense_x=x_all[tr],
+            categorical=categorical,
+        )
+        cols = [oof.reshape(-1, 1)] + [
+            model.score(text_all[idx], x_all[idx]).reshape(-1, 1) for idx in (va, te, va_all)
+        ]
+        v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
+        v.selection_score = judge(oof, cols[1][:, 0])
+        candidates["linear"] = v
+
+    def score(v: _Variant) -> float:
+        return -math.inf if math.isnan(v.selection_score) else v.selection_score
+
+    # the stack ships only when clearly better than its best part (a difference within the
+    # selection noise does not pay for its complexity); ties among the others go to the
+    # simpler model
+    others = [candidates[k] for k in ("tabular", "text", "linear") if k in candidates]
+    chosen = max(others, key=score)
+    stacked = candidates.get("stacked")
+    if stacked is not None and score(stacked) > score(chosen) * (1 + SELECTION_MARGIN):
+        chosen = stacked
+    return _Variants(chosen, candidates)

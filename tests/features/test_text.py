@@ -20,6 +20,9 @@ from features.text import (
     SPAM_PHRASES,
     SPAM_WORDS,
     TEXT_STAT_NAMES,
+    char_text,
+    hashed_char_ngrams,
+    hashed_char_ngrams_rows,
     hashed_ngrams,
     hashed_ngrams_rows,
     text_stats,
@@ -198,6 +201,36 @@ def test_batch_hashing_equals_the_single_text_hasher_bit_for_bit(
     assert len(indptr) == len(rows) + 1 and indptr[-1] == len(idx) == len(val)
     for i, row in enumerate(rows):
         assert _row_of(indptr, idx, val, i) == hashed_ngrams(row, hash_dim, ngram_range)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.lists(_TEXT, min_size=0, max_size=3), max_size=8),
+    char_range=st.sampled_from([(3, 5), (1, 1), (2, 4)]),
+    hash_dim=st.sampled_from([1, 7, 1 << 18]),
+)
+def test_batch_char_hashing_equals_the_single_item_hasher_bit_for_bit(
+    rows: list[list[str | None]], char_range: tuple[int, int], hash_dim: int
+) -> None:
+    indptr, idx, val = hashed_char_ngrams_rows(rows, hash_dim, char_range)
+    assert len(indptr) == len(rows) + 1 and indptr[-1] == len(idx) == len(val)
+    for i, row in enumerate(rows):
+        assert _row_of(indptr, idx, val, i) == hashed_char_ngrams(row, hash_dim, char_range)
+
+
+def test_char_ngrams_of_known_texts() -> None:
+    assert char_text("  Hi\tTHERE\x00you ") == " hi there you "
+    assert char_text(None) == char_text("   ") == ""
+    idx, val = hashed_char_ngrams(["ab"], 1 << 20, (3, 5))  # " ab ": 2 trigrams, 1 4-gram
+    assert len(idx) == 3 and math.isclose(sum(v * v for v in val), 1.0)
+    # case and spacing do not matter; n-grams never span two texts
+    assert hashed_char_ngrams(["Free  WIN"], 1 << 20, (3, 5)) == hashed_char_ngrams(
+        ["free win"], 1 << 20, (3, 5)
+    )
+    joined, _ = hashed_char_ngrams(["ab cd"], 1 << 20, (3, 3))
+    split, _ = hashed_char_ngrams(["ab", "cd"], 1 << 20, (3, 3))
+    assert joined != split
+    assert hashed_char_ngrams([None, ""], 1 << 10, (3, 5)) == ([], [])
 
 
 def test_batch_hashing_of_known_rows() -> None:

@@ -209,7 +209,8 @@ def test_online_paths_build_no_pandas_objects(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.undo()
     np.testing.assert_array_equal(v, ft.transform(_frame())[2])
     np.testing.assert_array_equal(m[0], v)
-    assert h.shape == (1, 2**18) and h.nnz > 0
+    assert h.shape == (1, ft.hashed_width) and h.nnz > 0
+    assert ft.hashed_width == 2 * 2**18  # word and character n-grams of the text columns
 
 
 def test_for_snapshots_turns_every_column_it_names_into_features() -> None:
@@ -220,6 +221,7 @@ def test_for_snapshots_turns_every_column_it_names_into_features() -> None:
     ft = FeatureTransform.for_snapshots(hash_dim=1024, min_category_count=1)
     configured = set(ft.numeric) | set(ft.counts) | set(ft.categorical) | set(ft.text)
     configured |= {c for pair in ft.ratios for c in pair}
+    configured |= {c for group in ft.text_groups for c in group}
     assert configured <= set(SNAPSHOT_COLUMNS)  # it reads nothing the snapshots lack
     ft.fit(snap)
     names, present = set(ft.feature_names_), set(snap.columns)
@@ -231,19 +233,23 @@ def test_for_snapshots_turns_every_column_it_names_into_features() -> None:
         if n in present and d in present and f"{n}_per_{d}" not in names
     ]
     assert missing == []
-    assert ft.text_hashed(snap).shape == (len(snap), 1024)
+    # caption + hashtags: word and character n-grams; comment_text: its own word block
+    assert [g.name for g in ft.hashed_groups] == ["text", "comment_text"]
+    assert ft.text_hashed(snap).shape == (len(snap), 3 * 1024)
+    assert "comment_text" in ft.input_columns
 
 
 def test_text_hashed_matches_one_and_is_l2_normalised() -> None:
     ft = _ft(hash_dim=1 << 12).fit(_frame())
     H = ft.text_hashed(_frame())
-    assert H.shape == (12, 1 << 12)
-    norms = np.sqrt(np.asarray(H.multiply(H).sum(axis=1))).ravel()
-    np.testing.assert_allclose(norms[[0, 2]], 1.0)
-    assert norms[1] == 0.0  # null caption: empty row
+    assert H.shape == (12, 2 << 12)  # word n-grams, then character n-grams
+    for block in (H[:, : 1 << 12], H[:, 1 << 12 :]):  # each l2-normalised on its own
+        norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1))).ravel()
+        np.testing.assert_allclose(norms[[0, 2]], 1.0)
+        assert norms[1] == 0.0  # null caption: empty row
     for i, rec in enumerate(_frame().to_dict("records")):
         one = ft.text_hashed_one(rec)
-        assert one.shape == (1, 1 << 12)
+        assert one.shape == (1, 2 << 12)
         np.testing.assert_array_equal(one.toarray(), H[i].toarray())
 
 
@@ -277,7 +283,7 @@ def test_index_dtypes_and_empty_frames_do_not_matter() -> None:
     np.testing.assert_array_equal(ft.transform(nullable), base)
     assert ft.transform(_frame().iloc[:0]).shape == (0, len(ft.feature_names_))
     assert ft.transform_records([]).shape == (0, len(ft.feature_names_))
-    assert ft.text_hashed(_frame().iloc[:0]).shape == (0, 2**18)
+    assert ft.text_hashed(_frame().iloc[:0]).shape == (0, ft.hashed_width)
 
 
 def test_real_snapshots_frame_records_and_json_agree() -> None:
