@@ -858,9 +858,11 @@ def _build_variants(
 
     def boosted(variant: str, xs: list[np.ndarray], names: list[str]) -> _Variant:
         fit_args = {"feature_names": names, "categorical": categorical, "params": params}
-        if booster_fit is not None:
+        if booster_fit is not None and len(y_tr) >= params.cv_below_rows:
             # another engine's fit (lightgbm.dask): early stopping on the validation window,
-            # no out-of-fold scores
+            # no out-of-fold scores. Smaller training sets fit in this process: distributed
+            # LightGBM cannot cross-validate its rounds, and data that small gains nothing
+            # from a cluster.
             booster, best = booster_fit(
                 xs[0], y_tr, xs[1], y_va, random_state=random_state, **fit_args
             )
