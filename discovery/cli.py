@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from common.console import show, table
+from features.cli import SchedulerOpt
 
 discover_app = typer.Typer(
     help=(
@@ -94,14 +95,7 @@ def discover_command(
             "--engine", help="pandas, or dask: segment series aggregated on a Dask cluster."
         ),
     ] = "pandas",
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
-            "cluster sized to this machine).",
-        ),
-    ] = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from features.cli import SchedulerOpt
+
 
 def train_cmd(
     data: Annotated[
@@ -64,14 +66,7 @@ def train_cmd(
             help="pandas, or dask: snapshots and LightGBM (lightgbm.dask) on a Dask cluster.",
         ),
     ] = "pandas",
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
-            "cluster sized to this machine).",
-        ),
-    ] = None,
+    scheduler: SchedulerOpt = None,
     model_name: Annotated[
         str | None,
         typer.Option(
@@ -119,14 +114,7 @@ def score_cmd(
         str,
         typer.Option("--engine", help="pandas, or dask: snapshots and scoring on a Dask cluster."),
     ] = "pandas",
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="Dask scheduler address (default: SURFACER_DASK_SCHEDULER, else a local "
-            "cluster sized to this machine).",
-        ),
-    ] = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
     check_data_path(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from itertools import pairwise
 
@@ -14,22 +13,15 @@ from discovery.pipeline import discover
 from discovery.series import build_series, combine_counts, hour_grid, series_counts
 from discovery.series_dask import build_series_dask
 from discovery.signals import build_signals, item_dimensions
+from tests.support.dask import local_scheduler
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        yield cluster.scheduler_address
+    with local_scheduler(processes=False) as address:
+        yield address
 
 
 def test_counts_add_up_over_chunks(raw_tables: dict[str, pd.DataFrame]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,22 +15,15 @@ from features.validate import ContractError
 from simulator.config import SimConfig
 from simulator.core import simulate
 from surfacer.cli import run
+from tests.support.dask import local_scheduler
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        yield cluster.scheduler_address
+    with local_scheduler(processes=False) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from features.io import load_dataset, write_dataset
 from features.snapshot import build_snapshots
 from surfacer.cli import run
+from tests.support.dask import local_scheduler
 from tests.support.snapshot_tables import END, H, hand_tables, random_tables
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
@@ -19,16 +19,8 @@ pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        yield cluster.scheduler_address
+    with local_scheduler(processes=True) as address:
+        yield address
 
 
 def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:

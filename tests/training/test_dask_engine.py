@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support.dask import local_scheduler
 from training.fit import BoosterParams
 from training.jobs import save_bundle, score_to_file
 from training.pipeline import train
@@ -23,16 +23,8 @@ pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,  # LightGBM's network is per process
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        yield cluster.scheduler_address
+    with local_scheduler(processes=True) as address:
+        yield address
 
 
 def test_train_and_score_on_dask(small_sim: Path, scheduler: str, tmp_path: Path) -> None:
