@@ -38,7 +38,7 @@ TIME_COLUMNS = {
     "appeals": "filed_at",
     "labels": "labeled_at",
 }
-_SCORE_KEYS = {"item_id", "as_of", "anchor", "flagged", "horizon_h", "model_version"}
+_SCORE_KEYS = {"item_id", "as_of", "anchor", "flagged", "disabled", "horizon_h", "model_version"}
 
 
 class IncidentStore(Protocol):
@@ -177,9 +177,11 @@ def evidence_pool(
         part = rows[pick]
         if len(part) > per_stratum:
             part = part.iloc[np.sort(rng.choice(len(part), per_stratum, replace=False))]
+        # itertuples renames fields that start with "_" (namedtuple rules): a plain name
+        part = part.rename(columns={"_as_of": "scored_as_of"})
         for r in part.itertuples(index=False):
             item_id = str(r.item_id)
-            snap: dict[str, Any] = {"item_id": item_id, "as_of": r._as_of.isoformat()}
+            snap: dict[str, Any] = {"item_id": item_id, "as_of": r.scored_as_of.isoformat()}
             if item_id in items.index:
                 src = items.loc[item_id]
                 for f in fields:
@@ -193,7 +195,7 @@ def evidence_pool(
             pool.append(
                 {
                     "item_id": item_id,
-                    "as_of": r._as_of.isoformat(),
+                    "as_of": r.scored_as_of.isoformat(),
                     "anchor": "post",
                     "snapshot": snap,
                     "scores": probs,
@@ -201,7 +203,7 @@ def evidence_pool(
                     "reasons": {},
                     "model_version": model_version,
                     # the snapshot time: a later real scoring of the item supersedes this one
-                    "scored_at": r._as_of.isoformat(),
+                    "scored_at": r.scored_as_of.isoformat(),
                     "reach": 0.0,
                     "sampled": False,
                     "stratum": stratum,

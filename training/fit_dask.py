@@ -99,6 +99,7 @@ def fit_booster_dask(
 
     from common.cluster import n_workers
 
+    params = params.for_rows(len(y_train))  # sized to the data, as fit_booster does
     client = client or default_client()
     workers = n_workers(client)
     # one chunk per worker: LightGBM runs one process per worker holding data

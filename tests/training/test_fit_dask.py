@@ -49,7 +49,7 @@ def design(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_replayed_early_stopping_is_lightgbms() -> None:
     x, y = design(6000, 1)
     params = BoosterParams(max_rounds=400, early_stopping_rounds=30)
-    _, want = fit_booster(
+    _, want, _ = fit_booster(
         x[:4000],
         y[:4000],
         x[4000:],
@@ -59,7 +59,7 @@ def test_replayed_early_stopping_is_lightgbms() -> None:
         params=params,
     )
     full = lgb.train(
-        params.lgb_params(0),
+        params.for_rows(4000).lgb_params(0),
         lgb.Dataset(x[:4000], label=y[:4000], categorical_feature=[4]),
         num_boost_round=params.max_rounds,
     )
@@ -72,7 +72,7 @@ def test_dask_booster_matches_local_quality(client: object) -> None:
     tr, va, te = slice(0, 14_000), slice(14_000, 18_000), slice(18_000, None)
     params = BoosterParams(max_rounds=300, early_stopping_rounds=40)
     kwargs = dict(feature_names=list("abcdef"), categorical=[4], params=params)
-    local, _ = fit_booster(x[tr], y[tr], x[va], y[va], **kwargs)
+    local, _, _ = fit_booster(x[tr], y[tr], x[va], y[va], **kwargs)
     dist, best = fit_booster_dask(x[tr], y[tr], x[va], y[va], client=client, **kwargs)
     assert isinstance(dist, lgb.Booster)
     assert dist.current_iteration() == best  # trimmed to the best round, as fit_booster is

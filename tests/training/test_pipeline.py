@@ -118,8 +118,14 @@ def test_simulation_training_is_point_in_time_and_near_the_oracle(small_sim: Pat
     we = report.overall["wrongful_enforcement"]
     assert we["n"] > 0 and result.bundle.anchors["wrongful_enforcement"] == "moderation"
     assert set(report.segments["dimension"]) >= {"region", "format", "category"}
-    # ~190 items a day: a capacity of 20 a day flags a minority of the test rows
-    for issue in ("low_quality", "harmful_interactions"):
+    # ~190 items a day: a capacity of 20 a day flags a minority of the test rows. The gate
+    # may disable an issue on data this small; it must then say why, and not everything may go.
+    enabled = [
+        i for i in ("low_quality", "harmful_interactions") if i not in result.bundle.disabled
+    ]
+    assert enabled, result.bundle.disabled
+    assert all(why.strip() for why in result.bundle.disabled.values())
+    for issue in enabled:
         m = report.overall[issue]
         assert 0 < result.bundle.thresholds[issue] <= 1
         assert 0 < m["flagged"] < 0.5 * m["n"], (issue, m)
