@@ -144,10 +144,9 @@ class DenseLinear:
         num = sp.hstack([num, sp.csr_matrix((n, self.width - num.shape[1]))], format="csr")
         return (num + onehot).tocsr()
 
-    def z_one(self, row: np.ndarray) -> float:
-        """`z` of one transform row, in one compiled pass (the single-item path)."""
-        return dense_linear_row(
-            np.asarray(row, dtype=np.float64).ravel(),
+    def _kernel_args(self) -> tuple:
+        """The arrays the compiled row and batch kernels read, in their argument order."""
+        return (
             self.num_cols,
             self.fill,
             self.mean,
@@ -159,21 +158,14 @@ class DenseLinear:
             self.coef,
         )
 
+    def z_one(self, row: np.ndarray) -> float:
+        """`z` of one transform row, in one compiled pass (the single-item path)."""
+        return dense_linear_row(np.asarray(row, dtype=np.float64).ravel(), *self._kernel_args())
+
     def z(self, x: np.ndarray) -> np.ndarray:
         """The dense part's z of rows x (the same compiled code as `z_one`, row by row)."""
         x = np.ascontiguousarray(np.atleast_2d(np.asarray(x, dtype=np.float64)))
-        return dense_linear_rows(
-            x,
-            self.num_cols,
-            self.fill,
-            self.mean,
-            self.scale,
-            self.CLIP,
-            self.cat_cols,
-            self.cat_sizes,
-            self.cat_offsets,
-            self.coef,
-        )
+        return dense_linear_rows(x, *self._kernel_args())
 
 
 class TextModel:
