@@ -196,6 +196,8 @@ class StreamConsumer:
                 if max_messages is not None:
                     messages = messages[: max_messages - self.stats.messages]
                 for msg_id, fields in messages:
+                    if stop.is_set():
+                        break  # the rest stays pending: read first on restart
                     self._handle(msg_id, fields)
             except (StoreUnavailable, *self._errors) as exc:
                 log.warning("stream consumer waiting: %s", exc)
