@@ -64,11 +64,16 @@ def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def run_ingest(
-    url: str, *, max_messages: int | None = None, drain: bool = False, quiet: bool = False
+    url: str,
+    *,
+    max_messages: int | None = None,
+    drain: bool = False,
+    quiet: bool = False,
+    count: int = 256,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled."""
     from features.online import store_from_settings
-    from features.online.ingest import ingest
+    from features.online.ingest import ingest, ingest_many
     from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
 
     if url.startswith("nats://"):
@@ -103,7 +108,7 @@ def run_ingest(
     source = StreamSource.parse(url)
     store = store_from_settings(get_settings())
     store.ping()
-    consumer = StreamConsumer(source, lambda batches, bid: ingest(store, batches, bid))
+    consumer = StreamConsumer(source, lambda messages: ingest_many(store, messages), count=count)
     stop = threading.Event()
     if not quiet:
         typer.echo(
@@ -215,9 +220,17 @@ def register(app: typer.Typer) -> None:
         drain: Annotated[
             bool, typer.Option("--drain", help="Stop once the stream has no new message.")
         ] = False,
+        count: Annotated[
+            int,
+            typer.Option(
+                help="Redis Streams: messages per read, applied in one round trip and "
+                "acknowledged with one XACK.",
+                min=1,
+            ),
+        ] = 256,
     ) -> None:
         try:
-            run_ingest(from_url, max_messages=max_messages, drain=drain)
+            run_ingest(from_url, max_messages=max_messages, drain=drain, count=count)
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise SystemExit(2) from None

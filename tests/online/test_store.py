@@ -167,3 +167,29 @@ def test_comment_text_keeps_the_latest_in_time_then_arrival_order(store_factory)
     assert snap["comment_text"] == expected
     assert len(expected.split("\n")) == 2 * COMMENT_TEXT_LAST  # each text holds one newline
     assert store.snapshot("b", as_of)["comment_text"] == ""
+
+
+def test_future_bound_is_inclusive_and_per_column() -> None:
+    """`future_problems`: a timestamp exactly at now + bound passes, one microsecond later
+    is reported with its column and row; missing timestamps are not judged."""
+    from features.online.ingest import future_problems
+
+    now = pd.Timestamp("2026-11-01T00:00:00Z")
+    frame = pd.DataFrame(
+        {
+            "filed_at": pd.to_datetime(
+                [now + pd.Timedelta(seconds=30), now - pd.Timedelta(days=1)], utc=True
+            ),
+            "resolved_at": pd.to_datetime(
+                [None, now + pd.Timedelta(seconds=30, microseconds=1)], utc=True
+            ),
+        }
+    )
+    (problem,) = future_problems("appeals", frame, 30, now.value)
+    assert (problem.table, problem.column, problem.rows, problem.count) == (
+        "appeals",
+        "resolved_at",
+        [1],
+        1,
+    )
+    assert future_problems("appeals", frame, 31, now.value) == []
