@@ -288,7 +288,10 @@ def main() -> None:
     parser.add_argument(
         "--message-events", type=int, default=1000, help="events per stream message"
     )
-    parser.add_argument("--count", type=int, default=256, help="messages per XREADGROUP")
+    parser.add_argument("--count", type=int, default=64, help="messages per XREADGROUP")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port of the service (default: a free one)"
+    )
     parser.add_argument(
         "--bg-rate",
         type=float,
@@ -339,7 +342,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             args.redis, store, events, args.message_events, args.count, tag
         )
 
-        port = _free_port()
+        port = args.port or _free_port()
         env = {
             **os.environ,
             "SURFACER_DATA_DIR": str(work / "state"),

@@ -69,7 +69,7 @@ def run_ingest(
     max_messages: int | None = None,
     drain: bool = False,
     quiet: bool = False,
-    count: int = 256,
+    count: int = 64,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled."""
     from features.online import store_from_settings
@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
                 "acknowledged with one XACK.",
                 min=1,
             ),
-        ] = 256,
+        ] = 64,
     ) -> None:
         try:
             run_ingest(from_url, max_messages=max_messages, drain=drain, count=count)

@@ -105,7 +105,8 @@ class StreamConsumer:
     BatchRejected that kept the message out, per message. Then one XACK acknowledges the
     read (after the apply answered, never before), with the rejected messages copied to the
     dead-letter stream in the same pipeline. Messages carry batches of rows, so a read of
-    `count` messages is thousands of events for two round trips.
+    `count` messages is thousands of events for two round trips; `count` also bounds how
+    long a stop waits (it is checked between reads).
     """
 
     def __init__(
@@ -113,7 +114,7 @@ class StreamConsumer:
         source: StreamSource,
         apply_many: ApplyMany,
         *,
-        count: int = 256,
+        count: int = 64,
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
     ) -> None:
