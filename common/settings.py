@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     online_batch_ttl_s: float = Field(
         default=86_400.0, gt=0, description="How long a batch id is remembered (idempotence)."
     )
+    online_max_future_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Clock skew bound: rows whose event time is further than this ahead of "
+        "the service's wall clock are rejected (HTTP 422 naming table, column and rows; "
+        "stream: dead-lettered), so that they cannot move the store clock and its windows.",
+    )
     online_rescore_s: float = Field(
         default=5.0,
         ge=0,

@@ -230,7 +230,7 @@ def parse_timestamp_text(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarra
     """
     text = s.astype("str").str.strip()
     notna = text.notna().to_numpy()
-    has_zone = text.str.contains(_TZ_SUFFIX, na=False).to_numpy()
+    has_zone = _has_zone(text)
     out = _to_utc(text.where(has_zone))
     bad = has_zone & out.isna().to_numpy()
     naive = notna & ~has_zone
@@ -240,6 +240,15 @@ def parse_timestamp_text(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarra
         bad |= unreadable
         naive &= ~unreadable
     return out, bad, naive
+
+
+def _has_zone(text: pd.Series) -> np.ndarray:
+    """Rows whose text ends in a time with a zone (`_TZ_SUFFIX`), matched by Arrow's RE2 in
+    one vectorized call: per-row Python regex calls were the largest cost of checking an
+    ingest batch (every event has a timestamp)."""
+    arr = pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string())
+    hit = pc.match_substring_regex(arr, _TZ_SUFFIX.pattern, ignore_case=True)
+    return hit.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _to_utc(text: pd.Series) -> pd.Series:

@@ -86,6 +86,12 @@ class OnlineService:
 
         return ingest(self.store, batches, batch_id)
 
+    def ingest_many(self, messages: Sequence[tuple[Sequence[Batch], str | None]]) -> list[Any]:
+        """Several messages in one round trip (`features.online.ingest.ingest_many`)."""
+        from features.online.ingest import ingest_many
+
+        return ingest_many(self.store, messages)
+
     def due(self, limit: int = 2000) -> list[str]:
         """Items to score now: changed (by any ingester: the store keeps the touched set)
         and not scored within rescore_s, or past one of their horizons."""

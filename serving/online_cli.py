@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -33,12 +35,45 @@ def _loopback(url: str) -> str:
     return url.rstrip("/")
 
 
+def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGTERM and Ctrl-C set `stop` (the consumer finishes the read in hand, acknowledges
+    it and returns); returns a function that restores the previous handlers.
+
+    Why not Python's default KeyboardInterrupt: a process started in the background by a
+    non-interactive shell (CI logs, `make test &`, a supervisor script) inherits SIGINT
+    *ignored*, so Python installs no KeyboardInterrupt and `kill -INT` did nothing; and
+    SIGTERM, what process managers send, killed the consumer without a word. SIGINT is still
+    left alone when inherited ignored (the shell's way of keeping Ctrl-C away from
+    background jobs); SIGTERM always stops it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, object] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(sig)
+        if sig == signal.SIGINT and current == signal.SIG_IGN:
+            continue
+        previous[sig] = current
+        signal.signal(sig, lambda *_: stop.set())
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    return restore
+
+
 def run_ingest(
-    url: str, *, max_messages: int | None = None, drain: bool = False, quiet: bool = False
+    url: str,
+    *,
+    max_messages: int | None = None,
+    drain: bool = False,
+    quiet: bool = False,
+    count: int = 64,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled."""
     from features.online import store_from_settings
-    from features.online.ingest import ingest
+    from features.online.ingest import ingest, ingest_many
     from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
 
     if url.startswith("nats://"):
@@ -50,15 +85,19 @@ def run_ingest(
         if not quiet:
             typer.echo(
                 f"ingest: consuming JetStream {nats_source.stream} "
-                f"({nats_source.subject}, durable {nats_source.durable}); Ctrl-C stops"
+                f"({nats_source.subject}, durable {nats_source.durable}); Ctrl-C or SIGTERM "
+                "stops"
             )
+        stop = threading.Event()
+        restore = stop_on_signals(stop)
         try:
             stats = asyncio.run(
-                consume_nats(nats_source, lambda b, bid: ingest(store, b, bid), until_idle=drain)
+                consume_nats(
+                    nats_source, lambda b, bid: ingest(store, b, bid), stop, until_idle=drain
+                )
             )
-        except KeyboardInterrupt:
-            return 0
         finally:
+            restore()
             store.close()
         if not quiet:
             typer.echo(
@@ -69,19 +108,19 @@ def run_ingest(
     source = StreamSource.parse(url)
     store = store_from_settings(get_settings())
     store.ping()
-    consumer = StreamConsumer(source, lambda batches, bid: ingest(store, batches, bid))
+    consumer = StreamConsumer(source, lambda messages: ingest_many(store, messages), count=count)
     stop = threading.Event()
     if not quiet:
         typer.echo(
             f"ingest: consuming {source.stream} (group {source.group}, consumer "
-            f"{source.consumer}) into the {store.backend} online store; Ctrl-C stops"
+            f"{source.consumer}) into the {store.backend} online store; Ctrl-C or SIGTERM "
+            "stops"
         )
+    restore = stop_on_signals(stop)
     try:
         stats = consumer.run(stop, max_messages=max_messages, until_idle=drain)
-    except KeyboardInterrupt:
-        stop.set()
-        stats = consumer.stats
     finally:
+        restore()
         consumer.close()
         store.close()
     if not quiet:
@@ -181,9 +220,17 @@ def register(app: typer.Typer) -> None:
         drain: Annotated[
             bool, typer.Option("--drain", help="Stop once the stream has no new message.")
         ] = False,
+        count: Annotated[
+            int,
+            typer.Option(
+                help="Redis Streams: messages per read, applied in one round trip and "
+                "acknowledged with one XACK.",
+                min=1,
+            ),
+        ] = 64,
     ) -> None:
         try:
-            run_ingest(from_url, max_messages=max_messages, drain=drain)
+            run_ingest(from_url, max_messages=max_messages, drain=drain, count=count)
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise SystemExit(2) from None

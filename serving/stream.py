@@ -92,13 +92,27 @@ def message_batch(stream: str, msg_id: str, fields: dict[bytes, bytes]) -> tuple
     )
 
 
+Message = tuple[bytes, dict[bytes, bytes]]
+ApplyMany = Callable[[list[tuple[list[Batch], str]]], list[Any]]
+
+
 class StreamConsumer:
-    """A Redis Streams consumer-group member applying messages with `apply`."""
+    """A Redis Streams consumer-group member applying whole reads with `apply_many`.
+
+    `apply_many([(batches, batch_id), ...])` is `features.online.ingest.ingest_many`: every
+    message of a read is checked and applied on its own (atomic, idempotent under its own
+    batch id) but all of them in one round trip; it answers an ApplyResult or the
+    BatchRejected that kept the message out, per message. Then one XACK acknowledges the
+    read (after the apply answered, never before), with the rejected messages copied to the
+    dead-letter stream in the same pipeline. Messages carry batches of rows, so a read of
+    `count` messages is thousands of events for two round trips; `count` also bounds how
+    long a stop waits (it is checked between reads).
+    """
 
     def __init__(
         self,
         source: StreamSource,
-        apply: Callable[[list[Batch], str | None], Any],
+        apply_many: ApplyMany,
         *,
         count: int = 64,
         block_ms: int = 500,
@@ -107,7 +121,7 @@ class StreamConsumer:
         import redis
 
         self.source = source
-        self.apply = apply
+        self.apply_many = apply_many
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
@@ -124,31 +138,43 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _handle(self, msg_id: bytes, fields: dict[bytes, bytes]) -> None:
-        """Apply one message, then acknowledge it (StoreUnavailable: not acknowledged)."""
+    def _handle(self, messages: list[Message]) -> None:
+        """Apply a read, then acknowledge it (StoreUnavailable: nothing acknowledged)."""
         src = self.source
-        mid = msg_id.decode()
-        try:
-            batch, batch_id = message_batch(src.stream, mid, fields)
-            result = self.apply([batch], batch_id)
-        except (BatchRejected, ValueError) as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise
-            self.client.xadd(
+        parsed: list[tuple[list[Batch], str]] = []
+        parsed_msgs: list[Message] = []
+        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        for msg_id, fields in messages:
+            try:
+                batch, batch_id = message_batch(src.stream, msg_id.decode(), fields)
+            except ValueError as exc:
+                dead.append((msg_id, fields, str(exc)))
+                continue
+            parsed.append(([batch], batch_id))
+            parsed_msgs.append((msg_id, fields))
+        results = self.apply_many(parsed) if parsed else []
+        for (msg_id, fields), result in zip(parsed_msgs, results, strict=True):
+            if isinstance(result, BatchRejected):
+                dead.append((msg_id, fields, str(result)))
+            else:
+                self.stats.rows += result.rows
+                self.stats.duplicates += int(result.duplicate)
+        pipe = self.client.pipeline(transaction=False)
+        order = {msg_id: k for k, (msg_id, _) in enumerate(messages)}
+        for msg_id, fields, error in sorted(dead, key=lambda d: order[d[0]]):
+            pipe.xadd(
                 f"{src.stream}:dead",
-                {"id": mid, "error": str(exc)[:2000], **{k.decode(): v for k, v in fields.items()}},
+                {"id": msg_id, "error": error[:2000], **{k.decode(): v for k, v in fields.items()}},
                 maxlen=100_000,
                 approximate=True,
             )
-            self.stats.rejected += 1
-            log.warning("stream message %s rejected (dead-lettered): %s", mid, exc)
-        else:
-            self.stats.rows += result.rows
-            self.stats.duplicates += int(result.duplicate)
-        self.client.xack(src.stream, src.group, msg_id)
-        self.stats.messages += 1
+            log.warning("stream message %s rejected (dead-lettered): %s", msg_id.decode(), error)
+        pipe.xack(src.stream, src.group, *(m for m, _ in messages))
+        pipe.execute()
+        self.stats.rejected += len(dead)
+        self.stats.messages += len(messages)
 
-    def _read(self, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _read(self, start: str) -> list[Message]:
         src = self.source
         reply = self.client.xreadgroup(
             src.group,
@@ -166,8 +192,9 @@ class StreamConsumer:
         max_messages: int | None = None,
         until_idle: bool = False,
     ) -> ConsumerStats:
-        """Consume until `stop` is set, `max_messages` were handled, or (`until_idle`) a
-        read finds no new message."""
+        """Consume until `stop` is set (checked between reads; a read is at most
+        `block_ms` long when the stream is quiet), `max_messages` were handled, or
+        (`until_idle`) a read finds no new message."""
         stop = stop or threading.Event()
         self.ensure_group()
         src = self.source
@@ -194,9 +221,10 @@ class StreamConsumer:
                     if not messages and until_idle:
                         break
                 if max_messages is not None:
+                    # the rest of the read stays pending: read first on the next start
                     messages = messages[: max_messages - self.stats.messages]
-                for msg_id, fields in messages:
-                    self._handle(msg_id, fields)
+                if messages:
+                    self._handle(messages)
             except (StoreUnavailable, *self._errors) as exc:
                 log.warning("stream consumer waiting: %s", exc)
                 pending_done = False  # re-read what was not acknowledged
@@ -227,7 +255,7 @@ async def consume_in_service(online: Any, url: str) -> None:
     source = StreamSource(
         source.redis_url, source.stream, source.group, f"{source.consumer}-{os.getpid()}"
     )
-    consumer = StreamConsumer(source, online.ingest)
+    consumer = StreamConsumer(source, online.ingest_many)
     stop = threading.Event()
     try:
         await asyncio.to_thread(consumer.run, stop)

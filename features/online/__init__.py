@@ -69,6 +69,7 @@ def store_from_settings(settings: object) -> OnlineStore:
         horizon_h=settings.online_horizon_h,  # type: ignore[attr-defined]
         late_s=settings.online_late_s,  # type: ignore[attr-defined]
         batch_ttl_s=settings.online_batch_ttl_s,  # type: ignore[attr-defined]
+        max_future_s=settings.online_max_future_s,  # type: ignore[attr-defined]
     )
     return open_store(
         settings.online_store,  # type: ignore[attr-defined]

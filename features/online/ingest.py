@@ -13,22 +13,28 @@ no row id, so a batch sent without an id is applied every time it is sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.contract import TABLES
 from features.online.errors import Batch, BatchRejected
-from features.online.ops import ONLINE_TABLES
+from features.online.ops import ONLINE_TABLES, OnlineConfig
 from features.online.store import ApplyResult, OnlineStore
 from features.validate import Problem, coerce_table, validate_table
 
 MAX_BATCH_ID = 200
 
 
-def to_frame(batch: Batch) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """The rows as a contract-typed frame, or the problems that stop it."""
+def to_frame(
+    batch: Batch, max_future_s: float | None = None, now_ns: int | None = None
+) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """The rows as a contract-typed frame, or the problems that stop it. With
+    `max_future_s`, a timestamp later than the wall clock (`now_ns`, default: now) plus
+    that bound is a problem of its column and rows."""
     name = batch.table
     if name not in ONLINE_TABLES:
         return None, [
@@ -59,7 +65,36 @@ def to_frame(batch: Batch) -> tuple[pd.DataFrame | None, list[Problem]]:
         )
     frame = coerce_table(name, frame.drop(columns=unknown))
     problems += validate_table(name, frame)
+    if max_future_s is not None and not problems:
+        problems += future_problems(name, frame, max_future_s, now_ns)
     return frame, problems
+
+
+def future_problems(
+    name: str, frame: pd.DataFrame, max_future_s: float, now_ns: int | None = None
+) -> list[Problem]:
+    """Timestamps further ahead of the wall clock than the skew bound, per column."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    limit = pd.Timestamp(now_ns + round(max_future_s * 1e9), tz="UTC")
+    problems = []
+    for col in TABLES[name].columns:
+        if col.kind != "timestamp" or col.name not in frame.columns:
+            continue
+        ahead = (frame[col.name] > limit).fillna(False).to_numpy(dtype=bool)
+        if ahead.any():
+            rows = np.flatnonzero(ahead)
+            problems.append(
+                Problem(
+                    name,
+                    col.name,
+                    f"event time more than {max_future_s:g} s ahead of the service clock "
+                    f"(latest allowed {limit.isoformat()}; setting "
+                    "SURFACER_ONLINE_MAX_FUTURE_S)",
+                    rows[:5].tolist(),
+                    int(rows.size),
+                )
+            )
+    return problems
 
 
 def _columns(rows: list[Mapping[str, Any]], expected: Sequence[str]) -> list[str]:
@@ -86,16 +121,82 @@ def ingest(
 ) -> ApplyResult:
     """Check every batch against the contract, then apply them all in one atomic step."""
     batch_id = check_batch_id(batch_id)
+    return store.apply(_frames(batches, store.config), batch_id=batch_id)
+
+
+def _frames(batches: Sequence[Batch], cfg: OnlineConfig) -> list[tuple[str, pd.DataFrame]]:
+    """The contract-checked frames of one batch, or BatchRejected with every problem
+    (contract problems, and rows dated beyond the clock-skew bound)."""
     frames: list[tuple[str, pd.DataFrame]] = []
     problems: list[Problem] = []
+    now_ns = time.time_ns()
     for b in batches:
-        frame, found = to_frame(b)
+        frame, found = to_frame(b, cfg.max_future_s, now_ns)
         problems += found
         if frame is not None and not found:
             frames.append((b.table, frame))
     if problems:
         raise BatchRejected(problems)
-    return store.apply(frames, batch_id=batch_id)
+    return frames
+
+
+def ingest_many(
+    store: OnlineStore, messages: Sequence[tuple[Sequence[Batch], str | None]]
+) -> list[ApplyResult | BatchRejected]:
+    """`ingest` for several messages in one round trip to the store: each is checked and
+    applied on its own (atomic, idempotent under its own batch id), so one bad message is
+    rejected alone and a re-delivered one is a no-op alone. Per message: its ApplyResult,
+    or the BatchRejected that kept it out. StoreUnavailable: nothing was acknowledged by
+    the store for any of them (some may have been applied; their ids make a retry a no-op).
+    """
+    out: list[ApplyResult | BatchRejected | None] = [None] * len(messages)
+    todo: list[int] = []
+    planned: list[tuple[list[tuple[str, pd.DataFrame]], str | None]] = []
+    checked = _check_together(messages, store.config)
+    for k, (batches, batch_id) in enumerate(messages):
+        try:
+            frames = checked[k] if k in checked else _frames(batches, store.config)
+            planned.append((frames, check_batch_id(batch_id)))
+            todo.append(k)
+        except BatchRejected as exc:
+            out[k] = exc
+    for k, result in zip(todo, store.apply_many(planned), strict=True):
+        out[k] = result
+    return out  # type: ignore[return-value]
+
+
+def _check_together(
+    messages: Sequence[tuple[Sequence[Batch], str | None]], cfg: OnlineConfig
+) -> dict[int, list[tuple[str, pd.DataFrame]]]:
+    """Contract-check the one-table, column-shaped messages of a read table by table in one
+    frame (the checks' fixed cost per call dominated reads of small messages), then cut
+    the frame back into the messages' rows. A table whose combined check finds any problem
+    is left out (its messages are then checked one by one, so a bad message is rejected
+    alone with its own row numbers); the checks are per row except uniqueness, which a
+    combined frame can only make stricter."""
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for k, (batches, _) in enumerate(messages):
+        if len(batches) != 1 or batches[0].columns is None or batches[0].rows is not None:
+            continue
+        cols = batches[0].columns
+        lengths = {len(v) for v in cols.values() if isinstance(v, list | tuple)}
+        if len(lengths) != 1 or len(cols) != len([v for v in cols.values() if v is not None]):
+            continue
+        groups.setdefault((batches[0].table, tuple(cols)), []).append(k)
+    out: dict[int, list[tuple[str, pd.DataFrame]]] = {}
+    now_ns = time.time_ns()
+    for (table, names), members in groups.items():
+        if len(members) < 2:
+            continue
+        sizes = [len(next(iter(messages[k][0][0].columns.values()))) for k in members]
+        joined = {c: [v for k in members for v in messages[k][0][0].columns[c]] for c in names}
+        frame, problems = to_frame(Batch(table, columns=joined), cfg.max_future_s, now_ns)
+        if problems or frame is None:
+            continue
+        bounds = np.cumsum([0, *sizes])
+        for k, lo, hi in zip(members, bounds[:-1], bounds[1:], strict=True):
+            out[k] = [(table, frame.iloc[lo:hi].reset_index(drop=True))]
+    return out
 
 
 def json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:

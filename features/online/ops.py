@@ -97,7 +97,8 @@ META_KEY = "meta"  # hash: the store clock (latest applied timestamp, padded ns)
 
 @dataclass(frozen=True)
 class OnlineConfig:
-    """How long item state lives, in event time.
+    """How long item state lives, in event time, and how far ahead of the wall clock an
+    event time may be (`max_future_s`, the clock-skew bound).
 
     An item's state is kept until `horizon_h` (the last snapshot horizon) plus `late_s`
     after it was posted; events, moderation and appeals of an item arriving before then are
@@ -107,6 +108,10 @@ class OnlineConfig:
     horizon_h: float = 24.0
     late_s: float = 600.0
     batch_ttl_s: float = 86_400.0
+    # Rows dated more than this ahead of the wall clock are rejected before planning: one
+    # such row would move the store clock (`meta`) forward, and every live snapshot, window
+    # and expiry sweep reads that clock (items would expire early, windows look empty).
+    max_future_s: float = 300.0
 
     @property
     def life_ns(self) -> int:
@@ -129,7 +134,7 @@ class Plan:
         """The full op list: the batch guard first, the clock and the expiry sweep last."""
         ops: list[tuple[Any, ...]] = []
         if batch_id is not None:
-            ops.append(("BATCH", f"b:{batch_id}", str(round(cfg.batch_ttl_s * 1000))))
+            ops.append(("BATCH", str(round(cfg.batch_ttl_s * 1000)), f"b:{batch_id}"))
         ops += self.ops
         if self.max_ts_ns is not None:
             ops.append(("HMAX", META_KEY, "clock", pad_ts(self.max_ts_ns)))
@@ -353,13 +358,21 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
 def _members(
     item_codes: np.ndarray, users: np.ndarray, mask: np.ndarray, n_items: int
 ) -> list[list[str]]:
-    """Distinct non-null user ids per item among rows in `mask`."""
+    """Distinct non-null user ids per item among rows in `mask` (deduplicated by pandas'
+    hashing, not a Python set per row: most events are views with a user)."""
     out: list[list[str]] = [[] for _ in range(n_items)]
-    seen: set[tuple[int, str]] = set()
-    for j, u in zip(item_codes[mask].tolist(), users[mask].tolist(), strict=True):
-        if isinstance(u, str) and (j, u) not in seen:
-            seen.add((j, u))
-            out[j].append(u)
+    sel = np.flatnonzero(mask)
+    if not sel.size:
+        return out
+    u = users[sel]
+    keep = np.fromiter((isinstance(x, str) for x in u), dtype=bool, count=u.size)
+    pairs = pd.DataFrame({"i": item_codes[sel][keep], "u": u[keep]}).drop_duplicates()
+    codes = pairs["i"].to_numpy()
+    names = pairs["u"].to_numpy(dtype=object)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_items + 1))
+    for j in np.flatnonzero(np.diff(bounds)).tolist():
+        out[j] = names[order[bounds[j] : bounds[j + 1]]].tolist()
     return out
 
 

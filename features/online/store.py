@@ -13,7 +13,7 @@ import bisect
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,29 @@ class OnlineStore:
             items=tuple(sorted(plan.items)) if applied else (),
             clock_ns=plan.max_ts_ns,
         )
+
+    def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
+        """Run several op lists, each atomically on its own (a backend with a network in
+        between sends them in one round trip)."""
+        return [self._run(ops) for ops in op_lists]
+
+    def apply_many(
+        self, batches: Sequence[tuple[Iterable[tuple[str, pd.DataFrame]], str | None]]
+    ) -> list[ApplyResult]:
+        """`apply` for several batches, each atomic and idempotent under its own batch id,
+        in one round trip: what the stream consumer does with a whole read."""
+        plans = [(plan_tables(tables, self.config), bid) for tables, bid in batches]
+        done = self._run_many([plan.finish(bid, self.config) for plan, bid in plans])
+        return [
+            ApplyResult(
+                rows=plan.rows if applied else 0,
+                expired=expired,
+                duplicate=not applied,
+                items=tuple(sorted(plan.items)) if applied else (),
+                clock_ns=plan.max_ts_ns,
+            )
+            for (plan, _), (applied, expired) in zip(plans, done, strict=True)
+        ]
 
     def now_ns(self) -> int | None:
         """The as_of of a live snapshot: just after the latest applied timestamp."""
@@ -232,9 +255,10 @@ class MemoryStore(OnlineStore):
                     z[op[4]] = score = float(op[3])
                     heapq.heappush(self._heap, (score, op[4]))
             elif name == "BATCH":
-                if self._alive(op[1]):
+                if any(self._alive(key) for key in op[2:]):
                     return False, 0
-                self._ttl[op[1]] = time.monotonic() + int(op[2]) / 1000
+                for key in op[2:]:
+                    self._ttl[key] = time.monotonic() + int(op[1]) / 1000
             elif name == "SWEEP":
                 self._sweep(int(op[1]), int(op[2]))
             else:

@@ -224,3 +224,33 @@ async def test_service_consumes_the_stream_itself(champion_v1, tmp_path, sim_tab
         store.close()
         client.delete(stream, f"{stream}:dead")
         client.close()
+
+
+async def test_future_event_time_rejected_and_windows_untouched(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """Rows dated beyond the clock-skew bound: 422 naming table, column and rows; nothing of
+    the batch applied, the store clock (which every window and expiry reads) not moved."""
+    store = store_factory(OnlineConfig(max_future_s=300))
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 3)
+    item = part["items"]["item_id"].iloc[0]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        assert (await _post(client, "items", part["items"])).status_code == 200
+        clock = store.clock_ns()
+        rows = json_rows(part["events"][part["events"]["item_id"] == item].head(4))
+        ahead = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=2)
+        rows[2] = dict(rows[2], ts=ahead.isoformat())
+        r = await client.post("/v1/events", json={"rows": rows})
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"] == ["body", "events", "ts", "rows", 2]
+        assert "ahead of the service clock" in problem["msg"]
+        assert "SURFACER_ONLINE_MAX_FUTURE_S" in problem["msg"]
+        assert store.clock_ns() == clock
+        snap = store.snapshot(item)
+        assert snap["n_view"] + snap["n_like"] + snap["n_comment"] == 0
+        # the same rows with the bad one dropped are applied, windows from the real clock
+        r = await client.post("/v1/events", json={"rows": rows[:2] + rows[3:]})
+        assert r.status_code == 200, r.text
+        assert store.clock_ns() < ahead.value

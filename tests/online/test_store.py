@@ -167,3 +167,62 @@ def test_comment_text_keeps_the_latest_in_time_then_arrival_order(store_factory)
     assert snap["comment_text"] == expected
     assert len(expected.split("\n")) == 2 * COMMENT_TEXT_LAST  # each text holds one newline
     assert store.snapshot("b", as_of)["comment_text"] == ""
+
+
+def test_future_bound_is_inclusive_and_per_column() -> None:
+    """`future_problems`: a timestamp exactly at now + bound passes, one microsecond later
+    is reported with its column and row; missing timestamps are not judged."""
+    from features.online.ingest import future_problems
+
+    now = pd.Timestamp("2026-11-01T00:00:00Z")
+    frame = pd.DataFrame(
+        {
+            "filed_at": pd.to_datetime(
+                [now + pd.Timedelta(seconds=30), now - pd.Timedelta(days=1)], utc=True
+            ),
+            "resolved_at": pd.to_datetime(
+                [None, now + pd.Timedelta(seconds=30, microseconds=1)], utc=True
+            ),
+        }
+    )
+    (problem,) = future_problems("appeals", frame, 30, now.value)
+    assert (problem.table, problem.column, problem.rows, problem.count) == (
+        "appeals",
+        "resolved_at",
+        [1],
+        1,
+    )
+    assert future_problems("appeals", frame, 31, now.value) == []
+
+
+def test_a_read_checked_together_still_rejects_one_message_alone(store_factory) -> None:
+    """`ingest_many` checks a read's messages of one table in one frame; a bad row in one
+    message still rejects that message alone, with its own row number, and the others
+    apply exactly once each (re-sent: duplicates)."""
+    from features.online.errors import Batch, BatchRejected
+    from features.online.ingest import ingest, ingest_many, json_columns
+
+    store = store_factory()
+    ingest(store, [Batch("items", columns=json_columns(_items("a", "b")))])
+    good1 = json_columns(_events("a", [1, 2, 3]))
+    bad = json_columns(_events("b", [1, 2]))
+    bad["kind"][1] = "viewz"
+    good2 = json_columns(_events("b", [4, 5, 6, 7], user="w"))
+    messages = [
+        ([Batch("events", columns=cols)], f"m{k}") for k, cols in enumerate([good1, bad, good2])
+    ]
+    first, rejected, second = ingest_many(store, messages)
+    assert isinstance(rejected, BatchRejected)
+    assert "events.kind" in str(rejected) and "(1 row: 1)" in str(rejected)
+    assert (first.rows, second.rows) == (3, 4)
+    assert store.snapshot("a")["n_view"] == 3 and store.snapshot("b")["n_view"] == 4
+    again = ingest_many(store, [messages[0], messages[2]])
+    assert [r.duplicate for r in again] == [True, True]
+    assert store.snapshot("b")["n_view"] == 4
+    # a read without a bad message: checked as one frame and cut back per message
+    more = [
+        ([Batch("events", columns=json_columns(_events("b", [8], user="x")))], "m3"),
+        ([Batch("events", columns=json_columns(_events("a", [9, 10], user="y")))], "m4"),
+    ]
+    assert [r.rows for r in ingest_many(store, more)] == [1, 2]
+    assert store.snapshot("a")["n_view"] == 5 and store.snapshot("b")["n_view"] == 5
