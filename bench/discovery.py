@@ -192,7 +192,7 @@ def effect_coverage(cfg: SimConfig, sim, scores, days: int) -> list[dict]:
         segment = canonical(p["segment"].items())
         try:
             got = effect_of_fix(
-                sim.tables, p["issue"], segment, fix, scores=scores, window_days=window, n_boot=500
+                sim.tables, p["issue"], segment, fix, scores=scores, window_days=window
             )
             cf = effect_of_fix(
                 twin.tables,
@@ -201,7 +201,6 @@ def effect_coverage(cfg: SimConfig, sim, scores, days: int) -> list[dict]:
                 fix,
                 scores=twin_scores,
                 window_days=window,
-                n_boot=50,
             )
         except ValueError as exc:
             out.append({"id": p["id"], "error": str(exc)})
