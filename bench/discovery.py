@@ -7,7 +7,8 @@ then `models.batch.score_dataset` on every snapshot, as `surfacer demo` does), a
 side by side, a plain z-score baseline (daily rate per segment, z > 3 over a trailing 7-day
 mean/std, no count model, no multiple-testing control). It prints the share of planted
 incidents found within 24 h of their start with the right segment and the false alarms per
-simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false alarm/week).
+simulated week, with PASS/FAIL against the targets (>= 90 % found at 100k items, >= 75 % below,
+in the aggregate and in the worst world; <= 1 false alarm/week).
 
 Incidents as a system of record (issue 16), per run of discover (non-z-score modes):
 - time to detect per incident kind (planted start -> detected_at of the match, hours);
@@ -88,11 +89,17 @@ from discovery.series import build_series, hour_grid  # noqa: E402
 from discovery.signals import build_signals, item_dimensions  # noqa: E402
 from simulator import SimConfig, simulate  # noqa: E402
 
-TARGET_FOUND = 0.9
+TARGET_FOUND = 0.9  # found within 24 h, in every world, at 100k items and more
+TARGET_FOUND_SMALL = 0.75  # ... below 100k items (issue 16: planted incidents 5x smaller at 20k)
 TARGET_FA_PER_WEEK = 1.0
 TARGET_DUPLICATES = 0
 TARGET_COVERAGE = 0.9
 RERUNS = 3
+
+
+def target_found(n: int) -> float:
+    """The found-within-24-h target at `n` items (issue 16: 90% at 100k, 75% at 20k)."""
+    return TARGET_FOUND if n >= 100_000 else TARGET_FOUND_SMALL
 
 
 def world_config(world: int | None, n: int, days: int, seed: int) -> SimConfig:
@@ -361,7 +368,7 @@ def run(
         weeks = sum(e["weeks"] for e in evs)
         rate = found / planted if planted else float("nan")
         fapw = fa / weeks if weeks else float("nan")
-        ok = rate >= TARGET_FOUND and fapw <= TARGET_FA_PER_WEEK
+        ok = rate >= target_found(n) and fapw <= TARGET_FA_PER_WEEK
         summary[(n, mode)] = (rate, fapw)
         if not mode.startswith("zscore"):
             all_pass &= ok
@@ -383,13 +390,26 @@ def run(
     if len(worlds or [None]) > 1:
         print()
         worst: dict[tuple[int, str], tuple[float, str]] = {}
+        worst_fa: dict[tuple[int, str], tuple[float, str]] = {}
         for (wname, n, mode), evs in by_world.items():
             planted_n = sum(e["planted"] for e in evs)
             rate = sum(e["found"] for e in evs) / planted_n if planted_n else float("nan")
+            weeks = sum(e["weeks"] for e in evs)
+            fapw = sum(e["false_alarms"] for e in evs) / weeks if weeks else float("nan")
             if (n, mode) not in worst or rate < worst[(n, mode)][0]:
                 worst[(n, mode)] = (rate, wname)
+            if (n, mode) not in worst_fa or fapw > worst_fa[(n, mode)][0]:
+                worst_fa[(n, mode)] = (fapw, wname)
         for (n, mode), (rate, wname) in sorted(worst.items()):
-            print(f"worst world items={n} {mode}: {wname}, found {100 * rate:.0f}%")
+            fapw, fa_world = worst_fa[(n, mode)]
+            ok = rate >= target_found(n) and fapw <= TARGET_FA_PER_WEEK
+            if not mode.startswith("zscore"):
+                all_pass &= ok
+            print(
+                f"worst world items={n} {mode}: {wname}, found {100 * rate:.0f}%"
+                f" (target {100 * target_found(n):.0f}% in every world); most false alarms"
+                f" {fa_world}, {fapw:.2f}/week ({'PASS' if ok else 'FAIL'})"
+            )
     if record:
         print()
         for key in sorted(ttd):
@@ -423,7 +443,8 @@ def run(
         else:
             print("effect interval coverage: no planted fix with 2+ days of data on each side")
     print(
-        f"\ntargets: found >= {100 * TARGET_FOUND:.0f}%, false alarms <= {TARGET_FA_PER_WEEK}/week -> {'PASS' if all_pass else 'FAIL'}"
+        f"\ntargets: found >= {100 * TARGET_FOUND:.0f}% at 100k+ items, >= {100 * TARGET_FOUND_SMALL:.0f}%"
+        f" below (every world), false alarms <= {TARGET_FA_PER_WEEK}/week -> {'PASS' if all_pass else 'FAIL'}"
     )
     return all_pass
 

@@ -19,6 +19,7 @@ from discovery.incidents import (
     Incident,
     episodes_from,
     merge_episodes,
+    severity_floors,
     suppress_explained,
 )
 from discovery.rootcause import UnitFrame
@@ -101,6 +102,9 @@ class DiscoveryConfig:
     # scores' own flags alone); the review queue's capacity threshold is far laxer.
     post_min_probability: float | None = 0.5
     random_state: int = 0
+    # Family-wise level of the severity floor over the segments scanned for an issue
+    # (discovery.incidents.severity_floors); None: the fixed floor of merge_episodes.
+    severity_alpha: float | None = 0.05
 
 
 @dataclass
@@ -276,6 +280,7 @@ def _discover(
     units: dict[str, UnitFrame] = {}
     meta: list[dict[str, Any]] = []
     overview: list[Trend] = []
+    scanned: dict[tuple[str, bool], int] = {}
     with Progress("discover", len(signals), unit="signal", enabled=progress) as bar:
         for signal in signals:
             bar.status(signal.name)
@@ -291,6 +296,9 @@ def _discover(
                 signal.units, dims, platform_den=signal.platform_den
             )
             episodes += detect_signal(signal, series, cfg.scales)
+            for seg in series.segments:
+                key = (signal.issue, len(seg) > 1)
+                scanned[key] = scanned.get(key, 0) + 1
             meta.append(
                 {
                     "name": signal.name,
@@ -307,8 +315,15 @@ def _discover(
             bar.update()
         bar.status("incidents")
         data_end = start + pd.Timedelta(hours=n_hours)
+        floors = (
+            severity_floors(scanned, cfg.severity_alpha) if cfg.severity_alpha is not None else {}
+        )
         incidents = merge_episodes(
-            episodes, units, data_end=data_end, lags={s.name: s.lag_h for s in signals}
+            episodes,
+            units,
+            data_end=data_end,
+            lags={s.name: s.lag_h for s in signals},
+            floors=floors,
         )
         incidents = suppress_explained(incidents, EXPLAINED_BY, units)
         trends = [

@@ -148,8 +148,6 @@ def test_cli_discover_and_effect(
             "2026-10-21T00:00Z",
             "--window-days",
             "3",
-            "--n-boot",
-            "200",
         ]
     )
     assert code == 0
