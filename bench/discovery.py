@@ -84,7 +84,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from discovery.evaluate import match_incidents, scores_from_truth  # noqa: E402
-from discovery.pipeline import discover  # noqa: E402
+from discovery.pipeline import DiscoveryConfig, discover  # noqa: E402
 from discovery.series import build_series, hour_grid  # noqa: E402
 from discovery.signals import build_signals, item_dimensions  # noqa: E402
 from simulator import SimConfig, simulate  # noqa: E402
@@ -95,6 +95,8 @@ TARGET_FA_PER_WEEK = 1.0
 TARGET_DUPLICATES = 0
 TARGET_COVERAGE = 0.9
 RERUNS = 3
+# discover's settings for every run (main sets the severity floor from --severity-alpha)
+CONFIG = DiscoveryConfig()
 
 
 def target_found(n: int) -> float:
@@ -144,7 +146,9 @@ def duplicates_after_reruns(sim, scores, planted: list[dict], days: int) -> list
                 if scores is not None:
                     as_of = pd.to_datetime(scores["as_of"], utc=True)
                     part = scores[(as_of >= lo) & (as_of <= hi)].reset_index(drop=True)
-                store.upsert_incidents(incident_records(discover(cut, part), cut, None))
+                store.upsert_incidents(
+                    incident_records(discover(cut, part, config=CONFIG), cut, None)
+                )
             stored = store.list_incidents(limit=10_000).items
         finally:
             store.close()
@@ -317,7 +321,7 @@ def run(
                     if mode.startswith("zscore"):
                         detected = zscore_baseline(sim.tables, scores)
                     else:
-                        result = discover(sim.tables, scores)
+                        result = discover(sim.tables, scores, config=CONFIG)
                         detected = result.incidents_json()
                     elapsed = time.perf_counter() - t0
                     data_start = (
@@ -475,7 +479,16 @@ def main() -> None:
         action="store_true",
         help="skip the system-of-record measures (reruns, time to detect, effect coverage)",
     )
+    parser.add_argument(
+        "--severity-alpha",
+        type=float,
+        default=None,
+        help="severity floor from the size of the scan at this family-wise level"
+        " (DiscoveryConfig.severity_alpha); default: the fixed floor",
+    )
     args = parser.parse_args()
+    global CONFIG
+    CONFIG = DiscoveryConfig(severity_alpha=args.severity_alpha)
     worlds: list[int | None] = []
     for w in args.world_seeds:
         if w == "default":

@@ -287,11 +287,12 @@ def merge_episodes(
                 )
             )
     # Thousands of series are scanned: an incident needs strong evidence over its whole window
-    # (-log10 p >= min_severity), which spill-overs of a real incident into thin segments lack.
+    # (-log10 p >= the floor), which spill-overs of a real incident into thin segments lack.
     incidents = [
         inc
         for inc in incidents
-        if inc.evidence["items"] >= min_items and inc.severity >= inc.evidence["floor"]
+        if inc.evidence["items"] >= min_items
+        and inc.severity >= floors.get((inc.issue, len(inc.segment) > 1), min_severity)
     ]
     incidents.sort(key=lambda inc: inc.detected_at)
     return _absorb_spillovers(incidents, units, slack=slack, share=share)
