@@ -7,7 +7,8 @@ then `models.batch.score_dataset` on every snapshot, as `surfacer demo` does), a
 side by side, a plain z-score baseline (daily rate per segment, z > 3 over a trailing 7-day
 mean/std, no count model, no multiple-testing control). It prints the share of planted
 incidents found within 24 h of their start with the right segment and the false alarms per
-simulated week, with PASS/FAIL against the targets (>= 90 % found, <= 1 false alarm/week).
+simulated week, with PASS/FAIL against the targets (>= 90 % found at 100k items, >= 75 % below,
+in the aggregate and in the worst world; <= 1 false alarm/week).
 
 Incidents as a system of record (issue 16), per run of discover (non-z-score modes):
 - time to detect per incident kind (planted start -> detected_at of the match, hours);
@@ -25,12 +26,17 @@ Incidents as a system of record (issue 16), per run of discover (non-z-score mod
 Worlds: the default world and drawn worlds (`--world-seeds`: `default` and integers, passed
 to `simulator.worlds.draw_world`); the worst world is printed.
 Measured (2026-12-04, shared 2-core machine, 20k items, data seed 0, oracle mode, the
-default world and drawn worlds 1-5, two runs): 0 duplicates over 24 planted incidents after
-3 overlapping reruns; every one of the 12 planted fixes seen as a fall (interval below
-zero), and the 95% interval held the twin's planted effect for 9 of 12 (75%, target 90%;
-the misses are narrow intervals off by 0.004-0.05: the day bootstrap's interval leaves out
-the twin's own noise and the drift of a lagging signal); time to detect median 6-24 h by
-kind; found 20/24 within 24 h (worst world 2: 2/4), 2 false alarms in 24 simulated weeks.
+default world and drawn worlds 1-5): 0 duplicates over 24 planted incidents after 3
+overlapping reruns; found 20/24 within 24 h (worst world 2: 2/4), 2 false alarms in 24
+simulated weeks; the then day-block percentile bootstrap held the twin's planted effect for
+9 of 12 fixes (75%).
+Measured (2026-12-05, load average 14-20 on the shared 2-core machine, same runs): the
+day-clustered interval of discovery.effect holds it for 12 of 12 (100%, target 90%; the
+fall seen for 11). With `--severity-alpha 0.05` (opt-in floor from the size of the scan):
+found 23/24 (worst world 2: 3/4, PASS at 75%), 9 false alarms in 24 weeks (0.38/week;
+worst world 5, 1.00/week), 0 duplicates. At 100k items, default world, that floor gives
+7 false alarms in 4 weeks (1.75/week, FAIL): spill-overs of the gaming abuse wave into
+gaming hashtags; hence not the default.
 
     uv run python bench/discovery.py                       # 20k and 100k items, seeds 0-2
     uv run python bench/discovery.py --items 20000 --seeds 0 --modes oracle --world-seeds default 1 2 3 4 5
@@ -83,16 +89,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from discovery.evaluate import match_incidents, scores_from_truth  # noqa: E402
-from discovery.pipeline import discover  # noqa: E402
+from discovery.pipeline import DiscoveryConfig, discover  # noqa: E402
 from discovery.series import build_series, hour_grid  # noqa: E402
 from discovery.signals import build_signals, item_dimensions  # noqa: E402
 from simulator import SimConfig, simulate  # noqa: E402
 
-TARGET_FOUND = 0.9
+TARGET_FOUND = 0.9  # found within 24 h, in every world, at 100k items and more
+TARGET_FOUND_SMALL = 0.75  # ... below 100k items (issue 16: planted incidents 5x smaller at 20k)
 TARGET_FA_PER_WEEK = 1.0
 TARGET_DUPLICATES = 0
 TARGET_COVERAGE = 0.9
 RERUNS = 3
+# discover's settings for every run (main sets the severity floor from --severity-alpha)
+CONFIG = DiscoveryConfig()
+
+
+def target_found(n: int) -> float:
+    """The found-within-24-h target at `n` items (issue 16: 90% at 100k, 75% at 20k)."""
+    return TARGET_FOUND if n >= 100_000 else TARGET_FOUND_SMALL
 
 
 def world_config(world: int | None, n: int, days: int, seed: int) -> SimConfig:
@@ -137,7 +151,9 @@ def duplicates_after_reruns(sim, scores, planted: list[dict], days: int) -> list
                 if scores is not None:
                     as_of = pd.to_datetime(scores["as_of"], utc=True)
                     part = scores[(as_of >= lo) & (as_of <= hi)].reset_index(drop=True)
-                store.upsert_incidents(incident_records(discover(cut, part), cut, None))
+                store.upsert_incidents(
+                    incident_records(discover(cut, part, config=CONFIG), cut, None)
+                )
             stored = store.list_incidents(limit=10_000).items
         finally:
             store.close()
@@ -192,7 +208,7 @@ def effect_coverage(cfg: SimConfig, sim, scores, days: int) -> list[dict]:
         segment = canonical(p["segment"].items())
         try:
             got = effect_of_fix(
-                sim.tables, p["issue"], segment, fix, scores=scores, window_days=window, n_boot=500
+                sim.tables, p["issue"], segment, fix, scores=scores, window_days=window
             )
             cf = effect_of_fix(
                 twin.tables,
@@ -201,7 +217,6 @@ def effect_coverage(cfg: SimConfig, sim, scores, days: int) -> list[dict]:
                 fix,
                 scores=twin_scores,
                 window_days=window,
-                n_boot=50,
             )
         except ValueError as exc:
             out.append({"id": p["id"], "error": str(exc)})
@@ -311,7 +326,7 @@ def run(
                     if mode.startswith("zscore"):
                         detected = zscore_baseline(sim.tables, scores)
                     else:
-                        result = discover(sim.tables, scores)
+                        result = discover(sim.tables, scores, config=CONFIG)
                         detected = result.incidents_json()
                     elapsed = time.perf_counter() - t0
                     data_start = (
@@ -362,7 +377,7 @@ def run(
         weeks = sum(e["weeks"] for e in evs)
         rate = found / planted if planted else float("nan")
         fapw = fa / weeks if weeks else float("nan")
-        ok = rate >= TARGET_FOUND and fapw <= TARGET_FA_PER_WEEK
+        ok = rate >= target_found(n) and fapw <= TARGET_FA_PER_WEEK
         summary[(n, mode)] = (rate, fapw)
         if not mode.startswith("zscore"):
             all_pass &= ok
@@ -384,13 +399,26 @@ def run(
     if len(worlds or [None]) > 1:
         print()
         worst: dict[tuple[int, str], tuple[float, str]] = {}
+        worst_fa: dict[tuple[int, str], tuple[float, str]] = {}
         for (wname, n, mode), evs in by_world.items():
             planted_n = sum(e["planted"] for e in evs)
             rate = sum(e["found"] for e in evs) / planted_n if planted_n else float("nan")
+            weeks = sum(e["weeks"] for e in evs)
+            fapw = sum(e["false_alarms"] for e in evs) / weeks if weeks else float("nan")
             if (n, mode) not in worst or rate < worst[(n, mode)][0]:
                 worst[(n, mode)] = (rate, wname)
+            if (n, mode) not in worst_fa or fapw > worst_fa[(n, mode)][0]:
+                worst_fa[(n, mode)] = (fapw, wname)
         for (n, mode), (rate, wname) in sorted(worst.items()):
-            print(f"worst world items={n} {mode}: {wname}, found {100 * rate:.0f}%")
+            fapw, fa_world = worst_fa[(n, mode)]
+            ok = rate >= target_found(n) and fapw <= TARGET_FA_PER_WEEK
+            if not mode.startswith("zscore"):
+                all_pass &= ok
+            print(
+                f"worst world items={n} {mode}: {wname}, found {100 * rate:.0f}%"
+                f" (target {100 * target_found(n):.0f}% in every world); most false alarms"
+                f" {fa_world}, {fapw:.2f}/week ({'PASS' if ok else 'FAIL'})"
+            )
     if record:
         print()
         for key in sorted(ttd):
@@ -424,7 +452,8 @@ def run(
         else:
             print("effect interval coverage: no planted fix with 2+ days of data on each side")
     print(
-        f"\ntargets: found >= {100 * TARGET_FOUND:.0f}%, false alarms <= {TARGET_FA_PER_WEEK}/week -> {'PASS' if all_pass else 'FAIL'}"
+        f"\ntargets: found >= {100 * TARGET_FOUND:.0f}% at 100k+ items, >= {100 * TARGET_FOUND_SMALL:.0f}%"
+        f" below (every world), false alarms <= {TARGET_FA_PER_WEEK}/week -> {'PASS' if all_pass else 'FAIL'}"
     )
     return all_pass
 
@@ -455,7 +484,16 @@ def main() -> None:
         action="store_true",
         help="skip the system-of-record measures (reruns, time to detect, effect coverage)",
     )
+    parser.add_argument(
+        "--severity-alpha",
+        type=float,
+        default=None,
+        help="severity floor from the size of the scan at this family-wise level"
+        " (DiscoveryConfig.severity_alpha); default: the fixed floor",
+    )
     args = parser.parse_args()
+    global CONFIG
+    CONFIG = DiscoveryConfig(severity_alpha=args.severity_alpha)
     worlds: list[int | None] = []
     for w in args.world_seeds:
         if w == "default":

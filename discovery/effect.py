@@ -1,11 +1,12 @@
-"""Effect of a fix: difference-in-differences of an issue rate, with a bootstrap interval.
+"""Effect of a fix: difference-in-differences of an issue rate, with a day-clustered interval.
 
 Treated segment vs a control (another segment, or the rest of the platform), before vs after
-a change time. Rates are pooled (sum of numerators over sum of denominators) per period; the
-interval resamples time buckets within each period, the same buckets for treated and control,
-so shocks common to both (a quiet weekend) cancel as they do in the estimate. Buckets are
-whole days by default, so the resampling keeps each day's hours together (a day-block
-bootstrap): within-day correlation is never broken apart.
+a change time. Rates are pooled (sum of numerators over sum of denominators) per period. The
+interval treats each time bucket (a whole day by default) as a cluster, the same buckets for
+treated and control, so shocks common to both (a quiet weekend) cancel as they do in the
+estimate, and within-day correlation is never broken apart; its width is the counts' noise
+plus whatever extra spread the days show, with Student's t for the few days a fix is
+measured over (see `diff_in_diff`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from discovery.rootcause import UnitFrame
 from discovery.series import Segment, segment_key
@@ -23,7 +25,7 @@ from discovery.signals import Signal, build_signals, item_dimensions
 
 @dataclass(frozen=True)
 class EffectResult:
-    """DiD estimate (change in the treated rate beyond the control's) and its bootstrap CI."""
+    """DiD estimate (change in the treated rate beyond the control's) and its 95% interval."""
 
     issue: str
     signal: str
@@ -52,16 +54,49 @@ def _rate(num: np.ndarray, den: np.ndarray) -> float:
     return float(num.sum()) / d if d > 0 else float("nan")
 
 
+def _period_variance(
+    tn: np.ndarray, td: np.ndarray, cn: np.ndarray, cd: np.ndarray, days: np.ndarray
+) -> tuple[float, float]:
+    """Variance of (treated rate - control rate) pooled over the buckets `days` of one period,
+    as (count noise, extra day-to-day variance).
+
+    Count noise is the Poisson variance of the pooled counts (one event's worth when there
+    were none). The extra part is what the buckets' spread shows beyond it: a cluster-robust
+    (CR1) variance with each bucket a cluster (its influence on the difference of the two
+    pooled rates linearised), minus the count noise, floored at zero. So whatever moves a
+    whole day (a quiet day in the segment only, a drift of the incident over its days,
+    overdispersed counts) widens the interval, and a handful of buckets whose spread comes
+    out small by chance cannot shrink it below the counts' own noise.
+    """
+    n = len(days)
+    t_den, c_den = td[days].sum(), cd[days].sum()
+    t_rate, c_rate = tn[days].sum() / t_den, cn[days].sum() / c_den
+    u = (tn[days] - t_rate * td[days]) / t_den - (cn[days] - c_rate * cd[days]) / c_den
+    robust = n / (n - 1) * float(np.sum(u**2))
+    counts = max(tn[days].sum(), 1.0) / t_den**2 + max(cn[days].sum(), 1.0) / c_den**2
+    return counts, max(robust - counts, 0.0)
+
+
 def diff_in_diff(
     treated: tuple[np.ndarray, np.ndarray],
     control: tuple[np.ndarray, np.ndarray],
     after: np.ndarray,
     *,
-    n_boot: int = 1000,
     confidence: float = 0.95,
-    random_state: int = 0,
 ) -> dict[str, float]:
-    """DiD of pooled rates from per-bucket (num, den) of treated and control; `after` marks post buckets."""
+    """DiD of pooled rates from per-bucket (num, den) of treated and control; `after` marks post buckets.
+
+    The interval is did +- t * se: se from each period's count noise plus its extra
+    day-to-day variance (`_period_variance`, cluster-robust over buckets), t from Student's
+    t with the Welch-Satterthwaite degrees of freedom of the estimated extra variance.
+
+    Why not a bootstrap of the buckets (as before): a fix is measured over a few days each
+    side (2-7), and a percentile bootstrap over so few blocks is too narrow (its variance is
+    short by (n - 1) / n, its tails are normal rather than t, and with 2-3 days it has only a
+    handful of distinct resamples). On synthetic panels with a known effect it held the
+    effect 64-90 % of the time where 95 % was claimed, and in bench/discovery.py (20k items,
+    six worlds) 9 of 12 planted fixes.
+    """
     tn, td = (np.asarray(a, dtype=float) for a in treated)
     cn, cd = (np.asarray(a, dtype=float) for a in control)
     after = np.asarray(after, dtype=bool)
@@ -72,22 +107,20 @@ def diff_in_diff(
         raise ValueError(
             f"need at least 2 buckets before and after the change, got {len(pre)} and {len(post)}"
         )
-
-    def estimate(b: np.ndarray, a: np.ndarray) -> tuple[float, float, float, float, float]:
-        t0, t1 = _rate(tn[b], td[b]), _rate(tn[a], td[a])
-        c0, c1 = _rate(cn[b], cd[b]), _rate(cn[a], cd[a])
-        return (t1 - t0) - (c1 - c0), t0, t1, c0, c1
-
-    did, t0, t1, c0, c1 = estimate(pre, post)
-    rng = np.random.default_rng(random_state)
-    draws = np.empty(n_boot)
-    for i in range(n_boot):
-        b = rng.choice(pre, size=len(pre), replace=True)
-        a = rng.choice(post, size=len(post), replace=True)
-        draws[i] = estimate(b, a)[0]
-    draws = draws[np.isfinite(draws)]
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail]) if len(draws) else (np.nan, np.nan)
+    t0, t1 = _rate(tn[pre], td[pre]), _rate(tn[post], td[post])
+    c0, c1 = _rate(cn[pre], cd[pre]), _rate(cn[post], cd[post])
+    did = (t1 - t0) - (c1 - c0)
+    lo = hi = float("nan")
+    if np.isfinite(did):
+        p0, e0 = _period_variance(tn, td, cn, cd, pre)
+        p1, e1 = _period_variance(tn, td, cn, cd, post)
+        var = p0 + e0 + p1 + e1
+        # Welch-Satterthwaite: only the estimated extra variance is uncertain (n - 1 degrees
+        # of freedom a period); the count noise follows from the counts themselves.
+        spread = e0**2 / (len(pre) - 1) + e1**2 / (len(post) - 1)
+        dof = var**2 / spread if spread > 0 else np.inf
+        half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * float(np.sqrt(var))
+        lo, hi = did - half, did + half
     return {
         "did": did,
         "ci_low": float(lo),
@@ -122,9 +155,7 @@ def effect_of_fix(
     signal: str | None = None,
     window_days: float = 7.0,
     bucket_h: int = 24,
-    n_boot: int = 1000,
     confidence: float = 0.95,
-    random_state: int = 0,
 ) -> EffectResult:
     """DiD of the issue rate in `segment` vs `control` (default: everything outside the segment)."""
     if not segment:
@@ -166,9 +197,7 @@ def effect_of_fix(
         treated,
         control_counts,
         after,
-        n_boot=n_boot,
         confidence=confidence,
-        random_state=random_state,
     )
     return EffectResult(
         issue=issue,

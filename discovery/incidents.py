@@ -213,6 +213,7 @@ def merge_episodes(
     min_items: int = 5,
     min_severity: float = 6.0,
     lags: Mapping[str, float] | None = None,
+    floors: Mapping[tuple[str, bool], float] | None = None,
 ) -> list[Incident]:
     """Group related episodes of the same issue into incidents and pick each one's segment.
 
@@ -221,7 +222,10 @@ def merge_episodes(
     whole-window evidence is weaker than p = 10**-min_severity. An incident's `detected_at`
     is when the evidence since its start first reached that floor (`lags`: hours a signal's
     counts take to complete), so the floor uses no data from after the reported time.
+    `floors` sets the floor per (issue, pair segment?) of the incident's issue and chosen
+    segment (`min_severity` where it names none): see `severity_floors`.
     """
+    floors = floors or {}
     incidents: list[Incident] = []
     by_issue: dict[str, list[Episode]] = {}
     for e in episodes:
@@ -277,16 +281,18 @@ def merge_episodes(
                     ex,
                     explain=explain,
                     data_end=data_end,
+                    floors=floors,
                     min_severity=min_severity,
                     lags=lags or {},
                 )
             )
     # Thousands of series are scanned: an incident needs strong evidence over its whole window
-    # (-log10 p >= min_severity), which spill-overs of a real incident into thin segments lack.
+    # (-log10 p >= the floor), which spill-overs of a real incident into thin segments lack.
     incidents = [
         inc
         for inc in incidents
-        if inc.evidence["items"] >= min_items and inc.severity >= min_severity
+        if inc.evidence["items"] >= min_items
+        and inc.severity >= floors.get((inc.issue, len(inc.segment) > 1), min_severity)
     ]
     incidents.sort(key=lambda inc: inc.detected_at)
     return _absorb_spillovers(incidents, units, slack=slack, share=share)
@@ -349,7 +355,7 @@ def _mostly_within(
 
 
 def _incident(
-    issue, group, units, ex, *, explain: float, data_end, min_severity: float, lags
+    issue, group, units, ex, *, explain: float, data_end, floors, min_severity: float, lags
 ) -> Incident:
     start = min(e.start for e in group)
     end = max(e.until or e.end for e in group)
@@ -377,11 +383,13 @@ def _incident(
     # (counts complete by then: cohort signals lag) reaches the floor, never earlier than
     # its first alarm.
     lag = pd.Timedelta(hours=lags.get(primary, 0.0))
+    floor = floors.get((issue, len(chosen) > 1), min_severity)
+    evidence["floor"] = round(float(floor), 3)
     confirmed = None
     t = detected_at
     while t - lag <= end:
         p = _evidence(uf, chosen, start, t - lag)["p_value"]
-        if -np.log10(max(p, 1e-300)) >= min_severity:
+        if -np.log10(max(p, 1e-300)) >= floor:
             confirmed = t
             break
         t += pd.Timedelta(hours=1)
@@ -509,6 +517,29 @@ def _evidence(
         "surprise": round(float(js_term(np.array([p_share]), np.array([q_share]))[0]), 5),
         "window": [start.isoformat(), end.isoformat()],
     }
+
+
+def severity_floors(
+    scanned: Mapping[tuple[str, bool], int], alpha: float
+) -> dict[tuple[str, bool], float]:
+    """-log10 of the p-value an incident must reach, per (issue, pair segment?): Bonferroni
+    over the segments discovery scans for that issue.
+
+    `scanned` counts the segment series of every signal of an issue, single dimensions (and
+    the platform: False) apart from dimension pairs (True). An incident's severity is the
+    p-value of one segment's whole-window count, but discovery picked that segment (and the
+    signal naming it) among all of these. The family-wise level `alpha` is split evenly
+    between the singles and the (far more numerous) pairs, as the detector's
+    Benjamini-Hochberg families are; within a family of m series the p-value must be below
+    alpha / 2 / m. So an issue scanned over a few segments is not held to the bar of one
+    scanned over hundreds, a single hashtag not to the bar of the pairs, and the bar rises
+    with the data's size as the scan grows (more segments pass the minimum count).
+    """
+    out: dict[tuple[str, bool], float] = {}
+    for (issue, is_pair), n in scanned.items():
+        families = sum(scanned.get((issue, p), 0) > 0 for p in (False, True))
+        out[(issue, is_pair)] = float(np.log10(families * max(n, 1) / alpha))
+    return out
 
 
 def related(a: Segment, b: Segment) -> bool:

@@ -3,7 +3,7 @@
 Nothing here touches a database: `incident_records` turns a discovery run into plain dicts
 an incident store upserts (`ReviewStore.upsert_incidents`), and `measure_effects` works
 against any store with `pending_effects` and `set_effect`. Everything is deterministic for
-the same data (seeded samples, seeded bootstrap), so a rerun proposes the same values and
+the same data (seeded samples, a closed-form effect interval), so a rerun proposes the same values and
 the store changes nothing.
 
 Evidence pool: when the run had model scores, each incident carries a sample of the scored
@@ -60,15 +60,12 @@ def record_run(
     model_version: str = "batch",
     window_days: float = 7.0,
     min_days: float = 3.0,
-    n_boot: int = 1000,
 ) -> tuple[Any, list[tuple[int, dict[str, Any]]]]:
     """Upsert a run's incidents, then measure every recorded fix the data now covers."""
     summary = store.upsert_incidents(
         incident_records(result, tables, scores, model_version=model_version)
     )
-    effects = measure_effects(
-        store, tables, scores, window_days=window_days, min_days=min_days, n_boot=n_boot
-    )
+    effects = measure_effects(store, tables, scores, window_days=window_days, min_days=min_days)
     return summary, effects
 
 
@@ -251,7 +248,6 @@ def measure_effects(
     *,
     window_days: float = 7.0,
     min_days: float = 3.0,
-    n_boot: int = 1000,
 ) -> list[tuple[int, dict[str, Any]]]:
     """Measure the effect of every recorded fix that has `min_days` of data after it.
 
@@ -259,7 +255,7 @@ def measure_effects(
     the platform, daily buckets, over up to `window_days` each side of the fix: before it
     only while the incident ran (from its start), after it as far as the data goes. So the
     question is whether the rate came down from where the incident took it. The interval is
-    a day-block bootstrap. Fewer days after the fix: the
+    day-clustered, with Student's t (discovery.effect.diff_in_diff). Fewer days after the fix: the
     effect stays `waiting`, naming the time it needs. Returns (incident id, effect) pairs.
     """
     end = data_end(tables)
@@ -276,13 +272,13 @@ def measure_effects(
                 "needs_until": needed.isoformat(),
             }
         else:
-            effect = _measure(inc, tables, scores, fix_at, end, window_days, n_boot)
+            effect = _measure(inc, tables, scores, fix_at, end, window_days)
         store.set_effect(inc.id, effect)
         done.append((inc.id, effect))
     return done
 
 
-def _measure(inc, tables, scores, fix_at, end, window_days: float, n_boot: int) -> dict[str, Any]:
+def _measure(inc, tables, scores, fix_at, end, window_days: float) -> dict[str, Any]:
     from discovery.effect import effect_of_fix
 
     # Before the fix means while the incident ran: from its start (or the data's, if later).
@@ -308,12 +304,9 @@ def _measure(inc, tables, scores, fix_at, end, window_days: float, n_boot: int) 
                 scores=scores,
                 signal=inc.signal,
                 window_days=days,
-                n_boot=n_boot,
             )
         except ValueError:  # the incident's signal needs scores this run lacks: the issue's first
-            res = effect_of_fix(
-                tables, inc.issue, segment, fix_at, scores=scores, window_days=days, n_boot=n_boot
-            )
+            res = effect_of_fix(tables, inc.issue, segment, fix_at, scores=scores, window_days=days)
     except ValueError as exc:
         return {"status": "not_measurable", "verdict": f"not measurable: {exc}"}
     out = res.to_dict()

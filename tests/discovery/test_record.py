@@ -70,7 +70,7 @@ def test_planted_fix_is_measured_and_verifies_the_incident(
     tables = fixed_at(raw_tables, 18)
     # Detection from data up to day 18, as it was seen while the incident ran.
     seen = window_tables(tables, START, START + pd.Timedelta(days=18))
-    summary, _ = record_run(store, discover(seen), seen, n_boot=300)
+    summary, _ = record_run(store, discover(seen), seen)
     (iid,) = [
         i.id
         for i in store.list_incidents(issue="low_quality").items
@@ -84,10 +84,10 @@ def test_planted_fix_is_measured_and_verifies_the_incident(
     )
     # One day of data after the fix: the measurement waits and says until when.
     early = window_tables(tables, START, fix + pd.Timedelta(days=1))
-    ((_, effect),) = measure_effects(store, early, n_boot=300)
+    ((_, effect),) = measure_effects(store, early)
     assert effect["status"] == "waiting" and "2026-01-22" in effect["verdict"]
     assert store.get_incident(iid).status == "mitigating"
-    ((_, effect),) = measure_effects(store, tables, min_days=2.5, n_boot=300)
+    ((_, effect),) = measure_effects(store, tables, min_days=2.5)
     assert effect["status"] == "measured" and effect["ci_high"] < 0
     assert effect["verdict"].startswith("the rate fell")
     assert len(effect["series"]["treated"]) == 2 * effect["window_days"]
@@ -98,13 +98,13 @@ def test_planted_fix_is_measured_and_verifies_the_incident(
 
 def test_no_fall_is_said_plainly(raw_tables: dict[str, pd.DataFrame], store: ReviewStore) -> None:
     # The surge never stops: a "fix" at day 18 did nothing.
-    summary, _ = record_run(store, discover(raw_tables), raw_tables, n_boot=300)
+    summary, _ = record_run(store, discover(raw_tables), raw_tables)
     iid = summary.created[0]
     store.transition(iid, "acknowledged", actor="ana")
     store.transition(
         iid, "mitigating", actor="ana", fix_at=(START + pd.Timedelta(days=18)).to_pydatetime()
     )
-    ((_, effect),) = measure_effects(store, raw_tables, min_days=2.5, n_boot=300)
+    ((_, effect),) = measure_effects(store, raw_tables, min_days=2.5)
     assert effect["status"] == "measured"
     assert effect["verdict"].startswith("no measurable fall")
     assert store.get_incident(iid).status == "mitigating"

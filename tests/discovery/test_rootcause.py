@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from discovery.incidents import Episode, merge_episodes
+from discovery.incidents import Episode, merge_episodes, severity_floors
 from discovery.rootcause import UnitFrame, drilldown, js_term, top_segment
 from discovery.signals import ItemDimensions
 
@@ -158,3 +159,52 @@ def test_a_later_alarm_inside_a_running_incident_is_folded_into_it() -> None:
     assert [inc.segment for inc in incidents] == [live]
     assert incidents[0].evidence["spillovers"]
     assert len(incidents[0].episodes) == 2
+
+
+def test_severity_floors_follow_the_size_of_each_scanned_family() -> None:
+    """Bonferroni at family-wise alpha/2 within an issue's singles and within its pairs."""
+    scanned = {("spam", False): 50, ("spam", True): 500, ("misfire", False): 12}
+    floors = severity_floors(scanned, 0.05)
+    assert floors[("spam", False)] == pytest.approx(np.log10(2 * 50 / 0.05))
+    assert floors[("spam", True)] == pytest.approx(np.log10(2 * 500 / 0.05))
+    # An issue scanned over a dozen segments (one family) is held to a lower bar.
+    assert floors[("misfire", False)] == pytest.approx(np.log10(12 / 0.05))
+    assert floors[("misfire", False)] < floors[("spam", False)] < floors[("spam", True)]
+
+
+def test_the_floor_of_the_incident_issue_and_family_sets_when_it_is_reported() -> None:
+    """A lower floor (an issue scanned over fewer segments) reports the same incident sooner;
+    a floor above its whole-window evidence drops it."""
+    uf = _unit_frame()
+    end = CHANGE + pd.Timedelta(days=4)
+    pair = (("region", "BR"), ("format", "live"))
+    episodes = [
+        Episode(
+            signal="s",
+            issue="low_quality",
+            scale="hourly",
+            segment=pair,
+            start=CHANGE,
+            detected_at=CHANGE + pd.Timedelta(hours=3),
+            end=end,
+            observed=100,
+            expected=40,
+            den=1000,
+            pvalue=1e-8,
+        )
+    ]
+
+    def reported(floor: float) -> list:
+        return merge_episodes(
+            episodes,
+            {"s": uf},
+            min_items=1,
+            floors={("low_quality", True): floor, ("low_quality", False): 99.0},
+        )
+
+    (low,) = reported(2.0)
+    (high,) = reported(8.0)
+    assert low.segment == high.segment == pair  # the pair's floor applies, not the singles'
+    assert low.evidence["floor"] == 2.0
+    assert low.detected_at < high.detected_at
+    assert reported(low.severity + 1.0) == []
