@@ -334,6 +334,12 @@ def evaluate_dataset(ds: Dataset, args: argparse.Namespace, log) -> list[dict[st
                     flagged_all=flagged_all,
                     oracle_pr_auc=oracle,
                     variant=getattr(bundle.issues[name], "variant", ""),
+                    selection=" ".join(
+                        f"{k.removeprefix('selection_')} {v:.3f}"
+                        for k, v in metrics.items()
+                        if k.startswith("selection_")
+                    ),
+                    refit=bool(metrics.get("refit_on_seen", 0.0)),
                 )
             rows.append(row)
     return rows
@@ -364,6 +370,8 @@ def compare(rows: pd.DataFrame) -> pd.DataFrame:
             cap=s["cap"],
             oracle_pr_auc=s.get("oracle_pr_auc", math.nan),
             variant=s.get("variant", ""),
+            selection=s.get("selection", ""),
+            refit=s.get("refit", False),
         )
         if best is not None:
             half = (best["pr_auc_hi"] - best["pr_auc_lo"]) / 2
@@ -575,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsurfacer PR-AUC / best baseline PR-AUC per dataset x issue:")
         for r in ok.itertuples():
             print(
-                f"  {r.dataset:<26}{r.issue:<22}{r.ratio:>7.3f}  {r.variant:<9}(best: {r.best_baseline} {r.best_pr_auc:.3f} +- {r.best_half_width:.3f})"
+                f"  {r.dataset:<26}{r.issue:<22}{r.ratio:>7.3f}  (best: {r.best_baseline} {r.best_pr_auc:.3f} +- {r.best_half_width:.3f})"
+                f"  ships {r.variant}{' refit' if r.refit else ''}; selection: {r.selection}"
             )
         worst = ok.loc[ok["ratio"].idxmin()]
         print(
