@@ -475,6 +475,7 @@ def fit_and_evaluate(
             choice = fitted.threshold_choice
             if choice is not None:
                 metrics["valid_flagged_share"] = choice.flagged_share
+                metrics["valid_flagged_share_bound"] = choice.flagged_share_bound
                 metrics["valid_precision"] = choice.precision
                 metrics["precision_floor"] = choice.precision_floor
             verdict = judge_issue(
