@@ -829,12 +829,16 @@ def _refit_on_seen(
         if text_all is None or not chosen.text_blocks or chosen.text_model is None:
             return None
         dense = {"dense_x": x_all[seen], "categorical": categorical} if chosen.dense else {}
+        # the regularisation chosen out of fold on the training rows is kept: the refit
+        # needs out-of-fold scores, not a second search (five times the cost)
+        c = chosen.text_model.C_
         model, oof = fit_text_model_cv(
             text_all[seen],
             y_seen,
             groups,
             blocks=chosen.text_blocks,
             random_state=random_state,
+            **({"Cs": (c,)} if c is not None else {}),
             **dense,
         )
 

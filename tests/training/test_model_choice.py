@@ -244,6 +244,7 @@ def test_the_shipped_variant_learns_from_the_validation_rows_too() -> None:
     assert got is not None
     refit, oof_va = got
     assert refit.variant == "text" and len(oof_va) == len(va)
+    assert refit.text_model.C_ == model.C_  # the C chosen on the training rows is kept
     before = roc_auc_score(y[te], chosen.x_te[:, 0])
     after = roc_auc_score(y[te], refit.x_te[:, 0])
     assert after > before + 0.1, (before, after)
