@@ -266,7 +266,8 @@ def evaluate_dataset(ds: Dataset, args: argparse.Namespace, log) -> list[dict[st
     x_all = transform.transform(frame)
     items = frame["item_id"].astype("object").to_numpy()
     disabled = disabled_issues(bundle)
-    cap = float(getattr(settings, "max_flag_share", DEFAULT_CAP) or DEFAULT_CAP)
+    default_cap = float(getattr(settings, "flag_share_cap", DEFAULT_CAP) or DEFAULT_CAP)
+    gate = report.extra.get("gate", {}) if isinstance(report.extra, dict) else {}
     rows: list[dict[str, Any]] = []
     for issue in td.issues:
         name = issue.name
@@ -278,6 +279,10 @@ def evaluate_dataset(ds: Dataset, args: argparse.Namespace, log) -> list[dict[st
         test_all = np.flatnonzero(anchor & split.test)
         te = np.flatnonzero(anchor & split.test & labelled)
         y = y_all[te].astype(int)
+        # the issue's own cap (training.thresholds: the configured cap, raised where known
+        # positives are common), as its threshold was chosen under it
+        chosen = (gate.get(name) or {}).get("checks", {}).get("threshold") or {}
+        cap = float(chosen.get("max_share") or default_cap)
         base.update(n=len(te), positives=int(y.sum()), cap=cap)
         if name in disabled or name not in bundle.issues:
             rows.append({**base, "scorer": SURFACER, "status": "disabled",
@@ -324,7 +329,18 @@ def evaluate_dataset(ds: Dataset, args: argparse.Namespace, log) -> list[dict[st
                 point, lo, hi = summarize(values[metric])
                 row.update({metric: point, f"{metric}_lo": lo, f"{metric}_hi": hi})
             if scorer == SURFACER:
-                row.update(threshold=threshold, flagged_all=flagged_all, oracle_pr_auc=oracle)
+                row.update(
+                    threshold=threshold,
+                    flagged_all=flagged_all,
+                    oracle_pr_auc=oracle,
+                    variant=getattr(bundle.issues[name], "variant", ""),
+                    selection=" ".join(
+                        f"{k.removeprefix('selection_')} {v:.3f}"
+                        for k, v in metrics.items()
+                        if k.startswith("selection_")
+                    ),
+                    refit=bool(metrics.get("refit_on_seen", 0.0)),
+                )
             rows.append(row)
     return rows
 
@@ -353,6 +369,9 @@ def compare(rows: pd.DataFrame) -> pd.DataFrame:
             flagged_all=s["flagged_all"],
             cap=s["cap"],
             oracle_pr_auc=s.get("oracle_pr_auc", math.nan),
+            variant=s.get("variant", ""),
+            selection=s.get("selection", ""),
+            refit=s.get("refit", False),
         )
         if best is not None:
             half = (best["pr_auc_hi"] - best["pr_auc_lo"]) / 2
@@ -362,68 +381,88 @@ def compare(rows: pd.DataFrame) -> pd.DataFrame:
                 best_half_width=half,
                 ratio=s["pr_auc"] / best["pr_auc"] if best["pr_auc"] > 0 else math.nan,
                 within_interval=bool(s["pr_auc"] >= best["pr_auc"] - half),
+                slack=float(s["pr_auc"] - (best["pr_auc"] - half)),
             )
         out.append(rec)
     return pd.DataFrame(out)
 
 
+def _where(r: Any) -> str:
+    return f"{r['dataset']} {r['issue']}"
+
+
 def targets(
     cmp: pd.DataFrame, errors: list[dict[str, str]], datasets_: list[Dataset]
 ) -> list[tuple[str, bool, str]]:
-    ok = cmp[cmp["status"] == "ok"] if len(cmp) else cmp
-    ratios = ok["ratio"].dropna() if "ratio" in ok else pd.Series(dtype=float)
+    """(target, passed, detail) per target of issue #10; every detail names the worst
+    dataset x issue for that target, whether it passed or not, so a PASS shows its margin."""
+    ok = cmp[cmp["status"] == "ok"].reset_index(drop=True) if len(cmp) else cmp
+    scored = ok[ok["ratio"].notna()].reset_index(drop=True) if "ratio" in ok else ok.iloc[:0]
     out: list[tuple[str, bool, str]] = []
     err = f"; {len(errors)} dataset(s) failed to train" if errors else ""
-    if len(ratios):
-        worst = ok.loc[ratios.idxmin()]
+    if len(scored):
+        worst = scored.loc[scored["ratio"].idxmin()]
+        vs = f"vs {worst['best_baseline']} {worst['best_pr_auc']:.3f}"
         out.append(
             (
-                f"worst ratio >= {WORST_RATIO}",
-                bool(ratios.min() >= WORST_RATIO) and not errors,
-                f"{ratios.min():.3f} ({worst['dataset']} {worst['issue']} vs {worst['best_baseline']}){err}",
+                f"worst ratio to the best baseline >= {WORST_RATIO}",
+                bool(worst["ratio"] >= WORST_RATIO) and not errors,
+                f"{worst['ratio']:.3f}, worst {_where(worst)} ({worst['variant']}) {vs}{err}",
             )
         )
-        out.append(
-            (f"mean ratio >= {MEAN_RATIO}", bool(ratios.mean() >= MEAN_RATIO) and not errors,
-             f"{ratios.mean():.3f} over {len(ratios)} dataset x issue{err}")
-        )  # fmt: skip
-        losing = ok[~ok["within_interval"].astype(bool)]
+        mean = float(scored["ratio"].mean())
         out.append(
             (
-                "surfacer >= best baseline - half-width on every row",
+                f"mean ratio to the best baseline >= {MEAN_RATIO}",
+                mean >= MEAN_RATIO and not errors,
+                f"{mean:.3f} over {len(scored)} dataset x issue, worst {_where(worst)} "
+                f"{worst['ratio']:.3f}{err}",
+            )
+        )
+        tight = scored.loc[scored["slack"].idxmin()]
+        losing = scored[~scored["within_interval"].astype(bool)]
+        out.append(
+            (
+                "surfacer PR-AUC >= best baseline - its half-width on every dataset x issue",
                 losing.empty and not errors,
-                "all rows"
-                if losing.empty
-                else ", ".join(f"{r.dataset}/{r.issue}" for r in losing.itertuples()),
+                f"{len(losing)} of {len(scored)} rows below"
+                + (": " + ", ".join(_where(r) for _, r in losing.iterrows()) if len(losing) else "")
+                + f"; worst {_where(tight)}: {tight['surfacer_pr_auc']:.3f} vs "
+                f"{tight['best_pr_auc']:.3f} - {tight['best_half_width']:.3f}{err}",
             )
         )
     else:
-        out.append(("ratios", False, f"no dataset x issue was scored{err}"))
-    noisy = ok[~(ok["surfacer_roc_lo"] > 0.5)] if len(ok) else ok
-    out.append(
-        (
-            "no enabled issue with ROC-AUC interval including 0.5",
-            noisy.empty,
-            "none"
-            if noisy.empty
-            else ", ".join(
-                f"{r.dataset}/{r.issue} (lo {r.surfacer_roc_lo:.3f})" for r in noisy.itertuples()
-            ),
+        out.append(("ratios to the best baseline", False, f"no dataset x issue was scored{err}"))
+    if len(ok):
+        noisy = ok[~(ok["surfacer_roc_lo"] > 0.5)]
+        low = ok.loc[ok["surfacer_roc_lo"].fillna(-math.inf).idxmin()]
+        out.append(
+            (
+                "no enabled issue with ROC-AUC interval including 0.5",
+                noisy.empty,
+                f"{len(noisy)} of {len(ok)} enabled rows include 0.5; worst {_where(low)} "
+                f"(ROC-AUC lower bound {low['surfacer_roc_lo']:.3f})",
+            )
         )
-    )
-    over = ok[ok["flagged_all"] > ok["cap"] + 1e-9] if len(ok) else ok
-    out.append(
-        (
-            "no issue flags more than its cap",
-            over.empty,
-            "none"
-            if over.empty
-            else ", ".join(
-                f"{r.dataset}/{r.issue} {100 * r.flagged_all:.1f}% > {100 * r.cap:.0f}%"
-                for r in over.itertuples()
-            ),
-        )
-    )
+        excess = ok["flagged_all"] - ok["cap"]
+        over = ok[excess > 1e-9]
+        top = ok.loc[excess.idxmax()]
+        out.append(
+            (
+                "no issue flags more than its cap on the test rows",
+                over.empty,
+                f"{len(over)} of {len(ok)} enabled rows over"
+                + (
+                    ": " + ", ".join(
+                        f"{_where(r)} {100 * r['flagged_all']:.1f}%" for _, r in over.iterrows()
+                    )
+                    if len(over)
+                    else ""
+                )
+                + f"; worst {_where(top)} flags {100 * top['flagged_all']:.1f}% of test rows "
+                f"(cap {100 * top['cap']:.0f}%)",
+            )
+        )  # fmt: skip
     default_names = {d.name for d in datasets_ if d.default_world}
     hi = (
         ok[(ok["issue"] == "harmful_interactions") & ok["dataset"].isin(default_names)]
@@ -431,14 +470,18 @@ def targets(
         else ok
     )
     if len(hi):
-        share = hi["surfacer_pr_auc"] / hi["oracle_pr_auc"]
+        share = (hi["surfacer_pr_auc"] / hi["oracle_pr_auc"]).reset_index(drop=True)
+        hi = hi.reset_index(drop=True)
+        w = hi.loc[share.fillna(-math.inf).idxmin()]
         out.append(
             (
                 f"default simulation harmful_interactions >= {ORACLE_SHARE} of the latent-state oracle",
                 bool((share >= ORACLE_SHARE).all()),
-                ", ".join(f"{d}: {s:.2f}" for d, s in zip(hi["dataset"], share, strict=True)),
+                f"worst {_where(w)}: {share.min():.2f} of the oracle"
+                + (f" ({', '.join(f'{d}: {v:.2f}' for d, v in zip(hi['dataset'], share, strict=True))})"
+                   if len(hi) > 1 else ""),
             )
-        )
+        )  # fmt: skip
     return out
 
 
@@ -541,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in ok.itertuples():
             print(
                 f"  {r.dataset:<26}{r.issue:<22}{r.ratio:>7.3f}  (best: {r.best_baseline} {r.best_pr_auc:.3f} +- {r.best_half_width:.3f})"
+                f"  ships {r.variant}{' refit' if r.refit else ''}; selection: {r.selection}"
             )
         worst = ok.loc[ok["ratio"].idxmin()]
         print(
@@ -550,8 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in unscored.itertuples():
         print(f"{r.status}: {r.dataset} {r.issue}: {getattr(r, 'note', '')}")
     print()
+    print("targets (issue #10):")
     for name, passed, detail in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
+    print(f"{sum(p for _, p, _ in checks)} of {len(checks)} targets pass")
     payload = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "rows": json.loads(table.to_json(orient="records")) if len(table) else [],

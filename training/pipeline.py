@@ -475,6 +475,7 @@ def fit_and_evaluate(
             choice = fitted.threshold_choice
             if choice is not None:
                 metrics["valid_flagged_share"] = choice.flagged_share
+                metrics["valid_flagged_share_bound"] = choice.flagged_share_bound
                 metrics["valid_precision"] = choice.precision
                 metrics["precision_floor"] = choice.precision_floor
             verdict = judge_issue(
@@ -498,6 +499,11 @@ def fit_and_evaluate(
             # which model variant the issue ships (0 stacked, 1 text, 2 tabular, 3 linear),
             # so the run shows when the stack lost to one of its parts
             metrics["variant"] = float(VARIANTS.index(fitted.model.variant))
+            # each candidate's selection score, and whether the shipped one was refitted on
+            # train + validation (_refit_on_seen)
+            for variant, judged in fitted.selection.items():
+                metrics[f"selection_{variant}"] = judged
+            metrics["refit_on_seen"] = 1.0 if fitted.refit else 0.0
             if td.truth is not None and f"p_{issue.name}" in td.truth.columns:
                 truth = td.truth.set_index(td.truth["item_id"].astype("object"))[f"p_{issue.name}"]
                 oracle = pd.Series(item_ids[test_rows]).map(truth).to_numpy(dtype=float)
@@ -673,6 +679,8 @@ class _FittedIssue:
     test_probs: np.ndarray
     baseline_probs: np.ndarray
     threshold_choice: ThresholdChoice | None = None
+    selection: dict[str, float] = field(default_factory=dict)
+    refit: bool = False
 
 
 def _fit_issue(
@@ -719,11 +727,31 @@ def _fit_issue(
         y_va=y_va,
     )
     chosen = built.chosen
+    raw_va = chosen.raw(chosen.x_va)
+    raw_va_all = chosen.raw(chosen.x_va_all)
+    refit = _refit_on_seen(
+        chosen,
+        text_all=text_all,
+        x_all=x_all,
+        item_ids=item_ids,
+        categorical=categorical,
+        params=params,
+        random_state=random_state,
+        rows=(tr, va, te, va_all),
+        y_tr=y_tr,
+        y_va=y_va,
+    )
+    if refit is not None:
+        # the refitted model saw the labelled validation rows: calibrate and place the
+        # threshold on their out-of-fold scores (and on its own scores of the unlabelled
+        # validation rows, which it did not see)
+        chosen, raw_va = refit
+        raw_va_all = chosen.raw(chosen.x_va_all)
+        raw_va_all[np.searchsorted(va_all, va)] = raw_va
     booster, best, names, text_model = chosen.booster, chosen.best, chosen.names, chosen.text_model
-    x_va, x_te, x_va_all = chosen.x_va, chosen.x_te, chosen.x_va_all
-    raw_va = chosen.raw(x_va)
+    x_te = chosen.x_te
     calibrator = fit_calibrator(raw_va, y_va)
-    p_va_all = calibrator.transform(chosen.raw(x_va_all))
+    p_va_all = calibrator.transform(raw_va_all)
     choice = choose_threshold(
         p_va_all,
         item_ids[va_all],
@@ -753,7 +781,91 @@ def _fit_issue(
         variant=chosen.variant,
         group_models=chosen.group_models,
     )
-    return _FittedIssue(model, te, test_probs, baseline_probs, choice)
+    return _FittedIssue(
+        model,
+        te,
+        test_probs,
+        baseline_probs,
+        choice,
+        selection={k: float(v.selection_score) for k, v in built.candidates.items()},
+        refit=refit is not None,
+    )
+
+
+def _refit_on_seen(
+    chosen: _Variant,
+    *,
+    text_all: sp.csr_matrix | None,
+    x_all: np.ndarray,
+    item_ids: np.ndarray,
+    categorical: Sequence[int],
+    params: BoosterParams,
+    random_state: int,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    y_tr: np.ndarray,
+    y_va: np.ndarray,
+) -> tuple[_Variant, np.ndarray] | None:
+    """The chosen variant refitted on every labelled row seen (train + validation), and its
+    out-of-fold scores on the validation rows; None where that cannot be done honestly.
+
+    Why: the validation window is the most recent labelled data and a third more rows than
+    the training window; a model that never learns from it is handicapped against any model
+    fitted on all it was given (the baselines are). The variant was chosen on the train-only
+    fits; the refit is cross-fitted by item, so calibration and the threshold still see
+    scores of rows the scoring model did not learn from. Text and linear variants always
+    refit (their fit is cross-validated anyway). Boosted variants refit when the rows are
+    few enough for cross-validated rounds (`BoosterParams.cv_below_rows`); above that, early
+    stopping needs the validation window held out, so they keep the train-only fit. The
+    stacked variant's inputs on the validation rows are its text models' scores from the
+    train-only fit: out of sample, like the out-of-fold scores on the training rows.
+    """
+    tr, va, te, va_all = rows
+    if len(va) == 0 or len(np.unique(y_va)) < 2:
+        return None
+    seen = np.r_[tr, va]
+    y_seen = np.r_[y_tr, y_va].astype(int)
+    groups = item_ids[seen]
+    if chosen.booster is None:
+        if text_all is None or not chosen.text_blocks or chosen.text_model is None:
+            return None
+        dense = {"dense_x": x_all[seen], "categorical": categorical} if chosen.dense else {}
+        # the regularisation chosen out of fold on the training rows is kept: the refit
+        # needs out-of-fold scores, not a second search (five times the cost)
+        c = chosen.text_model.C_
+        model, oof = fit_text_model_cv(
+            text_all[seen],
+            y_seen,
+            groups,
+            blocks=chosen.text_blocks,
+            random_state=random_state,
+            **({"Cs": (c,)} if c is not None else {}),
+            **dense,
+        )
+
+        def score(idx: np.ndarray) -> np.ndarray:
+            x = x_all[idx] if chosen.dense else None
+            return model.score(text_all[idx], x).reshape(-1, 1)
+
+        out = replace(
+            chosen, text_model=model, x_va=score(va), x_te=score(te), x_va_all=score(va_all)
+        )
+        return out, oof[len(tr) :]
+    if chosen.x_tr is None or len(seen) >= params.cv_below_rows:
+        return None
+    booster, best, oof = fit_booster(
+        np.vstack([chosen.x_tr, chosen.x_va]),
+        y_seen,
+        chosen.x_va,
+        y_va,
+        feature_names=chosen.names,
+        categorical=categorical,
+        params=params,
+        random_state=random_state,
+        groups=groups,
+    )
+    if oof is None:  # no usable folds (a class too rare): keep the train-only fit
+        return None
+    return replace(chosen, booster=booster, best=best), oof[len(tr) :]
 
 
 @dataclass
@@ -770,6 +882,12 @@ class _Variant:
     x_te: np.ndarray
     x_va_all: np.ndarray
     selection_score: float = math.nan
+    # how to refit on train + validation (see _refit_on_seen): the booster's training rows
+    # (boosted variants), or the text model's blocks and whether it reads the transform
+    # features (text and linear variants)
+    x_tr: np.ndarray | None = None
+    text_blocks: tuple[tuple[int, int], ...] = ()
+    dense: bool = False
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities of rows of this variant's inputs."""
@@ -834,6 +952,7 @@ def _build_variants(
 
     # text models: the main text group and each extra hashed group (e.g. comment_text)
     text_scores: list[tuple[str, TextModel, list[np.ndarray]]] = []
+    text_blocks: dict[str, tuple[tuple[int, int], ...]] = {}
     if text_all is not None and text_all.nnz > 0:
         for g in transform.hashed_groups:
             lo, hi = g.blocks[0][0], g.blocks[-1][1]
@@ -846,6 +965,7 @@ def _build_variants(
             name = TEXT_SCORE_FEATURE if g.name == "text" else f"{TEXT_SCORE_FEATURE}__{g.name}"
             scores = [oof] + [model.score(text_all[idx]) for idx in (va, te, va_all)]
             text_scores.append((name, model, scores))
+            text_blocks[name] = tuple(g.blocks)
 
     use_cv = len(tr) < params.cv_below_rows
 
@@ -871,7 +991,7 @@ def _build_variants(
             booster, best, oof = fit_booster(
                 xs[0], y_tr, xs[1], y_va, random_state=random_state, groups=item_ids[tr], **fit_args
             )
-        v = _Variant(variant, booster, best, names, None, {}, xs[1], xs[2], xs[3])
+        v = _Variant(variant, booster, best, names, None, {}, xs[1], xs[2], xs[3], x_tr=xs[0])
         v.selection_score = judge(oof, v.raw(xs[1]))
         return v
 
@@ -901,6 +1021,7 @@ def _build_variants(
         for name, model, sc in text_scores:
             cols = [s.reshape(-1, 1) for s in sc]
             v = _Variant("text", None, 0, [name], model, {}, cols[1], cols[2], cols[3])
+            v.text_blocks = text_blocks[name]
             v.selection_score = judge(sc[0], sc[1])
             if best_text is None or v.selection_score > best_text.selection_score:
                 best_text = v
@@ -922,6 +1043,7 @@ def _build_variants(
             model.score(text_all[idx], x_all[idx]).reshape(-1, 1) for idx in (va, te, va_all)
         ]
         v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
+        v.text_blocks, v.dense = blocks, True
         v.selection_score = judge(oof, cols[1][:, 0])
         candidates["linear"] = v
 

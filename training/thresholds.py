@@ -9,7 +9,14 @@ One function, `choose_threshold`, picks each issue's threshold on the validation
   axis the distinct items flagged stay within the review capacity over the window;
 - precision: among the flagged labelled rows, precision reaches a floor: twice the base rate
   (or halfway from the base rate to 1 when that is lower), or a configured minimum if higher;
-- a threshold equal to the lowest score (it would flag every row) is never chosen.
+- a threshold equal to the lowest score (it would flag every row) is never chosen;
+- the cap must hold on rows the threshold has not seen (the next window's), not only on the
+  validation rows it was chosen on: a threshold placed exactly at the cap on validation
+  flags more than the cap on about half of all new samples. So the flagged share is bounded
+  with a margin: its one-sided prediction bound for a new window as large as the validation
+  window (`share_upper_bounds`, at SHARE_CONFIDENCE) must stay at or below the cap. The
+  variance counts items, not rows (an item's horizons are flagged together, so they are not
+  independent draws), and the margin shrinks as 1/sqrt(items) as validation grows.
 
 The floor is relative to the data's own base rate, so it means the same on any dataset: a
 flag is at least twice as likely to be right as a random pick. Among the thresholds that meet
@@ -33,6 +40,9 @@ DEFAULT_MAX_SHARE = 0.2
 DEFAULT_PRECISION_LIFT = 2.0
 # Where positives are common, the cap leaves room for a model that flags them all (plus some).
 BASE_RATE_SLACK = 1.2
+# One-sided confidence that a new window's flagged share stays within the cap (normal quantile).
+SHARE_CONFIDENCE = 0.95
+_Z_ONE_SIDED_95 = 1.6448536269514722
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,9 @@ class ThresholdChoice:
     max_share: float  # the cap applied (see ThresholdPolicy.share_cap)
     capacity_items: int | None
     flagged_share: float = math.nan
+    # the share's one-sided prediction bound for a new window of the validation's size: the
+    # cap is held on this, not on the validation share itself
+    flagged_share_bound: float = math.nan
     flagged_items: int = 0
     precision: float = math.nan
     recall: float = math.nan
@@ -103,6 +116,40 @@ class ThresholdChoice:
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in out.items()
         }
+
+
+def share_upper_bounds(
+    order_items: np.ndarray, n_rows: int, rows_flagged: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """Per candidate threshold: the flagged share plus its one-sided prediction margin.
+
+    order_items: each row's item code (0..K-1), rows in descending score order; rows_flagged:
+    how many rows each candidate flags (the top ones); ends: the index of each candidate's
+    last flagged row. The share s = F/M (F flagged rows out of M) is a ratio over K items
+    (clusters): Var(s) ~= K/(K-1) * sum_i (f_i - s m_i)^2 / M^2, with f_i and m_i item i's
+    flagged and total rows. A new window of the same size has its own share with that
+    variance, so their difference has twice it: bound = s + z sqrt(2 Var(s)). The sums are
+    running totals along the ranking, so every candidate costs O(1): sum f_i^2 grows by
+    2 c + 1 when an item's (c+1)-th row is flagged, sum f_i m_i by m_i.
+    """
+    k = int(order_items.max()) + 1 if len(order_items) else 0
+    share = rows_flagged / n_rows
+    if k < 2:
+        return np.full(len(ends), np.inf)
+    m = np.bincount(order_items, minlength=k).astype(np.float64)
+    # c: how many earlier (higher-scored) rows of the same item come before each row
+    stable = np.argsort(order_items, kind="stable")
+    sorted_items = order_items[stable]
+    starts = np.r_[0, np.flatnonzero(sorted_items[1:] != sorted_items[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(sorted_items)]))
+    c = np.empty(len(order_items), dtype=np.float64)
+    c[stable] = np.arange(len(sorted_items)) - run_start
+    s_ff = np.cumsum(2.0 * c + 1.0)[ends]
+    s_fm = np.cumsum(m[order_items])[ends]
+    s_mm = float(np.sum(m * m))
+    resid = np.maximum(s_ff - 2.0 * share * s_fm + share * share * s_mm, 0.0)
+    var = k / (k - 1) * resid / float(n_rows) ** 2
+    return share + _Z_ONE_SIDED_95 * np.sqrt(2.0 * var)
 
 
 def choose_threshold(
@@ -165,10 +212,11 @@ def choose_threshold(
     tp = np.cumsum(is_pos[order])[ends]
     fp = np.cumsum(is_neg[order])[ends]
     first = np.zeros(n, dtype=np.int64)
-    _, first_idx = np.unique(ids[order].astype(str), return_index=True)
+    _, first_idx, codes = np.unique(ids[order].astype(str), return_index=True, return_inverse=True)
     first[first_idx] = 1
     items = np.cumsum(first)[ends]
     share = rows / n
+    bound = share_upper_bounds(codes.reshape(-1), n, rows, ends)
     flagged_labelled = tp + fp
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(flagged_labelled > 0, tp / np.maximum(flagged_labelled, 1), np.nan)
@@ -176,21 +224,27 @@ def choose_threshold(
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
 
-    volume = (share <= cap + 1e-12) & (thresholds > ps[-1])
+    volume = (bound <= cap + 1e-12) & (thresholds > ps[-1])
     if capacity_items is not None:
         volume &= items <= max(1, int(capacity_items))
     measurable = volume & (flagged_labelled >= MIN_FLAGGED_LABELLED)
     feasible = measurable & (precision >= floor - 1e-12)
-    limits = f"at most {cap:.0%} of rows" + (
+    limits = f"at most {cap:.0%} of rows (with a {SHARE_CONFIDENCE:.0%} margin)" + (
         f" and {int(capacity_items)} items (the review capacity)"
         if capacity_items is not None
         else ""
     )
     if not feasible.any():
         if not volume.any():
+            if share[0] > cap:
+                return refuse(
+                    f"no threshold flags {limits}: the top score is shared by "
+                    f"{share[0]:.0%} of validation rows"
+                )
             return refuse(
-                f"no threshold flags {limits}: the top score is shared by "
-                f"{rows[0] / n:.0%} of validation rows"
+                f"no threshold flags {limits}: with {n} validation rows even the fewest "
+                f"flags ({share[0]:.1%}) may exceed the cap on new rows (bound "
+                f"{bound[0]:.1%}); validation is too small to hold the cap"
             )
         if not measurable.any():
             return refuse(
@@ -212,6 +266,7 @@ def choose_threshold(
         threshold=float(thresholds[pick]),
         reason=None,
         flagged_share=float(share[pick]),
+        flagged_share_bound=float(bound[pick]),
         flagged_items=int(items[pick]),
         precision=float(precision[pick]),
         recall=float(recall[pick]),

@@ -212,3 +212,49 @@ def test_linear_variant_scores_text_and_features_on_every_path(tmp_path: Path) -
     assert [r.feature for r in bundle.explain_one(records[0], "bad")] == ["linear_score"]
     again = pickle.loads(pickle.dumps(bundle))
     np.testing.assert_allclose(again.score_frame(frame)["bad"].to_numpy(), batch, rtol=1e-12)
+
+
+def test_the_shipped_variant_learns_from_the_validation_rows_too() -> None:
+    # the training window never shows the signal word "omega"; the validation window does:
+    # the refitted text model (train + validation, cross-fitted) learns it, the train-only
+    # one cannot, and the validation scores handed to calibration are out of fold
+    from training.pipeline import _refit_on_seen, _Variant
+
+    rng = np.random.default_rng(5)
+    n = 900
+    y = (rng.random(n) < 0.3).astype(int)
+    tr, va, te = np.arange(400), np.arange(400, 700), np.arange(700, n)
+    rows = []
+    for k, label in enumerate(y):
+        words = rng.choice(COMMON, size=12).tolist()
+        if label and rng.random() < 0.8:
+            words[0] = "alpha" if k < 400 else "omega"
+        rows.append([" ".join(words)])
+    hashed = hashed_texts(rows, 1 << 11, (1, 1))
+    items = np.array([f"i{k}" for k in range(n)], dtype=object)
+    model, _ = fit_text_model_cv(hashed[tr], y[tr], items[tr], random_state=0)
+    blocks = ((0, 1 << 11),)
+    cols = [model.score(hashed[idx]).reshape(-1, 1) for idx in (va, te, va)]
+    chosen = _Variant("text", None, 0, ["text_score"], model, {}, *cols, text_blocks=blocks)
+    x_all = np.zeros((n, 1))
+    kw = dict(text_all=hashed, x_all=x_all, item_ids=items, categorical=(), random_state=0)
+    got = _refit_on_seen(
+        chosen, params=BoosterParams(), rows=(tr, va, te, va), y_tr=y[tr], y_va=y[va], **kw
+    )
+    assert got is not None
+    refit, oof_va = got
+    assert refit.variant == "text" and len(oof_va) == len(va)
+    assert refit.text_model.C_ == model.C_  # the C chosen on the training rows is kept
+    before = roc_auc_score(y[te], chosen.x_te[:, 0])
+    after = roc_auc_score(y[te], refit.x_te[:, 0])
+    assert after > before + 0.1, (before, after)
+    # out of fold: not the refitted model's own (in-sample) scores of those rows
+    assert not np.allclose(oof_va, refit.x_va[:, 0])
+    assert roc_auc_score(y[va], oof_va) > 0.6
+    # a boosted variant with too many rows for cross-validated rounds keeps its fit
+    boosted = _Variant("tabular", object(), 10, ["x"], None, {}, *cols, x_tr=cols[0])
+    small = BoosterParams(cv_below_rows=100)
+    assert (
+        _refit_on_seen(boosted, params=small, rows=(tr, va, te, va), y_tr=y[tr], y_va=y[va], **kw)
+        is None
+    )

@@ -103,3 +103,64 @@ def test_a_biased_labelled_sample_does_not_raise_the_cap() -> None:
     y[top] = (rng.random(100) < 0.4).astype(float)
     got = choose_threshold(p, np.arange(1000), y)
     assert got.max_share == 0.2
+
+
+def _clustered(n_items: int, seed: int, rows_per_item: int = 3):
+    """Rows of n_items items (rows_per_item horizons each, scores correlated within an item),
+    10% of items positive: one draw from a fixed distribution."""
+    rng = np.random.default_rng(seed)
+    y_item = (rng.random(n_items) < 0.1).astype(float)
+    latent = 2.5 * y_item + rng.normal(size=n_items)
+    items = np.repeat(np.arange(n_items), rows_per_item)
+    z = latent[items] + 0.5 * rng.normal(size=len(items)) - 2
+    return 1 / (1 + np.exp(-z)), items, y_item[items]
+
+
+def test_cap_holds_on_held_out_rows_of_the_same_distribution() -> None:
+    # the threshold is chosen on one sample and applied to fresh samples of the same
+    # distribution: the cap must hold there too, not only where it was chosen
+    over = 0
+    for seed in range(20):
+        p, items, y = _clustered(600, seed)
+        got = choose_threshold(p, items, y, capacity_items=10_000)
+        assert got.ok and got.flagged_share_bound <= 0.2 + 1e-12
+        assert got.flagged_share < got.flagged_share_bound
+        p_new, _, _ = _clustered(600, 1000 + seed)
+        over += (p_new >= got.threshold).mean() > 0.2
+    # at most a few of 20 held-out windows over the cap (95% one-sided; without the margin
+    # about half of them are)
+    assert over <= 3
+
+
+def test_the_margin_shrinks_as_validation_grows() -> None:
+    margins = []
+    for n_items in (300, 3000, 30_000):
+        p, items, y = _clustered(n_items, 7)
+        got = choose_threshold(p, items, y, capacity_items=10**9)
+        assert got.ok
+        margins.append(got.flagged_share_bound - got.flagged_share)
+        assert got.flagged_share_bound <= 0.2 + 1e-12
+    assert margins[0] > margins[1] > margins[2] > 0
+    # 1/sqrt(items): ten times the items, about a third of the margin
+    assert margins[2] < 0.5 * margins[1] < 0.25 * margins[0]
+
+
+def test_the_margin_counts_items_not_rows() -> None:
+    # the same items with ten identical rows each: not ten times the evidence
+    p, items, y = _clustered(1000, 8, rows_per_item=1)
+    one = choose_threshold(p, items, y, capacity_items=10**9)
+    ten = choose_threshold(np.repeat(p, 10), np.repeat(items, 10), np.repeat(y, 10),
+                           capacity_items=10**9)  # fmt: skip
+    assert one.ok and ten.ok
+    gap_one = one.flagged_share_bound - one.flagged_share
+    gap_ten = ten.flagged_share_bound - ten.flagged_share
+    assert gap_ten == pytest.approx(gap_one, rel=0.15)
+
+
+def test_validation_too_small_for_the_margin_is_refused_with_the_reason() -> None:
+    # ten items: flagging one is 10% of rows, but a new window of ten may well hold 3 of them
+    p = np.linspace(0.9, 0.1, 10)
+    y = np.r_[1.0, np.zeros(9)]
+    got = choose_threshold(p, np.arange(10), y, capacity_items=10**9)
+    assert not got.ok
+    assert "validation is too small to hold the cap" in got.reason
