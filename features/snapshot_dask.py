@@ -30,7 +30,9 @@ ROW = "_row"
 # Events per item bucket. The buckets are the unit of work and of memory on a worker (the
 # shuffled events of a bucket and snapshot_frame's arrays over them), so their count grows
 # with the events rather than staying at a few per worker: with a fixed count, a bucket
-# (and a worker's peak) grows with the data. About 50-100 MB of events in memory.
+# (and a worker's peak) grows with the data. About 50-100 MB of events in memory. Each task
+# still receives the small tables whole (creator history spans buckets): that part grows with
+# the items.
 EVENTS_PER_BUCKET = 500_000
 
 
