@@ -50,10 +50,13 @@ def _rusage_peak() -> int:
 class PeakMemory:
     """Samples the process tree's RSS in the background; `peak_bytes` is the largest seen."""
 
-    def __init__(self, interval_s: float = 0.1) -> None:
+    def __init__(self, interval_s: float = 0.1, *, kernel_high_water: bool = True) -> None:
+        """`kernel_high_water=False` keeps to the samples: for one stage of a longer job,
+        whose process-wide high-water mark may come from an earlier stage."""
         import psutil
 
         self.interval_s = interval_s
+        self.kernel_high_water = kernel_high_water
         self._proc = psutil.Process(os.getpid())
         self.peak_bytes = 0
         self.max_processes = 0
@@ -84,7 +87,8 @@ class PeakMemory:
             if self._thread.is_alive():
                 self._thread.join(timeout=2 * self.interval_s + 1)
             self.sample()
-            self.peak_bytes = max(self.peak_bytes, _rusage_peak())
+            if self.kernel_high_water:
+                self.peak_bytes = max(self.peak_bytes, _rusage_peak())
             self.seconds = time.perf_counter() - self._t0
         return self.peak_bytes
 

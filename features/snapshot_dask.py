@@ -12,6 +12,7 @@ validate them and keep them on the cluster, spilling to disk under memory pressu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,25 @@ BUCKET = "_bucket"
 # after the shuffle, so that every sum over an item's events adds in the pandas order (float
 # sums in another order differ in the last bits, and a tree split can fall between them).
 ROW = "_row"
+# Events per item bucket. The buckets are the unit of work and of memory on a worker (the
+# shuffled events of a bucket and snapshot_frame's arrays over them), so their count grows
+# with the events rather than staying at a few per worker: with a fixed count, a bucket
+# (and a worker's peak) grows with the data. About 50-100 MB of events in memory. Each task
+# still receives the small tables whole (creator history spans buckets): that part grows with
+# the items.
+EVENTS_PER_BUCKET = 500_000
 
 
 def item_buckets(item_ids: pd.Series, n: int) -> np.ndarray:
     """Stable bucket 0..n-1 of each item_id (same on every worker and run)."""
     hashed = pd.util.hash_pandas_object(item_ids, index=False).to_numpy()
     return (hashed % np.uint64(n)).astype(np.int64)
+
+
+def bucket_count(event_rows: int, workers: int) -> int:
+    """Item buckets for `event_rows` events: two per worker at least (so every worker has
+    work), and more as the events grow, so that a bucket stays near EVENTS_PER_BUCKET."""
+    return max(2 * max(workers, 1), math.ceil(max(event_rows, 0) / EVENTS_PER_BUCKET))
 
 
 def _partition(
@@ -82,7 +96,7 @@ def build_snapshots_dask(
     events = tables.get("events")
     small = {k: v for k, v in tables.items() if k != "events"}
     with dask_client(scheduler, announce=progress) as client:
-        n = npartitions or 2 * n_workers(client)
+        n = npartitions or bucket_count(0 if events is None else len(events), n_workers(client))
         ddf = (
             None
             if events is None
@@ -200,9 +214,9 @@ def snapshots_from_folder(
     small = {n: read_table(n, f) for n, f in files.items() if n != "events"}
     check_dataset(small, context=f"dataset {str(folder)!r}")
     with dask_client(scheduler, announce=progress) as client:
-        n = npartitions or 2 * n_workers(client)
         events = None
         latest_events: int | None = None
+        event_rows = 0
         if "events" in files:
             pieces = table_parts(files["events"])
             if pieces[0].file.suffix == ".parquet":
@@ -215,10 +229,12 @@ def snapshots_from_folder(
             delayed = [dask.delayed(_read_checked)(p, known) for p in pieces]
             events = dd.from_delayed(delayed, meta=meta, verify_meta=False)
             events = client.persist(events)
+            event_rows = len(events)  # the persisted partitions' lengths (a CSV's too)
             if as_of_max is None and WINDOW_TIME_COLUMNS["events"][0] in meta.columns:
                 ts_max = events["ts"].max().compute()
                 if pd.notna(ts_max):
                     latest_events = int(pd.Timestamp(ts_max).as_unit("ns").value)
+        n = npartitions or bucket_count(event_rows, n_workers(client))
         as_of_max_ns = resolve_as_of_max(small, as_of_max)
         if latest_events is not None:
             as_of_max_ns = max(as_of_max_ns, latest_events)

@@ -35,6 +35,8 @@ from training.fit import BoosterParams, _safe_name
 
 # Validation rows are scored in steps of this many trees while replaying early stopping.
 REPLAY_STEP = 1
+# Rows per block when scanning the design matrix for empty columns.
+BLOCK_ROWS = 65_536
 
 
 def _valid_score(metric: str, y: np.ndarray, raw: np.ndarray) -> float:
@@ -80,6 +82,59 @@ def best_iteration(
     return best_round
 
 
+def empty_columns(x: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+    """Columns without a single value (all NaN), found a block of rows at a time so that no
+    full-size boolean copy of the matrix is made."""
+    empty = np.ones(x.shape[1], dtype=bool)
+    for start in range(0, len(x), block_rows):
+        empty &= np.isnan(np.asarray(x[start : start + block_rows], dtype=np.float64)).all(axis=0)
+        if not empty.any():
+            break
+    return empty
+
+
+def scatter_design(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    client: Any,
+    random_state: int = 0,
+) -> tuple[list[tuple[Any, tuple[int, ...]]], list[tuple[Any, tuple[int, ...]]]]:
+    """The training rows as one shuffled float64 chunk per worker, sent straight to it.
+
+    Returns (future, shape) pairs of X chunks and of y chunks. The client builds one chunk at
+    a time and lets it go once the worker holds it, so beyond the caller's own `x_train` it
+    needs memory for one worker's share, not for a float64 copy plus a shuffled copy of the
+    whole matrix (which `da.from_array` would also keep in the task graph).
+
+    - A column without a single value in the training rows makes distributed LightGBM's
+      bin-mapper sync fail when categorical features are present (a socket error on every
+      worker). Such a column can never be split on; a constant 0 cannot either, so the
+      trees are the same and predict still takes the column (NaN or not).
+    - Rows go in a seeded random order: training rows come sorted by time, and a worker
+      holding only the earliest (or latest) rows would draw its feature bins and bagging
+      samples from a slice unlike the whole; shuffled, every worker's slice looks like it.
+    """
+    workers = sorted(client.scheduler_info().get("workers", {})) or [None]
+    empty = empty_columns(x_train)
+    order = np.random.default_rng(random_state).permutation(len(x_train))
+    y_all = np.asarray(y_train, dtype=np.float64)
+    x_parts: list[tuple[Any, tuple[int, ...]]] = []
+    y_parts: list[tuple[Any, tuple[int, ...]]] = []
+    for worker, rows in zip(workers, np.array_split(order, len(workers)), strict=True):
+        if len(rows) == 0:
+            continue
+        chunk = np.asarray(x_train[rows], dtype=np.float64)
+        chunk[:, empty] = 0.0
+        to = None if worker is None else [worker]
+        # hash=False: equal chunks of two fits are still two pieces of data
+        [fx, fy] = client.scatter([chunk, y_all[rows]], workers=to, hash=False)
+        x_parts.append((fx, chunk.shape))
+        y_parts.append((fy, (len(rows),)))
+        del chunk
+    return x_parts, y_parts
+
+
 def fit_booster_dask(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -97,28 +152,12 @@ def fit_booster_dask(
     from distributed import default_client, wait
     from lightgbm.dask import DaskLGBMClassifier
 
-    from common.cluster import n_workers
-
     params = params.for_rows(len(y_train))  # sized to the data, as fit_booster does
     client = client or default_client()
-    workers = n_workers(client)
-    # one chunk per worker: LightGBM runs one process per worker holding data
-    rows = max(1, math.ceil(len(y_train) / workers))
-    x_np = np.array(x_train, dtype=np.float64)
-    # A column without a single value in the training rows makes distributed LightGBM's
-    # bin-mapper sync fail when categorical features are present (a socket error on every
-    # worker). Such a column can never be split on; a constant 0 cannot either, so the
-    # trees are the same and predict still takes the column (NaN or not).
-    x_np[:, np.isnan(x_np).all(axis=0)] = 0.0
-    # Rows in a seeded random order: training rows come sorted by time, and a worker holding
-    # only the earliest (or latest) rows would draw its feature bins and bagging samples
-    # from a slice unlike the whole; shuffled, every worker's slice looks like the whole.
-    order = np.random.default_rng(random_state).permutation(len(x_np))
-    x = da.from_array(x_np[order], chunks=(rows, -1))
-    y = da.from_array(np.asarray(y_train, dtype=np.float64)[order], chunks=(rows,))
-    del x_np
-    x, y = client.persist([x, y])
-    wait([x, y])
+    x_parts, y_parts = scatter_design(x_train, y_train, client=client, random_state=random_state)
+    x = da.concatenate([da.from_delayed(f, shape=s, dtype=np.float64) for f, s in x_parts])
+    y = da.concatenate([da.from_delayed(f, shape=s, dtype=np.float64) for f, s in y_parts])
+    wait([f for f, _ in x_parts + y_parts])
     lgb_params = params.lgb_params(random_state)
     # each worker's LightGBM uses the worker's threads (dask sets them); the rest is the same
     lgb_params.pop("num_threads", None)

@@ -123,6 +123,20 @@ def format_result(result: TrainResult) -> str:
             lines.extend(f"  gate: {r}" for r in reasons)
     else:
         lines.append("not tracked (--no-track)")
+    if result.timings:
+        # where the time and the memory went (memory: the process tree, workers included)
+        lines.append(
+            "stages: "
+            + ", ".join(
+                f"{name} {seconds:.1f} s"
+                + (
+                    f" {result.stage_peak_bytes[name] / 1e9:.2f} GB"
+                    if name in result.stage_peak_bytes
+                    else ""
+                )
+                for name, seconds in result.timings.items()
+            )
+        )
     if (
         result.run_id is not None
         and result.model_name

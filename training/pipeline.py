@@ -88,6 +88,8 @@ class TrainResult:
     fingerprint: str
     decision: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # the largest RSS of the whole process tree (Dask workers included) seen in each stage
+    stage_peak_bytes: dict[str, int] = field(default_factory=dict)
     reused: bool = False  # the same job (data fingerprint + params) was already logged
     model_name: str | None = None  # the registered model it was logged under
     serving_name: str | None = None  # the name `surfacer serve` loads (settings.model_name)
@@ -101,21 +103,31 @@ class _Split:
 
 
 class _Timer:
-    """Wall time per stage, and a line (or a bar on a terminal) per stage when asked."""
+    """Wall time and peak memory per stage, and a line (or a bar on a terminal) per stage
+    when asked.
+
+    The memory is the process tree's (this process and its Dask LocalCluster workers), so
+    that a run at scale says which stage needs the memory, not only that some stage did.
+    """
 
     def __init__(self, progress: bool) -> None:
         self.timings: dict[str, float] = {}
+        self.peak_bytes: dict[str, int] = {}
         # fit and evaluate run once per issue: the count is of stages run, with no total
         self._bar = Progress("train", unit="stage", enabled=progress)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        from common.memory import PeakMemory
+
         self._bar.status(name)
         t0 = time.perf_counter()
+        sampler = PeakMemory(interval_s=0.2, kernel_high_water=False).start()
         try:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+            self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), sampler.stop())
         self._bar.update(1)
 
     def close(self) -> None:
@@ -238,6 +250,7 @@ def train(
         fingerprint=td.fingerprint,
         decision=decision,
         timings=timer.timings,
+        stage_peak_bytes=timer.peak_bytes,
         reused=reused,
         model_name=settings.model_name,
         serving_name=serving_name,

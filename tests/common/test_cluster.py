@@ -52,6 +52,19 @@ def test_peak_memory_counts_child_processes() -> None:
     assert peak.line().startswith("peak memory: ")
 
 
+def test_stage_peak_leaves_out_an_earlier_high_water_mark() -> None:
+    # an earlier child reached 1 GB: the kernel remembers it for this process's children
+    code = "b = bytearray(1_000_000_000); b[::4096] = b'x' * len(b[::4096])"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with PeakMemory(interval_s=0.05) as whole:
+        pass
+    with PeakMemory(interval_s=0.05, kernel_high_water=False) as stage:
+        pass
+    assert whole.peak_bytes >= 1_000_000_000  # the command's peak includes it
+    assert stage.peak_bytes < 1_000_000_000  # a later stage's own peak does not
+    assert stage.peak_bytes > 0
+
+
 def test_cli_prints_peak_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from surfacer.cli import run
 

@@ -126,6 +126,34 @@ def test_snapshots_from_folder_equal_pandas(
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
+def test_buckets_grow_with_the_events() -> None:
+    from features.snapshot_dask import EVENTS_PER_BUCKET, bucket_count
+
+    assert bucket_count(0, 2) == 4  # two per worker at least
+    assert bucket_count(10 * EVENTS_PER_BUCKET, 2) == 10
+    assert bucket_count(10 * EVENTS_PER_BUCKET + 1, 2) == 11
+    # ten times the events, ten times the buckets: a bucket's size stays the same
+    assert bucket_count(100 * EVENTS_PER_BUCKET, 2) == 10 * bucket_count(10 * EVENTS_PER_BUCKET, 2)
+
+
+def test_snapshots_in_many_buckets_equal_pandas(
+    scheduler: str,
+    sim_tables: dict[str, pd.DataFrame],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import features.snapshot_dask as snapshot_dask
+    from features.snapshot import build_snapshots
+
+    path = write_dataset(sim_tables, tmp_path / "ds", parts={"events": 2})
+    # buckets sized by the events (no npartitions): here small buckets, so that there are many
+    monkeypatch.setattr(snapshot_dask, "EVENTS_PER_BUCKET", max(1, len(sim_tables["events"]) // 9))
+    assert snapshot_dask.bucket_count(len(sim_tables["events"]), 2) >= 9
+    want = build_snapshots(load_dataset(path))
+    got, _ = snapshot_dask.snapshots_from_folder(path, (1, 6, 24), scheduler=scheduler)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
 def test_snapshots_from_folder_report_bad_events(
     scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:

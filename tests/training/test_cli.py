@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,10 @@ def test_train_prints_metrics_and_score_writes_parquet(
     assert all(int(v.replace(",", "")) > 0 for v in rows["n"])  # counts print as integers
     assert all(0 <= float(v) <= 1 for v in rows["pr_auc"])
     assert "holdout: stratified split" in out and "not tracked" in out
+    # time and memory per stage, so a run at scale says which stage needs the memory
+    stages = next(line for line in lines if line.startswith("stages: "))
+    for stage in ("load", "transform", "fit", "evaluate"):
+        assert re.search(rf"\b{stage} [0-9.]+ s [0-9.]+ GB", stages), stages
     bundle = load_model(str(bundle_path))
     assert bundle.issue_names == ["spam", "ban"]
     assert bundle.metadata["capacity_per_day"] == 30

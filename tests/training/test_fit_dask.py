@@ -81,3 +81,31 @@ def test_dask_booster_matches_local_quality(client: object) -> None:
     got = pr_auc(y[te], dist.predict(x[te]))
     assert want > 0.3
     assert abs(got - want) < 0.01
+
+
+def test_design_is_scattered_a_shuffled_chunk_per_worker() -> None:
+    from distributed import Client
+
+    from tests.support.dask import local_scheduler
+    from training.fit_dask import empty_columns, scatter_design
+
+    x, y = design(1001, 3)
+    x[:, 2] = np.nan
+    x[7, 2] = 0.5  # one value: not an empty column
+    with local_scheduler(processes=False) as address, Client(address) as c:
+        x_parts, y_parts = scatter_design(x, y, client=c, random_state=4)
+        holders = c.who_has([f for f, _ in x_parts])
+        placed = [set(holders[f.key]) for f, _ in x_parts]
+        xs = [f.result() for f, _ in x_parts]
+        ys = [f.result() for f, _ in y_parts]
+    # one chunk per worker, each on its own worker, with the shapes the dask arrays declare
+    assert len(xs) == 2 and placed[0].isdisjoint(placed[1])
+    assert [a.shape for a in xs] == [s for _, s in x_parts]
+    assert [a.shape for a in ys] == [s for _, s in y_parts]
+    # together: every row once, in the seeded order, labels aligned, the empty column zeroed
+    order = np.random.default_rng(4).permutation(len(x))
+    want = x[order].copy()
+    want[:, 5] = 0.0
+    np.testing.assert_array_equal(np.concatenate(xs), want)
+    np.testing.assert_array_equal(np.concatenate(ys), y[order].astype(float))
+    assert empty_columns(x, block_rows=100).tolist() == [False] * 5 + [True]
