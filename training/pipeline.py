@@ -489,6 +489,8 @@ def fit_and_evaluate(
             if choice is not None:
                 metrics["valid_flagged_share"] = choice.flagged_share
                 metrics["valid_flagged_share_bound"] = choice.flagged_share_bound
+                if choice.time_blocks:
+                    metrics["valid_flagged_share_drift"] = choice.share_drift
                 metrics["valid_precision"] = choice.precision
                 metrics["precision_floor"] = choice.precision_floor
             verdict = judge_issue(
@@ -773,6 +775,13 @@ def _fit_issue(
             max(1, round(capacity_per_day * valid_days)) if valid_days is not None else None
         ),
         policy=threshold_policy,
+        # timed data: the next window comes after validation, so the cap must also hold if
+        # the flagged share keeps drifting the way it did across validation
+        times=(
+            pd.to_datetime(frame["as_of"].iloc[va_all], utc=True).to_numpy(dtype="datetime64[ns]")
+            if valid_days is not None
+            else None
+        ),
     )
     # no qualifying threshold: the issue is disabled (see fit_and_evaluate); inf flags nothing
     threshold = choice.threshold if choice.threshold is not None else math.inf

@@ -164,3 +164,61 @@ def test_validation_too_small_for_the_margin_is_refused_with_the_reason() -> Non
     got = choose_threshold(p, np.arange(10), y, capacity_items=10**9)
     assert not got.ok
     assert "validation is too small to hold the cap" in got.reason
+
+
+def _drifting(n_items: int, seed: int, start: float, rise: float, rows_per_item: int = 3):
+    """Items over one window length of time from `start` (in window lengths); the share of
+    high-scoring items is 8% + rise x time, so the score distribution shifts upward over
+    time and keeps doing so in the next window (start=1). rise=0: no drift."""
+    rng = np.random.default_rng(seed)
+    t_item = start + np.sort(rng.random(n_items))
+    high = rng.random(n_items) < 0.08 + rise * t_item
+    y_item = np.where(high, rng.random(n_items) < 0.6, rng.random(n_items) < 0.03)
+    latent = np.where(high, 1.5, -1.0) + 0.6 * rng.normal(size=n_items)
+    items = np.repeat(np.arange(n_items), rows_per_item)
+    z = latent[items] + 0.3 * rng.normal(size=len(items))
+    return 1 / (1 + np.exp(-z)), items, y_item[items].astype(float), t_item[items]
+
+
+def test_the_cap_holds_on_the_next_window_when_scores_drift_upward() -> None:
+    # validation's score distribution shifts upward over time and the later window continues
+    # the trend: the stationary bound (no times) flags more than the cap there, the drift
+    # rule (times given) does not
+    old_over = new_over = 0
+    for seed in range(10):
+        p, items, y, t = _drifting(4000, seed, 0.0, 0.1)
+        old = choose_threshold(p, items, y, capacity_items=10**9)
+        new = choose_threshold(p, items, y, capacity_items=10**9, times=t)
+        assert old.ok and new.ok and old.time_blocks == 0 and new.time_blocks == 4
+        assert new.flagged_share_bound <= 0.2 + 1e-12 and new.share_drift > 0
+        p_next, _, _, _ = _drifting(50_000, 100 + seed, 1.0, 0.1, rows_per_item=1)
+        old_over += (p_next >= old.threshold).mean() > 0.2
+        new_over += (p_next >= new.threshold).mean() > 0.2
+    assert old_over == 10
+    assert new_over <= 1
+
+
+def test_without_drift_the_time_rule_is_not_materially_stricter() -> None:
+    # same distribution over the whole window: the drift rule may cost a little (the later
+    # half's bound, an occasional trend seen in noise), not a different threshold
+    losses, margins = [], []
+    for seed in range(10):
+        p, items, y, t = _drifting(4000, seed, 0.0, 0.0)
+        old = choose_threshold(p, items, y, capacity_items=10**9)
+        new = choose_threshold(p, items, y, capacity_items=10**9, times=t)
+        assert old.ok and new.ok
+        assert new.threshold >= old.threshold  # the drift rule only adds to the bound
+        losses.append(old.flagged_share - new.flagged_share)
+        margins.append(old.flagged_share_bound - old.flagged_share)
+    # on average less than the stationary margin itself, and under 5% of the flags
+    assert np.mean(losses) < np.mean(margins)
+    assert np.mean(losses) < 0.05 * 0.2
+
+
+def test_times_on_too_few_items_keep_the_stationary_rule() -> None:
+    p, items, y = _clustered(50, 9)  # 50 items: fewer than two blocks of MIN_BLOCK_ITEMS
+    t = items.astype(float)
+    plain = choose_threshold(p, items, y, capacity_items=10**9)
+    timed = choose_threshold(p, items, y, capacity_items=10**9, times=t)
+    assert plain.ok and timed.time_blocks == 0
+    assert timed.threshold == plain.threshold
