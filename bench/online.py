@@ -11,10 +11,12 @@ measures:
   with the ratios;
 - the documented deployment under load: a producer process publishes --bg-rate events/s to
   a stream, `surfacer ingest` (its own process) applies them to the Redis store, and the
-  serve worker only reads the store to score. Measured under it: freshness (a probe's HTTP
-  acceptance to a GET score reflecting it, p50/p99) and GET /v1/items/{id}/score latency
-  at a fixed open-loop rate (default 500 req/s), from each request's scheduled send time,
-  with the ingest rate the ingester actually kept up and its lag;
+  serve worker only reads the store to score (re-scoring of touched items runs in the
+  ingest process: `--rescore`, SURFACER_ONLINE_RESCORE=false for serve). Measured under
+  it: freshness (a probe's HTTP acceptance to a GET score reflecting it, p50/p99) and GET
+  /v1/items/{id}/score latency at a fixed open-loop rate (default 500 req/s), from each
+  request's scheduled send time, with the ingest rate the ingester actually kept up and its
+  lag;
 - Redis memory per live item (MEMORY USAGE of an item's keys, and used_memory / items);
 - expiry: live items before and after the store clock passes their last horizon.
 
@@ -383,6 +385,8 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             "SURFACER_ONLINE_STORE": args.redis,
             "SURFACER_ONLINE_PREFIX": prefix,
             "SURFACER_ONLINE_HORIZON_H": str(horizon_h),
+            # the serve worker answers requests only; `surfacer ingest --rescore` re-scores
+            "SURFACER_ONLINE_RESCORE": "false",
         }
         cmd = [
             sys.executable,
@@ -425,6 +429,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                     f"{args.redis}?stream={stream}&group=bench-live&consumer=bench",
                     "--count",
                     str(args.count),
+                    "--rescore",
                 ],
                 env=env,
                 stdout=ingest_log,
