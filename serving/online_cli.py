@@ -80,11 +80,17 @@ def run_ingest(
     if not rescore:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     from serving.online import run_rescorer
+    from serving.stream import NatsSource, StreamSource
 
+    # a bad URL fails before the re-scorer starts loading a model
+    (NatsSource if url.startswith("nats://") else StreamSource).parse(url)
     settings = get_settings()
     stop = threading.Event()
+    queued: list[int] = []
     thread = threading.Thread(
-        target=run_rescorer, args=(settings, stop), name="online-rescore", daemon=True
+        target=lambda: queued.append(run_rescorer(settings, stop)),
+        name="online-rescore",
+        daemon=True,
     )
     thread.start()
     if not quiet:
@@ -97,6 +103,8 @@ def run_ingest(
     finally:
         stop.set()
         thread.join(60)
+        if not quiet and queued:
+            typer.echo(f"ingest: re-scoring queued {queued[0]} items for review")
 
 
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
