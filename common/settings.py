@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Touched items are re-scored at most this often (and at each horizon).",
     )
+    online_rescore: bool = Field(
+        default=True,
+        description="Run background re-scoring of touched items in this process (each serve "
+        "worker). Set false in the serving process when `surfacer ingest --rescore` (or another "
+        "process) re-scores, so that GET score does not share its worker with batch scoring.",
+    )
     online_consume: str | None = Field(
         default=None,
         description="Stream the service consumes itself (redis://...?stream=S&group=G or "

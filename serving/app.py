@@ -204,7 +204,9 @@ def create_app(
                 holder.poll(STARTUP_RETRY_S, on_result=count, until_loaded=True),
                 name="model-retry",
             )
-        rescorer = asyncio.create_task(rescore_loop(svc, online), name="online-rescore")
+        rescorer = None
+        if settings.online_rescore:
+            rescorer = asyncio.create_task(rescore_loop(svc, online), name="online-rescore")
         consumer = None
         if settings.online_consume:
             from serving.stream import consume_in_service

@@ -14,8 +14,10 @@ the scoring routes' flags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -173,19 +175,94 @@ class OnlineService:
         return queued
 
 
+def rescore_due(online: OnlineService, model: Any, spool: Any) -> int:
+    """One re-scoring pass: take the due items and score them. Blocking (Redis round trips,
+    batch scoring): callers run it off any event loop."""
+    items = online.due()
+    return online.rescore(model, spool, items) if items else 0
+
+
 async def rescore_loop(svc: Any, online: OnlineService, interval_s: float = 0.2) -> None:
-    """Background re-scoring of touched items (a task of the app's lifespan)."""
+    """Background re-scoring of touched items (a task of the app's lifespan, when
+    settings.online_rescore). The pass runs in a thread, its Redis reads included, so the
+    event loop keeps serving requests meanwhile."""
     while True:
         await asyncio.sleep(interval_s)
         model = svc.holder.current
         if model is None:
             continue
         try:
-            items = online.due()
-            if items:
-                await asyncio.to_thread(online.rescore, model, svc.spool, items)
+            await asyncio.to_thread(rescore_due, online, model, svc.spool)
         except StoreUnavailable as exc:
             log.warning("online re-scoring paused: %s", exc)
             await asyncio.sleep(1.0)
         except Exception:  # keep re-scoring alive; the next tick retries
             log.exception("online re-scoring failed")
+
+
+def run_rescorer(
+    settings: Any,
+    stop: threading.Event,
+    *,
+    interval_s: float = 0.2,
+    retry_s: float = 5.0,
+    holder: Any = None,
+    store: Any = None,
+) -> int:
+    """Background re-scoring outside the serving workers (`surfacer ingest --rescore`).
+
+    The same passes as `rescore_loop`, in a thread of another process: its own model holder
+    (the registry's champion, re-checked every settings.reload_interval_s, else every
+    `retry_s` until one loads) and its own spool segment in settings.spool_path, which the
+    service's flag writer drains into the review store like a worker's. Runs until `stop`
+    is set, then makes one last pass over the items due then.
+    Returns the items queued for review.
+    """
+    from serving.model_holder import ModelHolder
+    from serving.spool import SpoolWriter
+
+    holder = holder or ModelHolder(settings)
+    online = OnlineService(settings, store)
+    spool = SpoolWriter(
+        settings.spool_path,
+        max_bytes=settings.spool_max_bytes,
+        fsync_interval_s=settings.spool_fsync_interval_s,
+    ).start()
+    reload_s = float(settings.reload_interval_s)
+    checked = -1e18
+
+    def load() -> None:
+        nonlocal checked
+        due = reload_s if holder.current is not None else retry_s
+        if holder.current is not None and reload_s <= 0:
+            return
+        if time.monotonic() - checked < due:
+            return
+        checked = time.monotonic()
+        try:
+            holder.check()
+        except Exception as exc:  # the registry is down: the cache, else wait
+            log.warning("re-scorer: could not load the champion (%s)", exc)
+            if holder.current is None:
+                with contextlib.suppress(Exception):
+                    holder.load_from_cache()
+
+    try:
+        while True:
+            stopping = stop.wait(interval_s)
+            load()
+            model = holder.current
+            if model is not None:
+                try:
+                    rescore_due(online, model, spool)
+                except StoreUnavailable as exc:
+                    log.warning("online re-scoring paused: %s", exc)
+                    stop.wait(1.0)
+                except Exception:  # keep re-scoring alive; the next pass retries
+                    log.exception("online re-scoring failed")
+            if stopping:
+                return online.queued
+    finally:
+        spool.close()
+        if store is None:  # opened here; a given store belongs to the caller
+            online.close()

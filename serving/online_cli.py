@@ -70,8 +70,44 @@ def run_ingest(
     drain: bool = False,
     quiet: bool = False,
     count: int = 64,
+    rescore: bool = False,
 ) -> int:
-    """Consume `url` into the store the settings name until interrupted; messages handled."""
+    """Consume `url` into the store the settings name until interrupted; messages handled.
+
+    `rescore`: also re-score touched items in this process (a thread, `run_rescorer`), so
+    that the serving workers can run with settings.online_rescore off and spend their time
+    on requests."""
+    if not rescore:
+        return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
+    from serving.online import run_rescorer
+    from serving.stream import NatsSource, StreamSource
+
+    # a bad URL fails before the re-scorer starts loading a model
+    (NatsSource if url.startswith("nats://") else StreamSource).parse(url)
+    settings = get_settings()
+    stop = threading.Event()
+    queued: list[int] = []
+    thread = threading.Thread(
+        target=lambda: queued.append(run_rescorer(settings, stop)),
+        name="online-rescore",
+        daemon=True,
+    )
+    thread.start()
+    if not quiet:
+        typer.echo(
+            "ingest: re-scoring touched items in this process (flags go to the spool in "
+            f"{settings.spool_path})"
+        )
+    try:
+        return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
+    finally:
+        stop.set()
+        thread.join(60)
+        if not quiet and queued:
+            typer.echo(f"ingest: re-scoring queued {queued[0]} items for review")
+
+
+def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
     from features.online import store_from_settings
     from features.online.ingest import ingest, ingest_many
     from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
@@ -228,9 +264,20 @@ def register(app: typer.Typer) -> None:
                 min=1,
             ),
         ] = 64,
+        rescore: Annotated[
+            bool,
+            typer.Option(
+                "--rescore",
+                help="Also re-score touched items here (queueing new flags to the spool the "
+                "service's flag writer drains); run `surfacer serve` with "
+                "SURFACER_ONLINE_RESCORE=false then.",
+            ),
+        ] = False,
     ) -> None:
         try:
-            run_ingest(from_url, max_messages=max_messages, drain=drain, count=count)
+            run_ingest(
+                from_url, max_messages=max_messages, drain=drain, count=count, rescore=rescore
+            )
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise SystemExit(2) from None

@@ -147,8 +147,10 @@ return {1, expired}
 """
 
 READ_LUA = r"""
+-- The clock first, then each item's state: one round trip per read, and atomic, so the
+-- clock the snapshot's as_of comes from is the one of the state it reads.
 local p = ARGV[1]
-local out = {}
+local out = {redis.call('HGET', p .. 'meta', 'clock') or ''}
 for k = 2, #ARGV do
   local id = ARGV[k]
   local fields = redis.call('HGETALL', p .. 'i:' .. id)
@@ -190,7 +192,7 @@ class RedisStore(OnlineStore):
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )
         self._apply = self.client.register_script(APPLY_LUA)
-        self._read = self.client.register_script(READ_LUA)
+        self._read_script = self.client.register_script(READ_LUA)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -225,9 +227,10 @@ class RedisStore(OnlineStore):
         return [(bool(applied), int(expired)) for applied, expired in replies]
 
     def _raw(self, item_ids: list[str]) -> list[RawItem]:
-        if not item_ids:
-            return []
-        rows = self._call(self._read, keys=[], args=[self.prefix, *item_ids])
+        return self._read(item_ids)[1] if item_ids else []
+
+    def _read(self, item_ids: list[str]) -> tuple[int | None, list[RawItem]]:
+        clock, *rows = self._call(self._read_script, keys=[], args=[self.prefix, *item_ids])
         out = []
         for item_id, (fields, nv, nr, blob, creator, texts) in zip(item_ids, rows, strict=True):
             out.append(
@@ -241,7 +244,7 @@ class RedisStore(OnlineStore):
                     tuple(t.decode() for t in texts),
                 )
             )
-        return out
+        return (int(clock) if clock else None), out
 
     def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
         if not issues:

@@ -63,6 +63,12 @@ class OnlineStore:
     def _raw(self, item_ids: list[str]) -> list[RawItem]:
         raise NotImplementedError
 
+    def _read(self, item_ids: list[str]) -> tuple[int | None, list[RawItem]]:
+        """The clock and the items' raw state. A backend whose round trips cost (Redis)
+        reads both in one call, which also makes the pair consistent: no batch is applied
+        between reading the clock and reading the state."""
+        return self.clock_ns(), self._raw(item_ids)
+
     def clock_ns(self) -> int | None:
         """The latest timestamp applied (None before anything was applied)."""
         raise NotImplementedError
@@ -136,7 +142,7 @@ class OnlineStore:
         self, item_ids: list[str], as_of_ns: int | None = None
     ) -> list[dict[str, Any] | None]:
         """Snapshot rows (None for unknown or expired items) at as_of (default: now_ns)."""
-        clock = self.clock_ns()
+        clock, raws = self._read(item_ids)
         if as_of_ns is None:
             as_of_ns = clock + 1 if clock is not None else time.time_ns()
         elif clock is not None and as_of_ns <= clock:
@@ -145,7 +151,7 @@ class OnlineStore:
                 f"{pd.Timestamp(clock, tz='UTC')}: the online store answers only after the "
                 "latest applied row"
             )
-        return [assemble(raw, as_of_ns) for raw in self._raw(item_ids)]
+        return [assemble(raw, as_of_ns) for raw in raws]
 
     def snapshot(self, item_id: str, as_of_ns: int | None = None) -> dict[str, Any] | None:
         return self.snapshots([item_id], as_of_ns)[0]

@@ -153,6 +153,56 @@ async def test_flag_reaches_queue_once_per_item_and_issue(
         assert w["snapshot"]["item_id"] == w["item_id"] and "n_view" in w["snapshot"]
 
 
+async def test_rescoring_off_in_the_service_runs_in_another_process(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """settings.online_rescore=False: the service only ingests and answers; `run_rescorer`
+    (what `surfacer ingest --rescore` runs) re-scores, and its flags reach the review sink
+    through the spool the service's flag writer drains, once per (item, issue)."""
+    import threading
+
+    from serving.online import run_rescorer
+
+    store = store_factory()
+    app, sink = _app(champion_v1, tmp_path, store, online_rescore=False)
+    part = _first_items(sim_tables, 40)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        await _post(client, "creators", part["creators"])
+        await _post(client, "items", part["items"])
+        assert (await _post(client, "events", part["events"])).status_code == 200
+        await asyncio.sleep(0.8)  # a re-scoring worker would have ticked 4 times
+        assert app.state.online.scored == 0
+        assert not sink.path.exists() or not JsonlFlagSink.read(sink.path)
+
+        settings = champion_v1.settings(
+            tmp_path / "state", online_rescore_s=0.0, online_rescore=False
+        )
+        stop = threading.Event()
+        queued: list[int] = []
+        thread = threading.Thread(
+            target=lambda: queued.append(run_rescorer(settings, stop, store=store))
+        )
+        thread.start()
+        try:
+            for _ in range(300):
+                if sink.path.exists() and JsonlFlagSink.read(sink.path):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 30)
+        assert queued and queued[0] > 0, "the test model flags some of 40 items"
+        for _ in range(200):  # the flag writer drains the re-scorer's spool segment
+            if len(JsonlFlagSink.read(sink.path)) >= queued[0]:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.online.scored == 0, "the service re-scored with online_rescore off"
+    written = JsonlFlagSink.read(sink.path)
+    assert len(written) == queued[0]
+    pairs = [(w["item_id"], issue) for w in written for issue in w["flagged"]]
+    assert len(pairs) == len(set(pairs)), "an (item, issue) was queued twice"
+
+
 @pytest.mark.redis
 async def test_redis_unavailable_is_not_ready_and_recovers(champion_v1, tmp_path):
     redis_or_skip()

@@ -245,3 +245,40 @@ def test_future_event_time_is_dead_lettered_with_the_reason(sim_tables, redis_cl
     finally:
         store.close()
         _cleanup(redis_client, stream, prefix)
+
+
+def test_ingest_rescore_queues_flags_to_the_spool(
+    champion_v1, sim_tables, redis_client, tmp_path
+) -> None:
+    """`surfacer ingest --drain --rescore`: the ingest process re-scores the items it
+    touched and spools their new flags (the segment the service's flag writer drains), once
+    per (item, issue), so that serve workers can run with SURFACER_ONLINE_RESCORE=false."""
+    import orjson
+
+    from serving.spool import list_segments, read_frames
+
+    stream, prefix, _items, _events = _setup(sim_tables, redis_client, 40, 500)
+    url = f"{REDIS_URL}?stream={stream}&group=g&consumer=rescorer"
+    env = {
+        **os.environ,
+        **champion_v1.serve_env(tmp_path / "state"),
+        "SURFACER_ONLINE_STORE": REDIS_URL,
+        "SURFACER_ONLINE_PREFIX": prefix,
+        "SURFACER_ONLINE_RESCORE_S": "0",
+    }
+    cmd = [sys.executable, "-m", "surfacer", "ingest", "--from", url, "--drain", "--rescore"]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "re-scoring queued" in done.stdout, done.stdout
+        queued = int(done.stdout.split("re-scoring queued ")[1].split()[0])
+        assert queued > 0, "the test model flags some of 40 items"
+        entries = []
+        for seg in list_segments(tmp_path / "state" / "spool"):
+            frames, _ = read_frames(seg.path, 0, max_items=10_000)
+            entries += [orjson.loads(f.body) for f in frames if f.meta.get("k") == "item"]
+        assert len(entries) == queued
+        pairs = [(e["item_id"], issue) for e in entries for issue in e["flagged"]]
+        assert pairs and len(pairs) == len(set(pairs))
+    finally:
+        _cleanup(redis_client, stream, prefix)
