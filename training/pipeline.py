@@ -726,36 +726,29 @@ def _fit_issue(
     va_all = np.flatnonzero(anchor & split.valid)  # labelled or not: the flag volume
     y_tr, y_va = y_all[tr].astype(int), y_all[va].astype(int)
 
-    built = _build_variants(
-        stack=stack,
-        transform=transform,
+    # what both the variant fits and the refit on train + validation read
+    shared = dict(
         x_all=x_all,
         text_all=text_all,
         item_ids=item_ids,
-        base_names=base_names,
-        booster_fit=booster_fit,
         categorical=categorical,
         params=params,
         random_state=random_state,
         rows=(tr, va, te, va_all),
         y_tr=y_tr,
         y_va=y_va,
+    )
+    built = _build_variants(
+        stack=stack,
+        transform=transform,
+        base_names=base_names,
+        booster_fit=booster_fit,
+        **shared,
     )
     chosen = built.chosen
     raw_va = chosen.raw(chosen.x_va)
     raw_va_all = chosen.raw(chosen.x_va_all)
-    refit = _refit_on_seen(
-        chosen,
-        text_all=text_all,
-        x_all=x_all,
-        item_ids=item_ids,
-        categorical=categorical,
-        params=params,
-        random_state=random_state,
-        rows=(tr, va, te, va_all),
-        y_tr=y_tr,
-        y_va=y_va,
-    )
+    refit = _refit_on_seen(chosen, **shared)
     if refit is not None:
         # the refitted model saw the labelled validation rows: calibrate and place the
         # threshold on their out-of-fold scores (and on its own scores of the unlabelled
