@@ -11,6 +11,19 @@ import typer
 from common.console import show, table
 from features.cli import SchedulerOpt
 
+# Opt-in scan-size severity floor (DiscoveryConfig.severity_alpha), for discover and watch.
+SeverityAlphaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--severity-alpha",
+        min=1e-6,
+        max=0.5,
+        help="Family-wise level of a severity floor set by the number of segments scanned "
+        "(Bonferroni), instead of the fixed -log10 p >= 6. Finds more planted incidents in "
+        "small data at more false alarms in large data (docs/architecture.md).",
+    ),
+]
+
 discover_app = typer.Typer(
     help=(
         "Find issue-rate incidents by segment: anomaly detection, root-cause drill-down, "
@@ -96,6 +109,7 @@ def discover_command(
         ),
     ] = "pandas",
     scheduler: SchedulerOpt = None,
+    severity_alpha: SeverityAlphaOpt = None,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:
@@ -121,7 +135,7 @@ def discover_command(
         result = discover(
             tables,
             frame,
-            config=DiscoveryConfig(pairs=pairs),
+            config=DiscoveryConfig(pairs=pairs, severity_alpha=severity_alpha),
             progress=progress,
             engine=engine,
             scheduler=scheduler,
@@ -424,6 +438,7 @@ def watch_command(
         Path | None,
         typer.Option("--reference-scores", help="Champion scores of --reference (Parquet)."),
     ] = None,
+    severity_alpha: SeverityAlphaOpt = None,
 ) -> None:
     """Run discovery over a sliding window every so often and upsert incidents into the store."""
     import time
@@ -432,6 +447,9 @@ def watch_command(
     if span <= 0:
         raise ValueError("--window must be longer than zero")
     _check_inputs(data, scores)
+    from discovery.pipeline import DiscoveryConfig
+
+    config = DiscoveryConfig(pairs=pairs, severity_alpha=severity_alpha)
     if reference is not None:
         _check_inputs(reference, reference_scores)
     opened = open_store(store)
@@ -440,7 +458,7 @@ def watch_command(
         while True:
             run += 1
             started = time.monotonic()
-            typer.echo(watch_once(opened, data, scores, span, model_version, pairs, run))
+            typer.echo(watch_once(opened, data, scores, span, model_version, config, run))
             if reference is not None:
                 typer.echo(health_once(reference, data, window, reference_scores, scores, opened))
             if max_runs and run >= max_runs:
@@ -456,13 +474,13 @@ def watch_once(
     scores: Path | None,
     span_s: float,
     model_version: str,
-    pairs: bool,
+    config: Any,
     run: int,
 ) -> str:
     """One watch run: the last `span_s` seconds of data, discovery, upsert, effects."""
     import pandas as pd
 
-    from discovery.pipeline import DiscoveryConfig, discover
+    from discovery.pipeline import discover
     from discovery.record import data_end, window_tables
 
     tables, frame = _load(data, scores)
@@ -475,7 +493,7 @@ def watch_once(
         as_of = pd.to_datetime(frame["as_of"], utc=True)
         frame = frame[(as_of >= start) & (as_of <= end)].reset_index(drop=True)
     try:
-        result = discover(cut, frame, config=DiscoveryConfig(pairs=pairs))
+        result = discover(cut, frame, config=config)
     except ValueError as exc:
         return (
             f"run {run} [{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}]: nothing to detect ({exc})"

@@ -291,3 +291,24 @@ def test_a_thin_spam_ring_in_a_drawn_world_is_found_within_a_day() -> None:
     assert hit is not None, result.incidents_json()
     assert ("audio_id", "a00003") in hit["segment"].items()
     assert ev["false_alarms"] == 0, ev["false_alarm_list"]
+
+
+def test_cli_severity_alpha_reaches_discovery_and_is_range_checked(
+    raw_tables: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discovery.pipeline
+
+    folder = write_dataset(raw_tables, tmp_path / "data")
+    seen = []
+    real = discovery.pipeline.discover
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["config"].severity_alpha)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(discovery.pipeline, "discover", spy)
+    argv = ["discover", "--data", str(folder), "--out", str(tmp_path / "o"), "--no-pairs"]
+    assert run([*argv, "--quiet"]) == 0
+    assert run([*argv, "--quiet", "--severity-alpha", "0.05"]) == 0
+    assert seen == [None, 0.05]
+    assert run([*argv, "--severity-alpha", "2"]) == 2  # a level, not a p-value cut
