@@ -117,10 +117,12 @@ class _Timer:
         self._bar = Progress("train", unit="stage", enabled=progress)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        """Time stage `name` (totals add up over repeats); the progress line also shows
+        `detail` (fit and evaluate run once per issue: the issue's name)."""
         from common.memory import PeakMemory
 
-        self._bar.status(name)
+        self._bar.status(f"{name} {detail}" if detail else name)
         t0 = time.perf_counter()
         sampler = PeakMemory(interval_s=0.2, kernel_high_water=False).start()
         try:
@@ -450,7 +452,7 @@ def fit_and_evaluate(
             if stack_issues and issue.anchor == "moderation"
             else {}
         )
-        with timer.stage("fit"):
+        with timer.stage("fit", issue.name):
             fitted = _fit_issue(
                 issue,
                 stack=stack,
@@ -470,7 +472,7 @@ def fit_and_evaluate(
                 threshold_policy=threshold_policy,
             )
         models[issue.name] = fitted.model
-        with timer.stage("evaluate"):
+        with timer.stage("evaluate", issue.name):
             test_rows = fitted.test_rows
             y = frame[label_column(issue.name)].to_numpy(dtype=float)[test_rows]
             p = fitted.test_probs
