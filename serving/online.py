@@ -175,11 +175,25 @@ class OnlineService:
         return queued
 
 
-def rescore_due(online: OnlineService, model: Any, spool: Any) -> int:
+# After the store became unreachable, the next re-scoring pass waits this long.
+RESCORE_PAUSE_S = 1.0
+
+
+def rescore_due(online: OnlineService, model: Any, spool: Any) -> float:
     """One re-scoring pass: take the due items and score them. Blocking (Redis round trips,
-    batch scoring): callers run it off any event loop."""
-    items = online.due()
-    return online.rescore(model, spool, items) if items else 0
+    batch scoring): callers run it off any event loop. Never raises, so the loop calling it
+    stays alive: a failure is logged and the next pass retries. Returns how long the caller
+    should pause first (RESCORE_PAUSE_S while the store is unavailable, else 0)."""
+    try:
+        items = online.due()
+        if items:
+            online.rescore(model, spool, items)
+    except StoreUnavailable as exc:
+        log.warning("online re-scoring paused: %s", exc)
+        return RESCORE_PAUSE_S
+    except Exception:  # keep re-scoring alive; the next pass retries
+        log.exception("online re-scoring failed")
+    return 0.0
 
 
 async def rescore_loop(svc: Any, online: OnlineService, interval_s: float = 0.2) -> None:
@@ -191,13 +205,9 @@ async def rescore_loop(svc: Any, online: OnlineService, interval_s: float = 0.2)
         model = svc.holder.current
         if model is None:
             continue
-        try:
-            await asyncio.to_thread(rescore_due, online, model, svc.spool)
-        except StoreUnavailable as exc:
-            log.warning("online re-scoring paused: %s", exc)
-            await asyncio.sleep(1.0)
-        except Exception:  # keep re-scoring alive; the next tick retries
-            log.exception("online re-scoring failed")
+        pause = await asyncio.to_thread(rescore_due, online, model, svc.spool)
+        if pause:
+            await asyncio.sleep(pause)
 
 
 def run_rescorer(
@@ -253,13 +263,9 @@ def run_rescorer(
             load()
             model = holder.current
             if model is not None:
-                try:
-                    rescore_due(online, model, spool)
-                except StoreUnavailable as exc:
-                    log.warning("online re-scoring paused: %s", exc)
-                    stop.wait(1.0)
-                except Exception:  # keep re-scoring alive; the next pass retries
-                    log.exception("online re-scoring failed")
+                pause = rescore_due(online, model, spool)
+                if pause:
+                    stop.wait(pause)
             if stopping:
                 return online.queued
     finally:

@@ -26,6 +26,7 @@ from features.online.ops import (
     SEQ_WIDTH,
     TOUCHED_KEY,
     OnlineConfig,
+    Plan,
     creator_key,
     item_key,
     item_keys,
@@ -45,6 +46,18 @@ class ApplyResult:
     duplicate: bool
     items: tuple[str, ...]
     clock_ns: int | None
+
+
+def _result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
+    """The ApplyResult of a planned batch the store ran: a duplicate batch id applied
+    nothing, so it reports no rows and no items."""
+    return ApplyResult(
+        rows=plan.rows if applied else 0,
+        expired=expired,
+        duplicate=not applied,
+        items=tuple(sorted(plan.items)) if applied else (),
+        clock_ns=plan.max_ts_ns,
+    )
 
 
 class OnlineStore:
@@ -101,14 +114,7 @@ class OnlineStore:
         """Apply validated contract rows atomically; a batch id already applied is a no-op."""
         pairs = tables.items() if isinstance(tables, Mapping) else tables
         plan = plan_tables(pairs, self.config)
-        applied, expired = self._run(plan.finish(batch_id, self.config))
-        return ApplyResult(
-            rows=plan.rows if applied else 0,
-            expired=expired,
-            duplicate=not applied,
-            items=tuple(sorted(plan.items)) if applied else (),
-            clock_ns=plan.max_ts_ns,
-        )
+        return _result(plan, *self._run(plan.finish(batch_id, self.config)))
 
     def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
         """Run several op lists, each atomically on its own (a backend with a network in
@@ -122,16 +128,7 @@ class OnlineStore:
         in one round trip: what the stream consumer does with a whole read."""
         plans = [(plan_tables(tables, self.config), bid) for tables, bid in batches]
         done = self._run_many([plan.finish(bid, self.config) for plan, bid in plans])
-        return [
-            ApplyResult(
-                rows=plan.rows if applied else 0,
-                expired=expired,
-                duplicate=not applied,
-                items=tuple(sorted(plan.items)) if applied else (),
-                clock_ns=plan.max_ts_ns,
-            )
-            for (plan, _), (applied, expired) in zip(plans, done, strict=True)
-        ]
+        return [_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
 
     def now_ns(self) -> int | None:
         """The as_of of a live snapshot: just after the latest applied timestamp."""
