@@ -748,10 +748,11 @@ def _fit_issue(
         **shared,
     )
     chosen = built.chosen
-    raw_va = chosen.raw(chosen.x_va)
-    raw_va_all = chosen.raw(chosen.x_va_all)
     refit = _refit_on_seen(chosen, **shared)
-    if refit is not None:
+    if refit is None:
+        raw_va = chosen.raw(chosen.x_va)
+        raw_va_all = chosen.raw(chosen.x_va_all)
+    else:
         # the refitted model saw the labelled validation rows: calibrate and place the
         # threshold on their out-of-fold scores (and on its own scores of the unlabelled
         # validation rows, which it did not see)
