@@ -116,16 +116,25 @@ def _waves(*waves: tuple[int, str | None, str]) -> UnitFrame:
     return UnitFrame.build(units, ItemDimensions(items=items, hashtags=hashtags))
 
 
-def _episode(segment, day: int) -> Episode:
-    start = START + pd.Timedelta(days=day)
+def _episode(
+    segment,
+    day: int = 0,
+    *,
+    start: pd.Timestamp | None = None,
+    scale: str = "daily",
+    detected_after: pd.Timedelta = pd.Timedelta(hours=12),
+    end: pd.Timestamp = START + pd.Timedelta(days=14),
+) -> Episode:
+    """One low_quality episode of signal "s": from `start` (default day `day` after START)."""
+    start = START + pd.Timedelta(days=day) if start is None else start
     return Episode(
         signal="s",
         issue="low_quality",
-        scale="daily",
+        scale=scale,
         segment=segment,
         start=start,
-        detected_at=start + pd.Timedelta(hours=12),
-        end=START + pd.Timedelta(days=14),
+        detected_at=start + detected_after,
+        end=end,
         observed=100,
         expected=40,
         den=1000,
@@ -179,19 +188,7 @@ def test_the_floor_of_the_incident_issue_and_family_sets_when_it_is_reported() -
     end = CHANGE + pd.Timedelta(days=4)
     pair = (("region", "BR"), ("format", "live"))
     episodes = [
-        Episode(
-            signal="s",
-            issue="low_quality",
-            scale="hourly",
-            segment=pair,
-            start=CHANGE,
-            detected_at=CHANGE + pd.Timedelta(hours=3),
-            end=end,
-            observed=100,
-            expected=40,
-            den=1000,
-            pvalue=1e-8,
-        )
+        _episode(pair, start=CHANGE, scale="hourly", detected_after=pd.Timedelta(hours=3), end=end)
     ]
 
     def reported(floor: float) -> list:
