@@ -358,21 +358,17 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
 def _members(
     item_codes: np.ndarray, users: np.ndarray, mask: np.ndarray, n_items: int
 ) -> list[list[str]]:
-    """Distinct non-null user ids per item among rows in `mask` (deduplicated by pandas'
-    hashing, not a Python set per row: most events are views with a user)."""
+    """Distinct non-null user ids per item among rows in `mask`, in order of first
+    appearance. One dict of (item, user) pairs: for the batches ingest sees (a stream
+    message or an API batch, hundreds to thousands of rows) it took a tenth of the time of
+    a pandas drop_duplicates, whose fixed cost per call was a quarter of planning a
+    1,000-event message."""
     out: list[list[str]] = [[] for _ in range(n_items)]
     sel = np.flatnonzero(mask)
-    if not sel.size:
-        return out
-    u = users[sel]
-    keep = np.fromiter((isinstance(x, str) for x in u), dtype=bool, count=u.size)
-    pairs = pd.DataFrame({"i": item_codes[sel][keep], "u": u[keep]}).drop_duplicates()
-    codes = pairs["i"].to_numpy()
-    names = pairs["u"].to_numpy(dtype=object)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(n_items + 1))
-    for j in np.flatnonzero(np.diff(bounds)).tolist():
-        out[j] = names[order[bounds[j] : bounds[j + 1]]].tolist()
+    pairs = zip(item_codes[sel].tolist(), users[sel].tolist(), strict=True)
+    for item, user in dict.fromkeys(pairs):
+        if isinstance(user, str):
+            out[item].append(user)
     return out
 
 

@@ -48,7 +48,7 @@ class ApplyResult:
     clock_ns: int | None
 
 
-def _result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
+def apply_result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
     """The ApplyResult of a planned batch the store ran: a duplicate batch id applied
     nothing, so it reports no rows and no items."""
     return ApplyResult(
@@ -114,7 +114,7 @@ class OnlineStore:
         """Apply validated contract rows atomically; a batch id already applied is a no-op."""
         pairs = tables.items() if isinstance(tables, Mapping) else tables
         plan = plan_tables(pairs, self.config)
-        return _result(plan, *self._run(plan.finish(batch_id, self.config)))
+        return apply_result(plan, *self._run(plan.finish(batch_id, self.config)))
 
     def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
         """Run several op lists, each atomically on its own (a backend with a network in
@@ -128,7 +128,7 @@ class OnlineStore:
         in one round trip: what the stream consumer does with a whole read."""
         plans = [(plan_tables(tables, self.config), bid) for tables, bid in batches]
         done = self._run_many([plan.finish(bid, self.config) for plan, bid in plans])
-        return [_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
+        return [apply_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
 
     def now_ns(self) -> int | None:
         """The as_of of a live snapshot: just after the latest applied timestamp."""
