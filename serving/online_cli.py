@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import threading
 import time
@@ -71,12 +72,15 @@ def run_ingest(
     quiet: bool = False,
     count: int = 64,
     rescore: bool = False,
+    nice: int = 0,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled.
 
     `rescore`: also re-score touched items in this process (a thread, `run_rescorer`), so
     that the serving workers can run with settings.online_rescore off and spend their time
-    on requests."""
+    on requests. `nice`: lower this process's CPU priority by that much first
+    (`lower_priority`)."""
+    lower_priority(nice)
     if not rescore:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     from serving.online import run_rescorer
@@ -105,6 +109,20 @@ def run_ingest(
         thread.join(60)
         if not quiet and queued:
             typer.echo(f"ingest: re-scoring queued {queued[0]} items for review")
+
+
+def lower_priority(nice: int) -> int:
+    """Lower this process's CPU priority by `nice` (os.nice; 0 leaves it); the new niceness.
+
+    Why: ingest is throughput-bound and freshness-tolerant (a message applied a few ms
+    later changes nothing), a serve worker is latency-bound (GET score p99 < 10 ms). On a
+    host where they share cores, the scheduler then runs a worker woken by a request
+    ahead of the consumer instead of letting it wait out the consumer's time slice; the
+    consumer still gets every cycle the workers leave, so it keeps up as long as the
+    cores are not saturated (bench/online.py prints the rate it kept)."""
+    if nice < 0:
+        raise ValueError(f"--nice lowers the priority: give 0..19, got {nice}")
+    return os.nice(nice)
 
 
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
@@ -273,10 +291,25 @@ def register(app: typer.Typer) -> None:
                 "SURFACER_ONLINE_RESCORE=false then.",
             ),
         ] = False,
+        nice: Annotated[
+            int,
+            typer.Option(
+                "--nice",
+                help="Lower this process's CPU priority by N (os.nice) so that serve workers "
+                "sharing its cores answer requests first; 0 keeps it.",
+                min=0,
+                max=19,
+            ),
+        ] = 10,
     ) -> None:
         try:
             run_ingest(
-                from_url, max_messages=max_messages, drain=drain, count=count, rescore=rescore
+                from_url,
+                max_messages=max_messages,
+                drain=drain,
+                count=count,
+                rescore=rescore,
+                nice=nice,
             )
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
