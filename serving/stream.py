@@ -332,7 +332,6 @@ async def consume_nats(
     import asyncio
 
     import nats
-    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import ConsumerConfig
     from nats.js.errors import NotFoundError
 
@@ -354,7 +353,9 @@ async def consume_nats(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(count, timeout=0.5)
-            except NatsTimeout:
+            except TimeoutError:  # nats.errors.TimeoutError is one too
+                # nats-py raises a bare TimeoutError, not its own, when the fetch's
+                # deadline ran out before the pull request was even sent (a loaded host)
                 if until_idle:
                     break
                 continue
