@@ -295,6 +295,29 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
     }
 
 
+def _cpu_s(pgid: int | None = None, pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by one process, or by every process of a
+    process group (the serve command and its uvicorn worker), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (pid is not None and int(entry.name) != pid):
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        # after the command: state, ppid, pgrp, ..., utime (11), stime (12)
+        if pgid is None or int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _redis_cpu_s(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _group_read(client: Any, stream: str) -> int:
     """Messages the live ingester's group has read (XINFO GROUPS entries-read)."""
     import redis
@@ -330,6 +353,12 @@ def main() -> None:
         default="serve",
         help="the process that re-scores touched items during the GET phase: the serve "
         "worker (SURFACER_ONLINE_RESCORE=true) or `surfacer ingest --rescore`",
+    )
+    parser.add_argument(
+        "--ingest-nice",
+        type=int,
+        default=10,
+        help="`surfacer ingest --nice N` of the live ingester (10 is its default)",
     )
     parser.add_argument(
         "--bg-rate",
@@ -412,7 +441,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             "warning",
         ]
         base = f"http://{HOST}:{port}"
-        with _server(cmd, env, port, "/readyz", work / "serve.log", 180):
+        with _server(cmd, env, port, "/readyz", work / "serve.log", 180) as serve_proc:
             print("phase: HTTP", flush=True)
             results["http_ev_s"] = _http_ingest(base, events, args.batch, args.threads)
             # The documented deployment: the platform publishes to a stream, `surfacer
@@ -436,6 +465,8 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                     f"{args.redis}?stream={stream}&group=bench-live&consumer=bench",
                     "--count",
                     str(args.count),
+                    "--nice",
+                    str(args.ingest_nice),
                     *(["--rescore"] if args.rescore_in == "ingest" else []),
                 ],
                 env=env,
@@ -471,7 +502,19 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                 results["fresh_p99_ms"] = _pct(fresh, 99) * 1e3
                 ids = tables["items"]["item_id"].tolist()[-500:]
                 print("phase: GET open loop", flush=True)
+                cpu0 = (
+                    _cpu_s(pgid=serve_proc.pid),
+                    _cpu_s(pid=ingester.pid),
+                    _redis_cpu_s(client),
+                    time.perf_counter(),
+                )
                 results["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
+                wall = time.perf_counter() - cpu0[3]
+                results["cpu"] = (
+                    (_cpu_s(pgid=serve_proc.pid) - cpu0[0]) / wall,
+                    (_cpu_s(pid=ingester.pid) - cpu0[1]) / wall,
+                    (_redis_cpu_s(client) - cpu0[2]) / wall,
+                )
                 results["bg_ev_s"] = (
                     (_group_read(client, stream) - read0)
                     * args.message_events
@@ -516,6 +559,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         client.close()
         store.close()
     results["rescore_in"] = args.rescore_in
+    results["ingest_nice"] = args.ingest_nice
     _report(results, n)
 
 
@@ -537,9 +581,15 @@ def _report(r: dict[str, Any], deleted: int) -> None:
     print(
         f"  GET /v1/items/{{id}}/score at {g['n']} requests, open loop, while `surfacer "
         f"ingest` applies {r['bg_ev_s']:,.0f} ev/s from the stream (lag at end "
-        f"{r['bg_lag']} messages; re-scoring in {r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
+        f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}; re-scoring in "
+        f"{r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
         f"errors {g['errors']} ({g['late']} unanswered after 10 s, counted at that "
         "latency) (target p99 < 10)"
+    )
+    serve_cpu, ingest_cpu, redis_cpu = r["cpu"]
+    print(
+        f"  CPU during the GET phase (CPU s per wall s): serve {serve_cpu:.2f}, ingest "
+        f"{ingest_cpu:.2f}, redis-server {redis_cpu:.2f} (all its clients)"
     )
     print(
         f"  Redis memory per live item {r['mem_item_bytes']:>12,.0f} bytes "
