@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -76,39 +76,68 @@ def run_ingest(
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled.
 
-    `rescore`: also re-score touched items in this process (a thread, `run_rescorer`), so
+    `rescore`: also re-score touched items, in a child process (`_rescore_process`), so
     that the serving workers can run with settings.online_rescore off and spend their time
     on requests. `nice`: lower this process's CPU priority by that much first
-    (`lower_priority`)."""
+    (`lower_priority`; the re-scorer inherits it)."""
     lower_priority(nice)
     if not rescore:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
-    from serving.online import run_rescorer
+    import multiprocessing
+
     from serving.stream import NatsSource, StreamSource
 
     # a bad URL fails before the re-scorer starts loading a model
     (NatsSource if url.startswith("nats://") else StreamSource).parse(url)
     settings = get_settings()
-    stop = threading.Event()
-    queued: list[int] = []
-    thread = threading.Thread(
-        target=lambda: queued.append(run_rescorer(settings, stop)),
-        name="online-rescore",
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    queued = ctx.Value("q", -1)
+    proc = ctx.Process(
+        target=_rescore_process,
+        args=(settings, stop, queued, os.getpid()),
+        name="surfacer-rescore",
         daemon=True,
     )
-    thread.start()
+    proc.start()
     if not quiet:
         typer.echo(
-            "ingest: re-scoring touched items in this process (flags go to the spool in "
-            f"{settings.spool_path})"
+            f"ingest: re-scoring touched items in process {proc.pid} (flags go to the spool "
+            f"in {settings.spool_path})"
         )
     try:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     finally:
-        stop.set()
-        thread.join(60)
-        if not quiet and queued:
-            typer.echo(f"ingest: re-scoring queued {queued[0]} items for review")
+        stop.set()  # the re-scorer makes a last pass over the items due, then exits
+        proc.join(60)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+        if not quiet and queued.value >= 0:
+            typer.echo(f"ingest: re-scoring queued {queued.value} items for review")
+
+
+def _rescore_process(settings: Any, stop: Any, queued: Any, parent: int) -> None:
+    """`run_rescorer` in its own process until `stop` is set or the ingest process is gone.
+
+    Why a process, not a thread of the consumer: batch scoring and the consumer's planning
+    are both CPU work under the GIL, so as threads of one process they shared one core and
+    took turns in 5 ms GIL slices (the consumer, re-scoring too, fell behind a 50k events/s
+    stream that it kept up alone); as processes the scheduler runs them on separate
+    cores when there are any free. Signals: the parent's SIGTERM or Ctrl-C sets `stop`
+    (Ctrl-C reaches the whole process group, so it is ignored here)."""
+    from serving.online import run_rescorer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def orphaned() -> None:  # the parent was killed (SIGKILL): stop as it would have
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=orphaned, name="rescore-parent-watch", daemon=True).start()
+    queued.value = run_rescorer(settings, stop)
 
 
 def lower_priority(nice: int) -> int:
