@@ -318,19 +318,26 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
 
     kind_names = [f"n:{k}" for k in EVENT_KINDS]
     reason_names = [f"r:{r}" for r in REPORT_REASONS]
+    comment = EVENT_KINDS.index("comment")
+    # Python lists once: the loop below runs per item, and reading numpy arrays element by
+    # element (numpy scalars, int() and str() of each) was most of planning a message.
+    counts_l, reasons_l = counts.tolist(), reasons.tolist()
+    w_n_l, w_sum_l = w_n.tolist(), w_sum.tolist()
+    l_sum_l, l_n_l, tox_l, max_ts_l = l_sum.tolist(), l_n.tolist(), tox.tolist(), max_ts.tolist()
     for j, item_id in enumerate(item_ids.tolist()):
         key = item_key(item_id)
+        row = counts_l[j]
         ops: list[tuple[Any, ...]] = [
-            ("HINCRBY", key, kind_names[k], str(int(c))) for k, c in enumerate(counts[j]) if c
+            ("HINCRBY", key, kind_names[k], str(c)) for k, c in enumerate(row) if c
         ]
-        if w_n[j]:
-            ops.append(("HINCRBYFLOAT", key, "ws", repr(float(w_sum[j]))))
-            ops.append(("HINCRBY", key, "wn", str(int(w_n[j]))))
-        if counts[j, EVENT_KINDS.index("comment")]:
+        if w_n_l[j]:
+            ops.append(("HINCRBYFLOAT", key, "ws", repr(w_sum_l[j])))
+            ops.append(("HINCRBY", key, "wn", str(w_n_l[j])))
+        if row[comment]:
             ops += [
-                ("HINCRBY", key, "ls", str(int(l_sum[j]))),
-                ("HINCRBY", key, "ln", str(int(l_n[j]))),
-                ("HINCRBY", key, "tx", str(int(tox[j]))),
+                ("HINCRBY", key, "ls", str(l_sum_l[j])),
+                ("HINCRBY", key, "ln", str(l_n_l[j])),
+                ("HINCRBY", key, "tx", str(tox_l[j])),
             ]
         t_rows = t_pos[per_item_texts[j]]
         if t_rows.size:
@@ -340,9 +347,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
             for r in t_rows.tolist():
                 pairs += [pad_ts(c_ts[r]), texts[r]]
             ops.append(("TEXTS", f"t:{item_id}", str(COMMENT_TEXT_LAST), *pairs))
-        ops += [
-            ("HINCRBY", key, reason_names[r], str(int(c))) for r, c in enumerate(reasons[j]) if c
-        ]
+        ops += [("HINCRBY", key, reason_names[r], str(c)) for r, c in enumerate(reasons_l[j]) if c]
         if viewers[j]:
             ops.append(("SADD", f"v:{item_id}", *viewers[j]))
         if reporters[j]:
@@ -350,8 +355,8 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
         rows = per_item_windows[j]
         if rows.size:
             ops.append(("APPEND", f"w:{item_id}", records[rows].tobytes()))
-        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(max_ts[j]) + cfg.life_ns), item_id))
-        _guarded(plan, item_id, ops, int(counts[j].sum()))
+        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(max_ts_l[j] + cfg.life_ns), item_id))
+        _guarded(plan, item_id, ops, sum(row))
     plan.clock(int(ts.max()))
 
 
