@@ -6,17 +6,19 @@ measures:
 
 - ingest events/s into the Redis store: store-level batches, over HTTP (POST /v1/events),
   from a Redis stream (consumer group; messages of --message-events events, --count
-  messages per read, one round trip and one XACK per read), against a naive baseline of one
+  messages per read, each message's script sent as soon as it is planned, one XACK per
+  read), against a naive baseline of one
   Redis round trip per event (a single HINCRBY, the cheapest possible per-event write),
   with the ratios;
 - the documented deployment under load: a producer process publishes --bg-rate events/s to
   a stream, `surfacer ingest` (its own process) applies them to the Redis store, and the
-  serve worker reads the store to score (re-scoring of touched items runs in the serve
-  worker, or with --rescore-in ingest in the ingest process). Measured under it: freshness
+  serve worker reads the store to score (re-scoring of touched items runs in the child
+  process of `surfacer ingest --rescore`, or with --rescore-in serve in the serve worker;
+  the ingester runs at `--nice` --ingest-nice, default 10). Measured under it: freshness
   (a probe's HTTP acceptance to a GET score reflecting it, p50/p99) and GET
   /v1/items/{id}/score latency at a fixed open-loop rate (default 500 req/s), from each
   request's scheduled send time, with the ingest rate the ingester actually kept up and its
-  lag;
+  lag, and the CPU the serve worker, the ingester and redis-server used meanwhile;
 - Redis memory per live item (MEMORY USAGE of an item's keys, and used_memory / items);
 - expiry: live items before and after the store clock passes their last horizon.
 
@@ -163,8 +165,8 @@ def _stream_ingest(
     redis_url: str, store: Any, events: Any, per_message: int, count: int, tag: str
 ) -> float:
     """Events/s of the consumer alone (`StreamConsumer` + `ingest_many`, the code `surfacer
-    ingest` runs): messages of `per_message` events, `count` messages per read, each read
-    applied in one round trip and acknowledged with one XACK. Publishing is not timed."""
+    ingest` runs): messages of `per_message` events, `count` messages per read, applied
+    (planning overlapping Redis) and acknowledged with one XACK. Publishing is not timed."""
     import redis
 
     from features.online.ingest import ingest_many, json_columns
@@ -295,20 +297,21 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
     }
 
 
-def _cpu_s(pgid: int | None = None, pid: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by one process, or by every process of a
-    process group (the serve command and its uvicorn worker), from /proc."""
+def _cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of a process group (the
+    serve command and its uvicorn worker; the ingester and its re-scorer), from /proc.
+    Processes that ended meanwhile are not counted."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or (pid is not None and int(entry.name) != pid):
+        if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
         # after the command: state, ppid, pgrp, ..., utime (11), stime (12)
-        if pgid is None or int(fields[2]) == pgid:
+        if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / tick
 
@@ -350,9 +353,11 @@ def main() -> None:
     parser.add_argument(
         "--rescore-in",
         choices=("serve", "ingest"),
-        default="serve",
-        help="the process that re-scores touched items during the GET phase: the serve "
-        "worker (SURFACER_ONLINE_RESCORE=true) or `surfacer ingest --rescore`",
+        default="ingest",
+        help="the process that re-scores touched items during the GET phase: "
+        "`surfacer ingest --rescore` (the documented deployment; its child process) or the "
+        "serve worker (SURFACER_ONLINE_RESCORE=true), whose GETs then wait on the GIL "
+        "during each pass",
     )
     parser.add_argument(
         "--ingest-nice",
@@ -472,6 +477,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                 env=env,
                 stdout=ingest_log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its process group: itself and its re-scorer
             )
             publisher = ctx.Process(
                 target=_publisher,
@@ -503,16 +509,16 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                 ids = tables["items"]["item_id"].tolist()[-500:]
                 print("phase: GET open loop", flush=True)
                 cpu0 = (
-                    _cpu_s(pgid=serve_proc.pid),
-                    _cpu_s(pid=ingester.pid),
+                    _cpu_s(serve_proc.pid),
+                    _cpu_s(ingester.pid),
                     _redis_cpu_s(client),
                     time.perf_counter(),
                 )
                 results["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
                 wall = time.perf_counter() - cpu0[3]
                 results["cpu"] = (
-                    (_cpu_s(pgid=serve_proc.pid) - cpu0[0]) / wall,
-                    (_cpu_s(pid=ingester.pid) - cpu0[1]) / wall,
+                    (_cpu_s(serve_proc.pid) - cpu0[0]) / wall,
+                    (_cpu_s(ingester.pid) - cpu0[1]) / wall,
                     (_redis_cpu_s(client) - cpu0[2]) / wall,
                 )
                 results["bg_ev_s"] = (
@@ -589,7 +595,8 @@ def _report(r: dict[str, Any], deleted: int) -> None:
     serve_cpu, ingest_cpu, redis_cpu = r["cpu"]
     print(
         f"  CPU during the GET phase (CPU s per wall s): serve {serve_cpu:.2f}, ingest "
-        f"{ingest_cpu:.2f}, redis-server {redis_cpu:.2f} (all its clients)"
+        f"{ingest_cpu:.2f} (with its re-scorer), redis-server {redis_cpu:.2f} (all its "
+        "clients)"
     )
     print(
         f"  Redis memory per live item {r['mem_item_bytes']:>12,.0f} bytes "
