@@ -6,17 +6,19 @@ measures:
 
 - ingest events/s into the Redis store: store-level batches, over HTTP (POST /v1/events),
   from a Redis stream (consumer group; messages of --message-events events, --count
-  messages per read, one round trip and one XACK per read), against a naive baseline of one
+  messages per read, each message's script sent as soon as it is planned, one XACK per
+  read), against a naive baseline of one
   Redis round trip per event (a single HINCRBY, the cheapest possible per-event write),
   with the ratios;
 - the documented deployment under load: a producer process publishes --bg-rate events/s to
   a stream, `surfacer ingest` (its own process) applies them to the Redis store, and the
-  serve worker reads the store to score (re-scoring of touched items runs in the serve
-  worker, or with --rescore-in ingest in the ingest process). Measured under it: freshness
+  serve worker reads the store to score (re-scoring of touched items runs in the child
+  process of `surfacer ingest --rescore`, or with --rescore-in serve in the serve worker;
+  the ingester runs at `--nice` --ingest-nice, default 10). Measured under it: freshness
   (a probe's HTTP acceptance to a GET score reflecting it, p50/p99) and GET
   /v1/items/{id}/score latency at a fixed open-loop rate (default 500 req/s), from each
   request's scheduled send time, with the ingest rate the ingester actually kept up and its
-  lag;
+  lag, and the CPU the serve worker, the ingester and redis-server used meanwhile;
 - Redis memory per live item (MEMORY USAGE of an item's keys, and used_memory / items);
 - expiry: live items before and after the store clock passes their last horizon.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import multiprocessing
@@ -163,8 +166,8 @@ def _stream_ingest(
     redis_url: str, store: Any, events: Any, per_message: int, count: int, tag: str
 ) -> float:
     """Events/s of the consumer alone (`StreamConsumer` + `ingest_many`, the code `surfacer
-    ingest` runs): messages of `per_message` events, `count` messages per read, each read
-    applied in one round trip and acknowledged with one XACK. Publishing is not timed."""
+    ingest` runs): messages of `per_message` events, `count` messages per read, applied
+    (planning overlapping Redis) and acknowledged with one XACK. Publishing is not timed."""
     import redis
 
     from features.online.ingest import ingest_many, json_columns
@@ -295,6 +298,30 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
     }
 
 
+def _cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of a process group (the
+    serve command and its uvicorn worker; the ingester and its re-scorer), from /proc.
+    Processes that ended meanwhile are not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        # after the command: state, ppid, pgrp, ..., utime (11), stime (12)
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _redis_cpu_s(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _group_read(client: Any, stream: str) -> int:
     """Messages the live ingester's group has read (XINFO GROUPS entries-read)."""
     import redis
@@ -327,9 +354,17 @@ def main() -> None:
     parser.add_argument(
         "--rescore-in",
         choices=("serve", "ingest"),
-        default="serve",
-        help="the process that re-scores touched items during the GET phase: the serve "
-        "worker (SURFACER_ONLINE_RESCORE=true) or `surfacer ingest --rescore`",
+        default="ingest",
+        help="the process that re-scores touched items during the GET phase: "
+        "`surfacer ingest --rescore` (the documented deployment; its child process) or the "
+        "serve worker (SURFACER_ONLINE_RESCORE=true), whose GETs then wait on the GIL "
+        "during each pass",
+    )
+    parser.add_argument(
+        "--ingest-nice",
+        type=int,
+        default=10,
+        help="`surfacer ingest --nice N` of the live ingester (10 is its default)",
     )
     parser.add_argument(
         "--bg-rate",
@@ -372,6 +407,12 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         # items and creators first (the stores need them to read snapshots)
         ingest(store, [Batch("creators", columns=json_columns(tables["creators"]))], None)
         ingest(store, [Batch("items", columns=json_columns(tables["items"]))], None)
+        # The ingest phases below run in this process, whose heap (the world, the trained
+        # champion, MLflow) a `surfacer ingest` process does not have: frozen out of the
+        # cyclic collector (as `surfacer serve` freezes its model, serving.server), so the
+        # consumer's allocations do not pay for full scans of it. Measured: the stream
+        # phase 49k -> 72k events/s at load average 8.5-9 (one run each).
+        gc.freeze()
         print("phase: store batches", flush=True)
         results["store_ev_s"] = _store_ingest(store, events, args.batch)
         print("phase: naive", flush=True)
@@ -412,7 +453,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             "warning",
         ]
         base = f"http://{HOST}:{port}"
-        with _server(cmd, env, port, "/readyz", work / "serve.log", 180):
+        with _server(cmd, env, port, "/readyz", work / "serve.log", 180) as serve_proc:
             print("phase: HTTP", flush=True)
             results["http_ev_s"] = _http_ingest(base, events, args.batch, args.threads)
             # The documented deployment: the platform publishes to a stream, `surfacer
@@ -436,11 +477,14 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                     f"{args.redis}?stream={stream}&group=bench-live&consumer=bench",
                     "--count",
                     str(args.count),
+                    "--nice",
+                    str(args.ingest_nice),
                     *(["--rescore"] if args.rescore_in == "ingest" else []),
                 ],
                 env=env,
                 stdout=ingest_log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its process group: itself and its re-scorer
             )
             publisher = ctx.Process(
                 target=_publisher,
@@ -471,7 +515,19 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                 results["fresh_p99_ms"] = _pct(fresh, 99) * 1e3
                 ids = tables["items"]["item_id"].tolist()[-500:]
                 print("phase: GET open loop", flush=True)
+                cpu0 = (
+                    _cpu_s(serve_proc.pid),
+                    _cpu_s(ingester.pid),
+                    _redis_cpu_s(client),
+                    time.perf_counter(),
+                )
                 results["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
+                wall = time.perf_counter() - cpu0[3]
+                results["cpu"] = (
+                    (_cpu_s(serve_proc.pid) - cpu0[0]) / wall,
+                    (_cpu_s(ingester.pid) - cpu0[1]) / wall,
+                    (_redis_cpu_s(client) - cpu0[2]) / wall,
+                )
                 results["bg_ev_s"] = (
                     (_group_read(client, stream) - read0)
                     * args.message_events
@@ -516,6 +572,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         client.close()
         store.close()
     results["rescore_in"] = args.rescore_in
+    results["ingest_nice"] = args.ingest_nice
     _report(results, n)
 
 
@@ -537,9 +594,16 @@ def _report(r: dict[str, Any], deleted: int) -> None:
     print(
         f"  GET /v1/items/{{id}}/score at {g['n']} requests, open loop, while `surfacer "
         f"ingest` applies {r['bg_ev_s']:,.0f} ev/s from the stream (lag at end "
-        f"{r['bg_lag']} messages; re-scoring in {r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
+        f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}; re-scoring in "
+        f"{r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
         f"errors {g['errors']} ({g['late']} unanswered after 10 s, counted at that "
         "latency) (target p99 < 10)"
+    )
+    serve_cpu, ingest_cpu, redis_cpu = r["cpu"]
+    print(
+        f"  CPU during the GET phase (CPU s per wall s): serve {serve_cpu:.2f}, ingest "
+        f"{ingest_cpu:.2f} (with its re-scorer), redis-server {redis_cpu:.2f} (all its "
+        "clients)"
     )
     print(
         f"  Redis memory per live item {r['mem_item_bytes']:>12,.0f} bytes "

@@ -232,6 +232,7 @@ def create_app(
                 writer_stop.set()
                 await asyncio.to_thread(writer_thread.join, 60)
             review_store.close()
+            await online.aclose()
             online.close()
             metrics.close()
 

@@ -72,6 +72,11 @@ class OnlineService:
         if self._store is not None:
             self._store.close()
 
+    async def aclose(self) -> None:
+        """Close what the store opened on this event loop (before `close`)."""
+        if self._store is not None:
+            await self._store.aclose()
+
     def problem(self) -> str | None:
         """Why the online store cannot be used now (None when it can)."""
         if self._store is None and self.settings.online_store == "memory":

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -71,40 +72,86 @@ def run_ingest(
     quiet: bool = False,
     count: int = 64,
     rescore: bool = False,
+    nice: int = 0,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled.
 
-    `rescore`: also re-score touched items in this process (a thread, `run_rescorer`), so
+    `rescore`: also re-score touched items, in a child process (`_rescore_process`), so
     that the serving workers can run with settings.online_rescore off and spend their time
-    on requests."""
+    on requests. `nice`: lower this process's CPU priority by that much first
+    (`lower_priority`; the re-scorer inherits it)."""
+    lower_priority(nice)
     if not rescore:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
-    from serving.online import run_rescorer
+    import multiprocessing
+
     from serving.stream import NatsSource, StreamSource
 
     # a bad URL fails before the re-scorer starts loading a model
     (NatsSource if url.startswith("nats://") else StreamSource).parse(url)
     settings = get_settings()
-    stop = threading.Event()
-    queued: list[int] = []
-    thread = threading.Thread(
-        target=lambda: queued.append(run_rescorer(settings, stop)),
-        name="online-rescore",
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    queued = ctx.Value("q", -1)
+    proc = ctx.Process(
+        target=_rescore_process,
+        args=(settings, stop, queued, os.getpid()),
+        name="surfacer-rescore",
         daemon=True,
     )
-    thread.start()
+    proc.start()
     if not quiet:
         typer.echo(
-            "ingest: re-scoring touched items in this process (flags go to the spool in "
-            f"{settings.spool_path})"
+            f"ingest: re-scoring touched items in process {proc.pid} (flags go to the spool "
+            f"in {settings.spool_path})"
         )
     try:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     finally:
-        stop.set()
-        thread.join(60)
-        if not quiet and queued:
-            typer.echo(f"ingest: re-scoring queued {queued[0]} items for review")
+        stop.set()  # the re-scorer makes a last pass over the items due, then exits
+        proc.join(60)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+        if not quiet and queued.value >= 0:
+            typer.echo(f"ingest: re-scoring queued {queued.value} items for review")
+
+
+def _rescore_process(settings: Any, stop: Any, queued: Any, parent: int) -> None:
+    """`run_rescorer` in its own process until `stop` is set or the ingest process is gone.
+
+    Why a process, not a thread of the consumer: batch scoring and the consumer's planning
+    are both CPU work under the GIL, so as threads of one process they shared one core and
+    took turns in 5 ms GIL slices (the consumer, re-scoring too, fell behind a 50k events/s
+    stream that it kept up alone); as processes the scheduler runs them on separate
+    cores when there are any free. Signals: the parent's SIGTERM or Ctrl-C sets `stop`
+    (Ctrl-C reaches the whole process group, so it is ignored here)."""
+    from serving.online import run_rescorer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def orphaned() -> None:  # the parent was killed (SIGKILL): stop as it would have
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=orphaned, name="rescore-parent-watch", daemon=True).start()
+    queued.value = run_rescorer(settings, stop)
+
+
+def lower_priority(nice: int) -> int:
+    """Lower this process's CPU priority by `nice` (os.nice; 0 leaves it); the new niceness.
+
+    Why: ingest is throughput-bound and freshness-tolerant (a message applied a few ms
+    later changes nothing), a serve worker is latency-bound (GET score p99 < 10 ms). On a
+    host where they share cores, the scheduler then runs a worker woken by a request
+    ahead of the consumer instead of letting it wait out the consumer's time slice; the
+    consumer still gets every cycle the workers leave, so it keeps up as long as the
+    cores are not saturated (bench/online.py prints the rate it kept)."""
+    if nice < 0:
+        raise ValueError(f"--nice lowers the priority: give 0..19, got {nice}")
+    return os.nice(nice)
 
 
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
@@ -273,10 +320,25 @@ def register(app: typer.Typer) -> None:
                 "SURFACER_ONLINE_RESCORE=false then.",
             ),
         ] = False,
+        nice: Annotated[
+            int,
+            typer.Option(
+                "--nice",
+                help="Lower this process's CPU priority by N (os.nice) so that serve workers "
+                "sharing its cores answer requests first; 0 keeps it.",
+                min=0,
+                max=19,
+            ),
+        ] = 10,
     ) -> None:
         try:
             run_ingest(
-                from_url, max_messages=max_messages, drain=drain, count=count, rescore=rescore
+                from_url,
+                max_messages=max_messages,
+                drain=drain,
+                count=count,
+                rescore=rescore,
+                nice=nice,
             )
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

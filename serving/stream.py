@@ -174,14 +174,16 @@ class StreamConsumer:
         self.stats.rejected += len(dead)
         self.stats.messages += len(messages)
 
-    def _read(self, start: str) -> list[Message]:
+    def _read(self, start: str, *, wait: bool = True) -> list[Message]:
+        """Up to `count` messages: our pending ones (start "0") or new ones (">"), waiting
+        up to block_ms for new ones only when `wait`."""
         src = self.source
         reply = self.client.xreadgroup(
             src.group,
             src.consumer,
             {src.stream: start},
             count=self.count,
-            block=None if start != ">" else self.block_ms,
+            block=self.block_ms if start == ">" and wait else None,
         )
         return [m for _, messages in reply or [] for m in messages if m[1] is not None]
 
@@ -194,7 +196,7 @@ class StreamConsumer:
     ) -> ConsumerStats:
         """Consume until `stop` is set (checked between reads; a read is at most
         `block_ms` long when the stream is quiet), `max_messages` were handled, or
-        (`until_idle`) a read finds no new message."""
+        (`until_idle`) a read, without waiting, finds no new message."""
         stop = stop or threading.Event()
         self.ensure_group()
         src = self.source
@@ -217,7 +219,10 @@ class StreamConsumer:
                         )
                         messages = [m for m in claimed[1] if m[1] is not None]
                 else:
-                    messages = self._read(">")
+                    # Draining stops at the first read that finds nothing new: asking
+                    # without BLOCK answers at once (a blocking read cost every drain
+                    # block_ms of waiting for a message that was not coming).
+                    messages = self._read(">", wait=not until_idle)
                     if not messages and until_idle:
                         break
                 if max_messages is not None:
@@ -327,7 +332,6 @@ async def consume_nats(
     import asyncio
 
     import nats
-    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import ConsumerConfig
     from nats.js.errors import NotFoundError
 
@@ -349,7 +353,9 @@ async def consume_nats(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(count, timeout=0.5)
-            except NatsTimeout:
+            except TimeoutError:  # nats.errors.TimeoutError is one too
+                # nats-py raises a bare TimeoutError, not its own, when the fetch's
+                # deadline ran out before the pull request was even sent (a loaded host)
                 if until_idle:
                     break
                 continue

@@ -2,4 +2,7 @@
 
 from surfacer.cli import main
 
-main()
+# Guarded: a process started with multiprocessing's "spawn" (the re-scorer of
+# `surfacer ingest --rescore`) imports this module again and must not run the CLI.
+if __name__ == "__main__":
+    main()

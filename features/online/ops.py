@@ -318,19 +318,26 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
 
     kind_names = [f"n:{k}" for k in EVENT_KINDS]
     reason_names = [f"r:{r}" for r in REPORT_REASONS]
+    comment = EVENT_KINDS.index("comment")
+    # Python lists once: the loop below runs per item, and reading numpy arrays element by
+    # element (numpy scalars, int() and str() of each) was most of planning a message.
+    counts_l, reasons_l = counts.tolist(), reasons.tolist()
+    w_n_l, w_sum_l = w_n.tolist(), w_sum.tolist()
+    l_sum_l, l_n_l, tox_l, max_ts_l = l_sum.tolist(), l_n.tolist(), tox.tolist(), max_ts.tolist()
     for j, item_id in enumerate(item_ids.tolist()):
         key = item_key(item_id)
+        row = counts_l[j]
         ops: list[tuple[Any, ...]] = [
-            ("HINCRBY", key, kind_names[k], str(int(c))) for k, c in enumerate(counts[j]) if c
+            ("HINCRBY", key, kind_names[k], str(c)) for k, c in enumerate(row) if c
         ]
-        if w_n[j]:
-            ops.append(("HINCRBYFLOAT", key, "ws", repr(float(w_sum[j]))))
-            ops.append(("HINCRBY", key, "wn", str(int(w_n[j]))))
-        if counts[j, EVENT_KINDS.index("comment")]:
+        if w_n_l[j]:
+            ops.append(("HINCRBYFLOAT", key, "ws", repr(w_sum_l[j])))
+            ops.append(("HINCRBY", key, "wn", str(w_n_l[j])))
+        if row[comment]:
             ops += [
-                ("HINCRBY", key, "ls", str(int(l_sum[j]))),
-                ("HINCRBY", key, "ln", str(int(l_n[j]))),
-                ("HINCRBY", key, "tx", str(int(tox[j]))),
+                ("HINCRBY", key, "ls", str(l_sum_l[j])),
+                ("HINCRBY", key, "ln", str(l_n_l[j])),
+                ("HINCRBY", key, "tx", str(tox_l[j])),
             ]
         t_rows = t_pos[per_item_texts[j]]
         if t_rows.size:
@@ -340,9 +347,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
             for r in t_rows.tolist():
                 pairs += [pad_ts(c_ts[r]), texts[r]]
             ops.append(("TEXTS", f"t:{item_id}", str(COMMENT_TEXT_LAST), *pairs))
-        ops += [
-            ("HINCRBY", key, reason_names[r], str(int(c))) for r, c in enumerate(reasons[j]) if c
-        ]
+        ops += [("HINCRBY", key, reason_names[r], str(c)) for r, c in enumerate(reasons_l[j]) if c]
         if viewers[j]:
             ops.append(("SADD", f"v:{item_id}", *viewers[j]))
         if reporters[j]:
@@ -350,29 +355,25 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
         rows = per_item_windows[j]
         if rows.size:
             ops.append(("APPEND", f"w:{item_id}", records[rows].tobytes()))
-        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(max_ts[j]) + cfg.life_ns), item_id))
-        _guarded(plan, item_id, ops, int(counts[j].sum()))
+        ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(max_ts_l[j] + cfg.life_ns), item_id))
+        _guarded(plan, item_id, ops, sum(row))
     plan.clock(int(ts.max()))
 
 
 def _members(
     item_codes: np.ndarray, users: np.ndarray, mask: np.ndarray, n_items: int
 ) -> list[list[str]]:
-    """Distinct non-null user ids per item among rows in `mask` (deduplicated by pandas'
-    hashing, not a Python set per row: most events are views with a user)."""
+    """Distinct non-null user ids per item among rows in `mask`, in order of first
+    appearance. One dict of (item, user) pairs: for the batches ingest sees (a stream
+    message or an API batch, hundreds to thousands of rows) it took a tenth of the time of
+    a pandas drop_duplicates, whose fixed cost per call was a quarter of planning a
+    1,000-event message."""
     out: list[list[str]] = [[] for _ in range(n_items)]
     sel = np.flatnonzero(mask)
-    if not sel.size:
-        return out
-    u = users[sel]
-    keep = np.fromiter((isinstance(x, str) for x in u), dtype=bool, count=u.size)
-    pairs = pd.DataFrame({"i": item_codes[sel][keep], "u": u[keep]}).drop_duplicates()
-    codes = pairs["i"].to_numpy()
-    names = pairs["u"].to_numpy(dtype=object)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(n_items + 1))
-    for j in np.flatnonzero(np.diff(bounds)).tolist():
-        out[j] = names[order[bounds[j] : bounds[j + 1]]].tolist()
+    pairs = zip(item_codes[sel].tolist(), users[sel].tolist(), strict=True)
+    for item, user in dict.fromkeys(pairs):
+        if isinstance(user, str):
+            out[item].append(user)
     return out
 
 

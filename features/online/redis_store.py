@@ -18,14 +18,28 @@ event time runs faster than the wall clock).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from features.online.errors import StoreUnavailable
-from features.online.ops import META_KEY, TOUCHED_KEY, OnlineConfig, creator_key, item_keys
+from features.online.ops import (
+    META_KEY,
+    TOUCHED_KEY,
+    OnlineConfig,
+    Plan,
+    creator_key,
+    item_keys,
+    plan_tables,
+)
 from features.online.snapshot import RawItem
-from features.online.store import OnlineStore
+from features.online.store import ApplyResult, OnlineStore, apply_result
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 APPLY_LUA = r"""
 -- ARGV: prefix, backstop TTL (ms), the operations as one MessagePack array of arrays
@@ -174,6 +188,25 @@ def _flat(values: list[Any]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
 
 
+def _parse_read(item_ids: list[str], reply: list[Any]) -> tuple[int | None, list[RawItem]]:
+    """The clock and the items' raw state from READ_LUA's answer."""
+    clock, *rows = reply
+    out = []
+    for item_id, (fields, nv, nr, blob, creator, texts) in zip(item_ids, rows, strict=True):
+        out.append(
+            RawItem(
+                item_id,
+                _flat(fields),
+                int(nv),
+                int(nr),
+                bytes(blob),
+                _flat(creator) or None,
+                tuple(t.decode() for t in texts),
+            )
+        )
+    return (int(clock) if clock else None), out
+
+
 class RedisStore(OnlineStore):
     """Online state in Redis: shared by workers and service instances."""
 
@@ -193,6 +226,8 @@ class RedisStore(OnlineStore):
         )
         self._apply = self.client.register_script(APPLY_LUA)
         self._read_script = self.client.register_script(READ_LUA)
+        self._sender: ThreadPoolExecutor | None = None  # apply_many's, made on first use
+        self._async: tuple[Any, Any, Any] | None = None  # (loop, client, read script)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -212,39 +247,70 @@ class RedisStore(OnlineStore):
         applied, expired = self._call(self._apply, keys=[], args=[self.prefix, backstop, blob])
         return bool(applied), int(expired)
 
-    def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
-        """One EVALSHA per op list (each atomic, each with its own batch guard), pipelined:
-        one round trip, and other clients' reads run between the scripts rather than
-        waiting behind one long script."""
-        if not op_lists:
-            return []
-        backstop = str(max(1000, round(2 * self.config.life_ns / 1e6)))
-        pipe = self.client.pipeline(transaction=False)
-        for ops in op_lists:
-            blob = msgpack.packb(ops, use_bin_type=False)
-            self._apply(keys=[], args=[self.prefix, backstop, blob], client=pipe)
-        replies = self._call(pipe.execute)
-        return [(bool(applied), int(expired)) for applied, expired in replies]
+    def apply_many(
+        self, batches: Sequence[tuple[Iterable[tuple[str, pd.DataFrame]], str | None]]
+    ) -> list[ApplyResult]:
+        """`apply` for several batches, each its own atomic, idempotent script, with the
+        planning here overlapping the scripts in Redis: a batch's script is sent (by one
+        sender thread, so the scripts run in the order given) as soon as it is planned,
+        while the next batch is planned. Planning then running every batch one after the
+        other kept one of the two processes idle at a time (the stream consumer spent about
+        as long waiting for Redis as planning). Redis runs other clients' commands between
+        the scripts. StoreUnavailable: raised after every sent script answered or failed
+        (some may have been applied; their batch ids make a retry a no-op)."""
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="online-redis-apply")
+        sent: list[tuple[Plan, Future[tuple[bool, int]]]] = []
+        try:
+            for tables, batch_id in batches:
+                plan = plan_tables(tables, self.config)
+                sent.append(
+                    (plan, self._sender.submit(self._run, plan.finish(batch_id, self.config)))
+                )
+        finally:
+            wait([f for _, f in sent])
+        return [apply_result(plan, *future.result()) for plan, future in sent]
 
     def _raw(self, item_ids: list[str]) -> list[RawItem]:
         return self._read(item_ids)[1] if item_ids else []
 
     def _read(self, item_ids: list[str]) -> tuple[int | None, list[RawItem]]:
-        clock, *rows = self._call(self._read_script, keys=[], args=[self.prefix, *item_ids])
-        out = []
-        for item_id, (fields, nv, nr, blob, creator, texts) in zip(item_ids, rows, strict=True):
-            out.append(
-                RawItem(
-                    item_id,
-                    _flat(fields),
-                    int(nv),
-                    int(nr),
-                    bytes(blob),
-                    _flat(creator) or None,
-                    tuple(t.decode() for t in texts),
-                )
+        reply = self._call(self._read_script, keys=[], args=[self.prefix, *item_ids])
+        return _parse_read(item_ids, reply)
+
+    async def snapshot_async(self, item_id: str) -> dict[str, Any] | None:
+        """`snapshot(item_id)` on the running event loop, with an asyncio Redis client.
+
+        GET score is latency-bound: handing the read to a worker thread (as the other stores
+        do) cost two thread wake-ups and GIL hand-offs per request on top of the round trip,
+        and on a loaded machine each wake-up can wait a scheduler time slice."""
+        try:
+            reply = await self._async_read()(keys=[], args=[self.prefix, item_id])
+        except self._errors as exc:
+            raise StoreUnavailable(
+                f"online store Redis at {self._where()} unavailable: {exc}"
+            ) from None
+        clock, raws = _parse_read([item_id], reply)
+        return self._assemble_all(clock, raws, None)[0]
+
+    def _async_read(self) -> Any:
+        """The read script on an asyncio client of the running loop (made on first use; a
+        client's connections belong to the loop that opened them, so a new loop gets its
+        own)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
             )
-        return (int(clock) if clock else None), out
+            self._async = (loop, client, client.register_script(READ_LUA))
+        return self._async[2]
+
+    async def aclose(self) -> None:
+        if self._async is not None and self._async[0] is asyncio.get_running_loop():
+            await self._async[1].aclose()
+        self._async = None
 
     def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
         if not issues:
@@ -273,6 +339,9 @@ class RedisStore(OnlineStore):
         self._call(self.client.ping)
 
     def close(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
         self.client.close()
 
     def live_items(self) -> int:

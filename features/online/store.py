@@ -9,6 +9,7 @@ two backends share every line of update and read logic and differ only in where 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 import threading
@@ -48,7 +49,7 @@ class ApplyResult:
     clock_ns: int | None
 
 
-def _result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
+def apply_result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
     """The ApplyResult of a planned batch the store ran: a duplicate batch id applied
     nothing, so it reports no rows and no items."""
     return ApplyResult(
@@ -58,6 +59,10 @@ def _result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
         items=tuple(sorted(plan.items)) if applied else (),
         clock_ns=plan.max_ts_ns,
     )
+
+
+# Items read per round trip by `OnlineStore.snapshots` (one Redis script each).
+READ_CHUNK = 100
 
 
 class OnlineStore:
@@ -114,7 +119,7 @@ class OnlineStore:
         """Apply validated contract rows atomically; a batch id already applied is a no-op."""
         pairs = tables.items() if isinstance(tables, Mapping) else tables
         plan = plan_tables(pairs, self.config)
-        return _result(plan, *self._run(plan.finish(batch_id, self.config)))
+        return apply_result(plan, *self._run(plan.finish(batch_id, self.config)))
 
     def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
         """Run several op lists, each atomically on its own (a backend with a network in
@@ -128,7 +133,7 @@ class OnlineStore:
         in one round trip: what the stream consumer does with a whole read."""
         plans = [(plan_tables(tables, self.config), bid) for tables, bid in batches]
         done = self._run_many([plan.finish(bid, self.config) for plan, bid in plans])
-        return [_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
+        return [apply_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
 
     def now_ns(self) -> int | None:
         """The as_of of a live snapshot: just after the latest applied timestamp."""
@@ -138,8 +143,22 @@ class OnlineStore:
     def snapshots(
         self, item_ids: list[str], as_of_ns: int | None = None
     ) -> list[dict[str, Any] | None]:
-        """Snapshot rows (None for unknown or expired items) at as_of (default: now_ns)."""
-        clock, raws = self._read(item_ids)
+        """Snapshot rows (None for unknown or expired items) at as_of (default: now_ns).
+
+        Read READ_CHUNK items at a time, each chunk with its own clock (so without an
+        as_of, the rows of different chunks may have different as_of, each exact): one read
+        of the 2,000 items of a re-scoring pass kept Redis busy for tens of ms, and every
+        GET score waited behind it."""
+        out: list[dict[str, Any] | None] = []
+        for lo in range(0, len(item_ids), READ_CHUNK):
+            clock, raws = self._read(item_ids[lo : lo + READ_CHUNK])
+            out += self._assemble_all(clock, raws, as_of_ns)
+        return out
+
+    @staticmethod
+    def _assemble_all(
+        clock: int | None, raws: list[RawItem], as_of_ns: int | None
+    ) -> list[dict[str, Any] | None]:
         if as_of_ns is None:
             as_of_ns = clock + 1 if clock is not None else time.time_ns()
         elif clock is not None and as_of_ns <= clock:
@@ -152,6 +171,15 @@ class OnlineStore:
 
     def snapshot(self, item_id: str, as_of_ns: int | None = None) -> dict[str, Any] | None:
         return self.snapshots([item_id], as_of_ns)[0]
+
+    async def snapshot_async(self, item_id: str) -> dict[str, Any] | None:
+        """`snapshot(item_id)` for an event loop (GET score). Here in a worker thread: the
+        in-process store's lock may be held by a batch being applied. A backend with an
+        asynchronous client reads on the loop itself (`RedisStore`)."""
+        return await asyncio.to_thread(self.snapshot, item_id)
+
+    async def aclose(self) -> None:
+        """Release what `snapshot_async` opened on the running event loop."""
 
 
 class MemoryStore(OnlineStore):

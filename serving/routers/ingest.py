@@ -185,7 +185,7 @@ async def item_score(
     online = online_of(request)
     model = loaded_model(request.app.state.service)
     try:
-        snap = await asyncio.to_thread(online.store.snapshot, item_id)
+        snap = await online.store.snapshot_async(item_id)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     except AsOfTooEarly as exc:  # pragma: no cover - the live as_of is after the clock

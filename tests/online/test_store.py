@@ -226,3 +226,42 @@ def test_a_read_checked_together_still_rejects_one_message_alone(store_factory) 
     ]
     assert [r.rows for r in ingest_many(store, more)] == [1, 2]
     assert store.snapshot("a")["n_view"] == 5 and store.snapshot("b")["n_view"] == 5
+
+
+def test_many_items_read_in_chunks_equal_one_by_one(store_factory) -> None:
+    """`snapshots` of more items than one read takes (READ_CHUNK) answers every item, in
+    order, as `snapshot` does one by one; unknown items stay None in their place."""
+    from features.online.store import READ_CHUNK
+
+    store = store_factory()
+    ids = [f"i{k:04d}" for k in range(READ_CHUNK * 2 + 7)]
+    store.apply({"items": _items(*ids)})
+    store.apply({"events": pd.concat([_events(i, [1 + k % 5]) for k, i in enumerate(ids)])})
+    asked = [*ids[:3], "unknown", *ids[3:]]
+    many = store.snapshots(asked)
+    assert len(many) == len(asked) and many[3] is None
+    for item, snap in zip(asked, many, strict=True):
+        assert snap == store.snapshot(item, snap["as_of"].value) if snap else item == "unknown"
+
+
+def test_apply_many_applies_each_batch_on_its_own_in_order(store_factory) -> None:
+    """`apply_many` (the stream consumer's: with Redis, each batch's script is sent while
+    the next is planned): every batch atomic and idempotent under its own id, answers in
+    the order given, a seen id a no-op alone."""
+    store = store_factory()
+    store.apply({"items": _items("a", "b")}, batch_id="items")
+    first = store.apply({"events": _events("a", [1])}, batch_id="m1")
+    results = store.apply_many(
+        [
+            ([("events", _events("a", [2, 3]))], "m2"),
+            ([("events", _events("a", [1]))], "m1"),  # re-delivered
+            ([("events", _events("b", [4]))], "m3"),
+        ]
+    )
+    assert first.rows == 1
+    assert [(r.rows, r.duplicate, r.items) for r in results] == [
+        (2, False, ("a",)),
+        (0, True, ()),
+        (1, False, ("b",)),
+    ]
+    assert store.snapshot("a")["n_view"] == 3 and store.snapshot("b")["n_view"] == 1

@@ -282,3 +282,25 @@ def test_ingest_rescore_queues_flags_to_the_spool(
         assert pairs and len(pairs) == len(set(pairs))
     finally:
         _cleanup(redis_client, stream, prefix)
+
+
+def test_ingest_lowers_its_own_priority() -> None:
+    """`surfacer ingest --nice N` (default 10) makes the consumer N steps nicer than it
+    was started, so serve workers sharing its cores run first; 0 leaves it; a negative N
+    (raising priority) is refused. In a child process: niceness cannot be undone."""
+    code = (
+        "import os\n"
+        "from serving.online_cli import lower_priority\n"
+        "start = os.nice(0)\n"
+        "assert lower_priority(0) == start\n"
+        "assert lower_priority(3) == start + 3 == os.nice(0)\n"
+        "try:\n"
+        "    lower_priority(-1)\n"
+        "except ValueError as exc:\n"
+        "    assert '0..19' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('a negative nice was accepted')\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
