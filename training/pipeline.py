@@ -73,6 +73,8 @@ LINEAR_SCORE_FEATURE = "linear_score"
 # hundred validation labels are noise, and then the simpler model is the safer one.
 SELECTION_MARGIN = 0.02
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
+# Snapshot rows transformed at a time (design_matrix).
+DESIGN_BLOCK_ROWS = 50_000
 
 
 @dataclass
@@ -331,6 +333,33 @@ def _split(td: TrainingData, random_state: int) -> tuple[SplitResult, _Split]:
     return result, _Split(result.mask("train"), result.mask("valid"), result.mask("test"))
 
 
+def design_matrix(
+    transform: FeatureTransform, frame: pd.DataFrame, *, block_rows: int = DESIGN_BLOCK_ROWS
+) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    """The dense features and hashed text of every row, computed `block_rows` rows at a time.
+
+    Both are row by row, so the result is the one of a single call; in blocks, the
+    temporaries of a call (the raw input columns next to the features, every text as a
+    Python string, each hashed group before they are stacked) are those of a block, not of
+    the whole frame. What remains whole is the result itself: the dense matrix (8 bytes a
+    feature a row) and the hashed text (12 bytes a stored n-gram, about 2 KB a row on the
+    default world), which every issue's fit and evaluation read.
+    """
+    n = len(frame)
+    x_all = np.empty((n, transform.n_features_out_), dtype=np.float64)
+    blocks: list[sp.csr_matrix] = []
+    for start in range(0, max(n, 1), block_rows):
+        part = frame.iloc[start : start + block_rows]
+        x_all[start : start + len(part)] = transform.transform(part)
+        text = hashed_text(transform, part)
+        if text is not None:
+            blocks.append(text)
+    if not blocks:
+        return x_all, None
+    text_all = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+    return x_all, text_all
+
+
 def _anchor_mask(frame: pd.DataFrame, anchor: str) -> np.ndarray:
     if "anchor" not in frame.columns:
         return np.full(len(frame), anchor == "post")
@@ -427,8 +456,7 @@ def fit_and_evaluate(
         unfit = check_labels(td, split)
     with timer.stage("transform"):
         transform = td.transform.fit(frame.iloc[np.flatnonzero(split.train)])
-        x_all = transform.transform(frame)
-        text_all = hashed_text(transform, frame)
+        x_all, text_all = design_matrix(transform, frame)
     item_ids = frame["item_id"].astype("object").to_numpy()
     valid_days = _window_days(frame, split.valid) if td.timed else None
 

@@ -171,3 +171,23 @@ def test_too_few_rows_disable_every_issue_and_are_never_promoted(tmp_path: Path)
     decision = decide_promotion(result.bundle, result.report.test_frame, champion=None)
     assert not decision.promote  # not even as the first version
     assert "no issue passed the quality gate" in decision.reasons[0]
+
+
+def test_design_matrix_in_blocks_equals_one_call(small_sim: Path) -> None:
+    """Blocks of rows give the very matrices of one transform and one hashing of the frame."""
+    from models.bundle import hashed_text
+    from training.data import load_training_data
+    from training.pipeline import design_matrix
+
+    td = load_training_data(small_sim)
+    frame = td.frame.iloc[:3000]
+    transform = td.transform.fit(frame)
+    want_x, want_text = transform.transform(frame), hashed_text(transform, frame)
+    assert want_text is not None and want_text.nnz > 0
+    for block_rows in (7, 1000, 5000):
+        x, text = design_matrix(transform, frame, block_rows=block_rows)
+        np.testing.assert_array_equal(x, want_x)
+        assert text is not None and text.shape == want_text.shape
+        assert (text != want_text).nnz == 0
+    x, text = design_matrix(transform, frame.iloc[:0])
+    assert x.shape == (0, want_x.shape[1]) and text is not None and text.shape[0] == 0
