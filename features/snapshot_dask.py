@@ -1,8 +1,10 @@
 """The Dask engine for snapshots: the same `snapshot_frame` on item-partitions of the events.
 
 Events are split by a hash of item_id with dask.dataframe, so each partition holds every
-event of its items; the small tables (items, creators, moderation, appeals) are broadcast
-whole, since creator history spans items of other partitions. Rows come back in the same
+event of its items. The small tables (items, creators, moderation, appeals) are split by the
+same hash (`bucket_tables`): a bucket's task receives its own items, their creators and,
+for creator history, the other items of those creators with their moderation and appeals
+rows, so a task's memory follows its bucket, not the dataset. Rows come back in the same
 order as the pandas engine.
 
 From a dataset folder (`snapshots_from_folder`), the events are never whole on the client:
@@ -13,13 +15,14 @@ validate them and keep them on the cluster, spilling to disk under memory pressu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.pit import codes_for
 from features.snapshot_frame import snapshot_frame
 
 BUCKET = "_bucket"
@@ -31,9 +34,10 @@ ROW = "_row"
 # shuffled events of a bucket and snapshot_frame's arrays over them), so their count grows
 # with the events rather than staying at a few per worker: with a fixed count, a bucket
 # (and a worker's peak) grows with the data. About 50-100 MB of events in memory. Each task
-# still receives the small tables whole (creator history spans buckets): that part grows with
-# the items.
+# receives only its bucket's rows of the small tables (plus its creators' other items, see
+# bucket_tables), so that part follows the bucket too.
 EVENTS_PER_BUCKET = 500_000
+SHUFFLE = "tasks"
 
 
 def item_buckets(item_ids: pd.Series, n: int) -> np.ndarray:
@@ -48,19 +52,63 @@ def bucket_count(event_rows: int, workers: int) -> int:
     return max(2 * max(workers, 1), math.ceil(max(event_rows, 0) / EVENTS_PER_BUCKET))
 
 
+def bucket_tables(small: Mapping[str, pd.DataFrame], n: int) -> Iterator[dict[str, Any]]:
+    """The small tables cut into the `n` item buckets of the events, one dict per bucket.
+
+    Bucket b gets the items hashed to b (its snapshot rows, positions in "_subset") and,
+    because creator history counts a creator's posts, removals and overturned appeals over
+    all their items, every other item of the same creators, with the moderation and appeals
+    rows of all those items and the creators' rows. Rows keep their table order, so ties
+    break as in the pandas engine. A bucket thus holds about (own items) x E[k^2]/E[k] item
+    rows for k items per creator: a constant of the data's shape, not of its size.
+    """
+    items = small["items"]
+    buckets = item_buckets(items["item_id"], n)
+    # Only the tables snapshot_frame reads travel (labels, truth... stay on the client).
+    # Same creator grouping as snapshot_frame (a null creator_id is one creator of its own).
+    creator, uniques = pd.factorize(items["creator_id"], use_na_sentinel=False)
+    n_creators = len(uniques)
+    item_ids = pd.Index(items["item_id"])
+    refs = {
+        name: codes_for(small[name]["item_id"], item_ids)
+        for name in ("moderation", "appeals")
+        if name in small
+    }
+    creators = small.get("creators")
+    # Each creators row as a creator code of the items (-1: no item of theirs).
+    creator_code = None if creators is None else codes_for(creators["creator_id"], uniques)
+    for b in range(n):
+        own = buckets == b
+        mine = np.zeros(n_creators, dtype=bool)
+        mine[creator[own]] = True
+        keep = mine[creator]  # own items and their creators' other items
+        rows = np.flatnonzero(keep)
+        part: dict[str, Any] = {"items": items.iloc[rows].reset_index(drop=True)}
+        part["_subset"] = np.flatnonzero(own[rows])
+        for name, code in refs.items():
+            picked = _member(keep, code)
+            part[name] = small[name].iloc[np.flatnonzero(picked)].reset_index(drop=True)
+        if creators is not None and creator_code is not None:
+            named = _member(mine, creator_code)
+            part["creators"] = creators.iloc[np.flatnonzero(named)].reset_index(drop=True)
+        yield part
+
+
+def _member(mask: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """mask[codes] where codes >= 0, False for -1 (unknown), also when mask is empty."""
+    if not mask.size:
+        return np.zeros(codes.size, dtype=bool)
+    return (codes >= 0) & mask[np.maximum(codes, 0)]
+
+
 def _partition(
     events: pd.DataFrame | None,
-    small: Mapping[str, pd.DataFrame],
-    lo: float,
-    hi: float,
+    small: Mapping[str, Any],
     horizons_h: Sequence[float],
     include_moderation: bool,
     as_of_max_ns: int,
 ) -> pd.DataFrame:
-    """Snapshot rows of the items whose bucket is in [lo, hi), from this partition's events."""
-    items = small["items"]
-    buckets = item_buckets(items["item_id"], int(small["_n_buckets"]["n"].iloc[0]))
-    subset = np.flatnonzero((buckets >= lo) & (buckets < hi))
+    """Snapshot rows of one bucket's items from its events and its share of the small tables."""
     tables = {k: v for k, v in small.items() if not k.startswith("_")}
     if events is not None:
         if ROW in events.columns:
@@ -73,7 +121,7 @@ def _partition(
         horizons_h,
         include_moderation=include_moderation,
         as_of_max_ns=as_of_max_ns,
-        item_subset=subset,
+        item_subset=small.get("_subset"),
     )
 
 
@@ -127,31 +175,27 @@ def _snapshots_on(
 
     from common.cluster import gather_with_progress
 
-    small = dict(small)
-    small["_n_buckets"] = pd.DataFrame({"n": [n]})
-    [small_future] = client.scatter([small], broadcast=True, hash=False)
     if events is None:
         # No events: nothing to partition; one task on the cluster keeps the same path.
+        [whole] = client.scatter([dict(small)], hash=False)
         parts = [
-            dask.delayed(_partition)(
-                None, small_future, -np.inf, np.inf, horizons_h, include_moderation, as_of_max_ns
-            )
+            dask.delayed(_partition)(None, whole, horizons_h, include_moderation, as_of_max_ns)
         ]
     else:
         ddf = events.assign(
             **{BUCKET: events["item_id"].map_partitions(item_buckets, n, meta=(BUCKET, "i8"))}
         )
         # Explicit divisions: partition i holds exactly bucket i (a shuffle on the cluster).
-        ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)])
-        bounds = list(ddf.divisions)
+        # The task-based shuffle, not distributed's default p2p: on 100k items of the default
+        # world p2p's buffers took a worker to 1.8 GB (killed under a 2 GB limit), tasks 1.1 GB.
+        ddf = ddf.set_index(BUCKET, divisions=[*range(n + 1)], shuffle_method=SHUFFLE)
         parts = []
-        for i, part in enumerate(ddf.to_delayed()):
-            lo = bounds[i] if i > 0 else -np.inf
-            hi = bounds[i + 1] if i + 1 < len(bounds) - 1 else np.inf
+        # Each bucket's share of the small tables is sent on its own as it is cut, so the
+        # client never holds all the shares at once and no worker receives the whole tables.
+        for part, share in zip(ddf.to_delayed(), bucket_tables(small, n), strict=True):
+            [future] = client.scatter([share], hash=False)
             parts.append(
-                dask.delayed(_partition)(
-                    part, small_future, lo, hi, horizons_h, include_moderation, as_of_max_ns
-                )
+                dask.delayed(_partition)(part, future, horizons_h, include_moderation, as_of_max_ns)
             )
     frames = gather_with_progress(
         client, parts, "snapshots (dask)", progress=progress, unit="partition"

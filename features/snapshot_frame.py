@@ -169,7 +169,7 @@ def _event_columns(
     e_kind = codes_for(events["kind"], EVENT_KINDS).astype(np.int8)
     e_ts = to_ns(events["ts"])
     valid = (e_item >= 0) & (e_kind >= 0)
-    if in_subset is not None:
+    if in_subset is not None and n_items:  # (no items: no event is valid already)
         valid &= in_subset[np.maximum(e_item, 0)]
     rows = _subset_rows(valid)
     del valid

@@ -73,6 +73,12 @@ LINEAR_SCORE_FEATURE = "linear_score"
 # hundred validation labels are noise, and then the simpler model is the safer one.
 SELECTION_MARGIN = 0.02
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
+# Snapshot rows transformed at a time (design_matrix).
+DESIGN_BLOCK_ROWS = 50_000
+# Past this many rows, an issue's text and linear models are fitted on a stratified sample
+# of whole items of about this many rows (fit_text_bounded): their cross-validated fits copy
+# the rows' hashed text once per fold and C, so their memory grows with the rows fitted.
+TEXT_FIT_MAX_ROWS = 250_000
 
 
 @dataclass
@@ -331,6 +337,127 @@ def _split(td: TrainingData, random_state: int) -> tuple[SplitResult, _Split]:
     return result, _Split(result.mask("train"), result.mask("valid"), result.mask("test"))
 
 
+def design_matrix(
+    transform: FeatureTransform, frame: pd.DataFrame, *, block_rows: int = DESIGN_BLOCK_ROWS
+) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    """The dense features and hashed text of every row, computed `block_rows` rows at a time.
+
+    Both are row by row, so the result is the one of a single call; in blocks, the
+    temporaries of a call (the raw input columns next to the features, every text as a
+    Python string, each hashed group before they are stacked) are those of a block, not of
+    the whole frame. What remains whole is the result itself: the dense matrix (8 bytes a
+    feature a row) and the hashed text (12 bytes a stored n-gram, about 2 KB a row on the
+    default world), which every issue's fit and evaluation read.
+    """
+    n = len(frame)
+    x_all = np.empty((n, transform.n_features_out_), dtype=np.float64)
+    blocks: list[sp.csr_matrix] = []
+    for start in range(0, max(n, 1), block_rows):
+        part = frame.iloc[start : start + block_rows]
+        x_all[start : start + len(part)] = transform.transform(part)
+        text = hashed_text(transform, part)
+        if text is not None:
+            blocks.append(text)
+    if not blocks:
+        return x_all, None
+    text_all = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+    return x_all, text_all
+
+
+def text_fit_sample(
+    y: np.ndarray, groups: np.ndarray, max_rows: int, random_state: int
+) -> np.ndarray | None:
+    """Positions of a sample of about `max_rows` rows for a text model's fit, or None when
+    all `len(y)` rows are few enough.
+
+    Whole items are drawn (an item's rows share its texts, and the rows left out are scored
+    by the sample's model: they must belong to items it never saw), the same share of the
+    items with a positive row as of the others, so the sample keeps the positive rate.
+    Seeded: the same rows for the same data and seed.
+    """
+    n = len(y)
+    if n <= max_rows:
+        return None
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    positive = np.zeros(len(uniq), dtype=bool)
+    positive[inverse[np.asarray(y) == 1]] = True
+    share = max_rows / n
+    rng = np.random.default_rng(random_state)
+    keep = np.zeros(len(uniq), dtype=bool)
+    for stratum in (positive, ~positive):
+        members = np.flatnonzero(stratum)
+        take = min(len(members), max(1, round(share * len(members)))) if len(members) else 0
+        keep[rng.choice(members, take, replace=False)] = True
+    return np.flatnonzero(keep[inverse])
+
+
+def fit_text_bounded(
+    text_all: sp.csr_matrix,
+    rows: np.ndarray,
+    y: np.ndarray,
+    item_ids: np.ndarray,
+    *,
+    random_state: int,
+    dense_all: np.ndarray | None = None,
+    max_rows: int | None = None,
+    **kwargs: Any,
+) -> tuple[Any, np.ndarray]:
+    """`fit_text_model_cv` on `rows` (positions in text_all / dense_all), with its honest
+    score of every one of them: out of fold for the rows it was fitted on.
+
+    Past `max_rows` (default TEXT_FIT_MAX_ROWS) rows it is fitted on `text_fit_sample`'s
+    items only; the other rows, of items the model never saw, get its score, computed in
+    blocks. Below it, this is exactly fit_text_model_cv.
+    """
+    limit = TEXT_FIT_MAX_ROWS if max_rows is None else max_rows
+    sample = text_fit_sample(y, item_ids[rows], limit, random_state)
+    fit = rows if sample is None else rows[sample]
+    model, oof = fit_text_model_cv(
+        text_all[fit],
+        y if sample is None else y[sample],
+        item_ids[fit],
+        random_state=random_state,
+        **({"dense_x": dense_all[fit]} if dense_all is not None else {}),
+        **kwargs,
+    )
+    if sample is None:
+        return model, oof
+    scores = np.empty(len(rows))
+    scores[sample] = oof
+    rest = np.setdiff1d(np.arange(len(rows)), sample, assume_unique=True)
+    scores[rest] = score_text_rows(model, text_all, rows[rest], dense_all)
+    return model, scores
+
+
+def score_text_rows(
+    model: Any,
+    text_all: sp.csr_matrix,
+    rows: np.ndarray,
+    dense_all: np.ndarray | None = None,
+    *,
+    block_rows: int = DESIGN_BLOCK_ROWS,
+) -> np.ndarray:
+    """A text model's scores of `rows`, a block of rows at a time (no copy of all of them)."""
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), block_rows):
+        idx = rows[start : start + block_rows]
+        x = dense_all[idx] if dense_all is not None else None
+        out[start : start + len(idx)] = model.score(text_all[idx], x)
+    return out
+
+
+def _has_ngrams(
+    text_all: sp.csr_matrix, rows: np.ndarray, lo: int, hi: int, block_rows: int = DESIGN_BLOCK_ROWS
+) -> bool:
+    """Whether any of `rows` has an n-gram in columns [lo, hi), read a block of rows at a
+    time (no copy of all the rows' hashed text for a yes or no)."""
+    for start in range(0, len(rows), block_rows):
+        block = text_all[rows[start : start + block_rows]]
+        if np.any((block.indices >= lo) & (block.indices < hi)):
+            return True
+    return False
+
+
 def _anchor_mask(frame: pd.DataFrame, anchor: str) -> np.ndarray:
     if "anchor" not in frame.columns:
         return np.full(len(frame), anchor == "post")
@@ -427,8 +554,7 @@ def fit_and_evaluate(
         unfit = check_labels(td, split)
     with timer.stage("transform"):
         transform = td.transform.fit(frame.iloc[np.flatnonzero(split.train)])
-        x_all = transform.transform(frame)
-        text_all = hashed_text(transform, frame)
+        x_all, text_all = design_matrix(transform, frame)
     item_ids = frame["item_id"].astype("object").to_numpy()
     valid_days = _window_days(frame, split.valid) if td.timed else None
 
@@ -846,14 +972,15 @@ def _refit_on_seen(
     if chosen.booster is None:
         if text_all is None or not chosen.text_blocks or chosen.text_model is None:
             return None
-        dense = {"dense_x": x_all[seen], "categorical": categorical} if chosen.dense else {}
+        dense = {"dense_all": x_all, "categorical": categorical} if chosen.dense else {}
         # the regularisation chosen out of fold on the training rows is kept: the refit
         # needs out-of-fold scores, not a second search (five times the cost)
         c = chosen.text_model.C_
-        model, oof = fit_text_model_cv(
-            text_all[seen],
+        model, oof = fit_text_bounded(
+            text_all,
+            seen,
             y_seen,
-            groups,
+            item_ids,
             blocks=chosen.text_blocks,
             random_state=random_state,
             **({"Cs": (c,)} if c is not None else {}),
@@ -861,8 +988,8 @@ def _refit_on_seen(
         )
 
         def score(idx: np.ndarray) -> np.ndarray:
-            x = x_all[idx] if chosen.dense else None
-            return model.score(text_all[idx], x).reshape(-1, 1)
+            x = x_all if chosen.dense else None
+            return score_text_rows(model, text_all, idx, x).reshape(-1, 1)
 
         out = replace(
             chosen, text_model=model, x_va=score(va), x_te=score(te), x_va_all=score(va_all)
@@ -974,14 +1101,13 @@ def _build_variants(
     if text_all is not None and text_all.nnz > 0:
         for g in transform.hashed_groups:
             lo, hi = g.blocks[0][0], g.blocks[-1][1]
-            sub = text_all[tr][:, lo:hi]
-            if sub.nnz == 0:
+            if not _has_ngrams(text_all, tr, lo, hi):
                 continue
-            model, oof = fit_text_model_cv(
-                text_all[tr], y_tr, item_ids[tr], blocks=g.blocks, random_state=random_state
+            model, oof = fit_text_bounded(
+                text_all, tr, y_tr, item_ids, blocks=g.blocks, random_state=random_state
             )
             name = TEXT_SCORE_FEATURE if g.name == "text" else f"{TEXT_SCORE_FEATURE}__{g.name}"
-            scores = [oof] + [model.score(text_all[idx]) for idx in (va, te, va_all)]
+            scores = [oof] + [score_text_rows(model, text_all, idx) for idx in (va, te, va_all)]
             text_scores.append((name, model, scores))
             text_blocks[name] = tuple(g.blocks)
 
@@ -1048,17 +1174,18 @@ def _build_variants(
         # the linear variant: one logistic regression on every text group's TF-IDF and the
         # transform features (what a strong TF-IDF + LR baseline does)
         blocks = tuple(b for g in transform.hashed_groups for b in g.blocks)
-        model, oof = fit_text_model_cv(
-            text_all[tr],
+        model, oof = fit_text_bounded(
+            text_all,
+            tr,
             y_tr,
-            item_ids[tr],
+            item_ids,
             blocks=blocks,
             random_state=random_state,
-            dense_x=x_all[tr],
+            dense_all=x_all,
             categorical=categorical,
         )
         cols = [oof.reshape(-1, 1)] + [
-            model.score(text_all[idx], x_all[idx]).reshape(-1, 1) for idx in (va, te, va_all)
+            score_text_rows(model, text_all, idx, x_all).reshape(-1, 1) for idx in (va, te, va_all)
         ]
         v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
         v.text_blocks, v.dense = blocks, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -56,3 +57,62 @@ def test_cli_build_on_dask(scheduler: str, tmp_path: Path) -> None:
     assert run([*args, "--scheduler", scheduler, "--no-progress"]) == 0
     want = build_snapshots(load_dataset(data))
     pd.testing.assert_frame_equal(pd.read_parquet(out), want, check_dtype=False)
+
+
+def many_creators(seed: int) -> dict[str, pd.DataFrame]:
+    """random_tables with items spread over 20 creators of 1..9 items (7 in the creators
+    table), so that a bucket's creators are a part of all creators, not every one."""
+    tables = random_tables(seed, n_items=80, n_events=5000)
+    items = tables["items"].copy()
+    sizes = np.arange(len(items)) % 9 + 1
+    items["creator_id"] = [f"c{c}" for c in np.repeat(np.arange(20), sizes[:20])[: len(items)]]
+    items.loc[3, "creator_id"] = None  # a null creator is a creator of its own
+    return {**tables, "items": items}
+
+
+def test_a_bucket_gets_only_its_items_and_their_creators() -> None:
+    from features.snapshot_dask import bucket_tables, item_buckets
+
+    tables = many_creators(3)
+    items = tables["items"]
+    n = 6
+    bucket = item_buckets(items["item_id"], n)
+    seen: list[str] = []
+    for b, share in enumerate(bucket_tables(tables, n)):
+        assert set(share) == {"items", "_subset", "creators", "moderation", "appeals"}
+        own = share["items"].iloc[share["_subset"]]
+        assert set(own["item_id"]) == set(items["item_id"][bucket == b])
+        seen += own["item_id"].tolist()
+        # the other items are exactly the other items of the bucket's creators
+        creator = items["creator_id"].fillna("<null>")
+        want = items["item_id"][creator.isin(set(creator[bucket == b]))]
+        assert sorted(share["items"]["item_id"]) == sorted(want)
+        assert len(share["items"]) < len(items)
+        ids = set(share["items"]["item_id"])
+        for name in ("moderation", "appeals"):
+            table = tables[name]
+            assert share[name]["item_id"].isin(ids).all()
+            assert len(share[name]) == table["item_id"].isin(ids).sum()
+        assert set(share["creators"]["creator_id"]) == set(tables["creators"]["creator_id"]) & set(
+            share["items"]["creator_id"].dropna()
+        )
+    assert sorted(seen) == sorted(items["item_id"])  # every item in exactly one bucket
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_dask_buckets_equal_pandas_with_many_creators(scheduler: str, seed: int) -> None:
+    from features.snapshot_dask import build_snapshots_dask
+
+    tables = many_creators(seed)
+    want = build_snapshots(tables, as_of_max=END + 48 * H)
+    as_of_max_ns = int(pd.Timestamp(END + 48 * H).as_unit("ns").value)
+    got = build_snapshots_dask(
+        tables,
+        (1, 6, 24),
+        include_moderation=True,
+        as_of_max_ns=as_of_max_ns,
+        scheduler=scheduler,
+        npartitions=6,
+    )
+    assert want["creator_n_items"].max() > 3 and want["creator_prior_removals"].max() > 0
+    pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -171,3 +171,84 @@ def test_too_few_rows_disable_every_issue_and_are_never_promoted(tmp_path: Path)
     decision = decide_promotion(result.bundle, result.report.test_frame, champion=None)
     assert not decision.promote  # not even as the first version
     assert "no issue passed the quality gate" in decision.reasons[0]
+
+
+def test_design_matrix_in_blocks_equals_one_call(small_sim: Path) -> None:
+    """Blocks of rows give the very matrices of one transform and one hashing of the frame."""
+    from models.bundle import hashed_text
+    from training.data import load_training_data
+    from training.pipeline import design_matrix
+
+    td = load_training_data(small_sim)
+    frame = td.frame.iloc[:3000]
+    transform = td.transform.fit(frame)
+    want_x, want_text = transform.transform(frame), hashed_text(transform, frame)
+    assert want_text is not None and want_text.nnz > 0
+    for block_rows in (7, 1000, 5000):
+        x, text = design_matrix(transform, frame, block_rows=block_rows)
+        np.testing.assert_array_equal(x, want_x)
+        assert text is not None and text.shape == want_text.shape
+        assert (text != want_text).nnz == 0
+    x, text = design_matrix(transform, frame.iloc[:0])
+    assert x.shape == (0, want_x.shape[1]) and text is not None and text.shape[0] == 0
+
+
+def _text_rows(n_items: int, seed: int) -> tuple:
+    """Hashed-text-like rows: 3 rows an item, positive items use a few telling n-grams."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    items = np.repeat(np.arange(n_items), 3).astype(str)
+    bad = rng.random(n_items) < 0.2
+    y = np.repeat(bad, 3).astype(int)
+    n = len(y)
+    cols = rng.integers(0, 64, (n, 6))
+    cols[y == 1, :2] = rng.integers(64, 70, (int(y.sum()), 2))
+    data = np.ones(cols.size)
+    x = sp.csr_matrix((data, (np.repeat(np.arange(n), 6), cols.ravel())), shape=(n, 80))
+    x.sum_duplicates()
+    return x, y, items
+
+
+def test_text_fit_sample_draws_whole_items_and_keeps_the_positive_rate() -> None:
+    from training.pipeline import text_fit_sample
+
+    _, y, items = _text_rows(3000, 0)
+    assert text_fit_sample(y, items, len(y), 0) is None  # few enough: all rows
+    sample = text_fit_sample(y, items, 3000, 0)
+    assert sample is not None
+    assert abs(len(sample) - 3000) <= 6
+    kept = set(items[sample])
+    assert np.isin(items, list(kept)).sum() == len(sample)  # every row of a drawn item
+    assert abs(y[sample].mean() - y.mean()) < 0.01
+    np.testing.assert_array_equal(sample, text_fit_sample(y, items, 3000, 0))
+    assert not np.array_equal(sample, text_fit_sample(y, items, 3000, 1))
+
+
+def test_fit_text_bounded_is_the_cv_fit_below_the_bound_and_honest_above() -> None:
+    from training.fit import fit_text_model_cv
+    from training.pipeline import fit_text_bounded, text_fit_sample
+
+    x, y, items = _text_rows(1500, 1)
+    rows = np.arange(len(y))
+    want_model, want = fit_text_model_cv(x, y, items, random_state=0)
+    model, got = fit_text_bounded(x, rows, y, items, random_state=0, max_rows=len(y))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.score(x), want_model.score(x))
+
+    model, got = fit_text_bounded(x, rows, y, items, random_state=0, max_rows=1500)
+    sample = text_fit_sample(y, items, 1500, 0)
+    assert sample is not None
+    rest = np.setdiff1d(rows, sample)
+    # rows of items outside the sample: the sample model's own score (it never saw them)
+    np.testing.assert_allclose(got[rest], model.score(x[rest]))
+    # sampled rows: out of fold, as the fit on those rows alone gives them
+    _, oof = fit_text_model_cv(x[sample], y[sample], items[sample], random_state=0)
+    np.testing.assert_array_equal(got[sample], oof)
+    assert pr_auc_of(y, got) > 0.9
+
+
+def pr_auc_of(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, p))
