@@ -318,7 +318,8 @@ def _absorb_spillovers(
     A small segment chosen among hundreds for being extreme has a noisy, high rate ratio of
     its own, so a plain comparison of ratios kept such spill-overs apart; the test weighs the
     ratio by its counts. B's episodes join A, and B's segment is recorded in A's evidence
-    (`spillovers`) with its start, item-overlap share and excess, not dropped silently.
+    (`spillovers`: segment, start, detection time, share of its excess on shared items,
+    severity) and shown in the report, not dropped silently.
     """
     floors = floors or {}
     kept: list[Incident] = []

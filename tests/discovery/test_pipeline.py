@@ -89,6 +89,10 @@ def test_report_is_self_contained_and_escapes_user_text(
 ) -> None:
     result = discover(raw_tables)
     result.signals[0]["description"] = "<img src=x onerror=alert(1)>"
+    # A folded spill-over is listed with its segment (hashtag values are user text).
+    result.incidents[0].evidence["spillovers"] = [
+        {"segment": "hashtag=<b>gamer</b>", "start": "2026-03-12T00:00:00+00:00"}
+    ]
     result.clusters = pd.DataFrame(
         [
             {
@@ -111,6 +115,7 @@ def test_report_is_self_contained_and_escapes_user_text(
     assert "<script" not in html.lower()
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<code>hashtag=&lt;b&gt;gamer&lt;/b&gt;</code> from 2026-03-12 00:00" in html
     assert "data:image/png;base64," in html
     # Self-contained: no external resource is referenced.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
