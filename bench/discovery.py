@@ -50,6 +50,8 @@ old one). Per world: found within 24 h, false alarms/week.
   world 3 4/4 0.00, world 4 4/4 0.50, world 5 4/4 0.00; in all 24/24 (PASS), 10 false
   alarms in 24 weeks (0.42/week; worst worlds 1 and 2, 0.75/week, PASS). The default
   world's 5 gaming-hashtag false alarms are folded into the abuse-gaming incident.
+  100k with reruns and effects (load 4-14): default world 4/4, 0.50/week, 0 duplicates,
+  effect 2/2 (7.8 min); world 2 4/4, 0.75/week, 0 duplicates, effect 2/2 (10.1 min).
 
     uv run python bench/discovery.py                       # 20k and 100k items, seeds 0-2
     uv run python bench/discovery.py --items 20000 --seeds 0 --modes oracle --world-seeds default 1 2 3 4 5
