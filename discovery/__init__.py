@@ -5,3 +5,7 @@ Entry points: `discovery.pipeline.discover(tables, scores=None) -> DiscoveryResu
 (self-contained HTML for the service), `discovery.effect.effect_of_fix(...)` and
 `discovery.evaluate.match_incidents(...)` against the simulator's planted incidents.
 """
+
+# Family-wise level of the scan-size severity floor (DiscoveryConfig.severity_alpha); here,
+# not in discovery.pipeline, so the CLI can show it without the pipeline's heavy imports.
+DEFAULT_SEVERITY_ALPHA = 0.05

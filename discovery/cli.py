@@ -9,18 +9,26 @@ from typing import Annotated, Any
 import typer
 
 from common.console import show, table
+from discovery import DEFAULT_SEVERITY_ALPHA
 from features.cli import SchedulerOpt
 
-# Opt-in scan-size severity floor (DiscoveryConfig.severity_alpha), for discover and watch.
+# The scan-size severity floor (DiscoveryConfig.severity_alpha), for discover and watch.
 SeverityAlphaOpt = Annotated[
-    float | None,
+    float,
     typer.Option(
         "--severity-alpha",
         min=1e-6,
         max=0.5,
-        help="Family-wise level of a severity floor set by the number of segments scanned "
-        "(Bonferroni), instead of the fixed -log10 p >= 6. Finds more planted incidents in "
-        "small data at more false alarms in large data (docs/architecture.md).",
+        help="Family-wise level of the severity floor an incident must clear, set by the "
+        "number of segments scanned for its issue (Bonferroni; docs/architecture.md).",
+    ),
+]
+FixedFloorOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fixed-floor",
+        help="Hold every incident to the fixed -log10 p >= 6 instead of the scan-size floor "
+        "(the floor before 2026-12; fewer small incidents found in small data).",
     ),
 ]
 
@@ -109,7 +117,8 @@ def discover_command(
         ),
     ] = "pandas",
     scheduler: SchedulerOpt = None,
-    severity_alpha: SeverityAlphaOpt = None,
+    severity_alpha: SeverityAlphaOpt = DEFAULT_SEVERITY_ALPHA,
+    fixed_floor: FixedFloorOpt = False,
 ) -> None:
     """Detect incidents in DATA and write incidents.json and report.html into OUT."""
     if ctx.invoked_subcommand is not None:
@@ -135,7 +144,9 @@ def discover_command(
         result = discover(
             tables,
             frame,
-            config=DiscoveryConfig(pairs=pairs, severity_alpha=severity_alpha),
+            config=DiscoveryConfig(
+                pairs=pairs, severity_alpha=None if fixed_floor else severity_alpha
+            ),
             progress=progress,
             engine=engine,
             scheduler=scheduler,
@@ -438,7 +449,8 @@ def watch_command(
         Path | None,
         typer.Option("--reference-scores", help="Champion scores of --reference (Parquet)."),
     ] = None,
-    severity_alpha: SeverityAlphaOpt = None,
+    severity_alpha: SeverityAlphaOpt = DEFAULT_SEVERITY_ALPHA,
+    fixed_floor: FixedFloorOpt = False,
 ) -> None:
     """Run discovery over a sliding window every so often and upsert incidents into the store."""
     import time
@@ -449,7 +461,7 @@ def watch_command(
     _check_inputs(data, scores)
     from discovery.pipeline import DiscoveryConfig
 
-    config = DiscoveryConfig(pairs=pairs, severity_alpha=severity_alpha)
+    config = DiscoveryConfig(pairs=pairs, severity_alpha=None if fixed_floor else severity_alpha)
     if reference is not None:
         _check_inputs(reference, reference_scores)
     opened = open_store(store)

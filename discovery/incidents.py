@@ -176,12 +176,6 @@ def _coalesce(episodes: Sequence[Episode], slack: pd.Timedelta) -> list[Episode]
     return sorted(out, key=lambda e: e.start)
 
 
-def _ratio(uf: UnitFrame, segment: Segment, start: pd.Timestamp, end: pd.Timestamp) -> float:
-    """Observed over baseline rate of a segment in [start, end)."""
-    e = excess(uf, segment, start, end)
-    return e["observed_rate"] / e["baseline_rate"] if e["baseline_rate"] > 0 else float("inf")
-
-
 def _conflict(a: Segment, b: Segment) -> bool:
     """Disjoint segments: one dimension with two values (items have many hashtags, so not those)."""
     da, db = dict(a), dict(b)
@@ -295,7 +289,9 @@ def merge_episodes(
         and inc.severity >= floors.get((inc.issue, len(inc.segment) > 1), min_severity)
     ]
     incidents.sort(key=lambda inc: inc.detected_at)
-    return _absorb_spillovers(incidents, units, slack=slack, share=share)
+    return _absorb_spillovers(
+        incidents, units, slack=slack, share=share, floors=floors, min_severity=min_severity
+    )
 
 
 def _absorb_spillovers(
@@ -304,17 +300,31 @@ def _absorb_spillovers(
     *,
     slack: pd.Timedelta,
     share: float,
+    floors: Mapping[tuple[str, bool], float] | None = None,
+    min_severity: float = 6.0,
 ) -> list[Incident]:
     """Fold later incidents that are spill-overs of an earlier one still running.
 
-    B (starting more than `slack` after A, same issue, while A is still elevated) is A's
-    spill-over when their segments do not conflict, most of B's excess lies inside A's
-    segment, and B is no hotter than A since A began (e.g. hashtag=minecraft four days
-    into an abuse wave in category=gaming). B's episodes join A.
+    B (same issue, starting more than `slack` after A, while A is still elevated) is A's
+    spill-over when
+    - their segments do not conflict and at least `share` of B's excess lies on items A's
+      segment holds too (all of it when B is nested in A): B and A concern the same items,
+      e.g. hashtag=minecraft or creator_tier=10k-100k x hashtag=gamer four days into an
+      abuse wave in category=gaming; and
+    - A's elevation explains B: B's count on those shared items is not significantly above
+      what their baseline times A's rate ratio (on A's other items) predicts, at the same
+      floor an incident of B's issue and family must reach (see `_beyond_host`). B would
+      not be an incident of its own against A; a new, hotter wave nested in A still is.
+    A small segment chosen among hundreds for being extreme has a noisy, high rate ratio of
+    its own, so a plain comparison of ratios kept such spill-overs apart; the test weighs the
+    ratio by its counts. B's episodes join A, and B's segment is recorded in A's evidence
+    (`spillovers`: segment, start, detection time, share of its excess on shared items,
+    severity) and shown in the report, not dropped silently.
     """
+    floors = floors or {}
     kept: list[Incident] = []
     for b in incidents:
-        host = None
+        host, overlap = None, 0.0
         for a in kept:
             if (
                 a.issue != b.issue
@@ -323,20 +333,75 @@ def _absorb_spillovers(
             ):
                 continue
             uf = units[b.signal]
-            if not _mostly_within(uf, b.segment, a.segment, b.start, b.end, share):
+            overlap = _shared_excess(uf, b.segment, a.segment, b.start, b.end)
+            if overlap < share:
                 continue
-            # Hotness since A began (baselines from before A: later ones hold A's own excess).
-            if _ratio(uf, b.segment, a.start, b.end) <= 1.25 * _ratio(
-                units[a.signal], a.segment, a.start, b.end
-            ):
+            floor = floors.get((b.issue, len(b.segment) > 1), min_severity)
+            if _beyond_host(uf, b.segment, a.segment, a.start, b.start, b.end) < floor:
                 host = a
                 break
         if host is None:
             kept.append(b)
         else:
             host.episodes.extend(b.episodes)
-            host.evidence.setdefault("spillovers", []).append(b.key)
+            host.evidence.setdefault("spillovers", []).append(
+                {
+                    "segment": b.key,
+                    "start": b.start.isoformat(),
+                    "detected_at": b.detected_at.isoformat(),
+                    "shared_excess": round(float(overlap), 3),
+                    "severity": round(float(b.severity), 3),
+                }
+            )
     return kept
+
+
+def _shared_excess(
+    uf: UnitFrame, segment: Segment, other: Segment, start: pd.Timestamp, end: pd.Timestamp
+) -> float:
+    """Share of `segment`'s excess over [start, end) on items `other` holds too (their
+    intersection; the two segments must not conflict). 0 without excess."""
+    whole = excess(uf, segment, start, end)["excess"]
+    if whole <= 0:
+        return 0.0
+    inter = canonical(set(segment) | set(other))
+    return float(excess(uf, inter, start, end)["excess"] / whole)
+
+
+def _beyond_host(
+    uf: UnitFrame,
+    segment: Segment,
+    host: Segment,
+    since: pd.Timestamp,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> float:
+    """-log10 p that `segment`'s items shared with `host` run hotter in [start, end) than the
+    host incident (elevated since `since`) explains.
+
+    Baselines come from the week before `since` (later ones hold the host's own excess). The
+    host's rate ratio over [start, end) is measured on its items outside `segment` (else a
+    large new wave inside the host would raise the very ratio it is judged against; the whole
+    host when nothing is left). The shared items' count is then tested against their
+    baseline scaled by that ratio, with the same Gamma-Poisson predictive tail as an
+    incident's evidence (a thin segment's noisy baseline gives no tiny p-value).
+    """
+    inter = canonical(set(segment) | set(host))
+    i = excess(uf, inter, start, end, baseline_end=since)
+    h = excess(uf, host, start, end, baseline_end=since)
+    rest_num, rest_expected = h["num"] - i["num"], h["expected"] - i["expected"]
+    if rest_expected > 0 and rest_num > 0:
+        ratio = rest_num / rest_expected
+    elif h["expected"] > 0:
+        ratio = h["num"] / h["expected"]
+    else:
+        return 0.0
+    if i["den"] <= 0 or i["expected"] <= 0:
+        return 0.0
+    shape = np.array([i["baseline_num"] + 3.0])
+    post_rate = shape / (ratio * i["expected"] / i["den"])
+    p = float(predictive_tail(np.array([i["num"]]), shape, post_rate, np.array([i["den"]]))[0])
+    return float(-np.log10(max(p, 1e-300)))
 
 
 def _mostly_within(
@@ -349,9 +414,7 @@ def _mostly_within(
 ) -> bool:
     """Whether at least `share` of `segment`'s excess over [start, end] lies inside `other`
     too (in their intersection; the two segments must not conflict)."""
-    whole = excess(uf, segment, start, end)["excess"]
-    inter = canonical(set(segment) | set(other))
-    return whole > 0 and excess(uf, inter, start, end)["excess"] >= share * whole
+    return _shared_excess(uf, segment, other, start, end) >= share
 
 
 def _incident(

@@ -98,6 +98,11 @@ def report_context(result: DiscoveryResult, *, max_charts: int = 30) -> dict[str
                 "surprise": ev.get("surprise"),
                 "signal": inc.signal,
                 "items": ev.get("items"),
+                # segments folded into this incident (incidents._absorb_spillovers)
+                "spillovers": [
+                    {"segment": sp["segment"], "start": sp["start"][:16].replace("T", " ")}
+                    for sp in ev.get("spillovers", [])
+                ],
                 "chart": chart_png(result.trends[i])
                 if i < min(len(result.trends), max_charts)
                 else None,

@@ -125,12 +125,16 @@ def excess(
     end: pd.Timestamp,
     *,
     baseline_days: float = 7.0,
+    baseline_end: pd.Timestamp | None = None,
 ) -> dict[str, float]:
-    """Observed minus expected numerator of a segment in [start, end), baseline from the days before."""
-    b0 = start - pd.Timedelta(days=baseline_days)
-    top_n, top_d = units.counts((), b0, start)
+    """Observed minus expected numerator of a segment in [start, end), baseline from the days
+    before `baseline_end` (default `start`: an earlier end keeps a running incident's own
+    excess out of the baseline of a later window)."""
+    b1 = start if baseline_end is None else baseline_end
+    b0 = b1 - pd.Timedelta(days=baseline_days)
+    top_n, top_d = units.counts((), b0, b1)
     parent = top_n / top_d if top_d > 0 else 0.0
-    bn, bd = units.counts(segment, b0, start)
+    bn, bd = units.counts(segment, b0, b1)
     an, ad = units.counts(segment, start, end)
     rate = shrunk_rate(bn, bd, parent)
     return {

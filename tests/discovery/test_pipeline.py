@@ -89,6 +89,10 @@ def test_report_is_self_contained_and_escapes_user_text(
 ) -> None:
     result = discover(raw_tables)
     result.signals[0]["description"] = "<img src=x onerror=alert(1)>"
+    # A folded spill-over is listed with its segment (hashtag values are user text).
+    result.incidents[0].evidence["spillovers"] = [
+        {"segment": "hashtag=<b>gamer</b>", "start": "2026-03-12T00:00:00+00:00"}
+    ]
     result.clusters = pd.DataFrame(
         [
             {
@@ -111,6 +115,7 @@ def test_report_is_self_contained_and_escapes_user_text(
     assert "<script" not in html.lower()
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<code>hashtag=&lt;b&gt;gamer&lt;/b&gt;</code> from 2026-03-12 00:00" in html
     assert "data:image/png;base64," in html
     # Self-contained: no external resource is referenced.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
@@ -275,16 +280,16 @@ def test_discovery_skips_a_disabled_issue_and_says_why(
 def test_a_thin_spam_ring_in_a_drawn_world_is_found_within_a_day() -> None:
     """World 2 at 20k items: the spam ring on one audio leaves 12 flagged items on its first
     day against ~3 expected. The fixed floor (-log10 p >= 6) reports it at 40 h; the floor
-    from the size of the scan (opt-in) within 24 h, with no false alarm in that world."""
+    from the size of the scan (the default) within 24 h, with no false alarm in that world."""
     from simulator.worlds import draw_world
 
     sim = simulate(draw_world(2).config(n_items=20_000, days=28, seed=0))
     scores = scores_from_truth(sim.truth, sim.tables["items"], random_state=0)
-    fixed = discover(sim.tables, scores)
+    fixed = discover(sim.tables, scores, config=DiscoveryConfig(severity_alpha=None))
     start, end = fixed.data_range
     late = match_incidents(fixed.incidents_json(), sim.incidents, data_start=start, data_end=end)
     assert late["matches"]["spam-audio"] is None
-    result = discover(sim.tables, scores, config=DiscoveryConfig(severity_alpha=0.05))
+    result = discover(sim.tables, scores)
     start, end = result.data_range
     ev = match_incidents(result.incidents_json(), sim.incidents, data_start=start, data_end=end)
     hit = ev["matches"]["spam-audio"]
@@ -309,6 +314,7 @@ def test_cli_severity_alpha_reaches_discovery_and_is_range_checked(
     monkeypatch.setattr(discovery.pipeline, "discover", spy)
     argv = ["discover", "--data", str(folder), "--out", str(tmp_path / "o"), "--no-pairs"]
     assert run([*argv, "--quiet"]) == 0
-    assert run([*argv, "--quiet", "--severity-alpha", "0.05"]) == 0
-    assert seen == [None, 0.05]
+    assert run([*argv, "--quiet", "--severity-alpha", "0.01"]) == 0
+    assert run([*argv, "--quiet", "--fixed-floor"]) == 0
+    assert seen == [DiscoveryConfig().severity_alpha, 0.01, None]
     assert run([*argv, "--severity-alpha", "2"]) == 2  # a level, not a p-value cut

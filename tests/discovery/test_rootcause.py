@@ -159,15 +159,88 @@ def test_a_new_wave_is_not_chained_into_a_running_incident_by_a_broad_segment() 
 
 
 def test_a_later_alarm_inside_a_running_incident_is_folded_into_it() -> None:
-    # All live items run hot from day 4; region=BR × live crosses its own threshold only on
+    # All live items run hot from day 8; region=BR × live crosses its own threshold only on
     # day 10, no hotter than live as a whole: a spill-over, not a new incident.
-    uf = _waves((4, None, "live"))
+    uf = _waves((8, None, "live"))
     live = (("format", "live"),)
-    episodes = [_episode(live, 4), _episode(BR_LIVE, 10)]
-    incidents = merge_episodes(episodes, {"s": uf}, min_items=1, min_severity=0.0)
+    episodes = [_episode(live, 8), _episode(BR_LIVE, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1)
     assert [inc.segment for inc in incidents] == [live]
-    assert incidents[0].evidence["spillovers"]
+    assert [s["segment"] for s in incidents[0].evidence["spillovers"]] == ["region=BR,format=live"]
     assert len(incidents[0].episodes) == 2
+
+
+GAMING = (("category", "gaming"),)
+MINECRAFT = (("hashtag", "minecraft"),)
+LIFEHACK = (("hashtag", "lifehack"),)
+
+
+def _tagged(gaming_rate: float, *, minecraft_rate: float | None = None, lifehack: bool = False):
+    """14 days of items at a 5 % issue rate: category=gaming at `gaming_rate` from day 8,
+    gaming items tagged minecraft (a fifth of them, and a few other items) at `minecraft_rate`
+    from day 10 if given, and food items tagged lifehack at 30 % from day 10 if `lifehack`."""
+    rng = np.random.default_rng(2)
+    n = 40_000
+    ts = (START + pd.to_timedelta(rng.uniform(0, 14 * 24, n), unit="h")).floor("h")
+    category = rng.choice(["gaming", "food", "music"], n, p=[0.3, 0.4, 0.3])
+    gaming = category == "gaming"
+    minecraft = (gaming & (rng.random(n) < 0.2)) | (~gaming & (rng.random(n) < 0.005))
+    lifehacks = (category == "food") & (rng.random(n) < 0.2)
+    rate = np.full(n, 0.05)
+    rate[gaming & (ts >= START + pd.Timedelta(days=8))] = gaming_rate
+    day10 = ts >= START + pd.Timedelta(days=10)
+    if minecraft_rate is not None:
+        rate[gaming & minecraft & day10] = minecraft_rate
+    if lifehack:
+        rate[lifehacks & day10] = 0.3
+    num = (rng.random(n) < rate).astype(float)
+    ids = np.array([f"i{i}" for i in range(n)])
+    items = pd.DataFrame({"item_id": ids, "category": category, "region": "US"})
+    hashtags = pd.concat(
+        [
+            pd.DataFrame({"item_id": ids[minecraft], "hashtag": "minecraft"}),
+            pd.DataFrame({"item_id": ids[lifehacks], "hashtag": "lifehack"}),
+        ]
+    )
+    units = pd.DataFrame({"item_id": ids, "ts": ts, "num": num, "den": 1.0})
+    return UnitFrame.build(units, ItemDimensions(items=items, hashtags=hashtags))
+
+
+def test_a_hashtag_spillover_of_a_category_incident_is_folded_into_it() -> None:
+    # An abuse wave in category=gaming from day 8; hashtag=minecraft (almost only on gaming
+    # items, so the same items) crosses its threshold on day 10, no hotter than gaming as a
+    # whole. Segment by segment the two do not nest (category vs hashtag): the fold rests on
+    # the items they share.
+    uf = _tagged(0.25)
+    episodes = [_episode(GAMING, 8), _episode(MINECRAFT, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1)
+    assert [inc.segment for inc in incidents] == [GAMING]
+    (spill,) = incidents[0].evidence["spillovers"]
+    assert spill["segment"] == "hashtag=minecraft"
+    assert spill["shared_excess"] > 0.9
+    assert spill["start"] == (START + pd.Timedelta(days=10)).isoformat()
+    assert len(incidents[0].episodes) == 2
+
+
+def test_an_unrelated_incident_during_a_running_one_stays_separate() -> None:
+    # A spam wave on food items tagged lifehack from day 10, during the gaming wave: same issue,
+    # overlapping time, segments that do not conflict, but no items in common.
+    uf = _tagged(0.25, lifehack=True)
+    episodes = [_episode(GAMING, 8), _episode(LIFEHACK, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1)
+    assert sorted(inc.segment for inc in incidents) == sorted([GAMING, LIFEHACK])
+    assert all("spillovers" not in inc.evidence for inc in incidents)
+
+
+def test_a_hotter_new_wave_nested_in_a_running_incident_stays_separate() -> None:
+    # gaming runs at twice its baseline from day 8; from day 10 its minecraft items run at
+    # eight times: far more than the gaming wave explains, so a new incident of its own.
+    uf = _tagged(0.10, minecraft_rate=0.40)
+    episodes = [_episode(GAMING, 8), _episode(MINECRAFT, 10)]
+    incidents = merge_episodes(episodes, {"s": uf}, min_items=1)
+    assert len(incidents) == 2
+    assert incidents[1].start == START + pd.Timedelta(days=10)
+    assert "spillovers" not in incidents[0].evidence
 
 
 def test_severity_floors_follow_the_size_of_each_scanned_family() -> None:
