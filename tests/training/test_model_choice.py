@@ -206,6 +206,7 @@ def test_linear_variant_scores_text_and_features_on_every_path(tmp_path: Path) -
     assert linear.dense_ is not None
     model.booster, model.variant, model.text_model = None, "linear", linear
     model.feature_names, model.group_models, model.stacked = ["linear_score"], {}, ()
+    model.parts, model.blend_weights = (), ()  # whatever shipped, possibly a blend
     batch = bundle.score_frame(frame)["bad"].to_numpy()
     records = frame.head(15).to_dict("records")
     single = [bundle.score_one(r)["bad"] for r in records]
