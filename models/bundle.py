@@ -515,6 +515,17 @@ class IssueModel:
             self.__dict__["_layout"] = layout
         return layout
 
+    def _parts_layout(self) -> list[tuple[tuple[slice, np.ndarray], IssueModel]]:
+        return list(zip(self._blend_layout(), self.parts, strict=True))
+
+    def _blend(self, part_probs: Sequence[np.ndarray]) -> np.ndarray:
+        # the blend's probability from its parts' (one contiguous array per part, so that
+        # the batch and the single-row paths run the same element-wise numpy code)
+        z = np.full(len(part_probs[0]), self.blend_offset)
+        for w, p in zip(self.blend_weights, part_probs, strict=True):
+            z += w * _logit(np.ascontiguousarray(p, dtype=np.float64))
+        return _sigmoid(z)
+
     def feature_values(self, rows: np.ndarray) -> np.ndarray:
         """(n, n_features) values of this model's features in its model rows (for reason
         codes); a blend takes each feature from the first part that reads it."""
@@ -533,12 +544,9 @@ class IssueModel:
         """Uncalibrated probabilities for `ScoringBundle.model_rows` rows."""
         if self.parts:
             rows = np.asarray(rows, dtype=np.float64)
-            z = np.full(len(rows), self.blend_offset)
-            for (cols, _), part, w in zip(
-                self._blend_layout(), self.parts, self.blend_weights, strict=True
-            ):
-                z += w * _logit(part.predict_rows(rows[:, cols]))
-            return _sigmoid(z)
+            return self._blend(
+                [part.predict_rows(rows[:, cols]) for (cols, _), part in self._parts_layout()]
+            )
         if self.booster is None:  # the text variant: its one column is the text score
             return np.asarray(rows, dtype=np.float64)[:, 0].copy()
         return self.booster.predict(rows, num_threads=1)
@@ -566,15 +574,13 @@ class IssueModel:
     def predict_one(self, row: np.ndarray) -> float:
         """Uncalibrated probability for one feature row (the serving hot path)."""
         if self.parts:
-            # predict_rows' arithmetic, each part on its fast single-row path
+            # predict_rows' arithmetic on one-element arrays (bit for bit the same numbers),
+            # each part on its fast single-row path
             row = np.asarray(row, dtype=np.float64)
-            z = self.blend_offset
-            for (cols, _), part, w in zip(
-                self._blend_layout(), self.parts, self.blend_weights, strict=True
-            ):
-                q = min(max(part.predict_one(row[cols]), 1e-7), 1 - 1e-7)
-                z += w * math.log(q / (1 - q))
-            return 1.0 / (1.0 + math.exp(-z))
+            probs = [
+                np.array([part.predict_one(row[cols])]) for (cols, _), part in self._parts_layout()
+            ]
+            return float(self._blend(probs)[0])
         if self.booster is None:
             return float(row[0])
         fast = self.__dict__.get("_fast")

@@ -980,7 +980,7 @@ def _blend_z(cols: np.ndarray, weights: np.ndarray, offset: float) -> np.ndarray
     # IssueModel.predict_rows sums them, so both give the same floats
     z = np.full(len(cols), float(offset))
     for k, w in enumerate(weights):
-        z += float(w) * _logit(cols[:, k])
+        z += float(w) * _logit(np.ascontiguousarray(cols[:, k]))
     return z
 
 
