@@ -454,9 +454,10 @@ class _FastRowPredictor:
 
 # The model variants an issue can ship (chosen per issue in training, see
 # training.pipeline._fit_issue): LightGBM on the transform features + text scores (+ stacked
-# issues), the calibrated text model alone, LightGBM without text scores, or one logistic
-# regression on TF-IDF of every text group and the transform features ("linear").
-VARIANTS = ("stacked", "text", "tabular", "linear")
+# issues), the calibrated text model alone, LightGBM without text scores, one logistic
+# regression on TF-IDF of every text group and the transform features ("linear"), or a
+# blend of several of these (their standardised log-odds averaged, see IssueModel.parts).
+VARIANTS = ("stacked", "text", "tabular", "linear", "blend")
 
 
 @dataclass
@@ -480,24 +481,89 @@ class IssueModel:
     # text models of the transform's extra hashed groups (e.g. comment_text), by group name;
     # each adds the feature f"{TEXT_SCORE_FEATURE}__{group}" after text_score
     group_models: dict[str, TextModel] = field(default_factory=dict)
+    # The "blend" variant: its parts (uncalibrated models of the other variants) and
+    # z = blend_offset + sum_k blend_weights[k] * logit(part_k's probability); the raw
+    # probability is sigmoid(z). A blend's model row is its parts' model rows side by side;
+    # its feature names are the union of theirs (first appearance order), and a feature's
+    # contribution is the weighted sum of its parts' contributions (log-odds are additive).
+    parts: tuple[IssueModel, ...] = ()
+    blend_weights: tuple[float, ...] = ()
+    blend_offset: float = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         # Boosters pickle as their model string; the fast predictor is rebuilt on demand.
         state = dict(self.__dict__)
         state.pop("_fast", None)
         state.pop("_fast_contrib", None)
+        state.pop("_layout", None)
         if self.booster is not None:
             state["booster"] = self.booster.model_to_string(num_iteration=-1)
         return state
 
+    def _blend_layout(self) -> list[tuple[slice, np.ndarray]]:
+        # per part: its columns of the blend's model row, and where each of its features
+        # sits among the blend's feature names
+        layout = self.__dict__.get("_layout")
+        if layout is None:
+            position = {n: j for j, n in enumerate(self.feature_names)}
+            layout, start = [], 0
+            for part in self.parts:
+                width = len(part.feature_names)
+                where = np.array([position[n] for n in part.feature_names], dtype=np.int64)
+                layout.append((slice(start, start + width), where))
+                start += width
+            self.__dict__["_layout"] = layout
+        return layout
+
+    def _parts_layout(self) -> list[tuple[tuple[slice, np.ndarray], IssueModel]]:
+        return list(zip(self._blend_layout(), self.parts, strict=True))
+
+    def _blend(self, part_probs: Sequence[np.ndarray]) -> np.ndarray:
+        # the blend's probability from its parts' (one contiguous array per part, so that
+        # the batch and the single-row paths run the same element-wise numpy code)
+        z = np.full(len(part_probs[0]), self.blend_offset)
+        for w, p in zip(self.blend_weights, part_probs, strict=True):
+            z += w * _logit(np.ascontiguousarray(p, dtype=np.float64))
+        return _sigmoid(z)
+
+    def feature_values(self, rows: np.ndarray) -> np.ndarray:
+        """(n, n_features) values of this model's features in its model rows (for reason
+        codes); a blend takes each feature from the first part that reads it."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if not self.parts:
+            return rows[:, : len(self.feature_names)]
+        out = np.full((len(rows), len(self.feature_names)), np.nan)
+        filled = np.zeros(len(self.feature_names), dtype=bool)
+        for cols, where in self._blend_layout():
+            new = ~filled[where]
+            out[:, where[new]] = rows[:, cols][:, new]
+            filled[where] = True
+        return out
+
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities for `ScoringBundle.model_rows` rows."""
+        if self.parts:
+            rows = np.asarray(rows, dtype=np.float64)
+            return self._blend(
+                [part.predict_rows(rows[:, cols]) for (cols, _), part in self._parts_layout()]
+            )
         if self.booster is None:  # the text variant: its one column is the text score
             return np.asarray(rows, dtype=np.float64)[:, 0].copy()
         return self.booster.predict(rows, num_threads=1)
 
     def contributions_rows(self, rows: np.ndarray, num_threads: int = 1) -> np.ndarray:
         """Log-odds contributions (n, n_features + 1, the bias last) of model rows."""
+        if self.parts:
+            rows = np.asarray(rows, dtype=np.float64)
+            out = np.zeros((len(rows), len(self.feature_names) + 1))
+            out[:, -1] = self.blend_offset
+            for (cols, where), part, w in zip(
+                self._blend_layout(), self.parts, self.blend_weights, strict=True
+            ):
+                c = part.contributions_rows(rows[:, cols], num_threads)
+                np.add.at(out, (slice(None), where), w * c[:, :-1])
+                out[:, -1] += w * c[:, -1]
+            return out
         if self.booster is None:
             return _text_contributions(np.asarray(rows, dtype=np.float64)[:, 0], self.text_model)
         return np.asarray(
@@ -507,6 +573,14 @@ class IssueModel:
 
     def predict_one(self, row: np.ndarray) -> float:
         """Uncalibrated probability for one feature row (the serving hot path)."""
+        if self.parts:
+            # predict_rows' arithmetic on one-element arrays (bit for bit the same numbers),
+            # each part on its fast single-row path
+            row = np.asarray(row, dtype=np.float64)
+            probs = [
+                np.array([part.predict_one(row[cols])]) for (cols, _), part in self._parts_layout()
+            ]
+            return float(self._blend(probs)[0])
         if self.booster is None:
             return float(row[0])
         fast = self.__dict__.get("_fast")
@@ -517,6 +591,17 @@ class IssueModel:
 
     def contributions_one(self, row: np.ndarray) -> np.ndarray:
         """`booster.predict(row, pred_contrib=True)[0]` without its per-call setup."""
+        if self.parts:
+            row = np.asarray(row, dtype=np.float64)
+            out = np.zeros(len(self.feature_names) + 1)
+            out[-1] = self.blend_offset
+            for (cols, where), part, w in zip(
+                self._blend_layout(), self.parts, self.blend_weights, strict=True
+            ):
+                c = part.contributions_one(row[cols])
+                np.add.at(out, where, w * c[:-1])
+                out[-1] += w * c[-1]
+            return out
         if self.booster is None:
             return _text_contributions(np.asarray([row[0]], dtype=np.float64), self.text_model)[0]
         fast = self.__dict__.get("_fast_contrib")
@@ -531,6 +616,10 @@ class IssueModel:
         # issue models pickled before variants and comment text models
         state.setdefault("variant", "stacked")
         state.setdefault("group_models", {})
+        # ... and before blends
+        state.setdefault("parts", ())
+        state.setdefault("blend_weights", ())
+        state.setdefault("blend_offset", 0.0)
         self.__dict__.update(state)
         self.booster = booster
 
@@ -602,7 +691,7 @@ class ScoringBundle:
 
     @property
     def uses_text(self) -> bool:
-        return any(m.text_model is not None or m.group_models for m in self.issues.values())
+        return any(_uses_text(m) for m in self.issues.values())
 
     def _scored(self) -> list[tuple[int, IssueModel]]:
         # (column in issue_names order, model) of the enabled issues
@@ -658,7 +747,10 @@ class ScoringBundle:
         self, model: IssueModel, x: np.ndarray, text: sp.csr_matrix | None
     ) -> np.ndarray:
         """The booster input of `model` for transform rows `x`: + text scores, + stacked
-        scores; for the "text" variant, its text score alone (one column)."""
+        scores; for the "text" variant, its text score alone (one column); for a blend, its
+        parts' rows side by side."""
+        if model.parts:
+            return np.hstack([self.model_rows(part, x, text) for part in model.parts])
         if (model.text_model is not None or model.group_models) and text is None:
             raise ValueError(f"issue {model.name!r} needs hashed text rows")
         if model.booster is None:
@@ -679,6 +771,10 @@ class ScoringBundle:
         self, model: IssueModel, x: np.ndarray, record: Mapping[str, Any], cache: dict[str, Any]
     ) -> np.ndarray:
         # single-item twin of model_rows: no sparse matrix, fast single-row boosters
+        if model.parts:
+            return np.concatenate(
+                [self._model_row_one(part, x, record, cache) for part in model.parts]
+            )
         extra: list[float] = []
         if (model.text_model is not None or model.group_models) and "ngrams" not in cache:
             cache["ngrams"] = self._ngrams_one(record)
@@ -815,8 +911,9 @@ class ScoringBundle:
         contrib = model.contributions_one(row)[: len(model.feature_names)]  # drop the bias
         order = np.argsort(-contrib, kind="stable")[: max(int(top_k), 0)].tolist()
         names = model.feature_names
+        values = model.feature_values(np.asarray(row, dtype=np.float64).reshape(1, -1))[0]
         return [
-            ReasonCode(names[j], _reason_value(record, names[j], row[j]), float(contrib[j]))
+            ReasonCode(names[j], _reason_value(record, names[j], values[j]), float(contrib[j]))
             for j in order
         ]
 
@@ -843,7 +940,7 @@ class ScoringBundle:
         ]  # the last column is the bias
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(int(top_k), 0)]
         top = np.take_along_axis(contrib, order, axis=1).tolist()
-        values = np.take_along_axis(rows[:, :n_features], order, axis=1).tolist()
+        values = np.take_along_axis(model.feature_values(rows), order, axis=1).tolist()
         names = model.feature_names
         return [
             [
@@ -858,6 +955,13 @@ class ScoringBundle:
                 records, order.tolist(), top, values, strict=True
             )
         ]
+
+
+def _uses_text(model: IssueModel) -> bool:
+    # whether an issue model (or one of a blend's parts) reads hashed text
+    if model.text_model is not None or model.group_models:
+        return True
+    return any(_uses_text(part) for part in model.parts)
 
 
 def _reason_value(record: Mapping[str, Any], name: str, vector_value: float) -> float | None:

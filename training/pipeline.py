@@ -29,6 +29,7 @@ from features.transform import FeatureTransform
 from models.bundle import (
     TEXT_SCORE_FEATURE,
     VARIANTS,
+    Calibrator,
     IssueModel,
     ScoringBundle,
     TextModel,
@@ -68,10 +69,14 @@ from training.thresholds import ThresholdChoice, ThresholdPolicy, choose_thresho
 STACKED_PREFIX = "score_"
 # the one feature (and reason code) of the linear variant
 LINEAR_SCORE_FEATURE = "linear_score"
-# The stacked model ships only when its selection score is this much (relative) higher than
-# the best other variant's: differences of a few percent in average precision on a few
-# hundred validation labels are noise, and then the simpler model is the safer one.
-SELECTION_MARGIN = 0.02
+# Choosing among the variants (see _choose_variant): a paired bootstrap over items of the
+# rows every candidate has honest scores for. A candidate is "clearly worse" than the best
+# when it scores below it in at least SELECTION_CONFIDENCE of the resamples; the candidates
+# that are not are blended. The level is the usual one-sided 95%, not tuned to any world.
+SELECTION_BOOTSTRAP = 200
+SELECTION_CONFIDENCE = 0.95
+# ties on the point estimate go to the simpler model (earlier in this order)
+SIMPLICITY = ("tabular", "text", "linear", "stacked", "blend")
 STAGES = ("load", "split", "transform", "fit", "evaluate", "log")
 # Snapshot rows transformed at a time (design_matrix).
 DESIGN_BLOCK_ROWS = 50_000
@@ -795,7 +800,20 @@ def _baseline_scores(
 
 
 def _importance(model: IssueModel) -> dict[str, np.ndarray]:
-    """Gain and split importance per feature; the text variant's one feature has it all."""
+    """Gain and split importance per feature; the text variant's one feature has it all; a
+    blend's are its parts', each part's gain scaled to an equal share (the weights only
+    undo the parts' scales: each part moves the blend's ranking as much as another)."""
+    if model.parts:
+        position = {n: j for j, n in enumerate(model.feature_names)}
+        gain = np.zeros(len(model.feature_names))
+        split = np.zeros(len(model.feature_names))
+        for part in model.parts:
+            sub = _importance(part)
+            where = [position[n] for n in part.feature_names]
+            g = np.asarray(sub["gain"], dtype=np.float64)
+            gain[where] += g / (g.sum() or 1.0) / len(model.parts)
+            split[where] += np.asarray(sub["split"], dtype=np.float64)
+        return {"gain": gain, "split": split}
     if model.booster is None:
         return {
             "gain": np.ones(len(model.feature_names)),
@@ -885,7 +903,6 @@ def _fit_issue(
         chosen, raw_va = refit
         raw_va_all = chosen.raw(chosen.x_va_all)
         raw_va_all[np.searchsorted(va_all, va)] = raw_va
-    booster, best, names, text_model = chosen.booster, chosen.best, chosen.names, chosen.text_model
     x_te = chosen.x_te
     calibrator = fit_calibrator(raw_va, y_va)
     p_va_all = calibrator.transform(raw_va_all)
@@ -912,18 +929,8 @@ def _fit_issue(
     baseline = fit_baseline(x_all[tr], y_tr, categorical=categorical, random_state=random_state)
     baseline_probs = baseline_predict(baseline, x_all[te])
 
-    model = IssueModel(
-        name=issue.name,
-        anchor=issue.anchor,
-        booster=booster,
-        calibrator=calibrator,
-        threshold=float(threshold),
-        feature_names=names,
-        text_model=text_model,
-        best_iteration=best,
-        stacked=tuple(stack) if chosen.booster is not None else (),
-        variant=chosen.variant,
-        group_models=chosen.group_models,
+    model = _issue_model(
+        chosen, issue, stack=stack, calibrator=calibrator, threshold=float(threshold)
     )
     return _FittedIssue(
         model,
@@ -933,6 +940,46 @@ def _fit_issue(
         choice,
         selection={k: float(v.selection_score) for k, v in built.candidates.items()},
         refit=refit is not None,
+    )
+
+
+def _issue_model(
+    v: _Variant,
+    issue: IssueType,
+    *,
+    stack: dict[str, IssueModel],
+    calibrator: Calibrator,
+    threshold: float,
+    name: str | None = None,
+) -> IssueModel:
+    """The bundle's model of a fitted variant; a blend's parts become uncalibrated
+    IssueModels (identity calibrator, no threshold of their own) inside it."""
+    parts = tuple(
+        _issue_model(
+            p,
+            issue,
+            stack=stack,
+            calibrator=Calibrator("identity"),
+            threshold=math.inf,
+            name=f"{issue.name}/{p.variant}",
+        )
+        for p in v.parts
+    )
+    return IssueModel(
+        name=name or issue.name,
+        anchor=issue.anchor,
+        booster=v.booster,
+        calibrator=calibrator,
+        threshold=threshold,
+        feature_names=list(v.names),
+        text_model=v.text_model,
+        best_iteration=max([v.best, *(p.best_iteration for p in parts)]),
+        stacked=tuple(stack) if v.booster is not None else (),
+        variant=v.variant,
+        group_models=v.group_models,
+        parts=parts,
+        blend_weights=tuple(float(w) for w in v.weights) if v.parts else (),
+        blend_offset=float(v.offset),
     )
 
 
@@ -966,6 +1013,19 @@ def _refit_on_seen(
     tr, va, te, va_all = rows
     if len(va) == 0 or len(np.unique(y_va)) < 2:
         return None
+    if chosen.parts:
+        return _refit_blend(
+            chosen,
+            text_all=text_all,
+            x_all=x_all,
+            item_ids=item_ids,
+            categorical=categorical,
+            params=params,
+            random_state=random_state,
+            rows=rows,
+            y_tr=y_tr,
+            y_va=y_va,
+        )
     seen = np.r_[tr, va]
     y_seen = np.r_[y_tr, y_va].astype(int)
     groups = item_ids[seen]
@@ -1013,6 +1073,89 @@ def _refit_on_seen(
     return replace(chosen, booster=booster, best=best), oof[len(tr) :]
 
 
+def _refit_blend(chosen: _Variant, **shared: Any) -> tuple[_Variant, np.ndarray] | None:
+    """A blend with each part refitted where `_refit_on_seen` can (the others keep their
+    train-only fit), its weights re-derived from the parts' honest validation scores, and
+    its out-of-fold validation scores; None when no part could be refitted."""
+    _, va, _, va_all = shared["rows"]
+    at = np.searchsorted(va_all, va)
+    parts, cols_va, cols_va_all, any_refit = [], [], [], False
+    for part in chosen.parts:
+        got = _refit_on_seen(part, **shared)
+        if got is None:
+            p, raw_va = part, part.raw(part.x_va)
+        else:
+            (p, raw_va), any_refit = got, True
+        raw_va_all = p.raw(p.x_va_all)
+        raw_va_all[at] = raw_va  # the labelled validation rows: out of fold
+        parts.append(p)
+        cols_va.append(raw_va)
+        cols_va_all.append(raw_va_all)
+    if not any_refit:
+        return None
+    blend = _blend_variant(
+        parts,
+        x_va=np.column_stack(cols_va),
+        x_te=np.column_stack([p.raw(p.x_te) for p in parts]),
+        x_va_all=np.column_stack(cols_va_all),
+    )
+    return blend, blend.raw(blend.x_va)
+
+
+def _blend_z(cols: np.ndarray, weights: np.ndarray, offset: float) -> np.ndarray:
+    # the blend's log-odds from its parts' probabilities (columns), summed in the order
+    # IssueModel.predict_rows sums them, so both give the same floats
+    z = np.full(len(cols), float(offset))
+    for k, w in enumerate(weights):
+        z += float(w) * _logit(np.ascontiguousarray(cols[:, k]))
+    return z
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def blend_weights(cols_va: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights and offset of an equal-weight average of standardised log-odds.
+
+    Each part's log-odds are divided by their spread on the validation rows before
+    averaging: a text model's and a booster's log-odds live on different scales (their
+    regularisation shrinks them differently), and a plain average would let the wider one
+    decide the ranking. Only ranks matter here (the blend is calibrated afterwards), so
+    standardising is the scale-free choice; it stays linear in the log-odds, which keeps the
+    parts' reason codes additive. Returns (weights, offset) with z = offset + logit(p) @ w.
+    """
+    z = _logit(cols_va)
+    mu = z.mean(axis=0)
+    sd = z.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)  # a constant part adds a constant: no effect on ranks
+    w = 1.0 / (z.shape[1] * sd)
+    return w, float(-(w * mu).sum())
+
+
+def _blend_variant(
+    parts: Sequence[_Variant],
+    *,
+    x_va: np.ndarray | None = None,
+    x_te: np.ndarray | None = None,
+    x_va_all: np.ndarray | None = None,
+) -> _Variant:
+    """The "blend" candidate of `parts`: its inputs on each row set are the parts' raw
+    probabilities (columns), by default the parts' own scores of those rows."""
+    x_va = np.column_stack([p.raw(p.x_va) for p in parts]) if x_va is None else x_va
+    x_te = np.column_stack([p.raw(p.x_te) for p in parts]) if x_te is None else x_te
+    if x_va_all is None:
+        x_va_all = np.column_stack([p.raw(p.x_va_all) for p in parts])
+    names = list(dict.fromkeys(n for p in parts for n in p.names))
+    w, offset = blend_weights(x_va)
+    v = _Variant("blend", None, 0, names, None, {}, x_va, x_te, x_va_all)
+    v.parts, v.weights, v.offset = tuple(parts), w, offset
+    if all(p.oof is not None for p in parts):
+        v.oof = v.raw(np.column_stack([p.oof for p in parts]))
+    return v
+
+
 @dataclass
 class _Variant:
     """One candidate model of an issue: its inputs on each row set and how it scored."""
@@ -1033,9 +1176,19 @@ class _Variant:
     x_tr: np.ndarray | None = None
     text_blocks: tuple[tuple[int, int], ...] = ()
     dense: bool = False
+    # out-of-fold scores of the training rows (None: the fit gives none, e.g. a booster
+    # early-stopped on the validation window)
+    oof: np.ndarray | None = None
+    # a blend: its parts and z = offset + logit(parts' probabilities) @ weights; its inputs
+    # on each row set are the parts' probabilities
+    parts: tuple[_Variant, ...] = ()
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    offset: float = 0.0
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities of rows of this variant's inputs."""
+        if self.parts:
+            return 1.0 / (1.0 + np.exp(-_blend_z(x, self.weights, self.offset)))
         if self.booster is None:
             return x[:, 0]
         return self.booster.predict(x, num_threads=1)
@@ -1070,15 +1223,10 @@ def _build_variants(
     - "tabular": the same LightGBM without the text scores;
     - "text": the best text model alone (calibrated later like the others).
 
-    Each is judged by average precision on the validation rows, averaged with that of the
-    training rows' out-of-fold scores when the data are small enough for cross-validated
-    boosting (`BoosterParams.cv_below_rows`): a few dozen validation labels alone pick by
-    chance.
     - "linear": one logistic regression on TF-IDF of every text group and the transform
-      features (median-filled, standardised, category codes one-hot).
-
-    The stack ships only when it judges more than SELECTION_MARGIN (relative) better than
-    the best of the others; ties among those go to the simpler (tabular, text, linear).
+      features (median-filled, standardised, category codes one-hot);
+    - "blend": the variants that are not clearly worse than the best one, averaged (see
+      `_choose_variant`, which picks what ships).
     """
     tr, va, te, va_all = rows
     sets = (tr, va, te, va_all)
@@ -1111,12 +1259,10 @@ def _build_variants(
             text_scores.append((name, model, scores))
             text_blocks[name] = tuple(g.blocks)
 
-    use_cv = len(tr) < params.cv_below_rows
-
     def judge(oof: np.ndarray | None, p_va: np.ndarray) -> float:
         # the two are averaged, not pooled: out-of-fold scores come from k other models,
         # whose scales differ from the final model's on the validation rows
-        if use_cv and oof is not None:
+        if oof is not None:
             return 0.5 * (pr_auc(y_tr, oof) + pr_auc(y_va, p_va))
         return pr_auc(y_va, p_va)
 
@@ -1136,6 +1282,7 @@ def _build_variants(
                 xs[0], y_tr, xs[1], y_va, random_state=random_state, groups=item_ids[tr], **fit_args
             )
         v = _Variant(variant, booster, best, names, None, {}, xs[1], xs[2], xs[3], x_tr=xs[0])
+        v.oof = oof
         v.selection_score = judge(oof, v.raw(xs[1]))
         return v
 
@@ -1165,7 +1312,7 @@ def _build_variants(
         for name, model, sc in text_scores:
             cols = [s.reshape(-1, 1) for s in sc]
             v = _Variant("text", None, 0, [name], model, {}, cols[1], cols[2], cols[3])
-            v.text_blocks = text_blocks[name]
+            v.text_blocks, v.oof = text_blocks[name], sc[0]
             v.selection_score = judge(sc[0], sc[1])
             if best_text is None or v.selection_score > best_text.selection_score:
                 best_text = v
@@ -1188,19 +1335,113 @@ def _build_variants(
             score_text_rows(model, text_all, idx, x_all).reshape(-1, 1) for idx in (va, te, va_all)
         ]
         v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
-        v.text_blocks, v.dense = blocks, True
+        v.text_blocks, v.dense, v.oof = blocks, True, oof
         v.selection_score = judge(oof, cols[1][:, 0])
         candidates["linear"] = v
 
-    def score(v: _Variant) -> float:
-        return -math.inf if math.isnan(v.selection_score) else v.selection_score
-
-    # the stack ships only when clearly better than its best part (a difference within the
-    # selection noise does not pay for its complexity); ties among the others go to the
-    # simpler model
-    others = [candidates[k] for k in ("tabular", "text", "linear") if k in candidates]
-    chosen = max(others, key=score)
-    stacked = candidates.get("stacked")
-    if stacked is not None and score(stacked) > score(chosen) * (1 + SELECTION_MARGIN):
-        chosen = stacked
+    chosen = _choose_variant(
+        candidates,
+        y_tr=y_tr,
+        y_va=y_va,
+        groups_tr=item_ids[tr],
+        groups_va=item_ids[va],
+        random_state=random_state,
+    )
     return _Variants(chosen, candidates)
+
+
+class _PairedJudge:
+    """Average precision of candidates' scores on fixed row sets, and its item bootstrap
+    with the same resamples for every candidate (paired), so that differences between
+    candidates are measured without the noise the rows share.
+
+    Each set is (labels, items); a candidate's measure is the mean of its average precision
+    over the sets (out-of-fold training rows and validation rows are averaged, not pooled:
+    their scores come from different models).
+    """
+
+    def __init__(
+        self, sets: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int, random_state: int
+    ) -> None:
+        self.sets = [(np.asarray(y, dtype=np.float64), g) for y, g in sets]
+        self.n_boot = n_boot
+        self.random_state = random_state
+        self._index = [np.unique(g.astype(str), return_inverse=True)[1] for _, g in sets]
+
+    def point(self, scores: Sequence[np.ndarray]) -> float:
+        return float(np.mean([pr_auc(y, p) for (y, _), p in zip(self.sets, scores, strict=True)]))
+
+    def draws(self, scores: Sequence[np.ndarray]) -> np.ndarray:
+        from training.gate import _Ranked
+
+        # the same seed for every candidate: the k-th resample is the same rows for all
+        rng = np.random.default_rng(self.random_state)
+        ranked = [_Ranked(np.asarray(p, dtype=np.float64)) for p in scores]
+        out = np.zeros(self.n_boot)
+        for b in range(self.n_boot):
+            for (y, _), gidx, r in zip(self.sets, self._index, ranked, strict=True):
+                n_groups = int(gidx.max()) + 1
+                counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+                out[b] += r.metrics(y, counts[gidx].astype(np.float64))[1]
+        return out / len(self.sets)
+
+
+def _choose_variant(
+    candidates: dict[str, _Variant],
+    *,
+    y_tr: np.ndarray,
+    y_va: np.ndarray,
+    groups_tr: np.ndarray,
+    groups_va: np.ndarray,
+    random_state: int,
+    n_boot: int = SELECTION_BOOTSTRAP,
+    confidence: float = SELECTION_CONFIDENCE,
+) -> _Variant:
+    """Which variant ships: the best one when every other is clearly worse, else the blend
+    of those within noise of it (unless the blend itself is clearly worse than the best).
+
+    Why: the candidates are judged on a few hundred validation labels (a few dozen positives
+    for a rare issue), where picking the argmax is a gamble whose loser can be 20% worse on
+    the holdout. Averaging the candidates that cannot be told apart removes the gamble and
+    usually beats each of them (their errors differ: trees against linear text models).
+
+    All candidates are compared on the same rows: the validation rows, plus the training
+    rows' out-of-fold scores when every candidate has them (boosters do below
+    `BoosterParams.cv_below_rows` training rows). Each candidate's `selection_score` is set
+    to that measure (the blend's too, when one is built; it joins `candidates`).
+    """
+    singles = dict(candidates)
+    with_oof = all(v.oof is not None for v in singles.values())
+    sets = [(y_va, groups_va)]
+    if with_oof:
+        sets.insert(0, (y_tr, groups_tr))
+    judge = _PairedJudge(sets, n_boot, random_state)
+
+    def scores(v: _Variant) -> list[np.ndarray]:
+        va = v.raw(v.x_va)
+        return [v.oof, va] if with_oof else [va]  # type: ignore[list-item]
+
+    for v in singles.values():
+        v.selection_score = judge.point(scores(v))
+
+    def rank(k: str) -> tuple[float, int]:
+        score = singles[k].selection_score
+        return (-math.inf if math.isnan(score) else score, -SIMPLICITY.index(k))
+
+    best = max(singles, key=rank)
+    draws = {k: judge.draws(scores(v)) for k, v in singles.items()}
+
+    def clearly_worse(d: np.ndarray) -> bool:
+        # below the best in at least `confidence` of the paired resamples
+        d = d[np.isfinite(d)]
+        return len(d) > 0 and float(np.mean(d < 0)) >= confidence
+
+    near = [k for k in singles if k == best or not clearly_worse(draws[k] - draws[best])]
+    if len(near) < 2:
+        return singles[best]
+    blend = _blend_variant([singles[k] for k in near])
+    blend.selection_score = judge.point(scores(blend))
+    candidates["blend"] = blend
+    if clearly_worse(judge.draws(scores(blend)) - draws[best]):
+        return singles[best]
+    return blend

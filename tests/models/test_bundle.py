@@ -68,6 +68,14 @@ def test_explain_one_contributions_rebuild_the_raw_score(bundle: ScoringBundle) 
     contributions = [r.contribution for r in reasons]
     assert contributions == sorted(contributions, reverse=True)
     x = bundle.transform.transform_one(record)
+    if model.parts:
+        # a blend: its parts' contributions weighted and summed by feature, + the bias, are
+        # the blend's log-odds
+        row = bundle._model_row_one(model, x, record, {})
+        p = model.predict_one(row)
+        assert {r.feature for r in reasons} == set(model.feature_names)
+        assert model.contributions_one(row).sum() == pytest.approx(math.log(p / (1 - p)), abs=1e-7)
+        return
     if model.booster is None:
         # the text and linear variants: one reason, their score's log-odds above the
         # text model's intercept (the bias)

@@ -38,13 +38,18 @@ def test_flat_training_reports_every_metric(small_flat_spec: Path) -> None:
     assert report.holdout.kind == "stratified"
     assert set(report.segments["dimension"]) == {"region"}
     # the issue ships whichever variant judged best; its features say which one it is
-    variant = result.bundle.issues["spam"].variant
+    model = result.bundle.issues["spam"]
     features = set(report.importances["spam"]["feature"])
-    if variant in ("text", "linear"):
-        assert features == {f"{variant}_score"}
-    else:
-        assert features >= {"views", "region"}
-        assert ("text_score" in features) == (variant == "stacked")
+    assert features == set(model.feature_names)
+    for variant in [p.variant for p in model.parts] or [model.variant]:
+        if variant in ("text", "linear"):
+            assert f"{variant}_score" in features
+        else:
+            assert features >= {"views", "region"}
+        if variant == "stacked":
+            assert "text_score" in features
+    if not model.parts and model.variant == "tabular":
+        assert "text_score" not in features
     # the holdout can be re-scored: the same rows, the same numbers
     again = holdout_metrics(result.bundle, report.test_frame, k=50)
     assert again["spam"]["pr_auc"] == pytest.approx(spam["pr_auc"], abs=1e-12)
