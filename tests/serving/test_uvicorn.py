@@ -59,6 +59,11 @@ def test_reload_under_load_has_zero_failed_requests(champion_v1: Registry, tmp_p
                     assert r.status_code == 200, r.text
                     assert r.json() == {**r.json(), "reloaded": True, "version": target}
                     time.sleep(0.5)
+                # a worker that the admin request did not reach follows the announcement
+                # within its poll interval (1 s): keep the load on until it has (bounded)
+                deadline = time.monotonic() + 15
+                while versions[v2] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.1)
         finally:
             stop.set()
             for t in threads:
