@@ -194,17 +194,10 @@ def _stream_ingest(
     return rate
 
 
-def _publisher(
-    redis_url: str, stream: str, bodies: list[bytes], rate: float, stop: Any, nice: int = 0
-) -> None:
+def _publisher(redis_url: str, stream: str, bodies: list[bytes], rate: float, stop: Any) -> None:
     """The platform's producer: XADD event batches at `rate` events/s until stopped (its own
-    process, so the measuring process's GIL is not shared). `nice`: its CPU priority is
-    lowered by that much (`--producer-nice`): in a deployment the producer runs on the
-    platform's hosts, not beside the service, and on this bench's one machine it should
-    not take the serve worker's turns."""
+    process, so the measuring process's GIL is not shared)."""
     import redis
-
-    os.nice(nice)
 
     client = redis.Redis.from_url(redis_url)
     per_message = len(__import__("orjson").loads(bodies[0])["columns"]["item_id"])
@@ -374,13 +367,6 @@ def main() -> None:
         help="`surfacer ingest --nice N` of the live ingester (10 is its default)",
     )
     parser.add_argument(
-        "--producer-nice",
-        type=int,
-        default=0,
-        help="lower the bench's event producer's CPU priority by N (it stands in for the "
-        "platform's publisher, which runs on other hosts); 0 keeps it",
-    )
-    parser.add_argument(
         "--bg-rate",
         type=float,
         default=50_000.0,
@@ -502,7 +488,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             )
             publisher = ctx.Process(
                 target=_publisher,
-                args=(args.redis, stream, bodies, args.bg_rate, stop, args.producer_nice),
+                args=(args.redis, stream, bodies, args.bg_rate, stop),
                 daemon=True,
             )
             publisher.start()
@@ -587,7 +573,6 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         store.close()
     results["rescore_in"] = args.rescore_in
     results["ingest_nice"] = args.ingest_nice
-    results["producer_nice"] = args.producer_nice
     _report(results, n)
 
 
@@ -609,7 +594,7 @@ def _report(r: dict[str, Any], deleted: int) -> None:
     print(
         f"  GET /v1/items/{{id}}/score at {g['n']} requests, open loop, while `surfacer "
         f"ingest` applies {r['bg_ev_s']:,.0f} ev/s from the stream (lag at end "
-        f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}, producer at +{r['producer_nice']}; re-scoring in "
+        f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}; re-scoring in "
         f"{r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
         f"errors {g['errors']} ({g['late']} unanswered after 10 s, counted at that "
         "latency) (target p99 < 10)"
