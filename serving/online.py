@@ -19,7 +19,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -223,6 +223,7 @@ def run_rescorer(
     retry_s: float = 5.0,
     holder: Any = None,
     store: Any = None,
+    on_ready: Callable[[Any], None] | None = None,
 ) -> int:
     """Background re-scoring outside the serving workers (`surfacer ingest --rescore`).
 
@@ -230,7 +231,8 @@ def run_rescorer(
     (the registry's champion, re-checked every settings.reload_interval_s, else every
     `retry_s` until one loads) and its own spool segment in settings.spool_path, which the
     service's flag writer drains into the review store like a worker's. Runs until `stop`
-    is set, then makes one last pass over the items due then.
+    is set, then makes one last pass over the items due then. `on_ready(model)` is called
+    once, when the first model has loaded (re-scoring starts then).
     Returns the items queued for review.
     """
     from serving.model_holder import ModelHolder
@@ -267,6 +269,9 @@ def run_rescorer(
             stopping = stop.wait(interval_s)
             load()
             model = holder.current
+            if model is not None and on_ready is not None:
+                on_ready(model)
+                on_ready = None
             if model is not None:
                 pause = rescore_due(online, model, spool)
                 if pause:

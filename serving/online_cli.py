@@ -137,7 +137,11 @@ def _rescore_process(settings: Any, stop: Any, queued: Any, parent: int) -> None
                 stop.set()
 
     threading.Thread(target=orphaned, name="rescore-parent-watch", daemon=True).start()
-    queued.value = run_rescorer(settings, stop)
+
+    def ready(model: Any) -> None:  # one line operators (and bench/online.py) can wait for
+        print(f"ingest: re-scorer ready (model version {model.version})", flush=True)
+
+    queued.value = run_rescorer(settings, stop, on_ready=ready)
 
 
 def lower_priority(nice: int) -> int:

@@ -179,8 +179,13 @@ async def test_rescoring_off_in_the_service_runs_in_another_process(
         )
         stop = threading.Event()
         queued: list[int] = []
+        ready: list[str] = []
         thread = threading.Thread(
-            target=lambda: queued.append(run_rescorer(settings, stop, store=store))
+            target=lambda: queued.append(
+                run_rescorer(
+                    settings, stop, store=store, on_ready=lambda m: ready.append(m.version)
+                )
+            )
         )
         thread.start()
         try:
@@ -192,6 +197,7 @@ async def test_rescoring_off_in_the_service_runs_in_another_process(
             stop.set()
             await asyncio.to_thread(thread.join, 30)
         assert queued and queued[0] > 0, "the test model flags some of 40 items"
+        assert ready == [champion_v1.versions[0]], "on_ready: once, with the loaded champion"
         for _ in range(200):  # the flag writer drains the re-scorer's spool segment
             if len(JsonlFlagSink.read(sink.path)) >= queued[0]:
                 break
