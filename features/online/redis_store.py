@@ -207,6 +207,10 @@ def _parse_read(item_ids: list[str], reply: list[Any]) -> tuple[int | None, list
     return (int(clock) if clock else None), out
 
 
+# Connection options of both clients (the blocking one and GET score's asyncio one).
+CLIENT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 2, "health_check_interval": 30}
+
+
 class RedisStore(OnlineStore):
     """Online state in Redis: shared by workers and service instances."""
 
@@ -221,9 +225,7 @@ class RedisStore(OnlineStore):
         self.url = url
         self.prefix = prefix
         self._errors = (redis.ConnectionError, redis.TimeoutError)
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-        )
+        self.client = redis.Redis.from_url(url, **CLIENT_OPTIONS)
         self._apply = self.client.register_script(APPLY_LUA)
         self._read_script = self.client.register_script(READ_LUA)
         self._sender: ThreadPoolExecutor | None = None  # apply_many's, made on first use
@@ -233,9 +235,10 @@ class RedisStore(OnlineStore):
         try:
             return fn(*args, **kwargs)
         except self._errors as exc:
-            raise StoreUnavailable(
-                f"online store Redis at {self._where()} unavailable: {exc}"
-            ) from None
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"online store Redis at {self._where()} unavailable: {exc}")
 
     def _where(self) -> str:
         kw = self.client.connection_pool.connection_kwargs
@@ -287,9 +290,7 @@ class RedisStore(OnlineStore):
         try:
             reply = await self._async_read()(keys=[], args=[self.prefix, item_id])
         except self._errors as exc:
-            raise StoreUnavailable(
-                f"online store Redis at {self._where()} unavailable: {exc}"
-            ) from None
+            raise self._unavailable(exc) from None
         clock, raws = _parse_read([item_id], reply)
         return self._assemble_all(clock, raws, None)[0]
 
@@ -301,9 +302,7 @@ class RedisStore(OnlineStore):
         if self._async is None or self._async[0] is not loop:
             import redis.asyncio
 
-            client = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-            )
+            client = redis.asyncio.Redis.from_url(self.url, **CLIENT_OPTIONS)
             self._async = (loop, client, client.register_script(READ_LUA))
         return self._async[2]
 
