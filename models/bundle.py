@@ -370,7 +370,7 @@ class Calibrator:
             e = ISOTONIC_TIE_BREAK
             return (1.0 - e) * np.interp(p, self.x_, self.y_) + e * p
         if self.kind == "platt":
-            return _sigmoid(self.a_ * _logit(p) + self.b_)
+            return _sigmoid(self.a_ * logit(p) + self.b_)
         return p
 
     def transform_one(self, p: float) -> float:
@@ -384,7 +384,21 @@ class Calibrator:
         return float(p)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def blend_probability(
+    part_probs: Sequence[np.ndarray], weights: Sequence[float], offset: float
+) -> np.ndarray:
+    """A blend's probability, sigmoid(offset + sum_k weights[k] * logit(part_probs[k])), from
+    its parts' probabilities (one array per part, made contiguous so that the batch and the
+    single-row paths, and training's candidate scores, run the same element-wise numpy code
+    and give the same floats)."""
+    z = np.full(len(part_probs[0]), float(offset))
+    for w, p in zip(weights, part_probs, strict=True):
+        z += float(w) * logit(np.ascontiguousarray(p, dtype=np.float64))
+    return _sigmoid(z)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities, clipped to [1e-7, 1 - 1e-7] first."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
 
@@ -519,12 +533,7 @@ class IssueModel:
         return list(zip(self._blend_layout(), self.parts, strict=True))
 
     def _blend(self, part_probs: Sequence[np.ndarray]) -> np.ndarray:
-        # the blend's probability from its parts' (one contiguous array per part, so that
-        # the batch and the single-row paths run the same element-wise numpy code)
-        z = np.full(len(part_probs[0]), self.blend_offset)
-        for w, p in zip(self.blend_weights, part_probs, strict=True):
-            z += w * _logit(np.ascontiguousarray(p, dtype=np.float64))
-        return _sigmoid(z)
+        return blend_probability(part_probs, self.blend_weights, self.blend_offset)
 
     def feature_values(self, rows: np.ndarray) -> np.ndarray:
         """(n, n_features) values of this model's features in its model rows (for reason
@@ -628,7 +637,7 @@ def _text_contributions(p: np.ndarray, text_model: TextModel | None) -> np.ndarr
     # the text variant's reason code: text_score pushed the log-odds from the text model's
     # intercept (an empty text) to logit(p); the intercept is the bias
     bias = text_model.intercept_ if text_model is not None else 0.0
-    z = _logit(p)
+    z = logit(p)
     return np.column_stack([z - bias, np.full(len(z), bias)])
 
 

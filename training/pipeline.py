@@ -33,7 +33,9 @@ from models.bundle import (
     IssueModel,
     ScoringBundle,
     TextModel,
+    blend_probability,
     hashed_text,
+    logit,
 )
 from models.issues import IssueType
 from training.data import TrainingData, first_label_strata, load_training_data
@@ -1102,20 +1104,6 @@ def _refit_blend(chosen: _Variant, **shared: Any) -> tuple[_Variant, np.ndarray]
     return blend, blend.raw(blend.x_va)
 
 
-def _blend_z(cols: np.ndarray, weights: np.ndarray, offset: float) -> np.ndarray:
-    # the blend's log-odds from its parts' probabilities (columns), summed in the order
-    # IssueModel.predict_rows sums them, so both give the same floats
-    z = np.full(len(cols), float(offset))
-    for k, w in enumerate(weights):
-        z += float(w) * _logit(np.ascontiguousarray(cols[:, k]))
-    return z
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def blend_weights(cols_va: np.ndarray) -> tuple[np.ndarray, float]:
     """Weights and offset of an equal-weight average of standardised log-odds.
 
@@ -1126,7 +1114,7 @@ def blend_weights(cols_va: np.ndarray) -> tuple[np.ndarray, float]:
     standardising is the scale-free choice; it stays linear in the log-odds, which keeps the
     parts' reason codes additive. Returns (weights, offset) with z = offset + logit(p) @ w.
     """
-    z = _logit(cols_va)
+    z = logit(cols_va)
     mu = z.mean(axis=0)
     sd = z.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)  # a constant part adds a constant: no effect on ranks
@@ -1188,7 +1176,9 @@ class _Variant:
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities of rows of this variant's inputs."""
         if self.parts:
-            return 1.0 / (1.0 + np.exp(-_blend_z(x, self.weights, self.offset)))
+            return blend_probability(
+                [x[:, k] for k in range(x.shape[1])], self.weights, self.offset
+            )
         if self.booster is None:
             return x[:, 0]
         return self.booster.predict(x, num_threads=1)
@@ -1260,8 +1250,9 @@ def _build_variants(
             text_blocks[name] = tuple(g.blocks)
 
     def judge(oof: np.ndarray | None, p_va: np.ndarray) -> float:
-        # the two are averaged, not pooled: out-of-fold scores come from k other models,
-        # whose scales differ from the final model's on the validation rows
+        # which text model is the text variant (_choose_variant then scores every candidate
+        # on common rows); the two are averaged, not pooled: out-of-fold scores come from k
+        # other models, whose scales differ from the final model's on the validation rows
         if oof is not None:
             return 0.5 * (pr_auc(y_tr, oof) + pr_auc(y_va, p_va))
         return pr_auc(y_va, p_va)
@@ -1283,7 +1274,6 @@ def _build_variants(
             )
         v = _Variant(variant, booster, best, names, None, {}, xs[1], xs[2], xs[3], x_tr=xs[0])
         v.oof = oof
-        v.selection_score = judge(oof, v.raw(xs[1]))
         return v
 
     candidates: dict[str, _Variant] = {}
@@ -1336,7 +1326,6 @@ def _build_variants(
         ]
         v = _Variant("linear", None, 0, [LINEAR_SCORE_FEATURE], model, {}, *cols[1:])
         v.text_blocks, v.dense, v.oof = blocks, True, oof
-        v.selection_score = judge(oof, cols[1][:, 0])
         candidates["linear"] = v
 
     chosen = _choose_variant(
