@@ -468,8 +468,7 @@ def watch_command(
     severity_alpha: SeverityAlphaOpt = DEFAULT_SEVERITY_ALPHA,
     fixed_floor: FixedFloorOpt = False,
 ) -> None:
-    """Run discovery over a sliding window every so often and upsert incidents into the store
-    (of a dataset folder, or with --live of the online path's live archive)."""
+    """Run discovery over a sliding window (of a dataset folder or the live archive) every so often and upsert incidents into the store."""
     import time
 
     period, span = parse_duration(every), parse_duration(window)

@@ -134,6 +134,7 @@ def _replay(tables, store, archive) -> int:
     n = 0
     for k, (table, frame) in enumerate(chunks(tables, order, 0, len(order), 500)):
         ingest(store, _batch(frame, table), f"replay-{k}", archive=archive)
+        archive.flush(only_due=True)  # what the background writer does, deterministically
         n += len(frame)
     return n
 
@@ -154,6 +155,7 @@ def test_watch_live_finds_what_discover_finds(
     sent = _replay(raw_tables, store, archive)
     archive.close()
     assert sent == len(raw_tables["items"]) + len(raw_tables["moderation"])
+    assert len(list((live / "items").glob("part-*.parquet"))) >= 3  # a table of many parts
 
     data = tmp_path / "data"
     write_dataset(raw_tables, data)
