@@ -72,11 +72,13 @@ class LiveArchive:
         *,
         flush_rows: int = 50_000,
         flush_s: float = 5.0,
+        batch_ttl_s: float = 86_400.0,
         background: bool = True,
     ) -> None:
         self.root = Path(root)
         self.flush_rows = int(flush_rows)
         self.flush_s = float(flush_s)
+        self.batch_ttl_s = float(batch_ttl_s)
         self._lock = threading.Lock()  # the buffers
         self._write_lock = threading.Lock()  # one writer at a time (part sequence, index)
         self._buf: dict[str, list[pd.DataFrame]] = {}
@@ -84,8 +86,7 @@ class LiveArchive:
         self._rows: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self._seq = 0
-        self._indexed: set[Path] = set()
-        self._known: set[str] = set()
+        self._index_ids: dict[Path, frozenset[str]] = {}  # part -> its batch ids
         self.rows_written = 0
         self.parts_written = 0
         self._stop = threading.Event()
@@ -175,10 +176,12 @@ class LiveArchive:
         from features.validate import coerce_table
 
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        if table != SCORES:
-            # batches coerce on their own (an all-null column may hold another null dtype)
+        if table != SCORES and len({tuple(f.dtypes) for f in frames}) > 1:
+            # batches are coerced on their own (an all-null column may hold another null
+            # dtype): again, only when their dtypes differ (the check cost 15 % of a part)
             frame = coerce_table(table, frame)
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        # one thread: pyarrow's pool costs more than it saves on parts of a few 10k rows
+        arrow = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
         if batch_ids:
             meta = dict(arrow.schema.metadata or {})
             meta[BATCH_IDS_KEY] = json.dumps(batch_ids).encode()
@@ -214,11 +217,8 @@ class LiveArchive:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             _fsync_dir(self.root)
-        path = folder / name
         self.parts_written += 1
-        self._indexed.add(path)
-        self._known.update(batch_ids)
-        return path
+        return folder / name
 
     def _loop(self) -> None:
         tick = max(0.05, min(self.flush_s / 4, 1.0))
@@ -233,32 +233,34 @@ class LiveArchive:
 
     # -- idempotence after a crash
     def has_batch(self, batch_id: str) -> bool:
-        """Whether a written part (of any process) or the buffer holds `batch_id`."""
+        """Whether the buffer or a part written within `batch_ttl_s` (by any process) holds
+        `batch_id`. Only redeliveries ask (rarely: after a crash); an older part cannot
+        matter, since the store forgets batch ids after the same time and then applies, and
+        archives, the batch as new."""
         with self._lock:
             if any(batch_id in ids for ids in self._ids.values()):
                 return True
         with self._write_lock:
-            if batch_id in self._known:
-                return True
             self._index()
-            return batch_id in self._known
+            return any(batch_id in ids for ids in self._index_ids.values())
 
     def _index(self) -> None:
-        """Read the batch ids of parts not read yet (footers only)."""
+        """Read the batch ids of recent parts not read yet (footers only); forget old ones."""
         import pyarrow.parquet as pq
 
         if not self.root.is_dir():
             return
+        oldest = time.time_ns() - round(self.batch_ttl_s * 1e9)
+        self._index_ids = {p: ids for p, ids in self._index_ids.items() if _part_ns(p) >= oldest}
         for folder in self.root.iterdir():
             if not folder.is_dir() or folder.name.startswith((".", "_")) or folder.name == SCORES:
                 continue
             for part in folder.glob("part-*.parquet"):
-                if part in self._indexed:
+                if part in self._index_ids or _part_ns(part) < oldest:
                     continue
                 meta = pq.read_schema(part).metadata or {}
-                if BATCH_IDS_KEY in meta:
-                    self._known.update(json.loads(meta[BATCH_IDS_KEY]))
-                self._indexed.add(part)
+                raw = meta.get(BATCH_IDS_KEY)
+                self._index_ids[part] = frozenset(json.loads(raw)) if raw else frozenset()
 
     def close(self) -> None:
         """Stop the background writer and write what is buffered."""
@@ -267,6 +269,12 @@ class LiveArchive:
         if self._thread is not None:
             self._thread.join(30)
         self.flush()
+
+
+def _part_ns(part: Path) -> int:
+    """The wall time (ns) in a part's name (`part-<ns>-<pid>-<seq>`; 0 when it has none)."""
+    stamp = part.name.split("-")[1] if part.name.count("-") >= 3 else ""
+    return int(stamp) if stamp.isdigit() else 0
 
 
 def archive_from_settings(settings: object) -> LiveArchive | None:
@@ -278,6 +286,7 @@ def archive_from_settings(settings: object) -> LiveArchive | None:
         root,
         flush_rows=settings.archive_flush_rows,  # type: ignore[attr-defined]
         flush_s=settings.archive_flush_s,  # type: ignore[attr-defined]
+        batch_ttl_s=settings.online_batch_ttl_s,  # type: ignore[attr-defined]
     )
 
 

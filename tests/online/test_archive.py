@@ -70,6 +70,19 @@ def test_crash_between_apply_and_part_is_covered_by_redelivery(
     assert len(read_table("items", tmp_path / "live" / "items")) == len(items)
 
 
+def test_batch_ids_are_looked_up_in_recent_parts_only(sim_tables, tmp_path: Path) -> None:
+    """Past the batch-id TTL the store applies a batch as new, so older parts need not be
+    read (nor their ids kept in memory)."""
+    writer = LiveArchive(tmp_path / "live", background=False)
+    writer.record([("items", sim_tables["items"].head(3))], "old-batch")
+    writer.flush()
+    assert LiveArchive(tmp_path / "live", background=False).has_batch("old-batch")
+    later = LiveArchive(tmp_path / "live", batch_ttl_s=0.05, background=False)
+    threading.Event().wait(0.1)
+    assert not later.has_batch("old-batch")
+    assert not LiveArchive(tmp_path / "live", background=False).has_batch("other")
+
+
 def test_reader_never_sees_a_partial_part(sim_tables, tmp_path: Path) -> None:
     events = sim_tables["events"].head(4000)
     archive = LiveArchive(tmp_path / "live", flush_rows=10**9, background=False)
