@@ -268,7 +268,7 @@ def test_stream_consumer_acks_only_after_the_archive(sim_tables, tmp_path: Path)
         client.close()
 
 
-def test_rescorer_scores_are_archived(champion_v1, sim_tables, tmp_path: Path) -> None:
+def test_rescorer_scores_are_archived(champion_v1, sim_tables, tmp_path: Path, monkeypatch) -> None:
     """The re-scorer's passes land in <archive>/scores with `surfacer score`'s columns."""
     from features.online import open_store
     from serving.model_holder import ModelHolder
@@ -304,3 +304,20 @@ def test_rescorer_scores_are_archived(champion_v1, sim_tables, tmp_path: Path) -
         assert (hit == named.to_numpy()).all()
     assert scores[issues].notna().any().any()
     assert len(load_dataset(tmp_path / "live")["items"]) == len(items)
+
+    # watch --live hands discovery the archive's window and these scores
+    import discovery.pipeline
+    from discovery.cli import watch_once
+
+    seen: dict[str, object] = {}
+
+    def capture(tables, frame, config=None):
+        seen["tables"], seen["scores"] = tables, frame
+        raise ValueError("captured")
+
+    monkeypatch.setattr(discovery.pipeline, "discover", capture)
+    line = watch_once(None, tmp_path / "live", None, 30 * 86400, "live", None, 1, live=True)
+    assert "nothing to detect (captured)" in line
+    got = seen["scores"]
+    assert sorted(got["item_id"]) == sorted(scores["item_id"])
+    assert set(seen["tables"]) >= {"items"}
