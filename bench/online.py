@@ -106,14 +106,22 @@ def _event_load(tables: dict[str, Any], n: int) -> Any:
     return pd.concat(parts, ignore_index=True).head(n).sort_values("ts", kind="stable")
 
 
-def _store_ingest(store: Any, events: Any, batch: int) -> float:
+def _store_ingest(store: Any, events: Any, batch: int, archive: Any = None) -> float:
+    """Events/s of `ingest` alone (with `archive`: its buffered rows written, timed too)."""
     from features.online.errors import Batch
     from features.online.ingest import ingest, json_columns
 
     bodies = [json_columns(events.iloc[i : i + batch]) for i in range(0, len(events), batch)]
     start = time.perf_counter()
     for k, cols in enumerate(bodies):
-        ingest(store, [Batch("events", columns=cols)], f"store-{uuid.uuid4().hex}-{k}")
+        ingest(
+            store,
+            [Batch("events", columns=cols)],
+            f"store-{uuid.uuid4().hex}-{k}",
+            archive=archive,
+        )
+    if archive is not None:
+        archive.flush()
     return len(events) / (time.perf_counter() - start)
 
 
@@ -163,11 +171,18 @@ def _http_ingest(base: str, events: Any, batch: int, threads: int) -> float:
 
 
 def _stream_ingest(
-    redis_url: str, store: Any, events: Any, per_message: int, count: int, tag: str
+    redis_url: str,
+    store: Any,
+    events: Any,
+    per_message: int,
+    count: int,
+    tag: str,
+    archive: Any = None,
 ) -> float:
     """Events/s of the consumer alone (`StreamConsumer` + `ingest_many`, the code `surfacer
     ingest` runs): messages of `per_message` events, `count` messages per read, applied
-    (planning overlapping Redis) and acknowledged with one XACK. Publishing is not timed."""
+    (planning overlapping Redis) and acknowledged with one XACK (with `archive`: after the
+    read's rows were written to it, as `surfacer ingest` does). Publishing is not timed."""
     import redis
 
     from features.online.ingest import ingest_many, json_columns
@@ -180,8 +195,9 @@ def _stream_ingest(
         publish(client, stream, "events", {"columns": cols})
     consumer = StreamConsumer(
         StreamSource.parse(f"{redis_url}?stream={stream}&group=bench"),
-        lambda messages: ingest_many(store, messages),
+        lambda messages: ingest_many(store, messages, archive=archive),
         count=count,
+        flush=archive.flush if archive is not None else None,
     )
     start = time.perf_counter()
     stats = consumer.run(until_idle=True)
@@ -378,6 +394,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--archive",
+        action="store_true",
+        help="write the live archive (SURFACER_ARCHIVE_DIR, in the temp folder) in every "
+        "ingest phase and in the serve and ingest processes, to measure what it costs",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="surfacer-bench-online-") as tmp:
         _bench(args, Path(tmp))
@@ -403,6 +425,11 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
     horizon_h = 24.0 * (args.days + 2)
     store = open_store(args.redis, OnlineConfig(horizon_h=horizon_h), prefix=prefix)
     results: dict[str, Any] = {}
+    archive = None
+    if args.archive:
+        from features.online.archive import LiveArchive
+
+        archive = LiveArchive(work / "archive")
     try:
         # items and creators first (the stores need them to read snapshots)
         ingest(store, [Batch("creators", columns=json_columns(tables["creators"]))], None)
@@ -414,13 +441,16 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         # phase 49k -> 72k events/s at load average 8.5-9 (one run each).
         gc.freeze()
         print("phase: store batches", flush=True)
-        results["store_ev_s"] = _store_ingest(store, events, args.batch)
+        results["store_ev_s"] = _store_ingest(store, events, args.batch, archive)
         print("phase: naive", flush=True)
         results["naive_ev_s"] = _naive(client, prefix, events, min(args.naive_events, len(events)))
         print("phase: stream", flush=True)
         results["stream_ev_s"] = _stream_ingest(
-            args.redis, store, events, args.message_events, args.count, tag
+            args.redis, store, events, args.message_events, args.count, tag, archive
         )
+        if archive is not None:
+            archive.close()
+            results["archive"] = (archive.rows_written, archive.parts_written)
 
         port = args.port or _free_port()
         env = {
@@ -436,6 +466,8 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             # which process re-scores touched items (--rescore-in)
             "SURFACER_ONLINE_RESCORE": "true" if args.rescore_in == "serve" else "false",
         }
+        if args.archive:
+            env["SURFACER_ARCHIVE_DIR"] = str(work / "archive")
         cmd = [
             sys.executable,
             "-m",
@@ -580,6 +612,10 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         n = store.clear()
         client.close()
         store.close()
+    if args.archive:
+        results["archive_mb"] = (
+            sum(p.stat().st_size for p in (work / "archive").rglob("*.parquet")) / 1e6
+        )
     results["rescore_in"] = args.rescore_in
     results["ingest_nice"] = args.ingest_nice
     _report(results, n)
@@ -588,6 +624,14 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
 def _report(r: dict[str, Any], deleted: int) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nonline path on Redis (one worker; machine may be shared; load average {load})")
+    if "archive_mb" in r:
+        rows, parts = r.get("archive", (0, 0))
+        print(
+            f"  live archive ON: store and stream phases wrote {rows:,} rows in {parts} parts; "
+            f"{r['archive_mb']:.1f} MB after every phase"
+        )
+    else:
+        print("  live archive off")
     print(f"  ingest, store batches      {r['store_ev_s']:>12,.0f} ev/s")
     print(f"  ingest, over HTTP          {r['http_ev_s']:>12,.0f} ev/s")
     print(f"  ingest, from the stream    {r['stream_ev_s']:>12,.0f} ev/s")

@@ -114,6 +114,23 @@ class Settings(BaseSettings):
         "nats://...?stream=S&subject=X); default none (run `surfacer ingest --from URL`).",
     )
 
+    archive_dir: Path | None = Field(
+        default=None,
+        description="Live archive: every row the online path newly applies, and the "
+        "re-scorer's scores, appended here as a dataset folder of Parquet parts (read by "
+        "`surfacer watch --live` and every --data command); default none (off: it grows "
+        "without bound and the operator owns its retention).",
+    )
+    archive_flush_rows: int = Field(
+        default=50_000, ge=1, description="Live archive: write a table's part at this many rows."
+    )
+    archive_flush_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Live archive: write a table's part when its oldest buffered row is this "
+        "old (rows taken over HTTP that a crash can lose from the archive: at most this long).",
+    )
+
     # review queue
     review_random_share: float = Field(
         default=0.1, ge=0, le=1, description="Share of the queue that is a random sample."

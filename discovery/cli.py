@@ -414,8 +414,24 @@ def parse_duration(text: str) -> float:
 
 def watch_command(
     data: Annotated[
-        Path, typer.Option("--data", help="Dataset folder, re-read every run (it may grow).")
-    ],
+        Path | None,
+        typer.Option("--data", help="Dataset folder, re-read every run (it may grow)."),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Watch the live archive the online path writes (SURFACER_ARCHIVE_DIR, or "
+            "--archive) instead of --data: its rows and, without --scores, its re-scorer's "
+            "scores.",
+        ),
+    ] = False,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive", help="With --live: the archive folder (default SURFACER_ARCHIVE_DIR)."
+        ),
+    ] = None,
     scores: Annotated[
         Path | None, typer.Option("--scores", help="Parquet from `surfacer score`.")
     ] = None,
@@ -452,13 +468,17 @@ def watch_command(
     severity_alpha: SeverityAlphaOpt = DEFAULT_SEVERITY_ALPHA,
     fixed_floor: FixedFloorOpt = False,
 ) -> None:
-    """Run discovery over a sliding window every so often and upsert incidents into the store."""
+    """Run discovery over a sliding window (of a dataset folder or the live archive) every so often and upsert incidents into the store."""
     import time
 
     period, span = parse_duration(every), parse_duration(window)
     if span <= 0:
         raise ValueError("--window must be longer than zero")
-    _check_inputs(data, scores)
+    data = watch_source(data, live, archive)
+    if not live:
+        _check_inputs(data, scores)
+    elif scores is not None and not scores.is_file():
+        raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
     from discovery.pipeline import DiscoveryConfig
 
     config = DiscoveryConfig(pairs=pairs, severity_alpha=None if fixed_floor else severity_alpha)
@@ -470,7 +490,9 @@ def watch_command(
         while True:
             run += 1
             started = time.monotonic()
-            typer.echo(watch_once(opened, data, scores, span, model_version, config, run))
+            typer.echo(
+                watch_once(opened, data, scores, span, model_version, config, run, live=live)
+            )
             if reference is not None:
                 typer.echo(health_once(reference, data, window, reference_scores, scores, opened))
             if max_runs and run >= max_runs:
@@ -478,6 +500,29 @@ def watch_command(
             time.sleep(max(0.0, period - (time.monotonic() - started)))
     finally:
         opened.close()
+
+
+def watch_source(data: Path | None, live: bool, archive: Path | None) -> Path:
+    """The folder a watch reads: --data, or with --live the archive (--archive, else the
+    SURFACER_ARCHIVE_DIR setting)."""
+    if live:
+        if data is not None:
+            raise ValueError("give --data or --live, not both")
+        if archive is None:
+            from common.settings import get_settings
+
+            archive = get_settings().archive_dir
+        if archive is None:
+            raise ValueError(
+                "--live needs the live archive: set SURFACER_ARCHIVE_DIR (where the online path "
+                "writes it) or give --archive DIR"
+            )
+        return Path(archive)
+    if archive is not None:
+        raise ValueError("--archive goes with --live")
+    if data is None:
+        raise ValueError("give --data DIR (a dataset folder) or --live (the live archive)")
+    return data
 
 
 def watch_once(
@@ -488,14 +533,29 @@ def watch_once(
     model_version: str,
     config: Any,
     run: int,
+    *,
+    live: bool = False,
 ) -> str:
-    """One watch run: the last `span_s` seconds of data, discovery, upsert, effects."""
+    """One watch run: the last `span_s` seconds of data, discovery, upsert, effects.
+
+    `live`: `data` is the live archive (features.online.archive), which may not hold an
+    items table yet; without `scores`, its re-scorer's scores are used when it has any."""
     import pandas as pd
 
     from discovery.pipeline import discover
     from discovery.record import data_end, window_tables
 
-    tables, frame = _load(data, scores)
+    if live:
+        from features.io import dataset_files
+        from features.online.archive import read_scores
+
+        if not data.is_dir() or "items" not in dataset_files(data):
+            return f"run {run}: the live archive {str(data)!r} holds no items yet"
+        tables, frame = _load(data, scores)
+        if scores is None:
+            frame = read_scores(data)
+    else:
+        tables, frame = _load(data, scores)
     end = data_end(tables)
     if end is None:
         return f"run {run}: the dataset has no timed rows yet"

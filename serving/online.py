@@ -46,9 +46,10 @@ def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
 class OnlineService:
     """The online store of this worker plus the touched-item bookkeeping of re-scoring."""
 
-    def __init__(self, settings: Any, store: Any = None) -> None:
+    def __init__(self, settings: Any, store: Any = None, archive: Any = None) -> None:
         self.settings = settings
         self._store = store
+        self._archive = archive
         self.rescore_s = float(settings.online_rescore_s)
         self.horizons_ns = [round(h * NS_PER_H) for h in DEFAULT_HORIZONS_H]
         self._touched: dict[str, float] = {}  # item -> monotonic time it was first touched
@@ -68,9 +69,28 @@ class OnlineService:
             self._store = store_from_settings(self.settings)
         return self._store
 
+    @property
+    def archive(self) -> Any:
+        """The live archive (`features.online.archive.LiveArchive`) when settings.archive_dir
+        is set, else None; opened on first use."""
+        if self._archive is None and getattr(self.settings, "archive_dir", None) is not None:
+            from features.online.archive import archive_from_settings
+
+            self._archive = archive_from_settings(self.settings)
+        return self._archive
+
+    def close_archive(self) -> None:
+        """Stop the archive's writer and write what it holds."""
+        if self._archive is not None:
+            self._archive.close()
+
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        """Write what the archive holds, then release the store."""
+        try:
+            self.close_archive()
+        finally:
+            if self._store is not None:
+                self._store.close()
 
     async def aclose(self) -> None:
         """Close what the store opened on this event loop (before `close`)."""
@@ -87,17 +107,27 @@ class OnlineService:
             return str(exc)
         return None
 
-    def ingest(self, batches: Sequence[Batch], batch_id: str | None) -> Any:
-        """Contract-check and apply (`features.online.ingest.ingest`): an ApplyResult."""
+    def ingest(
+        self, batches: Sequence[Batch], batch_id: str | None, *, redelivered: bool = False
+    ) -> Any:
+        """Contract-check, apply and archive (`features.online.ingest.ingest`): an
+        ApplyResult."""
         from features.online.ingest import ingest
 
-        return ingest(self.store, batches, batch_id)
+        return ingest(self.store, batches, batch_id, archive=self.archive, redelivered=redelivered)
 
-    def ingest_many(self, messages: Sequence[tuple[Sequence[Batch], str | None]]) -> list[Any]:
+    def ingest_many(
+        self, messages: Sequence[tuple[Sequence[Batch], str | None]], *, redelivered: bool = False
+    ) -> list[Any]:
         """Several messages in one round trip (`features.online.ingest.ingest_many`)."""
         from features.online.ingest import ingest_many
 
-        return ingest_many(self.store, messages)
+        return ingest_many(self.store, messages, archive=self.archive, redelivered=redelivered)
+
+    def flush_archive(self) -> None:
+        """Write the archive's buffered rows now (a stream consumer, before it acknowledges)."""
+        if self.archive is not None:
+            self.archive.flush()
 
     def due(self, limit: int = 2000) -> list[str]:
         """Items to score now: changed (by any ingester: the store keeps the touched set)
@@ -147,6 +177,10 @@ class OnlineService:
         )
         with np.errstate(invalid="ignore"):
             hits = probs >= thresholds
+        if self.archive is not None:
+            self.archive.record_scores(
+                score_rows(records, issues, probs, hits, bundle, str(model.version))
+            )
         queued = 0
         for k, record in enumerate(records):
             item = record["item_id"]
@@ -178,6 +212,35 @@ class OnlineService:
         self.scored += len(records)
         self.queued += queued
         return queued
+
+
+def score_rows(
+    records: list[dict[str, Any]],
+    issues: list[str],
+    probs: np.ndarray,
+    hits: np.ndarray,
+    bundle: Any,
+    model_version: str,
+) -> Any:
+    """A re-scoring pass as the rows `surfacer score` writes (item_id, as_of, anchor,
+    horizon_h, one probability column per issue, flagged, disabled) plus model_version."""
+    import pandas as pd
+
+    out = pd.DataFrame(
+        {
+            "item_id": pd.Series([str(r["item_id"]) for r in records], dtype="str"),
+            "as_of": pd.to_datetime([r["as_of"] for r in records], utc=True),
+            "anchor": pd.Series("post", index=range(len(records)), dtype="str"),
+            "horizon_h": np.array([r["horizon_h"] for r in records], dtype=np.float64),
+        }
+    )
+    for k, issue in enumerate(issues):
+        out[issue] = probs[:, k]
+    names = np.array(issues, dtype=object)
+    out["flagged"] = pd.Series([",".join(names[row]) for row in hits], dtype="str")
+    out["disabled"] = ",".join(i for i in issues if i in bundle.disabled)
+    out["model_version"] = model_version
+    return out
 
 
 # After the store became unreachable, the next re-scoring pass waits this long.
@@ -282,3 +345,5 @@ def run_rescorer(
         spool.close()
         if store is None:  # opened here; a given store belongs to the caller
             online.close()
+        else:
+            online.close_archive()

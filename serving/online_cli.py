@@ -160,15 +160,18 @@ def lower_priority(nice: int) -> int:
 
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
     from features.online import store_from_settings
+    from features.online.archive import archive_from_settings
     from features.online.ingest import ingest, ingest_many
     from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
 
+    settings = get_settings()
     if url.startswith("nats://"):
         import asyncio
 
         nats_source = NatsSource.parse(url)
-        store = store_from_settings(get_settings())
+        store = store_from_settings(settings)
         store.ping()
+        archive = archive_from_settings(settings)
         if not quiet:
             typer.echo(
                 f"ingest: consuming JetStream {nats_source.stream} "
@@ -180,12 +183,23 @@ def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, co
         try:
             stats = asyncio.run(
                 consume_nats(
-                    nats_source, lambda b, bid: ingest(store, b, bid), stop, until_idle=drain
+                    nats_source,
+                    lambda b, bid: ingest(store, b, bid, archive=archive),
+                    stop,
+                    until_idle=drain,
+                    flush=archive.flush if archive is not None else None,
+                    apply_redelivered=lambda b, bid: ingest(
+                        store, b, bid, archive=archive, redelivered=True
+                    ),
                 )
             )
         finally:
             restore()
-            store.close()
+            try:
+                if archive is not None:
+                    archive.close()
+            finally:
+                store.close()
         if not quiet:
             typer.echo(
                 f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
@@ -193,15 +207,25 @@ def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, co
             )
         return stats.messages
     source = StreamSource.parse(url)
-    store = store_from_settings(get_settings())
+    store = store_from_settings(settings)
     store.ping()
-    consumer = StreamConsumer(source, lambda messages: ingest_many(store, messages), count=count)
+    archive = archive_from_settings(settings)
+    consumer = StreamConsumer(
+        source,
+        lambda messages: ingest_many(store, messages, archive=archive),
+        count=count,
+        flush=archive.flush if archive is not None else None,
+        apply_redelivered=lambda messages: ingest_many(
+            store, messages, archive=archive, redelivered=True
+        ),
+    )
     stop = threading.Event()
     if not quiet:
         typer.echo(
             f"ingest: consuming {source.stream} (group {source.group}, consumer "
-            f"{source.consumer}) into the {store.backend} online store; Ctrl-C or SIGTERM "
-            "stops"
+            f"{source.consumer}) into the {store.backend} online store"
+            + (f", archiving to {archive.root}" if archive is not None else "")
+            + "; Ctrl-C or SIGTERM stops"
         )
     restore = stop_on_signals(stop)
     try:
@@ -209,7 +233,11 @@ def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, co
     finally:
         restore()
         consumer.close()
-        store.close()
+        try:
+            if archive is not None:
+                archive.close()
+        finally:
+            store.close()
     if not quiet:
         typer.echo(
             f"ingest: {stats.messages} messages, {stats.rows} rows applied, "

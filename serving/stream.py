@@ -107,6 +107,11 @@ class StreamConsumer:
     dead-letter stream in the same pipeline. Messages carry batches of rows, so a read of
     `count` messages is thousands of events for two round trips; `count` also bounds how
     long a stop waits (it is checked between reads).
+
+    With a live archive (features.online.archive): `flush()` writes the archive's buffered
+    rows and runs after the apply, before the XACK, so an acknowledged message is in the
+    archive; `apply_redelivered` applies our pending and claimed messages (a crash may have
+    applied them without archiving them: it archives those the archive lacks).
     """
 
     def __init__(
@@ -117,11 +122,15 @@ class StreamConsumer:
         count: int = 64,
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
+        flush: Callable[[], None] | None = None,
+        apply_redelivered: ApplyMany | None = None,
     ) -> None:
         import redis
 
         self.source = source
         self.apply_many = apply_many
+        self.flush = flush
+        self.apply_redelivered = apply_redelivered or apply_many
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
@@ -138,8 +147,9 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _handle(self, messages: list[Message]) -> None:
-        """Apply a read, then acknowledge it (StoreUnavailable: nothing acknowledged)."""
+    def _handle(self, messages: list[Message], *, redelivered: bool = False) -> None:
+        """Apply a read (and archive it: `flush`), then acknowledge it (StoreUnavailable,
+        ArchiveUnavailable: nothing acknowledged)."""
         src = self.source
         parsed: list[tuple[list[Batch], str]] = []
         parsed_msgs: list[Message] = []
@@ -152,7 +162,10 @@ class StreamConsumer:
                 continue
             parsed.append(([batch], batch_id))
             parsed_msgs.append((msg_id, fields))
-        results = self.apply_many(parsed) if parsed else []
+        apply = self.apply_redelivered if redelivered else self.apply_many
+        results = apply(parsed) if parsed else []
+        if self.flush is not None:
+            self.flush()
         for (msg_id, fields), result in zip(parsed_msgs, results, strict=True):
             if isinstance(result, BatchRejected):
                 dead.append((msg_id, fields, str(result)))
@@ -205,6 +218,7 @@ class StreamConsumer:
             if max_messages is not None and self.stats.messages >= max_messages:
                 break
             try:
+                redelivered = not pending_done
                 if not pending_done:
                     # Our own unacknowledged messages first (we crashed before XACK).
                     messages = self._read("0")
@@ -229,7 +243,7 @@ class StreamConsumer:
                     # the rest of the read stays pending: read first on the next start
                     messages = messages[: max_messages - self.stats.messages]
                 if messages:
-                    self._handle(messages)
+                    self._handle(messages, redelivered=redelivered)
             except (StoreUnavailable, *self._errors) as exc:
                 log.warning("stream consumer waiting: %s", exc)
                 pending_done = False  # re-read what was not acknowledged
@@ -252,7 +266,13 @@ async def consume_in_service(online: Any, url: str) -> None:
     if url.startswith("nats://"):
         stop_nats = threading.Event()
         try:
-            await consume_nats(NatsSource.parse(url), online.ingest, stop_nats)
+            await consume_nats(
+                NatsSource.parse(url),
+                online.ingest,
+                stop_nats,
+                flush=online.flush_archive if online.archive is not None else None,
+                apply_redelivered=lambda b, bid: online.ingest(b, bid, redelivered=True),
+            )
         finally:
             stop_nats.set()
         return
@@ -260,7 +280,12 @@ async def consume_in_service(online: Any, url: str) -> None:
     source = StreamSource(
         source.redis_url, source.stream, source.group, f"{source.consumer}-{os.getpid()}"
     )
-    consumer = StreamConsumer(source, online.ingest_many)
+    consumer = StreamConsumer(
+        source,
+        online.ingest_many,
+        flush=online.flush_archive if online.archive is not None else None,
+        apply_redelivered=lambda m: online.ingest_many(m, redelivered=True),
+    )
     stop = threading.Event()
     try:
         await asyncio.to_thread(consumer.run, stop)
@@ -325,10 +350,17 @@ async def consume_nats(
     count: int = 64,
     until_idle: bool = False,
     ack_wait_s: float = 30.0,
+    flush: Callable[[], None] | None = None,
+    apply_redelivered: Callable[[list[Batch], str | None], Any] | None = None,
 ) -> ConsumerStats:
     """Pull from a durable JetStream consumer; ack each message only after it is applied
     (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
-    that break the contract are acknowledged and logged (term: not redelivered)."""
+    that break the contract are acknowledged and logged (term: not redelivered).
+
+    The applied messages of a fetch are acknowledged together after `flush()` (the live
+    archive's write) returned; when it fails they are nak'ed, and their redelivery
+    (num_delivered > 1) goes through `apply_redelivered`, which archives what the
+    archive lacks (`StreamConsumer` has the same rules)."""
     import asyncio
 
     import nats
@@ -359,11 +391,17 @@ async def consume_nats(
                 if until_idle:
                     break
                 continue
+            applied = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
+                again = apply_redelivered is not None and msg.metadata.num_delivered > 1
                 try:
                     batch, batch_id = nats_message_batch(source.stream, seq, msg.data, msg.headers)
-                    result = await asyncio.to_thread(apply, [batch], batch_id)
+                    result = await asyncio.to_thread(
+                        apply_redelivered if again else apply,  # type: ignore[arg-type]
+                        [batch],
+                        batch_id,
+                    )
                 except StoreUnavailable as exc:
                     log.warning("NATS consumer waiting: %s", exc)
                     await msg.nak(delay=1.0)
@@ -377,6 +415,17 @@ async def consume_nats(
                     continue
                 stats.rows += result.rows
                 stats.duplicates += int(result.duplicate)
+                applied.append(msg)
+            if applied and flush is not None:
+                try:
+                    await asyncio.to_thread(flush)
+                except StoreUnavailable as exc:
+                    log.warning("NATS consumer waiting: %s", exc)
+                    for msg in applied:
+                        await msg.nak(delay=1.0)
+                    await asyncio.sleep(1.0)
+                    continue
+            for msg in applied:
                 await msg.ack()
                 stats.messages += 1
     finally:

@@ -72,7 +72,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "watch": (
         "discovery.cli",
-        "Run discovery over a sliding window every so often and upsert incidents into the store.",
+        "Run discovery over a sliding window (of a dataset folder or the live archive) every "
+        "so often and upsert incidents into the store.",
     ),
 }
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import TABLES
+from features.online.archive import LiveArchive
 from features.online.errors import Batch, BatchRejected
 from features.online.ops import ONLINE_TABLES, OnlineConfig
 from features.online.store import ApplyResult, OnlineStore
@@ -117,11 +118,42 @@ def check_batch_id(batch_id: str | None) -> str | None:
 
 
 def ingest(
-    store: OnlineStore, batches: Sequence[Batch], batch_id: str | None = None
+    store: OnlineStore,
+    batches: Sequence[Batch],
+    batch_id: str | None = None,
+    *,
+    archive: LiveArchive | None = None,
+    redelivered: bool = False,
 ) -> ApplyResult:
-    """Check every batch against the contract, then apply them all in one atomic step."""
+    """Check every batch against the contract, then apply them all in one atomic step.
+
+    `archive`: the rows the store newly applied are buffered there too (`archive_applied`);
+    `redelivered` says the message may have been applied before a crash (a stream's
+    redelivery)."""
     batch_id = check_batch_id(batch_id)
-    return store.apply(_frames(batches, store.config), batch_id=batch_id)
+    frames = _frames(batches, store.config)
+    result = store.apply(frames, batch_id=batch_id)
+    if archive is not None:
+        archive_applied(archive, frames, batch_id, result, redelivered)
+    return result
+
+
+def archive_applied(
+    archive: LiveArchive,
+    frames: list[tuple[str, pd.DataFrame]],
+    batch_id: str | None,
+    result: ApplyResult,
+    redelivered: bool,
+) -> bool:
+    """Archive a batch's rows when the store newly applied them; a duplicate only when it is
+    a redelivery no archived part holds (applied, then a crash before its part was written).
+    Returns whether the rows were archived."""
+    if result.duplicate and not (
+        redelivered and batch_id is not None and not archive.has_batch(batch_id)
+    ):
+        return False
+    archive.record(frames, batch_id)
+    return True
 
 
 def _frames(batches: Sequence[Batch], cfg: OnlineConfig) -> list[tuple[str, pd.DataFrame]]:
@@ -141,13 +173,18 @@ def _frames(batches: Sequence[Batch], cfg: OnlineConfig) -> list[tuple[str, pd.D
 
 
 def ingest_many(
-    store: OnlineStore, messages: Sequence[tuple[Sequence[Batch], str | None]]
+    store: OnlineStore,
+    messages: Sequence[tuple[Sequence[Batch], str | None]],
+    *,
+    archive: LiveArchive | None = None,
+    redelivered: bool = False,
 ) -> list[ApplyResult | BatchRejected]:
     """`ingest` for several messages in one round trip to the store: each is checked and
     applied on its own (atomic, idempotent under its own batch id), so one bad message is
     rejected alone and a re-delivered one is a no-op alone. Per message: its ApplyResult,
     or the BatchRejected that kept it out. StoreUnavailable: nothing was acknowledged by
     the store for any of them (some may have been applied; their ids make a retry a no-op).
+    `archive` and `redelivered`: as for `ingest`, per message.
     """
     out: list[ApplyResult | BatchRejected | None] = [None] * len(messages)
     todo: list[int] = []
@@ -160,8 +197,10 @@ def ingest_many(
             todo.append(k)
         except BatchRejected as exc:
             out[k] = exc
-    for k, result in zip(todo, store.apply_many(planned), strict=True):
+    for k, (frames, batch_id), result in zip(todo, planned, store.apply_many(planned), strict=True):
         out[k] = result
+        if archive is not None:
+            archive_applied(archive, frames, batch_id, result, redelivered)
     return out  # type: ignore[return-value]
 
 

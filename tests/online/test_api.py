@@ -128,6 +128,26 @@ async def test_resent_batch_counts_once(champion_v1, tmp_path, sim_tables, store
     assert store.snapshot(item)["n_view"] == int((events["kind"] == "view").sum())
 
 
+async def test_api_archives_a_resent_batch_once(champion_v1, tmp_path, sim_tables, store_factory):
+    """With SURFACER_ARCHIVE_DIR the service archives what it newly applied; the rows still
+    buffered at shutdown are written then."""
+    from features.io import load_dataset
+
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store, archive_dir=tmp_path / "live")
+    part = _first_items(sim_tables, 3)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        await _post(client, "items", part["items"], batch_id="i-1")
+        for _ in range(2):
+            r = await _post(client, "events", part["events"], batch_id="e-1")
+            assert r.status_code == 200
+        await _post(client, "items", part["items"], batch_id="i-1")
+    live = load_dataset(tmp_path / "live")
+    assert len(live["items"]) == len(part["items"])
+    assert len(live["events"]) == len(part["events"])
+    assert set(live) == {"items", "events"}
+
+
 async def test_flag_reaches_queue_once_per_item_and_issue(
     champion_v1, tmp_path, sim_tables, store_factory
 ):

@@ -80,3 +80,73 @@ async def test_jetstream_crash_redelivers_and_counts_once(sim_tables) -> None:
     finally:
         await js.delete_stream(source.stream)
         await nc.close()
+
+
+async def test_jetstream_acks_after_the_archive_and_redelivery_fills_it(
+    sim_tables, tmp_path
+) -> None:
+    """Applied, then the process died before its archive part: the redelivered messages are
+    store duplicates and are archived once all the same (acked only after the archive)."""
+    _nats_or_skip()
+    import nats
+
+    from features.io import read_table
+    from features.online.archive import LiveArchive
+
+    tag = uuid.uuid4().hex[:10]
+    source = NatsSource.parse(
+        f"nats://127.0.0.1:4222?stream=W40_{tag}&subject=w40.{tag}.events&durable=d{tag}"
+    )
+    items = sim_tables["items"].head(10)
+    ev = sim_tables["events"]
+    events = ev[ev["item_id"].isin(set(items["item_id"]))].head(300)
+    nc = await nats.connect(source.server)
+    js = nc.jetstream()
+    await js.add_stream(name=source.stream, subjects=[source.subject])
+    try:
+        await js.publish(
+            source.subject, orjson.dumps({"table": "items", "columns": json_columns(items)})
+        )
+        for lo in range(0, len(events), 100):
+            body = {"table": "events", "columns": json_columns(events.iloc[lo : lo + 100])}
+            await js.publish(source.subject, orjson.dumps(body))
+        store = open_store("memory")
+        lost = LiveArchive(tmp_path / "live", background=False)
+
+        def flush_then_crash() -> None:
+            raise KeyboardInterrupt  # every message applied and buffered; no part, no ack
+
+        with pytest.raises(KeyboardInterrupt):
+            await consume_nats(
+                source,
+                lambda b, bid: ingest(store, b, bid, archive=lost),
+                flush=flush_then_crash,
+                ack_wait_s=1.0,
+            )
+        assert lost.buffered_rows == len(items) + len(events)
+        await asyncio.sleep(1.5)  # past ack_wait: redelivered
+        archive = LiveArchive(tmp_path / "live", background=False)
+        stats = await consume_nats(
+            source,
+            lambda b, bid: ingest(store, b, bid, archive=archive),
+            until_idle=True,
+            ack_wait_s=1.0,
+            flush=archive.flush,
+            apply_redelivered=lambda b, bid: ingest(
+                store, b, bid, archive=archive, redelivered=True
+            ),
+        )
+        assert stats.messages == 4 and stats.duplicates == 4
+        assert len(read_table("items", tmp_path / "live" / "items")) == len(items)
+        assert len(read_table("events", tmp_path / "live" / "events")) == len(events)
+        # and once acked, nothing comes back
+        again = await consume_nats(
+            source,
+            lambda b, bid: ingest(store, b, bid, archive=archive),
+            until_idle=True,
+            ack_wait_s=1.0,
+        )
+        assert again.messages == 0
+    finally:
+        await js.delete_stream(source.stream)
+        await nc.close()
