@@ -310,3 +310,25 @@ async def test_future_event_time_rejected_and_windows_untouched(
         r = await client.post("/v1/events", json={"rows": rows[:2] + rows[3:]})
         assert r.status_code == 200, r.text
         assert store.clock_ns() < ahead.value
+
+
+async def test_score_by_id_checks_the_id_length(champion_v1: Registry, tmp_path):
+    """The path's item id is checked by hand (not as a FastAPI parameter): too long is a 422
+    naming it, before authentication as before; the OpenAPI document still declares it."""
+    from serving.limits import ITEM_ID_MAX
+
+    app, _ = _app(champion_v1, tmp_path, open_store("memory"))
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        r = await client.get(f"/v1/items/{'x' * (ITEM_ID_MAX + 1)}/score")
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["path", "item_id"]
+        r = await client.get(
+            f"/v1/items/{'x' * (ITEM_ID_MAX + 1)}/score", headers={"X-API-Key": ""}
+        )
+        assert r.status_code == 422
+        r = await client.get(f"/v1/items/{'x' * ITEM_ID_MAX}/score")
+        assert r.status_code == 404  # allowed, unknown
+        assert (await client.get("/v1/items/x/score", headers={"X-API-Key": ""})).status_code == 401
+        op = (await client.get("/openapi.json")).json()["paths"]["/v1/items/{item_id}/score"]
+        (param,) = op["get"]["parameters"]
+        assert param["in"] == "path" and param["schema"]["maxLength"] == ITEM_ID_MAX
