@@ -285,7 +285,8 @@ class RedisStore(OnlineStore):
         return _parse_read(item_ids, reply)
 
     async def snapshot_async(self, item_id: str) -> dict[str, Any] | None:
-        """`snapshot(item_id)` on the running event loop, without a thread.
+        """`snapshot(item_id)` on the running event loop, without a thread (with Python
+        datetimes, as `OnlineStore.snapshot_async`).
 
         GET score is latency-bound: handing the read to a worker thread (as the other stores
         do) cost two thread wake-ups and GIL hand-offs per request on top of the round trip,
@@ -297,7 +298,7 @@ class RedisStore(OnlineStore):
         except (*self._errors, OSError) as exc:  # OSError: ScriptReader's connection errors
             raise self._unavailable(exc) from None
         clock, raws = _parse_read([item_id], reply)
-        return self._assemble_all(clock, raws, None)[0]
+        return self._assemble_all(clock, raws, None, python_times=True)[0]
 
     def _async_read(self) -> Any:
         """READ_LUA on the running loop, as a coroutine function of ARGV (made on first use; a

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -60,12 +61,29 @@ def comment_text(entries: tuple[str, ...], as_of_ns: int) -> str:
     return COMMENT_TEXT_SEPARATOR.join(e[TEXT_OFFSET:] for e in before[-COMMENT_TEXT_LAST:])
 
 
-def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def python_time(ns: int) -> datetime:
+    """`pd.Timestamp(ns, tz="UTC").to_pydatetime(warn=False)` without pandas: the instant
+    floored to whole microseconds (a Timestamp's nanosecond field is 0-999, dropped)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _pandas_time(ns: int) -> pd.Timestamp:
+    return pd.Timestamp(ns, unit="ns", tz="UTC")
+
+
+def assemble(raw: RawItem, as_of_ns: int, *, python_times: bool = False) -> dict[str, Any] | None:
     """The snapshot row of an item at as_of (anchor "post"), or None if the item is unknown
-    (no `items` row upserted yet): the batch builds rows only for items in `items`."""
+    (no `items` row upserted yet): the batch builds rows only for items in `items`.
+
+    `as_of` and `created_at` are pandas Timestamps, or with `python_times` the datetimes
+    `serving.online.json_record` would make of them (what a JSON answer carries)."""
     f = raw.fields
     if "s" not in f or "cid" not in f:
         return None
+    stamp = python_time if python_times else _pandas_time
     static = json.loads(f["s"])
     created = int(static.pop("created_at"))
     # float(int) / int, as numpy divides int64 arrays (Python's int / int rounds differently
@@ -73,11 +91,11 @@ def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
     age_h = float(as_of_ns - created) / NS_PER_H
     row: dict[str, Any] = {
         "item_id": raw.item_id,
-        "as_of": pd.Timestamp(as_of_ns, unit="ns", tz="UTC"),
+        "as_of": stamp(as_of_ns),
         "anchor": "post",
         "horizon_h": age_h,
         "creator_id": f["cid"],
-        "created_at": pd.Timestamp(created, unit="ns", tz="UTC"),
+        "created_at": stamp(created),
         **static,
         "age_h": age_h,
     }

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from features.online.errors import AsOfTooEarly, Batch, BatchRejected, StoreUnavailable
 from serving.deps import SECURITY, authorize, loaded_model
 from serving.limits import ITEM_ID_MAX
-from serving.online import OnlineService, json_record
+from serving.online import OnlineService
 from serving.schemas import ErrorBody
 from serving.scoring import TOP_K
 
@@ -215,18 +215,18 @@ async def item_score(request: Request) -> Response:
     online = online_of(request)
     model = loaded_model(request.app.state.service)
     try:
-        snap = await online.store.snapshot_async(item_id)
+        # the snapshot as a JSON answer carries it (Python datetimes, as json_record makes)
+        record = await online.store.snapshot_async(item_id)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     except AsOfTooEarly as exc:  # pragma: no cover - the live as_of is after the clock
         raise HTTPException(409, str(exc)) from None
-    if snap is None:
+    if record is None:
         raise HTTPException(
             404,
             f"item {item_id!r} is not in the online store (never upserted with POST "
             "/v1/items, or expired after its last horizon)",
         )
-    record = json_record(snap)
     probs, flagged, reasons = model.bundle.score_explain_one(record, top_k=TOP_K)
     body = {
         "item_id": item_id,

@@ -13,6 +13,7 @@ import pytest
 from features.online import OnlineConfig, open_store
 from features.online.errors import StoreUnavailable
 from features.online.redis_read import ScriptReader
+from serving.online import json_record
 from tests.online.conftest import redis_or_skip
 from tests.online.test_store import _events, _items
 
@@ -28,7 +29,7 @@ def _store(db: int = 0):
 
 def test_concurrent_reads_each_get_their_own_item() -> None:
     """Many reads in flight on one connection: each answer is its own item's snapshot,
-    equal to the blocking client's read at the same as_of."""
+    equal to the blocking client's read at the same as_of (nothing applied meanwhile)."""
     store = _store()
     try:
         ids = [f"i{k:03d}" for k in range(60)]
@@ -51,7 +52,7 @@ def test_concurrent_reads_each_get_their_own_item() -> None:
         assert got[-1] is None
         for item, snap in zip(ids, got, strict=False):
             assert snap["item_id"] == item
-            assert snap == store.snapshot(item, snap["as_of"].value)
+            assert snap == json_record(store.snapshot(item, store.now_ns()))
         assert len({s["n_view"] for s in got[:-1]}) == 7  # the answers differ per item
     finally:
         store.clear()
