@@ -54,12 +54,16 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
 
     if args.state is not None:
         state = Path(args.state)
-        cached = state / "bench-get-score-tables.pkl"
+        cached = state / "bench-get-score-world.pkl"
         if cached.exists():
-            return _settings(state), pickle.loads(cached.read_bytes())
+            world = pickle.loads(cached.read_bytes())
+            # the world the champion was trained on (its days set the items' horizon)
+            args.items, args.days = world["items"], world["days"]
+            return _settings(state), world["tables"]
         tables, data = _world(args.items, args.days, work)
         settings = _train(data, state)
-        cached.write_bytes(pickle.dumps(tables))
+        world = {"items": args.items, "days": args.days, "tables": tables}
+        cached.write_bytes(pickle.dumps(world))
         return settings, tables
     tables, data = _world(args.items, args.days, work)
     return _train(data, work / "state"), tables
@@ -121,7 +125,11 @@ async def _asgi(args: argparse.Namespace, settings: Any, store: Any, items: list
     from serving.server import settle_heap
 
     settings = settings.model_copy(
-        update={"api_keys": {API_KEY: ["score", "ingest"]}, "reload_interval_s": 0}
+        update={
+            "api_keys": {API_KEY: ["score", "ingest"]},
+            "reload_interval_s": 0,
+            "online_rescore": False,  # as in bench/online.py: re-scoring runs elsewhere
+        }
     )
     sink = JsonlFlagSink(Path(settings.data_dir) / "bench-get-score-flags.jsonl")
     app = create_app(settings, flag_sink=sink, online_store=store)
@@ -249,8 +257,8 @@ def main() -> None:
     parser.add_argument(
         "--state",
         default=None,
-        help="SURFACER_DATA_DIR to train the champion into once and reuse on later runs "
-        "(default: a temporary one, trained every run)",
+        help="SURFACER_DATA_DIR to train the champion into once and reuse on later runs, "
+        "with the world's --items and --days (default: a temporary one, trained every run)",
     )
     parser.add_argument(
         "--profile", default=None, help="run the ASGI loop under cProfile; stats to this file"
