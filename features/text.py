@@ -378,7 +378,7 @@ _COUNT = {name: j for j, name in enumerate(ASCII_COUNT_NAMES)}
 
 
 # Distinct texts whose statistics `text_stats_recent` keeps.
-TEXT_STATS_CACHE = 4096
+TEXT_STATS_CACHE = 16_384
 
 
 @functools.lru_cache(maxsize=TEXT_STATS_CACHE)
