@@ -30,6 +30,11 @@ from features.schema import (
 from features.snapshot_frame import NS_PER_D, NS_PER_H
 
 _VELOCITY = [(k, EVENT_KINDS.index(k)) for k in VELOCITY_KINDS]
+# (snapshot column, hash field) of the counters, and (window hours, [(column, kind code)]):
+# the names once here rather than formatted on every read
+_EVENT_COUNTS = [(f"n_{kind}", f"n:{kind}") for kind in EVENT_KINDS]
+_REPORT_COUNTS = [(f"n_report_{reason}", f"r:{reason}") for reason in REPORT_REASONS]
+_WINDOW_COUNTS = [(w, [(f"n_{kind}_{w}h", code) for kind, code in _VELOCITY]) for w in WINDOWS_H]
 
 
 @dataclass(frozen=True)
@@ -99,17 +104,19 @@ def assemble(raw: RawItem, as_of_ns: int, *, python_times: bool = False) -> dict
         **static,
         "age_h": age_h,
     }
-    for kind in EVENT_KINDS:
-        row[f"n_{kind}"] = _int(f, f"n:{kind}")
+    get = f.get
+    for column, field in _EVENT_COUNTS:
+        row[column] = int(get(field, 0))  # = _int(f, field): hash values are never None
     rec = window_records(raw.windows)
-    before = rec["ts"] < as_of_ns
-    for w in WINDOWS_H:
-        inside = before & (rec["ts"] >= as_of_ns - w * NS_PER_H)
+    ts = rec["ts"]
+    before = ts < as_of_ns
+    for w, columns in _WINDOW_COUNTS:
+        inside = before & (ts >= as_of_ns - w * NS_PER_H)
         kinds = np.bincount(rec["kind"][inside].astype(np.int64), minlength=len(EVENT_KINDS))
-        for kind, code in _VELOCITY:
-            row[f"n_{kind}_{w}h"] = int(kinds[code])
-    for reason in REPORT_REASONS:
-        row[f"n_report_{reason}"] = _int(f, f"r:{reason}")
+        for column, code in columns:
+            row[column] = int(kinds[code])
+    for column, field in _REPORT_COUNTS:
+        row[column] = int(get(field, 0))
     row["n_viewers"] = raw.n_viewers
     row["n_reporters"] = raw.n_reporters
     wn = _int(f, "wn")
