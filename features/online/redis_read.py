@@ -140,14 +140,11 @@ class ScriptReader:
         protocol = self._protocol
         if protocol is not None and protocol.lost is None:
             return protocol
-        if self._connecting is None:  # the first request to find no connection opens one
+        # The first request to find no connection opens one; the others wait for it. A
+        # finished attempt is not reused: it failed, or its connection has been lost since.
+        if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if self._connecting is connecting and connecting.done():
-                self._connecting = None
+        return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()

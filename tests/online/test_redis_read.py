@@ -126,3 +126,32 @@ def test_a_lost_connection_fails_the_read_and_the_next_read_reconnects() -> None
         store.clear()
         store.close()
         proxy.close()
+
+
+def test_a_failed_connect_whose_request_was_cancelled_is_tried_again() -> None:
+    """A request cancelled while the connection it started was being refused (its client
+    went away) does not leave that failure behind for every later request."""
+    from tests.support.faults import TcpProxy
+
+    redis_or_skip()
+    proxy = TcpProxy(("127.0.0.1", 6379)).start()
+    proxy.cut()  # refuses connections
+    reader = ScriptReader("127.0.0.1", proxy.port, "return ARGV[1]")
+
+    async def main() -> bytes:
+        try:
+            first = asyncio.ensure_future(reader("a"))
+            await asyncio.sleep(0)  # it has started connecting
+            first.cancel()
+            await asyncio.sleep(0.2)  # the connection was refused meanwhile
+            with pytest.raises(OSError):
+                await reader("b")
+            proxy.restore()
+            return await reader("c")
+        finally:
+            reader.close()
+
+    try:
+        assert asyncio.run(main()) == b"c"
+    finally:
+        proxy.close()
