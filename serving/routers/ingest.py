@@ -242,3 +242,6 @@ _route("items", "/items", "Upsert `items` rows (the creator is fixed at first up
 _route("creators", "/creators", "Upsert `creators` rows.")
 _route("moderation", "/moderation", "Append `moderation` actions.")
 _route("appeals", "/appeals", "Upsert `appeals` rows, keyed by (item_id, filed_at).")
+
+# served by serving.direct.DirectRoute, before FastAPI's router
+item_score_route = next(r for r in router.routes if getattr(r, "endpoint", None) is item_score)
