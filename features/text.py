@@ -10,6 +10,7 @@ are fixed, the hash is deterministic across processes (CRC32, not Python's salte
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -374,6 +375,21 @@ _LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
 _SPAM_LIST = _word_list(sorted(SPAM_WORDS))
 _PHRASE_FIRST_LIST = _word_list(sorted(_PHRASE_FIRST_WORDS))
 _COUNT = {name: j for j, name in enumerate(ASCII_COUNT_NAMES)}
+
+
+# Distinct texts whose statistics `text_stats_recent` keeps.
+TEXT_STATS_CACHE = 16_384
+
+
+@functools.lru_cache(maxsize=TEXT_STATS_CACHE)
+def text_stats_recent(text: str, tag_list: bool) -> tuple[float, ...]:
+    """`text_stats(text, tag_list=tag_list)` from a bounded least-recently-used cache.
+
+    The statistics are a pure function of the text and an immutable tuple, so a cached
+    answer is the computed one. The single-record path uses it: every read of an item's
+    live snapshot (GET score) sees the same caption and hashtags, and the same comment text
+    until a comment arrives."""
+    return text_stats(text, tag_list=tag_list)
 
 
 def text_stats_many(texts: Sequence[str | None], *, tag_list: bool = False) -> np.ndarray:

@@ -62,6 +62,7 @@ from features.text import (
     hashed_ngrams_rows,
     text_stats,
     text_stats_many,
+    text_stats_recent,
 )
 
 OTHER_CODE = 0  # the categorical code of rare and unseen values
@@ -483,7 +484,10 @@ class FeatureTransform(BaseEstimator):
         if text:
             for c, tags in self._text_plan:
                 v = get(c)
-                row.extend(text_stats(v if type(v) is str else _as_text(v, c), tag_list=tags))
+                if type(v) is str:
+                    row.extend(text_stats_recent(v, tags))
+                else:
+                    row.extend(text_stats(_as_text(v, c), tag_list=tags))
         return row
 
     def _records_raw(self, rows: list[list[Any]], width: int | None = None) -> np.ndarray:

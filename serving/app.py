@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from common.settings import Settings, get_settings
 from serving.auth import ApiKeyAuth
 from serving.deps import Service
+from serving.direct import install_direct_route
 from serving.flag_writer import FlagSink, FlagWriter, writer_status
 from serving.metrics import FlagWriterCollector, IncidentCollector, ServiceMetrics
 from serving.middleware import ServiceMiddleware, request_id_of
@@ -265,6 +266,9 @@ def create_app(
         settings.max_batch_size,
         lambda: holder.current.bundle if holder.current is not None else None,
     )
+    # GET score skips FastAPI's router (serving.direct); inside ServiceMiddleware, which is
+    # added after it and so wraps it.
+    install_direct_route(app, ingest.item_score_route)
     app.add_middleware(
         ServiceMiddleware,
         metrics=metrics,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ from features.schema import (
 from features.snapshot_frame import NS_PER_D, NS_PER_H
 
 _VELOCITY = [(k, EVENT_KINDS.index(k)) for k in VELOCITY_KINDS]
+# (snapshot column, hash field) of the counters, and (window hours, [(column, kind code)]):
+# the names once here rather than formatted on every read
+_EVENT_COUNTS = [(f"n_{kind}", f"n:{kind}") for kind in EVENT_KINDS]
+_REPORT_COUNTS = [(f"n_report_{reason}", f"r:{reason}") for reason in REPORT_REASONS]
+_WINDOW_COUNTS = [(w, [(f"n_{kind}_{w}h", code) for kind, code in _VELOCITY]) for w in WINDOWS_H]
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,29 @@ def comment_text(entries: tuple[str, ...], as_of_ns: int) -> str:
     return COMMENT_TEXT_SEPARATOR.join(e[TEXT_OFFSET:] for e in before[-COMMENT_TEXT_LAST:])
 
 
-def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def python_time(ns: int) -> datetime:
+    """`pd.Timestamp(ns, tz="UTC").to_pydatetime(warn=False)` without pandas: the instant
+    floored to whole microseconds (a Timestamp's nanosecond field is 0-999, dropped)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _pandas_time(ns: int) -> pd.Timestamp:
+    return pd.Timestamp(ns, unit="ns", tz="UTC")
+
+
+def assemble(raw: RawItem, as_of_ns: int, *, python_times: bool = False) -> dict[str, Any] | None:
     """The snapshot row of an item at as_of (anchor "post"), or None if the item is unknown
-    (no `items` row upserted yet): the batch builds rows only for items in `items`."""
+    (no `items` row upserted yet): the batch builds rows only for items in `items`.
+
+    `as_of` and `created_at` are pandas Timestamps, or with `python_times` the datetimes
+    `serving.online.json_record` would make of them (what a JSON answer carries)."""
     f = raw.fields
     if "s" not in f or "cid" not in f:
         return None
+    stamp = python_time if python_times else _pandas_time
     static = json.loads(f["s"])
     created = int(static.pop("created_at"))
     # float(int) / int, as numpy divides int64 arrays (Python's int / int rounds differently
@@ -73,25 +96,27 @@ def assemble(raw: RawItem, as_of_ns: int) -> dict[str, Any] | None:
     age_h = float(as_of_ns - created) / NS_PER_H
     row: dict[str, Any] = {
         "item_id": raw.item_id,
-        "as_of": pd.Timestamp(as_of_ns, unit="ns", tz="UTC"),
+        "as_of": stamp(as_of_ns),
         "anchor": "post",
         "horizon_h": age_h,
         "creator_id": f["cid"],
-        "created_at": pd.Timestamp(created, unit="ns", tz="UTC"),
+        "created_at": stamp(created),
         **static,
         "age_h": age_h,
     }
-    for kind in EVENT_KINDS:
-        row[f"n_{kind}"] = _int(f, f"n:{kind}")
+    get = f.get
+    for column, field in _EVENT_COUNTS:
+        row[column] = int(get(field, 0))  # = _int(f, field): hash values are never None
     rec = window_records(raw.windows)
-    before = rec["ts"] < as_of_ns
-    for w in WINDOWS_H:
-        inside = before & (rec["ts"] >= as_of_ns - w * NS_PER_H)
+    ts = rec["ts"]
+    before = ts < as_of_ns
+    for w, columns in _WINDOW_COUNTS:
+        inside = before & (ts >= as_of_ns - w * NS_PER_H)
         kinds = np.bincount(rec["kind"][inside].astype(np.int64), minlength=len(EVENT_KINDS))
-        for kind, code in _VELOCITY:
-            row[f"n_{kind}_{w}h"] = int(kinds[code])
-    for reason in REPORT_REASONS:
-        row[f"n_report_{reason}"] = _int(f, f"r:{reason}")
+        for column, code in columns:
+            row[column] = int(kinds[code])
+    for column, field in _REPORT_COUNTS:
+        row[column] = int(get(field, 0))
     row["n_viewers"] = raw.n_viewers
     row["n_reporters"] = raw.n_reporters
     wn = _int(f, "wn")

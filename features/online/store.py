@@ -157,7 +157,7 @@ class OnlineStore:
 
     @staticmethod
     def _assemble_all(
-        clock: int | None, raws: list[RawItem], as_of_ns: int | None
+        clock: int | None, raws: list[RawItem], as_of_ns: int | None, python_times: bool = False
     ) -> list[dict[str, Any] | None]:
         if as_of_ns is None:
             as_of_ns = clock + 1 if clock is not None else time.time_ns()
@@ -167,16 +167,23 @@ class OnlineStore:
                 f"{pd.Timestamp(clock, tz='UTC')}: the online store answers only after the "
                 "latest applied row"
             )
-        return [assemble(raw, as_of_ns) for raw in raws]
+        return [assemble(raw, as_of_ns, python_times=python_times) for raw in raws]
 
     def snapshot(self, item_id: str, as_of_ns: int | None = None) -> dict[str, Any] | None:
         return self.snapshots([item_id], as_of_ns)[0]
 
+    def _snapshot_now(self, item_id: str) -> dict[str, Any] | None:
+        # snapshot_async's read: now, with Python datetimes
+        clock, raws = self._read([item_id])
+        return self._assemble_all(clock, raws, None, python_times=True)[0]
+
     async def snapshot_async(self, item_id: str) -> dict[str, Any] | None:
-        """`snapshot(item_id)` for an event loop (GET score). Here in a worker thread: the
-        in-process store's lock may be held by a batch being applied. A backend with an
-        asynchronous client reads on the loop itself (`RedisStore`)."""
-        return await asyncio.to_thread(self.snapshot, item_id)
+        """`snapshot(item_id)` for an event loop (GET score), with Python datetimes for
+        `as_of` and `created_at` (`serving.online.json_record` of the snapshot, made without
+        pandas). Here in a worker thread: the in-process store's lock may be held by a batch
+        being applied. A backend with an asynchronous client reads on the loop itself
+        (`RedisStore`)."""
+        return await asyncio.to_thread(self._snapshot_now, item_id)
 
     async def aclose(self) -> None:
         """Release what `snapshot_async` opened on the running event loop."""

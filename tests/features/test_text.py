@@ -27,6 +27,7 @@ from features.text import (
     hashed_ngrams_rows,
     text_stats,
     text_stats_many,
+    text_stats_recent,
     tokens,
 )
 
@@ -281,3 +282,22 @@ def test_batch_text_stats_equal_the_scalar_kernel(texts: list[str | None], tag_l
         assert [("nan" if v != v else v) for v in row] == [
             ("nan" if v != v else v) for v in want
         ], text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.one_of(_ASCII_TEXT, st.text(max_size=20)), max_size=8), tag_list=st.booleans()
+)
+def test_cached_text_stats_equal_the_computed_ones(texts: list[str], tag_list: bool) -> None:
+    """`text_stats_recent` (the single-record path's cache) answers what `text_stats`
+    computes, on the first call (computed) and on a repeat (from the cache), and keeps the
+    two tag_list variants of one text apart."""
+    for text in [*texts, *texts]:
+        want = text_stats(text, tag_list=tag_list)
+        for got in (text_stats_recent(text, tag_list), text_stats_recent(text, tag_list)):
+            assert [("nan" if v != v else v) for v in got] == [
+                ("nan" if v != v else v) for v in want
+            ], text
+    tagged = text_stats_recent("fyp #fyp", True)
+    assert tagged == text_stats("fyp #fyp", tag_list=True)
+    assert text_stats_recent("fyp #fyp", False) == text_stats("fyp #fyp", tag_list=False)

@@ -330,3 +330,78 @@ async def test_future_event_time_rejected_and_windows_untouched(
         r = await client.post("/v1/events", json={"rows": rows[:2] + rows[3:]})
         assert r.status_code == 200, r.text
         assert store.clock_ns() < ahead.value
+
+
+async def test_score_by_id_checks_the_id_length(champion_v1: Registry, tmp_path):
+    """The path's item id is checked by hand (not as a FastAPI parameter): too long is a 422
+    naming it, before authentication as before; the OpenAPI document still declares it."""
+    from serving.limits import ITEM_ID_MAX
+
+    app, _ = _app(champion_v1, tmp_path, open_store("memory"))
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        r = await client.get(f"/v1/items/{'x' * (ITEM_ID_MAX + 1)}/score")
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["path", "item_id"]
+        r = await client.get(
+            f"/v1/items/{'x' * (ITEM_ID_MAX + 1)}/score", headers={"X-API-Key": ""}
+        )
+        assert r.status_code == 422
+        r = await client.get(f"/v1/items/{'x' * ITEM_ID_MAX}/score")
+        assert r.status_code == 404  # allowed, unknown
+        assert (await client.get("/v1/items/x/score", headers={"X-API-Key": ""})).status_code == 401
+        op = (await client.get("/openapi.json")).json()["paths"]["/v1/items/{item_id}/score"]
+        (param,) = op["get"]["parameters"]
+        assert param["in"] == "path" and param["schema"]["maxLength"] == ITEM_ID_MAX
+
+
+async def test_direct_route_answers_as_the_router_does(
+    champion_v1: Registry, tmp_path, sim_tables, monkeypatch
+):
+    """GET score is served before FastAPI's router (serving.direct): every answer (a score,
+    unknown item, too long an id, no key, a key without the score scope, an unexpected
+    error, a HEAD and a POST on the path) equals the routed app's, request id aside."""
+    from serving.direct import DirectRoute
+    from tests.support.serving import REVIEW_KEY
+
+    store = open_store("memory")
+    direct, _ = _app(champion_v1, tmp_path / "direct", store)
+    routed, _ = _app(champion_v1, tmp_path / "routed", store)
+    assert any(m.cls is DirectRoute for m in direct.user_middleware)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not DirectRoute]
+    part = _first_items(sim_tables, 3)
+    item = part["items"]["item_id"].iloc[0]
+    asks = [
+        ("GET", f"/v1/items/{item}/score", INGEST_KEY),
+        ("GET", "/v1/items/nope/score", INGEST_KEY),
+        ("GET", f"/v1/items/{'x' * 300}/score", INGEST_KEY),
+        ("GET", f"/v1/items/{item}/score", ""),
+        ("GET", f"/v1/items/{item}/score", REVIEW_KEY),
+        ("HEAD", f"/v1/items/{item}/score", INGEST_KEY),
+        ("POST", f"/v1/items/{item}/score", INGEST_KEY),
+    ]
+    answers: dict[str, list] = {}
+    for name, app in (("direct", direct), ("routed", routed)):
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+            if name == "direct":
+                for table in ("creators", "items", "events"):
+                    assert (await _post(client, table, part[table])).status_code == 200
+            got = []
+            for method, path, key in asks:
+                r = await client.request(method, path, headers={"X-API-Key": key})
+                body = r.json() if r.content else None
+                if isinstance(body, dict):
+                    body.pop("request_id", None)
+                headers = {k: v for k, v in r.headers.items() if k != "x-request-id"}
+                got.append((r.status_code, body, headers))
+
+            async def broken(item_id: str):
+                raise RuntimeError("boom")
+
+            with monkeypatch.context() as m:
+                m.setattr(store, "snapshot_async", broken)
+                r = await client.get(f"/v1/items/{item}/score")
+                got.append((r.status_code, r.json()["detail"]))
+            answers[name] = got
+    statuses = [a[0] for a in answers["direct"]]
+    assert statuses == [200, 404, 422, 401, 403, 405, 405, 500]
+    assert answers["direct"] == answers["routed"]

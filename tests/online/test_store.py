@@ -265,3 +265,34 @@ def test_apply_many_applies_each_batch_on_its_own_in_order(store_factory) -> Non
         (1, False, ("b",)),
     ]
     assert store.snapshot("a")["n_view"] == 3 and store.snapshot("b")["n_view"] == 1
+
+
+def test_the_async_snapshot_is_the_json_record_of_the_snapshot(store_factory) -> None:
+    """What GET score reads (`snapshot_async`, Python datetimes made without pandas) is
+    `json_record` of the snapshot at the same as_of: equal values, equal JSON bytes."""
+    import asyncio
+
+    import orjson
+
+    from features.online.snapshot import python_time
+    from serving.online import json_record
+
+    store = store_factory()
+    # a creation time with nanoseconds, which the datetimes drop
+    store.apply({"items": _items("x", at=T0 + pd.Timedelta(nanoseconds=123_456_789))})
+    store.apply({"events": _events("x", [1, 2, 90], kind="comment")})
+
+    async def main():
+        try:
+            return await store.snapshot_async("x")
+        finally:
+            await store.aclose()
+
+    got = asyncio.run(main())
+    want = json_record(store.snapshot("x", store.now_ns()))  # nothing applied meanwhile
+    assert got == want
+    assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
+    assert orjson.dumps(got) == orjson.dumps(want)
+    for ns in (0, 1, 999, 1000, 1_799_999_999_123_456_789, -1, -1001):
+        stamp = pd.Timestamp(ns, unit="ns", tz="UTC").to_pydatetime(warn=False)
+        assert python_time(ns) == stamp and python_time(ns).utcoffset() == stamp.utcoffset()
