@@ -24,7 +24,7 @@ measures:
 
 Loopback only, every loop bounded by count or time; keys are deleted at the end.
 
-    uv run python bench/online.py [--items 2000] [--events 100000] [--rate 500] [--duration 5]
+    uv run python bench/online.py [--items 8000] [--events 100000] [--rate 500] [--duration 5]
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def _world(items: int, days: int, work: Path) -> tuple[dict[str, Any], Path]:
     return sim.tables, data
 
 
-def _train(data: Path, state: Path) -> Any:
+def _train(data: Path, state: Path) -> tuple[Any, list[str], dict[str, str]]:
+    """Train and register the champion; its settings, enabled issues and disabled ones (with
+    their reasons): GET score predicts only the enabled ones, so with none enabled the GET
+    phase would time no model at all."""
     from mlflow.tracking import MlflowClient
 
     from common.settings import Settings
@@ -85,7 +88,7 @@ def _train(data: Path, state: Path) -> Any:
     result = train(data, settings=settings, random_state=0, progress=False)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
-    return settings
+    return settings, result.bundle.enabled_issues, dict(result.bundle.disabled)
 
 
 def _event_load(tables: dict[str, Any], n: int) -> Any:
@@ -356,8 +359,8 @@ def _group_lag(client: Any, stream: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--items", type=int, default=8000)
+    parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000, help="events per HTTP batch")
     parser.add_argument(
@@ -417,7 +420,13 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
     prefix = f"bench-online:{tag}:"
     print(f"world: {args.items} items, {args.days} days; training the champion ...", flush=True)
     tables, data = _world(args.items, args.days, work)
-    settings = _train(data, work / "state")
+    settings, enabled, disabled = _train(data, work / "state")
+    print(f"champion: issues enabled {enabled or 'none'}; disabled {disabled or 'none'}")
+    if not enabled:
+        raise SystemExit(
+            "the champion has every issue disabled, so GET score would predict nothing: "
+            "use a larger world (--items, --days)"
+        )
     events = _event_load(tables, args.events)
     client = redis.Redis.from_url(args.redis)
     # Every item stays live while the bench runs (its world spans days); expiry is shown at
@@ -618,6 +627,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         )
     results["rescore_in"] = args.rescore_in
     results["ingest_nice"] = args.ingest_nice
+    results["enabled"] = enabled
     _report(results, n)
 
 
@@ -650,7 +660,7 @@ def _report(r: dict[str, Any], deleted: int) -> None:
         f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}; re-scoring in "
         f"{r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
         f"errors {g['errors']} ({g['late']} unanswered after 10 s, counted at that "
-        "latency) (target p99 < 10)"
+        f"latency); the champion predicts {', '.join(r['enabled'])} (target p99 < 10)"
     )
     serve_cpu, ingest_cpu, redis_cpu = r["cpu"]
     print(
