@@ -52,8 +52,6 @@ from training.evaluate import (
 )
 from training.fit import (
     BoosterParams,
-    baseline_predict,
-    fit_baseline,
     fit_booster,
     fit_calibrator,
     fit_text_model_cv,
@@ -611,7 +609,7 @@ def fit_and_evaluate(
             p = fitted.test_probs
             metrics = issue_metrics(y, p, threshold=fitted.model.threshold, k=capacity_per_day)
             baselines = _baseline_scores(
-                td, issue, split, frame, x_all, test_rows, transform, random_state, fitted
+                td, issue, split, frame, x_all, test_rows, transform, random_state
             )
             for name, b in baselines.items():
                 metrics[f"baseline_{name}_pr_auc"] = pr_auc(y, b)
@@ -777,7 +775,6 @@ def _baseline_scores(
     test_rows: np.ndarray,
     transform: FeatureTransform,
     random_state: int,
-    fitted: _FittedIssue,
 ) -> dict[str, np.ndarray]:
     """The strong baselines' scores on the issue's test rows (`training.baselines`): logistic
     regression on the tabular features, TF-IDF word and char n-grams with them, and LightGBM
@@ -798,7 +795,7 @@ def _baseline_scores(
         categorical=transform.categorical_indices_,
         random_state=random_state,
     )
-    return out or {"logreg_tabular": fitted.baseline_probs}
+    return out
 
 
 def _importance(model: IssueModel) -> dict[str, np.ndarray]:
@@ -840,7 +837,6 @@ class _FittedIssue:
     model: IssueModel
     test_rows: np.ndarray
     test_probs: np.ndarray
-    baseline_probs: np.ndarray
     threshold_choice: ThresholdChoice | None = None
     selection: dict[str, float] = field(default_factory=dict)
     refit: bool = False
@@ -928,9 +924,6 @@ def _fit_issue(
     threshold = choice.threshold if choice.threshold is not None else math.inf
     test_probs = calibrator.transform(chosen.raw(x_te))
 
-    baseline = fit_baseline(x_all[tr], y_tr, categorical=categorical, random_state=random_state)
-    baseline_probs = baseline_predict(baseline, x_all[te])
-
     model = _issue_model(
         chosen, issue, stack=stack, calibrator=calibrator, threshold=float(threshold)
     )
@@ -938,7 +931,6 @@ def _fit_issue(
         model,
         te,
         test_probs,
-        baseline_probs,
         choice,
         selection={k: float(v.selection_score) for k, v in built.candidates.items()},
         refit=refit is not None,

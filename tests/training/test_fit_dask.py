@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 
 import lightgbm as lgb
@@ -109,3 +110,30 @@ def test_design_is_scattered_a_shuffled_chunk_per_worker() -> None:
     np.testing.assert_array_equal(np.concatenate(xs), want)
     np.testing.assert_array_equal(np.concatenate(ys), y[order].astype(float))
     assert empty_columns(x, block_rows=100).tolist() == [False] * 5 + [True]
+
+
+def test_replay_resumes_chunk_by_chunk() -> None:
+    """Replaying a booster's rounds as it grows (one chunk of rounds at a time, as
+    fit_booster_dask trains them) keeps the round a single pass over all of them keeps, and
+    says stop as soon as `early_stopping_rounds` rounds passed without improvement."""
+    from training.fit_dask import EarlyStopReplay
+
+    x, y = design(6000, 5)
+    params = BoosterParams(max_rounds=400, early_stopping_rounds=30)
+    full = lgb.train(
+        params.for_rows(4000).lgb_params(0),
+        lgb.Dataset(x[:4000], label=y[:4000], categorical_feature=[4]),
+        num_boost_round=params.max_rounds,
+    )
+    want = best_iteration(full, x[4000:], y[4000:], metric=params.metric, early_stopping_rounds=30)
+    assert want + 30 < params.max_rounds  # the data stops early: the chunks must notice
+    replay = EarlyStopReplay(x[4000:], y[4000:], metric=params.metric, early_stopping_rounds=30)
+    stopped_at = None
+    for upto in range(50, params.max_rounds + 1, 50):
+        chunk = lgb.Booster(model_str=full.model_to_string(num_iteration=upto))
+        if replay.advance(chunk):
+            stopped_at = upto
+            break
+    assert replay.best_round == want
+    # the first chunk that reaches want + early_stopping_rounds is the last one needed
+    assert stopped_at == 50 * math.ceil((want + 30) / 50)
