@@ -38,7 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
-from bench.online import API_KEY, MODEL_NAME, _cpu_s, _event_load, _pct, _train, _world  # noqa: E402
+from bench.online import (  # noqa: E402
+    API_KEY,
+    MODEL_NAME,
+    _cpu_s,
+    _event_load,
+    _pct,
+    _train,
+    _world,
+    serve_command,
+)
 from bench.serve import HOST, _free_port, _server  # noqa: E402
 
 
@@ -61,12 +70,12 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
             args.items, args.days = world["items"], world["days"]
             return _settings(state), world["tables"]
         tables, data = _world(args.items, args.days, work)
-        settings = _train(data, state)
+        settings = _train(data, state)[0]
         world = {"items": args.items, "days": args.days, "tables": tables}
         cached.write_bytes(pickle.dumps(world))
         return settings, tables
     tables, data = _world(args.items, args.days, work)
-    return _train(data, work / "state"), tables
+    return _train(data, work / "state")[0], tables
 
 
 def _load(store: Any, tables: dict[str, Any], n_events: int) -> list[str]:
@@ -208,22 +217,7 @@ def _http(args: argparse.Namespace, settings: Any, prefix: str, work: Path, item
         "SURFACER_ONLINE_HORIZON_H": str(24.0 * (args.days + 2)),
         "SURFACER_ONLINE_RESCORE": "false",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "surfacer",
-        "serve",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--flags-jsonl",
-        str(work / "flags.jsonl"),
-        "--log-level",
-        "warning",
-    ]
+    cmd = serve_command(port, work)
     with _server(cmd, env, port, "/readyz", work / "serve.log", 180) as proc:
         _http_loop(port, items, 300)  # warm-up
         best = None

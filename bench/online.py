@@ -91,6 +91,27 @@ def _train(data: Path, state: Path) -> tuple[Any, list[str], dict[str, str]]:
     return settings, result.bundle.enabled_issues, dict(result.bundle.disabled)
 
 
+def serve_command(port: int, work: Path) -> list[str]:
+    """`surfacer serve` as the online benches start it: one worker on loopback, flags to a
+    JSONL file in `work`, warnings only."""
+    return [
+        sys.executable,
+        "-m",
+        "surfacer",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--flags-jsonl",
+        str(work / "flags.jsonl"),
+        "--log-level",
+        "warning",
+    ]
+
+
 def _event_load(tables: dict[str, Any], n: int) -> Any:
     """n events of the world's items (repeated with shifted users if the world has fewer),
     kept within the items' first 20 hours so none has expired."""
@@ -477,22 +498,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         }
         if args.archive:
             env["SURFACER_ARCHIVE_DIR"] = str(work / "archive")
-        cmd = [
-            sys.executable,
-            "-m",
-            "surfacer",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--flags-jsonl",
-            str(work / "flags.jsonl"),
-            "--log-level",
-            "warning",
-        ]
+        cmd = serve_command(port, work)
         base = f"http://{HOST}:{port}"
         with _server(cmd, env, port, "/readyz", work / "serve.log", 180) as serve_proc:
             print("phase: HTTP", flush=True)

@@ -217,7 +217,7 @@ def test_stream_consumer_acks_only_after_the_archive(sim_tables, tmp_path: Path)
     from serving.stream import StreamConsumer, StreamSource, publish
 
     tag = uuid.uuid4().hex[:10]
-    stream, prefix = f"w40test:{tag}:stream", f"w40test:{tag}:"
+    stream, prefix = f"archive-test:{tag}:stream", f"w40test:{tag}:"
     client = redis.Redis.from_url(REDIS_URL)
     store = open_store(REDIS_URL, CONFIG, prefix=prefix)
     items = sim_tables["items"].head(40)

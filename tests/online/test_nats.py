@@ -30,14 +30,28 @@ def _nats_or_skip() -> None:
         pytest.skip("no NATS on 127.0.0.1:4222")
 
 
+def _source() -> NatsSource:
+    """A stream, subject and durable consumer of this test's own (a fresh random tag)."""
+    tag = uuid.uuid4().hex[:10]
+    return NatsSource.parse(
+        f"nats://127.0.0.1:4222?stream=SURFACER_TEST_{tag}&subject=surfacer-test.{tag}.events"
+        f"&durable=d{tag}"
+    )
+
+
+async def _publish(js: object, subject: str, items: pd.DataFrame, events: pd.DataFrame) -> None:
+    """The items, then the events in messages of 100, as a platform would publish them."""
+    await js.publish(subject, orjson.dumps({"table": "items", "columns": json_columns(items)}))
+    for lo in range(0, len(events), 100):
+        body = {"table": "events", "columns": json_columns(events.iloc[lo : lo + 100])}
+        await js.publish(subject, orjson.dumps(body))
+
+
 async def test_jetstream_crash_redelivers_and_counts_once(sim_tables) -> None:
     _nats_or_skip()
     import nats
 
-    tag = uuid.uuid4().hex[:10]
-    source = NatsSource.parse(
-        f"nats://127.0.0.1:4222?stream=W17_{tag}&subject=w17.{tag}.events&durable=d{tag}"
-    )
+    source = _source()
     items = sim_tables["items"].head(10)
     end = items["created_at"].min() + pd.Timedelta(hours=20)
     ev = sim_tables["events"]
@@ -46,12 +60,7 @@ async def test_jetstream_crash_redelivers_and_counts_once(sim_tables) -> None:
     js = nc.jetstream()
     await js.add_stream(name=source.stream, subjects=[source.subject])
     try:
-        await js.publish(
-            source.subject, orjson.dumps({"table": "items", "columns": json_columns(items)})
-        )
-        for lo in range(0, len(events), 100):
-            body = {"table": "events", "columns": json_columns(events.iloc[lo : lo + 100])}
-            await js.publish(source.subject, orjson.dumps(body))
+        await _publish(js, source.subject, items, events)
         await js.publish(source.subject, orjson.dumps({"table": "events", "rows": [{"kind": "x"}]}))
         store = open_store("memory")
         crashed: list[str] = []
@@ -93,10 +102,7 @@ async def test_jetstream_acks_after_the_archive_and_redelivery_fills_it(
     from features.io import read_table
     from features.online.archive import LiveArchive
 
-    tag = uuid.uuid4().hex[:10]
-    source = NatsSource.parse(
-        f"nats://127.0.0.1:4222?stream=W40_{tag}&subject=w40.{tag}.events&durable=d{tag}"
-    )
+    source = _source()
     items = sim_tables["items"].head(10)
     ev = sim_tables["events"]
     events = ev[ev["item_id"].isin(set(items["item_id"]))].head(300)
@@ -104,12 +110,7 @@ async def test_jetstream_acks_after_the_archive_and_redelivery_fills_it(
     js = nc.jetstream()
     await js.add_stream(name=source.stream, subjects=[source.subject])
     try:
-        await js.publish(
-            source.subject, orjson.dumps({"table": "items", "columns": json_columns(items)})
-        )
-        for lo in range(0, len(events), 100):
-            body = {"table": "events", "columns": json_columns(events.iloc[lo : lo + 100])}
-            await js.publish(source.subject, orjson.dumps(body))
+        await _publish(js, source.subject, items, events)
         store = open_store("memory")
         lost = LiveArchive(tmp_path / "live", background=False)
 
