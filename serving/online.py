@@ -151,6 +151,16 @@ class OnlineService:
             self._created = {k: v for k, v in self._created.items() if k in self._last}
         return out
 
+    def backlog(self) -> int:
+        """Touched items due now and not yet scored: those still in the store's touched
+        set and those taken whose debounce (rescore_s) has ended. Staying under a pass
+        (`due`'s limit) means re-scoring keeps up; growing means it falls behind."""
+        now = time.monotonic()
+        waiting = sum(
+            1 for item in self._touched if now - self._last.get(item, -1e18) >= self.rescore_s
+        )
+        return self.store.touched_count() + waiting
+
     def _plan_horizons(self, item: str, created_ns: int) -> None:
         if item in self._created:
             return
@@ -287,6 +297,8 @@ def run_rescorer(
     holder: Any = None,
     store: Any = None,
     on_ready: Callable[[Any], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    status_s: float = 30.0,
 ) -> int:
     """Background re-scoring outside the serving workers (`surfacer ingest --rescore`).
 
@@ -295,7 +307,10 @@ def run_rescorer(
     `retry_s` until one loads) and its own spool segment in settings.spool_path, which the
     service's flag writer drains into the review store like a worker's. Runs until `stop`
     is set, then makes one last pass over the items due then. `on_ready(model)` is called
-    once, when the first model has loaded (re-scoring starts then).
+    once, when the first model has loaded (re-scoring starts then). `on_status(line)` gets,
+    every `status_s` once re-scoring has started, the items scored and queued since the
+    last line and the backlog of due items (`OnlineService.backlog`): whether re-scoring
+    keeps up (on busy cores, an `ingest --idle` re-scorer may not).
     Returns the items queued for review.
     """
     from serving.model_holder import ModelHolder
@@ -310,6 +325,25 @@ def run_rescorer(
     ).start()
     reload_s = float(settings.reload_interval_s)
     checked = -1e18
+    last_status: tuple[float, int, int] | None = None  # (monotonic time, scored, queued)
+
+    def status() -> None:
+        nonlocal last_status
+        now = time.monotonic()
+        if last_status is None:
+            last_status = (now, online.scored, online.queued)
+            return
+        t0, scored0, queued0 = last_status
+        if now - t0 < status_s:
+            return
+        scored, secs = online.scored - scored0, now - t0
+        if on_status is not None:
+            on_status(
+                f"re-scorer: {scored} items scored in {secs:.1f} s ({scored / secs:.0f}/s), "
+                f"{online.queued - queued0} queued for review, backlog {online.backlog()} "
+                "due items"
+            )
+        last_status = (now, online.scored, online.queued)
 
     def load() -> None:
         nonlocal checked
@@ -336,6 +370,7 @@ def run_rescorer(
                 on_ready(model)
                 on_ready = None
             if model is not None:
+                status()
                 pause = rescore_due(online, model, spool)
                 if pause:
                     stop.wait(pause)

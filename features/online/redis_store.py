@@ -359,6 +359,9 @@ class RedisStore(OnlineStore):
         taken = self._call(self.client.spop, self.prefix + TOUCHED_KEY, limit) or []
         return [t.decode() for t in taken]
 
+    def touched_count(self) -> int:
+        return int(self._call(self.client.scard, self.prefix + TOUCHED_KEY))
+
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         if issues:
             self._call(self.client.srem, self.prefix + f"f:{item_id}", *issues)

@@ -100,6 +100,10 @@ class OnlineStore:
         """Up to `limit` items changed since last taken (each taken by one caller)."""
         raise NotImplementedError
 
+    def touched_count(self) -> int:
+        """Items changed and not yet taken (the re-scorer's backlog in the store)."""
+        raise NotImplementedError
+
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
         raise NotImplementedError
@@ -357,6 +361,10 @@ class MemoryStore(OnlineStore):
         with self._lock:
             touched = self._s.get(TOUCHED_KEY, set())
             return [touched.pop() for _ in range(min(limit, len(touched)))]
+
+    def touched_count(self) -> int:
+        with self._lock:
+            return len(self._s.get(TOUCHED_KEY, ()))
 
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         with self._lock:

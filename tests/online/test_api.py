@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -200,17 +201,23 @@ async def test_rescoring_off_in_the_service_runs_in_another_process(
         stop = threading.Event()
         queued: list[int] = []
         ready: list[str] = []
+        statuses: list[str] = []
         thread = threading.Thread(
             target=lambda: queued.append(
                 run_rescorer(
-                    settings, stop, store=store, on_ready=lambda m: ready.append(m.version)
+                    settings,
+                    stop,
+                    store=store,
+                    on_ready=lambda m: ready.append(m.version),
+                    on_status=statuses.append,
+                    status_s=0.5,
                 )
             )
         )
         thread.start()
         try:
             for _ in range(300):
-                if sink.path.exists() and JsonlFlagSink.read(sink.path):
+                if statuses and sink.path.exists() and JsonlFlagSink.read(sink.path):
                     break
                 await asyncio.sleep(0.1)
         finally:
@@ -218,6 +225,18 @@ async def test_rescoring_off_in_the_service_runs_in_another_process(
             await asyncio.to_thread(thread.join, 30)
         assert queued and queued[0] > 0, "the test model flags some of 40 items"
         assert ready == [champion_v1.versions[0]], "on_ready: once, with the loaded champion"
+        # the status lines count what was scored and queued since the previous one
+        parsed = [
+            re.fullmatch(
+                r"re-scorer: (\d+) items scored in [\d.]+ s \(\d+/s\), (\d+) queued for "
+                r"review, backlog (\d+) due items",
+                line,
+            )
+            for line in statuses
+        ]
+        assert parsed and all(parsed), statuses
+        assert sum(int(m[1]) for m in parsed) >= 40, "the 40 touched items were scored"
+        assert sum(int(m[2]) for m in parsed) <= queued[0]
         for _ in range(200):  # the flag writer drains the re-scorer's spool segment
             if len(JsonlFlagSink.read(sink.path)) >= queued[0]:
                 break

@@ -58,6 +58,21 @@ def test_resent_batch_is_counted_once(store_factory) -> None:
     assert store.snapshot("a")["n_view"] == 4
 
 
+def test_touched_items_are_counted_until_taken(store_factory) -> None:
+    """`touched_count` is the re-scorer's backlog in the store: items changed and not yet
+    taken, each once however many events it got; taking them lowers it."""
+    store = store_factory()
+    store.apply({"items": _items("a", "b", "c")}, batch_id="items-1")
+    store.take_touched(10)  # posting touched them; start from an empty backlog
+    assert store.touched_count() == 0
+    store.apply({"events": pd.concat([_events("a", [1, 2, 3]), _events("b", [4])])})
+    assert store.touched_count() == 2
+    taken = store.take_touched(1)
+    assert len(taken) == 1 and store.touched_count() == 1
+    assert set(taken + store.take_touched(5)) == {"a", "b"}
+    assert store.touched_count() == 0
+
+
 def test_windows_and_comment_signals(store_factory) -> None:
     store = store_factory()
     store.apply({"items": _items("a")})
