@@ -73,14 +73,17 @@ def run_ingest(
     count: int = 64,
     rescore: bool = False,
     nice: int = 0,
+    idle: bool = False,
+    status_s: float = 30.0,
 ) -> int:
     """Consume `url` into the store the settings name until interrupted; messages handled.
 
     `rescore`: also re-score touched items, in a child process (`_rescore_process`), so
     that the serving workers can run with settings.online_rescore off and spend their time
-    on requests. `nice`: lower this process's CPU priority by that much first
-    (`lower_priority`; the re-scorer inherits it)."""
-    lower_priority(nice)
+    on requests. `nice`: lower this process's CPU priority by that much first, `idle`: run
+    it in the idle scheduling class instead (`lower_priority`; the re-scorer inherits
+    either)."""
+    lower_priority(nice, idle=idle)
     if not rescore:
         return _consume(url, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     import multiprocessing
@@ -95,7 +98,7 @@ def run_ingest(
     queued = ctx.Value("q", -1)
     proc = ctx.Process(
         target=_rescore_process,
-        args=(settings, stop, queued, os.getpid()),
+        args=(settings, stop, queued, os.getpid(), status_s),
         name="surfacer-rescore",
         daemon=True,
     )
@@ -117,7 +120,9 @@ def run_ingest(
             typer.echo(f"ingest: re-scoring queued {queued.value} items for review")
 
 
-def _rescore_process(settings: Any, stop: Any, queued: Any, parent: int) -> None:
+def _rescore_process(
+    settings: Any, stop: Any, queued: Any, parent: int, status_s: float = 30.0
+) -> None:
     """`run_rescorer` in its own process until `stop` is set or the ingest process is gone.
 
     Why a process, not a thread of the consumer: batch scoring and the consumer's planning
@@ -141,75 +146,141 @@ def _rescore_process(settings: Any, stop: Any, queued: Any, parent: int) -> None
     def ready(model: Any) -> None:  # one line operators (and bench/online.py) can wait for
         print(f"ingest: re-scorer ready (model version {model.version})", flush=True)
 
-    queued.value = run_rescorer(settings, stop, on_ready=ready)
+    def status(line: str) -> None:  # every status_s: is re-scoring keeping up?
+        print(f"ingest: {line}", flush=True)
+
+    queued.value = run_rescorer(settings, stop, on_ready=ready, on_status=status, status_s=status_s)
 
 
-def lower_priority(nice: int) -> int:
+def lower_priority(nice: int, *, idle: bool = False) -> int:
     """Lower this process's CPU priority by `nice` (os.nice; 0 leaves it); the new niceness.
+    With `idle`, put it in Linux's idle scheduling class (SCHED_IDLE) instead.
 
     Why: ingest is throughput-bound and freshness-tolerant (a message applied a few ms
     later changes nothing), a serve worker is latency-bound (GET score p99 < 10 ms). On a
     host where they share cores, the scheduler then runs a worker woken by a request
     ahead of the consumer instead of letting it wait out the consumer's time slice; the
     consumer still gets every cycle the workers leave, so it keeps up as long as the
-    cores are not saturated (bench/online.py prints the rate it kept)."""
+    cores are not saturated (bench/online.py prints the rate it kept).
+
+    A niced process still gets a share of a busy core (about 10% at nice 10 against one
+    nice-0 process) and is not always preempted at once when a worker wakes. SCHED_IDLE
+    gets only the cycles no normal process wants and yields at once: on two shared cores
+    (`bench/online.py`) it is what kept GET p99 under 10 ms beside 50k events/s. Its cost:
+    on a host whose normal processes use every core, an idle-class ingester stops, and
+    its stream lag (and the store's staleness) grows until they leave it cycles. Threads
+    and child processes started afterwards (the re-scorer) inherit the class."""
     if nice < 0:
         raise ValueError(f"--nice lowers the priority: give 0..19, got {nice}")
+    if idle:
+        if not hasattr(os, "SCHED_IDLE"):
+            raise RuntimeError("--idle needs Linux's SCHED_IDLE scheduling class")
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return os.nice(0)
     return os.nice(nice)
 
 
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
+    """Apply the stream at `url` (Redis Streams or NATS JetStream) to the store the settings
+    name, archiving when the settings say so, until stopped; messages handled. The store
+    and the archive are opened once here and closed whatever happens."""
     from features.online import store_from_settings
     from features.online.archive import archive_from_settings
-    from features.online.ingest import ingest, ingest_many
-    from serving.stream import NatsSource, StreamConsumer, StreamSource, consume_nats
+    from serving.stream import NatsSource, StreamSource
 
     settings = get_settings()
-    if url.startswith("nats://"):
-        import asyncio
-
-        nats_source = NatsSource.parse(url)
-        store = store_from_settings(settings)
+    nats = url.startswith("nats://")
+    source = (NatsSource if nats else StreamSource).parse(url)  # a bad URL fails first
+    store = store_from_settings(settings)
+    try:
         store.ping()
         archive = archive_from_settings(settings)
-        if not quiet:
-            typer.echo(
-                f"ingest: consuming JetStream {nats_source.stream} "
-                f"({nats_source.subject}, durable {nats_source.durable}); Ctrl-C or SIGTERM "
-                "stops"
-            )
-        stop = threading.Event()
-        restore = stop_on_signals(stop)
         try:
-            stats = asyncio.run(
-                consume_nats(
-                    nats_source,
-                    lambda b, bid: ingest(store, b, bid, archive=archive),
-                    stop,
-                    until_idle=drain,
-                    flush=archive.flush if archive is not None else None,
-                    apply_redelivered=lambda b, bid: ingest(
-                        store, b, bid, archive=archive, redelivered=True
-                    ),
-                )
+            run = _consume_nats if nats else _consume_stream
+            return run(
+                source,
+                store,
+                archive,
+                max_messages=max_messages,
+                drain=drain,
+                quiet=quiet,
+                count=count,
             )
         finally:
-            restore()
-            try:
-                if archive is not None:
-                    archive.close()
-            finally:
-                store.close()
-        if not quiet:
-            typer.echo(
-                f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
-                f"{stats.duplicates} re-sent, {stats.rejected} rejected"
+            if archive is not None:
+                archive.close()
+    finally:
+        store.close()
+
+
+def _consume_nats(
+    source: Any,
+    store: Any,
+    archive: Any,
+    *,
+    max_messages: int | None,
+    drain: bool,
+    quiet: bool,
+    count: int,
+) -> int:
+    """JetStream: one fetch at a time, acknowledged once applied (and archived)."""
+    import asyncio
+
+    from features.online.ingest import ingest
+    from serving.stream import consume_nats
+
+    if max_messages is not None:
+        raise ValueError(
+            "--max-messages is for Redis Streams; a JetStream consumer runs "
+            "until stopped or, with --drain, until the stream is idle"
+        )
+    del count  # the fetch size of consume_nats' default; --count is documented for Redis
+    if not quiet:
+        typer.echo(
+            f"ingest: consuming JetStream {source.stream} ({source.subject}, durable "
+            f"{source.durable}) into the {store.backend} online store"
+            + (f", archiving to {archive.root}" if archive is not None else "")
+            + "; Ctrl-C or SIGTERM stops"
+        )
+    stop = threading.Event()
+    restore = stop_on_signals(stop)
+    try:
+        stats = asyncio.run(
+            consume_nats(
+                source,
+                lambda b, bid: ingest(store, b, bid, archive=archive),
+                stop,
+                until_idle=drain,
+                flush=archive.flush if archive is not None else None,
+                apply_redelivered=lambda b, bid: ingest(
+                    store, b, bid, archive=archive, redelivered=True
+                ),
             )
-        return stats.messages
-    source = StreamSource.parse(url)
-    store = store_from_settings(settings)
-    store.ping()
-    archive = archive_from_settings(settings)
+        )
+    finally:
+        restore()
+    if not quiet:
+        typer.echo(
+            f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
+            f"{stats.duplicates} re-sent, {stats.rejected} rejected"
+        )
+    return stats.messages
+
+
+def _consume_stream(
+    source: Any,
+    store: Any,
+    archive: Any,
+    *,
+    max_messages: int | None,
+    drain: bool,
+    quiet: bool,
+    count: int,
+) -> int:
+    """Redis Streams: a consumer group, `count` messages per read, one XACK per read."""
+    from features.online.ingest import ingest_many
+    from serving.stream import StreamConsumer
+
     consumer = StreamConsumer(
         source,
         lambda messages: ingest_many(store, messages, archive=archive),
@@ -219,7 +290,6 @@ def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, co
             store, messages, archive=archive, redelivered=True
         ),
     )
-    stop = threading.Event()
     if not quiet:
         typer.echo(
             f"ingest: consuming {source.stream} (group {source.group}, consumer "
@@ -227,17 +297,13 @@ def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, co
             + (f", archiving to {archive.root}" if archive is not None else "")
             + "; Ctrl-C or SIGTERM stops"
         )
+    stop = threading.Event()
     restore = stop_on_signals(stop)
     try:
         stats = consumer.run(stop, max_messages=max_messages, until_idle=drain)
     finally:
         restore()
         consumer.close()
-        try:
-            if archive is not None:
-                archive.close()
-        finally:
-            store.close()
     if not quiet:
         typer.echo(
             f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
@@ -362,6 +428,25 @@ def register(app: typer.Typer) -> None:
                 max=19,
             ),
         ] = 10,
+        idle: Annotated[
+            bool,
+            typer.Option(
+                "--idle",
+                help="Run in Linux's idle scheduling class (SCHED_IDLE) instead of --nice: "
+                "only on cycles no other process wants, so serve workers on the same cores "
+                "keep their latency; it falls behind (stream lag grows) on a host whose "
+                "other processes keep every core busy.",
+            ),
+        ] = False,
+        status_every: Annotated[
+            float,
+            typer.Option(
+                "--status-every",
+                help="With --rescore: seconds between the re-scorer's status lines (items "
+                "scored and queued, the backlog of due items).",
+                min=0.1,
+            ),
+        ] = 30.0,
     ) -> None:
         try:
             run_ingest(
@@ -371,6 +456,8 @@ def register(app: typer.Typer) -> None:
                 count=count,
                 rescore=rescore,
                 nice=nice,
+                idle=idle,
+                status_s=status_every,
             )
         except (ValueError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

@@ -304,3 +304,38 @@ def test_ingest_lowers_its_own_priority() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_ingest_idle_class_is_inherited_by_the_rescorer(tmp_path) -> None:
+    """`surfacer ingest --idle` puts the consumer in the idle scheduling class, and a
+    process it then starts the way the re-scorer is started (multiprocessing, spawn)
+    runs in that class too, as do its threads: otherwise the re-scorer, most of the
+    ingester's CPU, would still compete with serve workers at normal priority."""
+    code = (
+        "import multiprocessing, os, threading\n"
+        "from serving.online_cli import lower_priority\n"
+        "def policy(q):\n"
+        "    q.put(os.sched_getscheduler(0))\n"
+        "if __name__ == '__main__':\n"
+        "    assert os.sched_getscheduler(0) == os.SCHED_OTHER\n"
+        "    lower_priority(10, idle=True)\n"
+        "    assert os.sched_getscheduler(0) == os.SCHED_IDLE\n"
+        "    seen = []\n"
+        "    t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))\n"
+        "    t.start(); t.join()\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    q = ctx.Queue()\n"
+        "    p = ctx.Process(target=policy, args=(q,)); p.start()\n"
+        "    child = q.get(timeout=60); p.join(60)\n"
+        "    print(seen[0] == os.SCHED_IDLE, child == os.SCHED_IDLE)\n"
+    )
+    script = tmp_path / "idle_check.py"  # a file, so that spawn can import its __main__
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["True", "True"], (
+        done.stdout + done.stderr
+    )
