@@ -13,12 +13,14 @@ measures:
 - the documented deployment under load: a producer process publishes --bg-rate events/s to
   a stream, `surfacer ingest` (its own process) applies them to the Redis store, and the
   serve worker reads the store to score (re-scoring of touched items runs in the child
-  process of `surfacer ingest --rescore`, or with --rescore-in serve in the serve worker;
-  the ingester runs at `--nice` --ingest-nice, default 10). Measured under it: freshness
-  (a probe's HTTP acceptance to a GET score reflecting it, p50/p99) and GET
-  /v1/items/{id}/score latency at a fixed open-loop rate (default 500 req/s), from each
-  request's scheduled send time, with the ingest rate the ingester actually kept up and its
-  lag, and the CPU the serve worker, the ingester and redis-server used meanwhile;
+  process of `surfacer ingest --rescore`, or with --rescore-in serve in the serve worker).
+  Run once per CPU class of the ingester (--ingest-modes): `--nice` --ingest-nice (its
+  default, 10) and `--idle` (SCHED_IDLE). Measured under it: freshness (a probe's HTTP
+  acceptance to a GET score reflecting it, p50/p99) and GET /v1/items/{id}/score latency
+  at a fixed open-loop rate (default 500 req/s), from each request's scheduled send time,
+  with the ingest rate the ingester actually kept up and its lag, the CPU the serve
+  worker, the ingester and redis-server used meanwhile, and the re-scorer's pace (items
+  scored per second, its largest backlog of due items);
 - Redis memory per live item (MEMORY USAGE of an item's keys, and used_memory / items);
 - expiry: live items before and after the store clock passes their last horizon.
 
@@ -295,7 +297,6 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
     async def one(k: int) -> None:
         nonlocal errors
         scheduled = start + k / rate
-        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         reader, writer = await conns.get()
         try:
             writer.write(
@@ -317,7 +318,13 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
             conns.put_nowait(await asyncio.open_connection(host, port))
         lat.append(time.perf_counter() - scheduled)
 
-    tasks = {asyncio.ensure_future(one(k)): k for k in range(n)}
+    # One dispatcher starts each request at its scheduled time. Creating all n coroutines
+    # up front ran their n first steps in one loop iteration (~20 ms for 2,500), which
+    # delayed the first requests by the client's own work and was counted as latency.
+    tasks: dict[asyncio.Future, int] = {}
+    for k in range(n):
+        await asyncio.sleep(max(0.0, start + k / rate - time.perf_counter()))
+        tasks[asyncio.ensure_future(one(k))] = k
     # Bounded: requests not answered 10 s after the last send count as errors, and with
     # the latency they had reached (a lower bound), so p99 is not over answered ones only.
     _, late = await asyncio.wait(list(tasks), timeout=duration + 10)
@@ -336,6 +343,147 @@ async def _open_loop(base: str, items: list[str], rate: float, duration: float) 
         "p50_ms": _pct(lat, 50) * 1e3,
         "p99_ms": _pct(lat, 99) * 1e3,
     }
+
+
+def _live(
+    args: argparse.Namespace,
+    mode: str,
+    env: dict[str, str],
+    base: str,
+    serve_pid: int,
+    client: Any,
+    tables: dict[str, Any],
+    events: Any,
+    tag: str,
+    work: Path,
+) -> dict[str, Any]:
+    """A producer publishes --bg-rate events/s to a stream, `surfacer ingest` (at --nice
+    --ingest-nice, or --idle) applies it, and meanwhile: freshness, GET latency at --rate,
+    the CPU each process used, the rate the ingester kept up and its re-scorer's status."""
+    import orjson
+
+    from features.online.ingest import json_columns
+    from features.online.ops import TOUCHED_KEY
+
+    stream = f"bench-online:{tag}:live-{mode}"
+    # Each live phase starts from an empty re-scoring backlog: the earlier phases touched
+    # every item with no re-scorer running, and whichever phase ran first would otherwise
+    # spend its GET window catching up on them. Measured is the steady state under the
+    # live stream (its events touch the items of the first 20,000 events, cycled).
+    client.delete(env["SURFACER_ONLINE_PREFIX"] + TOUCHED_KEY)
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    bodies = [
+        orjson.dumps({"columns": json_columns(events.iloc[i : i + args.message_events])})
+        for i in range(0, min(len(events), 20_000), args.message_events)
+    ]
+    log_path = work / f"ingest-{mode}.log"
+    ingest_log = log_path.open("wb")
+    cpu_class = ["--idle"] if mode == "idle" else ["--nice", str(args.ingest_nice)]
+    ingester = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "surfacer",
+            "ingest",
+            "--from",
+            f"{args.redis}?stream={stream}&group=bench-live&consumer=bench",
+            "--count",
+            str(args.count),
+            *cpu_class,
+            *(["--rescore", "--status-every", "1"] if args.rescore_in == "ingest" else []),
+        ],
+        env=env,
+        stdout=ingest_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its process group: itself and its re-scorer
+    )
+    publisher = ctx.Process(
+        target=_publisher,
+        args=(args.redis, stream, bodies, args.bg_rate, stop),
+        daemon=True,
+    )
+    publisher.start()
+    out: dict[str, Any] = {}
+    try:
+        # wait (bounded) until the ingester consumes and, with --rescore, until its
+        # re-scorer has loaded the champion (a one-off start-up of seconds of CPU, not the
+        # steady state the GET phase measures), then measure what it applies
+        deadline = time.monotonic() + 120
+        while not _group_read(client, stream) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while (
+            args.rescore_in == "ingest"
+            and b"re-scorer ready" not in log_path.read_bytes()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        read0, t_bg = _group_read(client, stream), time.perf_counter()
+        probe = tables["items"]["item_id"].iloc[-1]
+        created = tables["items"]["created_at"].iloc[-1]
+        template = {
+            "item_id": probe,
+            "user_id": "bench-probe",
+            "kind": "report",
+            "ts": (created + __import__("pandas").Timedelta(minutes=5)).isoformat(),
+            "watch_frac": None,
+            "reason": "spam",
+            "text": None,
+        }
+        fresh = _freshness(base, probe, template, args.probes)
+        out["fresh_p50_ms"] = _pct(fresh, 50) * 1e3
+        out["fresh_p99_ms"] = _pct(fresh, 99) * 1e3
+        ids = tables["items"]["item_id"].tolist()[-500:]
+        log_at = len(log_path.read_bytes())
+        cpu0 = (
+            _cpu_s(serve_pid),
+            _cpu_s(ingester.pid),
+            _redis_cpu_s(client),
+            time.perf_counter(),
+        )
+        out["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
+        wall = time.perf_counter() - cpu0[3]
+        out["cpu"] = (
+            (_cpu_s(serve_pid) - cpu0[0]) / wall,
+            (_cpu_s(ingester.pid) - cpu0[1]) / wall,
+            (_redis_cpu_s(client) - cpu0[2]) / wall,
+        )
+        out["rescorer"] = _rescorer_status(log_path.read_bytes()[log_at:])
+        out["bg_ev_s"] = (
+            (_group_read(client, stream) - read0)
+            * args.message_events
+            / (time.perf_counter() - t_bg)
+        )
+        out["bg_lag"] = _group_lag(client, stream)
+    finally:
+        stop.set()
+        publisher.join(30)
+        if publisher.is_alive():
+            publisher.terminate()
+        ingester.send_signal(signal.SIGTERM)
+        try:
+            ingester.wait(60)
+        except subprocess.TimeoutExpired:
+            ingester.kill()
+        ingest_log.close()
+        client.delete(stream)
+    return out
+
+
+def _rescorer_status(log: bytes) -> dict[str, float] | None:
+    """Items/s the re-scorer scored and its largest backlog of due items, from the lines
+    `surfacer ingest --rescore --status-every 1` printed during the GET phase."""
+    import re
+
+    found = re.findall(
+        rb"re-scorer: (\d+) items scored in ([\d.]+) s .*backlog (\d+) due items",
+        log,
+    )
+    if not found:
+        return None
+    scored = sum(int(n) for n, _, _ in found)
+    secs = sum(float(t) for _, t, _ in found)
+    return {"items_s": scored / secs, "backlog": max(int(b) for _, _, b in found)}
 
 
 def _cpu_s(pgid: int) -> float:
@@ -412,6 +560,14 @@ def main() -> None:
         default=50_000.0,
         help="events/s the producer publishes while GET latency is measured",
     )
+    parser.add_argument(
+        "--ingest-modes",
+        nargs="+",
+        choices=("nice", "idle"),
+        default=["nice", "idle"],
+        help="CPU class of the live ingester, one live phase each: `--nice "
+        "--ingest-nice` (its default) and `--idle` (SCHED_IDLE)",
+    )
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=2, help="HTTP ingest client threads")
     parser.add_argument("--rate", type=float, default=500.0)
@@ -430,7 +586,6 @@ def main() -> None:
 
 
 def _bench(args: argparse.Namespace, work: Path) -> None:
-    import orjson
     import redis
 
     from features.online import OnlineConfig, open_store
@@ -505,103 +660,14 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
             results["http_ev_s"] = _http_ingest(base, events, args.batch, args.threads)
             # The documented deployment: the platform publishes to a stream, `surfacer
             # ingest` (its own process) applies it to the Redis store, the serve worker only
-            # reads that store to score. Freshness and GET latency are measured under it.
-            stream = f"bench-online:{tag}:live"
-            ctx = multiprocessing.get_context("spawn")
-            stop = ctx.Event()
-            bodies = [
-                orjson.dumps({"columns": json_columns(events.iloc[i : i + args.message_events])})
-                for i in range(0, min(len(events), 20_000), args.message_events)
-            ]
-            ingest_log = (work / "ingest.log").open("wb")
-            ingester = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "surfacer",
-                    "ingest",
-                    "--from",
-                    f"{args.redis}?stream={stream}&group=bench-live&consumer=bench",
-                    "--count",
-                    str(args.count),
-                    "--nice",
-                    str(args.ingest_nice),
-                    *(["--rescore"] if args.rescore_in == "ingest" else []),
-                ],
-                env=env,
-                stdout=ingest_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its process group: itself and its re-scorer
-            )
-            publisher = ctx.Process(
-                target=_publisher,
-                args=(args.redis, stream, bodies, args.bg_rate, stop),
-                daemon=True,
-            )
-            publisher.start()
-            try:
-                # wait (bounded) until the ingester consumes and, with --rescore, until its
-                # re-scorer has loaded the champion (a one-off start-up of seconds of CPU,
-                # not the steady state the GET phase measures), then measure what it applies
-                deadline = time.monotonic() + 120
-                while not _group_read(client, stream) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                log_path = work / "ingest.log"
-                while (
-                    args.rescore_in == "ingest"
-                    and b"re-scorer ready" not in log_path.read_bytes()
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.1)
-                read0, t_bg = _group_read(client, stream), time.perf_counter()
-                probe = tables["items"]["item_id"].iloc[-1]
-                created = tables["items"]["created_at"].iloc[-1]
-                template = {
-                    "item_id": probe,
-                    "user_id": "bench-probe",
-                    "kind": "report",
-                    "ts": (created + __import__("pandas").Timedelta(minutes=5)).isoformat(),
-                    "watch_frac": None,
-                    "reason": "spam",
-                    "text": None,
-                }
-                print("phase: freshness", flush=True)
-                fresh = _freshness(base, probe, template, args.probes)
-                results["fresh_p50_ms"] = _pct(fresh, 50) * 1e3
-                results["fresh_p99_ms"] = _pct(fresh, 99) * 1e3
-                ids = tables["items"]["item_id"].tolist()[-500:]
-                print("phase: GET open loop", flush=True)
-                cpu0 = (
-                    _cpu_s(serve_proc.pid),
-                    _cpu_s(ingester.pid),
-                    _redis_cpu_s(client),
-                    time.perf_counter(),
+            # reads that store to score. Freshness and GET latency are measured under it,
+            # once per CPU class of the ingester (--ingest-modes), side by side.
+            results["live"] = {}
+            for mode in args.ingest_modes:
+                print(f"phase: live, ingest {mode}", flush=True)
+                results["live"][mode] = _live(
+                    args, mode, env, base, serve_proc.pid, client, tables, events, tag, work
                 )
-                results["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
-                wall = time.perf_counter() - cpu0[3]
-                results["cpu"] = (
-                    (_cpu_s(serve_proc.pid) - cpu0[0]) / wall,
-                    (_cpu_s(ingester.pid) - cpu0[1]) / wall,
-                    (_redis_cpu_s(client) - cpu0[2]) / wall,
-                )
-                results["bg_ev_s"] = (
-                    (_group_read(client, stream) - read0)
-                    * args.message_events
-                    / (time.perf_counter() - t_bg)
-                )
-                results["bg_lag"] = _group_lag(client, stream)
-            finally:
-                stop.set()
-                publisher.join(30)
-                if publisher.is_alive():
-                    publisher.terminate()
-                ingester.send_signal(signal.SIGTERM)
-                try:
-                    ingester.wait(60)
-                except subprocess.TimeoutExpired:
-                    ingester.kill()
-                ingest_log.close()
-                client.delete(stream)
 
         sample = tables["items"]["item_id"].tolist()[-200:]
         per_item = [store.memory_bytes(i) for i in sample]
@@ -633,6 +699,8 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         )
     results["rescore_in"] = args.rescore_in
     results["ingest_nice"] = args.ingest_nice
+    results["bg_rate"] = args.bg_rate
+    results["rate"] = args.rate
     results["enabled"] = enabled
     _report(results, n)
 
@@ -656,23 +724,31 @@ def _report(r: dict[str, Any], deleted: int) -> None:
     print(f"  ratio stream / naive       {r['stream_ev_s'] / r['naive_ev_s']:>12.1f}x")
     print("  targets: >= 50,000 ev/s and >= 10x naive")
     print(
-        f"  freshness (accepted -> score reflects it), during ingest: "
-        f"p50 {r['fresh_p50_ms']:.1f} ms, p99 {r['fresh_p99_ms']:.1f} ms (target p99 < 1000)"
+        f"  live: a producer publishes {r['bg_rate']:,.0f} ev/s to a stream, `surfacer ingest` "
+        f"applies it (re-scoring in {r['rescore_in']}); GET /v1/items/{{id}}/score at "
+        f"{r['rate']:.0f} requests/s, open loop; the champion predicts "
+        f"{', '.join(r['enabled'])}"
     )
-    g = r["get"]
     print(
-        f"  GET /v1/items/{{id}}/score at {g['n']} requests, open loop, while `surfacer "
-        f"ingest` applies {r['bg_ev_s']:,.0f} ev/s from the stream (lag at end "
-        f"{r['bg_lag']} messages; ingest at nice +{r['ingest_nice']}; re-scoring in "
-        f"{r['rescore_in']}): p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
-        f"errors {g['errors']} ({g['late']} unanswered after 10 s, counted at that "
-        f"latency); the champion predicts {', '.join(r['enabled'])} (target p99 < 10)"
+        f"  {'ingester':<10}{'kept ev/s':>10}{'lag':>6}{'fresh p99':>11}{'GET p50':>9}"
+        f"{'GET p99':>9}{'errors':>8}{'CPU serve':>10}{'ingest':>8}{'redis':>7}"
+        f"{'rescore/s':>11}{'backlog':>9}"
     )
-    serve_cpu, ingest_cpu, redis_cpu = r["cpu"]
+    for mode, x in r["live"].items():
+        g, (serve_cpu, ingest_cpu, redis_cpu) = x["get"], x["cpu"]
+        label = f"nice +{r['ingest_nice']}" if mode == "nice" else "idle"
+        rs = x["rescorer"]
+        print(
+            f"  {label:<10}{x['bg_ev_s']:>10,.0f}{x['bg_lag']:>6}{x['fresh_p99_ms']:>8.1f} ms"
+            f"{g['p50_ms']:>6.2f} ms{g['p99_ms']:>6.2f} ms{g['errors']:>8}{serve_cpu:>10.2f}"
+            f"{ingest_cpu:>8.2f}{redis_cpu:>7.2f}"
+            + (f"{rs['items_s']:>11.0f}{rs['backlog']:>9}" if rs else f"{'-':>11}{'-':>9}")
+        )
     print(
-        f"  CPU during the GET phase (CPU s per wall s): serve {serve_cpu:.2f}, ingest "
-        f"{ingest_cpu:.2f} (with its re-scorer), redis-server {redis_cpu:.2f} (all its "
-        "clients)"
+        "  targets: freshness p99 < 1000 ms, GET p99 < 10 ms; CPU in CPU s per wall s "
+        "(ingest with its re-scorer; redis-server for all its clients); rescore/s and the "
+        "largest backlog of due items from the re-scorer's status lines; errors include "
+        "requests unanswered 10 s after the last send"
     )
     print(
         f"  Redis memory per live item {r['mem_item_bytes']:>12,.0f} bytes "
