@@ -9,6 +9,12 @@ once per (item, issue): the store remembers which issues it was queued for (a Re
 the shared backend, so several workers never queue it twice), and the flagged item, with
 its reason codes and the snapshot that triggered it, goes through the durable spool like
 the scoring routes' flags.
+
+Each pass first scores the pending moderation anchors (`OnlineService.rescore_anchors`):
+every remove / restrict applied to the store, once, on the snapshot `build_snapshots` makes
+for that moderation row, so `wrongful_enforcement` is scored and queued online too (once per
+(item, issue, action)). The archived scores of both kinds are `models.batch.scored_frame`'s,
+the function `surfacer score` writes with.
 """
 
 from __future__ import annotations

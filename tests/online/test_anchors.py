@@ -194,7 +194,9 @@ def test_flag_queued_once_per_action_and_restore_opens_none(
 
     store.apply({"moderation": _action(item, 2, "restore")}, batch_id="m-2")
     assert store.take_anchored(10) == [], "a restore opened an anchor"
-    store.apply({"moderation": _action(item, 3, "remove")}, batch_id="m-3")
+    # the stream consumers' path (one atomic script per message)
+    [result] = store.apply_many([([("moderation", _action(item, 3, "remove"))], "m-3")])
+    assert not result.duplicate
     assert rescore_due(online, model, spool) == 0.0
     assert len(spool.items) == 2, "a second remove of the item is judged on its own"
     first, second = spool.items
