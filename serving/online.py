@@ -214,7 +214,9 @@ class OnlineService:
         second remove of the same item is judged, and queued, on its own (a different
         decision that can be wrong on its own), while re-scoring one action never queues it
         twice. An anchor is forgotten only once its flags are in the spool; when the spool
-        fails, its item goes back to the pending set and the next pass retries."""
+        fails, its item goes back to the pending set and the next pass retries (and
+        archives that anchor's score row a second time: the pass's rows are archived
+        before its flags are queued, as in `rescore`)."""
         if model is None:
             return 0
         items = self.store.take_anchored(limit)
@@ -244,7 +246,7 @@ class OnlineService:
                     new = [m.rsplit("@", 1)[0] for m in new_marks]
                     try:
                         self._queue(spool, model, record, new)
-                    except SpoolError:
+                    except Exception:  # not queued: the retry must be able to queue it
                         self.store.unmark_flagged(item, new_marks)
                         raise
                     queued += 1
@@ -319,10 +321,10 @@ RESCORE_PAUSE_S = 1.0
 
 def rescore_due(online: OnlineService, model: Any, spool: Any) -> float:
     """One re-scoring pass: score the pending moderation anchors, then take the due items
-    and score them. Blocking (Redis round trips,
-    batch scoring): callers run it off any event loop. Never raises, so the loop calling it
-    stays alive: a failure is logged and the next pass retries. Returns how long the caller
-    should pause first (RESCORE_PAUSE_S while the store is unavailable, else 0)."""
+    and score them. Blocking (Redis round trips, batch scoring): callers run it off any
+    event loop. Never raises, so the loop calling it stays alive: a failure is logged and
+    the next pass retries. Returns how long the caller should pause first
+    (RESCORE_PAUSE_S while the store is unavailable, else 0)."""
     try:
         online.rescore_anchors(model, spool)  # first: an action is judged as of its time
         items = online.due()

@@ -35,7 +35,9 @@ class Spool:
         self.items: list[dict[str, Any]] = []
 
     def append_item(self, data: bytes) -> None:
-        self.items.append(orjson.loads(data))
+        entry = orjson.loads(data)
+        if entry["anchor"] == "moderation":  # (rescore_due also scores post snapshots)
+            self.items.append(entry)
 
 
 def _service(store: Any, archive: LiveArchive | None = None) -> OnlineService:
@@ -222,3 +224,34 @@ def test_action_before_its_item_is_scored_once_the_item_arrives(
     [queued] = spool.items
     assert queued["snapshot"]["action"] == "restrict" and queued["anchor"] == "moderation"
     assert online.anchors_scored == 1
+
+
+class FullSpool(Spool):
+    """A spool that refuses its first `fail` entries (a full disk), then takes them."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def append_item(self, data: bytes) -> None:
+        from serving.spool import SpoolError
+
+        if self.fail:
+            self.fail -= 1
+            raise SpoolError("spool full")
+        super().append_item(data)
+
+
+def test_spool_failure_leaves_the_action_pending(sim_tables, store_factory, bundle) -> None:
+    store = store_factory(CONFIG)
+    online, spool = _service(store), FullSpool(fail=1)
+    model = _model(bundle, 0.0)
+    part = _one_item(sim_tables)
+    item = part["items"].iloc[0]
+    store.apply(part, batch_id="i")
+    store.apply({"moderation": _action(item, 1, "remove")}, batch_id="m-1")
+    assert rescore_due(online, model, spool) == 0.0  # logged, not raised
+    assert not spool.items and online.anchors_scored == 0
+    assert rescore_due(online, model, spool) == 0.0
+    assert len(spool.items) == 1 and online.anchors_scored == 1
+    assert rescore_due(online, model, spool) == 0.0 and len(spool.items) == 1
