@@ -32,12 +32,15 @@ class Spool:
     """Collects what the re-scorer queues for review (the spool's append_item)."""
 
     def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
 
     def append_item(self, data: bytes) -> None:
-        entry = orjson.loads(data)
-        if entry["anchor"] == "moderation":  # (rescore_due also scores post snapshots)
-            self.items.append(entry)
+        self.entries.append(orjson.loads(data))
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The moderation-anchored entries (rescore_due also scores post snapshots)."""
+        return [e for e in self.entries if e["anchor"] == "moderation"]
 
 
 def _service(store: Any, archive: LiveArchive | None = None) -> OnlineService:
@@ -148,7 +151,7 @@ def test_replayed_actions_score_as_batch_moderation_rows(
     assert queued == sorted(
         zip(wrongful["item_id"], wrongful["as_of"].map(lambda t: t.value), strict=True)
     )
-    for q in spool.items:
+    for q in spool.entries:  # only anchors were scored here
         assert q["anchor"] == "moderation" and q["flagged"] == [ISSUE]
         assert q["reasons"][ISSUE], "a queued action carries its reason codes"
         assert q["snapshot"]["action"] in ANCHOR_ACTIONS
