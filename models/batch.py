@@ -18,62 +18,74 @@ ENGINES = ("pandas", "dask")
 ID_COLUMNS = ("item_id", "as_of", "anchor", "horizon_h")
 
 
-def _flagged_column(bundle: ScoringBundle, probs: pd.DataFrame) -> pd.Series:
-    """Comma-separated names of the issues at or above their thresholds ("" when none).
-
-    A disabled issue (threshold None, probability NaN) is never flagged."""
+def flag_matrix(bundle: ScoringBundle, probs: np.ndarray) -> np.ndarray:
+    """(n, n_issues) booleans: probability (columns in `issue_names` order) at or above the
+    issue's threshold. A disabled issue (threshold None, probability NaN) and an issue that
+    does not apply to a row (NaN: another anchor) are never flagged."""
     names = bundle.issue_names
-    thresholds = bundle.thresholds
-    hits = (
-        np.column_stack(
-            [
-                np.zeros(len(probs), dtype=bool)
-                if thresholds[n] is None
-                else probs[n].to_numpy(dtype=float) >= thresholds[n]
-                for n in names
-            ]
-        )
-        if names
-        else np.zeros((len(probs), 0), dtype=bool)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(names))
+    thresholds = np.array(
+        [np.nan if bundle.thresholds[n] is None else float(bundle.thresholds[n]) for n in names],
+        dtype=np.float64,
     )
-    labels = np.array(names, dtype=object)
-    return pd.Series([",".join(labels[row]) for row in hits], index=probs.index, dtype="str")
+    with np.errstate(invalid="ignore"):
+        return probs >= thresholds  # NaN on either side: False
 
 
-def score_partition(part: pd.DataFrame, bundle: ScoringBundle) -> pd.DataFrame:
-    """Score one frame: id columns, one probability column per issue, `flagged` and `disabled`.
+def scored_frame(ids: pd.DataFrame, probs: np.ndarray, bundle: ScoringBundle) -> pd.DataFrame:
+    """The rows `surfacer score` writes, from the id columns of the scored rows (`item_id`,
+    `as_of`, `anchor` and, when known, `horizon_h`) and their probabilities (n, n_issues) in
+    `issue_names` order: one probability column per issue, `flagged` (comma-separated issues
+    at or above their thresholds, "" when none) and `disabled`.
+
+    The one builder of scored frames: batch scoring (`score_partition`) and the online
+    re-scorer's archive (`serving.online.score_rows`) both call it, so the live archive's
+    scores and a `surfacer score` file cannot drift apart.
 
     A disabled issue's column is NaN on every row; `disabled` names the disabled issues
     (comma-separated, "" when none) on every row so that a consumer of the file alone (e.g.
     `surfacer discover`) can tell "disabled" from "not applicable", and the frame's
     `attrs["disabled"]` (kept in Parquet metadata by pandas) says why.
     """
-    out = pd.DataFrame(index=part.index)
-    out["item_id"] = part["item_id"].astype("str")
-    out["as_of"] = (
+    names = bundle.issue_names
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(ids), len(names))
+    ids = ids.reset_index(drop=True)
+    out = pd.DataFrame(index=ids.index)
+    out["item_id"] = ids["item_id"].astype("str")
+    out["as_of"] = pd.to_datetime(ids["as_of"], utc=True)
+    out["anchor"] = ids["anchor"].astype("str")
+    if "horizon_h" in ids.columns:
+        out["horizon_h"] = ids["horizon_h"].astype("float64")
+    for k, name in enumerate(names):
+        out[name] = probs[:, k]
+    labels = np.array(names, dtype=object)
+    out["flagged"] = pd.Series(
+        [",".join(labels[row]) for row in flag_matrix(bundle, probs)], index=out.index, dtype="str"
+    )
+    out["disabled"] = pd.Series(
+        ",".join(n for n in names if n in bundle.disabled), index=out.index, dtype="str"
+    )
+    out.attrs["disabled"] = dict(bundle.disabled)
+    return out
+
+
+def score_partition(part: pd.DataFrame, bundle: ScoringBundle) -> pd.DataFrame:
+    """Score one frame: id columns, one probability column per issue, `flagged` and `disabled`
+    (see `scored_frame`). A frame without `as_of` gets NaT, without `anchor` "post"."""
+    ids = pd.DataFrame(index=part.index)
+    ids["item_id"] = part["item_id"]
+    ids["as_of"] = (
         pd.to_datetime(part["as_of"], utc=True)
         if "as_of" in part.columns
         else pd.Series(pd.NaT, index=part.index, dtype="datetime64[ns, UTC]")
     )
-    out["anchor"] = (
-        part["anchor"].astype("str")
-        if "anchor" in part.columns
-        else pd.Series("post", index=part.index, dtype="str")
+    ids["anchor"] = (
+        part["anchor"] if "anchor" in part.columns else pd.Series("post", index=part.index)
     )
     if "horizon_h" in part.columns:
-        out["horizon_h"] = part["horizon_h"].astype("float64")
+        ids["horizon_h"] = part["horizon_h"]
     probs = bundle.score_frame(part)
-    for name in bundle.issue_names:
-        out[name] = probs[name].astype("float64")
-    out["flagged"] = _flagged_column(bundle, probs)
-    out["disabled"] = pd.Series(
-        ",".join(n for n in bundle.issue_names if n in bundle.disabled),
-        index=out.index,
-        dtype="str",
-    )
-    out = out.reset_index(drop=True)
-    out.attrs["disabled"] = dict(bundle.disabled)
-    return out
+    return scored_frame(ids, probs[list(bundle.issue_names)].to_numpy(dtype=np.float64), bundle)
 
 
 def score_dataset(

@@ -9,6 +9,12 @@ once per (item, issue): the store remembers which issues it was queued for (a Re
 the shared backend, so several workers never queue it twice), and the flagged item, with
 its reason codes and the snapshot that triggered it, goes through the durable spool like
 the scoring routes' flags.
+
+Each pass first scores the pending moderation anchors (`OnlineService.rescore_anchors`):
+every remove / restrict applied to the store, once, on the snapshot `build_snapshots` makes
+for that moderation row, so `wrongful_enforcement` is scored and queued online too (once per
+(item, issue, action)). The archived scores of both kinds are `models.batch.scored_frame`'s,
+the function `surfacer score` writes with.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class OnlineService:
         self._created: dict[str, int] = {}
         self.queued = 0
         self.scored = 0
+        self.anchors_scored = 0
 
     @property
     def store(self) -> Any:
@@ -180,17 +187,9 @@ class OnlineService:
         now = time.monotonic()
         bundle = model.bundle
         issues = list(bundle.issue_names)
-        probs = np.asarray(bundle.score_records(records), dtype=np.float64)
-        limits = bundle.thresholds
-        thresholds = np.array(
-            [np.nan if limits.get(i) is None else float(limits[i]) for i in issues]
-        )
-        with np.errstate(invalid="ignore"):
-            hits = probs >= thresholds
+        probs, hits = _probs_and_hits(bundle, records)
         if self.archive is not None:
-            self.archive.record_scores(
-                score_rows(records, issues, probs, hits, bundle, str(model.version))
-            )
+            self.archive.record_scores(score_rows(records, bundle, probs, str(model.version)))
         queued = 0
         for k, record in enumerate(records):
             item = record["item_id"]
@@ -202,17 +201,8 @@ class OnlineService:
             new = self.store.mark_flagged(item, hit)
             if not new:
                 continue
-            p, _, reasons = bundle.score_explain_one(record, top_k=TOP_K)
-            entry = flagged_item(
-                record,
-                p,
-                new,
-                {i: reasons.get(i, []) for i in new},
-                model.version,
-                datetime.now(UTC),
-            )
             try:
-                spool.append_item(to_json(entry))
+                self._queue(spool, model, record, new)
             except SpoolError:
                 # Not durable: forget the mark so the next score of the item queues it.
                 self.store.unmark_flagged(item, new)
@@ -223,32 +213,114 @@ class OnlineService:
         self.queued += queued
         return queued
 
+    def rescore_anchors(self, model: Any, spool: Any, limit: int = 2000) -> int:
+        """Score the pending moderation anchors of up to `limit` items; returns flags queued.
+
+        Each remove / restrict applied online left a pending anchor on its item (see
+        `features.online.ops.moderation_ops`); here each is scored once, on the snapshot
+        `build_snapshots` makes for that moderation row (`OnlineStore.anchor_snapshots`),
+        archived with anchor "moderation", and its flags queued for review once per
+        (item, issue, action): the store's flag set holds ``<issue>@<action key>``, so a
+        second remove of the same item is judged, and queued, on its own (a different
+        decision that can be wrong on its own), while re-scoring one action never queues it
+        twice. An anchor is forgotten only once its flags are in the spool; when the spool
+        fails, its item goes back to the pending set and the next pass retries (and
+        archives that anchor's score row a second time: the pass's rows are archived
+        before its flags are queued, as in `rescore`)."""
+        if model is None:
+            return 0
+        items = self.store.take_anchored(limit)
+        if not items:
+            return 0
+        try:
+            pairs = self.store.anchor_snapshots(items)
+        except Exception:
+            self._requeue_anchors(items)
+            raise
+        if not pairs:
+            return 0  # items not upserted yet: their `items` row queues them again
+        bundle = model.bundle
+        issues = list(bundle.issue_names)
+        records = [json_record(snap) for _, snap in pairs]
+        probs, hits = _probs_and_hits(bundle, records)
+        if self.archive is not None:
+            self.archive.record_scores(score_rows(records, bundle, probs, str(model.version)))
+        queued = 0
+        done = 0
+        try:
+            for k, ((key, _), record) in enumerate(zip(pairs, records, strict=True)):
+                item = record["item_id"]
+                marks = [f"{iss}@{key}" for iss, h in zip(issues, hits[k], strict=True) if h]
+                new_marks = self.store.mark_flagged(item, marks) if marks else []
+                if new_marks:
+                    new = [m.rsplit("@", 1)[0] for m in new_marks]
+                    try:
+                        self._queue(spool, model, record, new)
+                    except Exception:  # not queued: the retry must be able to queue it
+                        self.store.unmark_flagged(item, new_marks)
+                        raise
+                    queued += 1
+                self.store.done_anchors(item, [key])
+                done = k + 1
+        except Exception:
+            self._requeue_anchors(sorted({r["item_id"] for r in records[done:]}))
+            raise
+        finally:
+            self.anchors_scored += done
+            self.queued += queued
+        return queued
+
+    def _requeue_anchors(self, items: list[str]) -> None:
+        """Give items whose anchors were taken but not scored back to the pending set (best
+        effort: with the store unreachable the anchors stay pending in the item's state,
+        and the item's next `items` row queues them again)."""
+        with contextlib.suppress(StoreUnavailable):
+            for item in items:
+                self.store.requeue_anchored(item)
+
+    def _queue(self, spool: Any, model: Any, record: dict[str, Any], issues: list[str]) -> None:
+        """Append the review-queue entry of a record flagged for `issues` to the spool, with
+        the reason codes of each issue."""
+        p, _, reasons = model.bundle.score_explain_one(record, top_k=TOP_K)
+        entry = flagged_item(
+            record,
+            p,
+            issues,
+            {i: reasons.get(i, []) for i in issues},
+            model.version,
+            datetime.now(UTC),
+        )
+        spool.append_item(to_json(entry))
+
+
+def _probs_and_hits(bundle: Any, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (n, n_issues) of snapshot records and which reach their thresholds
+    (`models.batch.flag_matrix`, the rule `surfacer score` flags by)."""
+    from models.batch import flag_matrix
+
+    probs = np.asarray(bundle.score_records(records), dtype=np.float64)
+    return probs, flag_matrix(bundle, probs)
+
 
 def score_rows(
-    records: list[dict[str, Any]],
-    issues: list[str],
-    probs: np.ndarray,
-    hits: np.ndarray,
-    bundle: Any,
-    model_version: str,
+    records: list[dict[str, Any]], bundle: Any, probs: np.ndarray, model_version: str
 ) -> Any:
-    """A re-scoring pass as the rows `surfacer score` writes (item_id, as_of, anchor,
-    horizon_h, one probability column per issue, flagged, disabled) plus model_version."""
+    """A re-scoring pass as the rows `surfacer score` writes (`models.batch.scored_frame`:
+    item_id, as_of, anchor, horizon_h, one probability column per issue, flagged,
+    disabled) plus model_version."""
     import pandas as pd
 
-    out = pd.DataFrame(
+    from models.batch import scored_frame
+
+    ids = pd.DataFrame(
         {
-            "item_id": pd.Series([str(r["item_id"]) for r in records], dtype="str"),
+            "item_id": [str(r["item_id"]) for r in records],
             "as_of": pd.to_datetime([r["as_of"] for r in records], utc=True),
-            "anchor": pd.Series("post", index=range(len(records)), dtype="str"),
+            "anchor": [r.get("anchor") or "post" for r in records],
             "horizon_h": np.array([r["horizon_h"] for r in records], dtype=np.float64),
         }
     )
-    for k, issue in enumerate(issues):
-        out[issue] = probs[:, k]
-    names = np.array(issues, dtype=object)
-    out["flagged"] = pd.Series([",".join(names[row]) for row in hits], dtype="str")
-    out["disabled"] = ",".join(i for i in issues if i in bundle.disabled)
+    out = scored_frame(ids, probs, bundle)
     out["model_version"] = model_version
     return out
 
@@ -258,11 +330,13 @@ RESCORE_PAUSE_S = 1.0
 
 
 def rescore_due(online: OnlineService, model: Any, spool: Any) -> float:
-    """One re-scoring pass: take the due items and score them. Blocking (Redis round trips,
-    batch scoring): callers run it off any event loop. Never raises, so the loop calling it
-    stays alive: a failure is logged and the next pass retries. Returns how long the caller
-    should pause first (RESCORE_PAUSE_S while the store is unavailable, else 0)."""
+    """One re-scoring pass: score the pending moderation anchors, then take the due items
+    and score them. Blocking (Redis round trips, batch scoring): callers run it off any
+    event loop. Never raises, so the loop calling it stays alive: a failure is logged and
+    the next pass retries. Returns how long the caller should pause first
+    (RESCORE_PAUSE_S while the store is unavailable, else 0)."""
     try:
+        online.rescore_anchors(model, spool)  # first: an action is judged as of its time
         items = online.due()
         if items:
             online.rescore(model, spool, items)

@@ -23,6 +23,11 @@ Every counter mirrors a column of `features.snapshot_frame` (read it next to thi
 - ``mn``: moderation actions; ``m:<action>``: the latest (ts, arrival) key of each action
   (`mod_removed` / `mod_restricted` compare remove/restrict with restore, as the kernel
   does with table order for equal timestamps); ``rm``: this item's removals.
+- ``md:<item>``: the item's moderation log, field ``<padded ts>:<arrival seq>`` -> the
+  row's action, source and policy (JSON), from which a moderation-anchored snapshot reads
+  the moderation state just before its action; ``pa:<item>``: the log keys of the anchor
+  actions (`snapshot_frame.ANCHOR_ACTIONS`) not yet scored, and the ``anchored`` set the
+  items that have any (what the re-scorer takes first).
 - ``ov``: this item's overturned, resolved appeals; the creator hash holds the sums over the
   creator's items (``ni`` items, ``rm`` removals, ``ov`` overturned), added when an item is
   first upserted so that rows arriving before their item still count.
@@ -45,7 +50,7 @@ import pandas as pd
 from features.contract import EVENT_KINDS, REPORT_REASONS
 from features.pit import to_ns
 from features.schema import COMMENT_TEXT_LAST, ITEM_COLUMNS, VELOCITY_KINDS
-from features.snapshot_frame import TOXIC_PATTERN
+from features.snapshot_frame import ANCHOR_ACTIONS, TOXIC_PATTERN
 
 # A window record: event time in ns and the event kind's code in EVENT_KINDS.
 WINDOW_DTYPE = np.dtype([("ts", "<i8"), ("kind", "i1")])
@@ -83,6 +88,8 @@ def item_keys(item_id: str) -> tuple[str, ...]:
         f"a:{item_id}",
         f"f:{item_id}",
         f"t:{item_id}",
+        f"md:{item_id}",
+        f"pa:{item_id}",
     )
 
 
@@ -92,6 +99,7 @@ def tomb_key(item_id: str) -> str:
 
 EXPIRY_KEY = "exp"  # sorted set: item -> event time (s) its state expires
 TOUCHED_KEY = "touched"  # set: items changed since the re-scorer last took them
+ANCHORED_KEY = "anchored"  # set: items with moderation anchors not yet scored
 META_KEY = "meta"  # hash: the store clock (latest applied timestamp, padded ns)
 
 
@@ -184,6 +192,8 @@ def item_ops(plan: Plan, items: pd.DataFrame, cfg: OnlineConfig) -> None:
         ]
         ops = [
             ("HSET", key, "s", json.dumps(static, separators=(",", ":"))),
+            # anchors of moderation rows that came before their item are scored now
+            ("SADDIFKEY", ANCHORED_KEY, item_id, f"pa:{item_id}"),
             ("HSETNX_THEN", key, "cid", creators[i], str(len(first))),
             *first,
         ]
@@ -209,16 +219,29 @@ def creator_ops(plan: Plan, creators: pd.DataFrame) -> None:
 
 
 def moderation_ops(plan: Plan, moderation: pd.DataFrame, cfg: OnlineConfig) -> None:
-    """Moderation actions, in the order given (equal timestamps keep that order)."""
+    """Moderation actions, in the order given (equal timestamps keep that order).
+
+    Each action is logged with its arrival sequence (``MODLOG``); an anchor action (remove,
+    restrict) also becomes a pending moderation anchor of its item for the re-scorer."""
     ts = to_ns(moderation["ts"])
+    sources = moderation["source"].astype(object).tolist()
+    policies = moderation["policy"].astype(object).tolist()
     for i, (item_id, action) in enumerate(
         zip(moderation["item_id"].tolist(), moderation["action"].tolist(), strict=True)
     ):
         key = item_key(item_id)
+        anchor = action in ANCHOR_ACTIONS
+        row = json.dumps(
+            {"action": action, "source": _none(sources[i]), "policy": _none(policies[i])},
+            separators=(",", ":"),
+        )
         ops: list[tuple[Any, ...]] = [
             ("HINCRBY", key, "mn", "1"),
             ("HMAXSEQ", key, f"m:{action}", pad_ts(ts[i])),
+            ("MODLOG", f"md:{item_id}", pad_ts(ts[i]), row, f"pa:{item_id}" if anchor else ""),
         ]
+        if anchor:
+            ops.append(("SADD", ANCHORED_KEY, item_id))
         if action == "remove":
             ops += [("HINCRBY", key, "rm", "1"), ("LINKINCR", key, "rm", "1")]
         ops.append(("ZADD", EXPIRY_KEY, "NX", _expiry_s(int(ts[i]) + cfg.life_ns), item_id))

@@ -27,6 +27,7 @@ import msgpack
 
 from features.online.errors import StoreUnavailable
 from features.online.ops import (
+    ANCHORED_KEY,
     META_KEY,
     TOUCHED_KEY,
     OnlineConfig,
@@ -103,6 +104,20 @@ while i <= n do
     if (not cur) or op[4] > cur then
       redis.call('HSET', p .. op[2], op[3], op[4])
     end
+  elseif name == 'MODLOG' then
+    -- op[2]: log key, op[3]: padded ts, op[4]: the row, op[5]: pending-anchor key or ''
+    local seq = redis.call('INCR', p .. 'seq')
+    local field = op[3] .. ':' .. string.format('%012d', seq)
+    redis.call('HSET', p .. op[2], field, op[4])
+    redis.call('PEXPIRE', p .. op[2], backstop)
+    if op[5] ~= '' then
+      redis.call('HSET', p .. op[5], field, '1')
+      redis.call('PEXPIRE', p .. op[5], backstop)
+    end
+  elseif name == 'SADDIFKEY' then
+    if redis.call('EXISTS', p .. op[4]) == 1 then
+      redis.call('SADD', p .. op[2], op[3])
+    end
   elseif name == 'HMAXSEQ' then
     local seq = redis.call('INCR', p .. 'seq')
     local v = op[4] .. ':' .. string.format('%012d', seq)
@@ -148,7 +163,8 @@ while i <= n do
                              tonumber(op[3]))
       for _, id in ipairs(due) do
         redis.call('DEL', p .. 'i:' .. id, p .. 'v:' .. id, p .. 'r:' .. id, p .. 'w:' .. id,
-                   p .. 'a:' .. id, p .. 'f:' .. id, p .. 't:' .. id)
+                   p .. 'a:' .. id, p .. 'f:' .. id, p .. 't:' .. id, p .. 'md:' .. id,
+                   p .. 'pa:' .. id)
         redis.call('SET', p .. 'x:' .. id, '1', 'PX', op[2])
         redis.call('ZREM', p .. 'exp', id)
       end
@@ -165,9 +181,11 @@ READ_LUA = r"""
 -- clock the snapshot's as_of comes from is the one of the state it reads. Answered as one
 -- MessagePack string (decoded in C by msgpack): as a RESP array of arrays, the ~30 values
 -- of an item cost redis-py's pure-Python parser more CPU than the rest of a GET score.
+-- ARGV: prefix, '1' to add each item's moderation log and pending anchors (else '0'), ids.
 local p = ARGV[1]
+local moderation = ARGV[2] == '1'
 local out = {redis.call('HGET', p .. 'meta', 'clock') or ''}
-for k = 2, #ARGV do
+for k = 3, #ARGV do
   local id = ARGV[k]
   local fields = redis.call('HGETALL', p .. 'i:' .. id)
   local cid = nil
@@ -176,10 +194,15 @@ for k = 2, #ARGV do
   end
   local creator = {}
   if cid then creator = redis.call('HGETALL', p .. 'c:' .. cid) end
-  out[#out + 1] = {fields, redis.call('SCARD', p .. 'v:' .. id),
-                   redis.call('SCARD', p .. 'r:' .. id),
-                   redis.call('GET', p .. 'w:' .. id) or '', creator,
-                   redis.call('ZRANGE', p .. 't:' .. id, 0, -1)}
+  local row = {fields, redis.call('SCARD', p .. 'v:' .. id),
+               redis.call('SCARD', p .. 'r:' .. id),
+               redis.call('GET', p .. 'w:' .. id) or '', creator,
+               redis.call('ZRANGE', p .. 't:' .. id, 0, -1)}
+  if moderation then
+    row[7] = redis.call('HGETALL', p .. 'md:' .. id)
+    row[8] = redis.call('HKEYS', p .. 'pa:' .. id)
+  end
+  out[#out + 1] = row
 end
 return cmsgpack.pack(out)
 """
@@ -195,7 +218,14 @@ def _parse_read(item_ids: list[str], reply: bytes) -> tuple[int | None, list[Raw
     come back as bytes, an empty Lua table as an empty array)."""
     clock, *rows = msgpack.unpackb(reply, raw=True)
     out = []
-    for item_id, (fields, nv, nr, blob, creator, texts) in zip(item_ids, rows, strict=True):
+    for item_id, (fields, nv, nr, blob, creator, texts, *moderation) in zip(
+        item_ids, rows, strict=True
+    ):
+        log: tuple[tuple[str, str], ...] = ()
+        pending: tuple[str, ...] = ()
+        if moderation:
+            log = tuple(sorted(_flat(moderation[0]).items()))
+            pending = tuple(sorted(k.decode() for k in moderation[1]))
         out.append(
             RawItem(
                 item_id,
@@ -205,6 +235,8 @@ def _parse_read(item_ids: list[str], reply: bytes) -> tuple[int | None, list[Raw
                 bytes(blob),
                 _flat(creator) or None,
                 tuple(t.decode() for t in texts),
+                log,
+                pending,
             )
         )
     return (int(clock) if clock else None), out
@@ -277,11 +309,14 @@ class RedisStore(OnlineStore):
             wait([f for _, f in sent])
         return [apply_result(plan, *future.result()) for plan, future in sent]
 
-    def _raw(self, item_ids: list[str]) -> list[RawItem]:
-        return self._read(item_ids)[1] if item_ids else []
+    def _raw(self, item_ids: list[str], moderation: bool = False) -> list[RawItem]:
+        return self._read(item_ids, moderation)[1] if item_ids else []
 
-    def _read(self, item_ids: list[str]) -> tuple[int | None, list[RawItem]]:
-        reply = self._call(self._read_script, keys=[], args=[self.prefix, *item_ids])
+    def _read(
+        self, item_ids: list[str], moderation: bool = False
+    ) -> tuple[int | None, list[RawItem]]:
+        flag = "1" if moderation else "0"
+        reply = self._call(self._read_script, keys=[], args=[self.prefix, flag, *item_ids])
         return _parse_read(item_ids, reply)
 
     async def snapshot_async(self, item_id: str) -> dict[str, Any] | None:
@@ -294,7 +329,7 @@ class RedisStore(OnlineStore):
         `features.online.redis_read.ScriptReader` (one pipelined connection), or redis-py's
         asyncio client for URLs it does not speak."""
         try:
-            reply = await self._async_read()(self.prefix, item_id)
+            reply = await self._async_read()(self.prefix, "0", item_id)
         except (*self._errors, OSError) as exc:  # OSError: ScriptReader's connection errors
             raise self._unavailable(exc) from None
         clock, raws = _parse_read([item_id], reply)
@@ -365,6 +400,17 @@ class RedisStore(OnlineStore):
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         if issues:
             self._call(self.client.srem, self.prefix + f"f:{item_id}", *issues)
+
+    def take_anchored(self, limit: int) -> list[str]:
+        taken = self._call(self.client.spop, self.prefix + ANCHORED_KEY, limit) or []
+        return [t.decode() for t in taken]
+
+    def requeue_anchored(self, item_id: str) -> None:
+        self._call(self.client.sadd, self.prefix + ANCHORED_KEY, item_id)
+
+    def done_anchors(self, item_id: str, keys: list[str]) -> None:
+        if keys:
+            self._call(self.client.hdel, self.prefix + f"pa:{item_id}", *keys)
 
     def clock_ns(self) -> int | None:
         clock = self._call(self.client.hget, self.prefix + META_KEY, "clock")

@@ -49,6 +49,10 @@ class RawItem:
     creator: dict[str, str] | None
     # the item's latest comment texts, "<ts>:<seq>:<text>" in (time, arrival) order
     comments: tuple[str, ...] = ()
+    # read for the re-scorer's anchor pass only: the moderation log ("<ts>:<seq>", row JSON)
+    # in (time, arrival) order, and the log keys of the pending anchors
+    moderation: tuple[tuple[str, str], ...] = ()
+    pending: tuple[str, ...] = ()
 
 
 def _int(fields: dict[str, str], name: str) -> int:
@@ -146,4 +150,57 @@ def assemble(raw: RawItem, as_of_ns: int, *, python_times: bool = False) -> dict
     row["mod_restricted"] = int(f.get("m:restrict", "") > restore)
     for name in ACTION_COLUMNS:
         row[name] = None
+    return {c: row[c] for c in SNAPSHOT_COLUMNS if c in row}
+
+
+def assemble_anchor(raw: RawItem, key: str, *, python_times: bool = False) -> dict[str, Any] | None:
+    """The "moderation" snapshot row of the item's moderation action logged under `key`
+    ("<padded ts>:<seq>"), as `build_snapshots` makes it for that row: as_of = the action's
+    time, horizon_h = the item's age then, the action columns from the row, and the
+    moderation state just before it. None if the item is unknown (no `items` row yet).
+
+    Exact, whatever was applied after the action, for every column that carries its time
+    in the store: the 1 h / 6 h windows and the counts of the velocity kinds (from the
+    window records), `comment_text`, the `mod_*` state (from the moderation log, ordered by
+    time then arrival as the kernel orders by time then table order), this item's own
+    removals (taken out of `creator_prior_removals` whatever their time), and the
+    as_of-based ages. The cumulative columns without timestamps (`n_download`,
+    `n_follow`, `n_report_<reason>`, `n_viewers`, `n_reporters`, `mean_watch_frac`,
+    `n_comment_toxic`, `comment_mean_len`) and the creator history (`creator_n_items`,
+    `creator_prior_removals` of other items, `creator_prior_overturned`) count every row
+    applied when the state is read: they equal the batch values when no row of the item
+    (for the creator columns: of the creator's items) with a time at or after the action
+    was applied before the re-scorer read the anchor. docs/architecture.md ("Moderation
+    anchors") states the bound.
+    """
+    log = dict(raw.moderation)
+    if key not in log:
+        raise ValueError(f"item {raw.item_id!r} has no moderation action {key!r} in its log")
+    as_of_ns = int(key[:TS_WIDTH])
+    row = assemble(raw, as_of_ns, python_times=python_times)
+    if row is None:
+        return None
+    row["anchor"] = "moderation"
+    # what the kernel computes for a moderation anchor: (ts - created) / NS_PER_H
+    row["horizon_h"] = row["age_h"]
+    rec = window_records(raw.windows)
+    kinds = rec["kind"][rec["ts"] < as_of_ns].astype(np.int64)
+    counts = np.bincount(kinds, minlength=len(EVENT_KINDS))
+    for kind, code in _VELOCITY:
+        row[f"n_{kind}"] = int(counts[code])
+    cut = pad_ts(as_of_ns)
+    latest = {"remove": "", "restrict": "", "restore": ""}
+    n_before = 0
+    for log_key, payload in raw.moderation:  # in (time, arrival) order
+        if log_key[:TS_WIDTH] >= cut:
+            break
+        n_before += 1
+        latest[json.loads(payload)["action"]] = log_key
+    row["mod_n_actions"] = n_before
+    row["mod_removed"] = int(latest["remove"] > latest["restore"])
+    row["mod_restricted"] = int(latest["restrict"] > latest["restore"])
+    action = json.loads(log[key])
+    row["action"] = action["action"]
+    row["action_source"] = action["source"]
+    row["action_policy"] = action["policy"]
     return {c: row[c] for c in SNAPSHOT_COLUMNS if c in row}

@@ -22,6 +22,7 @@ import pandas as pd
 
 from features.online.errors import AsOfTooEarly
 from features.online.ops import (
+    ANCHORED_KEY,
     EXPIRY_KEY,
     META_KEY,
     SEQ_WIDTH,
@@ -34,7 +35,7 @@ from features.online.ops import (
     plan_tables,
     tomb_key,
 )
-from features.online.snapshot import RawItem, assemble
+from features.online.snapshot import RawItem, assemble, assemble_anchor
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,18 @@ class OnlineStore:
         """Run ops atomically; (applied, expired rows). applied is False for a seen batch."""
         raise NotImplementedError
 
-    def _raw(self, item_ids: list[str]) -> list[RawItem]:
+    def _raw(self, item_ids: list[str], moderation: bool = False) -> list[RawItem]:
+        """The items' raw state; with `moderation`, their moderation log and pending
+        anchors too (what only the re-scorer's anchor pass reads)."""
         raise NotImplementedError
 
-    def _read(self, item_ids: list[str]) -> tuple[int | None, list[RawItem]]:
+    def _read(
+        self, item_ids: list[str], moderation: bool = False
+    ) -> tuple[int | None, list[RawItem]]:
         """The clock and the items' raw state. A backend whose round trips cost (Redis)
         reads both in one call, which also makes the pair consistent: no batch is applied
         between reading the clock and reading the state."""
-        return self.clock_ns(), self._raw(item_ids)
+        return self.clock_ns(), self._raw(item_ids, moderation)
 
     def clock_ns(self) -> int | None:
         """The latest timestamp applied (None before anything was applied)."""
@@ -106,6 +111,18 @@ class OnlineStore:
 
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
+        raise NotImplementedError
+
+    def take_anchored(self, limit: int) -> list[str]:
+        """Up to `limit` items with pending moderation anchors (each taken by one caller)."""
+        raise NotImplementedError
+
+    def requeue_anchored(self, item_id: str) -> None:
+        """Put an item back among those with pending anchors (its pass failed)."""
+        raise NotImplementedError
+
+    def done_anchors(self, item_id: str, keys: list[str]) -> None:
+        """Forget the item's pending anchors `keys` (scored, flags queued)."""
         raise NotImplementedError
 
     def ping(self) -> None:
@@ -175,6 +192,22 @@ class OnlineStore:
 
     def snapshot(self, item_id: str, as_of_ns: int | None = None) -> dict[str, Any] | None:
         return self.snapshots([item_id], as_of_ns)[0]
+
+    def anchor_snapshots(self, item_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(anchor key, snapshot) of every pending moderation anchor of the items, in item
+        order and, per item, in action order: the row `build_snapshots` makes for that
+        moderation row (`snapshot.assemble_anchor`; its exactness bound is there). An item
+        not upserted yet has none here: its anchors stay pending until its `items` row
+        arrives (which queues them again)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for lo in range(0, len(item_ids), READ_CHUNK):
+            _, raws = self._read(item_ids[lo : lo + READ_CHUNK], moderation=True)
+            for raw in raws:
+                for key in raw.pending:
+                    snap = assemble_anchor(raw, key)
+                    if snap is not None:
+                        out.append((key, snap))
+        return out
 
     def _snapshot_now(self, item_id: str) -> dict[str, Any] | None:
         # snapshot_async's read: now, with Python datetimes
@@ -273,6 +306,15 @@ class MemoryStore(OnlineStore):
                 d = h.setdefault(op[1], {})
                 if op[3] > d.get(op[2], ""):
                     d[op[2]] = op[3]
+            elif name == "MODLOG":
+                self._seq += 1
+                log_key = f"{op[2]}:{self._seq:0{SEQ_WIDTH}d}"
+                h.setdefault(op[1], {})[log_key] = op[3]
+                if op[4]:
+                    h.setdefault(op[4], {})[log_key] = "1"
+            elif name == "SADDIFKEY":
+                if h.get(op[3]):
+                    self._s.setdefault(op[1], set()).add(op[2])
             elif name == "HMAXSEQ":
                 self._seq += 1
                 value = f"{op[3]}:{self._seq:012d}"
@@ -330,13 +372,18 @@ class MemoryStore(OnlineStore):
             self._ttl[tomb_key(item_id)] = time.monotonic() + tomb_ms / 1000
             del z[item_id]
 
-    def _raw(self, item_ids: list[str]) -> list[RawItem]:
+    def _raw(self, item_ids: list[str], moderation: bool = False) -> list[RawItem]:
         with self._lock:
             out = []
             for item_id in item_ids:
                 fields = dict(self._h.get(item_key(item_id), {}))
                 cid = fields.get("cid")
                 creator = dict(self._h.get(creator_key(cid), {})) if cid is not None else None
+                log: tuple[tuple[str, str], ...] = ()
+                pending: tuple[str, ...] = ()
+                if moderation:
+                    log = tuple(sorted(self._h.get(f"md:{item_id}", {}).items()))
+                    pending = tuple(sorted(self._h.get(f"pa:{item_id}", {})))
                 out.append(
                     RawItem(
                         item_id,
@@ -346,6 +393,8 @@ class MemoryStore(OnlineStore):
                         bytes(self._b.get(f"w:{item_id}", b"")),
                         creator,
                         tuple(self._l.get(f"t:{item_id}", ())),
+                        log,
+                        pending,
                     )
                 )
             return out
@@ -369,6 +418,24 @@ class MemoryStore(OnlineStore):
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         with self._lock:
             self._s.get(f"f:{item_id}", set()).difference_update(issues)
+
+    def take_anchored(self, limit: int) -> list[str]:
+        with self._lock:
+            pending = self._s.get(ANCHORED_KEY, set())
+            return [pending.pop() for _ in range(min(limit, len(pending)))]
+
+    def requeue_anchored(self, item_id: str) -> None:
+        with self._lock:
+            self._s.setdefault(ANCHORED_KEY, set()).add(item_id)
+
+    def done_anchors(self, item_id: str, keys: list[str]) -> None:
+        with self._lock:
+            pending = self._h.get(f"pa:{item_id}")
+            if pending is not None:
+                for key in keys:
+                    pending.pop(key, None)
+                if not pending:
+                    del self._h[f"pa:{item_id}"]
 
     def clock_ns(self) -> int | None:
         clock = self._h.get(META_KEY, {}).get("clock")

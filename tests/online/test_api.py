@@ -174,6 +174,50 @@ async def test_flag_reaches_queue_once_per_item_and_issue(
         assert w["snapshot"]["item_id"] == w["item_id"] and "n_view" in w["snapshot"]
 
 
+async def test_posted_removal_is_scored_at_its_moderation_anchor(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """POST /v1/moderation: the service's re-scorer scores each remove / restrict at its
+    moderation anchor; each flagged one (the loaded champion is made to flag them all)
+    reaches the review sink once, anchored at the action, and the live archive holds a
+    "moderation" score row per action."""
+    from features.online.archive import read_scores
+
+    store = store_factory()
+    bundle = champion_v1.bundles[champion_v1.versions[0]]
+    if "wrongful_enforcement" in bundle.disabled:
+        pytest.skip("the test champion has wrongful_enforcement disabled")
+    app, sink = _app(champion_v1, tmp_path, store, archive_dir=tmp_path / "live")
+    part = _first_items(sim_tables, 40)  # posted within 13 h: none expires meanwhile
+    actions = part["moderation"]
+    anchored = actions[actions["action"].isin(["remove", "restrict"])]
+    assert len(anchored) >= 3
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        # the loaded champion judges every action wrongful: each must be queued, once
+        app.state.service.holder.current.bundle.issues["wrongful_enforcement"].threshold = 0.0
+        for table in ("creators", "items", "events", "moderation"):
+            assert (await _post(client, table, part[table])).status_code == 200
+        online = app.state.online
+        for _ in range(100):
+            if online.anchors_scored >= len(anchored):
+                break
+            await asyncio.sleep(0.1)
+        assert online.anchors_scored == len(anchored)
+        await asyncio.sleep(0.6)  # more passes: nothing is queued twice
+    written = JsonlFlagSink.read(sink.path) if sink.path.exists() else []
+    moderation = [w for w in written if w["anchor"] == "moderation"]
+    keys = [(w["item_id"], w["as_of"]) for w in moderation]
+    assert len(keys) == len(set(keys)), "an action was queued twice"
+    for w in moderation:
+        assert w["flagged"] == ["wrongful_enforcement"] and w["reasons"]["wrongful_enforcement"]
+        assert w["snapshot"]["action"] in ("remove", "restrict")
+    scores = read_scores(tmp_path / "live")
+    rows = scores[scores["anchor"] == "moderation"]
+    assert len(rows) == len(anchored) and rows["wrongful_enforcement"].notna().all()
+    assert len(moderation) == len(anchored)
+    assert rows["flagged"].str.contains("wrongful_enforcement").all()
+
+
 async def test_rescoring_off_in_the_service_runs_in_another_process(
     champion_v1, tmp_path, sim_tables, store_factory
 ):
