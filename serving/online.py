@@ -382,9 +382,10 @@ def run_rescorer(
     service's flag writer drains into the review store like a worker's. Runs until `stop`
     is set, then makes one last pass over the items due then. `on_ready(model)` is called
     once, when the first model has loaded (re-scoring starts then). `on_status(line)` gets,
-    every `status_s` once re-scoring has started, the items scored and queued since the
-    last line and the backlog of due items (`OnlineService.backlog`): whether re-scoring
-    keeps up (on busy cores, an `ingest --idle` re-scorer may not).
+    every `status_s` once re-scoring has started, the items (and moderation actions)
+    scored and queued since the last line and the backlog of due items
+    (`OnlineService.backlog`): whether re-scoring keeps up (on busy cores, an
+    `ingest --idle` re-scorer may not).
     Returns the items queued for review.
     """
     from serving.model_holder import ModelHolder
@@ -399,25 +400,27 @@ def run_rescorer(
     ).start()
     reload_s = float(settings.reload_interval_s)
     checked = -1e18
-    last_status: tuple[float, int, int] | None = None  # (monotonic time, scored, queued)
+    # (monotonic time, items scored, actions scored, queued) at the last status line
+    last_status: tuple[float, int, int, int] | None = None
 
     def status() -> None:
         nonlocal last_status
         now = time.monotonic()
         if last_status is None:
-            last_status = (now, online.scored, online.queued)
+            last_status = (now, online.scored, online.anchors_scored, online.queued)
             return
-        t0, scored0, queued0 = last_status
+        t0, scored0, anchors0, queued0 = last_status
         if now - t0 < status_s:
             return
         scored, secs = online.scored - scored0, now - t0
         if on_status is not None:
             on_status(
                 f"re-scorer: {scored} items scored in {secs:.1f} s ({scored / secs:.0f}/s), "
+                f"{online.anchors_scored - anchors0} moderation actions, "
                 f"{online.queued - queued0} queued for review, backlog {online.backlog()} "
                 "due items"
             )
-        last_status = (now, online.scored, online.queued)
+        last_status = (now, online.scored, online.anchors_scored, online.queued)
 
     def load() -> None:
         nonlocal checked

@@ -272,7 +272,8 @@ async def test_rescoring_off_in_the_service_runs_in_another_process(
         # the status lines count what was scored and queued since the previous one
         parsed = [
             re.fullmatch(
-                r"re-scorer: (\d+) items scored in [\d.]+ s \(\d+/s\), (\d+) queued for "
+                r"re-scorer: (\d+) items scored in [\d.]+ s \(\d+/s\), \d+ moderation actions, "
+                r"(\d+) queued for "
                 r"review, backlog (\d+) due items",
                 line,
             )
