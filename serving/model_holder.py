@@ -113,6 +113,11 @@ class ModelHolder:
     def _client(self) -> Any:
         from mlflow.tracking import MlflowClient
 
+        from common.mlflow_store import prepare_mlflow_store
+
+        # Other processes may open a new store now too (the workers of one server, a training
+        # job): create it under the lock rather than inside MLflow's first call (no-op once done).
+        prepare_mlflow_store(self.settings)
         return MlflowClient(
             tracking_uri=self.settings.tracking_uri,
             registry_uri=self.settings.registry_uri,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,9 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.mlflow_store import mlflow_schema_head, schema_revision
 from serving.flag_writer import JsonlFlagSink
 from surfacer.cli import run
-from tests.support.serving import ADMIN_KEY, SCORE_KEY, Registry, records, serve_process
+from tests.support.serving import (
+    ADMIN_KEY,
+    SCORE_KEY,
+    Registry,
+    free_port,
+    records,
+    serve_process,
+)
 
 
 @pytest.mark.slow
@@ -108,6 +117,51 @@ def test_dev_key_is_printed_and_works(champion_v1: Registry, tmp_path: Path) -> 
             assert c.get("/v1/models").status_code == 401
             assert c.get("/v1/models", headers={"X-API-Key": key}).status_code == 200
             assert c.get("/metrics", headers={"X-API-Key": key}).status_code == 200
+
+
+@pytest.mark.slow
+def test_two_workers_first_start_create_the_mlflow_store_once(tmp_path: Path) -> None:
+    # A folder with no MLflow database: before `surfacer serve` created it in the parent,
+    # both workers ran MLflow's migrations at once and one logged `duplicate column name:
+    # step` (6 of 7 fresh starts on a 2-core machine), then waited for the registry.
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURFACER_", "MLFLOW_"))}
+    env["SURFACER_DATA_DIR"] = str(state)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    # Each worker ends its start-up with this line once MLflow answered "no such model".
+    waiting = "not ready until the registry answers"
+    with log_path.open("wb") as log:
+        surfacer = str(Path(sys.executable).parent / "surfacer")
+        proc = subprocess.Popen(
+            [surfacer, "serve", "--port", str(port), "--workers", "2", "--dev-key"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 50
+        while log_path.read_text().count(waiting) < 2:
+            assert proc.poll() is None, f"serve exited:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"workers not started:\n{log_path.read_text()}"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log_path.read_text()
+    for bad in ("duplicate column", "OperationalError", "Traceback"):
+        assert bad not in text, f"{bad!r} in the serve log:\n{text}"
+    # Both workers reached the registry and got its answer, not a schema error.
+    answered = text.count("Registered Model with name=surfacer not found")
+    assert answered == 2, f"{answered} of 2 workers got the registry's answer:\n{text}"
+    assert f"MLflow store sqlite:///{state.resolve()}/mlflow.db created" in text
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")) == [
+        Path("state/mlflow.db"),
+        Path("state/review.db"),
+    ]
+    uri = f"sqlite:///{state.resolve()}/mlflow.db"
+    assert schema_revision(uri) == mlflow_schema_head() is not None
 
 
 def test_serve_refuses_to_start_without_keys(
