@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from common.mlflow_store import mlflow_schema_head, schema_revision
+from common.settings import Settings
+from serving.cli import prepare_mlflow
 from serving.flag_writer import JsonlFlagSink
 from surfacer.cli import run
 from tests.support.serving import (
@@ -171,6 +173,28 @@ def test_serve_refuses_to_start_without_keys(
     monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
     assert run(["serve", "--port", "1"]) == 2
     assert "no API keys configured" in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_when_the_mlflow_store_cannot_be_created(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path / "file" / "state"))
+    with pytest.raises(SystemExit) as info:
+        run(["serve", "--port", "1", "--dev-key"])
+    assert info.value.code == 1
+    assert "error: cannot create the folder of the MLflow store" in capsys.readouterr().err
+
+
+def test_serve_only_warns_when_the_mlflow_database_server_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The workers ride out an outage (cached model, retries), so the server still starts.
+    settings = Settings(mlflow_tracking_uri="postgresql+psycopg://127.0.0.1:1/mlflow")
+    prepare_mlflow(settings)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: MLflow store postgresql+psycopg://127.0.0.1:1/mlflow is ")
+    assert "the workers retry it and serve their cached model" in err
 
 
 def test_serve_command_and_worker_imports_stay_light() -> None:
