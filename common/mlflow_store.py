@@ -193,8 +193,10 @@ def _open_stores(settings: Settings) -> None:
     database on first open); the caller holds the locks."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
-    try:
+    try:  # the client opens the tracking store already
+        client = MlflowClient(
+            tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
+        )
         if database_scheme(settings.tracking_uri) is not None:
             client.search_experiments(max_results=1)
         if database_scheme(settings.registry_uri) is not None:

@@ -86,6 +86,12 @@ def test_a_store_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None
         prepare_mlflow_store(Settings(data_dir=blocker / "state"))
 
 
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "mlflow.db").write_text("not a database")
+    with pytest.raises(RuntimeError, match=r"cannot create or migrate the MLflow store sqlite:"):
+        prepare_mlflow_store(Settings(data_dir=tmp_path))
+
+
 def test_an_unreachable_database_server_is_said_quickly_without_its_password() -> None:
     settings = Settings(mlflow_tracking_uri="postgresql+psycopg://me:s3cret@127.0.0.1:1/mlflow")
     t0 = time.perf_counter()
