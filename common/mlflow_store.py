@@ -180,7 +180,7 @@ def prepare_mlflow_store(settings: Settings) -> list[str]:
     pending = [uri for uri in databases if head is None or schema_revision(uri) != head]
     if pending:
         with ExitStack() as stack:
-            for uri in sorted(pending):  # a fixed order: two callers never wait on each other
+            for uri in sorted(pending):  # one order for every caller: no deadlock
                 stack.enter_context(_init_lock(uri))
             _open_stores(settings)
     with _done_lock:

@@ -45,7 +45,7 @@ def test_a_new_sqlite_store_is_created_once_and_then_recognised(tmp_path: Path) 
     assert client.search_registered_models() == []
 
 
-def test_a_store_behind_the_head_is_upgraded(tmp_path: Path) -> None:
+def test_a_store_not_at_the_head_goes_through_mlflow_again(tmp_path: Path) -> None:
     import sqlite3
 
     settings = Settings(data_dir=tmp_path)
