@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,29 @@ def ensure_dev_analyst(settings: Settings) -> str | None:
         store.close()
 
 
+def prepare_mlflow(settings: Settings) -> None:
+    """Create (or upgrade) the MLflow store once here, before the workers start.
+
+    Every worker opens the store at start-up, and MLflow creates a new database without a
+    lock: two workers doing it at once collide (`duplicate column name: step`) and one
+    starts without a model. A SQLite store that cannot be created is a setup error: raises
+    RuntimeError naming it. A database server that does not answer is an outage the workers
+    ride out (they serve the cached model and retry), so it only gets a warning here.
+    """
+    from common.mlflow_store import StoreUnreachable, prepare_mlflow_store, safe_uri
+
+    t0 = time.perf_counter()
+    try:
+        created = prepare_mlflow_store(settings)
+    except StoreUnreachable as exc:
+        typer.echo(f"warning: {exc}; the workers retry it and serve their cached model", err=True)
+        return
+    for uri in created:
+        typer.echo(
+            f"MLflow store {safe_uri(uri)} created or upgraded in {time.perf_counter() - t0:.1f}s"
+        )
+
+
 def make_metrics_dir(parent: Path) -> Path:
     """A fresh, private folder for one run's multiprocess metric files, under `parent`.
 
@@ -106,6 +130,7 @@ def serve(
     if sample_rate is not None and not 0.0 <= sample_rate <= 1.0:
         raise ValueError(f"--sample-rate must be within [0, 1], got {sample_rate}")
     settings, key = ensure_api_keys(settings, dev_key=dev_key)
+    prepare_mlflow(settings)
     if key is not None:
         typer.echo(f"dev API key (scopes {', '.join(SCOPES)}): {key}")
         password = ensure_dev_analyst(settings)

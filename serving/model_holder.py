@@ -10,6 +10,7 @@ in: requests read `holder.current` once and keep that model, so none fail during
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -113,6 +114,11 @@ class ModelHolder:
     def _client(self) -> Any:
         from mlflow.tracking import MlflowClient
 
+        from common.mlflow_store import prepare_mlflow_store
+
+        # Other processes may open a new store now too (the workers of one server, a training
+        # job): create it under the lock rather than inside MLflow's first call (no-op once done).
+        prepare_mlflow_store(self.settings)
         return MlflowClient(
             tracking_uri=self.settings.tracking_uri,
             registry_uri=self.settings.registry_uri,
@@ -129,15 +135,32 @@ class ModelHolder:
         return self.cache_dir / version
 
     def download(self, version: str) -> Path:
-        """The local folder of `version`, downloading it unless the cache already has it whole."""
-        import mlflow.artifacts
+        """The local folder of `version`, downloading it unless the cache already has it whole.
 
-        from models.pyfunc import model_storage_uri
-
+        The workers of one server share the cache and load a new champion at the same time:
+        an flock per version lets one download while the others wait and then find it whole.
+        Without it a later worker replaced the folder (rmtree, then rename) while an earlier
+        one was loading from it.
+        """
         target = self._version_dir(version)
         if (target / COMPLETE_MARKER).exists():
             return target
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with (self.cache_dir / f".{version}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (target / COMPLETE_MARKER).exists():  # not fetched while we waited
+                    self._fetch(version, target)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return target
+
+    def _fetch(self, version: str, target: Path) -> None:
+        """Download `version` into `target`, whole or not at all (the caller holds its lock)."""
+        import mlflow.artifacts
+
+        from models.pyfunc import model_storage_uri
+
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
         try:
             source = model_storage_uri(
@@ -156,7 +179,6 @@ class ModelHolder:
             os.replace(local_path, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return target
 
     # -- cache pointer -------------------------------------------------------------------------
 
@@ -169,7 +191,8 @@ class ModelHolder:
             "path": str(model.path),
             "saved_at": datetime.now(UTC).isoformat(),
         }
-        tmp = self.cache_dir / f".{CURRENT_FILE}.tmp"
+        # A temp file per writer: the workers that loaded one version write it together.
+        tmp = self.cache_dir / f".{CURRENT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(payload, indent=2))
         os.replace(tmp, self.cache_dir / CURRENT_FILE)
 

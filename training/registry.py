@@ -34,6 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from common.mlflow_store import prepare_mlflow_store
 from common.settings import Settings
 from training.evaluate import PRIMARY_METRIC, holdout_metrics
 
@@ -240,8 +241,13 @@ def _primary(mine: dict[str, float], other: dict[str, float], primary_issue: str
 
 
 def client_for(settings: Settings) -> MlflowClient:
-    """A client on the settings' tracking/registry URIs (creating the local data dir if used)."""
+    """A client on the settings' tracking/registry URIs (creating the local data dir if used).
+
+    The store's database is created (or upgraded) first under a lock, not by MLflow's first
+    call: a server starting beside this job may be creating it at the same moment.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_mlflow_store(settings)
     return MlflowClient(
         tracking_uri=settings.tracking_uri,
         registry_uri=settings.registry_uri,

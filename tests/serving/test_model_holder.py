@@ -151,3 +151,55 @@ async def test_polling_follows_the_alias(champion_v1: Registry, tmp_path: Path) 
         while (await client.get("/v1/models")).json()["version"] != v2:
             assert time.monotonic() < deadline, "poller did not pick up the new champion"
             await asyncio.sleep(0.1)
+
+
+async def test_workers_fetching_one_new_version_download_it_once(
+    champion_v1: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two holders on one cache stand for two workers loading a new champion together.
+    # Before the per-version lock both downloaded, and the second replaced the folder
+    # (rmtree, then rename) while the first could be loading from it.
+    import mlflow.artifacts
+
+    real = mlflow.artifacts.download_artifacts
+    calls: list[str] = []
+
+    def slow_download(**kwargs: object) -> str:
+        calls.append(str(kwargs["artifact_uri"]))
+        time.sleep(1.0)  # long enough for both to be inside download() at once
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", slow_download)
+    settings = champion_v1.settings(tmp_path / "state")
+    version = champion_v1.versions[0]
+    first, second = ModelHolder(settings), ModelHolder(settings)
+    paths = await asyncio.gather(
+        asyncio.to_thread(first.download, version), asyncio.to_thread(second.download, version)
+    )
+    assert len(calls) == 1
+    assert paths[0] == paths[1] == settings.model_cache_dir / version
+    assert (paths[0] / "MLmodel").is_file() and (paths[0] / ".complete").read_text() == version
+    assert [p.name for p in settings.model_cache_dir.iterdir() if p.is_dir()] == [version]
+
+
+async def test_workers_writing_the_cache_pointer_together_never_break_it(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    # Every worker writes current.json after loading a version. With one shared temp name,
+    # one writer's rename took the file another was writing (FileNotFoundError, or a
+    # pointer cut short).
+    settings = champion_v1.settings(tmp_path / "state")
+    holder = ModelHolder(settings)
+    await holder.startup()
+    model = holder.current
+    assert model is not None
+    writers = [ModelHolder(settings) for _ in range(2)]
+
+    def write_many(h: ModelHolder) -> None:
+        for _ in range(300):
+            h._write_current(model)
+
+    await asyncio.gather(*(asyncio.to_thread(write_many, h) for h in writers))
+    pointer = json.loads((settings.model_cache_dir / CURRENT_FILE).read_text())
+    assert pointer["version"] == model.version
+    assert not list(settings.model_cache_dir.glob(f".{CURRENT_FILE}*"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,9 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.mlflow_store import mlflow_schema_head, schema_revision
+from common.settings import Settings
+from serving.cli import prepare_mlflow
 from serving.flag_writer import JsonlFlagSink
 from surfacer.cli import run
-from tests.support.serving import ADMIN_KEY, SCORE_KEY, Registry, records, serve_process
+from tests.support.serving import (
+    ADMIN_KEY,
+    SCORE_KEY,
+    Registry,
+    free_port,
+    records,
+    serve_process,
+)
 
 
 @pytest.mark.slow
@@ -110,6 +121,51 @@ def test_dev_key_is_printed_and_works(champion_v1: Registry, tmp_path: Path) -> 
             assert c.get("/metrics", headers={"X-API-Key": key}).status_code == 200
 
 
+@pytest.mark.slow
+def test_two_workers_first_start_create_the_mlflow_store_once(tmp_path: Path) -> None:
+    # A folder with no MLflow database: before `surfacer serve` created it in the parent,
+    # both workers ran MLflow's migrations at once and one logged `duplicate column name:
+    # step` (6 of 7 fresh starts on a 2-core machine), then waited for the registry.
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURFACER_", "MLFLOW_"))}
+    env["SURFACER_DATA_DIR"] = str(state)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    # Each worker ends its start-up with this line once MLflow answered "no such model".
+    waiting = "not ready until the registry answers"
+    with log_path.open("wb") as log:
+        surfacer = str(Path(sys.executable).parent / "surfacer")
+        proc = subprocess.Popen(
+            [surfacer, "serve", "--port", str(port), "--workers", "2", "--dev-key"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 50
+        while log_path.read_text().count(waiting) < 2:
+            assert proc.poll() is None, f"serve exited:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"workers not started:\n{log_path.read_text()}"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log_path.read_text()
+    for bad in ("duplicate column", "OperationalError", "Traceback"):
+        assert bad not in text, f"{bad!r} in the serve log:\n{text}"
+    # Both workers reached the registry and got its answer, not a schema error.
+    answered = text.count("Registered Model with name=surfacer not found")
+    assert answered == 2, f"{answered} of 2 workers got the registry's answer:\n{text}"
+    assert f"MLflow store sqlite:///{state.resolve()}/mlflow.db created" in text
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")) == [
+        Path("state/mlflow.db"),
+        Path("state/review.db"),
+    ]
+    uri = f"sqlite:///{state.resolve()}/mlflow.db"
+    assert schema_revision(uri) == mlflow_schema_head() is not None
+
+
 def test_serve_refuses_to_start_without_keys(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -117,6 +173,28 @@ def test_serve_refuses_to_start_without_keys(
     monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
     assert run(["serve", "--port", "1"]) == 2
     assert "no API keys configured" in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_when_the_mlflow_store_cannot_be_created(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path / "file" / "state"))
+    with pytest.raises(SystemExit) as info:
+        run(["serve", "--port", "1", "--dev-key"])
+    assert info.value.code == 1
+    assert "error: cannot create the folder of the MLflow store" in capsys.readouterr().err
+
+
+def test_serve_only_warns_when_the_mlflow_database_server_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The workers ride out an outage (cached model, retries), so the server still starts.
+    settings = Settings(mlflow_tracking_uri="postgresql+psycopg://127.0.0.1:1/mlflow")
+    prepare_mlflow(settings)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: MLflow store postgresql+psycopg://127.0.0.1:1/mlflow is ")
+    assert "the workers retry it and serve their cached model" in err
 
 
 def test_serve_command_and_worker_imports_stay_light() -> None:
