@@ -1,0 +1,85 @@
+"""Re-scoring touched items: an item still over its threshold is queued once, and asks the
+store about its flags once per process rather than on every pass."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from features.online import OnlineConfig
+from serving.online import OnlineService
+from tests.support.serving import make_bundle
+
+CONFIG = OnlineConfig(horizon_h=48.0)
+
+
+class Spool:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def append_item(self, data: bytes) -> None:
+        self.entries.append(orjson.loads(data))
+
+
+def _service(store: Any) -> OnlineService:
+    settings = SimpleNamespace(online_rescore_s=0.0, online_horizon_h=48.0, archive_dir=None)
+    return OnlineService(settings, store)
+
+
+def test_a_flagged_item_is_queued_once_and_not_asked_about_again(
+    sim_tables, store_factory
+) -> None:
+    bundle = make_bundle(n=400)
+    for issue in bundle.issues.values():
+        issue.threshold = 0.0  # every scored issue is over its threshold
+    model = SimpleNamespace(bundle=bundle, version="1")
+    store = store_factory(CONFIG)
+    items = sim_tables["items"].head(6)
+    events = sim_tables["events"]
+    store.apply(
+        {
+            "creators": sim_tables["creators"],
+            "items": items,
+            "events": events[events["item_id"].isin(items["item_id"])],
+        },
+        batch_id="setup",
+    )
+    ids = items["item_id"].tolist()
+    calls: list[tuple[str, list[str]]] = []
+    mark = store.mark_flagged
+
+    def counted(item: str, issues: list[str]) -> list[str]:
+        calls.append((item, list(issues)))
+        return mark(item, issues)
+
+    store.mark_flagged = counted
+    online, spool = _service(store), Spool()
+    assert online.rescore(model, spool, ids) == len(ids)
+    assert len(calls) == len(ids)
+    flagged = {e["item_id"]: e["flagged"] for e in spool.entries}
+    assert set(flagged) == set(ids) and all(flagged.values())
+
+    # the next passes: nothing new to queue, and no round trip to find that out
+    calls.clear()
+    assert online.rescore(model, spool, ids) == 0
+    assert online.rescore(model, spool, ids) == 0
+    assert calls == [] and len(spool.entries) == len(ids)
+
+    # another process (a second re-scorer) asks the store, which says: queued already
+    other = _service(store)
+    assert other.rescore(model, spool, ids) == 0
+    assert len(calls) == len(ids) and len(spool.entries) == len(ids)
+
+    # an issue newly over its threshold is still asked about and queued, once
+    post_issues = {i for f in flagged.values() for i in f}
+    dropped = sorted(post_issues)[0]
+    store.unmark_flagged(ids[0], [dropped])  # as if it had been under its threshold so far
+    online._flagged[ids[0]].discard(dropped)
+    calls.clear()
+    assert online.rescore(model, spool, ids) == 1
+    assert calls == [(ids[0], [dropped])]
+    assert spool.entries[-1]["item_id"] == ids[0] and spool.entries[-1]["flagged"] == [dropped]
+    assert pd.Series([e["item_id"] for e in spool.entries]).value_counts().max() == 2
