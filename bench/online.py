@@ -369,13 +369,17 @@ def _live(
     # Each live phase starts from an empty re-scoring backlog: the earlier phases touched
     # every item with no re-scorer running, and whichever phase ran first would otherwise
     # spend its GET window catching up on them. Measured is the steady state under the
-    # live stream (its events touch the items of the first 20,000 events, cycled).
+    # live stream. Its messages cycle through all --events events (2 s of stream at the
+    # defaults), so every item they name is touched each cycle and re-scored once per
+    # SURFACER_ONLINE_RESCORE_S: the re-scoring work of a stream spread over that many
+    # items. Before December 6 they cycled through the first 20,000 events only, which
+    # named fewer items (the re-scorer's status lines then showed about 100-150 items/s).
     client.delete(env["SURFACER_ONLINE_PREFIX"] + TOUCHED_KEY)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     bodies = [
         orjson.dumps({"columns": json_columns(events.iloc[i : i + args.message_events])})
-        for i in range(0, min(len(events), 20_000), args.message_events)
+        for i in range(0, len(events), args.message_events)
     ]
     log_path = work / f"ingest-{mode}.log"
     ingest_log = log_path.open("wb")
