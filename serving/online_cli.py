@@ -235,17 +235,9 @@ def _consume_nats(
             "until stopped or, with --drain, until the stream is idle"
         )
     del count  # the fetch size of consume_nats' default; --count is documented for Redis
-    if not quiet:
-        typer.echo(
-            f"ingest: consuming JetStream {source.stream} ({source.subject}, durable "
-            f"{source.durable}) into the {store.backend} online store"
-            + (f", archiving to {archive.root}" if archive is not None else "")
-            + "; Ctrl-C or SIGTERM stops"
-        )
-    stop = threading.Event()
-    restore = stop_on_signals(stop)
-    try:
-        stats = asyncio.run(
+
+    def run(stop: threading.Event) -> Any:
+        return asyncio.run(
             consume_nats(
                 source,
                 lambda b, bid: ingest(store, b, bid, archive=archive),
@@ -257,14 +249,9 @@ def _consume_nats(
                 ),
             )
         )
-    finally:
-        restore()
-    if not quiet:
-        typer.echo(
-            f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
-            f"{stats.duplicates} re-sent, {stats.rejected} rejected"
-        )
-    return stats.messages
+
+    what = f"JetStream {source.stream} ({source.subject}, durable {source.durable})"
+    return _run_consumer(what, store, archive, run, quiet=quiet, rejected="rejected")
 
 
 def _consume_stream(
@@ -290,24 +277,44 @@ def _consume_stream(
             store, messages, archive=archive, redelivered=True
         ),
     )
+
+    def run(stop: threading.Event) -> Any:
+        try:
+            return consumer.run(stop, max_messages=max_messages, until_idle=drain)
+        finally:
+            consumer.close()
+
+    what = f"{source.stream} (group {source.group}, consumer {source.consumer})"
+    return _run_consumer(what, store, archive, run, quiet=quiet, rejected="dead-lettered")
+
+
+def _run_consumer(
+    what: str,
+    store: Any,
+    archive: Any,
+    run: Callable[[threading.Event], Any],
+    *,
+    quiet: bool,
+    rejected: str,
+) -> int:
+    """Run a consumer until Ctrl-C / SIGTERM (or its own end), saying what it consumes and
+    what it did; messages handled."""
     if not quiet:
         typer.echo(
-            f"ingest: consuming {source.stream} (group {source.group}, consumer "
-            f"{source.consumer}) into the {store.backend} online store"
+            f"ingest: consuming {what} into the {store.backend} online store"
             + (f", archiving to {archive.root}" if archive is not None else "")
             + "; Ctrl-C or SIGTERM stops"
         )
     stop = threading.Event()
     restore = stop_on_signals(stop)
     try:
-        stats = consumer.run(stop, max_messages=max_messages, until_idle=drain)
+        stats = run(stop)
     finally:
         restore()
-        consumer.close()
     if not quiet:
         typer.echo(
             f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
-            f"{stats.duplicates} re-sent, {stats.rejected} dead-lettered"
+            f"{stats.duplicates} re-sent, {stats.rejected} {rejected}"
         )
     return stats.messages
 
