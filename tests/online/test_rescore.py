@@ -29,9 +29,7 @@ def _service(store: Any) -> OnlineService:
     return OnlineService(settings, store)
 
 
-def test_a_flagged_item_is_queued_once_and_not_asked_about_again(
-    sim_tables, store_factory
-) -> None:
+def test_a_flagged_item_is_queued_once_and_not_asked_about_again(sim_tables, store_factory) -> None:
     bundle = make_bundle(n=400)
     for issue in bundle.issues.values():
         issue.threshold = 0.0  # every scored issue is over its threshold
