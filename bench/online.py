@@ -18,6 +18,7 @@ measures:
   default, 10) and `--idle` (SCHED_IDLE). Measured under it: freshness (a probe's HTTP
   acceptance to a GET score reflecting it, p50/p99) and GET /v1/items/{id}/score latency
   at a fixed open-loop rate (default 500 req/s), from each request's scheduled send time,
+  in --rounds windows of --duration s (the worst round in the table, every round below),
   with the ingest rate the ingester actually kept up and its lag, the CPU the serve
   worker, the ingester and redis-server used meanwhile, and the re-scorer's pace (items
   scored per second, its largest backlog of due items);
@@ -27,6 +28,7 @@ measures:
 Loopback only, every loop bounded by count or time; keys are deleted at the end.
 
     uv run python bench/online.py [--items 8000] [--events 100000] [--rate 500] [--duration 5]
+        [--rounds 3]
 """
 
 from __future__ import annotations
@@ -445,7 +447,13 @@ def _live(
             _redis_cpu_s(client),
             time.perf_counter(),
         )
-        out["get"] = asyncio.run(_open_loop(base, ids, args.rate, args.duration))
+        # --rounds back-to-back GET windows: one window's p99 moved by several ms from run
+        # to run on the shared cores, so the table shows the worst round and each round
+        rounds = [
+            asyncio.run(_open_loop(base, ids, args.rate, args.duration)) for _ in range(args.rounds)
+        ]
+        out["get"] = max(rounds, key=lambda g: g["p99_ms"])
+        out["get_rounds"] = rounds
         wall = time.perf_counter() - cpu0[3]
         out["cpu"] = (
             (_cpu_s(serve_pid) - cpu0[0]) / wall,
@@ -575,7 +583,13 @@ def main() -> None:
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=2, help="HTTP ingest client threads")
     parser.add_argument("--rate", type=float, default=500.0)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of one GET round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="GET rounds per live phase, back to back; the table shows the worst",
+    )
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
@@ -705,6 +719,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
     results["ingest_nice"] = args.ingest_nice
     results["bg_rate"] = args.bg_rate
     results["rate"] = args.rate
+    results["duration"] = args.duration
     results["enabled"] = enabled
     _report(results, n)
 
@@ -748,8 +763,13 @@ def _report(r: dict[str, Any], deleted: int) -> None:
             f"{ingest_cpu:>8.2f}{redis_cpu:>7.2f}"
             + (f"{rs['items_s']:>11.0f}{rs['backlog']:>9}" if rs else f"{'-':>11}{'-':>9}")
         )
+    for mode, x in r["live"].items():
+        label = f"nice +{r['ingest_nice']}" if mode == "nice" else "idle"
+        each = ", ".join(f"{g['p99_ms']:.2f}" for g in x["get_rounds"])
+        print(f"  GET p99 per round of {r['duration']:.0f} s, {label}: {each} ms")
     print(
-        "  targets: freshness p99 < 1000 ms, GET p99 < 10 ms; CPU in CPU s per wall s "
+        "  targets: freshness p99 < 1000 ms, GET p99 < 10 ms (the table: the worst of "
+        "--rounds rounds); CPU in CPU s per wall s "
         "(ingest with its re-scorer; redis-server for all its clients); rescore/s and the "
         "largest backlog of due items from the re-scorer's status lines; errors include "
         "requests unanswered 10 s after the last send"
