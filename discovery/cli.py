@@ -547,13 +547,16 @@ def watch_once(
 
     if live:
         from features.io import dataset_files
-        from features.online.archive import read_scores
+        from features.online.archive import from_first_horizon, read_scores
+        from features.schema import DEFAULT_HORIZONS_H
 
         if not data.is_dir() or "items" not in dataset_files(data):
             return f"run {run}: the live archive {str(data)!r} holds no items yet"
         tables, frame = _load(data, scores)
         if scores is None:
             frame = read_scores(data)
+            if frame is not None:  # count items as `surfacer score` does: at 1 h, not 1 min
+                frame = from_first_horizon(frame, min(DEFAULT_HORIZONS_H))
     else:
         tables, frame = _load(data, scores)
     end = data_end(tables)

@@ -299,3 +299,24 @@ def read_scores(root: str | Path) -> pd.DataFrame | None:
         return None
     frames = [pd.read_parquet(p) for p in part_files(folder)]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def from_first_horizon(scores: pd.DataFrame, first_h: float) -> pd.DataFrame:
+    """The archive's post scores from each item's first horizon on, for discovery.
+
+    The re-scorer scores an item whenever it is touched, first within minutes of posting,
+    and again as the store's clock crosses each horizon (`DEFAULT_HORIZONS_H`), with
+    `horizon_h` = the item's age then. Discovery counts an item at its first scoring: from
+    the archive as it is, that is a score at an age the models never saw in training
+    (their post snapshots start at the first horizon) and with little of the item's
+    evidence in yet, where `surfacer score` counts it at the first horizon. So post rows
+    scored before `first_h` are dropped for items that have one at or after it (with a
+    1-minute tolerance: the crossing is scored at the clock, which may be a little past);
+    an item never scored that late keeps its rows. Moderation rows are kept as they are."""
+    if scores.empty or "horizon_h" not in scores.columns:
+        return scores
+    post = (scores["anchor"] == "post").to_numpy()
+    early = post & (scores["horizon_h"].to_numpy(dtype=float) < first_h - 1 / 60)
+    mature_items = pd.unique(scores.loc[post & ~early, "item_id"])
+    drop = early & scores["item_id"].isin(mature_items).to_numpy()
+    return scores[~drop].reset_index(drop=True)

@@ -321,3 +321,31 @@ def test_rescorer_scores_are_archived(champion_v1, sim_tables, tmp_path: Path, m
     got = seen["scores"]
     assert sorted(got["item_id"]) == sorted(scores["item_id"])
     assert set(seen["tables"]) >= {"items"}
+
+
+def test_live_discovery_counts_items_from_their_first_horizon() -> None:
+    """`watch --live` counts an item at the re-scorer's score at its first horizon (the
+    age `surfacer score` counts it at, and the youngest the models saw in training), not at
+    the first touch minutes after posting; an item never scored that late keeps its rows,
+    and moderation rows stay whatever their age."""
+    from features.online.archive import from_first_horizon
+
+    scores = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "a", "b", "c", "c", "a"],
+            "anchor": ["post"] * 6 + ["moderation"],
+            "horizon_h": [0.1, 1.0, 6.0, 0.2, 0.3, 0.99, 0.05],
+            "low_quality": [0.9, 0.2, 0.1, 0.5, 0.7, 0.4, float("nan")],
+        }
+    )
+    kept = from_first_horizon(scores, 1.0)
+    assert list(zip(kept["item_id"], kept["horizon_h"], strict=True)) == [
+        ("a", 1.0),
+        ("a", 6.0),
+        ("b", 0.2),
+        ("c", 0.99),  # within a minute of the horizon: the crossing, scored at the clock
+        ("a", 0.05),
+    ]
+    assert from_first_horizon(scores.drop(columns="horizon_h"), 1.0).equals(
+        scores.drop(columns="horizon_h")
+    )
