@@ -11,7 +11,6 @@ in the bundle) are answered as null and never flagged.
 from __future__ import annotations
 
 import difflib
-import math
 import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from features.schema import SNAPSHOT_COLUMNS
+from models.batch import flag_matrix
 from serving.flag_writer import flagged_item, to_json
 from serving.limits import NUL
 
@@ -153,10 +153,6 @@ def score_one(svc: Any, model: Any, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _threshold(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
 def score_batch(
     svc: Any, model: Any, records: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[int]]:
@@ -169,10 +165,7 @@ def score_batch(
     issues = list(bundle.issue_names)
     design = bundle.design_records(records)
     probs = np.asarray(bundle.score_design(design), dtype=np.float64)
-    limits = bundle.thresholds
-    thresholds = np.array([_threshold(limits.get(i)) for i in issues], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        hits = probs >= thresholds  # NaN (not applicable, or disabled) compares False
+    hits = flag_matrix(bundle, probs)  # the rule `surfacer score` and the re-scorer flag by
     svc.metrics.scores.observe_many(issues, probs)
     svc.metrics.items_scored.inc(len(records))
     svc.metrics.count_flags(
