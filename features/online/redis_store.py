@@ -390,9 +390,13 @@ class RedisStore(OnlineStore):
         added = self._call(pipe.execute)
         return [i for i, n in zip(issues, added, strict=False) if n]
 
-    def take_touched(self, limit: int) -> list[str]:
-        taken = self._call(self.client.spop, self.prefix + TOUCHED_KEY, limit) or []
+    def _pop(self, key: str, limit: int) -> list[str]:
+        """Up to `limit` members taken out of the set `key` (SPOP with a count)."""
+        taken = self._call(self.client.spop, self.prefix + key, limit) or []
         return [t.decode() for t in taken]
+
+    def take_touched(self, limit: int) -> list[str]:
+        return self._pop(TOUCHED_KEY, limit)
 
     def touched_count(self) -> int:
         return int(self._call(self.client.scard, self.prefix + TOUCHED_KEY))
@@ -402,8 +406,7 @@ class RedisStore(OnlineStore):
             self._call(self.client.srem, self.prefix + f"f:{item_id}", *issues)
 
     def take_anchored(self, limit: int) -> list[str]:
-        taken = self._call(self.client.spop, self.prefix + ANCHORED_KEY, limit) or []
-        return [t.decode() for t in taken]
+        return self._pop(ANCHORED_KEY, limit)
 
     def requeue_anchored(self, item_id: str) -> None:
         self._call(self.client.sadd, self.prefix + ANCHORED_KEY, item_id)

@@ -406,10 +406,14 @@ class MemoryStore(OnlineStore):
             seen.update(new)
             return new
 
-    def take_touched(self, limit: int) -> list[str]:
+    def _pop(self, key: str, limit: int) -> list[str]:
+        """Up to `limit` members taken out of the set `key` (SPOP with a count)."""
         with self._lock:
-            touched = self._s.get(TOUCHED_KEY, set())
-            return [touched.pop() for _ in range(min(limit, len(touched)))]
+            members = self._s.get(key, set())
+            return [members.pop() for _ in range(min(limit, len(members)))]
+
+    def take_touched(self, limit: int) -> list[str]:
+        return self._pop(TOUCHED_KEY, limit)
 
     def touched_count(self) -> int:
         with self._lock:
@@ -420,9 +424,7 @@ class MemoryStore(OnlineStore):
             self._s.get(f"f:{item_id}", set()).difference_update(issues)
 
     def take_anchored(self, limit: int) -> list[str]:
-        with self._lock:
-            pending = self._s.get(ANCHORED_KEY, set())
-            return [pending.pop() for _ in range(min(limit, len(pending)))]
+        return self._pop(ANCHORED_KEY, limit)
 
     def requeue_anchored(self, item_id: str) -> None:
         with self._lock:
