@@ -183,40 +183,27 @@ def lower_priority(nice: int, *, idle: bool = False) -> int:
 def _consume(url: str, *, max_messages: int | None, drain: bool, quiet: bool, count: int) -> int:
     """Apply the stream at `url` (Redis Streams or NATS JetStream) to the store the settings
     name, archiving when the settings say so, until stopped; messages handled. The store
-    and the archive are opened once here and closed whatever happens."""
+    and the archive (an `OnlineService`'s, as in a serve worker) are opened once here and
+    closed whatever happens."""
     from features.online import store_from_settings
-    from features.online.archive import archive_from_settings
+    from serving.online import OnlineService
     from serving.stream import NatsSource, StreamSource
 
     settings = get_settings()
     nats = url.startswith("nats://")
     source = (NatsSource if nats else StreamSource).parse(url)  # a bad URL fails first
-    store = store_from_settings(settings)
+    online = OnlineService(settings, store_from_settings(settings))
     try:
-        store.ping()
-        archive = archive_from_settings(settings)
-        try:
-            run = _consume_nats if nats else _consume_stream
-            return run(
-                source,
-                store,
-                archive,
-                max_messages=max_messages,
-                drain=drain,
-                quiet=quiet,
-                count=count,
-            )
-        finally:
-            if archive is not None:
-                archive.close()
+        online.store.ping()
+        run = _consume_nats if nats else _consume_stream
+        return run(source, online, max_messages=max_messages, drain=drain, quiet=quiet, count=count)
     finally:
-        store.close()
+        online.close()  # the archive's last rows, then the store
 
 
 def _consume_nats(
     source: Any,
-    store: Any,
-    archive: Any,
+    online: Any,
     *,
     max_messages: int | None,
     drain: bool,
@@ -226,8 +213,7 @@ def _consume_nats(
     """JetStream: one fetch at a time, acknowledged once applied (and archived)."""
     import asyncio
 
-    from features.online.ingest import ingest
-    from serving.stream import consume_nats
+    from serving.stream import consume_nats_into
 
     if max_messages is not None:
         raise ValueError(
@@ -237,27 +223,15 @@ def _consume_nats(
     del count  # the fetch size of consume_nats' default; --count is documented for Redis
 
     def run(stop: threading.Event) -> Any:
-        return asyncio.run(
-            consume_nats(
-                source,
-                lambda b, bid: ingest(store, b, bid, archive=archive),
-                stop,
-                until_idle=drain,
-                flush=archive.flush if archive is not None else None,
-                apply_redelivered=lambda b, bid: ingest(
-                    store, b, bid, archive=archive, redelivered=True
-                ),
-            )
-        )
+        return asyncio.run(consume_nats_into(source, online, stop, until_idle=drain))
 
     what = f"JetStream {source.stream} ({source.subject}, durable {source.durable})"
-    return _run_consumer(what, store, archive, run, quiet=quiet, rejected="rejected")
+    return _run_consumer(what, online, run, quiet=quiet, rejected="rejected")
 
 
 def _consume_stream(
     source: Any,
-    store: Any,
-    archive: Any,
+    online: Any,
     *,
     max_messages: int | None,
     drain: bool,
@@ -265,18 +239,9 @@ def _consume_stream(
     count: int,
 ) -> int:
     """Redis Streams: a consumer group, `count` messages per read, one XACK per read."""
-    from features.online.ingest import ingest_many
-    from serving.stream import StreamConsumer
+    from serving.stream import stream_consumer
 
-    consumer = StreamConsumer(
-        source,
-        lambda messages: ingest_many(store, messages, archive=archive),
-        count=count,
-        flush=archive.flush if archive is not None else None,
-        apply_redelivered=lambda messages: ingest_many(
-            store, messages, archive=archive, redelivered=True
-        ),
-    )
+    consumer = stream_consumer(source, online, count=count)
 
     def run(stop: threading.Event) -> Any:
         try:
@@ -285,13 +250,12 @@ def _consume_stream(
             consumer.close()
 
     what = f"{source.stream} (group {source.group}, consumer {source.consumer})"
-    return _run_consumer(what, store, archive, run, quiet=quiet, rejected="dead-lettered")
+    return _run_consumer(what, online, run, quiet=quiet, rejected="dead-lettered")
 
 
 def _run_consumer(
     what: str,
-    store: Any,
-    archive: Any,
+    online: Any,
     run: Callable[[threading.Event], Any],
     *,
     quiet: bool,
@@ -299,9 +263,10 @@ def _run_consumer(
 ) -> int:
     """Run a consumer until Ctrl-C / SIGTERM (or its own end), saying what it consumes and
     what it did; messages handled."""
+    archive = online.archive
     if not quiet:
         typer.echo(
-            f"ingest: consuming {what} into the {store.backend} online store"
+            f"ingest: consuming {what} into the {online.store.backend} online store"
             + (f", archiving to {archive.root}" if archive is not None else "")
             + "; Ctrl-C or SIGTERM stops"
         )

@@ -259,6 +259,35 @@ def publish(client: Any, stream: str, table: str, body: dict[str, Any], **extra:
     return client.xadd(stream, {"table": table, "body": orjson.dumps(body), **extra})
 
 
+def stream_consumer(source: StreamSource, online: Any, *, count: int = 64) -> StreamConsumer:
+    """A consumer group member applying into `online` (a `serving.online.OnlineService`: its
+    store and, when it has one, its live archive, written before each XACK; redelivered
+    messages archived when the archive lacks them). The service's consumer and `surfacer
+    ingest` both start theirs here."""
+    return StreamConsumer(
+        source,
+        online.ingest_many,
+        count=count,
+        flush=online.flush_archive if online.archive is not None else None,
+        apply_redelivered=lambda m: online.ingest_many(m, redelivered=True),
+    )
+
+
+async def consume_nats_into(
+    source: NatsSource, online: Any, stop: threading.Event, *, until_idle: bool = False
+) -> ConsumerStats:
+    """`consume_nats` applying into `online`, with the same archive rules as
+    `stream_consumer` (a fetch acknowledged after the archive's write)."""
+    return await consume_nats(
+        source,
+        online.ingest,
+        stop,
+        until_idle=until_idle,
+        flush=online.flush_archive if online.archive is not None else None,
+        apply_redelivered=lambda b, bid: online.ingest(b, bid, redelivered=True),
+    )
+
+
 async def consume_in_service(online: Any, url: str) -> None:
     """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread."""
     import asyncio
@@ -266,13 +295,7 @@ async def consume_in_service(online: Any, url: str) -> None:
     if url.startswith("nats://"):
         stop_nats = threading.Event()
         try:
-            await consume_nats(
-                NatsSource.parse(url),
-                online.ingest,
-                stop_nats,
-                flush=online.flush_archive if online.archive is not None else None,
-                apply_redelivered=lambda b, bid: online.ingest(b, bid, redelivered=True),
-            )
+            await consume_nats_into(NatsSource.parse(url), online, stop_nats)
         finally:
             stop_nats.set()
         return
@@ -280,12 +303,7 @@ async def consume_in_service(online: Any, url: str) -> None:
     source = StreamSource(
         source.redis_url, source.stream, source.group, f"{source.consumer}-{os.getpid()}"
     )
-    consumer = StreamConsumer(
-        source,
-        online.ingest_many,
-        flush=online.flush_archive if online.archive is not None else None,
-        apply_redelivered=lambda m: online.ingest_many(m, redelivered=True),
-    )
+    consumer = stream_consumer(source, online)
     stop = threading.Event()
     try:
         await asyncio.to_thread(consumer.run, stop)
