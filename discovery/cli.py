@@ -42,9 +42,10 @@ discover_app = typer.Typer(
 )
 
 
-def _check_inputs(data: Path, scores: Path | None) -> None:
-    # before the heavy imports: a wrong path fails at once
-    if not data.exists():
+def _check_inputs(data: Path | None, scores: Path | None) -> None:
+    # before the heavy imports: a wrong path fails at once (data None: a live archive,
+    # which may not exist until the online path first writes it)
+    if data is not None and not data.exists():
         raise FileNotFoundError(f"dataset folder {str(data)!r} does not exist")
     if scores is not None and not scores.is_file():
         raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
@@ -475,10 +476,7 @@ def watch_command(
     if span <= 0:
         raise ValueError("--window must be longer than zero")
     data = watch_source(data, live, archive)
-    if not live:
-        _check_inputs(data, scores)
-    elif scores is not None and not scores.is_file():
-        raise FileNotFoundError(f"scores file {str(scores)!r} does not exist")
+    _check_inputs(None if live else data, scores)
     from discovery.pipeline import DiscoveryConfig
 
     config = DiscoveryConfig(pairs=pairs, severity_alpha=None if fixed_floor else severity_alpha)
@@ -552,13 +550,11 @@ def watch_once(
 
         if not data.is_dir() or "items" not in dataset_files(data):
             return f"run {run}: the live archive {str(data)!r} holds no items yet"
-        tables, frame = _load(data, scores)
-        if scores is None:
-            frame = read_scores(data)
-            if frame is not None:  # count items as `surfacer score` does: at 1 h, not 1 min
-                frame = from_first_horizon(frame, min(DEFAULT_HORIZONS_H))
-    else:
-        tables, frame = _load(data, scores)
+    tables, frame = _load(data, scores)
+    if live and scores is None:
+        frame = read_scores(data)
+        if frame is not None:  # count items as `surfacer score` does: at 1 h, not 1 min
+            frame = from_first_horizon(frame, min(DEFAULT_HORIZONS_H))
     end = data_end(tables)
     if end is None:
         return f"run {run}: the dataset has no timed rows yet"
