@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -53,6 +54,16 @@ BATCH_IDS_KEY = b"surfacer.batch_ids"
 class ArchiveUnavailable(StoreUnavailable):
     """The archive could not be written (disk full, permissions): consumers do not
     acknowledge and retry, as while the store is unreachable."""
+
+
+def _write_synced(arrow: Any, path: Path) -> None:
+    """Write a Parquet file and fsync it (before it is renamed into place)."""
+    import pyarrow.parquet as pq
+
+    with path.open("wb") as fh:
+        pq.write_table(arrow, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -171,7 +182,6 @@ class LiveArchive:
 
     def _write(self, table: str, frames: list[pd.DataFrame], batch_ids: list[str]) -> Path:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from features.validate import coerce_table
 
@@ -193,10 +203,7 @@ class LiveArchive:
         if folder.is_dir():
             tmp = folder / f".{name}.tmp"
             try:
-                with tmp.open("wb") as fh:
-                    pq.write_table(arrow, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_synced(arrow, tmp)
                 os.replace(tmp, folder / name)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -206,10 +213,7 @@ class LiveArchive:
             staging = Path(tempfile.mkdtemp(prefix=f".{table}.tmp-", dir=self.root))
             try:
                 staging.chmod(0o755)
-                with (staging / name).open("wb") as fh:
-                    pq.write_table(arrow, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_synced(arrow, staging / name)
                 try:
                     os.rename(staging, folder)
                 except OSError:  # another writer published the folder meanwhile
