@@ -125,12 +125,7 @@ class LiveArchive:
     def record_scores(self, frame: pd.DataFrame) -> None:
         """Buffer re-scorer scores (item_id, as_of, anchor, horizon_h, one column per issue,
         flagged, disabled, model_version)."""
-        if len(frame):
-            with self._lock:
-                self._append(SCORES, frame, None)
-                full = self._rows[SCORES] >= self.flush_rows
-            if full:
-                self._wake.set()
+        self.record([(SCORES, frame)], None)
 
     def _append(self, table: str, frame: pd.DataFrame, batch_id: str | None) -> None:
         self._buf.setdefault(table, []).append(frame)
