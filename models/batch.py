@@ -13,23 +13,10 @@ import numpy as np
 import pandas as pd
 
 from models.bundle import ScoringBundle
+from models.flags import flag_matrix
 
 ENGINES = ("pandas", "dask")
 ID_COLUMNS = ("item_id", "as_of", "anchor", "horizon_h")
-
-
-def flag_matrix(bundle: ScoringBundle, probs: np.ndarray) -> np.ndarray:
-    """(n, n_issues) booleans: probability (columns in `issue_names` order) at or above the
-    issue's threshold. A disabled issue (threshold None, probability NaN) and an issue that
-    does not apply to a row (NaN: another anchor) are never flagged."""
-    names = bundle.issue_names
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(names))
-    thresholds = np.array(
-        [np.nan if bundle.thresholds[n] is None else float(bundle.thresholds[n]) for n in names],
-        dtype=np.float64,
-    )
-    with np.errstate(invalid="ignore"):
-        return probs >= thresholds  # NaN on either side: False
 
 
 def scored_frame(ids: pd.DataFrame, probs: np.ndarray, bundle: ScoringBundle) -> pd.DataFrame:

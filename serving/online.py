@@ -302,8 +302,8 @@ class OnlineService:
 
 def _probs_and_hits(bundle: Any, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (n, n_issues) of snapshot records and which reach their thresholds
-    (`models.batch.flag_matrix`, the rule `surfacer score` flags by)."""
-    from models.batch import flag_matrix
+    (`models.flags.flag_matrix`, the rule `surfacer score` flags by)."""
+    from models.flags import flag_matrix
 
     probs = np.asarray(bundle.score_records(records), dtype=np.float64)
     return probs, flag_matrix(bundle, probs)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from features.schema import SNAPSHOT_COLUMNS
-from models.batch import flag_matrix
+from models.flags import flag_matrix
 from serving.flag_writer import flagged_item, to_json
 from serving.limits import NUL
 
