@@ -22,7 +22,6 @@ store should run `surfacer train` (or `mlflow db upgrade URI`) once first.
 from __future__ import annotations
 
 import ast
-import fcntl
 import hashlib
 import importlib.util
 import re
@@ -34,6 +33,7 @@ from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+from common.locks import exclusive_file_lock
 from common.settings import Settings
 
 # URI schemes of the SQL databases MLflow's SQLAlchemy stores take (`postgresql+psycopg`...).
@@ -152,15 +152,11 @@ def _init_lock(uri: str) -> Iterator[None]:
         digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
         lock = Path(tempfile.gettempdir()) / f"surfacer-mlflow-{digest}.migrate.lock"
     try:
-        fh = lock.open("a")
+        lock.touch()
     except OSError as exc:
         raise RuntimeError(f"cannot open the MLflow store's lock file {lock}: {exc}") from exc
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive_file_lock(lock):
+        yield
 
 
 def prepare_mlflow_store(settings: Settings) -> list[str]:

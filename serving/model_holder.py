@@ -10,7 +10,6 @@ in: requests read `holder.current` once and keep that model, so none fail during
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.locks import exclusive_file_lock
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,9 @@ class ModelHolder:
         if (target / COMPLETE_MARKER).exists():
             return target
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with (self.cache_dir / f".{version}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not (target / COMPLETE_MARKER).exists():  # not fetched while we waited
-                    self._fetch(version, target)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_file_lock(self.cache_dir / f".{version}.lock"):
+            if not (target / COMPLETE_MARKER).exists():  # not fetched while we waited
+                self._fetch(version, target)
         return target
 
     def _fetch(self, version: str, target: Path) -> None:

@@ -7,7 +7,6 @@ seconds instead of hanging it. JSON columns are (de)serialised with orjson.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +24,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+
+from common.locks import exclusive_file_lock
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Errors that say the database cannot be used now (unreachable, locked, schema missing),
@@ -163,12 +164,8 @@ class StoreBase:
             yield
             return
         lock = self._sqlite_path.with_name(self._sqlite_path.name + ".migrate.lock")
-        with lock.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive_file_lock(lock):
+            yield
 
     def revision(self) -> str | None:
         """The schema revision the database is at (None before `migrate`)."""
