@@ -56,16 +56,10 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 from bench.serve import HOST, _free_port, _server  # noqa: E402
+from bench.serve import _percentile as _pct  # noqa: E402
 
 API_KEY = "bench-online-" + "k" * 20
 MODEL_NAME = "surfacer-online-bench"
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 def _world(items: int, days: int, work: Path) -> tuple[dict[str, Any], Path]:
