@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pytest
 
@@ -19,33 +18,13 @@ from features.online.ops import ONLINE_TABLES
 from features.snapshot import build_snapshots
 from features.snapshot_frame import ANCHOR_ACTIONS
 from models.batch import score_dataset
-from serving.online import OnlineService, rescore_due
-from tests.support.online import Replayer, compare_rows
+from serving.online import rescore_due
+from tests.support.online import Replayer, Spool, compare_rows, online_service
 from tests.support.serving import make_bundle
 
 FAR = pd.Timestamp("2100-01-01", tz="UTC")
 CONFIG = OnlineConfig(horizon_h=48.0)
 ISSUE = "wrongful_enforcement"
-
-
-class Spool:
-    """Collects what the re-scorer queues for review (the spool's append_item)."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-
-    def append_item(self, data: bytes) -> None:
-        self.entries.append(orjson.loads(data))
-
-    @property
-    def items(self) -> list[dict[str, Any]]:
-        """The moderation-anchored entries (rescore_due also scores post snapshots)."""
-        return [e for e in self.entries if e["anchor"] == "moderation"]
-
-
-def _service(store: Any, archive: LiveArchive | None = None) -> OnlineService:
-    settings = SimpleNamespace(online_rescore_s=0.0, online_horizon_h=48.0, archive_dir=None)
-    return OnlineService(settings, store, archive)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +77,7 @@ def test_replayed_actions_score_as_batch_moderation_rows(
 
     store = store_factory(CONFIG)
     archive = LiveArchive(tmp_path / "live", background=False)
-    online, spool = _service(store, archive), Spool()
+    online, spool = online_service(store, archive), Spool()
     replay = Replayer(store, tables)
     order = replay.order
     moderation = ONLINE_TABLES.index("moderation")
@@ -179,7 +158,7 @@ def test_flag_queued_once_per_action_and_restore_opens_none(
     sim_tables, store_factory, bundle
 ) -> None:
     store = store_factory(CONFIG)
-    online, spool = _service(store), Spool()
+    online, spool = online_service(store), Spool()
     model = _model(bundle, 0.0)  # every action looks wrongful
     part = _one_item(sim_tables)
     item = part["items"].iloc[0]
@@ -216,7 +195,7 @@ def test_action_before_its_item_is_scored_once_the_item_arrives(
     sim_tables, store_factory, bundle
 ) -> None:
     store = store_factory(CONFIG)
-    online, spool = _service(store), Spool()
+    online, spool = online_service(store), Spool()
     model = _model(bundle, 0.0)
     part = _one_item(sim_tables)
     item = part["items"].iloc[0]
@@ -247,7 +226,7 @@ class FullSpool(Spool):
 
 def test_spool_failure_leaves_the_action_pending(sim_tables, store_factory, bundle) -> None:
     store = store_factory(CONFIG)
-    online, spool = _service(store), FullSpool(fail=1)
+    online, spool = online_service(store), FullSpool(fail=1)
     model = _model(bundle, 0.0)
     part = _one_item(sim_tables)
     item = part["items"].iloc[0]

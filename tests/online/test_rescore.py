@@ -4,29 +4,14 @@ store about its flags once per process rather than on every pass."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
-import orjson
 import pandas as pd
 
 from features.online import OnlineConfig
-from serving.online import OnlineService
+from tests.support.online import Spool, online_service
 from tests.support.serving import make_bundle
 
 CONFIG = OnlineConfig(horizon_h=48.0)
-
-
-class Spool:
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-
-    def append_item(self, data: bytes) -> None:
-        self.entries.append(orjson.loads(data))
-
-
-def _service(store: Any) -> OnlineService:
-    settings = SimpleNamespace(online_rescore_s=0.0, online_horizon_h=48.0, archive_dir=None)
-    return OnlineService(settings, store)
 
 
 def test_a_flagged_item_is_queued_once_and_not_asked_about_again(sim_tables, store_factory) -> None:
@@ -54,7 +39,7 @@ def test_a_flagged_item_is_queued_once_and_not_asked_about_again(sim_tables, sto
         return mark(item, issues)
 
     store.mark_flagged = counted
-    online, spool = _service(store), Spool()
+    online, spool = online_service(store), Spool()
     assert online.rescore(model, spool, ids) == len(ids)
     assert len(calls) == len(ids)
     flagged = {e["item_id"]: e["flagged"] for e in spool.entries}
@@ -67,7 +52,7 @@ def test_a_flagged_item_is_queued_once_and_not_asked_about_again(sim_tables, sto
     assert calls == [] and len(spool.entries) == len(ids)
 
     # another process (a second re-scorer) asks the store, which says: queued already
-    other = _service(store)
+    other = online_service(store)
     assert other.rescore(model, spool, ids) == 0
     assert len(calls) == len(ids) and len(spool.entries) == len(ids)
 

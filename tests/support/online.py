@@ -10,14 +10,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from features.online import OnlineStore
 from features.online.replay import chunks, timeline
 from features.pit import to_ns
+
+
+class Spool:
+    """Collects what a re-scorer queues for review (the spool's append_item)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def append_item(self, data: bytes) -> None:
+        self.entries.append(orjson.loads(data))
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The moderation-anchored entries (a pass also scores post snapshots)."""
+        return [e for e in self.entries if e["anchor"] == "moderation"]
+
+
+def online_service(store: Any, archive: Any = None) -> Any:
+    """An `OnlineService` on `store` that re-scores touched items at once (no debounce)."""
+    from serving.online import OnlineService
+
+    settings = SimpleNamespace(online_rescore_s=0.0, online_horizon_h=48.0, archive_dir=None)
+    return OnlineService(settings, store, archive)
+
 
 # Float columns that are sums of floats: batch reads them as differences of prefix sums over
 # the whole table, online as running sums, so the last bits may differ.
