@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
+from bench.loadgen import open_loop  # noqa: E402
 from bench.serve import HOST, _free_port, _server  # noqa: E402
 from bench.serve import _percentile as _pct  # noqa: E402
 
@@ -270,75 +271,20 @@ def _freshness(base: str, item: str, template: dict[str, Any], n: int) -> list[f
     return out
 
 
-async def _open_loop(base: str, items: list[str], rate: float, duration: float) -> dict[str, Any]:
-    """GET /v1/items/{id}/score at a fixed rate over 32 keep-alive connections, latency from
-    each request's scheduled send time (queueing for a free connection included).
-
-    Raw asyncio streams, not httpx: an httpx.AsyncClient with thousands of pending requests
-    spent more CPU in its pool than the service spent answering, so on a shared machine the
-    client, not the service, set the measured latency (a single curl answered in 70 ms while
-    the open loop reported seconds)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(base)
-    host, port = parts.hostname or HOST, parts.port or 80
-    conns: asyncio.Queue = asyncio.Queue()
-    for _ in range(32):
-        conns.put_nowait(await asyncio.open_connection(host, port))
-    lat: list[float] = []
-    errors = 0
-    n = int(rate * duration)
-    start = time.perf_counter()
-
-    async def one(k: int) -> None:
-        nonlocal errors
-        scheduled = start + k / rate
-        reader, writer = await conns.get()
-        try:
-            writer.write(
-                f"GET /v1/items/{items[k % len(items)]}/score HTTP/1.1\r\nHost: {host}\r\n"
-                f"X-API-Key: {API_KEY}\r\n\r\n".encode()
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            conns.put_nowait((reader, writer))
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
-            writer.close()
-            conns.put_nowait(await asyncio.open_connection(host, port))
-        lat.append(time.perf_counter() - scheduled)
-
-    # One dispatcher starts each request at its scheduled time. Creating all n coroutines
-    # up front ran their n first steps in one loop iteration (~20 ms for 2,500), which
-    # delayed the first requests by the client's own work and was counted as latency.
-    tasks: dict[asyncio.Future, int] = {}
-    for k in range(n):
-        await asyncio.sleep(max(0.0, start + k / rate - time.perf_counter()))
-        tasks[asyncio.ensure_future(one(k))] = k
-    # Bounded: requests not answered 10 s after the last send count as errors, and with
-    # the latency they had reached (a lower bound), so p99 is not over answered ones only.
-    _, late = await asyncio.wait(list(tasks), timeout=duration + 10)
-    now = time.perf_counter()
-    for t in late:
-        t.cancel()
-        lat.append(now - (start + tasks[t] / rate))
-    errors += len(late)
-    while not conns.empty():
-        _, writer = conns.get_nowait()
-        writer.close()
-    return {
-        "n": n,
-        "errors": errors,
-        "late": len(late),
-        "p50_ms": _pct(lat, 50) * 1e3,
-        "p99_ms": _pct(lat, 99) * 1e3,
-    }
+def _get_round(args: argparse.Namespace, base: str, ids: list[str], how: str) -> dict[str, Any]:
+    """One GET window at --rate for --duration s: from `bench/loadgen.py` in a process of its
+    own (the default; standard library only, collector off), or inline in this process,
+    whose heap (world, champion, MLflow) the generator then shares."""
+    if how == "inline":
+        return asyncio.run(open_loop(base, ids, args.rate, args.duration, API_KEY))
+    cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--base", base]
+    cmd += ["--rate", str(args.rate), "--duration", str(args.duration), "--api-key", API_KEY]
+    done = subprocess.run(
+        cmd, input=json.dumps(ids), capture_output=True, text=True, timeout=args.duration + 60
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/loadgen.py failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
 
 
 def _live(
@@ -444,9 +390,12 @@ def _live(
         # --rounds back-to-back GET windows: one window's p99 moved by several ms from run
         # to run on the shared cores, so the table shows the worst round and each round
         rounds = [
-            asyncio.run(_open_loop(base, ids, args.rate, args.duration)) for _ in range(args.rounds)
+            dict(_get_round(args, base, ids, how), loadgen=how)
+            for _ in range(args.rounds)
+            for how in args.loadgen
         ]
-        out["get"] = max(rounds, key=lambda g: g["p99_ms"])
+        main = [g for g in rounds if g["loadgen"] == args.loadgen[0]]
+        out["get"] = max(main, key=lambda g: g["p99_ms"])
         out["get_rounds"] = rounds
         wall = time.perf_counter() - cpu0[3]
         out["cpu"] = (
@@ -583,6 +532,15 @@ def main() -> None:
         type=int,
         default=3,
         help="GET rounds per live phase, back to back; the table shows the worst",
+    )
+    parser.add_argument(
+        "--loadgen",
+        nargs="+",
+        choices=("process", "inline"),
+        default=["process"],
+        help="where the GET load generator runs: `bench/loadgen.py` in its own process "
+        "(default) or inline in the bench's process; with both, rounds alternate and the "
+        "table shows the first",
     )
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -759,8 +717,12 @@ def _report(r: dict[str, Any], deleted: int) -> None:
         )
     for mode, x in r["live"].items():
         label = f"nice +{r['ingest_nice']}" if mode == "nice" else "idle"
-        each = ", ".join(f"{g['p99_ms']:.2f}" for g in x["get_rounds"])
-        print(f"  GET p99 per round of {r['duration']:.0f} s, {label}: {each} ms")
+        for how in dict.fromkeys(g["loadgen"] for g in x["get_rounds"]):
+            each = ", ".join(f"{g['p99_ms']:.2f}" for g in x["get_rounds"] if g["loadgen"] == how)
+            print(
+                f"  GET p99 per round of {r['duration']:.0f} s, {label}, load generator "
+                f"{how}: {each} ms"
+            )
     print(
         "  targets: freshness p99 < 1000 ms, GET p99 < 10 ms (the table: the worst of "
         "--rounds rounds); CPU in CPU s per wall s "
