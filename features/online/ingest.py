@@ -125,7 +125,8 @@ def ingest(
     archive: LiveArchive | None = None,
     redelivered: bool = False,
 ) -> ApplyResult:
-    """Check every batch against the contract, then apply them all in one atomic step.
+    """Check every batch against the contract, then apply them all as one store batch
+    (atomic in the in-process store; in atomic, idempotent parts in Redis, `Plan.parts`).
 
     `archive`: the rows the store newly applied are buffered there too (`archive_applied`);
     `redelivered` says the message may have been applied before a crash (a stream's

@@ -28,6 +28,7 @@ from features.online.ops import (
     SEQ_WIDTH,
     TOUCHED_KEY,
     OnlineConfig,
+    Part,
     Plan,
     creator_key,
     item_key,
@@ -50,14 +51,21 @@ class ApplyResult:
     clock_ns: int | None
 
 
-def apply_result(plan: Plan, applied: bool, expired: int) -> ApplyResult:
-    """The ApplyResult of a planned batch the store ran: a duplicate batch id applied
-    nothing, so it reports no rows and no items."""
+def apply_result(plan: Plan, parts: Sequence[Part], ran: Sequence[tuple[bool, int]]) -> ApplyResult:
+    """The ApplyResult of a planned batch the store ran as `parts` (each part's (applied,
+    expired)). A part whose key was seen applied nothing, so it adds no rows and no items;
+    the batch is a duplicate when every part was (a batch re-sent after a crash between
+    its parts reports the rows of the parts that had not run)."""
+    applied = [part for part, (ok, _) in zip(parts, ran, strict=True) if ok]
+    whole = len(applied) == len(parts)
+    items: set[str] = set()
+    for part in applied:
+        items |= part.items
     return ApplyResult(
-        rows=plan.rows if applied else 0,
-        expired=expired,
+        rows=plan.rows if whole else sum(part.rows for part in applied),
+        expired=sum(expired for _, expired in ran),
         duplicate=not applied,
-        items=tuple(sorted(plan.items)) if applied else (),
+        items=tuple(sorted(plan.items if whole else items)),
         clock_ns=plan.max_ts_ns,
     )
 
@@ -70,6 +78,9 @@ class OnlineStore:
     """Per-item and per-creator state from which snapshot columns are read at any moment."""
 
     backend = "abstract"
+    # Operation values per atomic script (`Plan.parts`); None: a batch is one script. The
+    # in-process store blocks no other client while it applies, so it keeps batches whole.
+    part_weight: int | None = None
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
@@ -140,11 +151,12 @@ class OnlineStore:
         """Apply validated contract rows atomically; a batch id already applied is a no-op."""
         pairs = tables.items() if isinstance(tables, Mapping) else tables
         plan = plan_tables(pairs, self.config)
-        return apply_result(plan, *self._run(plan.finish(batch_id, self.config)))
+        parts = plan.parts(batch_id, self.config, self.part_weight)
+        return apply_result(plan, parts, self._run_many([p.ops for p in parts]))
 
     def _run_many(self, op_lists: list[list[tuple[Any, ...]]]) -> list[tuple[bool, int]]:
-        """Run several op lists, each atomically on its own (a backend with a network in
-        between sends them in one round trip)."""
+        """Run several op lists, each atomically on its own, in order (a backend with a
+        network in between sends them in one round trip)."""
         return [self._run(ops) for ops in op_lists]
 
     def apply_many(
@@ -152,9 +164,12 @@ class OnlineStore:
     ) -> list[ApplyResult]:
         """`apply` for several batches, each atomic and idempotent under its own batch id,
         in one round trip: what the stream consumer does with a whole read."""
-        plans = [(plan_tables(tables, self.config), bid) for tables, bid in batches]
-        done = self._run_many([plan.finish(bid, self.config) for plan, bid in plans])
-        return [apply_result(plan, *ran) for (plan, _), ran in zip(plans, done, strict=True)]
+        planned = []
+        for tables, bid in batches:
+            plan = plan_tables(tables, self.config)
+            planned.append((plan, plan.parts(bid, self.config, self.part_weight)))
+        done = iter(self._run_many([p.ops for _, parts in planned for p in parts]))
+        return [apply_result(plan, parts, [next(done) for _ in parts]) for plan, parts in planned]
 
     def now_ns(self) -> int | None:
         """The as_of of a live snapshot: just after the latest applied timestamp."""

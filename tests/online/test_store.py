@@ -311,3 +311,81 @@ def test_the_async_snapshot_is_the_json_record_of_the_snapshot(store_factory) ->
     for ns in (0, 1, 999, 1000, 1_799_999_999_123_456_789, -1, -1001):
         stamp = pd.Timestamp(ns, unit="ns", tz="UTC").to_pydatetime(warn=False)
         assert python_time(ns) == stamp and python_time(ns).utcoffset() == stamp.utcoffset()
+
+
+def _many_items_batch(n_items: int) -> tuple[list[str], pd.DataFrame]:
+    ids = [f"p{k:03d}" for k in range(n_items)]
+    events = pd.concat(
+        [
+            _events(i, [1 + k % 7, 2 + k % 5], kind=("view", "comment", "report")[k % 3])
+            for k, i in enumerate(ids)
+        ],
+        ignore_index=True,
+    )
+    return ids, events
+
+
+def test_a_batch_cut_into_parts_keeps_groups_whole_and_under_the_bound() -> None:
+    """`Plan.parts`: every part but a single oversized group stays within the bound, no
+    group (whose GUARD skips the operations after it) is split, part 0 moves the clock
+    and only the last part sweeps; rows and items add up to the whole batch's."""
+    from features.online.ops import plan_tables
+
+    cfg = OnlineConfig()
+    ids, events = _many_items_batch(60)
+    plan = plan_tables([("items", _items(*ids)), ("events", events)], cfg)
+    whole = plan.parts("b1", cfg, None)
+    parts = plan.parts("b1", cfg, 200)
+    assert len(whole) == 1 and len(parts) > 3
+    assert whole[0].ops == plan.finish("b1", cfg)
+    body = [op for p in parts for op in p.ops if op[0] not in ("BATCH", "HMAX", "SWEEP")]
+    assert body == plan.ops
+    assert [p.ops[0] for p in parts] == [
+        ("BATCH", parts[0].ops[0][1], "b:b1" if k == 0 else f"b:b1#{k}") for k in range(len(parts))
+    ]
+    assert [op[0] for op in parts[0].ops[:2]] == ["BATCH", "HMAX"]
+    assert [sum(op[0] == "SWEEP" for op in p.ops) for p in parts] == [0] * (len(parts) - 1) + [1]
+    for p in parts:
+        ops = p.ops
+        for j, op in enumerate(ops):  # every skip stays inside its part
+            if op[0] == "GUARD":
+                assert j + int(op[2]) < len(ops)
+            if op[0] == "HSETNX_THEN":
+                assert j + int(op[4]) < len(ops)
+        groups = [op for op in ops if op[0] not in ("BATCH", "HMAX", "SWEEP")]
+        assert sum(len(op) for op in groups) <= 200 or sum(o[0] == "GUARD" for o in groups) == 1
+    assert sum(p.rows for p in parts) == plan.rows == 60 + len(events)
+    assert frozenset().union(*(p.items for p in parts)) == frozenset(ids)
+
+
+def test_parts_give_the_state_of_the_whole_batch_and_a_resend_after_a_crash_counts_once(
+    store_factory,
+) -> None:
+    """The same batch applied whole and in parts gives equal snapshots; when only its first
+    parts ran (the writer died between scripts), re-sending it applies the rest alone and
+    answers their rows, and a third send is a duplicate."""
+    from features.online.ops import plan_tables
+
+    ids, events = _many_items_batch(40)
+    whole, cut = store_factory(), store_factory()
+    cut.part_weight = 150
+    for store in (whole, cut):
+        store.apply({"items": _items(*ids)}, batch_id="items")
+        store.apply({"events": events}, batch_id="ev")
+    as_of = whole.now_ns()
+    assert cut.now_ns() == as_of
+    assert [cut.snapshot(i, as_of) for i in ids] == [whole.snapshot(i, as_of) for i in ids]
+
+    crashed = store_factory()
+    crashed.part_weight = 150
+    crashed.apply({"items": _items(*ids)}, batch_id="items")
+    parts = plan_tables([("events", events)], crashed.config).parts("ev", crashed.config, 150)
+    assert len(parts) >= 3
+    for part in parts[:2]:  # the writer dies after two parts
+        assert crashed._run(part.ops)[0]
+    resent = crashed.apply({"events": events}, batch_id="ev")
+    assert not resent.duplicate
+    assert resent.rows == sum(p.rows for p in parts[2:]) < len(events)
+    assert set(resent.items) == set().union(*(p.items for p in parts[2:]))
+    assert crashed.apply({"events": events}, batch_id="ev").duplicate
+    assert [crashed.snapshot(i, as_of) for i in ids] == [whole.snapshot(i, as_of) for i in ids]
