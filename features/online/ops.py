@@ -41,12 +41,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contract import EVENT_KINDS, REPORT_REASONS
 from features.pit import to_ns
@@ -330,6 +332,20 @@ def appeal_ops(plan: Plan, appeals: pd.DataFrame, cfg: OnlineConfig) -> None:
     plan.rows += len(appeals)
 
 
+def _codes(values: pd.Series, names: Sequence[str]) -> np.ndarray:
+    """Each value's position in `names` (int64), -1 for null or any other value. Arrow's
+    `index_in` on the column as it is (Arrow-backed strings: no copy): a pandas
+    `get_indexer` on the column cast to objects took 0.75 ms of a 1,000-event message, this
+    0.08 ms."""
+    arr = pa.array(values, from_pandas=True)
+    if pa.types.is_null(arr.type):  # an all-null column of objects
+        return np.full(len(values), -1, dtype=np.int64)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return pd.Index(names).get_indexer(values.astype(object)).astype(np.int64)
+    found = pc.index_in(arr, value_set=pa.array(list(names), arr.type))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _split(codes: np.ndarray, n: int) -> list[np.ndarray]:
     """Row positions per code 0..n-1 (stable)."""
     order = np.argsort(codes, kind="stable")
@@ -345,9 +361,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
         return
     item_codes, item_ids = pd.factorize(events["item_id"])
     item_codes = item_codes.astype(np.int64)
-    kind = (
-        pd.Index(EVENT_KINDS).get_indexer(events["kind"].astype(object)).astype(np.int64)
-    )  # validated: every kind is known
+    kind = _codes(events["kind"], EVENT_KINDS)  # validated: every kind is known
     ts = to_ns(events["ts"])
     n_items, n_kinds = len(item_ids), len(EVENT_KINDS)
     counts = np.bincount(item_codes * n_kinds + kind, minlength=n_items * n_kinds).reshape(
@@ -363,7 +377,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
     w_n = np.bincount(item_codes[has_watch], minlength=n_items)
 
     is_report = kind == EVENT_KINDS.index("report")
-    reason = pd.Index(REPORT_REASONS).get_indexer(events["reason"].astype(object))
+    reason = _codes(events["reason"], REPORT_REASONS)
     reason = np.where(reason < 0, OTHER_REASON, reason)
     n_reasons = len(REPORT_REASONS)
     reasons = np.bincount(
@@ -372,7 +386,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
 
     is_comment = kind == EVENT_KINDS.index("comment")
     c_pos = np.flatnonzero(is_comment)
-    texts = events["text"].astype(object).to_numpy()[c_pos]
+    texts = events["text"].to_numpy(dtype=object)[c_pos]
     has_text = np.fromiter((isinstance(t, str) for t in texts), dtype=bool, count=c_pos.size)
     lengths = np.fromiter(
         (len(t) if isinstance(t, str) else 0 for t in texts), dtype=np.int64, count=c_pos.size
@@ -391,7 +405,7 @@ def event_ops(plan: Plan, events: pd.DataFrame, cfg: OnlineConfig) -> None:
     l_n = np.bincount(c_items[has_text], minlength=n_items)
     tox = np.bincount(c_items, toxic, minlength=n_items).astype(np.int64)
 
-    users = events["user_id"].astype(object).to_numpy()
+    users = events["user_id"].to_numpy(dtype=object)
     viewers = _members(item_codes, users, is_view, n_items)
     reporters = _members(item_codes, users, is_report, n_items)
 

@@ -389,3 +389,25 @@ def test_parts_give_the_state_of_the_whole_batch_and_a_resend_after_a_crash_coun
     assert set(resent.items) == set().union(*(p.items for p in parts[2:]))
     assert crashed.apply({"events": events}, batch_id="ev").duplicate
     assert [crashed.snapshot(i, as_of) for i in ids] == [whole.snapshot(i, as_of) for i in ids]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["spam", None, "nudity", "zzz"]),  # Arrow-backed strings
+        pd.Series(["spam", None, "zzz"], dtype=object),
+        pd.Series([None, None], dtype=object),  # all null: Arrow sees type null
+        pd.Series(["spam", "x", None], dtype="category"),
+        pd.Series([], dtype=object),
+    ],
+    ids=["arrow", "object", "all-null", "category", "empty"],
+)
+def test_codes_equal_the_pandas_indexer_for_every_column_kind(values: pd.Series) -> None:
+    """The planner's codes of kinds and reasons (Arrow's index_in) are pandas'
+    `get_indexer` on the same column: -1 for null and unknown values."""
+    from features.contract import REPORT_REASONS
+    from features.online.ops import _codes
+
+    expected = pd.Index(REPORT_REASONS).get_indexer(values.astype(object))
+    got = _codes(values, REPORT_REASONS)
+    assert got.dtype == "int64" and got.tolist() == expected.tolist()
