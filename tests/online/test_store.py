@@ -403,11 +403,12 @@ def test_parts_give_the_state_of_the_whole_batch_and_a_resend_after_a_crash_coun
     ids=["arrow", "object", "all-null", "category", "empty"],
 )
 def test_codes_equal_the_pandas_indexer_for_every_column_kind(values: pd.Series) -> None:
-    """The planner's codes of kinds and reasons (Arrow's index_in) are pandas'
-    `get_indexer` on the same column: -1 for null and unknown values."""
+    """The planner's codes of kinds and reasons (`codes_for`: Arrow's index_in on
+    Arrow-backed strings) are pandas' `get_indexer` on the same column: -1 for null and
+    unknown values."""
     from features.contract import REPORT_REASONS
-    from features.online.ops import _codes
+    from features.pit import codes_for
 
     expected = pd.Index(REPORT_REASONS).get_indexer(values.astype(object))
-    got = _codes(values, REPORT_REASONS)
+    got = codes_for(values, REPORT_REASONS)
     assert got.dtype == "int64" and got.tolist() == expected.tolist()
