@@ -31,7 +31,7 @@ CONNECTIONS = 32
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (the same rule as bench.serve._percentile)."""
+    """Nearest-rank percentile (every bench's: bench.serve imports it as _percentile)."""
     if not values:
         return math.nan
     s = sorted(values)

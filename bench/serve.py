@@ -49,12 +49,8 @@ HOST = "127.0.0.1"
 # --------------------------------------------------------------------------- load client
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
+# the nearest-rank percentile of every bench, kept in the standard-library-only load generator
+from bench.loadgen import percentile as _percentile  # noqa: E402
 
 
 def _request_bytes(path: str, body: bytes, headers: dict[str, str]) -> bytes:
