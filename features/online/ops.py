@@ -4,8 +4,9 @@ Both backends run the same operation list: the in-process store interprets it on
 the Redis store ships it to Lua scripts (`features.online.redis_store`), so an update is
 defined once. The in-process store applies a batch whole (or, when its batch id was seen,
 not at all); Redis applies it in parts of whole item groups (`Plan.parts`), each atomic
-and idempotent on its own. Events are pre-aggregated per item before they become operations, which
-is what makes a batch of thousands of events cost a few operations per item.
+and idempotent on its own. Events are pre-aggregated per item before they become
+operations, which is what makes a batch of thousands of events cost a few operations per
+item.
 
 Every counter mirrors a column of `features.snapshot_frame` (read it next to this file):
 

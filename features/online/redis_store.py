@@ -307,16 +307,29 @@ class RedisStore(OnlineStore):
         (`Plan.parts`) still let reads in between."""
         if len(op_lists) == 1:
             return [self._run(op_lists[0])]
+        from redis.exceptions import NoScriptError
+
         backstop = self._backstop()
+        blobs = [msgpack.packb(ops, use_bin_type=False) for ops in op_lists]
 
-        def send() -> list[Any]:
+        def send(todo: list[int]) -> list[Any]:
+            # EVALSHA itself: a pipeline running a registered Script first asks SCRIPT
+            # EXISTS, one more round trip per call
             pipe = self.client.pipeline(transaction=False)
-            for ops in op_lists:
-                blob = msgpack.packb(ops, use_bin_type=False)
-                self._apply(keys=[], args=[self.prefix, backstop, blob], client=pipe)
-            return pipe.execute()
+            for k in todo:
+                pipe.evalsha(self._apply.sha, 0, self.prefix, backstop, blobs[k])
+            return pipe.execute(raise_on_error=False)
 
-        return [(bool(a), int(e)) for a, e in self._call(send)]
+        answers = self._call(send, list(range(len(blobs))))
+        missing = [k for k, a in enumerate(answers) if isinstance(a, NoScriptError)]
+        if missing:  # Redis restarted or its scripts were flushed: load, run those again
+            self._apply.sha = self._call(self.client.script_load, APPLY_LUA)
+            for k, a in zip(missing, self._call(send, missing), strict=True):
+                answers[k] = a
+        for a in answers:
+            if isinstance(a, Exception):
+                raise self._unavailable(a) if isinstance(a, self._errors) else a
+        return [(bool(a), int(e)) for a, e in answers]
 
     def apply_many(
         self, batches: Sequence[tuple[Iterable[tuple[str, pd.DataFrame]], str | None]]

@@ -412,3 +412,26 @@ def test_codes_equal_the_pandas_indexer_for_every_column_kind(values: pd.Series)
     expected = pd.Index(REPORT_REASONS).get_indexer(values.astype(object))
     got = codes_for(values, REPORT_REASONS)
     assert got.dtype == "int64" and got.tolist() == expected.tolist()
+
+
+@pytest.mark.redis
+def test_parts_sent_in_one_pipeline_load_the_script_when_redis_lost_it() -> None:
+    """A message's parts go to Redis as EVALSHA in one pipeline; when Redis answers NOSCRIPT
+    (restarted, scripts flushed) the script is loaded and those parts run again, once."""
+    from tests.online.conftest import make_store
+
+    store = make_store("redis")
+    try:
+        store.part_weight = 120
+        ids, events = _many_items_batch(30)
+        store.apply({"items": _items(*ids)}, batch_id="items")
+        store._apply.sha = "0" * 40  # what Redis does not know
+        (result,) = store.apply_many([([("events", events)], "ev")])
+        assert (result.rows, result.duplicate) == (len(events), False)
+        assert store._apply.sha != "0" * 40
+        views = int((events["kind"] == "view").sum())
+        assert sum(store.snapshot(i)["n_view"] for i in ids) == views
+        assert store.apply_many([([("events", events)], "ev")])[0].duplicate
+    finally:
+        store.clear()
+        store.close()
