@@ -1,9 +1,9 @@
 """Benchmark: how long a read waits behind ingest scripts, batches whole vs in parts.
 
 The Redis store applies a batch as Lua scripts, and Redis runs nothing else while a script
-runs. A writer process applies 1,000-event batches of a simulated world at a fixed pace
-(--batches-s) while this process reads single items with the read script GET score uses,
-one at a time, every --gap-ms, and records each read's latency. Side by side in one run,
+runs. A writer process applies batches of a simulated world (--batch-events each, default
+1,000) at a fixed pace (--batches-s) while this process reads single items with the read
+script GET score uses, one at a time, every --gap-ms, and records each read's latency. Side by side in one run,
 alternating per round: the writer with each batch as one script (`part_weight` None, the
 store before `Plan.parts`) and in parts (`redis_store.PART_WEIGHT`). Prints read p50, p99
 and max per mode (worst round and every round), the writer's events/s and the ratio of
@@ -12,6 +12,7 @@ p99s.
 Loopback only, bounded by --seconds per round; keys are deleted at the end.
 
     uv run python bench/parts.py [--items 8000] [--rounds 3] [--seconds 4] [--batches-s 30]
+        [--batch-events 1000]
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ from bench.serve import _percentile as _pct  # noqa: E402
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def _writer(prefix: str, weight: int | None, events: Any, pace: float, seconds: float, q) -> None:
+def _writer(
+    prefix: str, weight: int | None, events: Any, size: int, pace: float, seconds: float, q
+) -> None:
     from features.online.redis_store import RedisStore
 
     store = RedisStore(REDIS, prefix=prefix)
     store.part_weight = weight
     start, k, rows = time.perf_counter(), 0, 0
-    while time.perf_counter() - start < seconds and (k + 1) * 1000 <= len(events):
-        store.apply_many([([("events", events.iloc[k * 1000 : (k + 1) * 1000])], f"w{k}")])
-        rows += 1000
+    while time.perf_counter() - start < seconds and (k + 1) * size <= len(events):
+        store.apply_many([([("events", events.iloc[k * size : (k + 1) * size])], f"w{k}")])
+        rows += size
         k += 1
         time.sleep(max(0.0, start + k / pace - time.perf_counter()))
     q.put(rows / (time.perf_counter() - start))
@@ -60,7 +63,8 @@ def _round(args: argparse.Namespace, tables: dict[str, Any], events: Any, weight
         ctx = multiprocessing.get_context("spawn")
         q = ctx.Queue()
         proc = ctx.Process(
-            target=_writer, args=(prefix, weight, events, args.batches_s, args.seconds, q)
+            target=_writer,
+            args=(prefix, weight, events, args.batch_events, args.batches_s, args.seconds, q),
         )
         proc.start()
         time.sleep(1.0)  # the child's imports
@@ -93,6 +97,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, alternating")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of one round")
     parser.add_argument("--batches-s", type=float, default=30.0, help="writer batches/s")
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=1000,
+        help="events per batch (a stream message is ~1,000; an HTTP batch may be 5,000+)",
+    )
     parser.add_argument("--gap-ms", type=float, default=2.0, help="pause between reads")
     args = parser.parse_args()
 
@@ -102,7 +112,8 @@ def main() -> None:
     from simulator.core import simulate
 
     tables = simulate(SimConfig(n_items=args.items, days=14, seed=5)).tables
-    events = _event_load(tables, int(args.batches_s * args.seconds * 1000) + 1000)
+    size = args.batch_events
+    events = _event_load(tables, int(args.batches_s * args.seconds * size) + size)
     modes = {"whole": None, f"parts of {PART_WEIGHT}": PART_WEIGHT}
     got: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     for r in range(args.rounds):
@@ -110,7 +121,7 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds}: {mode}", flush=True)
             got[mode].append(_round(args, tables, events, weight))
     print(
-        f"\nreads beside a writer of {args.batches_s:.0f} batches/s of 1,000 events "
+        f"\nreads beside a writer of {args.batches_s:.0f} batches/s of {size:,} events "
         f"(worst of {args.rounds} rounds; ms)"
     )
     print(
