@@ -160,11 +160,6 @@ class Plan:
         """End a group: the operations appended since the last mark."""
         self.marks.append((len(self.ops), rows, item))
 
-    def finish(self, batch_id: str | None, cfg: OnlineConfig) -> list[tuple[Any, ...]]:
-        """The full op list as one part: the batch guard first, the clock and the expiry
-        sweep last."""
-        return self.parts(batch_id, cfg, None)[0].ops
-
     def parts(self, batch_id: str | None, cfg: OnlineConfig, max_weight: int | None) -> list[Part]:
         """The batch as parts of at most `max_weight` operation values each (a group larger
         than that is a part of its own), each run as its own atomic script; None: one part.

@@ -337,7 +337,8 @@ def test_a_batch_cut_into_parts_keeps_groups_whole_and_under_the_bound() -> None
     whole = plan.parts("b1", cfg, None)
     parts = plan.parts("b1", cfg, 200)
     assert len(whole) == 1 and len(parts) > 3
-    assert whole[0].ops == plan.finish("b1", cfg)
+    assert [op[0] for op in whole[0].ops[:2]] == ["BATCH", "HMAX"]
+    assert whole[0].ops[2:-1] == plan.ops and whole[0].ops[-1][0] == "SWEEP"
     body = [op for p in parts for op in p.ops if op[0] not in ("BATCH", "HMAX", "SWEEP")]
     assert body == plan.ops
     assert [p.ops[0] for p in parts] == [
