@@ -162,6 +162,34 @@ def create_app(
         lambda: holder.current is not None,
         multiprocess_mode="livemin",
     )
+    metrics.watch_totals(
+        "surfacer_ingest_batches",
+        "Ingest batches of this service (POST /v1/events and the upserts, and its own stream "
+        "consumer) by outcome: applied; duplicate (batch id seen, nothing applied again); "
+        "rejected (failed the contract, nothing applied); unavailable (store unreachable).",
+        "outcome",
+        lambda: online.ingest_batches,
+    )
+    metrics.watch_totals(
+        "surfacer_ingest_rows",
+        "Rows of those batches: applied to the store, or expired (their item was past its last "
+        "horizon plus SURFACER_ONLINE_LATE_S, so dropped and not scored live).",
+        "outcome",
+        lambda: online.ingest_rows,
+    )
+    metrics.watch_totals(
+        "surfacer_online_scored",
+        "Snapshots the re-scorer scored, by anchor: post (touched items, horizon crossings) "
+        "and moderation (remove / restrict actions).",
+        "anchor",
+        lambda: {"post": online.scored, "moderation": online.anchors_scored},
+    )
+    metrics.watch_totals(
+        "surfacer_online_flags_queued",
+        "Items the re-scorer queued for review (newly over an issue's threshold).",
+        "source",
+        lambda: {"rescorer": online.queued},
+    )
 
     def sink_factory() -> FlagSink:
         if flag_sink is not None:

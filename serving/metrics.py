@@ -184,6 +184,8 @@ class ServiceMetrics:
         self.refresh_interval_s = refresh_interval_s
         self._shared: list[Collector] = []
         self._watched: list[tuple[Gauge, Callable[[], float]]] = []
+        self._totals: list[tuple[Counter, Callable[[], Mapping[str, float]], dict[str, float]]] = []
+        self._totals_lock = threading.Lock()
         self._model_labels: tuple[str, str, str] | None = None
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -272,11 +274,37 @@ class ServiceMetrics:
         gauge.set(float(fn()))
         self._watched.append((gauge, fn))
 
+    def watch_totals(
+        self, name: str, documentation: str, label: str, fn: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """A counter with one label whose values are the running totals `fn()` returns
+        (label value -> total so far), kept by code that knows nothing of metrics (e.g. the
+        online service's ingest counts). Each refresh, and each render, adds what each total
+        grew by since the last, so in multiprocess mode the counter is summed over workers
+        and what a worker counted still counts after it exits, like any other counter."""
+        counter = Counter(name, documentation, [label], registry=self.registry)
+        seen: dict[str, float] = {}
+        for key in fn():
+            counter.labels(key)  # every label value is exported from the start, at 0
+        self._totals.append((counter, fn, seen))
+
+    def _add_totals(self) -> None:
+        with self._totals_lock:
+            for counter, fn, seen in self._totals:
+                with contextlib.suppress(Exception):  # a failing callback must not break metrics
+                    for key, total in fn().items():
+                        grew = float(total) - seen.get(key, 0.0)
+                        if grew > 0:
+                            counter.labels(key).inc(grew)
+                            seen[key] = float(total)
+
     def refresh(self) -> None:
-        """Store the current value of every watched gauge (multiprocess mode)."""
+        """Store the current value of every watched gauge (multiprocess mode) and add what
+        every watched total grew by."""
         for gauge, fn in self._watched:
             with contextlib.suppress(Exception):  # a failing callback must not break metrics
                 gauge.set(float(fn()))
+        self._add_totals()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_interval_s):
@@ -300,6 +328,7 @@ class ServiceMetrics:
         if self._refresher is not None:
             self._refresher.join(timeout=5)
             self._refresher = None
+        self._add_totals()  # what this worker counted since the last refresh
         if self.multiprocess and self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
 
@@ -322,6 +351,7 @@ class ServiceMetrics:
 
     def render(self) -> bytes:
         if not self.multiprocess:
+            self._add_totals()
             return generate_latest(self.registry)
         assert self.multiprocess_dir is not None
         self.refresh()

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from features.online.errors import Batch, StoreUnavailable
+from features.online.errors import Batch, BatchRejected, StoreUnavailable
 from features.schema import DEFAULT_HORIZONS_H
 from serving.flag_writer import flagged_item, to_json
 from serving.scoring import TOP_K
@@ -39,6 +39,10 @@ from serving.spool import SpoolError
 
 log = logging.getLogger("serving.online")
 NS_PER_H = 3_600 * 1_000_000_000
+# Outcomes of an ingest batch: applied (all or some of its rows), duplicate (its batch id was
+# applied before, so nothing was applied again), rejected (failed the contract, nothing
+# applied), unavailable (the store could not be reached; the client retries).
+INGEST_OUTCOMES = ("applied", "duplicate", "rejected", "unavailable")
 
 
 def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +73,11 @@ class OnlineService:
         self.queued = 0
         self.scored = 0
         self.anchors_scored = 0
+        # What this service's own ingestion did (the API and its in-service consumer):
+        # batches by outcome and rows applied or dropped as expired; /metrics exports them.
+        self.ingest_batches = dict.fromkeys(INGEST_OUTCOMES, 0)
+        self.ingest_rows = {"applied": 0, "expired": 0}
+        self._count_lock = threading.Lock()
 
     @property
     def store(self) -> Any:
@@ -125,7 +134,18 @@ class OnlineService:
         ApplyResult."""
         from features.online.ingest import ingest
 
-        return ingest(self.store, batches, batch_id, archive=self.archive, redelivered=redelivered)
+        try:
+            result = ingest(
+                self.store, batches, batch_id, archive=self.archive, redelivered=redelivered
+            )
+        except BatchRejected:
+            self._count(["rejected"])
+            raise
+        except StoreUnavailable:
+            self._count(["unavailable"])
+            raise
+        self._count([result])
+        return result
 
     def ingest_many(
         self, messages: Sequence[tuple[Sequence[Batch], str | None]], *, redelivered: bool = False
@@ -133,7 +153,26 @@ class OnlineService:
         """Several messages in one round trip (`features.online.ingest.ingest_many`)."""
         from features.online.ingest import ingest_many
 
-        return ingest_many(self.store, messages, archive=self.archive, redelivered=redelivered)
+        try:
+            results = ingest_many(
+                self.store, messages, archive=self.archive, redelivered=redelivered
+            )
+        except StoreUnavailable:
+            self._count(["unavailable"] * len(messages))
+            raise
+        self._count(["rejected" if isinstance(r, BatchRejected) else r for r in results])
+        return results
+
+    def _count(self, outcomes: Sequence[Any]) -> None:
+        """Add batches to the ingest counts: each an ApplyResult or an outcome's name."""
+        with self._count_lock:
+            for r in outcomes:
+                if isinstance(r, str):
+                    self.ingest_batches[r] += 1
+                    continue
+                self.ingest_batches["duplicate" if r.duplicate else "applied"] += 1
+                self.ingest_rows["applied"] += r.rows - r.expired
+                self.ingest_rows["expired"] += r.expired
 
     def flush_archive(self) -> None:
         """Write the archive's buffered rows now (a stream consumer, before it acknowledges)."""

@@ -278,7 +278,8 @@ def _run_consumer(
         restore()
     if not quiet:
         typer.echo(
-            f"ingest: {stats.messages} messages, {stats.rows} rows applied, "
+            f"ingest: {stats.messages} messages, {stats.rows} rows taken "
+            f"({online.ingest_rows['expired']} of them of expired items, dropped), "
             f"{stats.duplicates} re-sent, {stats.rejected} {rejected}"
         )
     return stats.messages

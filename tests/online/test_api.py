@@ -17,7 +17,7 @@ from features.online.ingest import json_columns, json_rows
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
 from tests.online.conftest import REDIS_URL, redis_or_skip
-from tests.support.serving import INGEST_KEY, SCORE_KEY, Registry, running
+from tests.support.serving import ADMIN_KEY, INGEST_KEY, SCORE_KEY, Registry, running
 
 pytestmark = pytest.mark.anyio
 
@@ -469,3 +469,56 @@ async def test_direct_route_answers_as_the_router_does(
     statuses = [a[0] for a in answers["direct"]]
     assert statuses == [200, 404, 422, 401, 403, 405, 405, 500]
     assert answers["direct"] == answers["routed"]
+
+
+def _counter(text: str, family: str) -> dict[str, float]:
+    """label value -> value of a one-label counter in a /metrics answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == family:
+            for s in fam.samples:
+                if s.name == f"{family}_total":
+                    (value,) = s.labels.values()
+                    out[value] = s.value
+    return out
+
+
+async def test_metrics_count_ingest_outcomes_and_expired_rows(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """/metrics tells an operator what ingestion did: batches applied, re-sent, rejected, and
+    rows dropped because their item had expired (not scored live)."""
+    store = store_factory(OnlineConfig(horizon_h=1.0, late_s=0.0))
+    app, _ = _app(champion_v1, tmp_path, store)
+    a, b = sim_tables["items"].iloc[0].copy(), sim_tables["items"].iloc[1].copy()
+    b["created_at"] = a["created_at"] + pd.Timedelta(hours=1.5)
+    items = pd.DataFrame([a, b])
+    view = sim_tables["events"].iloc[[0]].assign(kind="view", watch_frac=0.5, reason=None)
+    view = view.assign(text=None, user_id="u1")
+
+    def event(item: pd.Series, after_h: float) -> pd.DataFrame:
+        return view.assign(
+            item_id=item["item_id"], ts=item["created_at"] + pd.Timedelta(hours=after_h)
+        )
+
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        assert (await _post(client, "items", items.iloc[[0]])).status_code == 200
+        early = pd.concat([event(a, 0.1), event(a, 0.2)])
+        first = (await _post(client, "events", early, batch_id="e-1")).json()
+        assert first["rows"] == 2 and first["expired"] == 0, first
+        assert (await _post(client, "events", early, batch_id="e-1")).json()["duplicate"]
+        bad = json_rows(early)
+        bad[0] = dict(bad[0], kind="viewz")
+        assert (await client.post("/v1/events", json={"rows": bad})).status_code == 422
+        # b, posted 1.5 h after a, moves the store clock past a's last horizon: a expires.
+        assert (await _post(client, "items", items.iloc[[1]])).json()["expired"] == 0
+        assert (await _post(client, "events", event(b, 0.1))).json()["expired"] == 0
+        late = (await _post(client, "events", event(a, 0.3))).json()
+        assert late["rows"] == 1 and late["expired"] == 1, late
+        text = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
+    batches = _counter(text, "surfacer_ingest_batches")
+    assert batches == {"applied": 5, "duplicate": 1, "rejected": 1, "unavailable": 0}, batches
+    rows = _counter(text, "surfacer_ingest_rows")
+    assert rows == {"applied": 1 + 2 + 1 + 1, "expired": 1}, rows

@@ -229,6 +229,38 @@ def test_counters_and_gauges_merge_across_workers(workers: Workers) -> None:
     }
 
 
+def test_watched_totals_are_summed_counters_that_outlive_their_worker(workers: Workers) -> None:
+    """`watch_totals` exports running totals kept outside prometheus (the online service's
+    ingest counts) as a counter: summed over workers, each label there from the start, and
+    what a worker counted before it exited still counted."""
+    totals = {"a": {"applied": 0, "rejected": 0}, "b": {"applied": 0, "rejected": 0}}
+    with workers.as_pid(os.getpid()):
+        a = ServiceMetrics(multiprocess=True)
+        a.watch_totals("surfacer_ingest_batches", "b", "outcome", lambda: totals["a"])
+    with workers.as_pid(os.getppid()):
+        b = ServiceMetrics(multiprocess=True)
+        b.watch_totals("surfacer_ingest_batches", "b", "outcome", lambda: totals["b"])
+        text = b.render().decode()
+
+    def counts(text: str) -> dict[str, float]:
+        got = samples(text, "surfacer_ingest_batches")
+        return {dict(k[1])["outcome"]: v for k, v in got.items()}
+
+    assert counts(text) == {"applied": 0, "rejected": 0}
+    totals["a"].update(applied=3, rejected=1)
+    totals["b"].update(applied=2)
+    with workers.as_pid(os.getpid()):
+        a.refresh()
+    with workers.as_pid(os.getppid()):
+        assert counts(b.render().decode()) == {"applied": 5, "rejected": 1}
+        assert counts(b.render().decode()) == {"applied": 5, "rejected": 1}  # not added twice
+    totals["a"]["applied"] = 7  # counted after a's last refresh, then a exits
+    with workers.as_pid(os.getpid()):
+        a.close()
+    with workers.as_pid(os.getppid()):
+        assert counts(b.render().decode()) == {"applied": 9, "rejected": 1}
+
+
 def test_live_gauges_of_a_crashed_worker_are_swept(workers: Workers) -> None:
     gone = dead_pid()
     with workers.as_pid(gone):
