@@ -469,3 +469,50 @@ async def test_direct_route_answers_as_the_router_does(
     statuses = [a[0] for a in answers["direct"]]
     assert statuses == [200, 404, 422, 401, 403, 405, 405, 500]
     assert answers["direct"] == answers["routed"]
+
+
+async def test_null_rows_or_columns_is_a_422(champion_v1, tmp_path):
+    """`{"rows": null}` and `{"columns": null}` are neither body shape: a 422 naming the
+    field (they reached `columns.values()` and answered 500)."""
+    app, _ = _app(champion_v1, tmp_path, open_store("memory"))
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        for field, kind in (("rows", "list_type"), ("columns", "dict_type")):
+            r = await client.post("/v1/events", json={field: None})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", field] and problem["type"] == kind
+
+
+async def test_an_empty_or_non_string_batch_id_is_refused(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """A batch id the client sent is never read as no id (which applies a re-sent batch
+    twice): "", 0 and false are 422 with nothing applied, as is a body id that disagrees
+    with the Idempotency-Key header; null means no id."""
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 2)
+    item = part["items"]["item_id"].iloc[0]
+    events = part["events"][part["events"]["item_id"] == item]
+    cols = json_columns(events)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        assert (await _post(client, "items", part["items"])).status_code == 200
+        for bad in ("", 0, False):
+            r = await client.post("/v1/events", json={"columns": cols, "batch_id": bad})
+            assert r.status_code == 422, (bad, r.text)
+            assert r.json()["detail"][0]["loc"][-1] == "batch_id"
+        r = await client.post(
+            "/v1/events",
+            json={"columns": cols, "batch_id": "b-1"},
+            headers={"Idempotency-Key": "b-2"},
+        )
+        assert r.status_code == 422 and "Idempotency-Key" in r.text
+        assert store.snapshot(item)["n_view"] == 0  # nothing applied
+        r = await client.post(
+            "/v1/events", json={"columns": cols, "batch_id": None}, headers={"Idempotency-Key": "k"}
+        )
+        assert r.status_code == 200 and r.json()["duplicate"] is False
+        again = await client.post("/v1/events", json={"columns": cols, "batch_id": "k"})
+        assert again.json()["duplicate"] is True
+    assert store.snapshot(item)["n_view"] == int((events["kind"] == "view").sum())
+
