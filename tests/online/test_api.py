@@ -516,3 +516,36 @@ async def test_an_empty_or_non_string_batch_id_is_refused(
         assert again.json()["duplicate"] is True
     assert store.snapshot(item)["n_view"] == int((events["kind"] == "view").sum())
 
+
+async def test_ids_and_times_the_service_cannot_hold_reject_the_batch(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """An item id longer than the scoring API and review store take, or holding NUL (which
+    PostgreSQL cannot), is a 422 naming table, column and row, as is a time outside the
+    store clock's nanosecond span (it raised OutOfBoundsDatetime: a 500); nothing of the
+    batch is applied."""
+    from serving.limits import ITEM_ID_MAX
+
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 3)
+    good = json_rows(part["items"])
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        for column, value, words in (
+            ("item_id", "x" * (ITEM_ID_MAX + 1), f"longer than {ITEM_ID_MAX}"),
+            ("item_id", "it\x00nul", "NUL"),
+            ("created_at", "0001-01-01T00:00:00Z", "span the online store can hold"),
+            ("created_at", "1600-01-01T00:00:00+00:00", "span the online store can hold"),
+        ):
+            rows = [*good[:2], dict(good[2], **{column: value})]
+            r = await client.post("/v1/items", json={"rows": rows})
+            assert r.status_code == 422, (column, value, r.text)
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", "items", column, "rows", 2]
+            assert words in problem["msg"]
+        assert all(store.snapshot(row["item_id"]) is None for row in good)
+        r = await client.post(
+            "/v1/items", json={"rows": [dict(good[0], item_id="x" * ITEM_ID_MAX)]}
+        )
+        assert r.status_code == 200, r.text
+    assert store.snapshot("x" * ITEM_ID_MAX) is not None
