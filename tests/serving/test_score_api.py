@@ -227,6 +227,30 @@ async def test_bad_payloads_are_422_with_the_field_path(
     assert body["request_id"]
 
 
+async def test_an_anchor_the_model_does_not_score_is_422(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    """An anchor none of the model's issues has (a typo, other case) matched no issue: the
+    item was answered all-null, 200, and never flagged. Now a 422 naming the field and the
+    anchors the model scores; its own anchors, null and "" (read as post) still score."""
+    app, _ = _app(champion_v1, tmp_path)
+    rec = records(1)[0]
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        for bad in ("Post", "comment", "moderation "):
+            r = await client.post("/v1/score", json={**rec, "anchor": bad})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", "anchor"]
+            assert "moderation, post" in problem["msg"]
+        r = await client.post("/v1/score", json={"items": [rec, {**rec, "anchor": "Post"}]})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "items", 1, "anchor"]
+        for ok in ("post", "moderation", None, ""):
+            r = await client.post("/v1/score", json={**rec, "anchor": ok})
+            assert r.status_code == 200, (ok, r.text)
+            assert any(p is not None for p in r.json()["probabilities"].values())
+
+
 async def test_invalid_json_is_422(champion_v1: Registry, tmp_path: Path) -> None:
     app, _ = _app(champion_v1, tmp_path)
     async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
