@@ -204,6 +204,9 @@ class ServiceMiddleware:
             self.in_flight -= 1
             route = scope.get("route")
             # Route templates, not raw paths: unknown paths must not grow the label set.
-            label = getattr(route, "path", None) or "<unmatched>"
+            # path_format: the template without convertors ({item_id}, not {item_id:path}).
+            label = (
+                getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+            )
             self.metrics.requests.labels(label, method, str(state["status"])).inc()
             self.metrics.latency.labels(label, method).observe(time.perf_counter() - t0)

@@ -214,7 +214,7 @@ def _item_id(request: Request) -> str:
 
 
 @router.get(
-    "/items/{item_id}/score",
+    "/items/{item_id:path}/score",
     responses={
         404: {"model": ErrorBody, "description": "The item is unknown or expired."},
         422: {"model": ErrorBody, "description": "The item id is longer than allowed."},

@@ -17,7 +17,7 @@ from features.online.ingest import json_columns, json_rows
 from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
 from tests.online.conftest import REDIS_URL, redis_or_skip
-from tests.support.serving import INGEST_KEY, SCORE_KEY, Registry, running
+from tests.support.serving import ADMIN_KEY, INGEST_KEY, SCORE_KEY, Registry, running
 
 pytestmark = pytest.mark.anyio
 
@@ -549,3 +549,27 @@ async def test_ids_and_times_the_service_cannot_hold_reject_the_batch(
         )
         assert r.status_code == 200, r.text
     assert store.snapshot("x" * ITEM_ID_MAX) is not None
+
+
+async def test_score_by_id_reaches_ids_with_slashes(champion_v1, tmp_path, sim_tables):
+    """Ids may hold "/" (the contract, the score API and the review store take them): GET
+    score with the id percent-encoded answers for it. The route's parameter did not match
+    "/", so such an item was ingested but its GET was a 404 "Not Found" from routing."""
+    from urllib.parse import quote
+
+    store = open_store("memory")
+    app, _ = _app(champion_v1, tmp_path, store)
+    row = json_rows(_first_items(sim_tables, 1)["items"])[0]
+    ids = ["a/b", "/lead", "trail/", "a/score", "plain"]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        r = await client.post("/v1/items", json={"rows": [dict(row, item_id=i) for i in ids]})
+        assert r.status_code == 200, r.text
+        for i in ids:
+            r = await client.get(f"/v1/items/{quote(i, safe='')}/score")
+            assert r.status_code == 200, (i, r.text)
+            assert r.json()["item_id"] == i
+        r = await client.get("/v1/items//score")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "item_id"]
+        assert (await client.get("/v1/items/a/b/score/x")).status_code == 404
+        metrics = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
+        assert 'route="/v1/items/{item_id}/score"' in metrics  # the label as before
