@@ -14,6 +14,7 @@ from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
 from tests.support.serving import (
     ADMIN_KEY,
+    INGEST_KEY,
     REVIEW_KEY,
     SCORE_KEY,
     Registry,
@@ -188,6 +189,51 @@ async def test_body_size_limit_declared_and_chunked(champion_v1: Registry, tmp_p
 
         r = await client.post(
             "/v1/score", content=small_chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+
+
+async def test_a_stalled_body_is_a_408_and_frees_its_slot(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    """A client that stops sending mid-body held its request in flight for good: enough of
+    them (max_concurrency) and the worker answered every other request 503, for as long
+    as they stayed connected. The body must now arrive within body_timeout_s: 408 naming
+    the setting, connection closed, and the slot is free again."""
+    app, _ = _app(champion_v1, tmp_path, body_timeout_s=0.3, max_concurrency=1)
+    body = orjson.dumps(records(1)[0])
+
+    async def stall():
+        yield body[:20]
+        await asyncio.sleep(30)
+        yield body[20:]
+
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        for path, key in (
+            ("/v1/score", SCORE_KEY),
+            ("/v1/events", INGEST_KEY),
+            ("/v1/review/sessions", SCORE_KEY),
+        ):
+            t0 = asyncio.get_running_loop().time()
+            headers = {"content-type": "application/json", "X-API-Key": key}
+            r = await asyncio.wait_for(client.post(path, content=stall(), headers=headers), 10)
+            assert asyncio.get_running_loop().time() - t0 < 5
+            assert r.status_code == 408, (path, r.text)
+            assert "body_timeout_s=0.3" in r.json()["detail"]
+            assert r.headers["connection"] == "close"
+        # the slot is free: with max_concurrency=1 a stuck request would shed this one
+        r = await client.post(
+            "/v1/score", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+
+        async def slow_but_whole():  # chunks apart, whole well within the limit
+            for i in range(0, len(body), 100):
+                await asyncio.sleep(0.01)
+                yield body[i : i + 100]
+
+        r = await client.post(
+            "/v1/score", content=slow_but_whole(), headers={"content-type": "application/json"}
         )
         assert r.status_code == 200, r.text
 
