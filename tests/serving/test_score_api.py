@@ -250,6 +250,9 @@ async def test_a_stalled_body_is_a_408_and_frees_its_slot(
         ({"item_id": "a", "anchor": "x" * 41}, ["body", "anchor"]),
         ({"item_id": "a", "n_view": "many"}, ["body", "n_view"]),
         ({"item_id": "a", "as_of": "yesterday-ish"}, ["body", "as_of"]),
+        # a time without zone is refused, not read as UTC (it keys the review queue)
+        ({"item_id": "a", "as_of": "2026-11-20T13:00:00"}, ["body", "as_of"]),
+        ({"item_id": "a", "created_at": "2026-11-20"}, ["body", "created_at"]),
         ({"item_id": "a", "n_view": -5}, ["body", "n_view"]),
         ({"item_id": "a", "mean_watch_frac": 1.5}, ["body", "mean_watch_frac"]),
         (
