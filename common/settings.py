@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=1000, ge=1, description="Items per /v1/score request.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A request body not received whole within this many seconds of the "
+        "request's start is answered 408 (0: no limit); a client that stalls mid-body "
+        "would otherwise hold one of the worker's max_concurrency slots for good.",
+    )
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="How often to check the champion alias."
     )

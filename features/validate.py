@@ -374,12 +374,21 @@ def _problem(table: str, column: str | None, message: str, mask: np.ndarray) -> 
     return Problem(table, column, message, rows, count)
 
 
+# A bad value quoted in a message is cut to this many characters: a 100,000-character
+# string would otherwise come back whole in the error (and five of them per column).
+MAX_QUOTED = 80
+
+
+def _quoted(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED else f"{text[: MAX_QUOTED - 1]}… ({len(text)} chars)"
+
+
 def _example(s: pd.Series, mask: np.ndarray) -> str:
     idx = np.flatnonzero(mask)
     if not idx.size:
         return ""
     value = s.iloc[int(idx[0])]
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    return _quoted(repr(value.item() if isinstance(value, np.generic) else value))
 
 
 def _fmt(x: float) -> str:
@@ -429,7 +438,8 @@ def _check_values(table: str, col: Column, s: pd.Series, values: pd.Series) -> l
         bad = notna & ~_isin(values, col.allowed)
         if bad.any():
             seen = sorted({str(v) for v in values[bad].unique()[:5]})
-            msg = f"values not allowed: {', '.join(map(repr, seen))}; allowed: {', '.join(col.allowed)}"
+            quoted = ", ".join(_quoted(repr(v)) for v in seen)
+            msg = f"values not allowed: {quoted}; allowed: {', '.join(col.allowed)}"
             problems.append(_problem(table, col.name, msg, bad))
     if col.value_range is not None and col.kind in ("int", "float"):
         lo, hi = col.value_range

@@ -303,5 +303,6 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_concurrency=settings.max_concurrency,
         max_queue_wait_s=settings.max_queue_wait_s,
+        body_timeout_s=settings.body_timeout_s,
     )
     return app

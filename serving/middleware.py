@@ -13,6 +13,7 @@ requests it has started. Probes (/healthz, /readyz, /metrics) are never shed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -36,12 +37,28 @@ QUEUE_MIN = 8
 RETRY_AFTER_S = 1
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from `receive` when a body passes the limit; an HTTPException so FastAPI's body
-    reader re-raises it as is and it renders as 413."""
+class BodyError(HTTPException):
+    """Raised from `receive` when a body breaks a limit; an HTTPException so FastAPI's body
+    reader re-raises it as is and it renders with its status."""
+
+
+class BodyTooLarge(BodyError):
+    """The body passed max_body_bytes: 413."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body exceeds max_body_bytes={limit}")
+
+
+class BodyTimeout(BodyError):
+    """The body did not arrive whole within body_timeout_s of the request's start: 408, and
+    the connection is closed (the rest of the body is never read)."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(
+            408,
+            f"request body not received within body_timeout_s={limit_s:g} s",
+            headers={"Connection": "close"},
+        )
 
 
 def _request_id(scope: dict[str, Any]) -> str:
@@ -78,10 +95,12 @@ class ServiceMiddleware:
         max_body_bytes: int,
         max_concurrency: int = 0,
         max_queue_wait_s: float = 0.0,
+        body_timeout_s: float = 0.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s  # 0: no limit
         self.max_concurrency = max_concurrency  # 0: no limit
         self.max_queue_wait_s = max_queue_wait_s  # 0: no limit
         self.in_flight = 0
@@ -143,7 +162,7 @@ class ServiceMiddleware:
             self.metrics.requests.labels("<shed>", method, "503").inc()
             return
         limit = self.max_body_bytes
-        state = {"status": 500, "started": False, "received": 0}
+        state = {"status": 500, "started": False, "received": 0, "body_done": False}
         try:
             declared = declared_length(scope)
         except ValueError:
@@ -159,12 +178,26 @@ class ServiceMiddleware:
             self.metrics.requests.labels("<unmatched>", method, "413").inc()
             return
 
+        timeout_s = self.body_timeout_s
+        # The body must be whole by this loop time; after it, receive() waits unbounded
+        # (what follows the body is the client's disconnect, which may come any time).
+        deadline = asyncio.get_running_loop().time() + timeout_s if timeout_s else None
+
         async def limited_receive() -> dict[str, Any]:
-            message = await receive()
+            if deadline is None or state["body_done"]:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout(timeout_s) from None
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > limit:
                     raise BodyTooLarge(limit)
+                if not message.get("more_body", False):
+                    state["body_done"] = True
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:
@@ -180,10 +213,15 @@ class ServiceMiddleware:
         self.in_flight += 1
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as exc:
+        except BodyError as exc:
             if not state["started"]:
-                state["status"] = 413
-                await self._send_json(send, 413, {"detail": exc.detail, "request_id": rid}, rid)
+                state["status"] = exc.status_code
+                extra = tuple(
+                    (k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()
+                )
+                await self._send_json(
+                    send, exc.status_code, {"detail": exc.detail, "request_id": rid}, rid, extra
+                )
         except Exception:
             log.exception(
                 "unhandled error in request %s %s (request_id=%s)",
@@ -204,6 +242,9 @@ class ServiceMiddleware:
             self.in_flight -= 1
             route = scope.get("route")
             # Route templates, not raw paths: unknown paths must not grow the label set.
-            label = getattr(route, "path", None) or "<unmatched>"
+            # path_format: the template without convertors ({item_id}, not {item_id:path}).
+            label = (
+                getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+            )
             self.metrics.requests.labels(label, method, str(state["status"])).inc()
             self.metrics.latency.labels(label, method).observe(time.perf_counter() - t0)

@@ -92,6 +92,15 @@ def _apply_contract(snapshot: dict[str, Any], bundle: Any) -> None:
             props[name] = {"anyOf": [{"type": "number"}, {"type": "null"}]}
         else:
             props[name] = {}
+    if contract.anchors is not None:
+        # The anchors the model scores (InputContract refuses others); "" and null: post.
+        props["anchor"] = {
+            "anyOf": [
+                {"type": "string", "enum": ["", *sorted(contract.anchors)]},
+                {"type": "null"},
+            ],
+            "description": "What the snapshot is anchored at (null: post).",
+        }
     snapshot["required"] = sorted(contract.required)
     snapshot["additionalProperties"] = False
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Required
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, with_config
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 from typing_extensions import TypedDict
 
@@ -31,7 +31,9 @@ NO_NUL_PATTERN = "^[^\x00]*$"
 _Text = Annotated[str, Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
 _KIND_TYPES: dict[str, Any] = {
     "id": Required[Annotated[ItemId, Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]],
-    "time": datetime | None,
+    # With a zone or offset (or epoch seconds): a naive time is refused, never assumed UTC
+    # (the data contract's rule); it is part of the review queue's key.
+    "time": AwareDatetime | None,
     "bool": bool | None,
     "string": _Text | None,
     "count": Annotated[float, Field(ge=0, allow_inf_nan=False, description="A count (>= 0).")]

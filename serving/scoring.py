@@ -39,16 +39,34 @@ class InputContract:
         example = bundle.input_example() or {}
         self.known = frozenset(SNAPSHOT_COLUMNS) | self.required | frozenset(example)
         self._known_sorted = sorted(self.known)
+        # Anchors the model scores (null and "" read as "post"): any other anchor matches
+        # none of its issues, so the item would be answered all-null and never flagged.
+        anchors = getattr(bundle, "anchors", None)
+        self.anchors = (
+            frozenset({"post", *anchors.values()}) if isinstance(anchors, Mapping) else None
+        )
 
     def problems(self, records: Iterable[Mapping[str, Any]], prefix: tuple[Any, ...]) -> list[dict]:
         """Validation errors (FastAPI's shape) for missing and unknown fields; [] when fine."""
         out: list[dict] = []
         required, known = self.required, self.known
+        anchors = self.anchors
         for i, record in enumerate(records):
             keys = record.keys()
-            if keys >= required and known.issuperset(keys):
+            anchor = record.get("anchor")
+            bad_anchor = anchors is not None and anchor and anchor not in anchors
+            if keys >= required and known.issuperset(keys) and not bad_anchor:
                 continue
             loc = (*prefix, i) if prefix and prefix[-1] == "items" else prefix
+            if bad_anchor:
+                out.append(
+                    {
+                        "type": "literal_error",
+                        "loc": (*loc, "anchor"),
+                        "msg": f"anchor {anchor!r} is not one the serving model scores; "
+                        f"expected one of {', '.join(sorted(anchors))} (null: post)",
+                    }
+                )
             missing = sorted(required - keys)
             if missing:
                 out.append(

@@ -28,6 +28,14 @@ from features.online.store import ApplyResult, OnlineStore
 from features.validate import Problem, coerce_table, validate_table
 
 MAX_BATCH_ID = 200
+# An item id the rest of the service can hold: the review store's item_id column and the
+# scoring API's ids (serving.limits.ITEM_ID_MAX) take at most this many characters, and
+# PostgreSQL text cannot hold NUL. An item ingested with a longer id could not be read back
+# with GET /v1/items/{id}/score, and its flags would be refused by the review store.
+MAX_ITEM_ID = 200
+# The span the store's int64-nanosecond clock can represent (pandas' ns Timestamp bounds).
+EARLIEST = pd.Timestamp.min.tz_localize("UTC")
+LATEST = pd.Timestamp.max.tz_localize("UTC")
 
 
 def to_frame(
@@ -66,9 +74,49 @@ def to_frame(
         )
     frame = coerce_table(name, frame.drop(columns=unknown))
     problems += validate_table(name, frame)
+    if not problems:
+        problems += store_problems(name, frame)
     if max_future_s is not None and not problems:
         problems += future_problems(name, frame, max_future_s, now_ns)
     return frame, problems
+
+
+def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
+    """Values the contract allows but the online path cannot keep: item ids longer than
+    MAX_ITEM_ID or holding NUL, and timestamps outside the store clock's nanosecond span
+    (years 1677..2262)."""
+    problems = []
+    if "item_id" in frame.columns:
+        ids = frame["item_id"].astype("str")
+        checks = (
+            (ids.str.len() > MAX_ITEM_ID, f"item ids longer than {MAX_ITEM_ID} characters"),
+            (ids.str.contains("\x00", regex=False), "item ids with NUL (\\u0000) characters"),
+        )
+        for mask, message in checks:
+            bad = mask.fillna(False).to_numpy(dtype=bool)
+            if bad.any():
+                rows = np.flatnonzero(bad)
+                problems.append(
+                    Problem(name, "item_id", message, rows[:5].tolist(), int(rows.size))
+                )
+    for col in TABLES[name].columns:
+        if col.kind != "timestamp" or col.name not in frame.columns:
+            continue
+        s = frame[col.name]
+        bad = ((s < EARLIEST) | (s > LATEST)).fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            problems.append(
+                Problem(
+                    name,
+                    col.name,
+                    f"timestamps outside {EARLIEST.isoformat()} .. {LATEST.isoformat()}, the "
+                    f"span the online store can hold, e.g. {s.iloc[int(rows[0])].isoformat()}",
+                    rows[:5].tolist(),
+                    int(rows.size),
+                )
+            )
+    return problems
 
 
 def future_problems(

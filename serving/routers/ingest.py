@@ -70,6 +70,27 @@ def _rejected(exc: BatchRejected) -> RequestValidationError:
     )
 
 
+def _batch_id(data: dict[str, Any], request: Request) -> Any:
+    """The batch's id: the body's ``batch_id`` (null: none), else the ``Idempotency-Key``
+    header. A value given is passed on as it is, so that an empty or non-string id is
+    refused (`check_batch_id`) rather than read as no id, which would apply a re-sent batch
+    twice; a body id and a header that disagree are refused too."""
+    header = request.headers.get("idempotency-key")
+    body_id = data.get("batch_id")
+    if body_id is not None and header is not None and body_id != header:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["body", "batch_id"],
+                    "msg": "batch_id and the Idempotency-Key header differ; send one, or the "
+                    "same id in both",
+                }
+            ]
+        )
+    return body_id if body_id is not None else header
+
+
 async def _ingest(request: Request, table: str) -> Response:
     authorize(request, "ingest")
     online = online_of(request)
@@ -97,11 +118,12 @@ async def _ingest(request: Request, table: str) -> Response:
             [{"type": "extra_forbidden", "loc": ["body", k], "msg": "unknown field"} for k in extra]
         )
     rows, columns = data.get("rows"), data.get("columns")
-    if rows is not None and not isinstance(rows, list):
+    # Checked by presence, not value: {"rows": null} is neither shape and must not pass.
+    if "rows" in data and not isinstance(rows, list):
         raise RequestValidationError(
             [{"type": "list_type", "loc": ["body", "rows"], "msg": "rows must be a list"}]
         )
-    if columns is not None and not isinstance(columns, dict):
+    if "columns" in data and not isinstance(columns, dict):
         raise RequestValidationError(
             [{"type": "dict_type", "loc": ["body", "columns"], "msg": "columns must be an object"}]
         )
@@ -112,7 +134,7 @@ async def _ingest(request: Request, table: str) -> Response:
     )
     if n > MAX_ROWS:
         raise HTTPException(413, f"batch of {n} rows exceeds {MAX_ROWS}")
-    batch_id = data.get("batch_id") or request.headers.get("idempotency-key")
+    batch_id = _batch_id(data, request)
     try:
         result = await asyncio.to_thread(
             online.ingest, [Batch(table, rows=rows, columns=columns)], batch_id
@@ -192,7 +214,7 @@ def _item_id(request: Request) -> str:
 
 
 @router.get(
-    "/items/{item_id}/score",
+    "/items/{item_id:path}/score",
     responses={
         404: {"model": ErrorBody, "description": "The item is unknown or expired."},
         422: {"model": ErrorBody, "description": "The item id is longer than allowed."},

@@ -357,3 +357,17 @@ def test_unreadable_and_out_of_range_values_in_one_run(tables: dict[str, pd.Data
     problems = validate_table("events", events)
     assert [p.rows for p in problems] == [[0], [1]]
     assert "not text" in problems[0].message and "'zap'" in problems[1].message
+
+
+def test_long_bad_values_are_quoted_cut(tables: dict[str, pd.DataFrame]) -> None:
+    """A bad value is quoted in the message cut to a few dozen characters with its length:
+    whole, a 100,000-character value came back in the error (an HTTP 422 body, five per
+    column)."""
+    long = "x" * 100_000
+    items = tables["items"].assign(format=["video", long, long + "y", "video"])
+    p = _only(validate_table("items", items), "items", "format")
+    assert p.rows == [1, 2] and len(p.message) < 400
+    assert "(100002 chars)" in p.message and "(100003 chars)" in p.message
+    items = tables["items"].assign(duration_s=["12.5", long, "3", "4"])
+    p = _only(validate_table("items", coerce_table("items", items)), "items", "duration_s")
+    assert p.rows == [1] and len(p.message) < 400 and "'xxx" in p.message

@@ -522,3 +522,107 @@ async def test_metrics_count_ingest_outcomes_and_expired_rows(
     assert batches == {"applied": 5, "duplicate": 1, "rejected": 1, "unavailable": 0}, batches
     rows = _counter(text, "surfacer_ingest_rows")
     assert rows == {"applied": 1 + 2 + 1 + 1, "expired": 1}, rows
+
+
+async def test_null_rows_or_columns_is_a_422(champion_v1, tmp_path):
+    """`{"rows": null}` and `{"columns": null}` are neither body shape: a 422 naming the
+    field (they reached `columns.values()` and answered 500)."""
+    app, _ = _app(champion_v1, tmp_path, open_store("memory"))
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        for field, kind in (("rows", "list_type"), ("columns", "dict_type")):
+            r = await client.post("/v1/events", json={field: None})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", field] and problem["type"] == kind
+
+
+async def test_an_empty_or_non_string_batch_id_is_refused(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """A batch id the client sent is never read as no id (which applies a re-sent batch
+    twice): "", 0 and false are 422 with nothing applied, as is a body id that disagrees
+    with the Idempotency-Key header; null means no id."""
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 2)
+    item = part["items"]["item_id"].iloc[0]
+    events = part["events"][part["events"]["item_id"] == item]
+    cols = json_columns(events)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        assert (await _post(client, "items", part["items"])).status_code == 200
+        for bad in ("", 0, False):
+            r = await client.post("/v1/events", json={"columns": cols, "batch_id": bad})
+            assert r.status_code == 422, (bad, r.text)
+            assert r.json()["detail"][0]["loc"][-1] == "batch_id"
+        r = await client.post(
+            "/v1/events",
+            json={"columns": cols, "batch_id": "b-1"},
+            headers={"Idempotency-Key": "b-2"},
+        )
+        assert r.status_code == 422 and "Idempotency-Key" in r.text
+        assert store.snapshot(item)["n_view"] == 0  # nothing applied
+        r = await client.post(
+            "/v1/events", json={"columns": cols, "batch_id": None}, headers={"Idempotency-Key": "k"}
+        )
+        assert r.status_code == 200 and r.json()["duplicate"] is False
+        again = await client.post("/v1/events", json={"columns": cols, "batch_id": "k"})
+        assert again.json()["duplicate"] is True
+    assert store.snapshot(item)["n_view"] == int((events["kind"] == "view").sum())
+
+
+async def test_ids_and_times_the_service_cannot_hold_reject_the_batch(
+    champion_v1, tmp_path, sim_tables, store_factory
+):
+    """An item id longer than the scoring API and review store take, or holding NUL (which
+    PostgreSQL cannot), is a 422 naming table, column and row, as is a time outside the
+    store clock's nanosecond span (it raised OutOfBoundsDatetime: a 500); nothing of the
+    batch is applied."""
+    from serving.limits import ITEM_ID_MAX
+
+    store = store_factory()
+    app, _ = _app(champion_v1, tmp_path, store)
+    part = _first_items(sim_tables, 3)
+    good = json_rows(part["items"])
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        for column, value, words in (
+            ("item_id", "x" * (ITEM_ID_MAX + 1), f"longer than {ITEM_ID_MAX}"),
+            ("item_id", "it\x00nul", "NUL"),
+            ("created_at", "0001-01-01T00:00:00Z", "span the online store can hold"),
+            ("created_at", "1600-01-01T00:00:00+00:00", "span the online store can hold"),
+        ):
+            rows = [*good[:2], dict(good[2], **{column: value})]
+            r = await client.post("/v1/items", json={"rows": rows})
+            assert r.status_code == 422, (column, value, r.text)
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", "items", column, "rows", 2]
+            assert words in problem["msg"]
+        assert all(store.snapshot(row["item_id"]) is None for row in good)
+        r = await client.post(
+            "/v1/items", json={"rows": [dict(good[0], item_id="x" * ITEM_ID_MAX)]}
+        )
+        assert r.status_code == 200, r.text
+    assert store.snapshot("x" * ITEM_ID_MAX) is not None
+
+
+async def test_score_by_id_reaches_ids_with_slashes(champion_v1, tmp_path, sim_tables):
+    """Ids may hold "/" (the contract, the score API and the review store take them): GET
+    score with the id percent-encoded answers for it. The route's parameter did not match
+    "/", so such an item was ingested but its GET was a 404 "Not Found" from routing."""
+    from urllib.parse import quote
+
+    store = open_store("memory")
+    app, _ = _app(champion_v1, tmp_path, store)
+    row = json_rows(_first_items(sim_tables, 1)["items"])[0]
+    ids = ["a/b", "/lead", "trail/", "a/score", "plain"]
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        r = await client.post("/v1/items", json={"rows": [dict(row, item_id=i) for i in ids]})
+        assert r.status_code == 200, r.text
+        for i in ids:
+            r = await client.get(f"/v1/items/{quote(i, safe='')}/score")
+            assert r.status_code == 200, (i, r.text)
+            assert r.json()["item_id"] == i
+        r = await client.get("/v1/items//score")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "item_id"]
+        assert (await client.get("/v1/items/a/b/score/x")).status_code == 404
+        metrics = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
+        assert 'route="/v1/items/{item_id}/score"' in metrics  # the label as before

@@ -14,6 +14,7 @@ from serving.app import create_app
 from serving.flag_writer import JsonlFlagSink
 from tests.support.serving import (
     ADMIN_KEY,
+    INGEST_KEY,
     REVIEW_KEY,
     SCORE_KEY,
     Registry,
@@ -192,6 +193,51 @@ async def test_body_size_limit_declared_and_chunked(champion_v1: Registry, tmp_p
         assert r.status_code == 200, r.text
 
 
+async def test_a_stalled_body_is_a_408_and_frees_its_slot(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    """A client that stops sending mid-body held its request in flight for good: enough of
+    them (max_concurrency) and the worker answered every other request 503, for as long
+    as they stayed connected. The body must now arrive within body_timeout_s: 408 naming
+    the setting, connection closed, and the slot is free again."""
+    app, _ = _app(champion_v1, tmp_path, body_timeout_s=0.3, max_concurrency=1)
+    body = orjson.dumps(records(1)[0])
+
+    async def stall():
+        yield body[:20]
+        await asyncio.sleep(30)
+        yield body[20:]
+
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        for path, key in (
+            ("/v1/score", SCORE_KEY),
+            ("/v1/events", INGEST_KEY),
+            ("/v1/review/sessions", SCORE_KEY),
+        ):
+            t0 = asyncio.get_running_loop().time()
+            headers = {"content-type": "application/json", "X-API-Key": key}
+            r = await asyncio.wait_for(client.post(path, content=stall(), headers=headers), 10)
+            assert asyncio.get_running_loop().time() - t0 < 5
+            assert r.status_code == 408, (path, r.text)
+            assert "body_timeout_s=0.3" in r.json()["detail"]
+            assert r.headers["connection"] == "close"
+        # the slot is free: with max_concurrency=1 a stuck request would shed this one
+        r = await client.post(
+            "/v1/score", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+
+        async def slow_but_whole():  # chunks apart, whole well within the limit
+            for i in range(0, len(body), 100):
+                await asyncio.sleep(0.01)
+                yield body[i : i + 100]
+
+        r = await client.post(
+            "/v1/score", content=slow_but_whole(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize(
     ("payload", "loc"),
     [
@@ -204,6 +250,9 @@ async def test_body_size_limit_declared_and_chunked(champion_v1: Registry, tmp_p
         ({"item_id": "a", "anchor": "x" * 41}, ["body", "anchor"]),
         ({"item_id": "a", "n_view": "many"}, ["body", "n_view"]),
         ({"item_id": "a", "as_of": "yesterday-ish"}, ["body", "as_of"]),
+        # a time without zone is refused, not read as UTC (it keys the review queue)
+        ({"item_id": "a", "as_of": "2026-11-20T13:00:00"}, ["body", "as_of"]),
+        ({"item_id": "a", "created_at": "2026-11-20"}, ["body", "created_at"]),
         ({"item_id": "a", "n_view": -5}, ["body", "n_view"]),
         ({"item_id": "a", "mean_watch_frac": 1.5}, ["body", "mean_watch_frac"]),
         (
@@ -225,6 +274,30 @@ async def test_bad_payloads_are_422_with_the_field_path(
     body = r.json()
     assert loc in [e["loc"] for e in body["detail"]]
     assert body["request_id"]
+
+
+async def test_an_anchor_the_model_does_not_score_is_422(
+    champion_v1: Registry, tmp_path: Path
+) -> None:
+    """An anchor none of the model's issues has (a typo, other case) matched no issue: the
+    item was answered all-null, 200, and never flagged. Now a 422 naming the field and the
+    anchors the model scores; its own anchors, null and "" (read as post) still score."""
+    app, _ = _app(champion_v1, tmp_path)
+    rec = records(1)[0]
+    async with running(app, headers={"X-API-Key": SCORE_KEY}) as client:
+        for bad in ("Post", "comment", "moderation "):
+            r = await client.post("/v1/score", json={**rec, "anchor": bad})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", "anchor"]
+            assert "moderation, post" in problem["msg"]
+        r = await client.post("/v1/score", json={"items": [rec, {**rec, "anchor": "Post"}]})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "items", 1, "anchor"]
+        for ok in ("post", "moderation", None, ""):
+            r = await client.post("/v1/score", json={**rec, "anchor": ok})
+            assert r.status_code == 200, (ok, r.text)
+            assert any(p is not None for p in r.json()["probabilities"].values())
 
 
 async def test_invalid_json_is_422(champion_v1: Registry, tmp_path: Path) -> None:
