@@ -84,18 +84,17 @@ def to_frame(
 def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
     """Values the contract allows but the online path cannot keep: item ids longer than
     MAX_ITEM_ID or holding NUL, and timestamps outside the store clock's nanosecond span
-    (years 1677..2262)."""
+    (years 1677..2262). Every batch of the ingest path passes here, so each check runs on
+    the column's Arrow or int64 values, building a per-row mask only when a value is bad."""
     problems = []
     if "item_id" in frame.columns:
-        ids = frame["item_id"].astype("str")
-        checks = (
-            (ids.str.len() > MAX_ITEM_ID, f"item ids longer than {MAX_ITEM_ID} characters"),
-            (ids.str.contains("\x00", regex=False), "item ids with NUL (\\u0000) characters"),
-        )
-        for mask, message in checks:
-            bad = mask.fillna(False).to_numpy(dtype=bool)
-            if bad.any():
-                rows = np.flatnonzero(bad)
+        ids = frame["item_id"]
+        for mask, message in (
+            (_long_ids(ids), f"item ids longer than {MAX_ITEM_ID} characters"),
+            (_nul_ids(ids), "item ids with NUL (\\u0000) characters"),
+        ):
+            if mask is not None:
+                rows = np.flatnonzero(mask)
                 problems.append(
                     Problem(name, "item_id", message, rows[:5].tolist(), int(rows.size))
                 )
@@ -103,8 +102,8 @@ def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
         if col.kind != "timestamp" or col.name not in frame.columns:
             continue
         s = frame[col.name]
-        bad = ((s < EARLIEST) | (s > LATEST)).fillna(False).to_numpy(dtype=bool)
-        if bad.any():
+        bad = _outside_span(s)
+        if bad is not None:
             rows = np.flatnonzero(bad)
             problems.append(
                 Problem(
@@ -117,6 +116,56 @@ def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _arrow_strings(s: pd.Series) -> Any:
+    """The column as a pyarrow array of strings (zero-copy for Arrow-backed columns)."""
+    import pyarrow as pa
+
+    to_arrow = getattr(s.array, "__arrow_array__", None)
+    if to_arrow is not None:
+        return to_arrow()
+    return pa.array(s.astype(object).to_numpy(), type=pa.string(), from_pandas=True)
+
+
+def _any_mask(bad: Any) -> np.ndarray | None:
+    import pyarrow.compute as pc
+
+    if not pc.any(bad).as_py():
+        return None
+    return bad.to_numpy(zero_copy_only=False) if hasattr(bad, "to_numpy") else np.asarray(bad)
+
+
+def _long_ids(ids: pd.Series) -> np.ndarray | None:
+    import pyarrow.compute as pc
+
+    return _any_mask(
+        pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(ids)), MAX_ITEM_ID), False)
+    )
+
+
+def _nul_ids(ids: pd.Series) -> np.ndarray | None:
+    import pyarrow.compute as pc
+
+    return _any_mask(pc.fill_null(pc.match_substring(_arrow_strings(ids), "\x00"), False))
+
+
+_NAT = np.iinfo(np.int64).min
+_PER_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _outside_span(s: pd.Series) -> np.ndarray | None:
+    """Mask of the timestamps outside EARLIEST..LATEST, or None when there is none."""
+    arr = s.array
+    unit = getattr(arr, "unit", None)
+    if unit not in _PER_NS or not hasattr(arr, "asi8"):  # not a datetime column: compare
+        bad = ((s < EARLIEST) | (s > LATEST)).fillna(False).to_numpy(dtype=bool)
+        return bad if bad.any() else None
+    v = arr.asi8
+    per = _PER_NS[unit]
+    lo, hi = -(-EARLIEST.value // per), LATEST.value // per  # the bounds in the column's unit
+    bad = (v != _NAT) & ((v < lo) | (v > hi))
+    return bad if bad.any() else None
 
 
 def future_problems(
