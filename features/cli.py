@@ -62,6 +62,8 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
     )
     for reason, n in ds.drop_reasons().items():
         typer.echo(f"  dropped {n:>6}  {reason}")
+    for issue, why in ds.rule_misses().items():
+        typer.echo(f"  note: {issue}: {why}")
     if not details:
         return
     for issue, rate in ds.label_rates().items():
@@ -115,7 +117,9 @@ def validate_cmd(
 
     _check_engine(engine)
     if _is_spec(path):
-        _echo_flat(load_flat(path), details=False)
+        ds = load_flat(path)
+        ds.check_usable()
+        _echo_flat(ds, details=False)
         return
     if engine == "dask":
         from features.dataset_dask import validate_folder_dask

@@ -161,6 +161,7 @@ def _load_flat(spec_path: Path) -> TrainingData:
 
     spec = load_spec(spec_path)
     ds = load_flat(spec)
+    ds.check_usable()
     frame = ds.frame.copy()
     names = list(spec.labels)
     issues = flat_issues(names)
@@ -198,6 +199,7 @@ def _load_flat(spec_path: Path) -> TrainingData:
             "rows_read": {"rows": int(ds.n_source_rows)},
             "dropped": ds.drop_reasons(),
             "dropped_rows": len(ds.dropped),
+            "label_rule_misses": ds.rule_misses(),
             "repaired": int(ds.repaired),
             "rows": len(frame),
         },

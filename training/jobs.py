@@ -248,7 +248,9 @@ def snapshots_for(
     if data.suffix.lower() == ".toml":
         from features.flat import load_flat
 
-        return load_flat(data).frame
+        ds = load_flat(data)
+        ds.check_usable()
+        return ds.frame
     raise ValueError(f"data {str(data)!r} is neither a dataset folder nor a .toml spec")
 
 

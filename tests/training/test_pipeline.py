@@ -86,8 +86,14 @@ def test_missing_labels_disable_the_issue_and_name_the_counts(tmp_path: Path) ->
     # no issue trainable at all: a clear error naming each issue, not a model
     frame["status"] = "ok"
     frame.to_csv(csv, index=False)
-    with pytest.raises(ValueError, match=r"cannot train: issue 'spam'.*issue 'ban'"):
+    with pytest.raises(ValueError, match=r"cannot train: issue 'spam'.*issue 'ban'") as info:
         train(spec, track=False)
+    # a flat spec's rule whose value occurs on no row is named as the cause, and the advice
+    # is about the spec (review, appeals and a labels table do not exist for flat data)
+    message = str(info.value)
+    assert "label rule status == 'spam' holds the value 'spam' on no kept row" in message
+    assert "'ok' 300" in message and "Fix the spec's label rules" in message
+    assert "appeals" not in message
 
 
 def test_bad_raw_data_raises_contract_error(small_sim: Path, tmp_path: Path) -> None:
