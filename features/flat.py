@@ -374,9 +374,14 @@ def _read(spec: FlatSpec) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".txt"):
         # All text: numbers are converted by the loader so unreadable values can be reported.
-        if spec.na_values is None:
-            return pd.read_csv(path, dtype="str")
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
+        try:
+            if spec.na_values is None:
+                return pd.read_csv(path, dtype="str")
+            return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"flat dataset file {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
+            ) from None
     raise ValueError(f"flat dataset file {str(path)!r}: expected a .csv or .parquet file")
 
 

@@ -71,10 +71,15 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
     # Everything is read as text and converted by coerce_table, so that a value that does not
     # parse is reported rather than silently guessed. Only an empty cell means null, except in
     # non-nullable text columns where an empty cell can only mean "" (e.g. no hashtags).
-    header = pd.read_csv(path, nrows=0).columns
-    keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
-    na_values = {c: [""] for c in header if c not in keep_empty}
-    return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
+        na_values = {c: [""] for c in header if c not in keep_empty}
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{name} table {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
+        ) from None
 
 
 def part_files(path: str | Path) -> list[Path]:

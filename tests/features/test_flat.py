@@ -348,3 +348,9 @@ def test_a_rule_whose_value_never_occurs_is_explained(
     assert run(["data", "describe", str(path), "--no-progress"]) == 0
     assert "note: spam: label rule status == 'Spam'" in capsys.readouterr().out
     assert load_flat(_toy(tmp_path, TOY_CSV)).rule_misses() == {}
+
+
+def test_an_unreadable_data_file_is_named(tmp_path: Path) -> None:
+    path = _toy(tmp_path, "")
+    with pytest.raises(ValueError, match=r"data\.csv' is not a readable UTF-8 CSV"):
+        load_flat(path)

@@ -253,3 +253,21 @@ def test_load_progress_bar_goes_to_stderr(
     captured = capsys.readouterr()
     assert "load" in captured.err and "7/7" in captured.err
     assert captured.out == ""
+
+
+def test_an_unreadable_csv_names_its_table_and_file(
+    tables: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pandas' own messages ("No columns to parse from file", a bare UnicodeDecodeError) named
+    # neither the table nor the file
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    tables["items"].to_csv(folder / "items.csv", index=False)
+    (folder / "labels.csv").write_text("")
+    with pytest.raises(ValueError, match=r"labels table .*labels\.csv' is not a readable"):
+        load_dataset(folder)
+    (folder / "labels.csv").unlink()
+    (folder / "items.csv").write_bytes("item_id,caption\ni1,caf\xe9\n".encode("latin-1"))
+    assert run(["data", "validate", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: items table ") and "items.csv" in err and "UTF-8" in err
