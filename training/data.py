@@ -135,6 +135,7 @@ def _load_raw(
         "dropped": dropped,
         "repaired": 0,
         "rows": len(frame),
+        "unknown_label_issues": unknown_label_issues(tables.get("labels"), issues),
     }
     truth = None
     truth_path = path / TRUTH_FILE
@@ -228,6 +229,18 @@ def declared_name(path: str | Path) -> str | None:
     return dataset_name(path)
 
 
+def unknown_label_issues(
+    labels: pd.DataFrame | None, issues: Sequence[IssueType]
+) -> dict[str, int]:
+    """Rows of the labels table per issue name that is neither trained nor a default issue
+    (a typo such as "lowquality" would otherwise leave its labels unused without a word)."""
+    if labels is None or not len(labels) or "issue" not in labels.columns:
+        return {}
+    known = {i.name for i in issues} | {i.name for i in DEFAULT_ISSUES}
+    counts = labels["issue"].astype("str").value_counts()
+    return {str(k): int(v) for k, v in counts.items() if k not in known}
+
+
 def intake_lines(intake: dict[str, Any]) -> list[str]:
     """What loading read, dropped (with reasons) and repaired, as report lines."""
     if not intake:
@@ -245,4 +258,10 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
     ]
     lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    unknown = intake.get("unknown_label_issues") or {}
+    if unknown:
+        lines.append(
+            f"  ignored {sum(unknown.values()):,} labels of issue(s) no model trains: "
+            + ", ".join(f"{name!r} ({n:,})" for name, n in unknown.items())
+        )
     return lines

@@ -263,3 +263,23 @@ def pr_auc_of(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import average_precision_score
 
     return float(average_precision_score(y, p))
+
+
+def test_labels_of_an_issue_nothing_trains_are_reported_not_silently_unused(
+    tmp_path: Path,
+) -> None:
+    from features.io import load_dataset, write_dataset
+    from simulator.config import SimConfig
+    from simulator.core import simulate
+    from training.data import intake_lines, load_training_data
+
+    tables = simulate(SimConfig(n_items=300, days=3, seed=1)).tables
+    labels = tables["labels"].copy()
+    typo = labels.iloc[:7].assign(issue="lowquality")  # a typo of low_quality
+    tables = {**tables, "labels": pd.concat([labels, typo], ignore_index=True)}
+    folder = write_dataset(tables, tmp_path / "ds")
+    assert len(load_dataset(folder)["labels"]) == len(labels) + 7  # valid by the contract
+    td = load_training_data(folder)
+    assert td.intake["unknown_label_issues"] == {"lowquality": 7}
+    lines = intake_lines(td.intake)
+    assert "  ignored 7 labels of issue(s) no model trains: 'lowquality' (7)" in lines
