@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,29 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
         ) from None
 
 
+def _read_parquet(file: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups); a file that is not Parquet is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if row_groups is not None:
+            return pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
+        return pd.read_parquet(file)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
+
+
+def _parquet_metadata(file: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(file).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
+
+
 def part_files(path: str | Path) -> list[Path]:
     """The Parquet parts of a partitioned table folder, in sorted path order (hidden and
     `_`-prefixed files such as `_SUCCESS` or `_metadata` skipped); a plain file is its own part."""
@@ -135,13 +158,11 @@ def read_part(
     is not schema-checked: validation reports its columns as the pandas path does."""
     file = Path(file)
     if row_groups is not None:
-        import pyarrow.parquet as pq
-
-        df = pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
+        df = _read_parquet(file, row_groups)
     elif file.suffix == ".csv":
         df = _read_csv(name, file)
     else:
-        df = pd.read_parquet(file)
+        df = _read_parquet(file)
     df = coerce_table(name, df.reset_index(drop=True))
     if check:
         check_part(name, df, file)
@@ -169,8 +190,6 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
     Parquet file is split by row groups, so a single-file table streams too. A CSV file is one
     piece.
     """
-    import pyarrow.parquet as pq
-
     pieces: list[TablePart] = []
     offset = 0
     folder = Path(path).is_dir()
@@ -178,7 +197,7 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
         if file.suffix != PART_SUFFIX:
             pieces.append(TablePart(file, None, -1, offset, folder))
             continue
-        meta = pq.ParquetFile(file).metadata
+        meta = _parquet_metadata(file)
         groups: list[int] = []
         rows = 0
         for g in range(meta.num_row_groups):
@@ -207,7 +226,7 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
         # parts coerce on their own (an all-null part may hold another null dtype): again
         return coerce_table(name, pd.concat(frames, ignore_index=True))
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
+        df = _read_parquet(path)
     elif path.suffix == ".csv":
         df = _read_csv(name, path)
     else:
