@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -360,3 +361,25 @@ def test_a_dataset_without_a_single_case_says_so(raw_tables: dict[str, pd.DataFr
     )
     with pytest.raises(ValueError, match=r"nothing to detect: none of the \d+ issue signals"):
         discover(raw_tables, scores)
+
+
+def test_a_failed_report_leaves_the_previous_run_whole(
+    raw_tables: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discovery.report as report
+
+    result = discover(raw_tables)
+    out = report.write_discovery(result, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"incidents.json", "skipped.json", "report.html"}
+
+    def broken(_: object) -> str:
+        raise RuntimeError("the renderer failed")
+
+    # before: incidents.json and skipped.json were rewritten, then the report failed, so the
+    # service showed this run's incidents beside the previous run's report
+    monkeypatch.setattr(report, "render_report", broken)
+    empty = dataclasses.replace(result, incidents=[])
+    with pytest.raises(RuntimeError):
+        report.write_discovery(empty, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
