@@ -132,6 +132,19 @@ def validate_cmd(
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
     _show_frame(summary)
+    _echo_ignored(path)
+
+
+def _echo_ignored(path: Path) -> None:
+    from features.contract import TABLE_ORDER
+    from features.io import ignored_files
+
+    ignored = ignored_files(path)
+    if ignored:
+        typer.echo(
+            f"note: not read, no contract table: {', '.join(ignored)} "
+            f"(tables are {', '.join(TABLE_ORDER)}, as .parquet, .csv or a folder of parts)"
+        )
 
 
 @data_app.command("describe")
@@ -153,6 +166,7 @@ def describe_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     _show_frame(per_table, "tables")
     _show_frame(info["labels"], "label rates")
     _show_frame(info["breakdown"], "value counts")
+    _echo_ignored(path)
 
 
 features_app = typer.Typer(

@@ -67,6 +67,31 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     return found
 
 
+# Data files a dataset folder may hold beside its tables: the simulator's ground truth and the
+# live archive's scores.
+KNOWN_EXTRAS = frozenset({"truth.parquet", "scores"})
+
+
+def ignored_files(path: str | Path) -> list[str]:
+    """Data files and folders in dataset folder `path` that are no contract table and are not
+    read (e.g. a misspelt `event.parquet`), sorted; hidden, `_`-prefixed and known extras
+    (`KNOWN_EXTRAS`) are left out."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith((".", "_")) or name in KNOWN_EXTRAS:
+            continue
+        stem, suffix = os.path.splitext(name)
+        is_data = entry.is_file() and suffix.lower() in DATA_SUFFIXES
+        is_parts = entry.is_dir() and any(entry.rglob(f"*{PART_SUFFIX}"))
+        if (is_data or is_parts) and not (stem in TABLES and suffix in ("", *DATA_SUFFIXES)):
+            out.append(name + ("/" if entry.is_dir() else ""))
+    return sorted(out)
+
+
 def _read_csv(name: str, path: Path) -> pd.DataFrame:
     # Everything is read as text and converted by coerce_table, so that a value that does not
     # parse is reported rather than silently guessed. Only an empty cell means null, except in

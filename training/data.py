@@ -105,7 +105,7 @@ def _load_raw(
     engine: str = "pandas",
     scheduler: str | None = None,
 ) -> TrainingData:
-    from features.io import dataset_files, load_dataset, part_files
+    from features.io import dataset_files, ignored_files, load_dataset, part_files
     from features.snapshot import build_snapshots
 
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
@@ -136,6 +136,7 @@ def _load_raw(
         "repaired": 0,
         "rows": len(frame),
         "unknown_label_issues": unknown_label_issues(tables.get("labels"), issues),
+        "ignored_files": ignored_files(path),
     }
     truth = None
     truth_path = path / TRUTH_FILE
@@ -258,6 +259,9 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
     ]
     lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    ignored = intake.get("ignored_files") or []
+    if ignored:
+        lines.append(f"  not read (no contract table): {', '.join(ignored)}")
     unknown = intake.get("unknown_label_issues") or {}
     if unknown:
         lines.append(

@@ -271,3 +271,19 @@ def test_an_unreadable_csv_names_its_table_and_file(
     assert run(["data", "validate", str(folder), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: items table ") and "items.csv" in err and "UTF-8" in err
+
+
+def test_files_that_are_no_table_are_named_not_silently_skipped(
+    tables: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from features.io import ignored_files
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    tables["items"].to_csv(folder / "items.csv", index=False)
+    tables["events"].to_csv(folder / "event.csv", index=False)  # a misspelt table name
+    (folder / "truth.parquet").write_bytes(b"")  # the simulator's ground truth: expected
+    (folder / "notes.txt").write_text("not data")
+    assert ignored_files(folder) == ["event.csv"]
+    assert run(["data", "validate", str(folder), "--no-progress"]) == 0
+    assert "note: not read, no contract table: event.csv" in capsys.readouterr().out

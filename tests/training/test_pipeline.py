@@ -283,3 +283,7 @@ def test_labels_of_an_issue_nothing_trains_are_reported_not_silently_unused(
     assert td.intake["unknown_label_issues"] == {"lowquality": 7}
     lines = intake_lines(td.intake)
     assert "  ignored 7 labels of issue(s) no model trains: 'lowquality' (7)" in lines
+    (folder / "event.parquet").write_bytes((folder / "labels.parquet").read_bytes())
+    assert "  not read (no contract table): event.parquet" in intake_lines(
+        load_training_data(folder).intake
+    )
