@@ -316,10 +316,14 @@ class FlatDataset:
         return {issue: float(rates.get(issue, float("nan"))) for issue in self.spec.issues}
 
     def check_usable(self) -> None:
-        """Raise ValueError when source rows exist but every one was dropped (naming the
+        """Raise ValueError when the file has no rows, or every one was dropped (naming the
         commonest reasons): training, scoring and validation have nothing to work on."""
-        if not self.n_source_rows or len(self.frame):
+        if len(self.frame):
             return
+        if not self.n_source_rows:
+            raise ValueError(
+                f"flat dataset {self.spec.name!r} ({str(self.spec.path)!r}) has no rows"
+            )
         counts = self.drop_reasons()
         shown = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
         raise ValueError(

@@ -350,6 +350,16 @@ def test_a_rule_whose_value_never_occurs_is_explained(
     assert load_flat(_toy(tmp_path, TOY_CSV)).rule_misses() == {}
 
 
+def test_a_file_with_a_header_only_is_refused_by_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it was "valid" (kept 0), and training then failed on "stratified split needs 10 rows"
+    path = _toy(tmp_path, TOY_CSV.splitlines()[0] + "\n")
+    assert len(load_flat(path).frame) == 0
+    assert run(["data", "validate", str(path), "--no-progress"]) == 2
+    assert "has no rows" in capsys.readouterr().err
+
+
 def test_an_unreadable_data_file_is_named(tmp_path: Path) -> None:
     path = _toy(tmp_path, "")
     with pytest.raises(ValueError, match=r"data\.csv' is not a readable UTF-8 CSV"):
