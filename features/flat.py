@@ -373,6 +373,8 @@ def _read(spec: FlatSpec) -> pd.DataFrame:
     path = spec.path
     if not path.is_file():
         where = f" (from spec {str(spec.source)!r})" if spec.source else ""
+        if path.exists():
+            raise ValueError(f"flat dataset file {str(path)!r} is a folder, not a file{where}")
         raise FileNotFoundError(f"flat dataset file {str(path)!r} does not exist{where}")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)

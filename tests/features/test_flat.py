@@ -364,3 +364,7 @@ def test_an_unreadable_data_file_is_named(tmp_path: Path) -> None:
     path = _toy(tmp_path, "")
     with pytest.raises(ValueError, match=r"data\.csv' is not a readable UTF-8 CSV"):
         load_flat(path)
+    # a folder named as the data file was reported as a file that "does not exist"
+    path.write_text(SPEC.replace('path = "data.csv"', 'path = "."'))
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        load_flat(path)
