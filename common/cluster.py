@@ -98,6 +98,18 @@ def _memory_config() -> dict[str, Any]:
     }
 
 
+class _NoComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """Drop distributed's "Compute Failed" worker log records in this process (idempotent)."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NoComputeFailed) for f in log.filters):
+        log.addFilter(_NoComputeFailed())
+
+
 @contextmanager
 def dask_client(
     scheduler: str | None = None,
@@ -145,6 +157,12 @@ def dask_client(
                 )
             )
             client = stack.enter_context(Client(cluster))
+            # A failed task's exception reaches the command through the client, which prints
+            # a user error as one `error:` line (and anything else with its traceback); the
+            # worker's own "Compute Failed" log, the same exception with a traceback, only
+            # buried that line under one.
+            client.run(quiet_task_failures)
+            quiet_task_failures()
         if announce:
             # A local cluster runs without a dashboard (it needs bokeh, not a dependency; the
             # progress bar says how far the work is); a remote scheduler may serve one.

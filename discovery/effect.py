@@ -188,6 +188,20 @@ def effect_of_fix(
 
     after = edges[:-1] >= at
     treated, control_counts = series(t_mask), series(c_mask)
+    empty = [
+        f"the {who} {side} it"
+        for who, (_, den) in (("segment", treated), ("control", control_counts))
+        for side, part in (("before", ~after), ("after", after))
+        if not den[part].sum() > 0
+    ]
+    if empty:
+        # diff_in_diff would answer NaN with nothing to say why (printed as null)
+        span = f"{ts.min().isoformat()} .. {ts.max().isoformat()}" if len(ts) else "empty"
+        raise ValueError(
+            f"no data of issue {issue!r} for {' or '.join(empty)} within {window_days:g} "
+            f"days of {at.isoformat()} (the signal's data spans {span}); pick a time inside "
+            "the data, or a wider window"
+        )
 
     def rates(counts: tuple[np.ndarray, np.ndarray]) -> list[float | None]:
         num, den = counts

@@ -274,16 +274,27 @@ def _discover(
     dims: ItemDimensions = item_dimensions(tables, min_items=cfg.min_items)
     # A signal without a single numerator event (e.g. no action under other policies) has
     # nothing to detect.
-    signals = [
-        s
-        for s in build_signals(
-            tables, scores, threshold=cfg.threshold, post_min_probability=cfg.post_min_probability
+    built = build_signals(
+        tables, scores, threshold=cfg.threshold, post_min_probability=cfg.post_min_probability
+    )
+    signals = [s for s in built if len(s.units) and s.units["num"].sum() > 0]
+    if not built:
+        raise ValueError(
+            "no issue signal could be built: "
+            + (
+                "the scores file has no scored row of any issue"
+                if scores is not None
+                else "the raw proxies need automatic moderation actions (remove/restrict) or "
+                "comments, and the dataset has neither; give --scores from `surfacer score`"
+            )
         )
-        if len(s.units) and s.units["num"].sum() > 0
-    ]
     if not signals:
         raise ValueError(
-            "no issue signal could be built: the dataset has no events, moderation or scores"
+            f"nothing to detect: none of the {len(built)} issue signals ("
+            + ", ".join(s.name for s in built[:6])
+            + (", ..." if len(built) > 6 else "")
+            + ") counts a single case in the data (no report, removal, overturned appeal, "
+            "abusive comment or flagged item)"
         )
     start, n_hours = hour_grid([s.units for s in signals])
     episodes: list[Episode] = []

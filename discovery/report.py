@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,20 @@ def write_discovery(result: DiscoveryResult, out: str | Path) -> Path:
     """Write incidents.json, skipped.json (issues disabled in the scoring model, and why) and
     report.html into `out` (created if missing)."""
     out = Path(out)
+    # Everything is rendered before anything is written, and each file replaces the old one
+    # in one rename: the service reading this folder never sees a truncated incidents.json,
+    # and a run failing half-way leaves the previous run's files whole.
+    files = {
+        "incidents.json": orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2),
+        "skipped.json": orjson.dumps(result.skipped, option=orjson.OPT_INDENT_2),
+        "report.html": render_report(result).encode("utf-8"),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "incidents.json").write_bytes(
-        orjson.dumps(result.incidents_json(), option=orjson.OPT_INDENT_2)
-    )
-    (out / "skipped.json").write_bytes(orjson.dumps(result.skipped, option=orjson.OPT_INDENT_2))
-    (out / "report.html").write_text(render_report(result), encoding="utf-8")
+    for name, data in files.items():
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out

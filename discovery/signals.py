@@ -196,8 +196,17 @@ def score_signals(
         raise ValueError(
             "scores file has no probability columns (one numeric column per issue expected)"
         )
-    flags = _flag_sets(scores["flagged"]) if "flagged" in scores.columns else None
     items_frame = tables["items"]
+    known = scores["item_id"].astype("str").isin(items_frame["item_id"].astype("str"))
+    if len(scores) and not known.any():
+        # every unit would be dropped for lack of a segment: an empty, "nothing found" report
+        raise ValueError(
+            f"none of the scores file's {scores['item_id'].nunique():,} items (e.g. "
+            f"{str(scores['item_id'].iloc[0])!r}) is an item of the dataset (e.g. "
+            f"{str(items_frame['item_id'].iloc[0]) if len(items_frame) else 'none'!r}): "
+            "were the scores made from another dataset?"
+        )
+    flags = _flag_sets(scores["flagged"]) if "flagged" in scores.columns else None
     created = pd.to_datetime(items_frame["created_at"], utc=True)
     signals: list[Signal] = []
     for issue in issues:

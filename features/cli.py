@@ -62,6 +62,8 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
     )
     for reason, n in ds.drop_reasons().items():
         typer.echo(f"  dropped {n:>6}  {reason}")
+    for issue, why in ds.rule_misses().items():
+        typer.echo(f"  note: {issue}: {why}")
     if not details:
         return
     for issue, rate in ds.label_rates().items():
@@ -115,7 +117,9 @@ def validate_cmd(
 
     _check_engine(engine)
     if _is_spec(path):
-        _echo_flat(load_flat(path), details=False)
+        ds = load_flat(path)
+        ds.check_usable()
+        _echo_flat(ds, details=False)
         return
     if engine == "dask":
         from features.dataset_dask import validate_folder_dask
@@ -128,6 +132,19 @@ def validate_cmd(
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
     _show_frame(summary)
+    _echo_ignored(path)
+
+
+def _echo_ignored(path: Path) -> None:
+    from features.contract import TABLE_ORDER
+    from features.io import ignored_files
+
+    ignored = ignored_files(path)
+    if ignored:
+        typer.echo(
+            f"note: not read, no contract table: {', '.join(ignored)} "
+            f"(tables are {', '.join(TABLE_ORDER)}, as .parquet, .csv or a folder of parts)"
+        )
 
 
 @data_app.command("describe")
@@ -149,6 +166,7 @@ def describe_cmd(path: PathArg, progress: ProgressOpt = True) -> None:
     _show_frame(per_table, "tables")
     _show_frame(info["labels"], "label rates")
     _show_frame(info["breakdown"], "value counts")
+    _echo_ignored(path)
 
 
 features_app = typer.Typer(

@@ -67,11 +67,41 @@ class LabelRule:
     not_equals: LabelValue | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"label rule column must be a non-empty string, got {self.column!r}")
         if (self.equals is None) == (self.not_equals is None):
             raise ValueError(
                 f"label rule on column {self.column!r} needs exactly one of equals / not_equals, "
                 f"got equals={self.equals!r}, not_equals={self.not_equals!r}"
             )
+        target = self.equals if self.equals is not None else self.not_equals
+        if not isinstance(target, str | int | float | bool):
+            # a list or table would be compared as its text and match nothing
+            raise ValueError(
+                f"label rule on column {self.column!r}: equals / not_equals must be one text, "
+                f"number or true/false, got {target!r}"
+            )
+
+    @property
+    def target(self) -> LabelValue:
+        return self.equals if self.equals is not None else self.not_equals  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        return f"{self.column} {'==' if self.equals is not None else '!='} {self.target!r}"
+
+    def unreadable(self, values: pd.Series) -> np.ndarray:
+        """Non-blank values the rule cannot compare: not numbers for a numeric target, not
+        true/false/yes/no/1/0 for a true/false one (a text target reads every value)."""
+        target = self.target
+        blank = _blank(values)
+        if isinstance(target, bool):
+            text = values.astype("str").str.strip().str.lower()
+            known = text.isin({"true", "1", "yes", "t", "y", "false", "0", "no", "f", "n"})
+            return ~blank & ~known.to_numpy(dtype=bool)
+        if isinstance(target, int | float):
+            num = pd.to_numeric(values.astype("str").str.strip(), errors="coerce")
+            return ~blank & num.isna().to_numpy()
+        return np.zeros(len(values), dtype=bool)
 
     def apply(self, values: pd.Series) -> pd.Series:
         """Return 0/1 labels (int64) for non-blank `values`."""
@@ -170,6 +200,8 @@ def load_spec(path: str | Path) -> FlatSpec:
         raise FileNotFoundError(f"flat dataset spec {str(path)!r} does not exist")
     try:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"flat dataset spec {str(path)!r} is not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"flat dataset spec {str(path)!r} is not valid TOML: {exc}") from exc
     unknown = sorted(set(raw) - SPEC_KEYS)
@@ -202,6 +234,19 @@ def load_spec(path: str | Path) -> FlatSpec:
                 f"`equals` / `not_equals` (got {rule!r})"
             )
         labels[issue] = LabelRule(**rule)
+    for key in ("name", "path", "id", "time", "timezone"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
+            raise ValueError(
+                f"flat dataset spec {str(path)!r}: {key} must be a non-empty string, "
+                f"got {raw[key]!r}"
+            )
+    if "repair_quoted_rows" in raw and not isinstance(raw["repair_quoted_rows"], bool):
+        raise ValueError(
+            f"flat dataset spec {str(path)!r}: repair_quoted_rows must be true or false, "
+            f"got {raw['repair_quoted_rows']!r}"
+        )
+    if "timezone" in raw:
+        _check_timezone(path, raw["timezone"])
     data = Path(raw["path"])
     if not data.is_absolute():
         data = (path.parent / data).resolve()
@@ -215,10 +260,22 @@ def load_spec(path: str | Path) -> FlatSpec:
         categorical=list(raw.get("categorical", [])),
         labels=labels,
         timezone=raw.get("timezone"),
-        repair_quoted_rows=bool(raw.get("repair_quoted_rows", True)),
+        repair_quoted_rows=raw.get("repair_quoted_rows", True),
         na_values=_na_values(path, raw.get("na_values")),
         source=path.resolve(),
     )
+
+
+def _check_timezone(path: Path, zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"flat dataset spec {str(path)!r}: timezone {zone!r} is not a known time zone; "
+            'expected an IANA name such as "UTC" or "Europe/Paris"'
+        ) from None
 
 
 def _na_values(path: Path, value: Any) -> list[str] | None:
@@ -248,6 +305,8 @@ class FlatDataset:
     dropped: pd.DataFrame
     n_source_rows: int = 0
     repaired: int = 0
+    # label column -> counts of its kept values (most common first), to explain a rule
+    values: dict[str, pd.Series] = field(default_factory=dict)
 
     def label_rates(self) -> dict[str, float]:
         """Share of positive labels per issue among the kept items."""
@@ -255,6 +314,52 @@ class FlatDataset:
             return {issue: float("nan") for issue in self.spec.issues}
         rates = self.labels.groupby("issue", sort=False)["label"].mean()
         return {issue: float(rates.get(issue, float("nan"))) for issue in self.spec.issues}
+
+    def check_usable(self) -> None:
+        """Raise ValueError when the file has no rows, or every one was dropped (naming the
+        commonest reasons): training, scoring and validation have nothing to work on."""
+        if len(self.frame):
+            return
+        if not self.n_source_rows:
+            raise ValueError(
+                f"flat dataset {self.spec.name!r} ({str(self.spec.path)!r}) has no rows"
+            )
+        counts = self.drop_reasons()
+        shown = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
+        raise ValueError(
+            f"flat dataset {self.spec.name!r} ({str(self.spec.path)!r}): every one of its "
+            f"{self.n_source_rows} rows is dropped, so nothing is left to use ("
+            + "; ".join(f"{reason} {n} rows" for reason, n in shown)
+            + "); check the spec's columns, label rules and na_values against the file"
+        )
+
+    def rule_misses(self) -> dict[str, str]:
+        """Issues whose label rule's value never occurs in the kept rows, and what does.
+
+        Such a rule gives one class only: a typo ("Claim" for "claim") or a rule on the wrong
+        column, unless the file really holds no positive (or no negative) of the issue.
+        """
+        kept = set(self.frame["item_id"])
+        out: dict[str, str] = {}
+        for issue, rule in self.spec.labels.items():
+            lab = self.labels.loc[self.labels["issue"] == issue, "label"]
+            if not len(lab) or not kept:
+                continue
+            hits = int(lab.sum()) if rule.equals is not None else int(len(lab) - lab.sum())
+            if hits:
+                continue
+            seen = self.values.get(rule.column)
+            shown = (
+                ", ".join(f"{v!r} {n:,}" for v, n in seen.head(5).items())
+                if seen is not None
+                else "?"
+            )
+            out[issue] = (
+                f"label rule {rule.describe()} holds the value {rule.target!r} on no kept row, "
+                f"so the issue has one class only (the column's values: {shown}); check the "
+                f"spec's [labels.{issue}]"
+            )
+        return out
 
     def drop_reasons(self) -> dict[str, int]:
         """How many dropped rows carry each reason (a row may carry several)."""
@@ -268,14 +373,21 @@ def _read(spec: FlatSpec) -> pd.DataFrame:
     path = spec.path
     if not path.is_file():
         where = f" (from spec {str(spec.source)!r})" if spec.source else ""
+        if path.exists():
+            raise ValueError(f"flat dataset file {str(path)!r} is a folder, not a file{where}")
         raise FileNotFoundError(f"flat dataset file {str(path)!r} does not exist{where}")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".txt"):
         # All text: numbers are converted by the loader so unreadable values can be reported.
-        if spec.na_values is None:
-            return pd.read_csv(path, dtype="str")
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
+        try:
+            if spec.na_values is None:
+                return pd.read_csv(path, dtype="str")
+            return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"flat dataset file {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
+            ) from None
     raise ValueError(f"flat dataset file {str(path)!r}: expected a .csv or .parquet file")
 
 
@@ -374,6 +486,11 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
         as_of, bad_time = _read_times(spec, raw[spec.time], blanks[spec.time])
         reasons[f"not a timestamp: {spec.time}"] = bad_time
 
+    for rule in spec.labels.values():
+        if isinstance(rule.target, bool):
+            reasons[f"not true/false: {rule.column}"] = rule.unreadable(raw[rule.column])
+        elif isinstance(rule.target, int | float):
+            reasons[f"not a number: {rule.column}"] = rule.unreadable(raw[rule.column])
     for c, mask in blanks.items():
         reasons[f"blank: {c}"] = mask
     drop = np.zeros(len(raw), dtype=bool)
@@ -416,7 +533,19 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
             pd.DataFrame({"item_id": frame["item_id"], "issue": issue, "label": lab.to_numpy()})
         )
     labels = pd.concat(parts, ignore_index=True).astype({"issue": "str", "item_id": "str"})
-    return FlatDataset(spec, frame, labels, dropped, n_source_rows=n_source, repaired=repaired)
+    values = {
+        r.column: kept[r.column].astype("str").str.strip().value_counts()
+        for r in spec.labels.values()
+    }
+    return FlatDataset(
+        spec,
+        frame,
+        labels,
+        dropped,
+        n_source_rows=n_source,
+        repaired=repaired,
+        values=values,
+    )
 
 
 def _reason_text(reasons: dict[str, np.ndarray], drop: np.ndarray) -> list[str]:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -67,14 +67,67 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     return found
 
 
+# Data files a dataset folder may hold beside its tables: the simulator's ground truth and the
+# live archive's scores.
+KNOWN_EXTRAS = frozenset({"truth.parquet", "scores"})
+
+
+def ignored_files(path: str | Path) -> list[str]:
+    """Data files and folders in dataset folder `path` that are no contract table and are not
+    read (e.g. a misspelt `event.parquet`), sorted; hidden, `_`-prefixed and known extras
+    (`KNOWN_EXTRAS`) are left out."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith((".", "_")) or name in KNOWN_EXTRAS:
+            continue
+        stem, suffix = os.path.splitext(name)
+        is_data = entry.is_file() and suffix.lower() in DATA_SUFFIXES
+        is_parts = entry.is_dir() and any(entry.rglob(f"*{PART_SUFFIX}"))
+        if (is_data or is_parts) and not (stem in TABLES and suffix in ("", *DATA_SUFFIXES)):
+            out.append(name + ("/" if entry.is_dir() else ""))
+    return sorted(out)
+
+
 def _read_csv(name: str, path: Path) -> pd.DataFrame:
     # Everything is read as text and converted by coerce_table, so that a value that does not
     # parse is reported rather than silently guessed. Only an empty cell means null, except in
     # non-nullable text columns where an empty cell can only mean "" (e.g. no hashtags).
-    header = pd.read_csv(path, nrows=0).columns
-    keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
-    na_values = {c: [""] for c in header if c not in keep_empty}
-    return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
+        na_values = {c: [""] for c in header if c not in keep_empty}
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{name} table {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
+        ) from None
+
+
+def _read_parquet(file: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups); a file that is not Parquet is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if row_groups is not None:
+            return pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
+        return pd.read_parquet(file)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
+
+
+def _parquet_metadata(file: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(file).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
 
 
 def part_files(path: str | Path) -> list[Path]:
@@ -130,13 +183,11 @@ def read_part(
     is not schema-checked: validation reports its columns as the pandas path does."""
     file = Path(file)
     if row_groups is not None:
-        import pyarrow.parquet as pq
-
-        df = pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
+        df = _read_parquet(file, row_groups)
     elif file.suffix == ".csv":
         df = _read_csv(name, file)
     else:
-        df = pd.read_parquet(file)
+        df = _read_parquet(file)
     df = coerce_table(name, df.reset_index(drop=True))
     if check:
         check_part(name, df, file)
@@ -164,8 +215,6 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
     Parquet file is split by row groups, so a single-file table streams too. A CSV file is one
     piece.
     """
-    import pyarrow.parquet as pq
-
     pieces: list[TablePart] = []
     offset = 0
     folder = Path(path).is_dir()
@@ -173,7 +222,7 @@ def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[Table
         if file.suffix != PART_SUFFIX:
             pieces.append(TablePart(file, None, -1, offset, folder))
             continue
-        meta = pq.ParquetFile(file).metadata
+        meta = _parquet_metadata(file)
         groups: list[int] = []
         rows = 0
         for g in range(meta.num_row_groups):
@@ -202,7 +251,7 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
         # parts coerce on their own (an all-null part may hold another null dtype): again
         return coerce_table(name, pd.concat(frames, ignore_index=True))
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
+        df = _read_parquet(path)
     elif path.suffix == ".csv":
         df = _read_csv(name, path)
     else:

@@ -23,6 +23,7 @@ from features.schema import DEFAULT_HORIZONS_H
 from features.snapshot_frame import STAGES, snapshot_frame
 
 ENGINES = ("pandas", "dask")
+MAX_HORIZON_H = 24 * 366 * 10
 # Timestamp columns that bound the data window when as_of_max is not given.
 WINDOW_TIME_COLUMNS = {
     "items": ("created_at",),
@@ -162,6 +163,13 @@ def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:
     bad = [h for h in horizons if not np.isfinite(h) or h <= 0]
     if bad:
         raise ValueError(f"horizons_h must be positive hours, got {bad}")
+    # as_of is created_at + horizon in int64 nanoseconds: far beyond this it wraps around to
+    # a time centuries before the post (a silently wrong, point-in-time-breaking row)
+    huge = [h for h in horizons if h > MAX_HORIZON_H]
+    if huge:
+        raise ValueError(
+            f"horizons_h must be at most {MAX_HORIZON_H:,} hours (10 years), got {huge}"
+        )
     if len(set(horizons)) != len(horizons):
         raise ValueError(f"horizons_h must be distinct, got {list(horizons)}")
     return horizons

@@ -445,9 +445,11 @@ def _check_values(table: str, col: Column, s: pd.Series, values: pd.Series) -> l
         lo, hi = col.value_range
         num = values.astype("float64").to_numpy()
         with np.errstate(invalid="ignore"):
-            bad = notna & ((num < lo) | (num > hi))
+            # an open upper end still wants a finite number: an infinite duration or
+            # follower count is no measurement
+            bad = notna & ((num < lo) | (num > hi) | np.isinf(num))
         if bad.any():
-            want = f">= {_fmt(lo)}" if np.isinf(hi) else f"in {_fmt(lo)}..{_fmt(hi)}"
+            want = f">= {_fmt(lo)} and finite" if np.isinf(hi) else f"in {_fmt(lo)}..{_fmt(hi)}"
             if col.kind == "int" and hi - lo == 1:
                 want = f"{_fmt(lo)} or {_fmt(hi)}"
             msg = f"values out of range (expected {want}), e.g. {_example(s, bad)}"

@@ -6,6 +6,7 @@ to the workers once), so both engines give identical scores.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import Literal
 
@@ -75,6 +76,27 @@ def score_partition(part: pd.DataFrame, bundle: ScoringBundle) -> pd.DataFrame:
     return scored_frame(ids, probs[list(bundle.issue_names)].to_numpy(dtype=np.float64), bundle)
 
 
+def check_shares_inputs(bundle: ScoringBundle, columns: Iterable[object]) -> None:
+    """Refuse rows that hold none of the bundle's input columns (item_id aside).
+
+    A column absent at transform time reads as unknown (NaN), which is right for a dataset
+    lacking an optional table; rows sharing no input column at all come from another problem
+    (a flat spec scored with a raw-table model, or the reverse), and every score on them would
+    be the model's prior presented as an answer.
+    """
+    inputs = [c for c in bundle.input_fields if c != "item_id"]
+    present = {str(c) for c in columns}
+    if inputs and not any(c in present for c in inputs):
+        others = sorted(present - {"item_id", *ID_COLUMNS})
+        raise ValueError(
+            f"the data holds none of the model's {len(inputs)} input columns "
+            f"(e.g. {', '.join(inputs[:5])}), so every score would be a guess; "
+            f"the data's columns are {', '.join(others[:8]) or '(none)'}"
+            f"{', ...' if len(others) > 8 else ''}: score it with a model trained on this "
+            f"kind of data (model issues: {', '.join(bundle.issue_names)})"
+        )
+
+
 def score_dataset(
     bundle: ScoringBundle,
     snapshots: pd.DataFrame,
@@ -98,6 +120,7 @@ def score_dataset(
         raise ValueError(
             f"snapshots need an 'item_id' column; got columns {list(snapshots.columns)[:10]}"
         )
+    check_shares_inputs(bundle, snapshots.columns)
     if engine == "pandas" or len(snapshots) == 0:
         return score_partition(snapshots, bundle)
     from common.cluster import current_client, dask_client, gather_with_progress

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import Model, ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
@@ -241,14 +242,23 @@ def model_storage_uri(
     client = mlflow.MlflowClient(
         tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri
     )
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias).version
-    elif "/" in ref:
-        name, version = ref.rsplit("/", 1)
-    else:
+    if "@" not in ref and "/" not in ref:
         raise ValueError(
             f"model URI {model_uri!r} names no version or alias; expected "
             "models:/NAME@ALIAS or models:/NAME/VERSION"
         )
-    return client.get_model_version_download_uri(name, str(version))
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            name, version = ref.rsplit("/", 1)
+        return client.get_model_version_download_uri(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        registry = registry_uri or tracking_uri or mlflow.get_registry_uri()
+        raise LookupError(
+            f"model {model_uri!r} is not in the registry at {registry}: {exc.message} "
+            "(`surfacer models` lists the registered versions and aliases)"
+        ) from None

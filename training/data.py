@@ -105,7 +105,7 @@ def _load_raw(
     engine: str = "pandas",
     scheduler: str | None = None,
 ) -> TrainingData:
-    from features.io import dataset_files, load_dataset, part_files
+    from features.io import dataset_files, ignored_files, load_dataset, part_files
     from features.snapshot import build_snapshots
 
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
@@ -135,6 +135,8 @@ def _load_raw(
         "dropped": dropped,
         "repaired": 0,
         "rows": len(frame),
+        "unknown_label_issues": unknown_label_issues(tables.get("labels"), issues),
+        "ignored_files": ignored_files(path),
     }
     truth = None
     truth_path = path / TRUTH_FILE
@@ -161,6 +163,7 @@ def _load_flat(spec_path: Path) -> TrainingData:
 
     spec = load_spec(spec_path)
     ds = load_flat(spec)
+    ds.check_usable()
     frame = ds.frame.copy()
     names = list(spec.labels)
     issues = flat_issues(names)
@@ -198,6 +201,7 @@ def _load_flat(spec_path: Path) -> TrainingData:
             "rows_read": {"rows": int(ds.n_source_rows)},
             "dropped": ds.drop_reasons(),
             "dropped_rows": len(ds.dropped),
+            "label_rule_misses": ds.rule_misses(),
             "repaired": int(ds.repaired),
             "rows": len(frame),
         },
@@ -226,6 +230,18 @@ def declared_name(path: str | Path) -> str | None:
     return dataset_name(path)
 
 
+def unknown_label_issues(
+    labels: pd.DataFrame | None, issues: Sequence[IssueType]
+) -> dict[str, int]:
+    """Rows of the labels table per issue name that is neither trained nor a default issue
+    (a typo such as "lowquality" would otherwise leave its labels unused without a word)."""
+    if labels is None or not len(labels) or "issue" not in labels.columns:
+        return {}
+    known = {i.name for i in issues} | {i.name for i in DEFAULT_ISSUES}
+    counts = labels["issue"].astype("str").value_counts()
+    return {str(k): int(v) for k, v in counts.items() if k not in known}
+
+
 def intake_lines(intake: dict[str, Any]) -> list[str]:
     """What loading read, dropped (with reasons) and repaired, as report lines."""
     if not intake:
@@ -243,4 +259,13 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
     ]
     lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    ignored = intake.get("ignored_files") or []
+    if ignored:
+        lines.append(f"  not read (no contract table): {', '.join(ignored)}")
+    unknown = intake.get("unknown_label_issues") or {}
+    if unknown:
+        lines.append(
+            f"  ignored {sum(unknown.values()):,} labels of issue(s) no model trains: "
+            + ", ".join(f"{name!r} ({n:,})" for name, n in unknown.items())
+        )
     return lines

@@ -203,8 +203,15 @@ def load_model(ref: str, *, settings: Settings | None = None) -> ScoringBundle:
     """A bundle from a pickle file, a downloaded MLflow model folder, or an MLflow model URI."""
     path = Path(ref)
     if path.is_file():
-        with path.open("rb") as fh:
-            bundle = pickle.load(fh)
+        try:
+            with path.open("rb") as fh:
+                bundle = pickle.load(fh)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
+            # any file can be named here: a Parquet file, a truncated pickle, another program's
+            raise ValueError(
+                f"model file {ref!r} is not a pickled ScoringBundle (from `surfacer train "
+                f"--bundle-out`): {type(exc).__name__}: {' '.join(str(exc).split())}"
+            ) from None
         if not isinstance(bundle, ScoringBundle):
             raise ValueError(f"{ref!r} holds a {type(bundle).__name__}, expected a ScoringBundle")
         return bundle
@@ -241,7 +248,9 @@ def snapshots_for(
     if data.suffix.lower() == ".toml":
         from features.flat import load_flat
 
-        return load_flat(data).frame
+        ds = load_flat(data)
+        ds.check_usable()
+        return ds.frame
     raise ValueError(f"data {str(data)!r} is neither a dataset folder nor a .toml spec")
 
 
@@ -252,6 +261,11 @@ def score_to_file(
 
     `engine="dask"` builds the snapshots and scores them on one Dask cluster (common.cluster).
     """
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise ValueError(f"scores output must be a .parquet file, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"scores output {str(out)!r} is a folder; expected a .parquet file")
     bundle = load_model(model)
     if engine == "dask":
         from common.cluster import dask_client
@@ -261,9 +275,11 @@ def score_to_file(
             scored = score_dataset(bundle, snaps, engine="dask", progress=True)
     else:
         scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    scored.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    try:
+        scored.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out, len(scored), int((scored["flagged"] != "").sum())

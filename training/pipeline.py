@@ -492,6 +492,7 @@ def check_labels(td: TrainingData, split: _Split) -> dict[str, str]:
     """
     problems: dict[str, str] = {}
     all_counts = label_counts(td, split)
+    misses = td.intake.get("label_rule_misses") or {}
     for issue in td.issues:
         counts = all_counts[issue.name]
         bad = [
@@ -505,11 +506,18 @@ def check_labels(td: TrainingData, split: _Split) -> dict[str, str]:
                 f"lacks labels of both classes in {' and '.join(bad)} "
                 f"({issue.anchor} rows; {detail})"
             )
+            if issue.name in misses:  # a flat spec's rule that matches nothing says why
+                problems[issue.name] += f": {misses[issue.name]}"
     if len(problems) == len(td.issues):
+        fix = (
+            "Fix the spec's label rules, add labelled rows, or drop the issue."
+            if td.kind == "flat"
+            else "Add labels (review, appeals or a labels table) or drop the issue."
+        )
         raise ValueError(
             "cannot train: "
             + "; ".join(f"issue {name!r} {why}" for name, why in problems.items())
-            + ". Add labels (review, appeals or a labels table) or drop the issue."
+            + f". {fix}"
         )
     return problems
 

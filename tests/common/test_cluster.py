@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cluster import AUTO_MEMORY_SHARE, parse_bytes, plan_cluster
+from common.cluster import AUTO_MEMORY_SHARE, dask_client, parse_bytes, plan_cluster
 from common.machine import total_memory_bytes
 from common.memory import PeakMemory
 from common.settings import Settings
@@ -72,3 +72,22 @@ def test_cli_prints_peak_memory(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "error: dataset folder" in err
     assert "peak memory: " in err
+
+
+def _bad_input() -> None:
+    raise ValueError("a user error raised in a task")
+
+
+def test_a_failed_task_is_not_logged_by_the_worker_too(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the client re-raises the task's exception (the CLI prints a user error as one line);
+    # the worker also logged it with a traceback ("Compute Failed") above that line
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SURFACER_DASK_SCHEDULER", raising=False)
+    with dask_client(n_workers=1) as client:
+        with pytest.raises(ValueError, match="a user error raised in a task"):
+            client.submit(_bad_input, pure=False).result()
+        client.run(lambda: None)  # a round trip to the worker after its failure was handled
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "Traceback" not in err, err

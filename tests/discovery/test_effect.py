@@ -89,3 +89,17 @@ def test_effect_of_fix_on_raw_tables(raw_tables: dict[str, pd.DataFrame]) -> Non
     assert 0.2 < res.ci_low < res.did < res.ci_high
     with pytest.raises(ValueError, match="no data"):
         effect_of_fix(raw_tables, "low_quality", (("region", "XX"),), at)
+
+
+def test_a_fix_time_outside_the_data_is_refused_not_answered_with_nan(
+    raw_tables: dict[str, pd.DataFrame],
+) -> None:
+    # the data spans 21 days from 2026-01-01: a fix a year later has no data on either side,
+    # one at the very start none before it; the old answer was did = NaN (null in the JSON)
+    segment = (("region", "BR"), ("format", "live"))
+    with pytest.raises(ValueError, match=r"no data of issue 'low_quality' for the segment before"):
+        effect_of_fix(raw_tables, "low_quality", segment, pd.Timestamp("2027-01-16", tz="UTC"))
+    with pytest.raises(ValueError, match=r"segment before it or the control before it within 5"):
+        effect_of_fix(
+            raw_tables, "low_quality", segment, pd.Timestamp("2026-01-01", tz="UTC"), window_days=5
+        )

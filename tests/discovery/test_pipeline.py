@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -318,3 +319,67 @@ def test_cli_severity_alpha_reaches_discovery_and_is_range_checked(
     assert run([*argv, "--quiet", "--fixed-floor"]) == 0
     assert seen == [DiscoveryConfig().severity_alpha, 0.01, None]
     assert run([*argv, "--severity-alpha", "2"]) == 2  # a level, not a p-value cut
+
+
+def test_scores_of_another_dataset_are_refused_not_reported_as_nothing_found(
+    raw_tables: dict[str, pd.DataFrame],
+) -> None:
+    # before: every unit lacked a segment and was dropped, so discovery said "0 incidents"
+    n = 500
+    scores = pd.DataFrame(
+        {
+            "item_id": [f"v{i}" for i in range(n)],
+            "as_of": pd.Timestamp("2026-01-02", tz="UTC") + pd.to_timedelta(range(n), unit="min"),
+            "anchor": "post",
+            "claim": [0.9] * n,
+            "flagged": ["claim"] * n,
+            "disabled": "",
+        }
+    )
+    with pytest.raises(ValueError, match=r"none of the scores file's 500 items .* another dataset"):
+        discover(raw_tables, scores)
+
+
+def test_a_dataset_without_a_single_case_says_so(raw_tables: dict[str, pd.DataFrame]) -> None:
+    # the old message claimed the dataset had "no events, moderation or scores" whenever no
+    # signal counted a case, e.g. with moderation that is all human, or scores flagging nothing
+    with pytest.raises(ValueError, match="no issue signal could be built: the raw proxies need"):
+        discover({"items": raw_tables["items"]})
+    tables = {**raw_tables, "moderation": raw_tables["moderation"].assign(source="human")}
+    with pytest.raises(ValueError, match=r"nothing to detect: none of the 2 issue signals"):
+        discover(tables)
+    items = raw_tables["items"]
+    scores = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "as_of": items["created_at"] + pd.Timedelta(hours=1),
+            "anchor": "post",
+            "low_quality": 0.01,
+            "flagged": "",
+            "disabled": "",
+        }
+    )
+    with pytest.raises(ValueError, match=r"nothing to detect: none of the \d+ issue signals"):
+        discover(raw_tables, scores)
+
+
+def test_a_failed_report_leaves_the_previous_run_whole(
+    raw_tables: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discovery.report as report
+
+    result = discover(raw_tables)
+    out = report.write_discovery(result, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"incidents.json", "skipped.json", "report.html"}
+
+    def broken(_: object) -> str:
+        raise RuntimeError("the renderer failed")
+
+    # before: incidents.json and skipped.json were rewritten, then the report failed, so the
+    # service showed this run's incidents beside the previous run's report
+    monkeypatch.setattr(report, "render_report", broken)
+    empty = dataclasses.replace(result, incidents=[])
+    with pytest.raises(RuntimeError):
+        report.write_discovery(empty, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -294,3 +294,77 @@ def test_cli_validate_and_describe_a_spec(capsys: pytest.CaptureFixture[str]) ->
     assert run(["data", "describe", str(TIKTOK_SPEC)]) == 0
     out = capsys.readouterr().out
     assert "label claim: rate 0.50" in out and "label author_ban" in out
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.replace('path = "data.csv"', "path = 5"), "path must be a non-empty string"),
+        (lambda s: s.replace('name = "toy"', "name = 5"), "name must be a non-empty string"),
+        (lambda s: 'timezone = "Mars/Olympus"\n' + s, "'Mars/Olympus' is not a known time zone"),
+        (lambda s: s.replace('equals = "spam"', 'equals = ["spam", "x"]'), "must be one text"),
+    ],
+)
+def test_spec_values_of_the_wrong_type_are_named(
+    tmp_path: Path, edit: object, message: str
+) -> None:
+    # each of these was a TypeError traceback, a ZoneInfo KeyError naming no spec, or (a list
+    # as the label value) a rule compared as the list's text that silently matched no row
+    path = _toy(tmp_path, TOY_CSV, edit(SPEC))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=message):
+        load_flat(load_spec(path))
+
+
+def test_label_values_a_typed_rule_cannot_read_are_dropped_with_a_reason(tmp_path: Path) -> None:
+    csv = "vid,views,y\n1,10,yes\n2,20,no\n3,30,1\n4,40,0\n"
+    spec = 'name = "t"\npath = "data.csv"\nid = "vid"\nnumeric = ["views"]\n'
+    path = _toy(tmp_path, csv, spec + '[labels.spam]\ncolumn = "y"\nequals = 1\n')
+    ds = load_flat(path)
+    assert ds.frame["item_id"].tolist() == ["3", "4"]
+    assert ds.drop_reasons() == {"not a number: y": 2}
+    # a yes/no column read with a numeric rule: every row unreadable -> an error, not a
+    # dataset whose every label is 0 (which training reported as "add labels")
+    path = _toy(
+        tmp_path,
+        csv.replace(",1\n", ",yes\n").replace(",0\n", ",no\n"),
+        spec + '[labels.spam]\ncolumn = "y"\nequals = 1\n',
+    )
+    ds = load_flat(path)
+    with pytest.raises(ValueError, match=r"every one of its 4 rows is dropped.*not a number: y 4"):
+        ds.check_usable()
+    assert run(["data", "validate", str(path), "--no-progress"]) == 2
+    path = _toy(tmp_path, csv, spec + '[labels.spam]\ncolumn = "y"\nequals = true\n')
+    assert load_flat(path).label_rates() == {"spam": 0.5}
+
+
+def test_a_rule_whose_value_never_occurs_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _toy(tmp_path, TOY_CSV, SPEC.replace('equals = "spam"', 'equals = "Spam"'))
+    ds = load_flat(path)
+    misses = ds.rule_misses()
+    assert list(misses) == ["spam"]
+    assert "'Spam' on no kept row" in misses["spam"] and "'ok' 1" in misses["spam"]
+    assert run(["data", "describe", str(path), "--no-progress"]) == 0
+    assert "note: spam: label rule status == 'Spam'" in capsys.readouterr().out
+    assert load_flat(_toy(tmp_path, TOY_CSV)).rule_misses() == {}
+
+
+def test_a_file_with_a_header_only_is_refused_by_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it was "valid" (kept 0), and training then failed on "stratified split needs 10 rows"
+    path = _toy(tmp_path, TOY_CSV.splitlines()[0] + "\n")
+    assert len(load_flat(path).frame) == 0
+    assert run(["data", "validate", str(path), "--no-progress"]) == 2
+    assert "has no rows" in capsys.readouterr().err
+
+
+def test_an_unreadable_data_file_is_named(tmp_path: Path) -> None:
+    path = _toy(tmp_path, "")
+    with pytest.raises(ValueError, match=r"data\.csv' is not a readable UTF-8 CSV"):
+        load_flat(path)
+    # a folder named as the data file was reported as a file that "does not exist"
+    path.write_text(SPEC.replace('path = "data.csv"', 'path = "."'))
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        load_flat(path)

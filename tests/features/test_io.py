@@ -253,3 +253,37 @@ def test_load_progress_bar_goes_to_stderr(
     captured = capsys.readouterr()
     assert "load" in captured.err and "7/7" in captured.err
     assert captured.out == ""
+
+
+def test_an_unreadable_csv_names_its_table_and_file(
+    tables: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pandas' own messages ("No columns to parse from file", a bare UnicodeDecodeError) named
+    # neither the table nor the file
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    tables["items"].to_csv(folder / "items.csv", index=False)
+    (folder / "labels.csv").write_text("")
+    with pytest.raises(ValueError, match=r"labels table .*labels\.csv' is not a readable"):
+        load_dataset(folder)
+    (folder / "labels.csv").unlink()
+    (folder / "items.csv").write_bytes("item_id,caption\ni1,caf\xe9\n".encode("latin-1"))
+    assert run(["data", "validate", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: items table ") and "items.csv" in err and "UTF-8" in err
+
+
+def test_files_that_are_no_table_are_named_not_silently_skipped(
+    tables: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from features.io import ignored_files
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    tables["items"].to_csv(folder / "items.csv", index=False)
+    tables["events"].to_csv(folder / "event.csv", index=False)  # a misspelt table name
+    (folder / "truth.parquet").write_bytes(b"")  # the simulator's ground truth: expected
+    (folder / "notes.txt").write_text("not data")
+    assert ignored_files(folder) == ["event.csv"]
+    assert run(["data", "validate", str(folder), "--no-progress"]) == 0
+    assert "note: not read, no contract table: event.csv" in capsys.readouterr().out

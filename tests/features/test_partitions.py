@@ -69,6 +69,22 @@ def test_bad_part_is_named(tmp_path: Path, sim_tables: dict[str, pd.DataFrame]) 
     assert run(["data", "validate", str(path), "--no-progress"]) == 2
 
 
+def test_a_part_that_is_not_parquet_is_named(
+    tmp_path: Path, sim_tables: dict[str, pd.DataFrame]
+) -> None:
+    # the Dask engine reads Parquet metadata first (table_parts): pyarrow's message there did
+    # not name the file
+    path = write_dataset(sim_tables, tmp_path / "ds", parts={"events": 2})
+    bad = path / "events" / "part-00001.parquet"
+    bad.write_text("not parquet")
+    for read in (
+        lambda: table_parts(path / "events"),
+        lambda: read_table("events", path / "events"),
+    ):
+        with pytest.raises(ValueError, match=r"part-00001\.parquet' is not a readable Parquet"):
+            read()
+
+
 def test_table_twice_is_refused(tmp_path: Path, sim_tables: dict[str, pd.DataFrame]) -> None:
     tables = sim_tables
     path = write_dataset(tables, tmp_path / "ds", parts={"events": 2})

@@ -50,6 +50,8 @@ def test_build_function_reports_rows_and_time(dataset: Path, tmp_path: Path) -> 
     [
         (["--horizons", "1,x"], "horizons"),
         (["--horizons", "-1"], "positive"),
+        # 1e9 h overflowed created_at + horizon in int64 ns: rows dated in 1734 were written
+        (["--horizons", "1,1e9"], "at most 87,840 hours"),
         (["--engine", "spark"], "engine"),
     ],
 )

@@ -127,6 +127,8 @@ def test_empty_ids_are_problems(tables: dict[str, pd.DataFrame]) -> None:
         ("creators", "follower_count", [10, -1, 0], [1], ">= 0"),
         ("labels", "label", [0, 2, 1], [1], "0 or 1"),
         ("items", "duration_s", [1.0, -3.0, None, 0.0], [1], ">= 0"),
+        # an open upper end is no licence for infinity ("inf" in a CSV reads as a float)
+        ("items", "duration_s", [1.0, float("inf"), None, 0.0], [1], ">= 0 and finite"),
     ],
 )
 def test_values_out_of_range(

@@ -83,3 +83,25 @@ def test_bundles_pickled_before_disabled_existed_load_with_every_issue_enabled(
     loaded = pickle.loads(pickle.dumps(old))
     assert loaded.disabled == {}
     assert loaded.issue_names == bundle.issue_names
+
+
+def test_rows_sharing_no_input_column_are_refused(bundle: ScoringBundle) -> None:
+    # e.g. a raw-table dataset's snapshots scored with a model trained on a flat spec: every
+    # input would read as unknown and the "scores" would be the model's prior
+    frame = pd.DataFrame(
+        {"item_id": ["a", "b"], "n_view": [3.0, 4.0], "comment_text": ["hi", "there"]}
+    )
+    assert not set(frame.columns[1:]) & set(bundle.input_fields)
+    for engine in ("pandas", "dask"):
+        with pytest.raises(ValueError, match=r"none of the model's \d+ input columns") as info:
+            score_dataset(bundle, frame, engine=engine)  # type: ignore[arg-type]
+        assert "n_view" in str(info.value)
+
+
+def test_rows_missing_some_input_columns_score_them_as_unknown(
+    bundle: ScoringBundle, flat_result: TrainResult
+) -> None:
+    frame = flat_result.report.test_frame
+    dropped = [c for c in bundle.input_fields if c != "item_id"][1:]
+    scored = score_dataset(bundle, frame.drop(columns=dropped))
+    assert len(scored) == len(frame)

@@ -151,3 +151,44 @@ def test_metrics_table_has_a_column_per_issue_and_reads_as_numbers() -> None:
     rows = [line.split() for line in text.splitlines()]
     assert rows[0] == ["metric", "a", "b"]
     assert rows[2:] == [["n", "12,000", "3"], ["positives", "10", "1"], ["pr_auc", "0.5000", "-"]]
+
+
+def test_score_refuses_a_bad_model_or_output_with_one_line_and_writes_nothing(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_bundle = tmp_path / "items.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(not_a_bundle)
+    out = tmp_path / "s.parquet"
+    argv = ["score", "--data", str(small_flat_spec), "--out", str(out)]
+    assert run([*argv, "--model", str(not_a_bundle)]) == 2
+    assert "is not a pickled ScoringBundle" in capsys.readouterr().err
+    assert not out.exists()
+    # a folder or a non-Parquet name as --out: refused before any work, no temp file left
+    bundle = tmp_path / "missing.pkl"
+    for bad in (tmp_path, tmp_path / "scores.csv"):
+        code = run(
+            ["score", "--data", str(small_flat_spec), "--model", str(bundle), "--out", str(bad)]
+        )
+        assert code == 2
+        assert "scores output" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.parquet"]
+
+
+def test_score_names_a_model_missing_from_the_registry(
+    small_flat_spec: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("SURFACER_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SURFACER_MLFLOW_REGISTRY_URI", raising=False)
+    out = tmp_path / "s.parquet"
+    for ref in ("models:/nope@champion", "models:/nope/3"):
+        argv = ["score", "--data", str(small_flat_spec), "--model", ref, "--out", str(out)]
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "is not in the registry" in errors[0], err
+        assert "Traceback" not in err
+    assert not out.exists()

@@ -86,8 +86,14 @@ def test_missing_labels_disable_the_issue_and_name_the_counts(tmp_path: Path) ->
     # no issue trainable at all: a clear error naming each issue, not a model
     frame["status"] = "ok"
     frame.to_csv(csv, index=False)
-    with pytest.raises(ValueError, match=r"cannot train: issue 'spam'.*issue 'ban'"):
+    with pytest.raises(ValueError, match=r"cannot train: issue 'spam'.*issue 'ban'") as info:
         train(spec, track=False)
+    # a flat spec's rule whose value occurs on no row is named as the cause, and the advice
+    # is about the spec (review, appeals and a labels table do not exist for flat data)
+    message = str(info.value)
+    assert "label rule status == 'spam' holds the value 'spam' on no kept row" in message
+    assert "'ok' 300" in message and "Fix the spec's label rules" in message
+    assert "appeals" not in message
 
 
 def test_bad_raw_data_raises_contract_error(small_sim: Path, tmp_path: Path) -> None:
@@ -257,3 +263,27 @@ def pr_auc_of(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import average_precision_score
 
     return float(average_precision_score(y, p))
+
+
+def test_labels_of_an_issue_nothing_trains_are_reported_not_silently_unused(
+    tmp_path: Path,
+) -> None:
+    from features.io import load_dataset, write_dataset
+    from simulator.config import SimConfig
+    from simulator.core import simulate
+    from training.data import intake_lines, load_training_data
+
+    tables = simulate(SimConfig(n_items=300, days=3, seed=1)).tables
+    labels = tables["labels"].copy()
+    typo = labels.iloc[:7].assign(issue="lowquality")  # a typo of low_quality
+    tables = {**tables, "labels": pd.concat([labels, typo], ignore_index=True)}
+    folder = write_dataset(tables, tmp_path / "ds")
+    assert len(load_dataset(folder)["labels"]) == len(labels) + 7  # valid by the contract
+    td = load_training_data(folder)
+    assert td.intake["unknown_label_issues"] == {"lowquality": 7}
+    lines = intake_lines(td.intake)
+    assert "  ignored 7 labels of issue(s) no model trains: 'lowquality' (7)" in lines
+    (folder / "event.parquet").write_bytes((folder / "labels.parquet").read_bytes())
+    assert "  not read (no contract table): event.parquet" in intake_lines(
+        load_training_data(folder).intake
+    )
