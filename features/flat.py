@@ -444,11 +444,15 @@ def _item_ids(s: pd.Series) -> pd.Series:
     return out
 
 
-def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
+def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> FlatDataset:
     """Load a flat dataset (CSV or Parquet) by its spec; see `FlatDataset` for the result.
 
     Raises ValueError when named columns are missing (listing the available ones), when ids
     repeat, or when times have no zone and the spec declares no `timezone`.
+
+    `labels_required=False` loads rows to score: new items have no labels yet, so the label
+    columns may be missing and a blank or unreadable label drops no row; the labels that
+    are there are still read.
     """
     if not isinstance(spec, FlatSpec):
         spec = load_spec(spec)
@@ -459,7 +463,13 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
         na_tokens = NA_TOKENS if spec.na_values is None else spec.na_values
         raw, repaired = _repair_quoted_rows(raw, na_tokens)
 
-    missing = [c for c in spec.columns() if c not in raw.columns]
+    rules = {
+        issue: rule
+        for issue, rule in spec.labels.items()
+        if labels_required or rule.column in raw.columns
+    }
+    label_columns = {r.column for r in spec.labels.values()} - {r.column for r in rules.values()}
+    missing = [c for c in spec.columns() if c not in raw.columns and c not in label_columns]
     if missing:
         raise ValueError(
             f"flat dataset {spec.name!r} ({str(spec.path)!r}) lacks column(s) {missing}; "
@@ -468,7 +478,8 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
 
     reasons: dict[str, np.ndarray] = {}
     needed = [spec.id, *([spec.time] if spec.time else []), *spec.feature_columns]
-    needed += [r.column for r in spec.labels.values()]
+    if labels_required:
+        needed += [r.column for r in rules.values()]
     blanks = {c: _blank(raw[c]) for c in dict.fromkeys(needed)}
 
     numbers: dict[str, pd.Series] = {}
@@ -486,7 +497,7 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
         as_of, bad_time = _read_times(spec, raw[spec.time], blanks[spec.time])
         reasons[f"not a timestamp: {spec.time}"] = bad_time
 
-    for rule in spec.labels.values():
+    for rule in rules.values() if labels_required else ():
         if isinstance(rule.target, bool):
             reasons[f"not true/false: {rule.column}"] = rule.unreadable(raw[rule.column])
         elif isinstance(rule.target, int | float):
@@ -527,15 +538,24 @@ def load_flat(spec: FlatSpec | str | Path) -> FlatDataset:
         frame[c] = kept[c].astype("str").str.strip()
 
     parts = []
-    for issue, rule in spec.labels.items():
-        lab = rule.apply(kept[rule.column])
+    for issue, rule in rules.items():
+        values = kept[rule.column]
+        # every kept row has a readable label unless labels are optional (rows to score)
+        known = ~_blank(values) & ~rule.unreadable(values)
+        lab = rule.apply(values[known])
         parts.append(
-            pd.DataFrame({"item_id": frame["item_id"], "issue": issue, "label": lab.to_numpy()})
+            pd.DataFrame(
+                {"item_id": frame["item_id"][known], "issue": issue, "label": lab.to_numpy()}
+            )
         )
-    labels = pd.concat(parts, ignore_index=True).astype({"issue": "str", "item_id": "str"})
+    labels = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame({"item_id": [], "issue": [], "label": np.array([], dtype="int64")})
+    )
+    labels = labels.astype({"issue": "str", "item_id": "str"})
     values = {
-        r.column: kept[r.column].astype("str").str.strip().value_counts()
-        for r in spec.labels.values()
+        r.column: kept[r.column].astype("str").str.strip().value_counts() for r in rules.values()
     }
     return FlatDataset(
         spec,

@@ -248,7 +248,7 @@ def snapshots_for(
     if data.suffix.lower() == ".toml":
         from features.flat import load_flat
 
-        ds = load_flat(data)
+        ds = load_flat(data, labels_required=False)  # new items have no labels yet
         ds.check_usable()
         return ds.frame
     raise ValueError(f"data {str(data)!r} is neither a dataset folder nor a .toml spec")

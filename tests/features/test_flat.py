@@ -72,6 +72,29 @@ def test_toy_dataset_drops_and_explains(tmp_path: Path) -> None:
     }
 
 
+def test_rows_to_score_need_no_labels(tmp_path: Path) -> None:
+    """New items have no labels yet: loaded to score, a blank label drops no row and the
+    label columns may be missing; the labels that are there are still read."""
+    ds = load_flat(_toy(tmp_path, TOY_CSV), labels_required=False)
+    assert ds.frame["item_id"].tolist() == ["1", "5", "6"]  # 5 has a blank status
+    assert set(ds.dropped["vid"]) == {"2", "3", "4"}  # feature problems still drop rows
+    got = ds.labels.set_index(["item_id", "issue"])["label"].to_dict()
+    assert got == {
+        ("1", "spam"): 1,
+        ("6", "spam"): 0,  # 5's blank status gives no spam label
+        ("1", "banned"): 0,
+        ("5", "banned"): 0,
+        ("6", "banned"): 0,
+    }
+    no_labels = "\n".join(
+        ",".join(line.split(",")[:5]) for line in TOY_CSV.strip().splitlines()
+    )  # vid,caption,views,likes,tier
+    ds = load_flat(_toy(tmp_path, no_labels + "\n"), labels_required=False)
+    assert ds.frame["item_id"].tolist() == ["1", "5", "6"] and ds.labels.empty
+    with pytest.raises(ValueError, match="lacks column"):
+        load_flat(_toy(tmp_path, no_labels + "\n"))  # to train, the labels must be there
+
+
 def test_na_values_decide_what_counts_as_blank(tmp_path: Path) -> None:
     csv = "vid,caption,views,likes,tier,status,ban\n1,NA,1,1,g,ok,active\n2,b,1,-,g,ok,active\n"
     ds = load_flat(_toy(tmp_path, csv))

@@ -80,6 +80,19 @@ def test_train_prints_metrics_and_score_writes_parquet(
     assert frame["spam"].between(0, 1).all()
     assert "scored 800 rows" in capsys.readouterr().out
 
+    # New items come without labels: a file without the label columns scores every row,
+    # with the same scores as the labelled copy.
+    new = tmp_path / "new"
+    new.mkdir()
+    source = pd.read_csv(small_flat_spec.parent / "items.csv")
+    source.drop(columns=["status", "ban"]).to_csv(new / "items.csv", index=False)
+    (new / "spec.toml").write_text(small_flat_spec.read_text())
+    new_scores = tmp_path / "new_scores.parquet"
+    argv = ["score", "--data", str(new / "spec.toml"), "--model", str(bundle_path)]
+    assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
+    unlabelled = pd.read_parquet(new_scores)
+    pd.testing.assert_frame_equal(unlabelled, frame)
+
 
 def test_bad_input_exits_2_with_a_message(
     small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
