@@ -18,6 +18,7 @@ URL: ``redis://host:port/db?stream=surfacer:events&group=surfacer-ingest&consume
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -65,6 +66,10 @@ class StreamSource:
             query.get("group", DEFAULT_GROUP),
             query.get("consumer", f"ingest-{socket.gethostname()}"),
         )
+
+
+class StreamUnavailable(RuntimeError):
+    """The stream's server (Redis or NATS) cannot be reached when a consumer starts."""
 
 
 @dataclass
@@ -147,6 +152,19 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _where(self) -> str:
+        kw = self.client.connection_pool.connection_kwargs
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+    def start(self) -> None:
+        """Create the group (from the stream's start) unless it exists. StreamUnavailable,
+        naming the Redis, when it cannot be reached: a consumer that starts against a wrong
+        or down stream Redis says so rather than waiting without end."""
+        try:
+            self.ensure_group()
+        except self._errors as exc:
+            raise StreamUnavailable(f"stream Redis at {self._where()} unavailable: {exc}") from None
+
     def _handle(self, messages: list[Message], *, redelivered: bool = False) -> None:
         """Apply a read (and archive it: `flush`), then acknowledge it (StoreUnavailable,
         ArchiveUnavailable: nothing acknowledged)."""
@@ -210,8 +228,10 @@ class StreamConsumer:
         """Consume until `stop` is set (checked between reads; a read is at most
         `block_ms` long when the stream is quiet), `max_messages` were handled, or
         (`until_idle`) a read, without waiting, finds no new message."""
+        import redis
+
         stop = stop or threading.Event()
-        self.ensure_group()
+        self.start()
         src = self.source
         pending_done = False
         while not stop.is_set():
@@ -248,6 +268,23 @@ class StreamConsumer:
                 log.warning("stream consumer waiting: %s", exc)
                 pending_done = False  # re-read what was not acknowledged
                 stop.wait(1.0)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or its group is gone: Redis restarted without its data (or
+                # someone deleted them). Create the group again from the stream's start:
+                # what was published since is read; what was applied before and comes
+                # again counts once by its batch id.
+                log.warning(
+                    "stream consumer: group %s of %s is gone on %s (Redis restarted "
+                    "empty?); creating it again",
+                    src.group,
+                    src.stream,
+                    self._where(),
+                )
+                pending_done = False
+                with contextlib.suppress(*self._errors):
+                    self.ensure_group()
         return self.stats
 
     def close(self) -> None:
@@ -360,6 +397,46 @@ def nats_message_batch(
     )
 
 
+# Attempts (1 s apart) to reach NATS when a consumer starts, before it gives up saying why.
+NATS_START_ATTEMPTS = 3
+
+
+async def connect_nats(server: str, *, start_attempts: int = NATS_START_ATTEMPTS) -> Any:
+    """A NATS connection that, once up, reconnects without end (a restarted server is
+    waited for), but whose first connect gives up after `start_attempts` tries with
+    StreamUnavailable: with reconnects unbounded from the start, nats-py retried the first
+    connect for ever, so a consumer pointed at a down or wrong server hung (deaf to SIGTERM,
+    which is checked between fetches) while printing a traceback per attempt. Connection
+    trouble is logged as one line each."""
+    import nats
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS %s: %s", server, exc or type(exc).__name__)
+
+    async def on_disconnect() -> None:
+        log.warning("NATS %s: disconnected; reconnecting", server)
+
+    async def on_reconnect() -> None:
+        log.warning("NATS %s: reconnected", server)
+
+    try:
+        nc = await nats.connect(
+            server,
+            connect_timeout=5,
+            reconnect_time_wait=1,
+            max_reconnect_attempts=max(1, start_attempts - 1),
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise StreamUnavailable(
+            f"NATS at {server} unavailable: {exc or type(exc).__name__}"
+        ) from None
+    nc.options["max_reconnect_attempts"] = -1  # connected: ride out any later outage
+    return nc
+
+
 async def consume_nats(
     source: NatsSource,
     apply: Callable[[list[Batch], str | None], Any],
@@ -381,13 +458,12 @@ async def consume_nats(
     archive lacks (`StreamConsumer` has the same rules)."""
     import asyncio
 
-    import nats
     from nats.js.api import ConsumerConfig
     from nats.js.errors import NotFoundError
 
     stop = stop or threading.Event()
     stats = ConsumerStats()
-    nc = await nats.connect(source.server, connect_timeout=5, max_reconnect_attempts=-1)
+    nc = await connect_nats(source.server)
     try:
         js = nc.jetstream()
         try:

@@ -1,0 +1,125 @@
+"""Faults on the live path's own servers: a Redis of the test's own killed and started
+again empty under a running stream consumer, and a consumer started against a stream
+server that is not there. Never the machine's shared Redis or NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from features.online import OnlineConfig, open_store
+from features.online.ingest import ingest_many
+from serving.stream import (
+    NatsSource,
+    StreamConsumer,
+    StreamSource,
+    StreamUnavailable,
+    consume_nats,
+    publish,
+)
+from tests.online.conftest import sim_tables  # noqa: F401  (the fixture)
+from tests.online.test_stream import _counts, _expected_views, _messages
+from tests.support.faults import OwnRedis
+from tests.support.serving import free_port
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_stream_consumer_survives_its_redis_restarting_empty(sim_tables) -> None:  # noqa: F811
+    """Redis (stream and store) SIGKILLed under `StreamConsumer.run` and started again
+    without its data: the consumer group is gone with it. The consumer waits while Redis
+    is down, then creates the group again and applies what is published after the restart,
+    each event once. It used to die on XREADGROUP's NOGROUP error, leaving everything
+    published after the restart unread."""
+    own = OwnRedis.or_skip()
+    import redis
+
+    items, _, messages = _messages(sim_tables, 20, 20)
+    half = len(messages) // 2
+    client = redis.Redis.from_url(own.url)
+    store = open_store(own.url, OnlineConfig(), prefix="t:")
+    source = StreamSource(own.url, "t:stream", "g", "c1")
+    consumer = StreamConsumer(
+        source, lambda m: ingest_many(store, m), count=8, block_ms=100, claim_idle_ms=100
+    )
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run(stop)
+        except BaseException as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        for table, body in messages[:half]:
+            publish(client, source.stream, table, body)
+        thread.start()
+
+        def lag() -> int | None:
+            try:
+                g = client.xinfo_groups(source.stream)
+            except (redis.ResponseError, redis.ConnectionError):
+                return None
+            return g[0]["lag"] + g[0]["pending"] if g else None
+
+        _wait(lambda: lag() == 0 or errors, 60, "the first half applied")
+        own.kill()
+        time.sleep(1.5)  # the consumer meets the outage and waits
+        own.start()
+        client = redis.Redis.from_url(own.url)
+        # the store lost everything with Redis: the items again, then the second half
+        rest = [messages[0], *messages[half:]]
+        for table, body in rest:
+            publish(client, source.stream, table, body)
+        _wait(lambda: lag() == 0 or errors or not thread.is_alive(), 60, "the rest applied")
+        assert not errors, f"the consumer died: {errors[0]!r}"
+        assert thread.is_alive()
+        second = pd.concat(
+            [pd.DataFrame(body["columns"]) for table, body in messages[half:] if table == "events"]
+        )
+        assert _counts(store, items) == _expected_views(second)
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close()
+        store.close()
+        client.close()
+        own.close()
+
+
+def test_stream_consumer_says_when_its_redis_is_not_there() -> None:
+    """A consumer started against a stream Redis nobody listens on fails at once, naming
+    it, rather than a redis-py traceback (`surfacer ingest` prints it as `error:`)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    consumer = StreamConsumer(StreamSource(url, "s", "g", "c"), lambda m: [])
+    with pytest.raises(StreamUnavailable, match=r"stream Redis at 127\.0\.0\.1:\d+/0 unavailable"):
+        consumer.run(threading.Event())
+    consumer.close()
+
+
+def test_nats_consumer_gives_up_on_a_server_that_is_not_there() -> None:
+    """`consume_nats` against a port nobody listens on: StreamUnavailable naming the server
+    within seconds. The first connect used to retry for ever (max_reconnect_attempts=-1),
+    so `surfacer ingest --from nats://...` hung, deaf to SIGTERM."""
+    pytest.importorskip("nats")
+    source = NatsSource.parse(f"nats://127.0.0.1:{free_port()}?stream=S&subject=s.x")
+
+    async def go() -> None:
+        await asyncio.wait_for(consume_nats(source, lambda b, i: None, threading.Event()), 30)
+
+    t0 = time.monotonic()
+    with pytest.raises(StreamUnavailable, match=r"NATS at nats://127\.0\.0\.1:\d+ unavailable"):
+        asyncio.run(go())
+    assert time.monotonic() - t0 < 20
