@@ -69,6 +69,9 @@ class OnlineService:
         self.queued = 0
         self.scored = 0
         self.anchors_scored = 0
+        # Why the service's own stream consumer stopped (`serving.stream.consume_in_service`
+        # restarts it); None while it runs or when there is none.
+        self.consumer_problem: str | None = None
 
     @property
     def store(self) -> Any:

@@ -311,7 +311,12 @@ def stream_consumer(source: StreamSource, online: Any, *, count: int = 64) -> St
 
 
 async def consume_nats_into(
-    source: NatsSource, online: Any, stop: threading.Event, *, until_idle: bool = False
+    source: NatsSource,
+    online: Any,
+    stop: threading.Event,
+    *,
+    until_idle: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> ConsumerStats:
     """`consume_nats` applying into `online`, with the same archive rules as
     `stream_consumer` (a fetch acknowledged after the archive's write)."""
@@ -322,17 +327,57 @@ async def consume_nats_into(
         until_idle=until_idle,
         flush=online.flush_archive if online.archive is not None else None,
         apply_redelivered=lambda b, bid: online.ingest(b, bid, redelivered=True),
+        on_start=on_start,
     )
 
 
-async def consume_in_service(online: Any, url: str) -> None:
-    """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread."""
+# How long the service's own consumer waits before it starts again after it stopped.
+CONSUMER_RESTART_S = 5.0
+
+
+async def consume_in_service(online: Any, url: str, *, restart_s: float | None = None) -> None:
+    """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread, until
+    cancelled. When it stops on an error (its stream server unreachable at start, an
+    unexpected answer), the error is logged and kept in `online.consumer_problem` (/readyz
+    reports it: the service is degraded, its online state going stale) and the consumer
+    starts again after `restart_s`. It used to end the lifespan's task silently: nothing
+    said the service had stopped consuming, and /readyz stayed ready."""
+    import asyncio
+
+    restart_s = CONSUMER_RESTART_S if restart_s is None else restart_s
+    where = _without_password(url)
+    while True:
+        try:
+            await _consume_in_service(online, url)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            online.consumer_problem = (
+                f"the online consumer of {where} stopped ({type(exc).__name__}: {exc}); "
+                f"restarting it every {restart_s:g} s"
+            )
+            log.error("%s", online.consumer_problem)
+        await asyncio.sleep(restart_s)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def _consume_in_service(online: Any, url: str) -> None:
     import asyncio
 
     if url.startswith("nats://"):
         stop_nats = threading.Event()
         try:
-            await consume_nats_into(NatsSource.parse(url), online, stop_nats)
+            await consume_nats_into(
+                NatsSource.parse(url), online, stop_nats, on_start=_running(online)
+            )
         finally:
             stop_nats.set()
         return
@@ -343,10 +388,19 @@ async def consume_in_service(online: Any, url: str) -> None:
     consumer = stream_consumer(source, online)
     stop = threading.Event()
     try:
+        await asyncio.to_thread(consumer.start)
+        online.consumer_problem = None  # reached its stream: running again
         await asyncio.to_thread(consumer.run, stop)
     finally:
         stop.set()
         consumer.close()
+
+
+def _running(online: Any) -> Callable[[], None]:
+    def clear() -> None:
+        online.consumer_problem = None
+
+    return clear
 
 
 # --------------------------------------------------------------------------- NATS JetStream
@@ -447,8 +501,9 @@ async def consume_nats(
     ack_wait_s: float = 30.0,
     flush: Callable[[], None] | None = None,
     apply_redelivered: Callable[[list[Batch], str | None], Any] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> ConsumerStats:
-    """Pull from a durable JetStream consumer; ack each message only after it is applied
+    """Pull from a durable JetStream consumer (`on_start()` once it is subscribed); ack each message only after it is applied
     (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
     that break the contract are acknowledged and logged (term: not redelivered).
 
@@ -476,6 +531,8 @@ async def consume_nats(
             stream=source.stream,
             config=ConsumerConfig(ack_wait=ack_wait_s),
         )
+        if on_start is not None:
+            on_start()
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(count, timeout=0.5)

@@ -33,6 +33,8 @@ def readiness(svc: Service) -> tuple[int, Health]:
         # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
         problems.append(online_problem)
         blocking = True
+    if online is not None and online.consumer_problem:
+        problems.append(online.consumer_problem)  # degraded: ingest by HTTP still works
     spool_problem = svc.spool.problem
     if spool_problem:
         problems.append(spool_problem)

@@ -123,3 +123,73 @@ def test_nats_consumer_gives_up_on_a_server_that_is_not_there() -> None:
     with pytest.raises(StreamUnavailable, match=r"NATS at nats://127\.0\.0\.1:\d+ unavailable"):
         asyncio.run(go())
     assert time.monotonic() - t0 < 20
+
+
+def test_service_consumer_says_it_stopped_and_starts_again(
+    champion,
+    tmp_path,
+    sim_tables,  # noqa: F811
+    monkeypatch,
+) -> None:
+    """`SURFACER_ONLINE_CONSUME` naming a stream Redis that is down when the service starts:
+    /readyz names the stopped consumer (degraded) and the consumer starts again once Redis
+    is up, applying what was published. The lifespan's consumer task used to end on the
+    first error without a word: /readyz stayed ready and nothing was consumed again."""
+    import redis
+
+    import serving.stream
+    from features.online.ingest import json_columns
+    from serving.app import create_app
+    from serving.flag_writer import JsonlFlagSink
+    from tests.online.test_api import _first_items
+    from tests.support.serving import INGEST_KEY, running
+
+    monkeypatch.setattr(serving.stream, "CONSUMER_RESTART_S", 0.2, raising=False)
+    own = OwnRedis(free_port())  # not started yet: the service meets it down
+    url = f"{own.url}?stream=svc&group=svc"
+    settings = champion.settings(tmp_path / "state", online_rescore_s=0.0, online_consume=url)
+    store = open_store("memory", OnlineConfig())
+    app = create_app(
+        settings,
+        flag_sink=JsonlFlagSink(tmp_path / "flags.jsonl"),
+        flag_flush_interval_s=0.05,
+        online_store=store,
+    )
+    part = _first_items(sim_tables, 3)
+    item = part["items"]["item_id"].iloc[0]
+    ev = part["events"]
+    want = int(((ev["item_id"] == item) & (ev["kind"] == "view")).sum())
+
+    async def consumer_problems(http) -> list[str]:
+        body = (await http.get("/readyz")).json()
+        return [p for p in body["problems"] if "online consumer" in p]
+
+    async def go() -> None:
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as http:
+            for _ in range(100):
+                if problems := await consumer_problems(http):
+                    break
+                await asyncio.sleep(0.1)
+            assert problems, "/readyz does not say the consumer stopped"
+            assert f"127.0.0.1:{own.port}" in problems[0]
+            own.start()
+            client = redis.Redis.from_url(own.url)
+            try:
+                publish(client, "svc", "items", {"columns": json_columns(part["items"])})
+                publish(client, "svc", "events", {"columns": json_columns(ev)})
+            finally:
+                client.close()
+            seen = None
+            for _ in range(200):
+                r = await http.get(f"/v1/items/{item}/score")
+                seen = r.json()["snapshot"]["n_view"] if r.status_code == 200 else None
+                if seen == want:
+                    break
+                await asyncio.sleep(0.1)
+            assert seen == want, "the consumer did not start again"
+            assert await consumer_problems(http) == []
+
+    try:
+        asyncio.run(go())
+    finally:
+        own.close()
