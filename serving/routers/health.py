@@ -25,9 +25,18 @@ def readiness(svc: Service) -> tuple[int, Health]:
     model = svc.holder.current
     problems: list[str] = []
     blocking = False
+    # Why the last load of the champion failed: its kind only (no key is needed here, and
+    # the message may hold paths or URIs); the service log and POST /v1/admin/reload say more.
+    failed = (svc.holder.last_error or "").split(":", 1)[0]
+    why = f" (last attempt failed: {failed}; see the service log)" if failed else ""
     if model is None:
-        problems.append("no model loaded yet")
+        problems.append("no model loaded yet" + why)
         blocking = True
+    elif failed:  # still serving the model loaded before
+        problems.append(
+            f"the champion could not be loaded{why}; serving version {model.version} "
+            f"(from {model.source})"
+        )
     online = getattr(svc, "online", None)
     if online is not None and (online_problem := online.problem()):
         # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
