@@ -121,6 +121,21 @@ class OnlineService:
             return str(exc)
         return None
 
+    def archive_problem(self) -> str | None:
+        """Why the live archive cannot be written now (None when it can, or there is none)."""
+        return None if self._archive is None else self._archive.problem
+
+    def _check_archive(self) -> None:
+        """ArchiveUnavailable while the archive's last write failed: a batch is then neither
+        applied nor acknowledged. Applied and answered, its rows only waited in memory for
+        an archive that could not take them (the answer says stored; a restart lost them
+        from the archive, however long the failure had lasted)."""
+        problem = self.archive_problem()
+        if problem is not None:
+            from features.online.archive import ArchiveUnavailable
+
+            raise ArchiveUnavailable(f"{problem}; batch not applied")
+
     def ingest(
         self, batches: Sequence[Batch], batch_id: str | None, *, redelivered: bool = False
     ) -> Any:
@@ -128,6 +143,7 @@ class OnlineService:
         ApplyResult."""
         from features.online.ingest import ingest
 
+        self._check_archive()
         return ingest(self.store, batches, batch_id, archive=self.archive, redelivered=redelivered)
 
     def ingest_many(
@@ -136,6 +152,7 @@ class OnlineService:
         """Several messages in one round trip (`features.online.ingest.ingest_many`)."""
         from features.online.ingest import ingest_many
 
+        self._check_archive()
         return ingest_many(self.store, messages, archive=self.archive, redelivered=redelivered)
 
     def flush_archive(self) -> None:

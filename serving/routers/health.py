@@ -42,6 +42,8 @@ def readiness(svc: Service) -> tuple[int, Health]:
         # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
         problems.append(online_problem)
         blocking = True
+    if online is not None and (archive_problem := online.archive_problem()):
+        problems.append(archive_problem)  # degraded: ingest answers 503 until it is back
     if online is not None and online.consumer_problem:
         problems.append(online.consumer_problem)  # degraded: ingest by HTTP still works
     spool_problem = svc.spool.problem

@@ -193,3 +193,61 @@ def test_service_consumer_says_it_stopped_and_starts_again(
         asyncio.run(go())
     finally:
         own.close()
+
+
+def test_http_ingest_refuses_batches_the_archive_cannot_take(
+    champion,
+    tmp_path,
+    sim_tables,  # noqa: F811
+) -> None:
+    """The live archive's folder is a file: the first batch is answered (its write has not
+    been tried yet), then the failed write shows in /readyz and later batches get 503 with
+    Retry-After, nothing of them applied; once the folder can be made, the held rows and
+    the re-sent batch are archived. Batches used to be answered 200 on and on while their
+    rows piled up in memory, and /readyz said ready."""
+    from features.online.ingest import json_columns
+    from serving.app import create_app
+    from serving.flag_writer import JsonlFlagSink
+    from tests.support.serving import INGEST_KEY, running
+
+    root = tmp_path / "archive"
+    root.write_text("in the way")
+    settings = champion.settings(
+        tmp_path / "state", online_rescore_s=0.0, archive_dir=root, archive_flush_s=0.05
+    )
+    store = open_store("memory", OnlineConfig())
+    app = create_app(
+        settings, flag_sink=JsonlFlagSink(tmp_path / "flags.jsonl"), online_store=store
+    )
+    items = sim_tables["items"].head(4)
+    first, second = items.iloc[:2], items.iloc[2:]
+
+    async def go() -> None:
+        async with running(app, headers={"X-API-Key": INGEST_KEY}) as http:
+            r = await http.post("/v1/items", json={"columns": json_columns(first), "batch_id": "a"})
+            assert r.status_code == 200, r.text
+            problems: list[str] = []
+            for _ in range(100):
+                problems = [
+                    p for p in (await http.get("/readyz")).json()["problems"] if "live archive" in p
+                ]
+                if problems:
+                    break
+                await asyncio.sleep(0.05)
+            assert problems, "/readyz does not say the archive cannot be written"
+            body = {"columns": json_columns(second), "batch_id": "b"}
+            r = await http.post("/v1/items", json=body)
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+            assert "live archive" in r.json()["detail"]
+            assert all(store.snapshot(i) is None for i in second["item_id"])
+            root.unlink()  # the operator fixes the folder
+            for _ in range(100):
+                r = await http.post("/v1/items", json=body)
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200, r.text
+
+    asyncio.run(go())  # the lifespan's end writes what the archive holds
+    archived = pd.concat(pd.read_parquet(p) for p in sorted((root / "items").glob("part-*")))
+    assert sorted(archived["item_id"]) == sorted(items["item_id"])
