@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -434,17 +435,24 @@ class NatsSource:
 
 
 def nats_message_batch(
-    stream: str, seq: int, data: bytes, headers: dict | None
+    stream: str, seq: int, data: bytes, headers: dict | None, stored_us: int | None = None
 ) -> tuple[Batch, str]:
     """A JetStream message: JSON {"table", "rows"|"columns"[, "batch_id"]}; the batch id is
-    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>."""
+    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>@<the time
+    JetStream stored it, µs>. The sequence alone restarts at 1 when NATS comes back without
+    its JetStream store, and the new messages then took the ids of earlier ones: dropped as
+    re-sent for the batch ids' lifetime (a day). A redelivery carries the same time."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"message is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError('message must be {"table": ..., "rows": [...] or "columns": {...}}')
-    batch_id = body.get("batch_id") or (headers or {}).get("Nats-Msg-Id") or f"{stream}/{seq}"
+    batch_id = (
+        body.get("batch_id")
+        or (headers or {}).get("Nats-Msg-Id")
+        or f"{stream}/{seq}" + (f"@{stored_us}" if stored_us is not None else "")
+    )
     return (
         Batch(str(body.get("table", "")), rows=body.get("rows"), columns=body.get("columns")),
         str(batch_id),
@@ -491,6 +499,40 @@ async def connect_nats(server: str, *, start_attempts: int = NATS_START_ATTEMPTS
     return nc
 
 
+def _epoch_us(t: Any) -> int:
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+async def _resubscribe_if_gone(js: Any, source: NatsSource, sub: Any, subscribe: Any) -> Any:
+    """`sub`, or a new subscription when the durable consumer is gone: NATS restarted
+    without its JetStream store (or someone deleted it). Fetches from a consumer that no
+    longer exists only time out, so without this check the consumer applied nothing more
+    and said nothing. A quiet stream is checked every `consumer_check_s`."""
+    import contextlib
+
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.consumer_info(source.stream, source.durable)
+        return sub
+    except NotFoundError:
+        pass
+    except Exception as exc:  # NATS reconnecting: the next check asks again
+        log.debug("NATS consumer check: %s", exc)
+        return sub
+    log.warning(
+        "NATS %s: durable consumer %s of stream %s is gone (NATS restarted without its "
+        "JetStream store?); creating it again",
+        source.server,
+        source.durable,
+        source.stream,
+    )
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    return await subscribe()
+
+
 async def consume_nats(
     source: NatsSource,
     apply: Callable[[list[Batch], str | None], Any],
@@ -502,6 +544,7 @@ async def consume_nats(
     flush: Callable[[], None] | None = None,
     apply_redelivered: Callable[[list[Batch], str | None], Any] | None = None,
     on_start: Callable[[], None] | None = None,
+    consumer_check_s: float = 5.0,
 ) -> ConsumerStats:
     """Pull from a durable JetStream consumer (`on_start()` once it is subscribed); ack each message only after it is applied
     (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
@@ -521,18 +564,23 @@ async def consume_nats(
     nc = await connect_nats(source.server)
     try:
         js = nc.jetstream()
-        try:
-            await js.stream_info(source.stream)
-        except NotFoundError:
-            await js.add_stream(name=source.stream, subjects=[source.subject])
-        sub = await js.pull_subscribe(
-            source.subject,
-            durable=source.durable,
-            stream=source.stream,
-            config=ConsumerConfig(ack_wait=ack_wait_s),
-        )
+
+        async def subscribe() -> Any:
+            try:
+                await js.stream_info(source.stream)
+            except NotFoundError:
+                await js.add_stream(name=source.stream, subjects=[source.subject])
+            return await js.pull_subscribe(
+                source.subject,
+                durable=source.durable,
+                stream=source.stream,
+                config=ConsumerConfig(ack_wait=ack_wait_s),
+            )
+
+        sub = await subscribe()
         if on_start is not None:
             on_start()
+        checked = time.monotonic()
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(count, timeout=0.5)
@@ -541,13 +589,23 @@ async def consume_nats(
                 # deadline ran out before the pull request was even sent (a loaded host)
                 if until_idle:
                     break
+                if time.monotonic() - checked >= consumer_check_s:
+                    checked = time.monotonic()
+                    sub = await _resubscribe_if_gone(js, source, sub, subscribe)
                 continue
             applied = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 again = apply_redelivered is not None and msg.metadata.num_delivered > 1
                 try:
-                    batch, batch_id = nats_message_batch(source.stream, seq, msg.data, msg.headers)
+                    stored = msg.metadata.timestamp
+                    batch, batch_id = nats_message_batch(
+                        source.stream,
+                        seq,
+                        msg.data,
+                        msg.headers,
+                        None if stored is None else _epoch_us(stored),
+                    )
                     result = await asyncio.to_thread(
                         apply_redelivered if again else apply,  # type: ignore[arg-type]
                         [batch],

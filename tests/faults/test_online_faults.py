@@ -251,3 +251,88 @@ def test_http_ingest_refuses_batches_the_archive_cannot_take(
     asyncio.run(go())  # the lifespan's end writes what the archive holds
     archived = pd.concat(pd.read_parquet(p) for p in sorted((root / "items").glob("part-*")))
     assert sorted(archived["item_id"]) == sorted(items["item_id"])
+
+
+def test_nats_restarted_without_its_store_loses_nothing(sim_tables, tmp_path) -> None:  # noqa: F811
+    """A NATS of the test's own, SIGKILLed under `consume_nats` and started again without
+    its JetStream store (the stream, its sequence and the durable consumer are gone): the
+    consumer creates its durable again and applies what is published after the restart.
+    It used to fetch from the gone consumer for ever, applying nothing and saying nothing;
+    and the new messages, numbered from 1 again, took the batch ids of the first ones
+    (``<stream>/<seq>``) and were dropped as re-sent."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nats-server") is None:
+        pytest.skip("nats-server is not installed")
+    import nats
+    import orjson
+
+    from features.online.ingest import ingest, json_columns
+
+    port = free_port()
+    store_dir = tmp_path / "js"
+
+    def start() -> subprocess.Popen:
+        cmd = ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store_dir)]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    items, events, _ = _messages(sim_tables, 6, 1000)
+    views = events[events["kind"] == "view"]
+    first, second = views.iloc[: len(views) // 2], views.iloc[len(views) // 2 :]
+    source = NatsSource.parse(f"nats://127.0.0.1:{port}?stream=T&subject=t.ev&durable=d")
+    store = open_store("memory", OnlineConfig())
+
+    async def publish_all(tables: list[tuple[str, pd.DataFrame]]) -> None:
+        for _ in range(100):
+            try:
+                nc = await nats.connect(source.server, max_reconnect_attempts=0)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        js = nc.jetstream()
+        try:
+            await js.stream_info("T")
+        except Exception:
+            await js.add_stream(name="T", subjects=["t.ev"])
+        for table, frame in tables:
+            body = {"table": table, "columns": json_columns(frame)}
+            await js.publish("t.ev", orjson.dumps(body))
+        await nc.close()
+
+    def views_seen() -> int:
+        snaps = store.snapshots(items["item_id"].tolist())
+        return sum(s["n_view"] for s in snaps if s is not None)
+
+    async def wait(n: int, task: asyncio.Task) -> None:
+        for _ in range(300):
+            if views_seen() == n or task.done():
+                break
+            await asyncio.sleep(0.1)
+
+    async def go() -> None:
+        server = start()
+        stop = threading.Event()
+        try:
+            await publish_all([("items", items), ("events", first)])
+            task = asyncio.create_task(
+                consume_nats(source, lambda b, i: ingest(store, b, i), stop, consumer_check_s=1.0)
+            )
+            await wait(len(first), task)
+            assert views_seen() == len(first)
+            server.kill()
+            server.wait(10)
+            shutil.rmtree(store_dir)
+            server = start()
+            await publish_all([("items", items), ("events", second)])
+            await wait(len(first) + len(second), task)
+            assert not task.done(), task.exception()
+            assert views_seen() == len(first) + len(second)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        finally:
+            stop.set()
+            server.kill()
+            server.wait(10)
+
+    asyncio.run(go())
