@@ -166,7 +166,8 @@ def create_app(
         "surfacer_ingest_batches",
         "Ingest batches of this service (POST /v1/events and the upserts, and its own stream "
         "consumer) by outcome: applied; duplicate (batch id seen, nothing applied again); "
-        "rejected (failed the contract, nothing applied); unavailable (store unreachable).",
+        "rejected (failed the contract, nothing applied); unavailable (store or live archive "
+        "unreachable; the client retries, and batch ids make a retry count once).",
         "outcome",
         lambda: online.ingest_batches,
     )

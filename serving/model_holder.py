@@ -176,6 +176,15 @@ class ModelHolder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _forget(self, version: str) -> None:
+        """Drop the cached copy of `version` (it failed to load): the next check downloads
+        it again. Under the version's lock, so no worker is downloading it meanwhile."""
+        target = self._version_dir(version)
+        with exclusive_file_lock(self.cache_dir / f".{version}.lock"):
+            (target / COMPLETE_MARKER).unlink(missing_ok=True)  # first: never half-complete
+            shutil.rmtree(target, ignore_errors=True)
+        log.warning("dropped the cached copy of version %s, which failed to load", version)
+
     # -- cache pointer -------------------------------------------------------------------------
 
     def _write_current(self, model: LoadedModel) -> None:
@@ -276,7 +285,14 @@ class ModelHolder:
                 self._swap(replace(cur, source="mlflow"))
                 return False
             path = self.download(version)
-            model = self._load(version, path, "mlflow")
+            try:
+                model = self._load(version, path, "mlflow")
+            except Exception:
+                # A corrupt or incomplete artifact downloaded whole is cached as complete:
+                # without this, every later check loaded that copy again, so the version
+                # never loaded even once the registry's artifact was fixed.
+                self._forget(version)
+                raise
             self._swap(model)
             self._write_current(model)
             self._prune(keep=version)

@@ -78,6 +78,9 @@ class OnlineService:
         self.ingest_batches = dict.fromkeys(INGEST_OUTCOMES, 0)
         self.ingest_rows = {"applied": 0, "expired": 0}
         self._count_lock = threading.Lock()
+        # Why the service's own stream consumer stopped (`serving.stream.consume_in_service`
+        # restarts it); None while it runs or when there is none.
+        self.consumer_problem: str | None = None
 
     @property
     def store(self) -> Any:
@@ -127,6 +130,21 @@ class OnlineService:
             return str(exc)
         return None
 
+    def archive_problem(self) -> str | None:
+        """Why the live archive cannot be written now (None when it can, or there is none)."""
+        return None if self._archive is None else self._archive.problem
+
+    def _check_archive(self) -> None:
+        """ArchiveUnavailable while the archive's last write failed: a batch is then neither
+        applied nor acknowledged. Applied and answered, its rows only waited in memory for
+        an archive that could not take them (the answer says stored; a restart lost them
+        from the archive, however long the failure had lasted)."""
+        problem = self.archive_problem()
+        if problem is not None:
+            from features.online.archive import ArchiveUnavailable
+
+            raise ArchiveUnavailable(f"{problem}; batch not applied")
+
     def ingest(
         self, batches: Sequence[Batch], batch_id: str | None, *, redelivered: bool = False
     ) -> Any:
@@ -135,13 +153,14 @@ class OnlineService:
         from features.online.ingest import ingest
 
         try:
+            self._check_archive()
             result = ingest(
                 self.store, batches, batch_id, archive=self.archive, redelivered=redelivered
             )
         except BatchRejected:
             self._count(["rejected"])
             raise
-        except StoreUnavailable:
+        except StoreUnavailable:  # the archive's ArchiveUnavailable too
             self._count(["unavailable"])
             raise
         self._count([result])
@@ -154,6 +173,7 @@ class OnlineService:
         from features.online.ingest import ingest_many
 
         try:
+            self._check_archive()
             results = ingest_many(
                 self.store, messages, archive=self.archive, redelivered=redelivered
             )

@@ -18,6 +18,7 @@ URL: ``redis://host:port/db?stream=surfacer:events&group=surfacer-ingest&consume
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -65,6 +67,10 @@ class StreamSource:
             query.get("group", DEFAULT_GROUP),
             query.get("consumer", f"ingest-{socket.gethostname()}"),
         )
+
+
+class StreamUnavailable(RuntimeError):
+    """The stream's server (Redis or NATS) cannot be reached when a consumer starts."""
 
 
 @dataclass
@@ -147,6 +153,19 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _where(self) -> str:
+        kw = self.client.connection_pool.connection_kwargs
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+    def start(self) -> None:
+        """Create the group (from the stream's start) unless it exists. StreamUnavailable,
+        naming the Redis, when it cannot be reached: a consumer that starts against a wrong
+        or down stream Redis says so rather than waiting without end."""
+        try:
+            self.ensure_group()
+        except self._errors as exc:
+            raise StreamUnavailable(f"stream Redis at {self._where()} unavailable: {exc}") from None
+
     def _handle(self, messages: list[Message], *, redelivered: bool = False) -> None:
         """Apply a read (and archive it: `flush`), then acknowledge it (StoreUnavailable,
         ArchiveUnavailable: nothing acknowledged)."""
@@ -210,8 +229,10 @@ class StreamConsumer:
         """Consume until `stop` is set (checked between reads; a read is at most
         `block_ms` long when the stream is quiet), `max_messages` were handled, or
         (`until_idle`) a read, without waiting, finds no new message."""
+        import redis
+
         stop = stop or threading.Event()
-        self.ensure_group()
+        self.start()
         src = self.source
         pending_done = False
         while not stop.is_set():
@@ -248,6 +269,23 @@ class StreamConsumer:
                 log.warning("stream consumer waiting: %s", exc)
                 pending_done = False  # re-read what was not acknowledged
                 stop.wait(1.0)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or its group is gone: Redis restarted without its data (or
+                # someone deleted them). Create the group again from the stream's start:
+                # what was published since is read; what was applied before and comes
+                # again counts once by its batch id.
+                log.warning(
+                    "stream consumer: group %s of %s is gone on %s (Redis restarted "
+                    "empty?); creating it again",
+                    src.group,
+                    src.stream,
+                    self._where(),
+                )
+                pending_done = False
+                with contextlib.suppress(*self._errors):
+                    self.ensure_group()
         return self.stats
 
     def close(self) -> None:
@@ -274,7 +312,12 @@ def stream_consumer(source: StreamSource, online: Any, *, count: int = 64) -> St
 
 
 async def consume_nats_into(
-    source: NatsSource, online: Any, stop: threading.Event, *, until_idle: bool = False
+    source: NatsSource,
+    online: Any,
+    stop: threading.Event,
+    *,
+    until_idle: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> ConsumerStats:
     """`consume_nats` applying into `online`, with the same archive rules as
     `stream_consumer` (a fetch acknowledged after the archive's write)."""
@@ -285,17 +328,57 @@ async def consume_nats_into(
         until_idle=until_idle,
         flush=online.flush_archive if online.archive is not None else None,
         apply_redelivered=lambda b, bid: online.ingest(b, bid, redelivered=True),
+        on_start=on_start,
     )
 
 
-async def consume_in_service(online: Any, url: str) -> None:
-    """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread."""
+# How long the service's own consumer waits before it starts again after it stopped.
+CONSUMER_RESTART_S = 5.0
+
+
+async def consume_in_service(online: Any, url: str, *, restart_s: float | None = None) -> None:
+    """The service's own consumer (setting ``SURFACER_ONLINE_CONSUME``), in a thread, until
+    cancelled. When it stops on an error (its stream server unreachable at start, an
+    unexpected answer), the error is logged and kept in `online.consumer_problem` (/readyz
+    reports it: the service is degraded, its online state going stale) and the consumer
+    starts again after `restart_s`. It used to end the lifespan's task silently: nothing
+    said the service had stopped consuming, and /readyz stayed ready."""
+    import asyncio
+
+    restart_s = CONSUMER_RESTART_S if restart_s is None else restart_s
+    where = _without_password(url)
+    while True:
+        try:
+            await _consume_in_service(online, url)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            online.consumer_problem = (
+                f"the online consumer of {where} stopped ({type(exc).__name__}: {exc}); "
+                f"restarting it every {restart_s:g} s"
+            )
+            log.error("%s", online.consumer_problem)
+        await asyncio.sleep(restart_s)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def _consume_in_service(online: Any, url: str) -> None:
     import asyncio
 
     if url.startswith("nats://"):
         stop_nats = threading.Event()
         try:
-            await consume_nats_into(NatsSource.parse(url), online, stop_nats)
+            await consume_nats_into(
+                NatsSource.parse(url), online, stop_nats, on_start=_running(online)
+            )
         finally:
             stop_nats.set()
         return
@@ -306,10 +389,19 @@ async def consume_in_service(online: Any, url: str) -> None:
     consumer = stream_consumer(source, online)
     stop = threading.Event()
     try:
+        await asyncio.to_thread(consumer.start)
+        online.consumer_problem = None  # reached its stream: running again
         await asyncio.to_thread(consumer.run, stop)
     finally:
         stop.set()
         consumer.close()
+
+
+def _running(online: Any) -> Callable[[], None]:
+    def clear() -> None:
+        online.consumer_problem = None
+
+    return clear
 
 
 # --------------------------------------------------------------------------- NATS JetStream
@@ -343,21 +435,102 @@ class NatsSource:
 
 
 def nats_message_batch(
-    stream: str, seq: int, data: bytes, headers: dict | None
+    stream: str, seq: int, data: bytes, headers: dict | None, stored_us: int | None = None
 ) -> tuple[Batch, str]:
     """A JetStream message: JSON {"table", "rows"|"columns"[, "batch_id"]}; the batch id is
-    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>."""
+    the message's, else its Nats-Msg-Id header, else <stream>/<stream sequence>@<the time
+    JetStream stored it, µs>. The sequence alone restarts at 1 when NATS comes back without
+    its JetStream store, and the new messages then took the ids of earlier ones: dropped as
+    re-sent for the batch ids' lifetime (a day). A redelivery carries the same time."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"message is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError('message must be {"table": ..., "rows": [...] or "columns": {...}}')
-    batch_id = body.get("batch_id") or (headers or {}).get("Nats-Msg-Id") or f"{stream}/{seq}"
+    batch_id = (
+        body.get("batch_id")
+        or (headers or {}).get("Nats-Msg-Id")
+        or f"{stream}/{seq}" + (f"@{stored_us}" if stored_us is not None else "")
+    )
     return (
         Batch(str(body.get("table", "")), rows=body.get("rows"), columns=body.get("columns")),
         str(batch_id),
     )
+
+
+# Attempts (1 s apart) to reach NATS when a consumer starts, before it gives up saying why.
+NATS_START_ATTEMPTS = 3
+
+
+async def connect_nats(server: str, *, start_attempts: int = NATS_START_ATTEMPTS) -> Any:
+    """A NATS connection that, once up, reconnects without end (a restarted server is
+    waited for), but whose first connect gives up after `start_attempts` tries with
+    StreamUnavailable: with reconnects unbounded from the start, nats-py retried the first
+    connect for ever, so a consumer pointed at a down or wrong server hung (deaf to SIGTERM,
+    which is checked between fetches) while printing a traceback per attempt. Connection
+    trouble is logged as one line each."""
+    import nats
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS %s: %s", server, exc or type(exc).__name__)
+
+    async def on_disconnect() -> None:
+        log.warning("NATS %s: disconnected; reconnecting", server)
+
+    async def on_reconnect() -> None:
+        log.warning("NATS %s: reconnected", server)
+
+    try:
+        nc = await nats.connect(
+            server,
+            connect_timeout=5,
+            reconnect_time_wait=1,
+            max_reconnect_attempts=max(1, start_attempts - 1),
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise StreamUnavailable(
+            f"NATS at {server} unavailable: {exc or type(exc).__name__}"
+        ) from None
+    nc.options["max_reconnect_attempts"] = -1  # connected: ride out any later outage
+    return nc
+
+
+def _epoch_us(t: Any) -> int:
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+async def _resubscribe_if_gone(js: Any, source: NatsSource, sub: Any, subscribe: Any) -> Any:
+    """`sub`, or a new subscription when the durable consumer is gone: NATS restarted
+    without its JetStream store (or someone deleted it). Fetches from a consumer that no
+    longer exists only time out, so without this check the consumer applied nothing more
+    and said nothing. A quiet stream is checked every `consumer_check_s`."""
+    import contextlib
+
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.consumer_info(source.stream, source.durable)
+        return sub
+    except NotFoundError:
+        pass
+    except Exception as exc:  # NATS reconnecting: the next check asks again
+        log.debug("NATS consumer check: %s", exc)
+        return sub
+    log.warning(
+        "NATS %s: durable consumer %s of stream %s is gone (NATS restarted without its "
+        "JetStream store?); creating it again",
+        source.server,
+        source.durable,
+        source.stream,
+    )
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    return await subscribe()
 
 
 async def consume_nats(
@@ -370,8 +543,10 @@ async def consume_nats(
     ack_wait_s: float = 30.0,
     flush: Callable[[], None] | None = None,
     apply_redelivered: Callable[[list[Batch], str | None], Any] | None = None,
+    on_start: Callable[[], None] | None = None,
+    consumer_check_s: float = 5.0,
 ) -> ConsumerStats:
-    """Pull from a durable JetStream consumer; ack each message only after it is applied
+    """Pull from a durable JetStream consumer (`on_start()` once it is subscribed); ack each message only after it is applied
     (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
     that break the contract are acknowledged and logged (term: not redelivered).
 
@@ -381,25 +556,31 @@ async def consume_nats(
     archive lacks (`StreamConsumer` has the same rules)."""
     import asyncio
 
-    import nats
     from nats.js.api import ConsumerConfig
     from nats.js.errors import NotFoundError
 
     stop = stop or threading.Event()
     stats = ConsumerStats()
-    nc = await nats.connect(source.server, connect_timeout=5, max_reconnect_attempts=-1)
+    nc = await connect_nats(source.server)
     try:
         js = nc.jetstream()
-        try:
-            await js.stream_info(source.stream)
-        except NotFoundError:
-            await js.add_stream(name=source.stream, subjects=[source.subject])
-        sub = await js.pull_subscribe(
-            source.subject,
-            durable=source.durable,
-            stream=source.stream,
-            config=ConsumerConfig(ack_wait=ack_wait_s),
-        )
+
+        async def subscribe() -> Any:
+            try:
+                await js.stream_info(source.stream)
+            except NotFoundError:
+                await js.add_stream(name=source.stream, subjects=[source.subject])
+            return await js.pull_subscribe(
+                source.subject,
+                durable=source.durable,
+                stream=source.stream,
+                config=ConsumerConfig(ack_wait=ack_wait_s),
+            )
+
+        sub = await subscribe()
+        if on_start is not None:
+            on_start()
+        checked = time.monotonic()
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(count, timeout=0.5)
@@ -408,13 +589,23 @@ async def consume_nats(
                 # deadline ran out before the pull request was even sent (a loaded host)
                 if until_idle:
                     break
+                if time.monotonic() - checked >= consumer_check_s:
+                    checked = time.monotonic()
+                    sub = await _resubscribe_if_gone(js, source, sub, subscribe)
                 continue
             applied = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 again = apply_redelivered is not None and msg.metadata.num_delivered > 1
                 try:
-                    batch, batch_id = nats_message_batch(source.stream, seq, msg.data, msg.headers)
+                    stored = msg.metadata.timestamp
+                    batch, batch_id = nats_message_batch(
+                        source.stream,
+                        seq,
+                        msg.data,
+                        msg.headers,
+                        None if stored is None else _epoch_us(stored),
+                    )
                     result = await asyncio.to_thread(
                         apply_redelivered if again else apply,  # type: ignore[arg-type]
                         [batch],

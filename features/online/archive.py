@@ -98,6 +98,9 @@ class LiveArchive:
         self._since: dict[str, float] = {}
         self._seq = 0
         self._index_ids: dict[Path, frozenset[str]] = {}  # part -> its batch ids
+        # Why the last write failed, until a write succeeds again: while it is set, the
+        # online path takes no new batch (`serving.online.OnlineService.ingest`).
+        self.problem: str | None = None
         self.rows_written = 0
         self.parts_written = 0
         self._stop = threading.Event()
@@ -169,10 +172,13 @@ class LiveArchive:
                             self._ids[t] = bi + self._ids.get(t, [])
                             self._rows[t] = n + self._rows.get(t, 0)
                             self._since[t] = min(self._since.get(t, now), now)
-                    raise ArchiveUnavailable(
+                    self.problem = (
                         f"live archive {str(self.root)!r}: cannot write a {table} part: {exc}"
-                    ) from exc
+                    )
+                    raise ArchiveUnavailable(self.problem) from exc
                 self.rows_written += rows
+            if taken:  # every table taken was written, the ones that failed before included
+                self.problem = None
             return written
 
     def _write(self, table: str, frames: list[pd.DataFrame], batch_ids: list[str]) -> Path:

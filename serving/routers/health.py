@@ -25,14 +25,27 @@ def readiness(svc: Service) -> tuple[int, Health]:
     model = svc.holder.current
     problems: list[str] = []
     blocking = False
+    # Why the last load of the champion failed: its kind only (no key is needed here, and
+    # the message may hold paths or URIs); the service log and POST /v1/admin/reload say more.
+    failed = (svc.holder.last_error or "").split(":", 1)[0]
+    why = f" (last attempt failed: {failed}; see the service log)" if failed else ""
     if model is None:
-        problems.append("no model loaded yet")
+        problems.append("no model loaded yet" + why)
         blocking = True
+    elif failed:  # still serving the model loaded before
+        problems.append(
+            f"the champion could not be loaded{why}; serving version {model.version} "
+            f"(from {model.source})"
+        )
     online = getattr(svc, "online", None)
     if online is not None and (online_problem := online.problem()):
         # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
         problems.append(online_problem)
         blocking = True
+    if online is not None and (archive_problem := online.archive_problem()):
+        problems.append(archive_problem)  # degraded: ingest answers 503 until it is back
+    if online is not None and online.consumer_problem:
+        problems.append(online.consumer_problem)  # degraded: ingest by HTTP still works
     spool_problem = svc.spool.problem
     if spool_problem:
         problems.append(spool_problem)

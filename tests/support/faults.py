@@ -382,3 +382,60 @@ def many_connections(
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["statuses"] = {int(k): v for k, v in result["statuses"].items()}
     return result
+
+
+# -- a Redis server of the test's own ------------------------------------------------------
+
+
+class OwnRedis:
+    """A `redis-server` on a free loopback port, without persistence, that a test may
+    SIGKILL and start again (empty) on the same port: never the machine's shared Redis.
+    `OwnRedis.or_skip()` skips the test when the binary is missing."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def or_skip(cls) -> OwnRedis:
+        import shutil
+
+        import pytest
+
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        return cls().start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        import redis
+
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--enable-debug-command", "local"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, retry=None)
+        deadline = time.monotonic() + 20
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server on {self.port} did not start") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL (its data is gone: no persistence)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.kill()
