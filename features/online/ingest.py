@@ -88,7 +88,7 @@ def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
     the column's Arrow or int64 values, building a per-row mask only when a value is bad."""
     problems = []
     if "item_id" in frame.columns:
-        ids = frame["item_id"]
+        ids = _arrow_strings(frame["item_id"])
         for mask, message in (
             (_long_ids(ids), f"item ids longer than {MAX_ITEM_ID} characters"),
             (_nul_ids(ids), "item ids with NUL (\\u0000) characters"),
@@ -133,21 +133,21 @@ def _any_mask(bad: Any) -> np.ndarray | None:
 
     if not pc.any(bad).as_py():
         return None
-    return bad.to_numpy(zero_copy_only=False) if hasattr(bad, "to_numpy") else np.asarray(bad)
+    return bad.to_numpy(zero_copy_only=False)
 
 
-def _long_ids(ids: pd.Series) -> np.ndarray | None:
+def _long_ids(ids: Any) -> np.ndarray | None:
+    """Mask of the ids (a pyarrow string array) longer than MAX_ITEM_ID, or None."""
     import pyarrow.compute as pc
 
-    return _any_mask(
-        pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(ids)), MAX_ITEM_ID), False)
-    )
+    return _any_mask(pc.fill_null(pc.greater(pc.utf8_length(ids), MAX_ITEM_ID), False))
 
 
-def _nul_ids(ids: pd.Series) -> np.ndarray | None:
+def _nul_ids(ids: Any) -> np.ndarray | None:
+    """Mask of the ids (a pyarrow string array) holding NUL, or None."""
     import pyarrow.compute as pc
 
-    return _any_mask(pc.fill_null(pc.match_substring(_arrow_strings(ids), "\x00"), False))
+    return _any_mask(pc.fill_null(pc.match_substring(ids, "\x00"), False))
 
 
 _NAT = np.iinfo(np.int64).min
