@@ -74,7 +74,7 @@ class LabelRule:
                 f"label rule on column {self.column!r} needs exactly one of equals / not_equals, "
                 f"got equals={self.equals!r}, not_equals={self.not_equals!r}"
             )
-        target = self.equals if self.equals is not None else self.not_equals
+        target = self.target
         if not isinstance(target, str | int | float | bool):
             # a list or table would be compared as its text and match nothing
             raise ValueError(
@@ -105,8 +105,7 @@ class LabelRule:
 
     def apply(self, values: pd.Series) -> pd.Series:
         """Return 0/1 labels (int64) for non-blank `values`."""
-        target = self.equals if self.equals is not None else self.not_equals
-        hit = _matches(values, target)
+        hit = _matches(values, self.target)
         if self.not_equals is not None:
             hit = ~hit
         return hit.astype("int64")
