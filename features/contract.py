@@ -31,6 +31,11 @@ LABEL_SOURCES = ("review", "appeal", "import")
 # Report reasons are free text in the contract; these are the ones the simulator and the
 # feature module know by name (anything else counts as "other").
 REPORT_REASONS = ("spam", "misleading", "harassment", "hate", "nudity", "violence", "other")
+# The longest item id the live path holds: online ingest refuses longer ones
+# (features.online.ingest), and the scoring API's ids and the review store's item_id column
+# (serving.limits) are sized by it, so an item ingested online can always be read back with
+# GET /v1/items/{id}/score and its flags fit the review store. Files are not limited.
+ITEM_ID_MAX = 200
 
 
 @dataclass(frozen=True)

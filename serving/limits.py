@@ -12,7 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-ITEM_ID_MAX = 200
+from features.contract import ITEM_ID_MAX  # one limit for online ingest and the API
+
 ISSUE_MAX = 100
 ANALYST_NAME_MAX = 200
 NOTE_MAX = 2000

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import TABLES
+from features.contract import ITEM_ID_MAX, TABLES
 from features.online.archive import LiveArchive
 from features.online.errors import Batch, BatchRejected
 from features.online.ops import ONLINE_TABLES, OnlineConfig
@@ -28,11 +28,6 @@ from features.online.store import ApplyResult, OnlineStore
 from features.validate import Problem, coerce_table, validate_table
 
 MAX_BATCH_ID = 200
-# An item id the rest of the service can hold: the review store's item_id column and the
-# scoring API's ids (serving.limits.ITEM_ID_MAX) take at most this many characters, and
-# PostgreSQL text cannot hold NUL. An item ingested with a longer id could not be read back
-# with GET /v1/items/{id}/score, and its flags would be refused by the review store.
-MAX_ITEM_ID = 200
 # The span the store's int64-nanosecond clock can represent (pandas' ns Timestamp bounds).
 EARLIEST = pd.Timestamp.min.tz_localize("UTC")
 LATEST = pd.Timestamp.max.tz_localize("UTC")
@@ -83,14 +78,14 @@ def to_frame(
 
 def store_problems(name: str, frame: pd.DataFrame) -> list[Problem]:
     """Values the contract allows but the online path cannot keep: item ids longer than
-    MAX_ITEM_ID or holding NUL, and timestamps outside the store clock's nanosecond span
+    ITEM_ID_MAX or holding NUL, and timestamps outside the store clock's nanosecond span
     (years 1677..2262). Every batch of the ingest path passes here, so each check runs on
     the column's Arrow or int64 values, building a per-row mask only when a value is bad."""
     problems = []
     if "item_id" in frame.columns:
         ids = _arrow_strings(frame["item_id"])
         for mask, message in (
-            (_long_ids(ids), f"item ids longer than {MAX_ITEM_ID} characters"),
+            (_long_ids(ids), f"item ids longer than {ITEM_ID_MAX} characters"),
             (_nul_ids(ids), "item ids with NUL (\\u0000) characters"),
         ):
             if mask is not None:
@@ -137,10 +132,10 @@ def _any_mask(bad: Any) -> np.ndarray | None:
 
 
 def _long_ids(ids: Any) -> np.ndarray | None:
-    """Mask of the ids (a pyarrow string array) longer than MAX_ITEM_ID, or None."""
+    """Mask of the ids (a pyarrow string array) longer than ITEM_ID_MAX, or None."""
     import pyarrow.compute as pc
 
-    return _any_mask(pc.fill_null(pc.greater(pc.utf8_length(ids), MAX_ITEM_ID), False))
+    return _any_mask(pc.fill_null(pc.greater(pc.utf8_length(ids), ITEM_ID_MAX), False))
 
 
 def _nul_ids(ids: Any) -> np.ndarray | None:
