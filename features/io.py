@@ -17,7 +17,8 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,27 +108,32 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _read_parquet(file: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
-    """A Parquet file (or some of its row groups); a file that is not Parquet is named."""
+@contextmanager
+def _parquet_errors(file: Path) -> Iterator[None]:
+    """Name a file pyarrow cannot read as Parquet (one `ValueError`, not pyarrow's)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
+
+
+def _read_parquet(file: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups); a file that is not Parquet is named."""
+    import pyarrow.parquet as pq
+
+    with _parquet_errors(file):
         if row_groups is not None:
             return pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
         return pd.read_parquet(file)
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
 
 
 def _parquet_metadata(file: Path) -> Any:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
+    with _parquet_errors(file):
         return pq.ParquetFile(file).metadata
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
 
 
 def part_files(path: str | Path) -> list[Path]:
