@@ -539,8 +539,13 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
     parts = []
     for issue, rule in rules.items():
         values = kept[rule.column]
-        # every kept row has a readable label unless labels are optional (rows to score)
-        known = ~_blank(values) & ~rule.unreadable(values)
+        # with labels required, every kept row passed the blank and unreadable checks above;
+        # rows to score may have neither
+        known = (
+            np.ones(len(values), dtype=bool)
+            if labels_required
+            else ~_blank(values) & ~rule.unreadable(values)
+        )
         lab = rule.apply(values[known])
         parts.append(
             pd.DataFrame(
