@@ -509,8 +509,6 @@ async def _resubscribe_if_gone(js: Any, source: NatsSource, sub: Any, subscribe:
     without its JetStream store (or someone deleted it). Fetches from a consumer that no
     longer exists only time out, so without this check the consumer applied nothing more
     and said nothing. A quiet stream is checked every `consumer_check_s`."""
-    import contextlib
-
     from nats.js.errors import NotFoundError
 
     try:
@@ -546,9 +544,10 @@ async def consume_nats(
     on_start: Callable[[], None] | None = None,
     consumer_check_s: float = 5.0,
 ) -> ConsumerStats:
-    """Pull from a durable JetStream consumer (`on_start()` once it is subscribed); ack each message only after it is applied
-    (a crash redelivers after ack_wait, and the batch id makes it count once). Messages
-    that break the contract are acknowledged and logged (term: not redelivered).
+    """Pull from a durable JetStream consumer (`on_start()` once it is subscribed); ack each
+    message only after it is applied (a crash redelivers after ack_wait, and the batch id
+    makes it count once). Messages that break the contract are acknowledged and logged
+    (term: not redelivered).
 
     The applied messages of a fetch are acknowledged together after `flush()` (the live
     archive's write) returned; when it fails they are nak'ed, and their redelivery
