@@ -18,19 +18,14 @@ import numpy as np
 import pandas as pd
 
 from common.progress import Progress
-from features.pit import to_ns
 from features.schema import DEFAULT_HORIZONS_H
 from features.snapshot_frame import STAGES, snapshot_frame
+from features.timespan import TimeOutliers, latest_time, time_outliers
 
 ENGINES = ("pandas", "dask")
 MAX_HORIZON_H = 24 * 366 * 10
-# Timestamp columns that bound the data window when as_of_max is not given.
-WINDOW_TIME_COLUMNS = {
-    "items": ("created_at",),
-    "events": ("ts",),
-    "moderation": ("ts",),
-    "appeals": ("filed_at", "resolved_at"),
-}
+# The frame's attrs key holding the `TimeOutliers` that did not count as the end of data.
+OUTLIERS_ATTR = "time_outliers"
 
 
 def build_snapshots(
@@ -45,8 +40,10 @@ def build_snapshots(
 ) -> pd.DataFrame:
     """Snapshot rows for every item (and moderation action) from raw tables.
 
-    Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data) are
-    dropped, since their window is not complete yet. `engine="dask"` partitions events by
+    Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data,
+    ignoring timestamps isolated far beyond the rest, see `features.timespan`) are dropped,
+    since their window is not complete yet; those ignored timestamps are in the result's
+    `attrs[OUTLIERS_ATTR]` (a `TimeOutliers`, or None). `engine="dask"` partitions events by
     item_id and runs on `scheduler` (an address, or None for a LocalCluster with a worker
     per available core).
     """
@@ -55,11 +52,11 @@ def build_snapshots(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if "items" not in tables:
         raise ValueError(f"snapshots need the 'items' table; got tables {sorted(tables)}")
-    as_of_max_ns = resolve_as_of_max(tables, as_of_max)
+    as_of_max_ns, outliers = end_of_data(tables, as_of_max)
     if engine == "dask":
         from features.snapshot_dask import build_snapshots_dask
 
-        return build_snapshots_dask(
+        frame = build_snapshots_dask(
             tables,
             horizons,
             include_moderation=include_moderation,
@@ -67,6 +64,8 @@ def build_snapshots(
             scheduler=scheduler,
             progress=progress,
         )
+        frame.attrs[OUTLIERS_ATTR] = outliers
+        return frame
     with Progress("snapshots", len(STAGES), unit="stage", enabled=progress) as bar:
 
         def on_stage(name: str) -> None:
@@ -85,7 +84,8 @@ def build_snapshots(
             on_stage=on_stage,
         )
         bar.update(1)
-        return frame
+    frame.attrs[OUTLIERS_ATTR] = outliers
+    return frame
 
 
 @dataclass(frozen=True)
@@ -176,20 +176,22 @@ def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:
 
 
 def resolve_as_of_max(tables: Mapping[str, pd.DataFrame], as_of_max: Any = None) -> int:
-    """The last complete instant, in ns: `as_of_max` if given, else the latest data timestamp."""
+    """The last complete instant, in ns: `as_of_max` if given, else the end of data (the
+    latest timestamp, ignoring timestamps isolated far beyond the rest: `features.timespan`)."""
+    return end_of_data(tables, as_of_max)[0]
+
+
+def end_of_data(
+    tables: Mapping[str, pd.DataFrame], as_of_max: Any = None
+) -> tuple[int, TimeOutliers | None]:
+    """`resolve_as_of_max`, and the isolated late timestamps it ignored (None: none, or
+    `as_of_max` was given and is used as it is)."""
     if as_of_max is not None:
         ts = pd.Timestamp(as_of_max)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        return int(ts.as_unit("ns").value)
-    latest = np.iinfo(np.int64).min
-    for name, columns in WINDOW_TIME_COLUMNS.items():
-        frame = tables.get(name)
-        if frame is None or len(frame) == 0:
-            continue
-        for col in columns:
-            if col in frame.columns and frame[col].notna().any():
-                latest = max(latest, int(to_ns(frame[col].dropna()).max()))
-    return latest
+        return int(ts.as_unit("ns").value), None
+    outliers = time_outliers(tables)
+    return (latest_time(tables) if outliers is None else outliers.end_ns), outliers
 
 
 def parse_horizons(text: str) -> tuple[float, ...]:
