@@ -219,6 +219,7 @@ def build_cmd(
         f"wrote {result.rows:,} snapshot rows ({result.items:,} items) to {result.path} "
         f"in {result.seconds:.1f} s"
     )
+    _echo_warnings(result.outliers.problems() if result.outliers is not None else [])
 
 
 def register(app: typer.Typer) -> None:

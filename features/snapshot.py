@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from features.timespan import TimeOutliers, latest_time, time_outliers
 
 ENGINES = ("pandas", "dask")
 MAX_HORIZON_H = 24 * 366 * 10
-# The frame's attrs key holding the `TimeOutliers` that did not count as the end of data.
-OUTLIERS_ATTR = "time_outliers"
+# Called once with the late rows ignored as the end of data (None: none, or as_of_max given).
+OnOutliers = Callable[[TimeOutliers | None], None]
 
 
 def build_snapshots(
@@ -37,13 +37,14 @@ def build_snapshots(
     engine: str = "pandas",
     scheduler: str | None = None,
     progress: bool = False,
+    on_outliers: OnOutliers | None = None,
 ) -> pd.DataFrame:
     """Snapshot rows for every item (and moderation action) from raw tables.
 
     Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data,
     ignoring timestamps isolated far beyond the rest, see `features.timespan`) are dropped,
-    since their window is not complete yet; those ignored timestamps are in the result's
-    `attrs[OUTLIERS_ATTR]` (a `TimeOutliers`, or None). `engine="dask"` partitions events by
+    since their window is not complete yet; `on_outliers` gets those ignored rows (a
+    `TimeOutliers`, or None). `engine="dask"` partitions events by
     item_id and runs on `scheduler` (an address, or None for a LocalCluster with a worker
     per available core).
     """
@@ -53,10 +54,12 @@ def build_snapshots(
     if "items" not in tables:
         raise ValueError(f"snapshots need the 'items' table; got tables {sorted(tables)}")
     as_of_max_ns, outliers = end_of_data(tables, as_of_max)
+    if on_outliers is not None:
+        on_outliers(outliers)
     if engine == "dask":
         from features.snapshot_dask import build_snapshots_dask
 
-        frame = build_snapshots_dask(
+        return build_snapshots_dask(
             tables,
             horizons,
             include_moderation=include_moderation,
@@ -64,8 +67,6 @@ def build_snapshots(
             scheduler=scheduler,
             progress=progress,
         )
-        frame.attrs[OUTLIERS_ATTR] = outliers
-        return frame
     with Progress("snapshots", len(STAGES), unit="stage", enabled=progress) as bar:
 
         def on_stage(name: str) -> None:
@@ -84,8 +85,7 @@ def build_snapshots(
             on_stage=on_stage,
         )
         bar.update(1)
-    frame.attrs[OUTLIERS_ATTR] = outliers
-    return frame
+        return frame
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class SnapshotBuild:
     rows: int
     items: int
     seconds: float
+    outliers: TimeOutliers | None = None  # rows ignored as the end of data
 
 
 def build_snapshot_file(
@@ -122,6 +123,7 @@ def build_snapshot_file(
     if out.exists() and out.is_dir():
         raise ValueError(f"snapshot output {str(out)!r} is a folder; expected a .parquet file")
     start = time.perf_counter()
+    found: list[TimeOutliers | None] = []
     if engine == "dask" and Path(data).is_dir():
         # events are read, validated and shuffled by the workers, never whole on the client
         from features.snapshot_dask import snapshots_from_folder
@@ -133,6 +135,7 @@ def build_snapshot_file(
             as_of_max=as_of_max,
             scheduler=scheduler,
             progress=progress,
+            on_outliers=found.append,
         )
     else:
         tables = load_dataset(data, progress=progress)
@@ -144,6 +147,7 @@ def build_snapshot_file(
             engine=engine,
             scheduler=scheduler,
             progress=progress,
+            on_outliers=found.append,
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -152,7 +156,10 @@ def build_snapshot_file(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return SnapshotBuild(out, len(frame), len(tables["items"]), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return SnapshotBuild(
+        out, len(frame), len(tables["items"]), seconds, found[0] if found else None
+    )
 
 
 def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:

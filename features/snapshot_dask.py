@@ -15,7 +15,7 @@ validate them and keep them on the cluster, spilling to disk under memory pressu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,15 @@ def snapshots_from_folder(
     scheduler: str | None = None,
     progress: bool = False,
     npartitions: int | None = None,
+    on_outliers: Callable[[Any], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Snapshots of a dataset folder on Dask, the events never all on the client.
 
     The small tables are read and validated on the client; the events are read by the
     workers one piece at a time (features.io.table_parts), validated there (same problems as
     the pandas loader), kept on the cluster (spilling to disk under memory pressure), and
-    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables).
+    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables);
+    `on_outliers` gets the rows ignored as the end of data (`features.snapshot.OnOutliers`).
     """
     import dask
     import dask.dataframe as dd
@@ -244,7 +246,7 @@ def snapshots_from_folder(
 
     from common.cluster import dask_client, n_workers
     from features.io import dataset_files, read_table, table_parts
-    from features.snapshot import OUTLIERS_ATTR, check_horizons, end_of_data
+    from features.snapshot import check_horizons, end_of_data
     from features.validate import check_dataset, coerce_table
 
     horizons = check_horizons(horizons_h)
@@ -281,7 +283,8 @@ def snapshots_from_folder(
         frame = _snapshots_on(
             client, events, small, n, horizons, include_moderation, as_of_max_ns, progress
         )
-    frame.attrs[OUTLIERS_ATTR] = outliers
+    if on_outliers is not None:
+        on_outliers(outliers)
     return frame, small
 
 

@@ -106,21 +106,22 @@ def _load_raw(
     scheduler: str | None = None,
 ) -> TrainingData:
     from features.io import dataset_files, ignored_files, load_dataset, part_files
-    from features.snapshot import OUTLIERS_ATTR, build_snapshots
-    from features.timespan import drop_late
+    from features.snapshot import build_snapshots
+    from features.timespan import TimeOutliers, drop_late
 
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
+    found: list[TimeOutliers | None] = []  # the rows ignored as the end of data
     if engine == "dask":
         from features.snapshot_dask import snapshots_from_folder
 
         # labels come from the small tables (labels, appeals, moderation), not the events
         snaps, tables = snapshots_from_folder(
-            path, horizons_h, scheduler=scheduler, progress=progress
+            path, horizons_h, scheduler=scheduler, progress=progress, on_outliers=found.append
         )
     else:
         tables = load_dataset(path)
-        snaps = build_snapshots(tables, horizons_h, progress=progress)
-    outliers = snaps.attrs.get(OUTLIERS_ATTR)
+        snaps = build_snapshots(tables, horizons_h, progress=progress, on_outliers=found.append)
+    outliers = found[0] if found else None
     # late rows count for nothing: not for the end of data, not as a label (an appeal)
     label_tables = {n: tables[n] for n in ("labels", "appeals") if n in tables}
     frame = attach_labels(snaps, drop_late(label_tables, outliers), issues)

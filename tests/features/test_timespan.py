@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.io import load_dataset
-from features.snapshot import OUTLIERS_ATTR, build_snapshots, resolve_as_of_max
+from features.snapshot import build_snapshots, resolve_as_of_max
 from features.timespan import isolated_end
 from features.validate import dataset_warnings, label_conflicts
 from surfacer.cli import run
@@ -48,18 +48,19 @@ def test_one_far_future_row_does_not_move_the_end_of_data(sim: Path, table: str)
     end = resolve_as_of_max(clean)
     hostile = _with_late_row(clean, table)
     assert resolve_as_of_max(hostile) == end
-    got = build_snapshots(hostile)
+    found: list = []
+    got = build_snapshots(hostile, on_outliers=found.append)
     want = build_snapshots(hostile, as_of_max=pd.Timestamp(end, unit="ns", tz="UTC"))
     pd.testing.assert_frame_equal(got, want)
-    outliers = got.attrs[OUTLIERS_ATTR]
+    (outliers,) = found
     assert outliers.end_ns == end
     assert outliers.rows == {table: 1}
     assert {(r.table, r.rows) for r in outliers.late} == {(table, (len(hostile[table]) - 1,))}
-    assert build_snapshots(clean).attrs[OUTLIERS_ATTR] is None
+    build_snapshots(clean, on_outliers=found.append)
     # an explicit as_of_max is used as it is
-    beyond = build_snapshots(hostile, as_of_max=FAR)
+    beyond = build_snapshots(hostile, as_of_max=FAR, on_outliers=found.append)
     assert len(beyond) > len(got)
-    assert beyond.attrs[OUTLIERS_ATTR] is None
+    assert found[1:] == [None, None]
 
 
 def _spread(n: int, days: float, seed: int = 0) -> np.ndarray:
