@@ -277,7 +277,7 @@ def snapshots_from_folder(
             event_rows = len(events)  # the persisted partitions' lengths (a CSV's too)
         n = npartitions or bucket_count(event_rows, n_workers(client))
         if as_of_max is None and events is not None and "ts" in meta.columns:
-            as_of_max_ns, outliers = _end_of_data_on(events, small)
+            as_of_max_ns, outliers = _end_of_data_on(events, event_rows, small)
         else:
             as_of_max_ns, outliers = end_of_data(small, as_of_max)
         frame = _snapshots_on(
@@ -288,9 +288,10 @@ def snapshots_from_folder(
     return frame, small
 
 
-def _end_of_data_on(events: Any, small: Mapping[str, pd.DataFrame]) -> tuple[int, Any]:
-    """`features.snapshot.end_of_data` of the small tables and the events on the cluster:
-    only the events' count, extremes and late rows come back to the client."""
+def _end_of_data_on(events: Any, count: int, small: Mapping[str, pd.DataFrame]) -> tuple[int, Any]:
+    """`features.snapshot.end_of_data` of the small tables and the `count` events on the
+    cluster (validated: `ts` is never null): only the events' extremes and late rows come
+    back to the client."""
     import dask
 
     from features.pit import to_ns
@@ -306,7 +307,6 @@ def _end_of_data_on(events: Any, small: Mapping[str, pd.DataFrame]) -> tuple[int
     )
 
     ts = events["ts"]
-    count = int(ts.count().compute())
     k = needed(count + count_times(small))
     low, high = dask.compute(ts.nsmallest(k), ts.nlargest(k))
     low, high = to_ns(low.dropna()), to_ns(high.dropna())
