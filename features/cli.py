@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pandas and the loaders are imported when a command runs
     import pandas as pd
 
     from features.flat import FlatDataset
+    from features.validate import Problem
 
 data_app = typer.Typer(
     help="Check and summarize datasets: a folder of raw tables or a flat-dataset TOML spec.",
@@ -121,18 +122,34 @@ def validate_cmd(
         ds.check_usable()
         _echo_flat(ds, details=False)
         return
+    warnings: list[Problem] | None = None
     if engine == "dask":
         from features.dataset_dask import validate_folder_dask
 
         summary = validate_folder_dask(path, scheduler=scheduler, progress=progress)
         tables = summary["table"].tolist()
     else:
+        from features.validate import dataset_warnings
+
         tables = load_dataset(path, progress=progress)
         summary = table_summary(tables)
+        warnings = dataset_warnings(tables)
     summary["extra_columns"] = summary["extra_columns"].map(lambda c: ", ".join(c) or "-")
     typer.echo(f"dataset {str(path)!r}: valid ({len(tables)} tables)")
     _show_frame(summary)
     _echo_ignored(path)
+    _echo_warnings(warnings)
+
+
+def _echo_warnings(warnings: list[Problem] | None) -> None:
+    """Warnings: what follows the contract but is probably wrong (the exit code stays 0)."""
+    if warnings is None:
+        typer.echo(
+            "note: warnings (late outliers, rows before their item, conflicting labels) "
+            "are checked by --engine pandas"
+        )
+    for problem in warnings or ():
+        typer.echo(f"warning: {problem}")
 
 
 def _echo_ignored(path: Path) -> None:
@@ -202,6 +219,7 @@ def build_cmd(
         f"wrote {result.rows:,} snapshot rows ({result.items:,} items) to {result.path} "
         f"in {result.seconds:.1f} s"
     )
+    _echo_warnings(result.outliers.problems() if result.outliers is not None else [])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,14 @@ import numpy as np
 import pandas as pd
 
 from common.progress import Progress
-from features.pit import to_ns
 from features.schema import DEFAULT_HORIZONS_H
 from features.snapshot_frame import STAGES, snapshot_frame
+from features.timespan import TimeOutliers, latest_time, time_outliers
 
 ENGINES = ("pandas", "dask")
 MAX_HORIZON_H = 24 * 366 * 10
-# Timestamp columns that bound the data window when as_of_max is not given.
-WINDOW_TIME_COLUMNS = {
-    "items": ("created_at",),
-    "events": ("ts",),
-    "moderation": ("ts",),
-    "appeals": ("filed_at", "resolved_at"),
-}
+# Called once with the late rows ignored as the end of data (None: none, or as_of_max given).
+OnOutliers = Callable[[TimeOutliers | None], None]
 
 
 def build_snapshots(
@@ -42,11 +37,14 @@ def build_snapshots(
     engine: str = "pandas",
     scheduler: str | None = None,
     progress: bool = False,
+    on_outliers: OnOutliers | None = None,
 ) -> pd.DataFrame:
     """Snapshot rows for every item (and moderation action) from raw tables.
 
-    Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data) are
-    dropped, since their window is not complete yet. `engine="dask"` partitions events by
+    Rows whose as_of is after `as_of_max` (default: the latest timestamp in the data,
+    ignoring timestamps isolated far beyond the rest, see `features.timespan`) are dropped,
+    since their window is not complete yet; `on_outliers` gets those ignored rows (a
+    `TimeOutliers`, or None). `engine="dask"` partitions events by
     item_id and runs on `scheduler` (an address, or None for a LocalCluster with a worker
     per available core).
     """
@@ -55,7 +53,9 @@ def build_snapshots(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if "items" not in tables:
         raise ValueError(f"snapshots need the 'items' table; got tables {sorted(tables)}")
-    as_of_max_ns = resolve_as_of_max(tables, as_of_max)
+    as_of_max_ns, outliers = end_of_data(tables, as_of_max)
+    if on_outliers is not None:
+        on_outliers(outliers)
     if engine == "dask":
         from features.snapshot_dask import build_snapshots_dask
 
@@ -96,6 +96,7 @@ class SnapshotBuild:
     rows: int
     items: int
     seconds: float
+    outliers: TimeOutliers | None = None  # rows ignored as the end of data
 
 
 def build_snapshot_file(
@@ -122,6 +123,7 @@ def build_snapshot_file(
     if out.exists() and out.is_dir():
         raise ValueError(f"snapshot output {str(out)!r} is a folder; expected a .parquet file")
     start = time.perf_counter()
+    found: list[TimeOutliers | None] = []
     if engine == "dask" and Path(data).is_dir():
         # events are read, validated and shuffled by the workers, never whole on the client
         from features.snapshot_dask import snapshots_from_folder
@@ -133,6 +135,7 @@ def build_snapshot_file(
             as_of_max=as_of_max,
             scheduler=scheduler,
             progress=progress,
+            on_outliers=found.append,
         )
     else:
         tables = load_dataset(data, progress=progress)
@@ -144,6 +147,7 @@ def build_snapshot_file(
             engine=engine,
             scheduler=scheduler,
             progress=progress,
+            on_outliers=found.append,
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -152,7 +156,10 @@ def build_snapshot_file(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return SnapshotBuild(out, len(frame), len(tables["items"]), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return SnapshotBuild(
+        out, len(frame), len(tables["items"]), seconds, found[0] if found else None
+    )
 
 
 def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:
@@ -176,20 +183,22 @@ def check_horizons(horizons_h: Sequence[float]) -> tuple[float, ...]:
 
 
 def resolve_as_of_max(tables: Mapping[str, pd.DataFrame], as_of_max: Any = None) -> int:
-    """The last complete instant, in ns: `as_of_max` if given, else the latest data timestamp."""
+    """The last complete instant, in ns: `as_of_max` if given, else the end of data (the
+    latest timestamp, ignoring timestamps isolated far beyond the rest: `features.timespan`)."""
+    return end_of_data(tables, as_of_max)[0]
+
+
+def end_of_data(
+    tables: Mapping[str, pd.DataFrame], as_of_max: Any = None
+) -> tuple[int, TimeOutliers | None]:
+    """`resolve_as_of_max`, and the isolated late timestamps it ignored (None: none, or
+    `as_of_max` was given and is used as it is)."""
     if as_of_max is not None:
         ts = pd.Timestamp(as_of_max)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        return int(ts.as_unit("ns").value)
-    latest = np.iinfo(np.int64).min
-    for name, columns in WINDOW_TIME_COLUMNS.items():
-        frame = tables.get(name)
-        if frame is None or len(frame) == 0:
-            continue
-        for col in columns:
-            if col in frame.columns and frame[col].notna().any():
-                latest = max(latest, int(to_ns(frame[col].dropna()).max()))
-    return latest
+        return int(ts.as_unit("ns").value), None
+    outliers = time_outliers(tables)
+    return (latest_time(tables) if outliers is None else outliers.end_ns), outliers
 
 
 def parse_horizons(text: str) -> tuple[float, ...]:

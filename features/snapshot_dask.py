@@ -15,7 +15,7 @@ validate them and keep them on the cluster, spilling to disk under memory pressu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,15 @@ def snapshots_from_folder(
     scheduler: str | None = None,
     progress: bool = False,
     npartitions: int | None = None,
+    on_outliers: Callable[[Any], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Snapshots of a dataset folder on Dask, the events never all on the client.
 
     The small tables are read and validated on the client; the events are read by the
     workers one piece at a time (features.io.table_parts), validated there (same problems as
     the pandas loader), kept on the cluster (spilling to disk under memory pressure), and
-    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables).
+    shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables);
+    `on_outliers` gets the rows ignored as the end of data (`features.snapshot.OnOutliers`).
     """
     import dask
     import dask.dataframe as dd
@@ -244,7 +246,7 @@ def snapshots_from_folder(
 
     from common.cluster import dask_client, n_workers
     from features.io import dataset_files, read_table, table_parts
-    from features.snapshot import WINDOW_TIME_COLUMNS, check_horizons, resolve_as_of_max
+    from features.snapshot import check_horizons, end_of_data
     from features.validate import check_dataset, coerce_table
 
     horizons = check_horizons(horizons_h)
@@ -259,7 +261,6 @@ def snapshots_from_folder(
     check_dataset(small, context=f"dataset {str(folder)!r}")
     with dask_client(scheduler, announce=progress) as client:
         events = None
-        latest_events: int | None = None
         event_rows = 0
         if "events" in files:
             pieces = table_parts(files["events"])
@@ -274,15 +275,49 @@ def snapshots_from_folder(
             events = dd.from_delayed(delayed, meta=meta, verify_meta=False)
             events = client.persist(events)
             event_rows = len(events)  # the persisted partitions' lengths (a CSV's too)
-            if as_of_max is None and WINDOW_TIME_COLUMNS["events"][0] in meta.columns:
-                ts_max = events["ts"].max().compute()
-                if pd.notna(ts_max):
-                    latest_events = int(pd.Timestamp(ts_max).as_unit("ns").value)
         n = npartitions or bucket_count(event_rows, n_workers(client))
-        as_of_max_ns = resolve_as_of_max(small, as_of_max)
-        if latest_events is not None:
-            as_of_max_ns = max(as_of_max_ns, latest_events)
+        if as_of_max is None and events is not None and "ts" in meta.columns:
+            as_of_max_ns, outliers = _end_of_data_on(events, event_rows, small)
+        else:
+            as_of_max_ns, outliers = end_of_data(small, as_of_max)
         frame = _snapshots_on(
             client, events, small, n, horizons, include_moderation, as_of_max_ns, progress
         )
+    if on_outliers is not None:
+        on_outliers(outliers)
     return frame, small
+
+
+def _end_of_data_on(events: Any, count: int, small: Mapping[str, pd.DataFrame]) -> tuple[int, Any]:
+    """`features.snapshot.end_of_data` of the small tables and the `count` events on the
+    cluster (validated: `ts` is never null): only the events' extremes and late rows come
+    back to the client."""
+    import dask
+
+    from features.pit import to_ns
+    from features.timespan import (
+        MAX_EXAMPLE_ROWS,
+        LateRows,
+        count_times,
+        isolated_end,
+        latest_time,
+        needed,
+        outliers_at,
+        pooled_extremes,
+    )
+
+    ts = events["ts"]
+    k = needed(count + count_times(small))
+    low, high = dask.compute(ts.nsmallest(k), ts.nlargest(k))
+    low, high = to_ns(low.dropna()), to_ns(high.dropna())
+    found = isolated_end(*pooled_extremes(small, [(low, high, count)]))
+    if found is None:
+        return max([latest_time(small), *high.tolist()]), None
+    end = pd.Timestamp(found[0], unit="ns", tz="UTC")
+    late = events[events["ts"] > end]
+    n_late, rows, first = dask.compute(
+        late["ts"].count(), late[ROW].nsmallest(MAX_EXAMPLE_ROWS), late["ts"].min()
+    )
+    first_ns = int(pd.Timestamp(first).as_unit("ns").value) if n_late else 0
+    more = [LateRows("events", "ts", tuple(sorted(int(r) for r in rows)), int(n_late), first_ns)]
+    return found[0], outliers_at(small, *found, more=more if n_late else ())

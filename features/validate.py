@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import TABLE_ORDER, TABLES, Column, TableSpec
+from features.pit import codes_for, to_ns
 
 MAX_EXAMPLE_ROWS = 5
 
@@ -553,3 +554,79 @@ def check_dataset(tables: Mapping[str, pd.DataFrame], context: str = "dataset") 
     problems = validate_dataset(tables)
     if problems:
         raise ContractError(problems, context)
+
+
+# --------------------------------------------------------------------------- warnings
+
+# Rows dated before their item was created, per table: (table, its time column).
+_DATED_AFTER_CREATION = (("events", "ts"), ("moderation", "ts"), ("appeals", "filed_at"))
+
+
+def dataset_warnings(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """What follows the contract but is probably wrong, for a dataset that passed
+    `validate_dataset`: never an error (real data has such rows), always said.
+
+    - timestamps isolated far beyond the rest of the data (`features.timespan`): ignored as
+      the end of data;
+    - rows dated before their item's `created_at` (clock skew, or a wrong id or time):
+      counted in the item's snapshots as they are (the counting rule is not changed);
+    - conflicting labels: the same item, issue and `labeled_at` labeled 0 and 1
+      (training reads 1, `label_conflicts`).
+    """
+    from features.timespan import time_outliers
+
+    outliers = time_outliers(tables)
+    problems = outliers.problems() if outliers is not None else []
+    problems += _dated_before_creation(tables)
+    conflicts = label_conflicts(tables.get("labels"))
+    if conflicts.any():
+        labels = tables["labels"].reset_index(drop=True)
+        msg = (
+            "the same item, issue and labeled_at labeled both 0 and 1 (training reads 1), "
+            f"e.g. {_example(labels['item_id'], conflicts)}"
+        )
+        problems.append(_problem("labels", "label", msg, conflicts))
+    return problems
+
+
+def _dated_before_creation(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    items = tables.get("items")
+    if items is None or not len(items):
+        return []
+    ids = pd.Index(items["item_id"].astype("object"))
+    created = to_ns(items["created_at"])
+    nat = np.iinfo(np.int64).min
+    problems = []
+    for name, column in _DATED_AFTER_CREATION:
+        df = tables.get(name)
+        if df is None or not len(df):
+            continue
+        item = codes_for(df["item_id"], ids)
+        at = to_ns(df[column])
+        born = np.where(item >= 0, created[np.maximum(item, 0)], nat)
+        early = (item >= 0) & (at != nat) & (born != nat) & (at < born)
+        if early.any():
+            lead = pd.Timedelta(int((born - at)[early].max()), unit="ns")
+            first = int(np.flatnonzero(early)[0])
+            msg = (
+                f"dated before the item's created_at (by up to {lead}), e.g. row {first}: "
+                f"{pd.Timestamp(at[first], tz='UTC').isoformat()} for an item created "
+                f"{pd.Timestamp(born[first], tz='UTC').isoformat()}; counted in the item's "
+                "snapshots as they are (a small lead is clock skew)"
+            )
+            problems.append(_problem(name, column, msg, early))
+    return problems
+
+
+def label_conflicts(labels: pd.DataFrame | None) -> np.ndarray:
+    """Rows of `labels` whose item, issue and labeled_at carry both 0 and 1.
+
+    Training resolves such a tie to 1 (`training.labels.labels_after`): an analyst saw
+    the issue, so the item is not a clean negative. Reported, never silently.
+    """
+    if labels is None or not len(labels):
+        return np.zeros(0 if labels is None else len(labels), dtype=bool)
+    key = [labels["item_id"].astype("object"), labels["issue"].astype("object")]
+    key.append(pd.Series(to_ns(labels["labeled_at"]), index=labels.index))
+    spread = labels["label"].astype("float64").groupby(key, dropna=True).transform("nunique")
+    return (spread > 1).to_numpy(dtype=bool)

@@ -22,9 +22,11 @@ from serving.limits import Anchor, ItemId
 
 # --- the snapshot object ---------------------------------------------------------------------
 
-# Numbers must be finite: lax validation would otherwise read the strings "inf", "Infinity"
-# and "NaN" as floats.
-_Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Numbers must be finite JSON numbers. Strict, so that a boolean or a string is refused by
+# name: lax validation read `true` as 1, "5" as 5 and "inf", "Infinity", "NaN" as floats (a
+# caller's type bug scored silently). Strict floats still take JSON integers.
+_NUMBER = {"strict": True, "allow_inf_nan": False}
+_Finite = Annotated[float, Field(**_NUMBER)]
 # No NUL in any string: documented here, checked on the raw body by the score route (a scan
 # of the bytes, not a validator per field).
 NO_NUL_PATTERN = "^[^\x00]*$"
@@ -36,10 +38,9 @@ _KIND_TYPES: dict[str, Any] = {
     "time": AwareDatetime | None,
     "bool": bool | None,
     "string": _Text | None,
-    "count": Annotated[float, Field(ge=0, allow_inf_nan=False, description="A count (>= 0).")]
-    | None,
-    "non_negative": Annotated[float, Field(ge=0, allow_inf_nan=False)] | None,
-    "fraction": Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+    "count": Annotated[float, Field(ge=0, description="A count (>= 0).", **_NUMBER)] | None,
+    "non_negative": Annotated[float, Field(ge=0, **_NUMBER)] | None,
+    "fraction": Annotated[float, Field(ge=0, le=1, **_NUMBER)] | None,
     "number": _Finite | None,  # other numbers (0/1 flags): null when unknown
 }
 

@@ -107,25 +107,33 @@ def _load_raw(
 ) -> TrainingData:
     from features.io import dataset_files, ignored_files, load_dataset, part_files
     from features.snapshot import build_snapshots
+    from features.timespan import TimeOutliers, drop_late
 
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
+    found: list[TimeOutliers | None] = []  # the rows ignored as the end of data
     if engine == "dask":
         from features.snapshot_dask import snapshots_from_folder
 
         # labels come from the small tables (labels, appeals, moderation), not the events
         snaps, tables = snapshots_from_folder(
-            path, horizons_h, scheduler=scheduler, progress=progress
+            path, horizons_h, scheduler=scheduler, progress=progress, on_outliers=found.append
         )
     else:
         tables = load_dataset(path)
-        snaps = build_snapshots(tables, horizons_h, progress=progress)
-    frame = attach_labels(snaps, tables, issues)
+        snaps = build_snapshots(tables, horizons_h, progress=progress, on_outliers=found.append)
+    outliers = found[0] if found else None
+    # late rows count for nothing: not for the end of data, not as a label (an appeal)
+    label_tables = {n: tables[n] for n in ("labels", "appeals") if n in tables}
+    frame = attach_labels(snaps, drop_late(label_tables, outliers), issues)
     files = [f for table in dataset_files(path).values() for f in part_files(table)]
     post = (
         int((frame["anchor"].astype("object") == "post").sum()) if "anchor" in frame else len(frame)
     )
     expected_post = len(tables["items"]) * len(tuple(horizons_h)) if "items" in tables else post
     dropped = {}
+    if outliers is not None:
+        for table, n in outliers.rows.items():
+            dropped[f"{table} rows dated far beyond the rest, {outliers.describe()}"] = n
     if expected_post > post:
         dropped["item horizons whose window ends after the data (not complete yet)"] = (
             expected_post - post
@@ -136,6 +144,7 @@ def _load_raw(
         "repaired": 0,
         "rows": len(frame),
         "unknown_label_issues": unknown_label_issues(tables.get("labels"), issues),
+        "label_conflicts": conflicting_labels(tables.get("labels")),
         "ignored_files": ignored_files(path),
     }
     truth = None
@@ -242,6 +251,18 @@ def unknown_label_issues(
     return {str(k): int(v) for k, v in counts.items() if k not in known}
 
 
+def conflicting_labels(labels: pd.DataFrame | None) -> dict[str, int]:
+    """Label rows per issue whose item, issue and labeled_at also carry the other label
+    (read as 1: `features.validate.label_conflicts`)."""
+    from features.validate import label_conflicts
+
+    conflicts = label_conflicts(labels)
+    if labels is None or not conflicts.any():
+        return {}
+    counts = labels["issue"].astype("str")[conflicts].value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
 def intake_lines(intake: dict[str, Any]) -> list[str]:
     """What loading read, dropped (with reasons) and repaired, as report lines."""
     if not intake:
@@ -267,5 +288,12 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         lines.append(
             f"  ignored {sum(unknown.values()):,} labels of issue(s) no model trains: "
             + ", ".join(f"{name!r} ({n:,})" for name, n in unknown.items())
+        )
+    conflicts = intake.get("label_conflicts") or {}
+    if conflicts:
+        lines.append(
+            f"  {sum(conflicts.values()):,} labels conflict (same item, issue and labeled_at, "
+            "both 0 and 1; read as 1): "
+            + ", ".join(f"{name} ({n:,})" for name, n in conflicts.items())
         )
     return lines

@@ -2,7 +2,8 @@
 
 A label describes the item as judged later, so it may only come from after the instant the
 row is scored at: for post-anchored issues a `labels` row counts for (item, as_of) only if
-`labeled_at > as_of` (the latest such label wins: a re-review overrides a first look). For
+`labeled_at > as_of` (the latest such label wins: a re-review overrides a first look; a 0
+and a 1 at the same instant read as 1). For
 `wrongful_enforcement`, the appeal filed after the moderation action decides (overturned 1,
 upheld 0, pending or no appeal unlabeled); a `labels` row for that issue fills in otherwise.
 """
@@ -55,7 +56,9 @@ def labels_after(rows: pd.DataFrame, labels: pd.DataFrame, issue: str) -> np.nda
     joined = joined[joined["labeled_at"] > joined["as_of"]]
     if joined.empty:
         return out
-    # latest label per row; ties on labeled_at broken by the label value for determinism
+    # latest label per row; a 0 and a 1 at the same labeled_at read as 1 (an analyst saw the
+    # issue, so the item is no clean negative); `surfacer train` counts such conflicts
+    # (training.data.conflicting_labels) and `data validate` warns about them
     joined = joined.sort_values(["_row", "labeled_at", "label"], kind="stable")
     last = joined.groupby("_row", sort=False).tail(1)
     out[last["_row"].to_numpy()] = last["label"].to_numpy()

@@ -116,3 +116,32 @@ def test_dask_buckets_equal_pandas_with_many_creators(scheduler: str, seed: int)
     )
     assert want["creator_n_items"].max() > 3 and want["creator_prior_removals"].max() > 0
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_a_far_future_event_is_no_end_of_data_on_dask(
+    scheduler: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The events stay on the cluster: their count, extremes and late rows decide the end
+    of data exactly as the pandas engine does (one event dated 2099 moved it there)."""
+    from features.snapshot_dask import snapshots_from_folder
+    from simulator.config import SimConfig
+    from simulator.core import simulate
+
+    tables = dict(simulate(SimConfig(n_items=200, days=3, seed=2)).tables)
+    far = tables["events"].iloc[[10]].assign(ts=pd.Timestamp("2099-01-01", tz="UTC"))
+    tables["events"] = pd.concat([tables["events"], far], ignore_index=True)
+    data = write_dataset(tables, tmp_path / "data")
+    found: list = []
+    want = build_snapshots(load_dataset(data), on_outliers=found.append)
+    got, _ = snapshots_from_folder(
+        data, (1.0, 6.0, 24.0), scheduler=scheduler, on_outliers=found.append
+    )
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert found[0] == found[1]
+    assert found[0].rows == {"events": 1}
+    assert found[0].late[0].rows == (len(tables["events"]) - 1,)
+    # written as a file (the CLI), the snapshots are the same
+    out = tmp_path / "snap.parquet"
+    assert run(["features", "build", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), want, check_dtype=False)
+    assert "warning: events.ts: dated far beyond the rest of the data" in capsys.readouterr().out

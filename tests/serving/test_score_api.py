@@ -249,6 +249,17 @@ async def test_a_stalled_body_is_a_408_and_frees_its_slot(
         ({"item_id": "a", "mod_removed": "NaN"}, ["body", "mod_removed"]),
         ({"item_id": "a", "anchor": "x" * 41}, ["body", "anchor"]),
         ({"item_id": "a", "n_view": "many"}, ["body", "n_view"]),
+        # a boolean or a numeric string is a caller's type bug, not a number: it was read
+        # as 1 (or 5) and scored without a word
+        ({"item_id": "a", "n_view": True}, ["body", "n_view"]),
+        ({"item_id": "a", "n_report": "5"}, ["body", "n_report"]),
+        ({"item_id": "a", "mod_removed": True}, ["body", "mod_removed"]),
+        ({"item_id": "a", "duration_s": "31.5"}, ["body", "duration_s"]),
+        ({"item_id": "a", "mean_watch_frac": False}, ["body", "mean_watch_frac"]),
+        (
+            {"items": [{"item_id": "a"}, {"item_id": "b", "age_h": "1"}]},
+            ["body", "items", 1, "age_h"],
+        ),
         ({"item_id": "a", "as_of": "yesterday-ish"}, ["body", "as_of"]),
         # a time without zone is refused, not read as UTC (it keys the review queue)
         ({"item_id": "a", "as_of": "2026-11-20T13:00:00"}, ["body", "as_of"]),

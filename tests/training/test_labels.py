@@ -91,3 +91,41 @@ def test_attach_labels_respects_anchors() -> None:
     np.testing.assert_array_equal(out["label_low_quality"], [0, 0, 1, np.nan, np.nan])
     np.testing.assert_array_equal(out["label_harmful_interactions"], [np.nan] * 3 + [1.0, np.nan])
     np.testing.assert_array_equal(out["label_wrongful_enforcement"], [np.nan] * 4 + [1.0])
+
+
+def test_conflicting_labels_read_as_1_and_are_counted_in_the_intake(tmp_path) -> None:
+    """A tie (same item, issue and labeled_at; 0 and 1) resolved to 1 without a word; the
+    rule stays, and the train report now counts the conflicts. One appeal and one event
+    dated 2099 are dropped (the appeal labels nothing) and counted, and the end of data
+    stays where the rest of the data ends."""
+    from features.io import write_dataset
+    from simulator.config import SimConfig
+    from simulator.core import simulate
+    from training.data import intake_lines, load_training_data
+
+    tables = dict(simulate(SimConfig(n_items=300, days=4, seed=1)).tables)
+    clean = load_training_data(write_dataset(tables, tmp_path / "clean"))
+    labels = tables["labels"]
+    first = labels.iloc[[0]]
+    tables["labels"] = pd.concat([labels, first.assign(label=1 - first["label"])])
+    far = pd.Timestamp("2099-01-01", tz="UTC")
+    tables["events"] = pd.concat([tables["events"], tables["events"].iloc[[0]].assign(ts=far)])
+    appeal = tables["appeals"].iloc[[0]].assign(filed_at=far, resolved_at=far)
+    tables["appeals"] = pd.concat([tables["appeals"].iloc[1:], appeal])
+    td = load_training_data(write_dataset(tables, tmp_path / "hostile"))
+
+    issue = str(first["issue"].iloc[0])
+    assert td.intake["label_conflicts"] == {issue: 2}
+    assert td.intake["dropped"] == {
+        **{k: 1 for k in td.intake["dropped"] if k.startswith(("events rows", "appeals rows"))},
+        **clean.intake["dropped"],
+    }
+    assert len(td.intake["dropped"]) == len(clean.intake["dropped"]) + 2
+    assert len(td.frame) == len(clean.frame)
+    text = "\n".join(intake_lines(td.intake))
+    assert "2 labels conflict" in text and "read as 1" in text
+    assert "dropped 1: events rows dated far beyond the rest" in text
+    # the far appeal labels nothing: the rows are as without it
+    tables["appeals"] = tables["appeals"].iloc[:-1]
+    without = load_training_data(write_dataset(tables, tmp_path / "without"))
+    pd.testing.assert_frame_equal(td.frame, without.frame)
