@@ -212,6 +212,14 @@ class Settings(BaseSettings):
     )
 
     # quality gate (training.gate): per issue, on the holdout
+    train_max_rows: int = Field(
+        default=400_000,
+        ge=0,
+        description="Training rows (snapshot rows, or a flat dataset's rows) past which "
+        "`surfacer train` fits on a seeded sample of whole items, the positive share kept "
+        "(0: no limit). Training's memory grows with its rows (about 10 KB a row on the "
+        "default world); scoring and discovery still read every row.",
+    )
     gate_bootstrap: int = Field(
         default=400, ge=50, description="Bootstrap resamples (of items) for the gate's intervals."
     )

@@ -75,6 +75,16 @@ def train_cmd(
             "dataset's name, else 'surfacer').",
         ),
     ] = None,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rows",
+            min=0,
+            help="Past this many training rows, fit on a seeded sample of whole items with "
+            "the positive share kept; bounds training's memory (default: "
+            "SURFACER_TRAIN_MAX_ROWS, 400000; 0: no limit).",
+        ),
+    ] = None,
 ) -> None:
     """Train one ScoringBundle (all issue types), evaluate it and log it to MLflow."""
     check_data_path(data)
@@ -93,6 +103,7 @@ def train_cmd(
         engine=engine,
         scheduler=scheduler,
         model_name=model_name,
+        max_rows=max_rows,
     )
     typer.echo(text)
 

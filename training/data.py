@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from features.transform import FeatureTransform
 from models.issues import DEFAULT_ISSUES, IssueType, flat_issues
 from training.evaluate import label_column
 from training.labels import attach_labels
+from training.split import item_sample
 
 RAW_SEGMENTS: tuple[str, ...] = ("region", "format", "category", "horizon_h")
 TRUTH_FILE = "truth.parquet"
@@ -218,6 +219,38 @@ def _load_flat(spec_path: Path) -> TrainingData:
     )
 
 
+def sample_rows(td: TrainingData, max_rows: int, random_state: int) -> TrainingData:
+    """`td` on a seeded sample of about `max_rows` rows of whole items when it has more
+    (`training.split.item_sample`: the same share of the items with a positive label, in
+    any issue, as of the others, so every issue keeps its positive rate); `td` itself when
+    it has no more rows or `max_rows` is 0 (no limit).
+
+    What it bounds is training's memory, which grows with its rows (the design matrix and
+    each issue's copies of it: about 10 KB a row on the default world), not the data's:
+    batch scoring and discovery still read every row. The intake says so (`sampled`).
+    """
+    n = len(td.frame)
+    if max_rows <= 0 or n <= max_rows:
+        return td
+    labels = [label_column(i.name) for i in td.issues if label_column(i.name) in td.frame]
+    positive = (td.frame[labels].to_numpy(dtype=float) == 1).any(axis=1).astype(np.int8)
+    items = td.frame["item_id"].astype("object").to_numpy()
+    keep = item_sample(positive, items, max_rows, random_state)
+    if keep is None:
+        return td
+    frame = td.frame.iloc[keep].reset_index(drop=True)
+    intake = dict(td.intake)
+    intake["sampled"] = {
+        "rows": len(frame),
+        "of_rows": n,
+        "items": int(pd.unique(items[keep]).size),
+        "of_items": int(pd.unique(items).size),
+        "max_rows": int(max_rows),
+    }
+    intake["rows"] = len(frame)
+    return replace(td, frame=frame, intake=intake)
+
+
 def first_label_strata(frame: pd.DataFrame, issues: Sequence[IssueType]) -> np.ndarray:
     """Strata for a stratified split: the first issue's label (missing labels form a stratum)."""
     col = frame[label_column(issues[0].name)].to_numpy(dtype=float)
@@ -280,6 +313,13 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
     ]
     lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    sampled = intake.get("sampled")
+    if sampled:
+        lines.append(
+            f"  trained on a sample: {sampled['rows']:,} of {sampled['of_rows']:,} rows "
+            f"({sampled['items']:,} of {sampled['of_items']:,} whole items, the positive share "
+            f"kept), as the data has more than --max-rows {sampled['max_rows']:,}"
+        )
     ignored = intake.get("ignored_files") or []
     if ignored:
         lines.append(f"  not read (no contract table): {', '.join(ignored)}")

@@ -164,6 +164,7 @@ def train_command(
     engine: str = "pandas",
     scheduler: str | None = None,
     model_name: str | None = None,
+    max_rows: int | None = None,
 ) -> str:
     """Run one training job and return the text `surfacer train` prints.
 
@@ -182,6 +183,7 @@ def train_command(
         engine=engine,
         scheduler=scheduler,
         model_name=model_name,
+        max_rows=max_rows,
     )
     if bundle_out is not None:
         save_bundle(result.bundle, bundle_out)

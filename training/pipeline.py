@@ -38,7 +38,7 @@ from models.bundle import (
     logit,
 )
 from models.issues import IssueType
-from training.data import TrainingData, first_label_strata, load_training_data
+from training.data import TrainingData, first_label_strata, load_training_data, sample_rows
 from training.evaluate import (
     EvaluationReport,
     Holdout,
@@ -63,7 +63,13 @@ from training.gate import (
     disabled_verdict,
     judge_issue,
 )
-from training.split import DEFAULT_FRACTIONS, SplitResult, stratified_split, time_split
+from training.split import (
+    DEFAULT_FRACTIONS,
+    SplitResult,
+    item_sample,
+    stratified_split,
+    time_split,
+)
 from training.thresholds import ThresholdChoice, ThresholdPolicy, choose_threshold
 
 STACKED_PREFIX = "score_"
@@ -164,13 +170,16 @@ def train(
     engine: str = "pandas",
     scheduler: str | None = None,
     model_name: str | None = None,
+    max_rows: int | None = None,
 ) -> TrainResult:
     """Train, evaluate and (when `track`) log one ScoringBundle from a dataset folder or spec.
 
     `only_issues` trains a subset of the data's issue types (by name). `engine="dask"` builds
     the snapshots and fits the boosters on a Dask cluster (`scheduler`, see common.cluster;
     training.fit_dask says what differs). The registered model is `model_name` when given,
-    else the dataset's own name (see `registered_model_name`).
+    else the dataset's own name (see `registered_model_name`). Past `max_rows` rows (default
+    settings.train_max_rows; 0: no limit) it trains on a sample of whole items
+    (`training.data.sample_rows`), which bounds training's memory.
     Raises ValueError naming the issue and its label counts when an issue cannot be trained,
     and lets features.validate.ContractError (a ValueError) out on bad data.
     """
@@ -181,6 +190,9 @@ def train(
     if capacity < 1:
         raise ValueError(f"review capacity must be at least 1 item per day, got {capacity}")
     params = booster_params or BoosterParams()
+    row_limit = int(settings.train_max_rows if max_rows is None else max_rows)
+    if row_limit < 0:
+        raise ValueError(f"--max-rows must be 0 (no limit) or more, got {row_limit}")
     if track:
         # fail before the (long) fit if the tracking side cannot honour the options
         from training.tracking import log_training
@@ -200,6 +212,7 @@ def train(
             )
             if only_issues:
                 td = select_issues(td, only_issues)
+            td = sample_rows(td, row_limit, random_state)
         serving_name = settings.model_name
         settings = settings.model_copy(
             update={"model_name": registered_model_name(model_name, td.name, settings)}
@@ -230,6 +243,7 @@ def train(
                     "horizons_h": list(horizons_h) if td.kind == "raw" else None,
                     "issues": [i.name for i in td.issues],
                     "promote": promote,
+                    "max_rows": row_limit,
                     **{f"lgb_{k}": v for k, v in asdict(params).items()},
                     **({"engine": engine} if engine != "pandas" else {}),
                 }
@@ -369,33 +383,6 @@ def design_matrix(
     return x_all, text_all
 
 
-def text_fit_sample(
-    y: np.ndarray, groups: np.ndarray, max_rows: int, random_state: int
-) -> np.ndarray | None:
-    """Positions of a sample of about `max_rows` rows for a text model's fit, or None when
-    all `len(y)` rows are few enough.
-
-    Whole items are drawn (an item's rows share its texts, and the rows left out are scored
-    by the sample's model: they must belong to items it never saw), the same share of the
-    items with a positive row as of the others, so the sample keeps the positive rate.
-    Seeded: the same rows for the same data and seed.
-    """
-    n = len(y)
-    if n <= max_rows:
-        return None
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    positive = np.zeros(len(uniq), dtype=bool)
-    positive[inverse[np.asarray(y) == 1]] = True
-    share = max_rows / n
-    rng = np.random.default_rng(random_state)
-    keep = np.zeros(len(uniq), dtype=bool)
-    for stratum in (positive, ~positive):
-        members = np.flatnonzero(stratum)
-        take = min(len(members), max(1, round(share * len(members)))) if len(members) else 0
-        keep[rng.choice(members, take, replace=False)] = True
-    return np.flatnonzero(keep[inverse])
-
-
 def fit_text_bounded(
     text_all: sp.csr_matrix,
     rows: np.ndarray,
@@ -410,12 +397,12 @@ def fit_text_bounded(
     """`fit_text_model_cv` on `rows` (positions in text_all / dense_all), with its honest
     score of every one of them: out of fold for the rows it was fitted on.
 
-    Past `max_rows` (default TEXT_FIT_MAX_ROWS) rows it is fitted on `text_fit_sample`'s
+    Past `max_rows` (default TEXT_FIT_MAX_ROWS) rows it is fitted on `item_sample`'s
     items only; the other rows, of items the model never saw, get its score, computed in
     blocks. Below it, this is exactly fit_text_model_cv.
     """
     limit = TEXT_FIT_MAX_ROWS if max_rows is None else max_rows
-    sample = text_fit_sample(y, item_ids[rows], limit, random_state)
+    sample = item_sample(y, item_ids[rows], limit, random_state)
     fit = rows if sample is None else rows[sample]
     model, oof = fit_text_model_cv(
         text_all[fit],

@@ -113,3 +113,32 @@ def stratified_split(
     assignment = np.empty(n, dtype=object)
     assignment[train], assignment[valid], assignment[test] = "train", "valid", "test"
     return SplitResult(assignment, "stratified", {s: (None, None) for s in SPLITS})
+
+
+def item_sample(
+    y: np.ndarray, groups: np.ndarray, max_rows: int, random_state: int
+) -> np.ndarray | None:
+    """Positions of a sample of about `max_rows` of the `len(y)` rows, or None when all of
+    them are few enough.
+
+    Whole items (`groups`) are drawn: an item's rows share its texts and history, and rows
+    left out are scored by a model fitted on the sample, so they must belong to items it
+    never saw. The same share is drawn of the items with a positive row (`y == 1`) as of the
+    others, so the sample keeps the positive rate. Seeded: the same rows for the same data
+    and seed. Used for a text model's fit (`training.pipeline.fit_text_bounded`) and for
+    training on a sample of large data (`training.data.sample_rows`).
+    """
+    n = len(y)
+    if n <= max_rows:
+        return None
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    positive = np.zeros(len(uniq), dtype=bool)
+    positive[inverse[np.asarray(y) == 1]] = True
+    share = max_rows / n
+    rng = np.random.default_rng(random_state)
+    keep = np.zeros(len(uniq), dtype=bool)
+    for stratum in (positive, ~positive):
+        members = np.flatnonzero(stratum)
+        take = min(len(members), max(1, round(share * len(members)))) if len(members) else 0
+        keep[rng.choice(members, take, replace=False)] = True
+    return np.flatnonzero(keep[inverse])

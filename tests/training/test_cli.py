@@ -121,6 +121,17 @@ def test_issue_option_trains_a_subset(
     assert "unknown issue(s) ['nope']" in capsys.readouterr().err
 
 
+def test_max_rows_option_trains_on_a_sample_and_says_so(
+    small_flat_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", str(small_flat_spec), "--no-track", "--issue", "spam"]
+    assert run([*argv, "--max-rows", "300"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"trained on a sample: \d{3} of 800 rows \(\d{3} of 800 whole items", out)
+    assert run([*argv, "--max-rows", "-5"]) == 2
+    assert "--max-rows" in capsys.readouterr().err
+
+
 def test_train_output_in_a_log_is_stage_lines_and_a_table(
     small_flat_spec: Path, tmp_path: Path
 ) -> None:

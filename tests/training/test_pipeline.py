@@ -221,24 +221,25 @@ def _text_rows(n_items: int, seed: int) -> tuple:
     return x, y, items
 
 
-def test_text_fit_sample_draws_whole_items_and_keeps_the_positive_rate() -> None:
-    from training.pipeline import text_fit_sample
+def test_item_sample_draws_whole_items_and_keeps_the_positive_rate() -> None:
+    from training.split import item_sample
 
     _, y, items = _text_rows(3000, 0)
-    assert text_fit_sample(y, items, len(y), 0) is None  # few enough: all rows
-    sample = text_fit_sample(y, items, 3000, 0)
+    assert item_sample(y, items, len(y), 0) is None  # few enough: all rows
+    sample = item_sample(y, items, 3000, 0)
     assert sample is not None
     assert abs(len(sample) - 3000) <= 6
     kept = set(items[sample])
     assert np.isin(items, list(kept)).sum() == len(sample)  # every row of a drawn item
     assert abs(y[sample].mean() - y.mean()) < 0.01
-    np.testing.assert_array_equal(sample, text_fit_sample(y, items, 3000, 0))
-    assert not np.array_equal(sample, text_fit_sample(y, items, 3000, 1))
+    np.testing.assert_array_equal(sample, item_sample(y, items, 3000, 0))
+    assert not np.array_equal(sample, item_sample(y, items, 3000, 1))
 
 
 def test_fit_text_bounded_is_the_cv_fit_below_the_bound_and_honest_above() -> None:
     from training.fit import fit_text_model_cv
-    from training.pipeline import fit_text_bounded, text_fit_sample
+    from training.pipeline import fit_text_bounded
+    from training.split import item_sample
 
     x, y, items = _text_rows(1500, 1)
     rows = np.arange(len(y))
@@ -248,7 +249,7 @@ def test_fit_text_bounded_is_the_cv_fit_below_the_bound_and_honest_above() -> No
     np.testing.assert_array_equal(model.score(x), want_model.score(x))
 
     model, got = fit_text_bounded(x, rows, y, items, random_state=0, max_rows=1500)
-    sample = text_fit_sample(y, items, 1500, 0)
+    sample = item_sample(y, items, 1500, 0)
     assert sample is not None
     rest = np.setdiff1d(rows, sample)
     # rows of items outside the sample: the sample model's own score (it never saw them)
@@ -287,3 +288,46 @@ def test_labels_of_an_issue_nothing_trains_are_reported_not_silently_unused(
     assert "  not read (no contract table): event.parquet" in intake_lines(
         load_training_data(folder).intake
     )
+
+
+def test_sample_rows_keeps_whole_items_and_each_issues_positive_rate(small_sim: Path) -> None:
+    from training.data import intake_lines, load_training_data, sample_rows
+
+    td = load_training_data(small_sim)
+    n = len(td.frame)
+    assert sample_rows(td, n, 0) is td and sample_rows(td, 0, 0) is td  # few enough; no limit
+    part = sample_rows(td, n // 3, 0)
+    frame = part.frame
+    assert abs(len(frame) - n // 3) < 0.02 * n
+    # whole items: every kept item has all of its rows
+    per_item = td.frame["item_id"].value_counts()
+    kept = frame["item_id"].value_counts()
+    assert (kept == per_item[kept.index]).all()
+    for issue in td.issues:
+        col = label_column(issue.name)
+        rate = (td.frame[col] == 1).sum() / td.frame[col].notna().sum()
+        got = (frame[col] == 1).sum() / frame[col].notna().sum()
+        assert got == pytest.approx(rate, rel=0.25), issue.name
+    # the items with a positive label are drawn at the same share as the others
+    pos = td.frame.groupby("item_id")[[label_column(i.name) for i in td.issues]].max().eq(1)
+    pos_items = set(pos.index[pos.any(axis=1)])
+    share_pos = len(pos_items & set(kept.index)) / len(pos_items)
+    share_neg = (len(kept) - len(pos_items & set(kept.index))) / (len(per_item) - len(pos_items))
+    assert share_pos == pytest.approx(share_neg, rel=0.05)
+    # seeded
+    assert frame.equals(sample_rows(td, n // 3, 0).frame)
+    assert not frame["item_id"].equals(sample_rows(td, n // 3, 1).frame["item_id"])
+    assert part.intake["sampled"]["of_rows"] == n and part.intake["rows"] == len(frame)
+    line = [s for s in intake_lines(part.intake) if "trained on a sample" in s]
+    assert line and f"of {n:,} rows" in line[0]
+
+
+def test_train_past_max_rows_fits_and_evaluates_on_the_sample(small_flat_spec: Path) -> None:
+    full = train(small_flat_spec, track=False, random_state=0, capacity_per_day=50, max_rows=0)
+    part = train(small_flat_spec, track=False, random_state=0, capacity_per_day=50, max_rows=400)
+    assert full.report.overall["spam"]["n"] == pytest.approx(160, abs=2)  # 20% of 800 items
+    assert part.report.overall["spam"]["n"] == pytest.approx(80, abs=3)  # 20% of ~400
+    assert "sampled" not in full.report.extra["intake"]
+    assert part.report.extra["intake"]["sampled"]["rows"] == pytest.approx(400, abs=2)
+    with pytest.raises(ValueError, match="--max-rows"):
+        train(small_flat_spec, track=False, max_rows=-1)
