@@ -15,6 +15,11 @@ every remove / restrict applied to the store, once, on the snapshot `build_snaps
 for that moderation row, so `wrongful_enforcement` is scored and queued online too (once per
 (item, issue, action)). The archived scores of both kinds are `models.batch.scored_frame`'s,
 the function `surfacer score` writes with.
+
+Re-scoring is at least once: what a pass takes stays leased to it in the store until its
+flags are in the spool, and a lease that ends unreleased (its worker died) gives the item
+to any worker; each scored item's next horizon is kept in the store too (docs/architecture.md,
+"Re-scoring is at least once").
 """
 
 from __future__ import annotations
