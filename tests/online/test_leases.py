@@ -235,3 +235,25 @@ def test_a_spool_failure_mid_pass_loses_none_of_the_pass(sim_tables, store_facto
     assert rescore_due(worker, model, spool) == 0.0
     _queued_once(spool, ids)
     assert worker.due() == [] and worker.backlog() == 0
+
+
+def test_takes_and_releases_in_chunks_lease_every_item(
+    sim_tables, store_factory, monkeypatch
+) -> None:
+    """Redis moves LEASE_CHUNK items per script (here 2): a take of several chunks leases
+    each item it returns, and a finish of several chunks releases each."""
+    from features.online import redis_store
+    from features.online.store import Lease
+
+    monkeypatch.setattr(redis_store, "LEASE_CHUNK", 2)
+    store = store_factory(CONFIG)
+    ids = _posted(store, sim_tables)
+    first = Lease.starting(T0, 60.0)
+    taken = store.take_touched(4, first)
+    assert len(taken) == 4 and store.take_touched(10, first) == sorted(set(ids) - set(taken))
+    after = Lease.starting(T0 + AFTER_LEASE_S, 60.0)
+    assert store.touched_count(after.now_ms) == len(ids)
+    again = store.take_touched(10, after)
+    assert sorted(again) == ids
+    store.finish_touched([(item, after.until_ms, None) for item in again])
+    assert store.touched_count(after.until_ms + 1) == 0
