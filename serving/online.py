@@ -15,19 +15,23 @@ every remove / restrict applied to the store, once, on the snapshot `build_snaps
 for that moderation row, so `wrongful_enforcement` is scored and queued online too (once per
 (item, issue, action)). The archived scores of both kinds are `models.batch.scored_frame`'s,
 the function `surfacer score` writes with.
+
+Re-scoring is at least once: what a pass takes stays leased to it in the store until its
+flags are in the spool, and a lease that ends unreleased (its worker died) gives the item
+to any worker; each scored item's next horizon is kept in the store too (docs/architecture.md,
+"Re-scoring is at least once").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,8 +41,17 @@ from serving.flag_writer import flagged_item, to_json
 from serving.scoring import TOP_K
 from serving.spool import SpoolError
 
+if TYPE_CHECKING:
+    from features.online.store import Lease
+
 log = logging.getLogger("serving.online")
 NS_PER_H = 3_600 * 1_000_000_000
+# An item taken for re-scoring stays leased to its taker in the store for
+# max(LEASE_MIN_S, LEASE_PASSES * online_rescore_s): well past its debounce plus a pass.
+# A taker that dies (or loses the take's reply) leaves it there, and any re-scorer takes it
+# again once the lease has ended.
+LEASE_MIN_S = 60.0
+LEASE_PASSES = 4
 # Outcomes of an ingest batch: applied (all or some of its rows), duplicate (its batch id was
 # applied before, so nothing was applied again), rejected (failed the contract, nothing
 # applied), unavailable (the store could not be reached; the client retries).
@@ -61,11 +74,13 @@ class OnlineService:
         self._store = store
         self._archive = archive
         self.rescore_s = float(settings.online_rescore_s)
-        self.horizons_ns = [round(h * NS_PER_H) for h in DEFAULT_HORIZONS_H]
+        self.horizons_ns = sorted(round(h * NS_PER_H) for h in DEFAULT_HORIZONS_H)
+        self.lease_s = max(LEASE_MIN_S, LEASE_PASSES * self.rescore_s)
+        self.wall: Callable[[], float] = time.time  # the clock of leases (tests move it)
         self._touched: dict[str, float] = {}  # item -> monotonic time it was first touched
         self._last: dict[str, float] = {}  # item -> monotonic time of its last score
-        self._horizons: list[tuple[int, str]] = []  # (as_of ns of a horizon, item)
-        self._created: dict[str, int] = {}
+        # item -> the end (wall ms) of this worker's lease on it: its token to release it
+        self._leases: dict[str, int] = {}
         # (item -> issues) this process knows the store has marked flagged: re-scoring an
         # item still over its threshold asks the store again only for issues not in here
         # (that round trip per flagged item was a quarter of a pass's CPU).
@@ -199,52 +214,85 @@ class OnlineService:
         if self.archive is not None:
             self.archive.flush()
 
+    def _lease(self) -> Lease:
+        from features.online.store import Lease
+
+        return Lease.starting(self.wall(), self.lease_s)
+
     def due(self, limit: int = 2000) -> list[str]:
         """Items to score now: changed (by any ingester: the store keeps the touched set)
-        and not scored within rescore_s, or past one of their horizons."""
+        and not scored within rescore_s, or past one of their horizons (the store keeps
+        each scored item's next one). Taken items stay leased to this worker in the store
+        until `rescore` has queued their flags; taking first gives back the items whose
+        lease ended (a worker that took them died)."""
         now = time.monotonic()
-        for item in self.store.take_touched(limit):
+        lease = self._lease()
+        for item in self.store.take_touched(limit, lease):
             self._touched.setdefault(item, now)
+            self._leases[item] = lease.until_ms
         out = [
             item for item in self._touched if now - self._last.get(item, -1e18) >= self.rescore_s
         ][:limit]
         for item in out:
             del self._touched[item]
-        clock = self.store.clock_ns()
-        while clock is not None and self._horizons and self._horizons[0][0] <= clock:
-            _, item = heapq.heappop(self._horizons)
+        for item in self.store.take_horizons(limit, lease):
+            self._leases[item] = lease.until_ms
             if item not in out:
                 out.append(item)
         if len(self._last) > 200_000:  # forget items not scored for a long while
             cutoff = now - 3600 * float(self.settings.online_horizon_h)
             self._last = {k: v for k, v in self._last.items() if v >= cutoff}
-            self._created = {k: v for k, v in self._created.items() if k in self._last}
             self._flagged = {k: v for k, v in self._flagged.items() if k in self._last}
         return out
 
     def backlog(self) -> int:
-        """Touched items due now and not yet scored: those still in the store's touched
-        set and those taken whose debounce (rescore_s) has ended. Staying under a pass
+        """Items due now and not yet scored: those in the store's touched set, those whose
+        lease ended unscored (their taker died), those past their next horizon, and those
+        this worker took whose debounce (rescore_s) has ended. Staying under a pass
         (`due`'s limit) means re-scoring keeps up; growing means it falls behind."""
         now = time.monotonic()
         waiting = sum(
             1 for item in self._touched if now - self._last.get(item, -1e18) >= self.rescore_s
         )
-        return self.store.touched_count() + waiting
+        return self.store.touched_count(self._lease().now_ms) + waiting
 
-    def _plan_horizons(self, item: str, created_ns: int) -> None:
-        if item in self._created:
-            return
-        self._created[item] = created_ns
-        for h in self.horizons_ns:
-            heapq.heappush(self._horizons, (created_ns + h, item))
+    def _next_horizon(self, snapshot: dict[str, Any]) -> int | None:
+        """The first of the item's horizons (store-clock ns) after the snapshot's as_of;
+        None past its last."""
+        created, as_of = int(snapshot["created_at"].value), int(snapshot["as_of"].value)
+        return next((created + h for h in self.horizons_ns if created + h > as_of), None)
 
     def rescore(self, model: Any, spool: Any, items: list[str]) -> int:
-        """Score `items` at the store's now; queue new (item, issue) flags. Returns queued."""
+        """Score `items` at the store's now; queue new (item, issue) flags. Returns queued.
+
+        Each item whose flags are queued (or that had none, or no state) is finished in the
+        store: its next horizon set and this worker's lease on it released. An item not
+        finished (the spool or the store failed) is retried by this worker's next pass
+        and, should this worker die first, by any once its lease ends."""
         if not items or model is None:
             return 0
-        snaps = self.store.snapshots(items)
-        snaps_by_id = {s["item_id"]: s for s in snaps if s is not None}
+        snaps_by_id: dict[str, Any] = {}
+        done: list[str] = []
+        try:
+            snaps = self.store.snapshots(items)
+            snaps_by_id = {s["item_id"]: s for s in snaps if s is not None}
+            done += [item for item in items if item not in snaps_by_id]  # expired or unknown
+            queued = self._score_and_queue(model, spool, snaps_by_id, done)
+        except Exception:
+            now = time.monotonic()
+            for item in set(items) - set(done):
+                self._touched.setdefault(item, now)
+            with contextlib.suppress(StoreUnavailable):
+                self._finish(done, snaps_by_id)
+            raise
+        self._finish(done, snaps_by_id)
+        return queued
+
+    def _score_and_queue(
+        self, model: Any, spool: Any, snaps_by_id: dict[str, Any], done: list[str]
+    ) -> int:
+        """Score the snapshots and queue their new flags, appending each item to `done`
+        once its flags are in the spool."""
         records = [json_record(s) for s in snaps_by_id.values()]
         if not records:
             return 0
@@ -258,26 +306,40 @@ class OnlineService:
         for k, record in enumerate(records):
             item = record["item_id"]
             self._last[item] = now
-            self._plan_horizons(item, int(snaps_by_id[item]["created_at"].value))
+            self._touched.pop(item, None)  # this score read every touch taken so far
             known = self._flagged.get(item, ())
             hit = [iss for iss, h in zip(issues, hits[k], strict=True) if h and iss not in known]
-            if not hit:
-                continue
-            new = self.store.mark_flagged(item, hit)
+            new = self.store.mark_flagged(item, hit) if hit else []
             if new:
                 try:
                     self._queue(spool, model, record, new)
                 except SpoolError:
                     # Not durable: forget the mark so the next score of the item queues it.
                     self.store.unmark_flagged(item, new)
-                    self._touched.setdefault(item, now)
                     raise
                 queued += 1
             # marked in the store now (by this call or, for the rest of `hit`, another's)
-            self._flagged.setdefault(item, set()).update(hit)
+            if hit:
+                self._flagged.setdefault(item, set()).update(hit)
+            done.append(item)
         self.scored += len(records)
         self.queued += queued
         return queued
+
+    def _finish(self, items: list[str], snaps_by_id: dict[str, Any]) -> None:
+        """Finish scored items in the store (`OnlineStore.finish_touched`)."""
+        if not items:
+            return
+        self.store.finish_touched(
+            [
+                (
+                    item,
+                    self._leases.pop(item, None),
+                    self._next_horizon(snaps_by_id[item]) if item in snaps_by_id else None,
+                )
+                for item in items
+            ]
+        )
 
     def rescore_anchors(self, model: Any, spool: Any, limit: int = 2000) -> int:
         """Score the pending moderation anchors of up to `limit` items; returns flags queued.
@@ -295,7 +357,8 @@ class OnlineService:
         before its flags are queued, as in `rescore`)."""
         if model is None:
             return 0
-        items = self.store.take_anchored(limit)
+        lease = self._lease()
+        items = self.store.take_anchored(limit, lease)
         if not items:
             return 0
         try:
@@ -303,8 +366,9 @@ class OnlineService:
         except Exception:
             self._requeue_anchors(items)
             raise
-        if not pairs:
-            return 0  # items not upserted yet: their `items` row queues them again
+        if not pairs:  # items not upserted yet: their `items` row queues them again
+            self.store.release_anchored(items, lease.until_ms)
+            return 0
         bundle = model.bundle
         issues = list(bundle.issue_names)
         records = [json_record(snap) for _, snap in pairs]
@@ -329,17 +393,21 @@ class OnlineService:
                 self.store.done_anchors(item, [key])
                 done = k + 1
         except Exception:
-            self._requeue_anchors(sorted({r["item_id"] for r in records[done:]}))
+            rest = {r["item_id"] for r in records[done:]}
+            self._requeue_anchors(sorted(rest))
+            with contextlib.suppress(StoreUnavailable):
+                self.store.release_anchored([i for i in items if i not in rest], lease.until_ms)
             raise
         finally:
             self.anchors_scored += done
             self.queued += queued
+        self.store.release_anchored(items, lease.until_ms)
         return queued
 
     def _requeue_anchors(self, items: list[str]) -> None:
         """Give items whose anchors were taken but not scored back to the pending set (best
-        effort: with the store unreachable the anchors stay pending in the item's state,
-        and the item's next `items` row queues them again)."""
+        effort: with the store unreachable they stay leased, and any re-scorer takes them
+        again once the lease has ended)."""
         with contextlib.suppress(StoreUnavailable):
             for item in items:
                 self.store.requeue_anchored(item)

@@ -103,6 +103,12 @@ EXPIRY_KEY = "exp"  # sorted set: item -> event time (s) its state expires
 TOUCHED_KEY = "touched"  # set: items changed since the re-scorer last took them
 ANCHORED_KEY = "anchored"  # set: items with moderation anchors not yet scored
 META_KEY = "meta"  # hash: the store clock (latest applied timestamp, padded ns)
+# The re-scorer's leases (sorted sets: item -> wall-clock ms its lease ends): items taken
+# from `touched` (or from `hz` at a horizon) or from `anchored` stay here until their pass
+# has queued their flags; a lease that ends first (its taker died) puts the item back.
+TOUCHED_LEASES_KEY = "touched:leased"
+ANCHORED_LEASES_KEY = "anchored:leased"
+HORIZON_KEY = "hz"  # sorted set: scored item -> its next horizon (store-clock ms, rounded up)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,12 @@ import pandas as pd
 from features.online.errors import AsOfTooEarly
 from features.online.ops import (
     ANCHORED_KEY,
+    ANCHORED_LEASES_KEY,
     EXPIRY_KEY,
     META_KEY,
     SEQ_WIDTH,
     TOUCHED_KEY,
+    TOUCHED_LEASES_KEY,
     OnlineConfig,
     Part,
     Plan,
@@ -73,6 +75,32 @@ def apply_result(plan: Plan, parts: Sequence[Part], ran: Sequence[tuple[bool, in
 # Items read per round trip by `OnlineStore.snapshots` (one Redis script each).
 READ_CHUNK = 100
 
+# How long a taken item stays leased when the caller names no deadline (`Lease`).
+DEFAULT_LEASE_S = 60.0
+NS_PER_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """When a take happens and until when its items are leased, in wall-clock ms. `until_ms`
+    is also the taker's token: releasing an item frees it only while its lease still ends
+    then, so a taker whose lease ended (and was taken again by another) frees nothing of
+    the other's."""
+
+    now_ms: int
+    until_ms: int
+
+    @classmethod
+    def starting(cls, now_s: float | None = None, lease_s: float = DEFAULT_LEASE_S) -> Lease:
+        now_ms = round((time.time() if now_s is None else now_s) * 1000)
+        return cls(now_ms, now_ms + max(1, round(lease_s * 1000)))
+
+
+def horizon_ms(ns: int) -> int:
+    """A horizon's score in the `hz` set: its store-clock ns in ms, rounded up, so that
+    the store clock in ms (rounded down) reaching it means the clock reached the horizon."""
+    return -(-int(ns) // NS_PER_MS)
+
 
 class OnlineStore:
     """Per-item and per-creator state from which snapshot columns are read at any moment."""
@@ -112,24 +140,53 @@ class OnlineStore:
         before (atomic per issue, so several workers queue an item once per issue)."""
         raise NotImplementedError
 
-    def take_touched(self, limit: int) -> list[str]:
-        """Up to `limit` items changed since last taken (each taken by one caller)."""
+    def take_touched(self, limit: int, lease: Lease | None = None) -> list[str]:
+        """Up to `limit` items changed since last taken, each moved in one atomic step into
+        the in-flight set, leased until `lease.until_ms` (default: `DEFAULT_LEASE_S` from
+        now), where it stays until `finish_touched` releases it. First, items whose lease
+        ended by `lease.now_ms` (their taker died, or its reply was lost) go back to the
+        touched set: taking is at least once."""
         raise NotImplementedError
 
-    def touched_count(self) -> int:
-        """Items changed and not yet taken (the re-scorer's backlog in the store)."""
+    def take_horizons(self, limit: int, lease: Lease | None = None) -> list[str]:
+        """Up to `limit` scored items whose next horizon the store clock has reached (set by
+        `finish_touched`), moved into the same in-flight set as `take_touched`'s."""
+        raise NotImplementedError
+
+    def finish_touched(self, done: Sequence[tuple[str, int | None, int | None]]) -> None:
+        """Items whose scoring pass has finished, flags queued: (item, lease token, next
+        horizon ns). Atomically sets the item's next horizon (None: past its last one or
+        gone, so it leaves the horizon set) and releases its lease when the token (the
+        `until_ms` of the take, None for an item not taken) is still the lease's."""
+        raise NotImplementedError
+
+    def touched_count(self, now_ms: int | None = None) -> int:
+        """The re-scorer's backlog in the store: items changed and not yet taken, items
+        whose lease ended by `now_ms` (wall ms, default now; their taker died) and scored
+        items whose next horizon the store clock has reached."""
+        raise NotImplementedError
+
+    def horizons_planned(self) -> int:
+        """Scored items waiting for their next horizon (the size of the horizon set)."""
         raise NotImplementedError
 
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
         raise NotImplementedError
 
-    def take_anchored(self, limit: int) -> list[str]:
-        """Up to `limit` items with pending moderation anchors (each taken by one caller)."""
+    def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
+        """Up to `limit` items with pending moderation anchors, leased as in
+        `take_touched` (in their own in-flight set; `release_anchored` frees them)."""
+        raise NotImplementedError
+
+    def release_anchored(self, item_ids: list[str], until_ms: int) -> None:
+        """End the leases (taken with token `until_ms`) of items whose anchors were scored
+        and their flags queued."""
         raise NotImplementedError
 
     def requeue_anchored(self, item_id: str) -> None:
-        """Put an item back among those with pending anchors (its pass failed)."""
+        """Put an item back among those with pending anchors, lease ended (its pass
+        failed)."""
         raise NotImplementedError
 
     def done_anchors(self, item_id: str, keys: list[str]) -> None:
@@ -257,6 +314,8 @@ class MemoryStore(OnlineStore):
         self._ttl: dict[str, float] = {}  # batch ids and tombstones: key -> monotonic deadline
         self._heap: list[tuple[float, str]] = []
         self._seq = 0
+        self._leases: dict[str, dict[str, int]] = {}  # in-flight set -> item -> until (ms)
+        self._hz: dict[str, int] = {}  # item -> its next horizon (store-clock ms)
 
     def _alive(self, key: str) -> bool:
         deadline = self._ttl.get(key)
@@ -421,28 +480,85 @@ class MemoryStore(OnlineStore):
             seen.update(new)
             return new
 
-    def _pop(self, key: str, limit: int) -> list[str]:
-        """Up to `limit` members taken out of the set `key` (SPOP with a count)."""
+    def _take(self, key: str, leases_key: str, limit: int, lease: Lease | None) -> list[str]:
+        """Redis' TAKE_LUA: expired leases back into `key`, then up to `limit` members of
+        `key` moved into `leases_key` until `lease.until_ms`."""
+        lease = lease or Lease.starting()
         with self._lock:
-            members = self._s.get(key, set())
-            return [members.pop() for _ in range(min(limit, len(members)))]
+            members = self._s.setdefault(key, set())
+            leased = self._leases.setdefault(leases_key, {})
+            back = [m for m, until in leased.items() if until <= lease.now_ms][:limit]
+            for member in back:
+                del leased[member]
+            members.update(back)
+            taken = [members.pop() for _ in range(min(limit, len(members)))]
+            leased.update(dict.fromkeys(taken, lease.until_ms))
+            return taken
 
-    def take_touched(self, limit: int) -> list[str]:
-        return self._pop(TOUCHED_KEY, limit)
+    def _release(self, leases_key: str, pairs: Iterable[tuple[str, int | None]]) -> None:
+        leased = self._leases.setdefault(leases_key, {})
+        for item_id, token in pairs:
+            if token is not None and leased.get(item_id) == token:
+                del leased[item_id]
 
-    def touched_count(self) -> int:
+    def _clock_ms(self) -> int | None:
+        clock = self.clock_ns()
+        return None if clock is None else clock // NS_PER_MS
+
+    def take_touched(self, limit: int, lease: Lease | None = None) -> list[str]:
+        return self._take(TOUCHED_KEY, TOUCHED_LEASES_KEY, limit, lease)
+
+    def take_horizons(self, limit: int, lease: Lease | None = None) -> list[str]:
+        lease = lease or Lease.starting()
         with self._lock:
-            return len(self._s.get(TOUCHED_KEY, ()))
+            clock = self._clock_ms()
+            if clock is None:
+                return []
+            due = sorted((ms, item) for item, ms in self._hz.items() if ms <= clock)[:limit]
+            leased = self._leases.setdefault(TOUCHED_LEASES_KEY, {})
+            for _, item_id in due:
+                del self._hz[item_id]
+                leased[item_id] = lease.until_ms
+            return [item_id for _, item_id in due]
+
+    def finish_touched(self, done: Sequence[tuple[str, int | None, int | None]]) -> None:
+        with self._lock:
+            for item_id, _, next_ns in done:
+                if next_ns is None:
+                    self._hz.pop(item_id, None)
+                else:
+                    self._hz[item_id] = horizon_ms(next_ns)
+            self._release(TOUCHED_LEASES_KEY, ((item, token) for item, token, _ in done))
+
+    def touched_count(self, now_ms: int | None = None) -> int:
+        now_ms = Lease.starting().now_ms if now_ms is None else now_ms
+        with self._lock:
+            leased = self._leases.get(TOUCHED_LEASES_KEY, {})
+            clock = self._clock_ms()
+            return (
+                len(self._s.get(TOUCHED_KEY, ()))
+                + sum(1 for until in leased.values() if until <= now_ms)
+                + (0 if clock is None else sum(1 for ms in self._hz.values() if ms <= clock))
+            )
+
+    def horizons_planned(self) -> int:
+        with self._lock:
+            return len(self._hz)
 
     def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
         with self._lock:
             self._s.get(f"f:{item_id}", set()).difference_update(issues)
 
-    def take_anchored(self, limit: int) -> list[str]:
-        return self._pop(ANCHORED_KEY, limit)
+    def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
+        return self._take(ANCHORED_KEY, ANCHORED_LEASES_KEY, limit, lease)
+
+    def release_anchored(self, item_ids: list[str], until_ms: int) -> None:
+        with self._lock:
+            self._release(ANCHORED_LEASES_KEY, ((item, until_ms) for item in item_ids))
 
     def requeue_anchored(self, item_id: str) -> None:
         with self._lock:
+            self._leases.setdefault(ANCHORED_LEASES_KEY, {}).pop(item_id, None)
             self._s.setdefault(ANCHORED_KEY, set()).add(item_id)
 
     def done_anchors(self, item_id: str, keys: list[str]) -> None:
