@@ -92,6 +92,17 @@ def test_train_prints_metrics_and_score_writes_parquet(
     assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
     unlabelled = pd.read_parquet(new_scores)
     pd.testing.assert_frame_equal(unlabelled, frame)
+    capsys.readouterr()
+
+    # Rows the loader drops get no score: the command says how many and why, not only
+    # "scored 797 rows" (a reader would take those for every row of the file).
+    source.loc[[3, 10, 20], "views"] = None
+    source.to_csv(new / "items.csv", index=False)
+    assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert len(pd.read_parquet(new_scores)) == 797
+    assert "scored 797 rows" in out
+    assert "not scored 3 source rows" in out and "  3: blank: views" in out
 
 
 def test_bad_input_exits_2_with_a_message(
