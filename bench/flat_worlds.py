@@ -161,7 +161,7 @@ def _spam(rng: np.random.Generator) -> str:
 
 
 def sms_spam(rng: np.random.Generator, rows: int = 5572) -> tuple[pd.DataFrame, str]:
-    spam = rng.random(rows) < 0.134
+    spam = rng.random(rows) < 0.118  # with the 2% flips below: ~13.4% labelled spam
     texts = [_spam(rng) if s else _ham(rng) for s in spam]
     noisy = rng.random(rows) < 0.02
     label = np.where(spam ^ noisy, "spam", "ham")
@@ -209,6 +209,14 @@ YT_SPAM = {
         "free iphone for the first 100 {url}", "please check out my music, link above",
     ],
 }  # fmt: skip
+YT_HAM_TAILS = [
+    " (subscribed!)", " found it via {url}", " check 1:{sec}", " my channel is all covers of her",
+    " link to the full version? ", " watch the live version too", " follow her on instagram",
+]  # fmt: skip
+YT_SPAM_QUIET = [
+    "hey", "nice", "first!", "I like it", "who else is bored", "good job man", "lol",
+    "this is awesome", "hello everyone", "amazing video",
+]  # fmt: skip
 YT_AUTHORS_HAM = [
     "Maria G", "john smith", "xXGamerXx", "Lena K", "Ahmed", "Sofia R", "Chris P", "Nina",
     "Paul B", "Yuki T", "Rafael", "Emma W", "Lucas", "Ana Paula", "Kevin", "Olga",
@@ -230,6 +238,10 @@ def youtube_spam(rng: np.random.Generator, rows: int = 2000) -> tuple[pd.DataFra
             # mostly the current campaign's wording, sometimes an earlier one's
             pool = YT_SPAM[int(ph) if rng.random() < 0.8 else int(rng.integers(0, 3))]
             text = pool[rng.integers(len(pool))]
+            if rng.random() < 0.2:  # praise first, the plug after: reads like a fan
+                text = f"{YT_HAM[rng.integers(len(YT_HAM))]} {text}"
+            elif rng.random() < 0.08:  # a plug without any link or channel word
+                text = str(rng.choice(YT_SPAM_QUIET))
             author = (
                 YT_AUTHORS_SPAM[rng.integers(len(YT_AUTHORS_SPAM))]
                 if rng.random() < 0.3
@@ -237,8 +249,8 @@ def youtube_spam(rng: np.random.Generator, rows: int = 2000) -> tuple[pd.DataFra
             )
         else:
             text = YT_HAM[rng.integers(len(YT_HAM))]
-            if rng.random() < 0.08:  # ham that mentions links or subscribing
-                text += str(rng.choice([" (subscribed!)", " found it via {url}", " check 1:{sec}"]))
+            if rng.random() < 0.12:  # ham that mentions links, channels or subscribing
+                text += str(rng.choice(YT_HAM_TAILS))
             author = (
                 YT_AUTHORS_HAM[rng.integers(len(YT_AUTHORS_HAM))]
                 if rng.random() < 0.4
@@ -255,7 +267,7 @@ def youtube_spam(rng: np.random.Generator, rows: int = 2000) -> tuple[pd.DataFra
             text = "\ufeff" + text  # the real files carry a byte-order mark in some comments
         contents.append(text)
         authors.append(author)
-    flip = rng.random(rows) < 0.02
+    flip = rng.random(rows) < 0.03
     dates = (start + pd.to_timedelta(secs, unit="s")).strftime("%Y-%m-%dT%H:%M:%S").to_numpy()
     dates = dates.astype(object)
     dates[rng.random(rows) < 0.01] = ""  # some comments carry no date
