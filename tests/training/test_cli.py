@@ -216,3 +216,22 @@ def test_score_names_a_model_missing_from_the_registry(
         assert len(errors) == 1 and "is not in the registry" in errors[0], err
         assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_flat_time_too_coarse_to_split_says_what_to_do(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a date column with one value (a day's export): every item is at the same time, so a
+    # time split cannot cut it; the spec's time is optional, and the error says so
+    source = pd.read_csv(small_flat_spec.parent / "items.csv")
+    source["day"] = "2026-03-01"
+    source.to_csv(tmp_path / "items.csv", index=False)
+    spec = small_flat_spec.read_text().replace(
+        'id = "id"\n', 'id = "id"\ntime = "day"\ntimezone = "UTC"\n'
+    )
+    (tmp_path / "spec.toml").write_text(spec)
+    assert run(["train", "--data", str(tmp_path / "spec.toml"), "--no-track"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: time split left the valid window empty")
+    assert "800 items have 1 distinct first times" in err
+    assert "leave `time` out of the spec" in err
