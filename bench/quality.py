@@ -75,6 +75,7 @@ METRICS = ("pr_auc", "roc_auc", "f1", "flagged")
 DEFAULT_CAP = 0.20  # largest share of an issue's rows it may flag (issue #10: "such as 20%")
 ORACLE_SHARE = 0.8
 WORST_RATIO, MEAN_RATIO = 0.98, 1.0
+SUBSAMPLES = (500, 2000)  # rows of the tiktok_claims subsamples
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -203,7 +204,8 @@ def given_datasets(specs: list[Path], folders: list[Path]) -> list[Dataset]:
             raise ValueError(f"--data {folder}: no items table; expected a dataset folder")
         out.append(Dataset(name, folder, False, False))
     names = [d.name for d in out]
-    twice = sorted({n for n in names if names.count(n) > 1} | ({"tiktok_claims"} & set(names)))
+    built_in = {"tiktok_claims", *(f"tiktok_claims_{rows}" for rows in SUBSAMPLES)}
+    twice = sorted({n for n in names if names.count(n) > 1} | (built_in & set(names)))
     if twice:
         raise ValueError(
             f"dataset name(s) {twice} given twice or taken by a built-in dataset; "
@@ -603,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = [5000] if quick else [20_000, 100_000]
     args.world_items = args.world_items or (5000 if quick else 20_000)
     args.days = args.days or (21 if quick else 28)
-    args.subsamples = [500, 2000]
+    args.subsamples = list(SUBSAMPLES)
     if min([*args.sizes, args.world_items]) < 50 or args.worlds < 0 or args.boot < 10:
         print(
             "error: sizes and --world-items must be >= 50, --worlds >= 0, --boot >= 10",

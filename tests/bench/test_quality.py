@@ -117,6 +117,9 @@ def test_bad_given_datasets_are_one_error_line(quality, tmp_path: Path, capsys) 
     spec = _tiny_spec(tmp_path / "a")
     assert quality.main([*out, "--spec", str(spec), "--spec", str(spec)]) == 2
     assert "given twice" in capsys.readouterr().err
+    taken = _tiny_spec(tmp_path / "b", name="tiktok_claims_500")
+    assert quality.main([*out, "--spec", str(taken)]) == 2
+    assert "taken by a built-in dataset" in capsys.readouterr().err
     assert quality.main([*out, "--data", str(tmp_path / "a")]) == 2
     assert "no items table" in capsys.readouterr().err
     assert quality.main([*out]) == 2
