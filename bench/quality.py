@@ -17,6 +17,11 @@ Datasets: `tiktok_claims` through its flat spec (claim, author_ban), random subs
 (500 and 2,000 rows), the default simulation at `--sizes` items (20k and 100k) and
 `--worlds` drawn worlds (simulator.worlds) at `--world-items` (20k). Simulations are cached
 under the output folder, keyed by (items, days, world seed), so a rerun only trains.
+Any other data joins with `--spec PATH` (a flat TOML spec, under its `name`) and `--data DIR`
+(a contract dataset folder, under its declared name or else the folder's), both repeatable;
+`--no-tiktok --no-sim` leaves only those:
+
+    uv run python bench/quality.py --no-tiktok --no-sim --spec /tmp/flat/sms_spam.toml
 
 Prints one table row per dataset x issue x scorer, the worst and mean ratio of surfacer's
 PR-AUC to the best baseline's, and PASS/FAIL for the targets of issue #10:
@@ -70,6 +75,7 @@ METRICS = ("pr_auc", "roc_auc", "f1", "flagged")
 DEFAULT_CAP = 0.20  # largest share of an issue's rows it may flag (issue #10: "such as 20%")
 ORACLE_SHARE = 0.8
 WORST_RATIO, MEAN_RATIO = 0.98, 1.0
+SUBSAMPLES = (500, 2000)  # rows of the tiktok_claims subsamples
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -170,6 +176,44 @@ class Dataset:
     default_world: bool
 
 
+def given_datasets(specs: list[Path], folders: list[Path]) -> list[Dataset]:
+    """The datasets named on the command line (`--spec`, `--data`), checked before any run.
+
+    Raises ValueError naming the option and path when a spec is missing or unreadable, its
+    data file is missing, a folder is no dataset folder, or two datasets share a name.
+    """
+    from features.flat import load_spec
+    from features.io import dataset_files, dataset_name
+
+    out: list[Dataset] = []
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--spec {path}: {exc}") from None
+        if not spec.path.is_file():
+            raise ValueError(f"--spec {path}: its data file {str(spec.path)!r} does not exist")
+        out.append(Dataset(spec.name, path, False, False))
+    for folder in folders:
+        try:
+            tables = dataset_files(folder)
+            name = dataset_name(folder) or Path(folder).resolve().name
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--data {folder}: {exc}") from None
+        if "items" not in tables:
+            raise ValueError(f"--data {folder}: no items table; expected a dataset folder")
+        out.append(Dataset(name, folder, False, False))
+    names = [d.name for d in out]
+    built_in = {"tiktok_claims", *(f"tiktok_claims_{rows}" for rows in SUBSAMPLES)}
+    twice = sorted({n for n in names if names.count(n) > 1} | (built_in & set(names)))
+    if twice:
+        raise ValueError(
+            f"dataset name(s) {twice} given twice or taken by a built-in dataset; "
+            "rename one (a spec's `name`, a folder's dataset.json)"
+        )
+    return out
+
+
 def subsample_spec(rows: int, seed: int, workdir: Path) -> Path:
     """A copy of the tiktok spec pointing at a random `rows`-row sample of its CSV."""
     text = SPEC.read_text(encoding="utf-8")
@@ -210,11 +254,11 @@ def datasets(args: argparse.Namespace, cache: Path, log) -> list[Dataset]:
     wanted = [w for w in args.only.split(",") if w]
 
     def keep(name: str, simulated_: bool) -> bool:
-        if args.no_tiktok and not simulated_:
+        if (args.no_tiktok and not simulated_) or (args.no_sim and simulated_):
             return False
         return not wanted or any(w in name for w in wanted)
 
-    out = []
+    out = [d for d in args.given if not wanted or any(w in d.name for w in wanted)]
     if keep("tiktok_claims", False):
         out.append(Dataset("tiktok_claims", SPEC, False, False))
     for rows in args.subsamples:
@@ -506,6 +550,14 @@ def print_table(rows: pd.DataFrame) -> None:
         print(lead + "".join(_fmt(r, m) for m in METRICS))
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path | Dataset):
+        return str(value.path if isinstance(value, Dataset) else value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 2 worlds (smoke run)")
@@ -514,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--sizes", type=lambda s: [int(v) for v in s.split(",") if v], default=None,
-        help="default-simulation sizes in items, comma-separated (default 20000,100000)",
+        help="default-simulation sizes in items, comma-separated (default 20000,100000; '' none)",
     )  # fmt: skip
     parser.add_argument("--world-items", type=int, default=None, help="items per drawn world")
     parser.add_argument("--days", type=int, default=None, help="simulated days (default 28)")
@@ -527,18 +579,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-tiktok", action="store_true", help="leave out the tiktok_claims datasets"
     )
+    parser.add_argument("--no-sim", action="store_true", help="leave out the simulations")
+    parser.add_argument(
+        "--spec", type=Path, action="append", default=[], metavar="PATH",
+        help="a flat dataset spec (.toml) to bench too, under its name (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, action="append", default=[], metavar="DIR",
+        help="a contract dataset folder to bench too, under its declared name (repeatable)",
+    )  # fmt: skip
     parser.add_argument(
         "--only",
         default="",
         help="comma-separated substrings: run only datasets whose name has one",
     )
     args = parser.parse_args(argv)
+    try:
+        args.given = given_datasets(args.spec, args.data)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     quick = args.quick
     args.worlds = args.worlds if args.worlds is not None else (2 if quick else 5)
-    args.sizes = args.sizes or ([5000] if quick else [20_000, 100_000])
+    if args.sizes is None:
+        args.sizes = [5000] if quick else [20_000, 100_000]
     args.world_items = args.world_items or (5000 if quick else 20_000)
     args.days = args.days or (21 if quick else 28)
-    args.subsamples = [500, 2000]
+    args.subsamples = list(SUBSAMPLES)
     if min([*args.sizes, args.world_items]) < 50 or args.worlds < 0 or args.boot < 10:
         print(
             "error: sizes and --world-items must be >= 50, --worlds >= 0, --boot >= 10",
@@ -554,7 +621,10 @@ def main(argv: list[str] | None = None) -> int:
 
     all_sets = datasets(args, cache, log)
     if not all_sets:
-        print("error: no dataset selected (see --only and --no-tiktok)", file=sys.stderr)
+        print(
+            "error: no dataset selected (see --only, --no-tiktok, --no-sim, --spec and --data)",
+            file=sys.stderr,
+        )
         return 2
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
@@ -599,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
     print(f"{sum(p for _, p, _ in checks)} of {len(checks)} targets pass")
     payload = {
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: _jsonable(v) for k, v in vars(args).items()},
         "rows": json.loads(table.to_json(orient="records")) if len(table) else [],
         "comparison": json.loads(cmp.to_json(orient="records")) if len(cmp) else [],
         "errors": errors,

@@ -74,7 +74,7 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
     if spec.time:
         typer.echo(f"  time {spec.time}: {ds.frame['as_of'].min()} .. {ds.frame['as_of'].max()}")
     roles = {
-        "id": [spec.id],
+        "id": [spec.id or "(none: row numbers)"],
         "text": spec.text,
         "numeric": spec.numeric,
         "categorical": spec.categorical,

@@ -1,7 +1,8 @@
 """Flat datasets: one row per item with counters already aggregated, described by a TOML spec.
 
 The spec names the file and each column's role (id, time, text, numeric, categorical) and the
-issue labels with their positive value. Loading keeps only complete rows: a row with a blank
+issue labels with their positive value. Without an `id` column (a file of just text and label,
+like the UCI SMS spam collection) an item's id is its 0-based row number in the file. Loading keeps only complete rows: a row with a blank
 or unreadable value in an id, label or feature column is dropped and reported with a reason,
 never filled with zeros. Example spec (paths resolve against the spec file's folder):
 
@@ -128,7 +129,7 @@ class FlatSpec:
 
     name: str
     path: Path
-    id: str
+    id: str | None = None  # None: an item's id is its 0-based source row number
     time: str | None = None
     text: list[str] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
@@ -150,7 +151,8 @@ class FlatSpec:
 
     def columns(self) -> list[str]:
         """Every source column the spec names (id, time, features, labels), in order, unique."""
-        cols = [self.id, *([self.time] if self.time else []), *self.feature_columns]
+        cols = [*([self.id] if self.id else []), *([self.time] if self.time else [])]
+        cols += self.feature_columns
         cols += [r.column for r in self.labels.values()]
         return list(dict.fromkeys(cols))
 
@@ -164,7 +166,7 @@ class FlatSpec:
             raise ValueError(f"{where} declares no [labels.<issue>] tables; expected at least one")
         roles: dict[str, list[str]] = {}
         for role, cols in (
-            ("id", [self.id]),
+            ("id", [self.id] if self.id is not None else []),
             ("time", [self.time] if self.time else []),
             ("text", self.text),
             ("numeric", self.numeric),
@@ -209,7 +211,7 @@ def load_spec(path: str | Path) -> FlatSpec:
             f"flat dataset spec {str(path)!r} has unknown keys {unknown}; "
             f"expected keys: {', '.join(sorted(SPEC_KEYS))}"
         )
-    missing = [k for k in ("name", "path", "id", "labels") if k not in raw]
+    missing = [k for k in ("name", "path", "labels") if k not in raw]
     if missing:
         raise ValueError(f"flat dataset spec {str(path)!r} lacks required keys {missing}")
     for key in ("text", "numeric", "categorical"):
@@ -252,7 +254,7 @@ def load_spec(path: str | Path) -> FlatSpec:
     return FlatSpec(
         name=str(raw["name"]),
         path=data,
-        id=raw["id"],
+        id=raw.get("id"),
         time=raw.get("time"),
         text=list(raw.get("text", [])),
         numeric=list(raw.get("numeric", [])),
@@ -476,7 +478,8 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
         )
 
     reasons: dict[str, np.ndarray] = {}
-    needed = [spec.id, *([spec.time] if spec.time else []), *spec.feature_columns]
+    needed = [*([spec.id] if spec.id else []), *([spec.time] if spec.time else [])]
+    needed += spec.feature_columns
     if labels_required:
         needed += [r.column for r in rules.values()]
     blanks = {c: _blank(raw[c]) for c in dict.fromkeys(needed)}
@@ -507,8 +510,12 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
     for mask in reasons.values():
         drop |= mask
 
-    ids = _item_ids(raw[spec.id])
-    dup = ~blanks[spec.id] & ids.duplicated(keep=False).to_numpy()
+    if spec.id is None:  # row numbers: unique by construction
+        ids = pd.Series(np.arange(len(raw)).astype(str), index=raw.index, dtype="object")
+        dup = np.zeros(len(raw), dtype=bool)
+    else:
+        ids = _item_ids(raw[spec.id])
+        dup = ~blanks[spec.id] & ids.duplicated(keep=False).to_numpy()
     if dup.any():
         rows = np.flatnonzero(dup)[:5].tolist()
         raise ValueError(

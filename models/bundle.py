@@ -59,7 +59,20 @@ def contrib_threads(n_rows: int) -> int:
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+    # exp overflows to inf for z below about -709: the result (0.0) is right, the warning
+    # it printed on a user's terminal ("overflow encountered in exp") was noise
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def _sigmoid_one(z: float) -> float:
+    """`_sigmoid` of one float, for the single-item path: math.exp(-z) raised OverflowError
+    for z below about -709 (a steep Platt slope on a score near 0), where the batch path
+    answers 0.0."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 class DenseLinear:
@@ -336,7 +349,7 @@ class TextModel:
                 float(self.coef_[np.asarray(idx)] @ np.asarray(val, dtype=np.float64))
                 + self.intercept_
             )
-        return 1.0 / (1.0 + math.exp(-z))
+        return _sigmoid_one(z)
 
 
 class Calibrator:
@@ -380,7 +393,7 @@ class Calibrator:
             return (1.0 - e) * float(np.interp(p, self.x_, self.y_)) + e * p
         if self.kind == "platt":
             q = min(max(p, 1e-7), 1 - 1e-7)
-            return 1.0 / (1.0 + math.exp(-(self.a_ * math.log(q / (1 - q)) + self.b_)))
+            return _sigmoid_one(self.a_ * math.log(q / (1 - q)) + self.b_)
         return float(p)
 
 

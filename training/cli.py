@@ -130,10 +130,10 @@ def score_cmd(
     """Score every snapshot of a dataset and write probabilities and flags to Parquet."""
     check_data_path(data)
     check_engine(engine)
-    from training.jobs import score_to_file
+    from training.jobs import score_lines, score_to_file
 
-    path, n, flagged = score_to_file(data, model, out, engine=engine, scheduler=scheduler)
-    typer.echo(f"scored {n} rows ({flagged} flagged) -> {path}")
+    result = score_to_file(data, model, out, engine=engine, scheduler=scheduler)
+    typer.echo("\n".join(score_lines(result)))
 
 
 _MODEL_NAME_OPTION = typer.Option(

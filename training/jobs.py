@@ -6,7 +6,7 @@ import math
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -229,37 +229,66 @@ def load_model(ref: str, *, settings: Settings | None = None) -> ScoringBundle:
     return load_bundle(ref, tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
+class ScoreResult(NamedTuple):
+    """What `score_to_file` wrote: the file, rows scored, rows flagged, and the source rows
+    of a flat spec left unscored (reason -> rows; a row may carry several reasons)."""
+
+    path: Path
+    rows: int
+    flagged: int
+    not_scored: int = 0
+    reasons: dict[str, int] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+
+
+def score_lines(result: ScoreResult) -> list[str]:
+    """`surfacer score`'s report: what was scored, and which source rows got no score, why."""
+    lines = [f"scored {result.rows} rows ({result.flagged} flagged) -> {result.path}"]
+    if result.not_scored:
+        lines.append(
+            f"not scored {result.not_scored:,} source rows (dropped on loading, absent from "
+            "the output):"
+        )
+        lines += [f"  {n:,}: {why}" for why, n in result.reasons.items()]
+    return lines
+
+
 def snapshots_for(
     data: Path, *, engine: str = "pandas", scheduler: str | None = None
 ) -> pd.DataFrame:
     """The rows to score: snapshots of a raw dataset folder, or the items of a flat spec."""
+    return _rows_to_score(data, engine=engine, scheduler=scheduler)[0]
+
+
+def _rows_to_score(
+    data: Path, *, engine: str = "pandas", scheduler: str | None = None
+) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """`snapshots_for`'s rows, the flat source rows left out and their reasons."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"data {str(data)!r} does not exist")
     if data.is_dir() and engine == "dask":
         from features.snapshot_dask import snapshots_from_folder
 
-        return snapshots_from_folder(data, DEFAULT_HORIZONS_H, scheduler=scheduler, progress=True)[
-            0
-        ]
+        snaps = snapshots_from_folder(data, DEFAULT_HORIZONS_H, scheduler=scheduler, progress=True)
+        return snaps[0], 0, {}
     if data.is_dir():
         from features.io import load_dataset
         from features.snapshot import build_snapshots
 
-        return build_snapshots(load_dataset(data), DEFAULT_HORIZONS_H, progress=True)
+        return build_snapshots(load_dataset(data), DEFAULT_HORIZONS_H, progress=True), 0, {}
     if data.suffix.lower() == ".toml":
         from features.flat import load_flat
 
         ds = load_flat(data, labels_required=False)  # new items have no labels yet
         ds.check_usable()
-        return ds.frame
+        return ds.frame, len(ds.dropped), ds.drop_reasons()
     raise ValueError(f"data {str(data)!r} is neither a dataset folder nor a .toml spec")
 
 
 def score_to_file(
     data: Path, model: str, out: Path, *, engine: str = "pandas", scheduler: str | None = None
-) -> tuple[Path, int, int]:
-    """Score a dataset with a model and write Parquet; returns (path, rows, flagged rows).
+) -> ScoreResult:
+    """Score a dataset with a model and write Parquet (see `ScoreResult` for the return).
 
     `engine="dask"` builds the snapshots and scores them on one Dask cluster (common.cluster).
     """
@@ -273,10 +302,11 @@ def score_to_file(
         from common.cluster import dask_client
 
         with dask_client(scheduler, announce=True):
-            snaps = snapshots_for(data, engine=engine, scheduler=scheduler)
+            snaps, left, reasons = _rows_to_score(data, engine=engine, scheduler=scheduler)
             scored = score_dataset(bundle, snaps, engine="dask", progress=True)
     else:
-        scored = score_dataset(bundle, snapshots_for(data), engine=engine)  # type: ignore[arg-type]
+        snaps, left, reasons = _rows_to_score(data)
+        scored = score_dataset(bundle, snaps, engine=engine)  # type: ignore[arg-type]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     try:
@@ -284,4 +314,5 @@ def score_to_file(
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return out, len(scored), int((scored["flagged"] != "").sum())
+    flagged = int((scored["flagged"] != "").sum())
+    return ScoreResult(out, len(scored), flagged, left, reasons)

@@ -349,7 +349,15 @@ def _tracking_options(log_training: Callable[..., Any], *, promote: bool) -> dic
 
 def _split(td: TrainingData, random_state: int) -> tuple[SplitResult, _Split]:
     if td.timed:
-        result = time_split(td.frame, DEFAULT_FRACTIONS)
+        try:
+            result = time_split(td.frame, DEFAULT_FRACTIONS)
+        except ValueError as exc:
+            if td.kind != "flat":
+                raise
+            # the user can act on this one: a flat spec's time is optional
+            raise ValueError(
+                f"{exc}; or leave `time` out of the spec {td.source!r} to split at random"
+            ) from None
     else:
         strata = first_label_strata(td.frame, td.issues)
         result = stratified_split(td.frame, strata, DEFAULT_FRACTIONS, random_state=random_state)

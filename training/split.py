@@ -76,7 +76,13 @@ def time_split(
     for name in SPLITS:
         m = assignment == name
         if not m.any():
-            raise ValueError(f"time split left the {name} window empty; need more distinct times")
+            distinct = len(np.unique(order))
+            raise ValueError(
+                f"time split left the {name} window empty: the {len(order):,} items have "
+                f"{distinct:,} distinct first times, and items at one time stay in one window, "
+                f"so they cannot be cut {f_train:.0%}/{f_valid:.0%}/"
+                f"{1 - f_train - f_valid:.0%}; need more distinct times"
+            )
         bounds[name] = (times[m].min(), times[m].max())
     return SplitResult(assignment, "time", bounds)
 

@@ -66,3 +66,61 @@ def test_volume_threshold_flags_at_most_the_share(quality) -> None:
     assert np.mean(p >= quality.volume_threshold(p, 1.0)) == 1.0
     tied = np.array([0.9, 0.5, 0.5, 0.5, 0.5])
     assert np.mean(tied >= quality.volume_threshold(tied, 0.6)) == 0.2  # ties left out
+
+
+def _tiny_spec(folder: Path, name: str = "tiny_spam", rows: int = 400) -> Path:
+    """A small flat dataset with a learnable label: spam texts and numbers differ from ham."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    spam = rng.random(rows) < 0.25
+    words = np.array(["hello", "lunch", "meeting", "later", "thanks", "see", "you", "home"])
+    bait = np.array(["win", "prize", "free", "claim", "cash", "now"])
+    text = [" ".join(rng.choice(bait if s and rng.random() < 0.8 else words, 6)) for s in spam]
+    links = rng.poisson(np.where(spam, 2.0, 0.3))
+    frame = pd.DataFrame({"msg": text, "links": links, "kind": np.where(spam, "spam", "ham")})
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "tiny.csv", index=False)
+    spec = folder / "tiny.toml"
+    spec.write_text(
+        f'name = "{name}"\npath = "tiny.csv"\ntext = ["msg"]\nnumeric = ["links"]\n'
+        '[labels.spam]\ncolumn = "kind"\nequals = "spam"\n',
+        encoding="utf-8",
+    )
+    return spec
+
+
+def test_a_spec_joins_the_bench_under_its_name(quality, tmp_path: Path, capsys) -> None:
+    import json
+
+    spec = _tiny_spec(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["--no-tiktok", "--no-sim", "--spec", str(spec), "--out", str(out), "--boot", "10"]
+    assert quality.main(argv) == 0
+    result = json.loads((out / "quality.json").read_text())
+    assert not result["errors"]
+    rows = [r for r in result["rows"] if r["dataset"] == "tiny_spam"]
+    assert {r["issue"] for r in rows} == {"spam"}
+    assert not any(r["dataset"].startswith(("sim-", "tiktok")) for r in result["rows"])
+    assert "tiny_spam" in capsys.readouterr().out
+
+
+def test_bad_given_datasets_are_one_error_line(quality, tmp_path: Path, capsys) -> None:
+    out = ["--out", str(tmp_path / "out"), "--no-tiktok", "--no-sim"]
+    assert quality.main([*out, "--spec", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --spec") and "nope.toml' does not exist" in err
+    (tmp_path / "bad.toml").write_text('name = "x"\n', encoding="utf-8")
+    assert quality.main([*out, "--spec", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --spec") and "lacks required keys" in err
+    spec = _tiny_spec(tmp_path / "a")
+    assert quality.main([*out, "--spec", str(spec), "--spec", str(spec)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    taken = _tiny_spec(tmp_path / "b", name="tiktok_claims_500")
+    assert quality.main([*out, "--spec", str(taken)]) == 2
+    assert "taken by a built-in dataset" in capsys.readouterr().err
+    assert quality.main([*out, "--data", str(tmp_path / "a")]) == 2
+    assert "no items table" in capsys.readouterr().err
+    assert quality.main([*out]) == 2
+    assert "no dataset selected" in capsys.readouterr().err

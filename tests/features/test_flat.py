@@ -197,7 +197,7 @@ def test_spec_paths_resolve_against_the_spec_folder(tmp_path: Path) -> None:
     [
         (lambda s: 'colour = "red"\n' + s, "unknown keys \\['colour'\\]"),
         (lambda s: s + 'colour = "red"\n', "\\[labels.banned\\] has unknown keys \\['colour'\\]"),
-        (lambda s: s.replace('id = "vid"', ""), "lacks required keys \\['id'\\]"),
+        (lambda s: s.replace('path = "data.csv"', ""), "lacks required keys \\['path'\\]"),
         (
             lambda s: s.replace('numeric = ["views", "likes"]', 'numeric = ["views", "status"]'),
             "must not also be",
@@ -215,6 +215,14 @@ def test_bad_specs_are_explained(tmp_path: Path, edit: object, message: str) -> 
     path = _toy(tmp_path, TOY_CSV, edit(SPEC))  # type: ignore[operator]
     with pytest.raises(ValueError, match=message):
         load_spec(path)
+
+
+def test_a_spec_without_id_numbers_the_rows(tmp_path: Path) -> None:
+    # a file of only text and label (the UCI SMS spam collection) has no id column to name
+    ds = load_flat(_toy(tmp_path, TOY_CSV, SPEC.replace('id = "vid"', "")))
+    assert ds.frame["item_id"].tolist() == ["0", "5"]  # 0-based source rows, as `dropped` has
+    assert ds.dropped["row"].tolist() == [1, 2, 3, 4]
+    assert "vid" not in ds.frame.columns
 
 
 def test_missing_spec_and_missing_data_file(tmp_path: Path) -> None:

@@ -182,6 +182,21 @@ def test_platt_calibrator_is_monotone_and_scalar_path_agrees() -> None:
         Calibrator("spline")  # type: ignore[arg-type]
 
 
+def test_a_steep_platt_slope_scores_extremes_on_both_paths_without_overflow() -> None:
+    # a near-constant raw score calibrates to a steep slope; at a score near 0 the logit
+    # times the slope is below -709: the single-item path raised OverflowError (the API
+    # answered 500 for that item) and the batch path printed an overflow warning
+    import warnings
+
+    cal = Calibrator("platt", a=100.0, b=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = cal.transform(np.array([1e-9, 0.5, 1 - 1e-9]))
+        for p, want in zip([1e-9, 0.5, 1 - 1e-9], batch, strict=True):
+            assert cal.transform_one(p) == pytest.approx(want, abs=1e-300)
+    assert batch[0] == pytest.approx(0.0, abs=1e-300) and batch[2] == pytest.approx(1.0)
+
+
 def test_text_model_sparse_and_index_paths_agree() -> None:
     import scipy.sparse as sp
 

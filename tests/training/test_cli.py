@@ -92,6 +92,17 @@ def test_train_prints_metrics_and_score_writes_parquet(
     assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
     unlabelled = pd.read_parquet(new_scores)
     pd.testing.assert_frame_equal(unlabelled, frame)
+    capsys.readouterr()
+
+    # Rows the loader drops get no score: the command says how many and why, not only
+    # "scored 797 rows" (a reader would take those for every row of the file).
+    source.loc[[3, 10, 20], "views"] = None
+    source.to_csv(new / "items.csv", index=False)
+    assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert len(pd.read_parquet(new_scores)) == 797
+    assert "scored 797 rows" in out
+    assert "not scored 3 source rows" in out and "  3: blank: views" in out
 
 
 def test_bad_input_exits_2_with_a_message(
@@ -216,3 +227,22 @@ def test_score_names_a_model_missing_from_the_registry(
         assert len(errors) == 1 and "is not in the registry" in errors[0], err
         assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_flat_time_too_coarse_to_split_says_what_to_do(
+    small_flat_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a date column with one value (a day's export): every item is at the same time, so a
+    # time split cannot cut it; the spec's time is optional, and the error says so
+    source = pd.read_csv(small_flat_spec.parent / "items.csv")
+    source["day"] = "2026-03-01"
+    source.to_csv(tmp_path / "items.csv", index=False)
+    spec = small_flat_spec.read_text().replace(
+        'id = "id"\n', 'id = "id"\ntime = "day"\ntimezone = "UTC"\n'
+    )
+    (tmp_path / "spec.toml").write_text(spec)
+    assert run(["train", "--data", str(tmp_path / "spec.toml"), "--no-track"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: time split left the valid window empty")
+    assert "800 items have 1 distinct first times" in err
+    assert "leave `time` out of the spec" in err
