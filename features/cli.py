@@ -63,6 +63,8 @@ def _echo_flat(ds: FlatDataset, *, details: bool) -> None:
     )
     for reason, n in ds.drop_reasons().items():
         typer.echo(f"  dropped {n:>6}  {reason}")
+    for column, n in ds.missing.items():
+        typer.echo(f"  missing {n:>6}  blank {column} (kept: read as a missing value)")
     for issue, why in ds.rule_misses().items():
         typer.echo(f"  note: {issue}: {why}")
     if not details:

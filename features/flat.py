@@ -1,10 +1,13 @@
 """Flat datasets: one row per item with counters already aggregated, described by a TOML spec.
 
 The spec names the file and each column's role (id, time, text, numeric, categorical) and the
-issue labels with their positive value. Without an `id` column (a file of just text and label,
-like the UCI SMS spam collection) an item's id is its 0-based row number in the file. Loading keeps only complete rows: a row with a blank
-or unreadable value in an id, label or feature column is dropped and reported with a reason,
-never filled with zeros. Example spec (paths resolve against the spec file's folder):
+issue labels with their positive value. Without an `id` column (a file of just text and
+label, like the UCI SMS spam collection) an item's id is its 0-based row number in the file.
+A row with a blank id, time or (to train) label, or an unreadable value (a number, time or
+label that cannot be read), is dropped and reported with a reason. A blank feature is kept
+as missing, never filled with zeros: an empty text, a missing number (the models handle
+missing values), an empty category; `FlatDataset.missing` counts them. Example spec (paths
+resolve against the spec file's folder):
 
     name = "tiktok_claims"
     path = "../../data/tiktok_claims.csv"
@@ -308,6 +311,8 @@ class FlatDataset:
     repaired: int = 0
     # label column -> counts of its kept values (most common first), to explain a rule
     values: dict[str, pd.Series] = field(default_factory=dict)
+    # feature column -> kept rows whose value was blank, kept as missing (only columns with any)
+    missing: dict[str, int] = field(default_factory=dict)
 
     def label_rates(self) -> dict[str, float]:
         """Share of positive labels per issue among the kept items."""
@@ -478,11 +483,13 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
         )
 
     reasons: dict[str, np.ndarray] = {}
+    # Blank ids, times and labels drop a row: it cannot be told apart, split or learnt from.
+    # A blank feature is a missing value the models handle (an item without a caption).
     needed = [*([spec.id] if spec.id else []), *([spec.time] if spec.time else [])]
-    needed += spec.feature_columns
     if labels_required:
         needed += [r.column for r in rules.values()]
-    blanks = {c: _blank(raw[c]) for c in dict.fromkeys(needed)}
+    needed = list(dict.fromkeys(needed))
+    blanks = {c: _blank(raw[c]) for c in dict.fromkeys([*needed, *spec.feature_columns])}
 
     numbers: dict[str, pd.Series] = {}
     for c in spec.numeric:
@@ -504,8 +511,8 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
             reasons[f"not true/false: {rule.column}"] = rule.unreadable(raw[rule.column])
         elif isinstance(rule.target, int | float):
             reasons[f"not a number: {rule.column}"] = rule.unreadable(raw[rule.column])
-    for c, mask in blanks.items():
-        reasons[f"blank: {c}"] = mask
+    for c in needed:
+        reasons[f"blank: {c}"] = blanks[c]
     drop = np.zeros(len(raw), dtype=bool)
     for mask in reasons.values():
         drop |= mask
@@ -537,11 +544,12 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
         }
     )
     for c in spec.text:
-        frame[c] = kept[c].astype("str")
+        frame[c] = kept[c].astype("str").where(~blanks[c][keep], "")
     for c in spec.numeric:
         frame[c] = numbers[c][keep].reset_index(drop=True)
     for c in spec.categorical:
-        frame[c] = kept[c].astype("str").str.strip()
+        frame[c] = kept[c].astype("str").str.strip().where(~blanks[c][keep], "")
+    missing = {c: int(blanks[c][keep].sum()) for c in spec.feature_columns}
 
     parts = []
     for issue, rule in rules.items():
@@ -576,6 +584,7 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
         n_source_rows=n_source,
         repaired=repaired,
         values=values,
+        missing={c: n for c, n in missing.items() if n},
     )
 
 

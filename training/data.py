@@ -213,6 +213,7 @@ def _load_flat(spec_path: Path) -> TrainingData:
             "dropped_rows": len(ds.dropped),
             "label_rule_misses": ds.rule_misses(),
             "repaired": int(ds.repaired),
+            "missing": dict(ds.missing),
             "rows": len(frame),
         },
         name=spec.name,
@@ -313,6 +314,12 @@ def intake_lines(intake: dict[str, Any]) -> list[str]:
         f"dropped {n_dropped:,}; repaired {intake.get('repaired', 0):,}"
     ]
     lines += [f"  dropped {n:,}: {why}" for why, n in dropped.items()]
+    missing = intake.get("missing") or {}
+    if missing:
+        lines.append(
+            "  kept as missing values (blank): "
+            + ", ".join(f"{column} {n:,}" for column, n in missing.items())
+        )
     sampled = intake.get("sampled")
     if sampled:
         lines.append(

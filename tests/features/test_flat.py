@@ -1,4 +1,5 @@
-"""Flat datasets: TOML specs, blank rows reported and dropped (never zero-filled), labels."""
+"""Flat datasets: TOML specs, rows dropped with reasons, blank features kept as missing (never
+zero-filled), labels."""
 
 from __future__ import annotations
 
@@ -47,42 +48,51 @@ TOY_CSV = """vid,caption,views,likes,tier,status,ban,unused
 def test_toy_dataset_drops_and_explains(tmp_path: Path) -> None:
     ds = load_flat(_toy(tmp_path, TOY_CSV))
     assert ds.n_source_rows == 6
-    assert ds.frame["item_id"].tolist() == ["1", "6"]
+    assert ds.frame["item_id"].tolist() == ["1", "2", "3", "6"]
     assert list(ds.frame.columns) == ["item_id", "as_of", "caption", "views", "likes", "tier"]
-    assert ds.frame["views"].tolist() == [10.0, 60.5]
+    assert ds.frame["views"].tolist() == [10.0, 20.0, 30.0, 60.5]
     assert ds.frame["as_of"].isna().all() and str(ds.frame["as_of"].dt.tz) == "UTC"
+    # a blank feature is a missing value, not a reason to lose the row (nor a zero)
+    row = ds.frame.set_index("item_id")
+    assert np.isnan(row.loc["2", "likes"]) and row.loc["3", "caption"] == ""
+    assert ds.missing == {"caption": 1, "likes": 1}
     reasons = dict(zip(ds.dropped["vid"], ds.dropped["reason"], strict=True))
-    assert reasons == {
-        "2": "blank: likes",
-        "3": "blank: caption",
-        "4": "not a number: views",
-        "5": "blank: status",
-    }
-    assert ds.dropped["row"].tolist() == [1, 2, 3, 4]
+    assert reasons == {"4": "not a number: views", "5": "blank: status"}
+    assert ds.dropped["row"].tolist() == [3, 4]
     assert "unused" in ds.dropped.columns  # dropped rows keep all their source columns
     labels = ds.labels.pivot(index="item_id", columns="issue", values="label")
     assert labels.loc["1"].to_dict() == {"banned": 0, "spam": 1}
+    assert labels.loc["2"].to_dict() == {"banned": 1, "spam": 0}
     assert labels.loc["6"].to_dict() == {"banned": 0, "spam": 0}
     assert ds.labels["label"].dtype == np.int64
-    assert ds.drop_reasons() == {
-        "blank: likes": 1,
-        "blank: caption": 1,
-        "not a number: views": 1,
-        "blank: status": 1,
-    }
+    assert ds.drop_reasons() == {"not a number: views": 1, "blank: status": 1}
+
+
+def test_blank_features_are_missing_in_training_and_said(tmp_path: Path) -> None:
+    from training.data import intake_lines, load_training_data
+
+    td = load_training_data(_toy(tmp_path, TOY_CSV))
+    assert td.frame["item_id"].tolist() == ["1", "2", "3", "6"]
+    assert td.intake["missing"] == {"caption": 1, "likes": 1}
+    assert "  kept as missing values (blank): caption 1, likes 1" in intake_lines(td.intake)
+    assert run(["data", "validate", str(tmp_path / "toy.toml")]) == 0
 
 
 def test_rows_to_score_need_no_labels(tmp_path: Path) -> None:
     """New items have no labels yet: loaded to score, a blank label drops no row and the
     label columns may be missing; the labels that are there are still read."""
     ds = load_flat(_toy(tmp_path, TOY_CSV), labels_required=False)
-    assert ds.frame["item_id"].tolist() == ["1", "5", "6"]  # 5 has a blank status
-    assert set(ds.dropped["vid"]) == {"2", "3", "4"}  # feature problems still drop rows
+    assert ds.frame["item_id"].tolist() == ["1", "2", "3", "5", "6"]  # 5: a blank status
+    assert set(ds.dropped["vid"]) == {"4"}  # an unreadable feature still drops its row
     got = ds.labels.set_index(["item_id", "issue"])["label"].to_dict()
     assert got == {
         ("1", "spam"): 1,
+        ("2", "spam"): 0,
+        ("3", "spam"): 0,
         ("6", "spam"): 0,  # 5's blank status gives no spam label
         ("1", "banned"): 0,
+        ("2", "banned"): 1,
+        ("3", "banned"): 0,
         ("5", "banned"): 0,
         ("6", "banned"): 0,
     }
@@ -90,7 +100,7 @@ def test_rows_to_score_need_no_labels(tmp_path: Path) -> None:
         ",".join(line.split(",")[:5]) for line in TOY_CSV.strip().splitlines()
     )  # vid,caption,views,likes,tier
     ds = load_flat(_toy(tmp_path, no_labels + "\n"), labels_required=False)
-    assert ds.frame["item_id"].tolist() == ["1", "5", "6"] and ds.labels.empty
+    assert ds.frame["item_id"].tolist() == ["1", "2", "3", "5", "6"] and ds.labels.empty
     with pytest.raises(ValueError, match="lacks column"):
         load_flat(_toy(tmp_path, no_labels + "\n"))  # to train, the labels must be there
 
@@ -98,10 +108,11 @@ def test_rows_to_score_need_no_labels(tmp_path: Path) -> None:
 def test_na_values_decide_what_counts_as_blank(tmp_path: Path) -> None:
     csv = "vid,caption,views,likes,tier,status,ban\n1,NA,1,1,g,ok,active\n2,b,1,-,g,ok,active\n"
     ds = load_flat(_toy(tmp_path, csv))
-    assert ds.dropped["reason"].tolist() == ["blank: caption", "not a number: likes"]
+    assert ds.frame["caption"].tolist() == [""] and ds.missing == {"caption": 1}
+    assert ds.dropped["reason"].tolist() == ["not a number: likes"]
     ds = load_flat(_toy(tmp_path, csv, 'na_values = ["", "-"]\n' + SPEC))
-    assert ds.frame["caption"].tolist() == ["NA"]  # a caption that says "NA" is kept
-    assert ds.dropped["reason"].tolist() == ["blank: likes"]
+    assert ds.frame["caption"].tolist() == ["NA", "b"]  # a caption that says "NA" is kept
+    assert ds.dropped.empty and ds.missing == {"likes": 1}
 
 
 def test_whole_line_quoted_rows_are_split_back(tmp_path: Path) -> None:
@@ -116,13 +127,14 @@ def test_whole_line_quoted_rows_are_split_back(tmp_path: Path) -> None:
     assert ds.repaired == 2
     assert ds.frame["caption"].tolist() == ["plain", "two, with comma", "line\nbreak"]
     assert ds.frame["views"].tolist() == [1.0, 2.0, 3.0]
-    assert ds.dropped["reason"].str.startswith("blank: caption").tolist() == [True]
+    # the line that cannot be split stays one field: its labels are blank
+    assert ds.dropped["reason"].tolist() == ["blank: status, ban"]
 
 
 def test_several_reasons_on_one_row(tmp_path: Path) -> None:
     csv = "vid,caption,views,likes,tier,status,ban\n1,,many,,gold,,active\n2,a,1,1,gold,ok,active\n"
     ds = load_flat(_toy(tmp_path, csv))
-    assert ds.dropped["reason"].tolist() == ["not a number: views; blank: caption, likes, status"]
+    assert ds.dropped["reason"].tolist() == ["not a number: views; blank: status"]
 
 
 def test_missing_columns_are_listed_with_available_ones(tmp_path: Path) -> None:
@@ -189,7 +201,7 @@ def test_spec_paths_resolve_against_the_spec_folder(tmp_path: Path) -> None:
     (tmp_path / "specs" / "toy.toml").write_text(SPEC.replace("data.csv", "../data.csv"))
     spec = load_spec(tmp_path / "specs" / "toy.toml")
     assert spec.path == (tmp_path / "data.csv").resolve()
-    assert len(load_flat(spec).frame) == 2
+    assert len(load_flat(spec).frame) == 4
 
 
 @pytest.mark.parametrize(
@@ -220,8 +232,8 @@ def test_bad_specs_are_explained(tmp_path: Path, edit: object, message: str) -> 
 def test_a_spec_without_id_numbers_the_rows(tmp_path: Path) -> None:
     # a file of only text and label (the UCI SMS spam collection) has no id column to name
     ds = load_flat(_toy(tmp_path, TOY_CSV, SPEC.replace('id = "vid"', "")))
-    assert ds.frame["item_id"].tolist() == ["0", "5"]  # 0-based source rows, as `dropped` has
-    assert ds.dropped["row"].tolist() == [1, 2, 3, 4]
+    assert ds.frame["item_id"].tolist() == ["0", "1", "2", "5"]  # 0-based source rows
+    assert ds.dropped["row"].tolist() == [3, 4]  # as `dropped` numbers them
     assert "vid" not in ds.frame.columns
 
 
@@ -375,7 +387,7 @@ def test_a_rule_whose_value_never_occurs_is_explained(
     ds = load_flat(path)
     misses = ds.rule_misses()
     assert list(misses) == ["spam"]
-    assert "'Spam' on no kept row" in misses["spam"] and "'ok' 1" in misses["spam"]
+    assert "'Spam' on no kept row" in misses["spam"] and "'ok' 3" in misses["spam"]
     assert run(["data", "describe", str(path), "--no-progress"]) == 0
     assert "note: spam: label rule status == 'Spam'" in capsys.readouterr().out
     assert load_flat(_toy(tmp_path, TOY_CSV)).rule_misses() == {}

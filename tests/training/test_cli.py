@@ -94,15 +94,19 @@ def test_train_prints_metrics_and_score_writes_parquet(
     pd.testing.assert_frame_equal(unlabelled, frame)
     capsys.readouterr()
 
-    # Rows the loader drops get no score: the command says how many and why, not only
+    # A blank number is a missing value: the row is scored. Rows the loader drops (an
+    # unreadable number) get no score: the command says how many and why, not only
     # "scored 797 rows" (a reader would take those for every row of the file).
     source.loc[[3, 10, 20], "views"] = None
+    source["views"] = source["views"].astype("object")
+    source.loc[[5, 6, 7], "views"] = "lots"
     source.to_csv(new / "items.csv", index=False)
     assert run([*argv, "--out", str(new_scores)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert len(pd.read_parquet(new_scores)) == 797
+    again = pd.read_parquet(new_scores)
+    assert len(again) == 797 and {"v00003", "v00010", "v00020"} <= set(again["item_id"])
     assert "scored 797 rows" in out
-    assert "not scored 3 source rows" in out and "  3: blank: views" in out
+    assert "not scored 3 source rows" in out and "  3: not a number: views" in out
 
 
 def test_bad_input_exits_2_with_a_message(
