@@ -8,7 +8,8 @@ snapshots are). An item whose score newly crosses an issue's threshold is queued
 once per (item, issue): the store remembers which issues it was queued for (a Redis set in
 the shared backend, so several workers never queue it twice), and the flagged item, with
 its reason codes and the snapshot that triggered it, goes through the durable spool like
-the scoring routes' flags.
+the scoring routes' flags. The mark is two-phase: a leased claim before the spool append,
+final after it, so a worker killed in between leaves a claim that ends, not a flag lost.
 
 Each pass first scores the pending moderation anchors (`OnlineService.rescore_anchors`):
 every remove / restrict applied to the store, once, on the snapshot `build_snapshots` makes
@@ -39,7 +40,6 @@ from features.online.errors import Batch, BatchRejected, StoreUnavailable
 from features.schema import DEFAULT_HORIZONS_H
 from serving.flag_writer import flagged_item, to_json
 from serving.scoring import TOP_K
-from serving.spool import SpoolError
 
 if TYPE_CHECKING:
     from features.online.store import Lease
@@ -268,7 +268,10 @@ class OnlineService:
         Each item whose flags are queued (or that had none, or no state) is finished in the
         store: its next horizon set and this worker's lease on it released. An item not
         finished (the spool or the store failed) is retried by this worker's next pass
-        and, should this worker die first, by any once its lease ends."""
+        and, should this worker die first, by any once its lease ends. An item with a flag
+        another worker's claim holds (`_queue_once`) is not finished either: it stays
+        leased, so that should that worker die before its flag is final, the item is
+        scored again after the lease and the flag claimed and queued."""
         if not items or model is None:
             return 0
         snaps_by_id: dict[str, Any] = {}
@@ -309,18 +312,14 @@ class OnlineService:
             self._touched.pop(item, None)  # this score read every touch taken so far
             known = self._flagged.get(item, ())
             hit = [iss for iss, h in zip(issues, hits[k], strict=True) if h and iss not in known]
-            new = self.store.mark_flagged(item, hit) if hit else []
-            if new:
-                try:
-                    self._queue(spool, model, record, new)
-                except SpoolError:
-                    # Not durable: forget the mark so the next score of the item queues it.
-                    self.store.unmark_flagged(item, new)
-                    raise
-                queued += 1
-            # marked in the store now (by this call or, for the rest of `hit`, another's)
             if hit:
-                self._flagged.setdefault(item, set()).update(hit)
+                sent, held = self._queue_once(spool, model, record, {iss: iss for iss in hit})
+                queued += sent
+                # final in the store now (by this call or another's), but for the held ones
+                self._flagged.setdefault(item, set()).update(i for i in hit if i not in held)
+                if held:  # finished once another's claim is final: left leased till then
+                    self._leases.pop(item, None)
+                    continue
             done.append(item)
         self.scored += len(records)
         self.queued += queued
@@ -351,10 +350,11 @@ class OnlineService:
         (item, issue, action): the store's flag set holds ``<issue>@<action key>``, so a
         second remove of the same item is judged, and queued, on its own (a different
         decision that can be wrong on its own), while re-scoring one action never queues it
-        twice. An anchor is forgotten only once its flags are in the spool; when the spool
-        fails, its item goes back to the pending set and the next pass retries (and
-        archives that anchor's score row a second time: the pass's rows are archived
-        before its flags are queued, as in `rescore`)."""
+        twice. An anchor is forgotten only once its flags are in the spool and final
+        (`_queue_once`): when the spool fails, its item goes back to the pending set and
+        the next pass retries (and archives that anchor's score row a second time: the
+        pass's rows are archived before its flags are queued, as in `rescore`); when
+        another pass's claim holds its flag, it stays pending and its item leased."""
         if model is None:
             return 0
         lease = self._lease()
@@ -377,31 +377,30 @@ class OnlineService:
             self.archive.record_scores(score_rows(records, bundle, probs, str(model.version)))
         queued = 0
         done = 0
+        held: set[str] = set()  # items with an action whose flag another claim holds
         try:
             for k, ((key, _), record) in enumerate(zip(pairs, records, strict=True)):
                 item = record["item_id"]
-                marks = [f"{iss}@{key}" for iss, h in zip(issues, hits[k], strict=True) if h]
-                new_marks = self.store.mark_flagged(item, marks) if marks else []
-                if new_marks:
-                    new = [m.rsplit("@", 1)[0] for m in new_marks]
-                    try:
-                        self._queue(spool, model, record, new)
-                    except Exception:  # not queued: the retry must be able to queue it
-                        self.store.unmark_flagged(item, new_marks)
-                        raise
-                    queued += 1
-                self.store.done_anchors(item, [key])
+                marks = {f"{iss}@{key}": iss for iss, h in zip(issues, hits[k], strict=True) if h}
+                sent, others = self._queue_once(spool, model, record, marks) if marks else (0, [])
+                queued += sent
+                if others:  # pending, and its item leased, until that claim is final
+                    held.add(item)
+                else:
+                    self.store.done_anchors(item, [key])
                 done = k + 1
         except Exception:
             rest = {r["item_id"] for r in records[done:]}
             self._requeue_anchors(sorted(rest))
             with contextlib.suppress(StoreUnavailable):
-                self.store.release_anchored([i for i in items if i not in rest], lease.until_ms)
+                self.store.release_anchored(
+                    [i for i in items if i not in rest and i not in held], lease.until_ms
+                )
             raise
         finally:
             self.anchors_scored += done
             self.queued += queued
-        self.store.release_anchored(items, lease.until_ms)
+        self.store.release_anchored([i for i in items if i not in held], lease.until_ms)
         return queued
 
     def _requeue_anchors(self, items: list[str]) -> None:
@@ -411,6 +410,32 @@ class OnlineService:
         with contextlib.suppress(StoreUnavailable):
             for item in items:
                 self.store.requeue_anchored(item)
+
+    def _queue_once(
+        self, spool: Any, model: Any, record: dict[str, Any], marks: dict[str, str]
+    ) -> tuple[int, list[str]]:
+        """Queue the record's flags once whoever scores its item, losing none if this
+        process dies at any point. `marks` maps each flag set mark (an issue, or
+        ``<issue>@<action key>``) to its issue. Two phases: claim the marks in the store
+        (leased like a take, `OnlineStore.claim_flags`), append the claimed ones' entry to
+        the spool, then make them final (`mark_flagged`). A failed append gives the claims
+        back; a death leaves them to end with their lease, and the item's lease brings it
+        back to be scored and claimed again. Returns (1 if an entry was queued else 0, the
+        marks another claim holds: not final yet, so the caller must not finish the
+        item)."""
+        item = record["item_id"]
+        lease = self._lease()
+        claimed, held = self.store.claim_flags(item, list(marks), lease)
+        if not claimed:
+            return 0, held
+        try:
+            self._queue(spool, model, record, [marks[m] for m in claimed])
+        except Exception:  # not queued: the next score of the item must claim it again
+            with contextlib.suppress(StoreUnavailable):  # else the claim ends with its lease
+                self.store.release_flags(item, claimed, lease.until_ms)
+            raise
+        self.store.mark_flagged(item, claimed)
+        return 1, held
 
     def _queue(self, spool: Any, model: Any, record: dict[str, Any], issues: list[str]) -> None:
         """Append the review-queue entry of a record flagged for `issues` to the spool, with

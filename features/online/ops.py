@@ -80,6 +80,18 @@ def creator_key(creator_id: str) -> str:
     return f"c:{creator_id}"
 
 
+def flags_key(item_id: str) -> str:
+    """The item's final flag marks (a set): each issue, or ``<issue>@<action key>``, whose
+    flag is in the spool."""
+    return f"f:{item_id}"
+
+
+def flag_claims_key(item_id: str) -> str:
+    """The item's flag claims (a hash: mark -> wall ms the claim ends): marks a re-scorer
+    is queueing now (`OnlineStore.claim_flags`)."""
+    return f"fc:{item_id}"
+
+
 def item_keys(item_id: str) -> tuple[str, ...]:
     """Every key holding one item's state (what expiry deletes)."""
     return (
@@ -88,7 +100,8 @@ def item_keys(item_id: str) -> tuple[str, ...]:
         f"r:{item_id}",
         f"w:{item_id}",
         f"a:{item_id}",
-        f"f:{item_id}",
+        flags_key(item_id),
+        flag_claims_key(item_id),
         f"t:{item_id}",
         f"md:{item_id}",
         f"pa:{item_id}",

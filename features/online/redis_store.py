@@ -10,7 +10,9 @@ tests and several deployments can share one Redis. Key layout, per item: hash ``
 viewer and reporter sets ``v:<id>`` / ``r:<id>``, window records ``w:<id>`` (a string of
 9-byte records, appended), appeals hash ``a:<id>``, comment texts ``t:<id>`` (a sorted set
 of ``<ts>:<seq>:<text>`` members, all score 0 so ordered by bytes, trimmed to the latest
-`COMMENT_TEXT_LAST`); per creator: hash ``c:<id>``; global:
+`COMMENT_TEXT_LAST`), the flags queued for review ``f:<id>`` (a set of final marks: an
+issue, or ``<issue>@<action key>``) and the flags being queued ``fc:<id>`` (a hash: mark
+-> wall ms its claim ends); per creator: hash ``c:<id>``; global:
 ``meta`` (the clock), ``exp`` (item -> expiry, event time), ``b:<batch id>`` (seen batches,
 with a TTL) and ``x:<id>`` (tombstones of expired items, with a TTL); the re-scorer's
 ``touched`` / ``anchored`` sets, their in-flight leases ``touched:leased`` /
@@ -20,6 +22,14 @@ horizon, store-clock ms).
 Item keys also get a wall-clock TTL (twice the item's life) as a backstop should sweeping
 stop; the sweep by event time is what normally frees them (it works in replays too, where
 event time runs faster than the wall clock).
+
+A flag is marked in two phases, so that a re-scorer killed at any point loses none: first
+claimed (CLAIM_LUA: a mark in ``f:<id>`` is final and never claimed; one with a claim in
+``fc:<id>`` that has not ended is held by another; any other is claimed until the
+caller's lease ends), and only once the spool has the flag made final (``SADD f:<id>``
+and ``HDEL fc:<id>`` in one MULTI). A failed append gives the claim back (RELEASE_LUA,
+only a claim still carrying the caller's token, its end); a dead claimer's claim ends,
+and the next score of the item (its lease brings it back) claims and queues the flag.
 """
 
 from __future__ import annotations
@@ -43,11 +53,20 @@ from features.online.ops import (
     Part,
     Plan,
     creator_key,
+    flag_claims_key,
+    flags_key,
     item_keys,
     plan_tables,
 )
 from features.online.snapshot import RawItem
-from features.online.store import ApplyResult, Lease, OnlineStore, apply_result, horizon_ms
+from features.online.store import (
+    ApplyResult,
+    FlagClaim,
+    Lease,
+    OnlineStore,
+    apply_result,
+    horizon_ms,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,8 +194,8 @@ while i <= n do
                              tonumber(op[3]))
       for _, id in ipairs(due) do
         redis.call('DEL', p .. 'i:' .. id, p .. 'v:' .. id, p .. 'r:' .. id, p .. 'w:' .. id,
-                   p .. 'a:' .. id, p .. 'f:' .. id, p .. 't:' .. id, p .. 'md:' .. id,
-                   p .. 'pa:' .. id)
+                   p .. 'a:' .. id, p .. 'f:' .. id, p .. 'fc:' .. id, p .. 't:' .. id,
+                   p .. 'md:' .. id, p .. 'pa:' .. id)
         redis.call('SET', p .. 'x:' .. id, '1', 'PX', op[2])
         redis.call('ZREM', p .. 'exp', id)
       end
@@ -286,6 +305,43 @@ return n
 """
 
 
+# Queueing a flag is two-phase (`OnlineStore.claim_flags`, then `mark_flagged` once the
+# spool took it): a re-scorer killed between the two leaves a claim that ends, never a
+# final mark without its flag in the spool.
+CLAIM_LUA = r"""
+-- KEYS: final marks f:<item>, claims fc:<item>. ARGV: now (wall ms), claim end (ms),
+-- backstop TTL (ms), marks. Returns {claimed, held}: a mark not final is claimed unless a
+-- claim that has not ended holds it.
+local now = tonumber(ARGV[1])
+local claimed, held = {}, {}
+for k = 4, #ARGV do
+  local mark = ARGV[k]
+  if redis.call('SISMEMBER', KEYS[1], mark) == 0 then
+    local ends = tonumber(redis.call('HGET', KEYS[2], mark))
+    if ends and ends > now then
+      held[#held + 1] = mark
+    else
+      redis.call('HSET', KEYS[2], mark, ARGV[2])
+      claimed[#claimed + 1] = mark
+    end
+  end
+end
+if #claimed > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {claimed, held}
+"""
+
+RELEASE_LUA = r"""
+-- KEYS: claims fc:<item>. ARGV: the claim's token (its end, ms), marks. Only claims that
+-- still carry the token are dropped.
+for k = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[k]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[k])
+  end
+end
+return 0
+"""
+
+
 def _flat(values: list[Any]) -> dict[str, str]:
     it = iter(values)
     return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
@@ -352,6 +408,8 @@ class RedisStore(OnlineStore):
         self._horizons_script = self.client.register_script(TAKE_HORIZONS_LUA)
         self._finish_script = self.client.register_script(FINISH_LUA)
         self._backlog_script = self.client.register_script(BACKLOG_LUA)
+        self._claim_script = self.client.register_script(CLAIM_LUA)
+        self._release_script = self.client.register_script(RELEASE_LUA)
         self._sender: ThreadPoolExecutor | None = None  # apply_many's, made on first use
         self._async: tuple[Any, Any, Any] | None = None  # (loop, client, read script)
 
@@ -502,16 +560,30 @@ class RedisStore(OnlineStore):
                 closer.close()
         self._async = None
 
-    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
-        if not issues:
+    def claim_flags(self, item_id: str, marks: list[str], lease: Lease) -> FlagClaim:
+        if not marks:
+            return FlagClaim([], [])
+        keys = self._keys(flags_key(item_id), flag_claims_key(item_id))
+        args = [lease.now_ms, lease.until_ms, self._backstop(), *marks]
+        claimed, held = self._call(self._claim_script, keys=keys, args=args)
+        return FlagClaim([m.decode() for m in claimed], [m.decode() for m in held])
+
+    def mark_flagged(self, item_id: str, marks: list[str]) -> list[str]:
+        if not marks:
             return []
-        key = self.prefix + f"f:{item_id}"
-        pipe = self.client.pipeline(transaction=False)
-        for issue in issues:
-            pipe.sadd(key, issue)
-        pipe.pexpire(key, max(1000, round(2 * self.config.life_ns / 1e6)))
+        key = self.prefix + flags_key(item_id)
+        pipe = self.client.pipeline(transaction=True)  # MULTI: final and unclaimed at once
+        for mark in marks:
+            pipe.sadd(key, mark)
+        pipe.pexpire(key, int(self._backstop()))
+        pipe.hdel(self.prefix + flag_claims_key(item_id), *marks)
         added = self._call(pipe.execute)
-        return [i for i, n in zip(issues, added, strict=False) if n]
+        return [m for m, n in zip(marks, added, strict=False) if n]
+
+    def release_flags(self, item_id: str, marks: list[str], until_ms: int) -> None:
+        if marks:
+            keys = self._keys(flag_claims_key(item_id))
+            self._call(self._release_script, keys=keys, args=[until_ms, *marks])
 
     def _keys(self, *names: str) -> list[str]:
         return [self.prefix + name for name in names]
@@ -562,9 +634,9 @@ class RedisStore(OnlineStore):
     def horizons_planned(self) -> int:
         return int(self._call(self.client.zcard, self.prefix + HORIZON_KEY))
 
-    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
-        if issues:
-            self._call(self.client.srem, self.prefix + f"f:{item_id}", *issues)
+    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
+        if marks:
+            self._call(self.client.srem, self.prefix + flags_key(item_id), *marks)
 
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
         return self._take(ANCHORED_KEY, ANCHORED_LEASES_KEY, limit, lease)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -33,6 +33,8 @@ from features.online.ops import (
     Part,
     Plan,
     creator_key,
+    flag_claims_key,
+    flags_key,
     item_key,
     item_keys,
     plan_tables,
@@ -96,6 +98,16 @@ class Lease:
         return cls(now_ms, now_ms + max(1, round(lease_s * 1000)))
 
 
+class FlagClaim(NamedTuple):
+    """What `OnlineStore.claim_flags` gave a caller: the marks it now holds (to queue, then
+    make final with `mark_flagged`, or give back with `release_flags`) and the marks a live
+    claim of another caller holds (neither final nor this caller's to queue: the item is
+    not finished until they are). A mark already final is in neither."""
+
+    claimed: list[str]
+    held: list[str]
+
+
 def horizon_ms(ns: int) -> int:
     """A horizon's score in the `hz` set: its store-clock ns in ms, rounded up, so that
     the store clock in ms (rounded down) reaching it means the clock reached the horizon."""
@@ -135,9 +147,22 @@ class OnlineStore:
         """The latest timestamp applied (None before anything was applied)."""
         raise NotImplementedError
 
-    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
-        """Record that the item was flagged for `issues`; returns the ones not flagged
-        before (atomic per issue, so several workers queue an item once per issue)."""
+    def claim_flags(self, item_id: str, marks: list[str], lease: Lease) -> FlagClaim:
+        """The first phase of queueing an item's flags, one atomic step: each of `marks`
+        (issues, or ``<issue>@<action key>``) not final and not held by a live claim is
+        claimed until `lease.until_ms` (wall ms; `until_ms` is the claim's token), as is
+        one whose claim ended by `lease.now_ms` (its claimer died before the spool took
+        the flag, or could not release it). Several workers asking at once: one claims."""
+        raise NotImplementedError
+
+    def mark_flagged(self, item_id: str, marks: list[str]) -> list[str]:
+        """The second phase, once the flags are in the spool: make `marks` final (no later
+        claim takes them) and drop their claims; returns the marks not final before."""
+        raise NotImplementedError
+
+    def release_flags(self, item_id: str, marks: list[str], until_ms: int) -> None:
+        """Give back claims taken with token `until_ms` (the flags could not be queued; a
+        later score claims them again). Another caller's claim is left alone."""
         raise NotImplementedError
 
     def take_touched(self, limit: int, lease: Lease | None = None) -> list[str]:
@@ -170,8 +195,9 @@ class OnlineStore:
         """Scored items waiting for their next horizon (the size of the horizon set)."""
         raise NotImplementedError
 
-    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
-        """Undo `mark_flagged` (the flag could not be queued; a later score retries)."""
+    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
+        """Undo `mark_flagged`: the marks are no longer final (a later score queues them
+        again)."""
         raise NotImplementedError
 
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
@@ -473,12 +499,46 @@ class MemoryStore(OnlineStore):
                 )
             return out
 
-    def mark_flagged(self, item_id: str, issues: list[str]) -> list[str]:
+    def claim_flags(self, item_id: str, marks: list[str], lease: Lease) -> FlagClaim:
         with self._lock:
-            seen = self._s.setdefault(f"f:{item_id}", set())
-            new = [i for i in issues if i not in seen]
-            seen.update(new)
+            final = self._s.get(flags_key(item_id), set())
+            claims = self._h.setdefault(flag_claims_key(item_id), {})
+            out = FlagClaim([], [])
+            for mark in marks:
+                if mark in final:
+                    continue
+                ends = claims.get(mark)
+                if ends is not None and int(ends) > lease.now_ms:
+                    out.held.append(mark)
+                else:
+                    claims[mark] = str(lease.until_ms)
+                    out.claimed.append(mark)
+            if not claims:
+                del self._h[flag_claims_key(item_id)]
+            return out
+
+    def mark_flagged(self, item_id: str, marks: list[str]) -> list[str]:
+        with self._lock:
+            final = self._s.setdefault(flags_key(item_id), set())
+            new = [m for m in dict.fromkeys(marks) if m not in final]
+            final.update(new)
+            self._drop_claims(item_id, marks, None)
             return new
+
+    def release_flags(self, item_id: str, marks: list[str], until_ms: int) -> None:
+        with self._lock:
+            self._drop_claims(item_id, marks, until_ms)
+
+    def _drop_claims(self, item_id: str, marks: list[str], token: int | None) -> None:
+        """Drop the item's claims on `marks` (only those taken with `token`, unless None)."""
+        claims = self._h.get(flag_claims_key(item_id))
+        if claims is None:
+            return
+        for mark in marks:
+            if token is None or claims.get(mark) == str(token):
+                claims.pop(mark, None)
+        if not claims:
+            del self._h[flag_claims_key(item_id)]
 
     def _take(self, key: str, leases_key: str, limit: int, lease: Lease | None) -> list[str]:
         """Redis' TAKE_LUA: expired leases back into `key`, then up to `limit` members of
@@ -545,9 +605,9 @@ class MemoryStore(OnlineStore):
         with self._lock:
             return len(self._hz)
 
-    def unmark_flagged(self, item_id: str, issues: list[str]) -> None:
+    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
         with self._lock:
-            self._s.get(f"f:{item_id}", set()).difference_update(issues)
+            self._s.get(flags_key(item_id), set()).difference_update(marks)
 
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
         return self._take(ANCHORED_KEY, ANCHORED_LEASES_KEY, limit, lease)

@@ -6,6 +6,7 @@ kept in the store, so a restarted re-scorer (or another worker) re-judges it the
 from __future__ import annotations
 
 import time
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -169,11 +170,11 @@ def test_a_restarted_worker_rejudges_scored_items_at_their_next_horizon(
     assert store.horizons_planned() == 1, "expired items left the horizon set"
 
 
-def _remove(item: pd.Series) -> pd.DataFrame:
+def _remove(item: pd.Series, hours: float = 1.0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "item_id": [item["item_id"]],
-            "ts": [item["created_at"] + pd.Timedelta(hours=1)],
+            "ts": [item["created_at"] + pd.Timedelta(hours=hours)],
             "action": ["remove"],
             "source": ["auto"],
             "policy": ["spam"],
@@ -257,3 +258,148 @@ def test_takes_and_releases_in_chunks_lease_every_item(
     assert sorted(again) == ids
     store.finish_touched([(item, after.until_ms, None) for item in again])
     assert store.touched_count(after.until_ms + 1) == 0
+
+
+class DyingSpool(Spool):
+    """The spool of a re-scorer killed inside its append: its flag was claimed in the store
+    and never reached the spool. `during` runs first (another worker's pass at that
+    instant); with `dies` False the append then succeeds."""
+
+    def __init__(self, during: Any = None, dies: bool = True) -> None:
+        super().__init__()
+        self.during, self.dies = during, dies
+
+    def append_item(self, data: bytes) -> None:
+        during, self.during = self.during, None
+        if during is not None:
+            during()
+        if self.dies:
+            raise Died
+        super().append_item(data)
+
+
+def _pass(worker: Any, model: Any, spool: Spool) -> None:
+    worker.rescore(model, spool, worker.due())
+
+
+def _all(*spools: Spool) -> Spool:
+    both = Spool()
+    both.entries = [e for s in spools for e in s.entries]
+    return both
+
+
+def test_a_worker_killed_between_claiming_a_flag_and_queueing_it_loses_no_flag(
+    sim_tables, store_factory, model
+) -> None:
+    store = store_factory(CONFIG)
+    ids = _posted(store, sim_tables)
+    dead = _worker(store, T0)
+    with pytest.raises(Died):
+        dead.rescore(model, DyingSpool(), dead.due())
+    del dead
+
+    spool = Spool()
+    other = _worker(store, T0 + 1)
+    # the dead worker's claim lasts its lease: the flag might still reach its spool
+    assert other.rescore(model, spool, ids) == len(ids) - 1 == len(spool.entries)
+    other.wall = lambda: T0 + AFTER_LEASE_S
+    assert sorted(other.due()) == ids
+    assert other.rescore(model, spool, ids) == 1, "the ended claim is claimed again"
+    _queued_once(spool, ids)
+    later = _worker(store, T0 + 3 * AFTER_LEASE_S)
+    assert later.due() == [] and later.rescore(model, spool, ids) == 0
+    _queued_once(spool, ids)
+
+
+def test_two_workers_scoring_an_item_at_once_queue_its_flags_once(
+    sim_tables, store_factory, model
+) -> None:
+    """Worker A is appending an item's flag when B, which took the item again (touched
+    meanwhile), scores it: B queues nothing of A's and leaves the item leased, so that
+    when A dies there, the item comes back after B's lease and its flag is queued once."""
+    for a_dies in (False, True):
+        store = store_factory(CONFIG)
+        ids = _posted(store, sim_tables)
+        a, b = _worker(store, T0), _worker(store, T0 + 1)
+        taken = a.due()
+        again = _items(sim_tables, len(ids), pd.Timestamp("2026-03-01", tz="UTC"))
+        store.apply({"items": again}, batch_id="touched-again")  # B can take them now
+        spool_b = Spool()
+        spool_a = DyingSpool(partial(_pass, b, model, spool_b), dies=a_dies)
+        if a_dies:
+            with pytest.raises(Died):
+                a.rescore(model, spool_a, taken)
+        else:
+            a.rescore(model, spool_a, taken)
+        # B queued every item but the one A was appending
+        assert len(spool_b.entries) == len(ids) - 1
+        spool_c = Spool()
+        c = _worker(store, T0 + 1 + AFTER_LEASE_S)
+        assert c.rescore(model, spool_c, c.due()) == int(a_dies)
+        _queued_once(_all(spool_a, spool_b, spool_c), ids)
+        assert c.due() == [] and c.backlog() == 0
+
+
+def test_a_spool_failure_gives_the_claim_back_and_one_not_given_back_ends(
+    sim_tables, store_factory, model
+) -> None:
+    """The spool refuses the flag: its claim is given back, so any worker's next score
+    (before the lease ended) queues it. Should the store be unreachable to give it back,
+    the claim ends with its lease and the flag is queued then."""
+    store = store_factory(CONFIG)
+    ids = _posted(store, sim_tables, n=1)
+    worker = _worker(store, T0)
+    assert rescore_due(worker, model, FullSpool(fail=1)) == 0.0
+    spool = Spool()
+    assert _worker(store, T0 + 1).rescore(model, spool, ids) == 1
+    _queued_once(spool, ids)
+
+    store = store_factory(CONFIG)
+    ids = _posted(store, sim_tables, n=1)
+    release = store.release_flags
+
+    def unreachable(*args: Any) -> None:
+        raise StoreUnavailable("connection reset")
+
+    store.release_flags = unreachable
+    worker, spool = _worker(store, T0), FullSpool(fail=1)
+    rescore_due(worker, model, spool)  # the spool failed, then the store: logged
+    store.release_flags = release
+    assert rescore_due(worker, model, spool) == 0.0 and not spool.entries
+    worker.wall = lambda: T0 + AFTER_LEASE_S
+    assert rescore_due(worker, model, spool) == 0.0
+    _queued_once(spool, ids)
+    assert worker.due() == [] and worker.backlog() == 0
+
+
+def test_anchors_of_a_worker_killed_between_claiming_and_queueing_are_queued_once(
+    sim_tables, store_factory, model
+) -> None:
+    """As for post flags: an action's flag claimed by a worker killed in its append is
+    queued once by another after the lease. A second action on the item arriving
+    meanwhile has another worker take the item and score both: it queues the second and
+    leaves the first pending (and the item leased) while the dead worker's claim lasts."""
+    store = store_factory(CONFIG)
+    items = sim_tables["items"].head(1).reset_index(drop=True)
+    item = items.iloc[0]
+    store.apply({"creators": sim_tables["creators"], "items": items}, batch_id="i")
+    store.apply({"moderation": _remove(item)}, batch_id="m-1")
+    dead = _worker(store, T0)
+    spool = Spool()
+    other = _worker(store, T0 + 1)
+
+    def meanwhile() -> None:
+        store.apply({"moderation": _remove(item, hours=2)}, batch_id="m-2")
+        assert other.rescore_anchors(model, spool) == 1
+
+    with pytest.raises(Died):
+        dead.rescore_anchors(model, DyingSpool(meanwhile))
+    assert other.rescore_anchors(model, spool) == 0, "leased by the pass that met the claim"
+    other.wall = lambda: T0 + 1 + AFTER_LEASE_S
+    assert other.rescore_anchors(model, spool) == 1
+    hours = sorted(
+        (pd.Timestamp(q["as_of"]) - item["created_at"]) / pd.Timedelta(hours=1) for q in spool.items
+    )
+    assert hours == [1.0, 2.0], "each action's flag queued once"
+    later = _worker(store, T0 + 3 * AFTER_LEASE_S)
+    assert later.rescore_anchors(model, spool) == 0 and len(spool.items) == 2

@@ -4,6 +4,7 @@ store about its flags once per process rather than on every pass."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 
@@ -32,13 +33,13 @@ def test_a_flagged_item_is_queued_once_and_not_asked_about_again(sim_tables, sto
     )
     ids = items["item_id"].tolist()
     calls: list[tuple[str, list[str]]] = []
-    mark = store.mark_flagged
+    claim = store.claim_flags  # the round trip that asks the store about an item's flags
 
-    def counted(item: str, issues: list[str]) -> list[str]:
+    def counted(item: str, issues: list[str], lease: Any) -> Any:
         calls.append((item, list(issues)))
-        return mark(item, issues)
+        return claim(item, issues, lease)
 
-    store.mark_flagged = counted
+    store.claim_flags = counted
     online, spool = online_service(store), Spool()
     assert online.rescore(model, spool, ids) == len(ids)
     assert len(calls) == len(ids)

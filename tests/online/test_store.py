@@ -7,6 +7,7 @@ import pytest
 
 from features.online import AsOfTooEarly, OnlineConfig, open_store
 from features.online.ops import item_keys
+from features.online.store import Lease
 
 T0 = pd.Timestamp("2026-10-01 00:00:00", tz="UTC")
 
@@ -100,16 +101,46 @@ def test_items_expire_after_the_last_horizon(store_factory) -> None:
     store.apply({"events": _events("old", [5, 20])})
     store.apply({"events": _events("old", [21], kind="comment")})
     assert store.snapshot("old")["n_view"] == 2
+    lease = Lease.starting(1_000.0, 3_600.0)
+    assert store.claim_flags("old", ["spam", "harm"], lease).claimed == ["spam", "harm"]
+    store.mark_flagged("old", ["spam"])  # final; "harm" stays claimed
     later = T0 + pd.Timedelta(minutes=70)
     store.apply({"items": _items("new", at=later)})
     assert store.snapshot("old") is None  # swept: past 1 h + 60 s
     assert store.live_items() == 1
     if store.backend == "redis":  # every key of the item went, comment texts included
         assert not store.client.exists(*(store.prefix + k for k in item_keys("old")))
+    # its final marks and claims went with it
+    assert store.claim_flags("old", ["spam", "harm"], lease).claimed == ["spam", "harm"]
     # a straggler of the expired item is dropped and counted, not a fresh item
     result = store.apply({"events": _events("old", [25])})
     assert result.expired == 1
     assert store.snapshot("old") is None
+
+
+def test_a_flag_claim_holds_until_it_ends_and_a_final_mark_is_never_claimed(
+    store_factory,
+) -> None:
+    """The two phases of queueing a flag: a claim is exclusive until its lease ends (then
+    anyone claims it again), given back only by its own token, and gone once final."""
+    store = store_factory()
+    a, b = Lease.starting(1_000.0, 60.0), Lease.starting(1_001.0, 60.0)
+    after_b = Lease.starting(b.until_ms / 1000, 60.0)
+    assert store.claim_flags("x", ["p", "q"], a) == (["p", "q"], [])
+    assert store.claim_flags("x", ["p", "q", "r@k"], b) == (["r@k"], ["p", "q"])
+    store.release_flags("x", ["p"], b.until_ms)  # not b's claim: kept
+    store.release_flags("x", ["q"], a.until_ms)  # a's: given back
+    assert store.claim_flags("x", ["p", "q"], b) == (["q"], ["p"])
+    assert store.mark_flagged("x", ["p"]) == ["p"]  # final, a's claim dropped
+    assert store.mark_flagged("x", ["p"]) == []
+    assert store.claim_flags("x", ["p", "q", "r@k"], after_b) == (["q", "r@k"], [])
+    store.release_flags("x", ["q"], b.until_ms)  # b's claims ended, and were taken again
+    assert store.claim_flags("x", ["q"], after_b) == ([], ["q"])
+    if store.backend == "redis":  # both keys carry the item keys' backstop TTL
+        assert store.client.pttl(store.prefix + "f:x") > 0
+        assert store.client.pttl(store.prefix + "fc:x") > 0
+    store.unmark_flagged("x", ["p"])
+    assert store.claim_flags("x", ["p"], after_b) == (["p"], [])
 
 
 def test_unknown_store_url_is_a_clear_error() -> None:
