@@ -53,7 +53,7 @@ demo: install ## simulate the default ecosystem and run the main job end to end 
 serve: install ## serve @champion and the analyst console on :8000 with a printed dev API key
 	$(RUN) surfacer serve --dev-key
 
-bench: install ## run every benchmark (each prints a table and a ratio against its baseline)
+bench: install ## run the core benchmarks (features .. quality; the README lists the rest)
 	@# bench/serve.py loads the servers with wrk (Debian's package) when it is there
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq wrk >/dev/null) || echo "no wrk: bench/serve.py uses its asyncio client"
