@@ -235,10 +235,12 @@ def create_app(
                 name="model-retry",
             )
         rescorer = None
-        if settings.online_rescore:
+        if online.split is not None:
+            log.warning("online path off: %s", online.split)
+        if settings.online_rescore and online.split is None:
             rescorer = asyncio.create_task(rescore_loop(svc, online), name="online-rescore")
         consumer = None
-        if settings.online_consume:
+        if settings.online_consume and online.split is None:
             from serving.stream import consume_in_service
 
             consumer = asyncio.create_task(

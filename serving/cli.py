@@ -122,11 +122,28 @@ def serve(
     PROMETHEUS_MULTIPROC_DIR before the workers start (they inherit it; /metrics merges
     them) and is removed when the server stops. With one worker the variable is removed.
     """
+    from serving.online import ENV_WORKERS
     from serving.server import ENV_FLAGS_JSONL, ENV_PROMETHEUS_DIR, ENV_SAMPLE_RATE, run_server
 
-    workers = default_workers() if workers is None else workers
+    in_process = str(settings.online_store).strip().lower() == "memory"
+    if workers is None:
+        # The in-process online store is one worker's: with more, ingest and score by id
+        # would each see the rows their worker received (serving.online.split_store_problem).
+        workers = 1 if in_process else default_workers()
+        if in_process and default_workers() > 1:
+            typer.echo(
+                "note: one worker, as the online store is in-process (SURFACER_ONLINE_STORE="
+                "memory); with a redis:// store `surfacer serve` runs one per core"
+            )
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if in_process and workers > 1:
+        typer.echo(
+            f"warning: {workers} workers with the in-process online store: ingest and score "
+            "by id answer 503 (each worker would hold only its own rows); set "
+            "SURFACER_ONLINE_STORE=redis://HOST:PORT/DB or use --workers 1",
+            err=True,
+        )
     if sample_rate is not None and not 0.0 <= sample_rate <= 1.0:
         raise ValueError(f"--sample-rate must be within [0, 1], got {sample_rate}")
     settings, key = ensure_api_keys(settings, dev_key=dev_key)
@@ -145,6 +162,7 @@ def serve(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # Workers are separate processes: pass everything through the environment they inherit.
     os.environ["SURFACER_API_KEYS"] = json.dumps(settings.api_keys)
+    os.environ[ENV_WORKERS] = str(workers)
     if flags_jsonl is not None:
         os.environ[ENV_FLAGS_JSONL] = str(flags_jsonl)
     if sample_rate is not None:
@@ -185,7 +203,8 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None,
             typer.Option(
-                help="uvicorn worker processes (default: one per core; /metrics sums them)."
+                help="uvicorn worker processes (default: one per core with a redis:// online "
+                "store, else one; /metrics sums them)."
             ),
         ] = None,
         dev_key: Annotated[

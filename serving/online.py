@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,10 +53,28 @@ NS_PER_H = 3_600 * 1_000_000_000
 # again once the lease has ended.
 LEASE_MIN_S = 60.0
 LEASE_PASSES = 4
+# How many uvicorn workers `surfacer serve` started (set for them in the environment): with
+# the in-process store, each worker would hold its own part of the online state.
+ENV_WORKERS = "SURFACER_SERVE_WORKERS"
 # Outcomes of an ingest batch: applied (all or some of its rows), duplicate (its batch id was
 # applied before, so nothing was applied again), rejected (failed the contract, nothing
 # applied), unavailable (the store could not be reached; the client retries).
 INGEST_OUTCOMES = ("applied", "duplicate", "rejected", "unavailable")
+
+
+def split_store_problem(settings: Any) -> str | None:
+    """Why this worker must not use its online store: the in-process store under a server of
+    several workers (each would hold the rows it happened to receive, so GET score would
+    answer 404 or a partial snapshot depending on the worker); None when it may."""
+    workers = int(os.environ.get(ENV_WORKERS, "1") or 1)
+    if str(settings.online_store).strip().lower() != "memory" or workers <= 1:
+        return None
+    return (
+        f"the online store is in-process (SURFACER_ONLINE_STORE=memory) and this service runs "
+        f"{workers} workers, each of which would hold only the rows it received: ingest and "
+        "score by id are off; set SURFACER_ONLINE_STORE=redis://HOST:PORT/DB or serve with "
+        "--workers 1"
+    )
 
 
 def json_record(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +112,7 @@ class OnlineService:
         self.ingest_batches = dict.fromkeys(INGEST_OUTCOMES, 0)
         self.ingest_rows = {"applied": 0, "expired": 0}
         self._count_lock = threading.Lock()
+        self.split = split_store_problem(settings) if store is None else None
         # Why the service's own stream consumer stopped (`serving.stream.consume_in_service`
         # restarts it); None while it runs or when there is none.
         self.consumer_problem: str | None = None
@@ -100,7 +120,10 @@ class OnlineService:
     @property
     def store(self) -> Any:
         """The online store (`features.online.OnlineStore`), opened on first use so that a
-        worker starts without pandas."""
+        worker starts without pandas. StoreUnavailable when it would be split between
+        workers (`split`): the online routes answer 503 saying so."""
+        if self.split is not None:
+            raise StoreUnavailable(self.split)
         if self._store is None:
             from features.online import store_from_settings
 

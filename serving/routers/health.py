@@ -38,7 +38,9 @@ def readiness(svc: Service) -> tuple[int, Health]:
             f"(from {model.source})"
         )
     online = getattr(svc, "online", None)
-    if online is not None and (online_problem := online.problem()):
+    if online is not None and online.split is not None:
+        problems.append(online.split)  # degraded: snapshot scoring works, the online path not
+    elif online is not None and (online_problem := online.problem()):
         # Ingest and score-by-id need the store: send traffic elsewhere until it is back.
         problems.append(online_problem)
         blocking = True

@@ -626,3 +626,30 @@ async def test_score_by_id_reaches_ids_with_slashes(champion_v1, tmp_path, sim_t
         assert (await client.get("/v1/items/a/b/score/x")).status_code == 404
         metrics = (await client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})).text
         assert 'route="/v1/items/{item_id}/score"' in metrics  # the label as before
+
+
+async def test_in_process_store_under_several_workers_turns_the_online_path_off(
+    champion_v1: Registry, tmp_path, sim_tables, monkeypatch
+) -> None:
+    """Each worker of `surfacer serve --workers N` would hold its own in-process store: an
+    item's rows would split between them, and GET score answer 404 or a partial snapshot by
+    worker. So the online routes say why they are off (503) instead; scoring still works."""
+    from serving.online import ENV_WORKERS
+
+    monkeypatch.setenv(ENV_WORKERS, "2")
+    app, _ = _app(champion_v1, tmp_path, None)  # the store from settings: in-process
+    part = _first_items(sim_tables, 2)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        r = await _post(client, "items", part["items"])
+        assert r.status_code == 503 and "SURFACER_ONLINE_STORE=redis://" in r.text, r.text
+        item = part["items"]["item_id"].iloc[0]
+        r = await client.get(f"/v1/items/{item}/score", headers={"X-API-Key": SCORE_KEY})
+        assert r.status_code == 503 and "2 workers" in r.text, r.text
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text  # degraded, not out of service
+        assert any("in-process" in p for p in ready.json()["problems"]), ready.text
+    monkeypatch.setenv(ENV_WORKERS, "1")
+    app, _ = _app(champion_v1, tmp_path / "one", None)
+    async with running(app, headers={"X-API-Key": INGEST_KEY}) as client:
+        r = await _post(client, "items", part["items"])
+        assert r.status_code == 200, r.text

@@ -215,3 +215,29 @@ def test_serve_command_and_worker_imports_stay_light() -> None:
     )
     cli, worker = json.loads(out.stdout)
     assert cli == [] and worker == []
+
+
+def test_serve_runs_one_worker_with_the_in_process_online_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One worker per core only where the online store is shared (Redis): with the
+    in-process one each worker would hold the rows it happened to receive."""
+    import serving.cli as cli
+    import serving.server as server
+    from serving.online import ENV_WORKERS
+
+    started: list[int] = []
+    monkeypatch.setattr(server, "run_server", lambda **kw: started.append(kw["workers"]))
+    monkeypatch.setattr(cli, "prepare_mlflow", lambda settings: None)
+    monkeypatch.setattr(cli, "default_workers", lambda: 2)
+    # serve() sets variables for its workers: on a copy of the environment, dropped after
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != ENV_WORKERS})
+    base = {"data_dir": tmp_path, "api_keys": {"k": ["score"]}}
+    cli.serve(Settings(**base))
+    assert started == [1] and os.environ[ENV_WORKERS] == "1"
+    assert "one worker, as the online store is in-process" in capsys.readouterr().out
+    cli.serve(Settings(**base, online_store="redis://127.0.0.1:6379/0"))
+    assert started == [1, 2] and os.environ[ENV_WORKERS] == "2"
+    cli.serve(Settings(**base), workers=3)  # asked for: served, with the online path off
+    assert started == [1, 2, 3]
+    assert "ingest and score by id answer 503" in capsys.readouterr().err
