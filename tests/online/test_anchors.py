@@ -19,7 +19,7 @@ from features.snapshot import build_snapshots
 from features.snapshot_frame import ANCHOR_ACTIONS
 from models.batch import score_dataset
 from serving.online import rescore_due
-from tests.support.online import Replayer, Spool, compare_rows, online_service
+from tests.support.online import FullSpool, Replayer, Spool, compare_rows, online_service
 from tests.support.serving import make_bundle
 
 FAR = pd.Timestamp("2100-01-01", tz="UTC")
@@ -206,22 +206,6 @@ def test_action_before_its_item_is_scored_once_the_item_arrives(
     [queued] = spool.items
     assert queued["snapshot"]["action"] == "restrict" and queued["anchor"] == "moderation"
     assert online.anchors_scored == 1
-
-
-class FullSpool(Spool):
-    """A spool that refuses its first `fail` entries (a full disk), then takes them."""
-
-    def __init__(self, fail: int) -> None:
-        super().__init__()
-        self.fail = fail
-
-    def append_item(self, data: bytes) -> None:
-        from serving.spool import SpoolError
-
-        if self.fail:
-            self.fail -= 1
-            raise SpoolError("spool full")
-        super().append_item(data)
 
 
 def test_spool_failure_leaves_the_action_pending(sim_tables, store_factory, bundle) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from features.online import OnlineConfig, StoreUnavailable
 from serving.online import RESCORE_PAUSE_S, rescore_due
-from tests.support.online import Spool, online_service
+from tests.support.online import FullSpool, Spool, online_service
 from tests.support.serving import make_bundle
 
 CONFIG = OnlineConfig(horizon_h=48.0)
@@ -207,22 +207,6 @@ def test_anchors_a_dead_worker_took_are_scored_by_another_after_the_lease(
     assert queued["item_id"] == items["item_id"][0] and queued["snapshot"]["action"] == "remove"
     later = _worker(store, T0 + 3 * AFTER_LEASE_S)
     assert later.rescore_anchors(model, spool) == 0 and len(spool.items) == 1
-
-
-class FullSpool(Spool):
-    """A spool that refuses its first `fail` entries (a full disk), then takes them."""
-
-    def __init__(self, fail: int) -> None:
-        super().__init__()
-        self.fail = fail
-
-    def append_item(self, data: bytes) -> None:
-        from serving.spool import SpoolError
-
-        if self.fail:
-            self.fail -= 1
-            raise SpoolError("spool full")
-        super().append_item(data)
 
 
 def test_a_spool_failure_mid_pass_loses_none_of_the_pass(sim_tables, store_factory, model) -> None:

@@ -37,6 +37,22 @@ class Spool:
         return [e for e in self.entries if e["anchor"] == "moderation"]
 
 
+class FullSpool(Spool):
+    """A spool that refuses its first `fail` entries (a full disk), then takes them."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def append_item(self, data: bytes) -> None:
+        from serving.spool import SpoolError
+
+        if self.fail:
+            self.fail -= 1
+            raise SpoolError("spool full")
+        super().append_item(data)
+
+
 def online_service(store: Any, archive: Any = None) -> Any:
     """An `OnlineService` on `store` that re-scores touched items at once (no debounce)."""
     from serving.online import OnlineService
