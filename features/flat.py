@@ -47,6 +47,9 @@ SPEC_KEYS = frozenset(
         "repair_quoted_rows",
         "na_values",
         "description",
+        "encoding",
+        "separator",
+        "columns",
     }
 )
 LABEL_KEYS = frozenset({"column", "equals", "not_equals"})
@@ -143,6 +146,16 @@ class FlatSpec:
     # Cell texts read as blank in a CSV; None means pandas' defaults (NA_TOKENS).
     na_values: list[str] | None = None
     source: Path | None = None  # the TOML file this spec came from
+    # Delimited text: its encoding (a Python codec name), the field separator (default ","
+    # for .csv and "\t" for .tsv) and, for a file without a header row, its column names.
+    encoding: str = "utf-8"
+    separator: str | None = None
+    header: list[str] | None = None
+
+    @property
+    def sep(self) -> str:
+        """The field separator of delimited text: `separator`, else a tab for .tsv, else ","."""
+        return self.separator or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
 
     @property
     def feature_columns(self) -> list[str]:
@@ -251,6 +264,7 @@ def load_spec(path: str | Path) -> FlatSpec:
         )
     if "timezone" in raw:
         _check_timezone(path, raw["timezone"])
+    _check_text_format(path, raw)
     data = Path(raw["path"])
     if not data.is_absolute():
         data = (path.parent / data).resolve()
@@ -267,7 +281,43 @@ def load_spec(path: str | Path) -> FlatSpec:
         repair_quoted_rows=raw.get("repair_quoted_rows", True),
         na_values=_na_values(path, raw.get("na_values")),
         source=path.resolve(),
+        encoding=raw.get("encoding", "utf-8"),
+        separator=raw.get("separator"),
+        header=raw.get("columns"),
     )
+
+
+def _check_text_format(path: Path, raw: dict[str, Any]) -> None:
+    """`encoding` a codec Python knows, `separator` one character, `columns` unique names."""
+    import codecs
+
+    where = f"flat dataset spec {str(path)!r}"
+    if "encoding" in raw:
+        try:
+            codecs.lookup(str(raw["encoding"]))
+        except LookupError:
+            raise ValueError(
+                f"{where}: encoding {raw['encoding']!r} is not a known text encoding "
+                "(e.g. utf-8, latin-1, cp1252)"
+            ) from None
+        if not isinstance(raw["encoding"], str):
+            raise ValueError(f"{where}: encoding must be a string, got {raw['encoding']!r}")
+    sep = raw.get("separator")
+    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or sep in '"\r\n'):
+        raise ValueError(
+            f'{where}: separator must be one character (e.g. "," or "\\t"), got {sep!r}'
+        )
+    names = raw.get("columns")
+    if names is not None and (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n.strip() for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ValueError(
+            f"{where}: columns (the names of a file without a header row) must be a list of "
+            f"unique non-empty strings, got {names!r}"
+        )
 
 
 def _check_timezone(path: Path, zone: str) -> None:
@@ -384,17 +434,33 @@ def _read(spec: FlatSpec) -> pd.DataFrame:
         raise FileNotFoundError(f"flat dataset file {str(path)!r} does not exist{where}")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        # All text: numbers are converted by the loader so unreadable values can be reported.
-        try:
-            if spec.na_values is None:
-                return pd.read_csv(path, dtype="str")
-            return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=spec.na_values)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"flat dataset file {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
-            ) from None
-    raise ValueError(f"flat dataset file {str(path)!r}: expected a .csv or .parquet file")
+    # Delimited text: .csv, .tsv, .txt, or a file without a suffix (the UCI SMS collection).
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt", ""):
+        raise ValueError(
+            f"flat dataset file {str(path)!r}: expected a .parquet file or delimited text "
+            "(.csv, .tsv, .txt or no suffix)"
+        )
+    sep = spec.sep
+    options: dict[str, Any] = {"dtype": "str", "sep": sep, "encoding": spec.encoding}
+    if sep == "\t":
+        options["quoting"] = csv.QUOTE_NONE  # tab-separated text quotes nothing
+    if spec.header is not None:
+        options |= {"header": None, "names": spec.header}
+    if spec.na_values is not None:
+        options |= {"keep_default_na": False, "na_values": spec.na_values}
+    # All text: numbers are converted by the loader so unreadable values can be reported.
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        hint = (
+            ' (set the spec\'s `encoding`, e.g. "latin-1")'
+            if isinstance(exc, UnicodeDecodeError)
+            else ""
+        )
+        raise ValueError(
+            f"flat dataset file {str(path)!r} is not readable as {spec.encoding} text "
+            f"separated by {sep!r}: {exc}{hint}"
+        ) from None
 
 
 def _repair_quoted_rows(
@@ -465,7 +531,7 @@ def load_flat(spec: FlatSpec | str | Path, *, labels_required: bool = True) -> F
     raw = _read(spec).reset_index(drop=True)
     n_source = len(raw)
     repaired = 0
-    if spec.repair_quoted_rows and spec.path.suffix != ".parquet":
+    if spec.repair_quoted_rows and spec.path.suffix != ".parquet" and spec.sep == ",":
         na_tokens = NA_TOKENS if spec.na_values is None else spec.na_values
         raw, repaired = _repair_quoted_rows(raw, na_tokens)
 

@@ -405,9 +405,58 @@ def test_a_file_with_a_header_only_is_refused_by_validate(
 
 def test_an_unreadable_data_file_is_named(tmp_path: Path) -> None:
     path = _toy(tmp_path, "")
-    with pytest.raises(ValueError, match=r"data\.csv' is not a readable UTF-8 CSV"):
+    with pytest.raises(ValueError, match=r"data\.csv' is not readable as utf-8 text"):
         load_flat(path)
     # a folder named as the data file was reported as a file that "does not exist"
     path.write_text(SPEC.replace('path = "data.csv"', 'path = "."'))
     with pytest.raises(ValueError, match="is a folder, not a file"):
         load_flat(path)
+
+
+def test_latin1_csv_reads_with_its_declared_encoding(tmp_path: Path) -> None:
+    # Kaggle's spam.csv is latin-1: without `encoding` it is named, with the fix to make
+    csv = "v1,v2\nham,caf\xe9 at noon\nspam,WIN \xa3100 now\n"
+    (tmp_path / "spam.csv").write_bytes(csv.encode("latin-1"))
+    spec = 'name = "s"\npath = "spam.csv"\ntext = ["v2"]\n[labels.spam]\ncolumn = "v1"\nequals = "spam"\n'
+    (tmp_path / "s.toml").write_text(spec)
+    with pytest.raises(ValueError, match=r"not readable as utf-8 .*set the spec.s `encoding`"):
+        load_flat(tmp_path / "s.toml")
+    (tmp_path / "s.toml").write_text('encoding = "latin-1"\n' + spec)
+    ds = load_flat(tmp_path / "s.toml")
+    assert ds.frame["v2"].tolist() == ["caf\xe9 at noon", "WIN \xa3100 now"]
+    assert ds.label_rates() == {"spam": 0.5}
+
+
+def test_a_tab_separated_file_without_header_or_suffix(tmp_path: Path) -> None:
+    # the UCI SMS Spam Collection: `label<TAB>text` lines, no header, no file suffix; texts
+    # hold commas and quotes, which tab-separated text does not quote
+    lines = ["ham\tOk lar... Joking wif u oni", 'spam\tFree "entry", win now', "ham\tsee, you"]
+    (tmp_path / "SMSSpamCollection").write_text("\n".join(lines) + "\n")
+    spec = (
+        'name = "sms"\npath = "SMSSpamCollection"\nseparator = "\\t"\n'
+        'columns = ["label", "text"]\ntext = ["text"]\n'
+        '[labels.spam]\ncolumn = "label"\nequals = "spam"\n'
+    )
+    (tmp_path / "sms.toml").write_text(spec)
+    ds = load_flat(tmp_path / "sms.toml")
+    assert ds.frame["text"].tolist() == [
+        "Ok lar... Joking wif u oni",
+        'Free "entry", win now',
+        "see, you",
+    ]
+    assert ds.frame["item_id"].tolist() == ["0", "1", "2"] and ds.dropped.empty
+    assert ds.labels.query("issue == 'spam'")["label"].tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('encoding = "klingon"', "not a known text encoding"),
+        ('separator = ",,"', "separator must be one character"),
+        ("columns = []", "columns .* must be a list of unique non-empty strings"),
+        ('columns = ["a", "a"]', "unique"),
+    ],
+)
+def test_bad_text_format_keys_are_explained(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_spec(_toy(tmp_path, TOY_CSV, line + "\n" + SPEC))
