@@ -287,13 +287,14 @@ def test_ingest_rescore_queues_flags_to_the_spool(
 def test_ingest_lowers_its_own_priority() -> None:
     """`surfacer ingest --nice N` (default 10) makes the consumer N steps nicer than it
     was started, so serve workers sharing its cores run first; 0 leaves it; a negative N
-    (raising priority) is refused. In a child process: niceness cannot be undone."""
+    (raising priority) is refused. In a child process: niceness cannot be undone (and it
+    stops at 19: a test run already niced past 16 gets 19)."""
     code = (
         "import os\n"
         "from serving.online_cli import lower_priority\n"
         "start = os.nice(0)\n"
         "assert lower_priority(0) == start\n"
-        "assert lower_priority(3) == start + 3 == os.nice(0)\n"
+        "assert lower_priority(3) == min(start + 3, 19) == os.nice(0)\n"
         "try:\n"
         "    lower_priority(-1)\n"
         "except ValueError as exc:\n"
