@@ -278,3 +278,41 @@ def test_the_floor_of_the_incident_issue_and_family_sets_when_it_is_reported() -
     assert low.evidence["floor"] == 2.0
     assert low.detected_at < high.detected_at
     assert reported(low.severity + 1.0) == []
+
+
+@pytest.mark.parametrize("platform_den", [False, True])
+def test_counts_equal_the_masked_sums_of_the_window(platform_den: bool) -> None:
+    """Counts come from running sums per segment; they must be the plain masked sums of
+    the window's rows, for any segment (hashtag included), window and edge."""
+    base = _unit_frame(3)
+    uf = UnitFrame(base.frame, base.dims, platform_den=platform_den)
+    rng = np.random.default_rng(0)
+    segments = [
+        (),
+        (("region", "BR"),),
+        (("region", "BR"), ("format", "live")),
+        (("hashtag", "fyp"),),
+        (("region", "nowhere"),),
+    ]
+    ts = uf.frame["ts"]
+    for _ in range(60):
+        a, b = sorted(START + pd.to_timedelta(rng.uniform(-24, 15 * 24, 2), unit="h"))
+        window = ((ts >= a) & (ts < b)).to_numpy()
+        for seg in segments:
+            m = window & uf.mask(seg)
+            want_den = uf.frame["den"][window].sum() if platform_den else uf.frame["den"][m].sum()
+            assert uf.counts(seg, a, b) == (uf.frame["num"][m].sum(), want_den), (seg, a, b)
+
+
+def test_cached_masks_and_indexes_stay_within_their_byte_budget(monkeypatch) -> None:
+    import discovery.rootcause as rc
+
+    uf = _unit_frame()
+    monkeypatch.setattr(rc, "CACHE_BYTES", 20 * len(uf.frame))  # a handful of masks
+    end = START + pd.Timedelta(days=14)
+    for k in range(200):
+        uf.counts((("category", f"c{k}"),), START, end)  # new segments, each a mask and index
+    kept = sum(m.nbytes for m in uf._masks.values())
+    kept += sum(a.nbytes for idx in uf._indexes.values() for a in idx)
+    assert kept <= 20 * len(uf.frame) and uf._cached_bytes == kept
+    assert uf.counts((("region", "BR"),), START, end)[1] > 0  # past the budget: still counted
