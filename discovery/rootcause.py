@@ -58,6 +58,9 @@ class UnitFrame:
         self._indexes: dict[Segment, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._cached_bytes = 0
         self._tag_rows: dict[str, np.ndarray] | None = None
+        # (dimension, value) -> its rows (ascending int32): a dimension's values hold each
+        # row at most once, so these take at most 4 bytes a row per dimension
+        self._value_rows: dict[tuple[str, str], np.ndarray] = {}
         # running sums over all rows (leading 0): the platform's counts of any window
         self._all_num = np.concatenate([[0.0], np.cumsum(self._num)])
         self._all_den = np.concatenate([[0.0], np.cumsum(self._den)])
@@ -108,12 +111,43 @@ class UnitFrame:
         self._cached_bytes += nbytes
         return True
 
+    def _rows(self, segment: Segment) -> np.ndarray:
+        """The segment's rows, ascending: those of its rarest (dimension, value), kept where
+        the other dimensions match. A pass over the rarest value's rows, not over all rows:
+        incident merging asks for many segments, most of them small intersections."""
+        if not segment:
+            return np.arange(len(self.frame), dtype=np.int32)
+        parts = sorted(segment, key=lambda dv: len(self._rows_of(*dv)))
+        rows = self._rows_of(*parts[0])
+        for dim, value in parts[1:]:
+            if not len(rows):
+                break
+            if dim in self._columns:  # the codes at these rows: no pass over the others
+                codes, lookup = self._columns[dim]
+                rows = rows[codes[rows] == lookup.get(value, -2)]
+            else:  # a hashtag (few rows) or an unknown dimension (none)
+                rows = rows[np.isin(rows, self._rows_of(dim, value), assume_unique=True)]
+        return rows
+
+    def _rows_of(self, dim: str, value: str) -> np.ndarray:
+        key = (dim, value)
+        if key not in self._value_rows:
+            if dim == "hashtag":
+                rows = np.unique(self._tags().get(value, np.array([], dtype=np.int64)))
+            elif dim in self._columns:
+                codes, lookup = self._columns[dim]
+                rows = np.flatnonzero(codes == lookup.get(value, -2))
+            else:
+                rows = np.array([], dtype=np.int64)
+            self._value_rows[key] = rows.astype(np.int32)
+        return self._value_rows[key]
+
     def _index(self, segment: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The segment's row positions (ascending, so in time order) and the running sums of
         their numerators and denominators, each with a leading 0."""
         if segment in self._indexes:
             return self._indexes[segment]
-        rows = np.flatnonzero(self.mask(segment))
+        rows = self._rows(segment)
         out = (
             rows,
             np.concatenate([[0.0], np.cumsum(self._num[rows])]),

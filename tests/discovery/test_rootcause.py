@@ -292,7 +292,10 @@ def test_counts_equal_the_masked_sums_of_the_window(platform_den: bool) -> None:
         (("region", "BR"),),
         (("region", "BR"), ("format", "live")),
         (("hashtag", "fyp"),),
+        (("hashtag", "fyp"), ("region", "US")),
+        (("category", "food"), ("format", "photo"), ("region", "IN")),
         (("region", "nowhere"),),
+        (("no_such_dimension", "x"),),
     ]
     ts = uf.frame["ts"]
     for _ in range(60):
