@@ -125,8 +125,8 @@ class UnitFrame:
             if dim in self._columns:  # the codes at these rows: no pass over the others
                 codes, lookup = self._columns[dim]
                 rows = rows[codes[rows] == lookup.get(value, -2)]
-            else:  # a hashtag (few rows) or an unknown dimension (none)
-                rows = rows[np.isin(rows, self._rows_of(dim, value), assume_unique=True)]
+            else:  # a hashtag or an unknown dimension: binary search in its sorted rows
+                rows = rows[_sorted_member(rows, self._rows_of(dim, value))]
         return rows
 
     def _rows_of(self, dim: str, value: str) -> np.ndarray:
@@ -188,6 +188,14 @@ class UnitFrame:
         if self.platform_den:
             seg_den = self._all_den[sl.stop] - self._all_den[sl.start]
         return float(num[hi] - num[lo]), float(seg_den)
+
+
+def _sorted_member(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Which of `rows` are in `among` (ascending): a binary search each, no sort of either."""
+    if not len(among):
+        return np.zeros(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(among, rows), len(among) - 1)
+    return among[at] == rows
 
 
 def shrunk_rate(num: float, den: float, parent_rate: float, prior_events: float = 3.0) -> float:
