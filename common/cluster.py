@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.errors import ClusterError
 from common.machine import available_cores, total_memory_bytes
 from common.progress import Progress
 from common.settings import Settings, get_settings
@@ -201,13 +202,34 @@ def gather_with_progress(
 ) -> list[Any]:
     """Compute delayed objects (or wait for futures) on `client`, a progress bar per task
     done, and return their results in order."""
-    from distributed import Future, as_completed
+    from concurrent.futures import CancelledError
+
+    from distributed import Future, KilledWorker, as_completed
 
     pending = [i for i, t in enumerate(tasks) if not isinstance(t, Future)]
     futures = list(tasks)
     for i, future in zip(pending, client.compute([tasks[i] for i in pending]), strict=True):
         futures[i] = future
-    with Progress(desc, len(futures), unit=unit, enabled=progress) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
-    return client.gather(futures)
+    try:
+        with Progress(desc, len(futures), unit=unit, enabled=progress) as bar:
+            for _ in as_completed(futures):
+                bar.update(1)
+        return client.gather(futures)
+    except (CancelledError, KilledWorker) as exc:  # FutureCancelledError is a CancelledError
+        raise ClusterError(
+            f"{desc}: the Dask cluster lost a worker and the work it held ({type(exc).__name__}); "
+            f"most often a worker ran out of memory ({_worker_limits(client)}): raise "
+            "SURFACER_DASK_MEMORY_LIMIT, or give the cluster more memory"
+        ) from None
+
+
+def _worker_limits(client: Any) -> str:
+    """The workers' memory limits, as the scheduler knows them now."""
+    try:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = sorted({int(w.get("memory_limit") or 0) for w in workers})
+    except Exception:  # the scheduler itself may be gone
+        return "limits unknown"
+    if not limits or limits == [0]:
+        return "no memory limit set"
+    return "limit " + ", ".join(f"{b / 1e9:.1f} GB" for b in limits) + " per worker"

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from common.errors import ClusterError
+
 # command -> (module whose `register(app)` adds it, the summary `surfacer --help` shows).
 # Listed in the order of the main job; tests check each summary against the command's help.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -136,6 +138,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     FileExistsError,
     LookupError,
+    ClusterError,
 )
 
 

@@ -91,3 +91,31 @@ def test_a_failed_task_is_not_logged_by_the_worker_too(
         client.run(lambda: None)  # a round trip to the worker after its failure was handled
     err = capfd.readouterr().err
     assert "Compute Failed" not in err and "Traceback" not in err, err
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_work_the_cluster_lost_is_one_user_error_naming_the_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker killed at its memory limit loses the data scattered to it: the futures come
+    # back cancelled ("cancelled for reason: unknown") or KilledWorker, a traceback in the
+    # CLI. Cancelling a future is the same failure, made on purpose.
+    from common.cluster import gather_with_progress
+    from common.errors import ClusterError
+    from surfacer.cli import USER_ERRORS
+
+    monkeypatch.setenv("SURFACER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SURFACER_DASK_MEMORY_LIMIT", "1GB")
+    monkeypatch.delenv("SURFACER_DASK_SCHEDULER", raising=False)
+    with dask_client(n_workers=1) as client:
+        lost = client.submit(_sleep, 30, pure=False)
+        lost.cancel()
+        with pytest.raises(ClusterError, match=r"snapshots: .*lost a worker.*1\.0 GB per worker"):
+            gather_with_progress(client, [lost], "snapshots")
+    assert issubclass(ClusterError, USER_ERRORS)  # printed as one `error:` line, exit 2
