@@ -16,23 +16,28 @@ import time
 from typing import TextIO
 
 
-def _tree_rss(proc: object) -> tuple[int, int]:
-    """(summed RSS in bytes, processes counted) of `proc` and its descendants now."""
+def _tree_rss(proc: object) -> tuple[int, int, int]:
+    """(summed RSS in bytes, processes counted, RSS of `proc` itself) of `proc` and its
+    descendants now."""
     import psutil
 
     total = 0
     count = 0
+    own = 0
     try:
         members = [proc, *proc.children(recursive=True)]  # type: ignore[attr-defined]
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return 0, 0
+        return 0, 0, 0
     for p in members:
         try:
-            total += p.memory_info().rss
-            count += 1
+            rss = p.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return total, count
+        total += rss
+        count += 1
+        if p is proc:
+            own = rss
+    return total, count, own
 
 
 def _rusage_peak() -> int:
@@ -60,15 +65,18 @@ class PeakMemory:
         self._proc = psutil.Process(os.getpid())
         self.peak_bytes = 0
         self.max_processes = 0
+        # this process alone (a Dask client beside its workers): its own largest sample
+        self.own_peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
         self._t0 = time.perf_counter()
         self.seconds = 0.0
 
     def sample(self) -> None:
-        rss, count = _tree_rss(self._proc)
+        rss, count, own = _tree_rss(self._proc)
         self.peak_bytes = max(self.peak_bytes, rss)
         self.max_processes = max(self.max_processes, count)
+        self.own_peak_bytes = max(self.own_peak_bytes, own)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -100,9 +108,12 @@ class PeakMemory:
 
     def line(self) -> str:
         """The report line (bench/scale.py parses `peak memory: <MB> MB`)."""
+        own = ""
+        if self.max_processes > 1:  # where it was: this process, or its children
+            own = f"; this process alone at most {self.own_peak_bytes / 1e6:.1f} MB"
         return (
             f"peak memory: {self.peak_bytes / 1e6:.1f} MB (process tree, up to "
-            f"{self.max_processes} process(es), {self.seconds:.1f} s)"
+            f"{self.max_processes} process(es), {self.seconds:.1f} s{own})"
         )
 
     def report(self, stream: TextIO | None = None) -> None:

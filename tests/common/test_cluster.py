@@ -50,6 +50,9 @@ def test_peak_memory_counts_child_processes() -> None:
     assert peak.peak_bytes >= 300_000_000
     assert peak.max_processes >= 2
     assert peak.line().startswith("peak memory: ")
+    # the child's bytes are not this process's: the line tells the two apart
+    assert 0 < peak.own_peak_bytes < peak.peak_bytes - 250_000_000
+    assert f"this process alone at most {peak.own_peak_bytes / 1e6:.1f} MB" in peak.line()
 
 
 def test_stage_peak_leaves_out_an_earlier_high_water_mark() -> None:
