@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,25 @@ ROW = "_row"
 # bucket_tables), so that part follows the bucket too.
 EVENTS_PER_BUCKET = 500_000
 SHUFFLE = "tasks"
+# The columns that fix a snapshot row's place in the pandas engine's order (and its label).
+KEY_COLUMNS = ("item_id", "as_of", "anchor")
+
+
+@dataclass(frozen=True)
+class PartStep:
+    """What the workers do to each partition of snapshot rows before it comes back, so that
+    the client receives the result (e.g. a partition's scores, `models.batch`) and never the
+    rows themselves. `fn(part, **kwargs)` must keep the KEY_COLUMNS (the rows are put in the
+    pandas engine's order from them); a kwarg may be a future (data scattered once)."""
+
+    fn: Callable[..., pd.DataFrame]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Rows to bring back, from the KEY_COLUMNS of every snapshot row in the pandas engine's
+# order and the small tables (labels...): a boolean mask that keeps whole items (training on
+# a sample, `training.data`), or None for every row.
+RowSelect = Callable[[pd.DataFrame, Mapping[str, pd.DataFrame]], "np.ndarray | None"]
 
 
 def item_buckets(item_ids: pd.Series, n: int) -> np.ndarray:
@@ -168,9 +188,17 @@ def _snapshots_on(
     include_moderation: bool,
     as_of_max_ns: int,
     progress: bool,
+    *,
+    step: PartStep | None = None,
+    select: RowSelect | None = None,
 ) -> pd.DataFrame:
     """Shuffle the events (a dask DataFrame, or None) into `n` item buckets on the cluster and
-    run `snapshot_frame` on each bucket; rows in the pandas engine's order."""
+    run `snapshot_frame` on each bucket; rows in the pandas engine's order.
+
+    `step` runs on each bucket's rows on the worker and its result comes back instead of the
+    rows. `select` sees the key columns of every row first (the rows stay on the cluster) and
+    says which to bring back: the client then holds only those.
+    """
     import dask
 
     from common.cluster import gather_with_progress
@@ -197,16 +225,50 @@ def _snapshots_on(
             parts.append(
                 dask.delayed(_partition)(part, future, horizons_h, include_moderation, as_of_max_ns)
             )
+    if step is not None:
+        parts = [dask.delayed(step.fn)(part, **step.kwargs) for part in parts]
+    desc = "snapshots (dask)"
+    if select is not None:
+        futures = client.compute(parts)  # the rows stay on the cluster (spilled if need be)
+        keys = gather_with_progress(
+            client, client.map(_key_columns, futures), desc, progress=progress, unit="partition"
+        )
+        ordered = pd.concat(keys, ignore_index=True)
+        keys.clear()
+        ordered = _reordered(ordered, _pandas_order(ordered, small))
+        keep = select(ordered, small)
+        if keep is not None:
+            items = pd.unique(ordered["item_id"].to_numpy(dtype=object)[np.asarray(keep)])
+            del ordered
+            [wanted] = client.scatter([pd.Index(items)], broadcast=True, hash=False)
+            futures = client.map(_of_items, futures, items=wanted)
+        parts = futures
     frames = gather_with_progress(
-        client, parts, "snapshots (dask)", progress=progress, unit="partition"
+        client,
+        parts,
+        desc if select is None else "rows (dask)",
+        progress=progress,
+        unit="partition",
     )
     out = pd.concat(frames, ignore_index=True)
     frames.clear()  # the partitions' copies: the client holds one copy of the rows from here
-    # Same row order as the pandas engine: items in table order, then as_of, anchor.
-    position = pd.Index(small["items"]["item_id"]).get_indexer(out["item_id"])
-    anchor = (out["anchor"] == "moderation").to_numpy(dtype=np.int8)
-    order = np.lexsort((anchor, out["as_of"].to_numpy(), position))
-    return _reordered(out, order)
+    return _reordered(out, _pandas_order(out, small))
+
+
+def _pandas_order(rows: pd.DataFrame, small: Mapping[str, pd.DataFrame]) -> np.ndarray:
+    """The order of the pandas engine's rows: items in table order, then as_of, anchor."""
+    position = pd.Index(small["items"]["item_id"]).get_indexer(rows["item_id"])
+    anchor = (rows["anchor"] == "moderation").to_numpy(dtype=np.int8)
+    return np.lexsort((anchor, rows["as_of"].to_numpy(), position))
+
+
+def _key_columns(part: pd.DataFrame) -> pd.DataFrame:
+    return part[list(KEY_COLUMNS)]
+
+
+def _of_items(part: pd.DataFrame, items: pd.Index) -> pd.DataFrame:
+    """The rows of `part` whose item is one of `items`."""
+    return part[part["item_id"].isin(items)].reset_index(drop=True)
 
 
 def _reordered(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
@@ -243,6 +305,9 @@ def snapshots_from_folder(
     progress: bool = False,
     npartitions: int | None = None,
     on_outliers: Callable[[Any], None] | None = None,
+    on_event_rows: Callable[[int], None] | None = None,
+    step: PartStep | None = None,
+    select: RowSelect | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Snapshots of a dataset folder on Dask, the events never all on the client.
 
@@ -250,7 +315,11 @@ def snapshots_from_folder(
     workers one piece at a time (features.io.table_parts), validated there (same problems as
     the pandas loader), kept on the cluster (spilling to disk under memory pressure), and
     shuffled by item bucket for `snapshot_frame`. Returns (snapshots, the small tables);
-    `on_outliers` gets the rows ignored as the end of data (`features.snapshot.OnOutliers`).
+    `on_outliers` gets the rows ignored as the end of data (`features.snapshot.OnOutliers`),
+    before the snapshots are made (so that `select` can use it), `on_event_rows` the number
+    of events read (the events table is not among the tables returned). With `step`, the frame is
+    what it made of each partition on the workers (e.g. scores); with `select`, only the
+    rows it keeps (see `_snapshots_on`).
     """
     import dask
     import dask.dataframe as dd
@@ -292,11 +361,22 @@ def snapshots_from_folder(
             as_of_max_ns, outliers = _end_of_data_on(events, event_rows, small)
         else:
             as_of_max_ns, outliers = end_of_data(small, as_of_max)
+        if on_outliers is not None:
+            on_outliers(outliers)
+        if on_event_rows is not None and events is not None:
+            on_event_rows(event_rows)
         frame = _snapshots_on(
-            client, events, small, n, horizons, include_moderation, as_of_max_ns, progress
+            client,
+            events,
+            small,
+            n,
+            horizons,
+            include_moderation,
+            as_of_max_ns,
+            progress,
+            step=step,
+            select=select,
         )
-    if on_outliers is not None:
-        on_outliers(outliers)
     return frame, small
 
 

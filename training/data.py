@@ -10,7 +10,7 @@ fingerprint of the input bytes (same bytes, same fingerprint: the idempotency ke
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,17 @@ def load_training_data(
     progress: bool = False,
     engine: str = "pandas",
     scheduler: str | None = None,
+    max_rows: int = 0,
+    random_state: int = 0,
+    sample_issues: Sequence[str] | None = None,
 ) -> TrainingData:
     """A dataset folder (raw tables) or a flat TOML spec -> `TrainingData`.
 
     `engine="dask"` builds a folder's snapshots on a Dask cluster, the events read by the
     workers (features.snapshot_dask.snapshots_from_folder); a flat spec is read here either way.
+    There, past `max_rows` rows, only `sample_rows`'s sample (labels of `sample_issues`, by
+    default every issue) comes back from the workers: the client never holds every row.
+    Elsewhere every row is loaded and `max_rows` is left to `sample_rows`.
     """
     path = Path(data)
     if not path.exists():
@@ -89,6 +95,9 @@ def load_training_data(
             progress=progress,
             engine=engine,
             scheduler=scheduler,
+            max_rows=max_rows,
+            random_state=random_state,
+            sample_issues=sample_issues,
         )
     if path.suffix.lower() == ".toml":
         return _load_flat(path)
@@ -105,6 +114,9 @@ def _load_raw(
     progress: bool,
     engine: str = "pandas",
     scheduler: str | None = None,
+    max_rows: int = 0,
+    random_state: int = 0,
+    sample_issues: Sequence[str] | None = None,
 ) -> TrainingData:
     from features.io import dataset_files, ignored_files, load_dataset, part_files
     from features.snapshot import build_snapshots
@@ -112,24 +124,45 @@ def _load_raw(
 
     issues = tuple(issues) if issues is not None else DEFAULT_ISSUES
     found: list[TimeOutliers | None] = []  # the rows ignored as the end of data
+
+    def labeled(rows: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+        # late rows count for nothing: not for the end of data, not as a label (an appeal)
+        label_tables = {n: tables[n] for n in ("labels", "appeals") if n in tables}
+        return attach_labels(rows, drop_late(label_tables, found[0] if found else None), issues)
+
+    counted: dict[str, Any] = {}  # of every row, when only a sample comes back
     if engine == "dask":
         from features.snapshot_dask import snapshots_from_folder
 
+        def select(keys: pd.DataFrame, small: Mapping[str, pd.DataFrame]) -> np.ndarray | None:
+            # every row's item, instant and anchor, in order: the labels, then the sample
+            counted["rows"], counted["post"] = len(keys), _post_rows(keys)
+            chosen = [i for i in issues if sample_issues is None or i.name in sample_issues]
+            keep = _sample_keep(labeled(keys, small), chosen, max_rows, random_state)
+            if keep is not None:
+                counted["sampled"] = _sampled(keys["item_id"], keep, max_rows)
+                mask = np.zeros(len(keys), dtype=bool)
+                mask[keep] = True
+                return mask
+            return None
+
         # labels come from the small tables (labels, appeals, moderation), not the events
         snaps, tables = snapshots_from_folder(
-            path, horizons_h, scheduler=scheduler, progress=progress, on_outliers=found.append
+            path,
+            horizons_h,
+            scheduler=scheduler,
+            progress=progress,
+            on_outliers=found.append,
+            on_event_rows=lambda n: counted.update(events=n),
+            select=select if max_rows > 0 else None,
         )
     else:
         tables = load_dataset(path)
         snaps = build_snapshots(tables, horizons_h, progress=progress, on_outliers=found.append)
     outliers = found[0] if found else None
-    # late rows count for nothing: not for the end of data, not as a label (an appeal)
-    label_tables = {n: tables[n] for n in ("labels", "appeals") if n in tables}
-    frame = attach_labels(snaps, drop_late(label_tables, outliers), issues)
+    frame = labeled(snaps, tables)
     files = [f for table in dataset_files(path).values() for f in part_files(table)]
-    post = (
-        int((frame["anchor"].astype("object") == "post").sum()) if "anchor" in frame else len(frame)
-    )
+    post = counted.get("post", _post_rows(frame))
     expected_post = len(tables["items"]) * len(tuple(horizons_h)) if "items" in tables else post
     dropped = {}
     if outliers is not None:
@@ -140,10 +173,11 @@ def _load_raw(
             expected_post - post
         )
     intake = {
-        "rows_read": {name: len(t) for name, t in tables.items()},
+        "rows_read": _rows_read(tables, counted.get("events")),
         "dropped": dropped,
         "repaired": 0,
         "rows": len(frame),
+        **({"sampled": counted["sampled"]} if "sampled" in counted else {}),
         "unknown_label_issues": unknown_label_issues(tables.get("labels"), issues),
         "label_conflicts": conflicting_labels(tables.get("labels")),
         "ignored_files": ignored_files(path),
@@ -224,32 +258,66 @@ def sample_rows(td: TrainingData, max_rows: int, random_state: int) -> TrainingD
     """`td` on a seeded sample of about `max_rows` rows of whole items when it has more
     (`training.split.item_sample`: the same share of the items with a positive label, in
     any issue, as of the others, so every issue keeps its positive rate); `td` itself when
-    it has no more rows or `max_rows` is 0 (no limit).
+    it has no more rows, `max_rows` is 0 (no limit), or loading already sampled it (the Dask
+    engine brings back only the sample, see `load_training_data`).
 
     What it bounds is training's memory, which grows with its rows (the design matrix and
     each issue's copies of it: about 10 KB a row on the default world), not the data's:
     batch scoring and discovery still read every row. The intake says so (`sampled`).
     """
-    n = len(td.frame)
-    if max_rows <= 0 or n <= max_rows:
+    if "sampled" in td.intake:
         return td
-    labels = [label_column(i.name) for i in td.issues if label_column(i.name) in td.frame]
-    positive = (td.frame[labels].to_numpy(dtype=float) == 1).any(axis=1).astype(np.int8)
-    items = td.frame["item_id"].astype("object").to_numpy()
-    keep = item_sample(positive, items, max_rows, random_state)
+    keep = _sample_keep(td.frame, td.issues, max_rows, random_state)
     if keep is None:
         return td
     frame = td.frame.iloc[keep].reset_index(drop=True)
     intake = dict(td.intake)
-    intake["sampled"] = {
-        "rows": len(frame),
-        "of_rows": n,
-        "items": int(pd.unique(items[keep]).size),
-        "of_items": int(pd.unique(items).size),
-        "max_rows": int(max_rows),
-    }
+    intake["sampled"] = _sampled(td.frame["item_id"], keep, max_rows)
     intake["rows"] = len(frame)
     return replace(td, frame=frame, intake=intake)
+
+
+def _sample_keep(
+    frame: pd.DataFrame, issues: Sequence[IssueType], max_rows: int, random_state: int
+) -> np.ndarray | None:
+    """Positions of `sample_rows`'s sample of the labeled rows `frame`, or None for all."""
+    if max_rows <= 0 or len(frame) <= max_rows:
+        return None
+    labels = [label_column(i.name) for i in issues if label_column(i.name) in frame]
+    positive = (frame[labels].to_numpy(dtype=float) == 1).any(axis=1).astype(np.int8)
+    items = frame["item_id"].astype("object").to_numpy()
+    return item_sample(positive, items, max_rows, random_state)
+
+
+def _sampled(items: pd.Series, keep: np.ndarray, max_rows: int) -> dict[str, int]:
+    """The intake's `sampled` entry: rows and items kept of all, and the bound."""
+    ids = items.astype("object").to_numpy()
+    return {
+        "rows": len(keep),
+        "of_rows": len(ids),
+        "items": int(pd.unique(ids[keep]).size),
+        "of_items": int(pd.unique(ids).size),
+        "max_rows": int(max_rows),
+    }
+
+
+def _rows_read(tables: Mapping[str, pd.DataFrame], events: int | None) -> dict[str, int]:
+    """Rows read per table, in table order; `events` counts the events read elsewhere (by
+    Dask workers: they are not among `tables`)."""
+    from features.contract import TABLE_ORDER
+
+    read = {name: len(t) for name, t in tables.items()}
+    if events is not None:
+        read["events"] = events
+    rank = {name: k for k, name in enumerate(TABLE_ORDER)}
+    return {n: read[n] for n in sorted(read, key=lambda n: rank.get(n, len(rank)))}
+
+
+def _post_rows(frame: pd.DataFrame) -> int:
+    """Rows anchored at a post horizon (all of them when the frame has no anchor)."""
+    if "anchor" not in frame:
+        return len(frame)
+    return int((frame["anchor"].astype("object") == "post").sum())
 
 
 def first_label_strata(frame: pd.DataFrame, issues: Sequence[IssueType]) -> np.ndarray:

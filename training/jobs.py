@@ -252,25 +252,12 @@ def score_lines(result: ScoreResult) -> list[str]:
     return lines
 
 
-def snapshots_for(
-    data: Path, *, engine: str = "pandas", scheduler: str | None = None
-) -> pd.DataFrame:
-    """The rows to score: snapshots of a raw dataset folder, or the items of a flat spec."""
-    return _rows_to_score(data, engine=engine, scheduler=scheduler)[0]
-
-
-def _rows_to_score(
-    data: Path, *, engine: str = "pandas", scheduler: str | None = None
-) -> tuple[pd.DataFrame, int, dict[str, int]]:
-    """`snapshots_for`'s rows, the flat source rows left out and their reasons."""
+def _rows_to_score(data: Path) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """The rows to score (a dataset folder's snapshots, or a flat spec's items), the flat
+    source rows left out and their reasons."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"data {str(data)!r} does not exist")
-    if data.is_dir() and engine == "dask":
-        from features.snapshot_dask import snapshots_from_folder
-
-        snaps = snapshots_from_folder(data, DEFAULT_HORIZONS_H, scheduler=scheduler, progress=True)
-        return snaps[0], 0, {}
     if data.is_dir():
         from features.io import load_dataset
         from features.snapshot import build_snapshots
@@ -290,7 +277,9 @@ def score_to_file(
 ) -> ScoreResult:
     """Score a dataset with a model and write Parquet (see `ScoreResult` for the return).
 
-    `engine="dask"` builds the snapshots and scores them on one Dask cluster (common.cluster).
+    `engine="dask"` builds the snapshots and scores them on one Dask cluster (common.cluster):
+    a dataset folder's rows are scored on the workers that make them
+    (`models.batch.score_folder_dask`), a flat spec's rows are read here and scored there.
     """
     out = Path(out)
     if out.suffix.lower() != ".parquet":
@@ -298,11 +287,19 @@ def score_to_file(
     if out.is_dir():
         raise ValueError(f"scores output {str(out)!r} is a folder; expected a .parquet file")
     bundle = load_model(model)
-    if engine == "dask":
+    if engine == "dask" and Path(data).is_dir():
+        # scored where the snapshots are made: the client receives scores, never the rows
+        from models.batch import score_folder_dask
+
+        scored = score_folder_dask(
+            bundle, data, DEFAULT_HORIZONS_H, scheduler=scheduler, progress=True
+        )
+        left, reasons = 0, {}
+    elif engine == "dask":
         from common.cluster import dask_client
 
         with dask_client(scheduler, announce=True):
-            snaps, left, reasons = _rows_to_score(data, engine=engine, scheduler=scheduler)
+            snaps, left, reasons = _rows_to_score(data)
             scored = score_dataset(bundle, snaps, engine="dask", progress=True)
     else:
         snaps, left, reasons = _rows_to_score(data)

@@ -209,6 +209,10 @@ def train(
                 progress=progress,
                 engine=engine,
                 scheduler=scheduler,
+                # on Dask only the sample comes back from the workers
+                max_rows=row_limit,
+                random_state=random_state,
+                sample_issues=only_issues or None,
             )
             if only_issues:
                 td = select_issues(td, only_issues)

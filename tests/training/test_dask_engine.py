@@ -59,3 +59,45 @@ def test_train_and_score_on_dask(small_sim: Path, scheduler: str, tmp_path: Path
         pd.read_parquet(tmp_path / "pandas.parquet"),
         check_exact=True,
     )
+
+
+@pytest.mark.parametrize("only", [None, ["low_quality"]])
+def test_a_training_sample_is_drawn_before_rows_leave_the_workers(
+    small_sim: Path, scheduler: str, only: list[str] | None
+) -> None:
+    # Past the row bound the Dask engine brings back only the sample: the same rows, labels
+    # and intake as sampling every row loaded by the pandas engine.
+    from training.data import load_training_data, sample_rows
+    from training.pipeline import select_issues
+
+    full = load_training_data(small_sim)
+    if only:
+        full = select_issues(full, only)
+    limit = len(full.frame) // 3
+    want = sample_rows(full, limit, 7)
+    got = load_training_data(
+        small_sim,
+        engine="dask",
+        scheduler=scheduler,
+        max_rows=limit,
+        random_state=7,
+        sample_issues=only,
+    )
+    if only:
+        got = select_issues(got, only)
+    assert len(got.frame) < len(full.frame)
+    pd.testing.assert_frame_equal(got.frame, want.frame)
+    assert got.intake == want.intake
+    assert got.intake["sampled"]["of_rows"] == len(full.frame)
+    assert sample_rows(got, limit, 7) is got  # sampled once, not again
+
+
+def test_the_dask_engine_loads_every_row_under_the_bound(small_sim: Path, scheduler: str) -> None:
+    from training.data import load_training_data
+
+    want = load_training_data(small_sim)
+    got = load_training_data(
+        small_sim, engine="dask", scheduler=scheduler, max_rows=len(want.frame)
+    )
+    pd.testing.assert_frame_equal(got.frame, want.frame)
+    assert "sampled" not in got.intake and got.intake == want.intake
