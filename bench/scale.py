@@ -259,28 +259,69 @@ def compare_engines(outs: dict[str, Path], tolerance: float) -> list[tuple[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20k,100k,300k,1M", help="items of the default world")
-    parser.add_argument("--engines", default="pandas,dask")
-    parser.add_argument("--heavy-items", type=parse_size_or_zero, default=100_000)
+    parser.add_argument(
+        "--sizes",
+        default="20k,100k,300k,1M",
+        help="items of the default world, comma-separated (20k, 1M...); empty: none",
+    )
+    parser.add_argument(
+        "--engines", default="pandas,dask", help="engines to run, comma-separated: pandas, dask"
+    )
+    parser.add_argument(
+        "--heavy-items",
+        type=parse_size_or_zero,
+        default=100_000,
+        help="items of the event-heavy world (0: no such world)",
+    )
     parser.add_argument(
         "--heavy-mean-views",
         type=float,
         default=590.0,
         help="mean views per item of the event-heavy world (590: about 600 events per item)",
     )
-    parser.add_argument("--days", type=int, default=28)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pandas-max-items", type=parse_size, default=300_000)
-    parser.add_argument("--compare-items", type=parse_size, default=100_000)
-    parser.add_argument("--memory-target-gb", type=float, default=8.0)
-    parser.add_argument("--exponent-target", type=float, default=1.1)
-    parser.add_argument("--pr-auc-tolerance", type=float, default=0.01)
+    parser.add_argument("--days", type=int, default=28, help="days each world simulates")
+    parser.add_argument("--seed", type=int, default=0, help="the simulator's seed")
+    parser.add_argument(
+        "--pandas-max-items",
+        type=parse_size,
+        default=300_000,
+        help="largest world the pandas engine runs on (it holds every event in memory)",
+    )
+    parser.add_argument(
+        "--compare-items",
+        type=parse_size_or_zero,
+        default=100_000,
+        help="the size at which pandas and Dask snapshots and PR-AUC are compared (0: none)",
+    )
+    parser.add_argument(
+        "--memory-target-gb",
+        type=float,
+        default=8.0,
+        help="target: every Dask step's peak (process tree) below this",
+    )
+    parser.add_argument(
+        "--exponent-target",
+        type=float,
+        default=1.1,
+        help="target: total time's growth exponent over items at most this",
+    )
+    parser.add_argument(
+        "--pr-auc-tolerance",
+        type=float,
+        default=0.01,
+        help="target: Dask and pandas PR-AUC per issue within this at --compare-items",
+    )
     parser.add_argument(
         "--memory-limit",
         default=None,
         help="SURFACER_DASK_MEMORY_LIMIT for the Dask steps (per worker; default: settings)",
     )
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".surfacer" / "scale")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / ".surfacer" / "scale",
+        help="where the worlds, models and logs go (each world's folder is replaced)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every run here")
     args = parser.parse_args(argv)
     args.events_per_item_hint = 55.0
