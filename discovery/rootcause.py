@@ -87,19 +87,12 @@ class UnitFrame:
         return self._tag_rows
 
     def mask(self, segment: Segment) -> np.ndarray:
+        """The segment's rows as a boolean mask, set from `_rows`: one rule decides which rows
+        a segment holds, for masks and counts alike."""
         if segment in self._masks:
             return self._masks[segment]
-        out = np.ones(len(self.frame), dtype=bool)
-        for dim, value in segment:
-            if dim == "hashtag":
-                m = np.zeros(len(self.frame), dtype=bool)
-                m[self._tags().get(value, np.array([], dtype=int))] = True
-                out &= m
-            elif dim in self._columns:
-                codes, lookup = self._columns[dim]
-                out &= codes == lookup.get(value, -2)
-            else:
-                out[:] = False
+        out = np.zeros(len(self.frame), dtype=bool)
+        out[self._indexes[segment][0] if segment in self._indexes else self._rows(segment)] = True
         if self._cache_room(out.nbytes):
             self._masks[segment] = out
         return out
