@@ -236,16 +236,16 @@ def sample_rows(td: TrainingData, max_rows: int, random_state: int) -> TrainingD
     labels = [label_column(i.name) for i in td.issues if label_column(i.name) in td.frame]
     positive = (td.frame[labels].to_numpy(dtype=float) == 1).any(axis=1).astype(np.int8)
     items = td.frame["item_id"].astype("object").to_numpy()
-    keep = item_sample(positive, items, max_rows, random_state)
-    if keep is None:
+    sample = item_sample(positive, items, max_rows, random_state)
+    if sample is None:
         return td
-    frame = td.frame.iloc[keep].reset_index(drop=True)
+    frame = td.frame.iloc[sample.rows].reset_index(drop=True)
     intake = dict(td.intake)
     intake["sampled"] = {
         "rows": len(frame),
         "of_rows": n,
-        "items": int(pd.unique(items[keep]).size),
-        "of_items": int(pd.unique(items).size),
+        "items": sample.items,
+        "of_items": sample.of_items,
         "max_rows": int(max_rows),
     }
     intake["rows"] = len(frame)
