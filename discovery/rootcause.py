@@ -55,7 +55,7 @@ class UnitFrame:
             codes, uniques = pd.factorize(self.frame[d])
             self._columns[d] = (codes, {str(u): i for i, u in enumerate(uniques)})
         self._masks: dict[Segment, np.ndarray] = {}
-        self._indexes: dict[Segment, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._indexes: dict[Segment, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._cached_bytes = 0
         self._tag_rows: dict[str, np.ndarray] | None = None
         # (dimension, value) -> its rows (ascending int32): a dimension's values hold each
@@ -87,19 +87,12 @@ class UnitFrame:
         return self._tag_rows
 
     def mask(self, segment: Segment) -> np.ndarray:
+        """The segment's rows as a boolean mask, set from `_rows`: one rule decides which rows
+        a segment holds, for masks and counts alike."""
         if segment in self._masks:
             return self._masks[segment]
-        out = np.ones(len(self.frame), dtype=bool)
-        for dim, value in segment:
-            if dim == "hashtag":
-                m = np.zeros(len(self.frame), dtype=bool)
-                m[self._tags().get(value, np.array([], dtype=int))] = True
-                out &= m
-            elif dim in self._columns:
-                codes, lookup = self._columns[dim]
-                out &= codes == lookup.get(value, -2)
-            else:
-                out[:] = False
+        out = np.zeros(len(self.frame), dtype=bool)
+        out[self._indexes[segment][0] if segment in self._indexes else self._rows(segment)] = True
         if self._cache_room(out.nbytes):
             self._masks[segment] = out
         return out
@@ -142,18 +135,17 @@ class UnitFrame:
             self._value_rows[key] = rows.astype(np.int32)
         return self._value_rows[key]
 
-    def _index(self, segment: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _index(self, segment: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The segment's row positions (ascending, so in time order) and the running sums of
-        their numerators and denominators, each with a leading 0."""
+        their numerators and denominators, each with a leading 0. No denominator sums under
+        platform_den: a segment's denominator is then the platform's, so they would go unused
+        (8 bytes a row of the segment, cached)."""
         if segment in self._indexes:
             return self._indexes[segment]
         rows = self._rows(segment)
-        out = (
-            rows,
-            np.concatenate([[0.0], np.cumsum(self._num[rows])]),
-            np.concatenate([[0.0], np.cumsum(self._den[rows])]),
-        )
-        if self._cache_room(sum(a.nbytes for a in out)):
+        den = None if self.platform_den else np.concatenate([[0.0], np.cumsum(self._den[rows])])
+        out = (rows, np.concatenate([[0.0], np.cumsum(self._num[rows])]), den)
+        if self._cache_room(sum(a.nbytes for a in out if a is not None)):
             self._indexes[segment] = out
         return out
 
@@ -184,9 +176,10 @@ class UnitFrame:
             )
         rows, num, den = self._index(segment)
         lo, hi = np.searchsorted(rows, [sl.start, sl.stop], "left")
-        seg_den = den[hi] - den[lo]
-        if self.platform_den:
+        if den is None:  # platform_den: the platform's denominator of the window
             seg_den = self._all_den[sl.stop] - self._all_den[sl.start]
+        else:
+            seg_den = den[hi] - den[lo]
         return float(num[hi] - num[lo]), float(seg_den)
 
 

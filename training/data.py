@@ -23,7 +23,7 @@ from features.transform import FeatureTransform
 from models.issues import DEFAULT_ISSUES, IssueType, flat_issues
 from training.evaluate import label_column
 from training.labels import attach_labels
-from training.split import item_sample
+from training.split import ItemSample, item_sample
 
 RAW_SEGMENTS: tuple[str, ...] = ("region", "format", "category", "horizon_h")
 TRUTH_FILE = "truth.parquet"
@@ -138,13 +138,13 @@ def _load_raw(
             # every row's item, instant and anchor, in order: the labels, then the sample
             counted["rows"], counted["post"] = len(keys), _post_rows(keys)
             chosen = [i for i in issues if sample_issues is None or i.name in sample_issues]
-            keep = _sample_keep(labeled(keys, small), chosen, max_rows, random_state)
-            if keep is not None:
-                counted["sampled"] = _sampled(keys["item_id"], keep, max_rows)
-                mask = np.zeros(len(keys), dtype=bool)
-                mask[keep] = True
-                return mask
-            return None
+            sample = _sample_keep(labeled(keys, small), chosen, max_rows, random_state)
+            if sample is None:
+                return None
+            counted["sampled"] = _sampled(len(keys), sample, max_rows)
+            mask = np.zeros(len(keys), dtype=bool)
+            mask[sample.rows] = True
+            return mask
 
         # labels come from the small tables (labels, appeals, moderation), not the events
         snaps, tables = snapshots_from_folder(
@@ -267,20 +267,20 @@ def sample_rows(td: TrainingData, max_rows: int, random_state: int) -> TrainingD
     """
     if "sampled" in td.intake:
         return td
-    keep = _sample_keep(td.frame, td.issues, max_rows, random_state)
-    if keep is None:
+    sample = _sample_keep(td.frame, td.issues, max_rows, random_state)
+    if sample is None:
         return td
-    frame = td.frame.iloc[keep].reset_index(drop=True)
+    frame = td.frame.iloc[sample.rows].reset_index(drop=True)
     intake = dict(td.intake)
-    intake["sampled"] = _sampled(td.frame["item_id"], keep, max_rows)
+    intake["sampled"] = _sampled(len(td.frame), sample, max_rows)
     intake["rows"] = len(frame)
     return replace(td, frame=frame, intake=intake)
 
 
 def _sample_keep(
     frame: pd.DataFrame, issues: Sequence[IssueType], max_rows: int, random_state: int
-) -> np.ndarray | None:
-    """Positions of `sample_rows`'s sample of the labeled rows `frame`, or None for all."""
+) -> ItemSample | None:
+    """`sample_rows`'s sample of the labeled rows `frame`, or None for all of them."""
     if max_rows <= 0 or len(frame) <= max_rows:
         return None
     labels = [label_column(i.name) for i in issues if label_column(i.name) in frame]
@@ -289,14 +289,13 @@ def _sample_keep(
     return item_sample(positive, items, max_rows, random_state)
 
 
-def _sampled(items: pd.Series, keep: np.ndarray, max_rows: int) -> dict[str, int]:
+def _sampled(of_rows: int, sample: ItemSample, max_rows: int) -> dict[str, int]:
     """The intake's `sampled` entry: rows and items kept of all, and the bound."""
-    ids = items.astype("object").to_numpy()
     return {
-        "rows": len(keep),
-        "of_rows": len(ids),
-        "items": int(pd.unique(ids[keep]).size),
-        "of_items": int(pd.unique(ids).size),
+        "rows": len(sample.rows),
+        "of_rows": of_rows,
+        "items": sample.items,
+        "of_items": sample.of_items,
         "max_rows": int(max_rows),
     }
 

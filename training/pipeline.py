@@ -414,7 +414,8 @@ def fit_text_bounded(
     blocks. Below it, this is exactly fit_text_model_cv.
     """
     limit = TEXT_FIT_MAX_ROWS if max_rows is None else max_rows
-    sample = item_sample(y, item_ids[rows], limit, random_state)
+    drawn = item_sample(y, item_ids[rows], limit, random_state)
+    sample = None if drawn is None else drawn.rows
     fit = rows if sample is None else rows[sample]
     model, oof = fit_text_model_cv(
         text_all[fit],

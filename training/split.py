@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -121,11 +122,20 @@ def stratified_split(
     return SplitResult(assignment, "stratified", {s: (None, None) for s in SPLITS})
 
 
+class ItemSample(NamedTuple):
+    """`item_sample`'s draw: the rows and how many items they hold, counted as the items
+    are drawn (no second pass over the groups to count them)."""
+
+    rows: np.ndarray  # positions of the sampled rows, ascending
+    items: int  # items drawn
+    of_items: int  # items among all the rows
+
+
 def item_sample(
     y: np.ndarray, groups: np.ndarray, max_rows: int, random_state: int
-) -> np.ndarray | None:
-    """Positions of a sample of about `max_rows` of the `len(y)` rows, or None when all of
-    them are few enough.
+) -> ItemSample | None:
+    """A sample of about `max_rows` of the `len(y)` rows (`ItemSample`), or None when all
+    of them are few enough.
 
     Whole items (`groups`) are drawn: an item's rows share its texts and history, and rows
     left out are scored by a model fitted on the sample, so they must belong to items it
@@ -147,4 +157,4 @@ def item_sample(
         members = np.flatnonzero(stratum)
         take = min(len(members), max(1, round(share * len(members)))) if len(members) else 0
         keep[rng.choice(members, take, replace=False)] = True
-    return np.flatnonzero(keep[inverse])
+    return ItemSample(np.flatnonzero(keep[inverse]), int(keep.sum()), len(uniq))

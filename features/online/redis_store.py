@@ -634,10 +634,6 @@ class RedisStore(OnlineStore):
     def horizons_planned(self) -> int:
         return int(self._call(self.client.zcard, self.prefix + HORIZON_KEY))
 
-    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
-        if marks:
-            self._call(self.client.srem, self.prefix + flags_key(item_id), *marks)
-
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
         return self._take(ANCHORED_KEY, ANCHORED_LEASES_KEY, limit, lease)
 

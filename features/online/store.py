@@ -195,11 +195,6 @@ class OnlineStore:
         """Scored items waiting for their next horizon (the size of the horizon set)."""
         raise NotImplementedError
 
-    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
-        """Undo `mark_flagged`: the marks are no longer final (a later score queues them
-        again)."""
-        raise NotImplementedError
-
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
         """Up to `limit` items with pending moderation anchors, leased as in
         `take_touched` (in their own in-flight set; `release_anchored` frees them)."""
@@ -604,10 +599,6 @@ class MemoryStore(OnlineStore):
     def horizons_planned(self) -> int:
         with self._lock:
             return len(self._hz)
-
-    def unmark_flagged(self, item_id: str, marks: list[str]) -> None:
-        with self._lock:
-            self._s.get(flags_key(item_id), set()).difference_update(marks)
 
     def take_anchored(self, limit: int, lease: Lease | None = None) -> list[str]:
         return self._take(ANCHORED_KEY, ANCHORED_LEASES_KEY, limit, lease)

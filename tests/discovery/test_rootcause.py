@@ -280,10 +280,28 @@ def test_the_floor_of_the_incident_issue_and_family_sets_when_it_is_reported() -
     assert reported(low.severity + 1.0) == []
 
 
+def _plain_mask(uf: UnitFrame, segment) -> np.ndarray:
+    """The segment's rows matched column by column in the frame (hashtags by item), apart
+    from UnitFrame's own row matching, which masks and counts share."""
+    out = np.ones(len(uf.frame), dtype=bool)
+    for dim, value in segment:
+        if dim == "hashtag":
+            tags = uf.dims.hashtags
+            tagged = tags.loc[tags["hashtag"] == value, "item_id"]
+            out &= uf.frame["item_id"].isin(tagged).to_numpy()
+        elif dim in uf.frame.columns:
+            out &= (uf.frame[dim] == value).to_numpy()
+        else:
+            out[:] = False
+    return out
+
+
 @pytest.mark.parametrize("platform_den", [False, True])
 def test_counts_equal_the_masked_sums_of_the_window(platform_den: bool) -> None:
     """Counts come from running sums per segment; they must be the plain masked sums of
-    the window's rows, for any segment (hashtag included), window and edge."""
+    the window's rows, for any segment (hashtag included), window and edge. The mask is
+    matched here from the frame, so a wrong row rule in UnitFrame cannot pass as its own
+    reference."""
     base = _unit_frame(3)
     uf = UnitFrame(base.frame, base.dims, platform_den=platform_den)
     rng = np.random.default_rng(0)
@@ -297,12 +315,15 @@ def test_counts_equal_the_masked_sums_of_the_window(platform_den: bool) -> None:
         (("region", "nowhere"),),
         (("no_such_dimension", "x"),),
     ]
+    plain = {seg: _plain_mask(uf, seg) for seg in segments}
+    for seg in segments:
+        np.testing.assert_array_equal(uf.mask(seg), plain[seg], err_msg=str(seg))
     ts = uf.frame["ts"]
     for _ in range(60):
         a, b = sorted(START + pd.to_timedelta(rng.uniform(-24, 15 * 24, 2), unit="h"))
         window = ((ts >= a) & (ts < b)).to_numpy()
         for seg in segments:
-            m = window & uf.mask(seg)
+            m = window & plain[seg]
             want_den = uf.frame["den"][window].sum() if platform_den else uf.frame["den"][m].sum()
             assert uf.counts(seg, a, b) == (uf.frame["num"][m].sum(), want_den), (seg, a, b)
 
@@ -316,6 +337,6 @@ def test_cached_masks_and_indexes_stay_within_their_byte_budget(monkeypatch) -> 
     for k in range(200):
         uf.counts((("category", f"c{k}"),), START, end)  # new segments, each a mask and index
     kept = sum(m.nbytes for m in uf._masks.values())
-    kept += sum(a.nbytes for idx in uf._indexes.values() for a in idx)
+    kept += sum(a.nbytes for idx in uf._indexes.values() for a in idx if a is not None)
     assert kept <= 20 * len(uf.frame) and uf._cached_bytes == kept
     assert uf.counts((("region", "BR"),), START, end)[1] > 0  # past the budget: still counted

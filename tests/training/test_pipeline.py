@@ -226,14 +226,16 @@ def test_item_sample_draws_whole_items_and_keeps_the_positive_rate() -> None:
 
     _, y, items = _text_rows(3000, 0)
     assert item_sample(y, items, len(y), 0) is None  # few enough: all rows
-    sample = item_sample(y, items, 3000, 0)
-    assert sample is not None
+    drawn = item_sample(y, items, 3000, 0)
+    assert drawn is not None
+    sample = drawn.rows
     assert abs(len(sample) - 3000) <= 6
     kept = set(items[sample])
     assert np.isin(items, list(kept)).sum() == len(sample)  # every row of a drawn item
+    assert (drawn.items, drawn.of_items) == (len(kept), 3000)
     assert abs(y[sample].mean() - y.mean()) < 0.01
-    np.testing.assert_array_equal(sample, item_sample(y, items, 3000, 0))
-    assert not np.array_equal(sample, item_sample(y, items, 3000, 1))
+    np.testing.assert_array_equal(sample, item_sample(y, items, 3000, 0).rows)
+    assert not np.array_equal(sample, item_sample(y, items, 3000, 1).rows)
 
 
 def test_fit_text_bounded_is_the_cv_fit_below_the_bound_and_honest_above() -> None:
@@ -249,8 +251,9 @@ def test_fit_text_bounded_is_the_cv_fit_below_the_bound_and_honest_above() -> No
     np.testing.assert_array_equal(model.score(x), want_model.score(x))
 
     model, got = fit_text_bounded(x, rows, y, items, random_state=0, max_rows=1500)
-    sample = item_sample(y, items, 1500, 0)
-    assert sample is not None
+    drawn = item_sample(y, items, 1500, 0)
+    assert drawn is not None
+    sample = drawn.rows
     rest = np.setdiff1d(rows, sample)
     # rows of items outside the sample: the sample model's own score (it never saw them)
     np.testing.assert_allclose(got[rest], model.score(x[rest]))
@@ -318,6 +321,8 @@ def test_sample_rows_keeps_whole_items_and_each_issues_positive_rate(small_sim: 
     assert frame.equals(sample_rows(td, n // 3, 0).frame)
     assert not frame["item_id"].equals(sample_rows(td, n // 3, 1).frame["item_id"])
     assert part.intake["sampled"]["of_rows"] == n and part.intake["rows"] == len(frame)
+    assert part.intake["sampled"]["items"] == len(kept)
+    assert part.intake["sampled"]["of_items"] == len(per_item)
     line = [s for s in intake_lines(part.intake) if "trained on a sample" in s]
     assert line and f"of {n:,} rows" in line[0]
 
