@@ -124,11 +124,11 @@ def validate_cmd(
         ds.check_usable()
         _echo_flat(ds, details=False)
         return
-    warnings: list[Problem] | None = None
     if engine == "dask":
-        from features.dataset_dask import validate_folder_dask
+        from features.dataset_dask import check_folder_dask
 
-        summary = validate_folder_dask(path, scheduler=scheduler, progress=progress)
+        check = check_folder_dask(path, scheduler=scheduler, progress=progress)
+        summary, warnings = check.summary, check.warnings
         tables = summary["table"].tolist()
     else:
         from features.validate import dataset_warnings
@@ -143,14 +143,9 @@ def validate_cmd(
     _echo_warnings(warnings)
 
 
-def _echo_warnings(warnings: list[Problem] | None) -> None:
+def _echo_warnings(warnings: list[Problem]) -> None:
     """Warnings: what follows the contract but is probably wrong (the exit code stays 0)."""
-    if warnings is None:
-        typer.echo(
-            "note: warnings (late outliers, rows before their item, conflicting labels) "
-            "are checked by --engine pandas"
-        )
-    for problem in warnings or ():
+    for problem in warnings:
         typer.echo(f"warning: {problem}")
 
 

@@ -93,7 +93,7 @@ def ignored_files(path: str | Path) -> list[str]:
     return sorted(out)
 
 
-def _read_csv(name: str, path: Path) -> pd.DataFrame:
+def _read_csv(name: str, path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     # Everything is read as text and converted by coerce_table, so that a value that does not
     # parse is reported rather than silently guessed. Only an empty cell means null, except in
     # non-nullable text columns where an empty cell can only mean "" (e.g. no hashtags).
@@ -101,7 +101,9 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0).columns
         keep_empty = {c.name for c in TABLES[name].columns if c.kind == "str" and not c.nullable}
         na_values = {c: [""] for c in header if c not in keep_empty}
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=na_values)
+        return pd.read_csv(
+            path, dtype="str", keep_default_na=False, na_values=na_values, usecols=columns
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(
             f"{name} table {str(path)!r} is not a readable UTF-8 CSV file: {exc}"
@@ -119,14 +121,18 @@ def _parquet_errors(file: Path) -> Iterator[None]:
         raise ValueError(f"{str(file)!r} is not a readable Parquet file: {exc}") from None
 
 
-def _read_parquet(file: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
-    """A Parquet file (or some of its row groups); a file that is not Parquet is named."""
+def _read_parquet(
+    file: Path, row_groups: Sequence[int] | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups, or columns); a file that is not Parquet is
+    named."""
     import pyarrow.parquet as pq
 
+    cols = None if columns is None else list(columns)
     with _parquet_errors(file):
         if row_groups is not None:
-            return pq.ParquetFile(file).read_row_groups(list(row_groups)).to_pandas()
-        return pd.read_parquet(file)
+            return pq.ParquetFile(file).read_row_groups(list(row_groups), columns=cols).to_pandas()
+        return pd.read_parquet(file, columns=cols)
 
 
 def _parquet_metadata(file: Path) -> Any:
@@ -183,19 +189,21 @@ def read_part(
     row_groups: Sequence[int] | None = None,
     *,
     check: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One part of a table (a Parquet file, or some of its row groups), coerced and (`check`)
     schema-checked; the Dask engine reads each part in its own task. A piece of one big file
-    is not schema-checked: validation reports its columns as the pandas path does."""
+    is not schema-checked: validation reports its columns as the pandas path does. `columns`
+    reads only those (of a part already checked: a part of some columns is never checked)."""
     file = Path(file)
     if row_groups is not None:
-        df = _read_parquet(file, row_groups)
+        df = _read_parquet(file, row_groups, columns)
     elif file.suffix == ".csv":
-        df = _read_csv(name, file)
+        df = _read_csv(name, file, columns)
     else:
-        df = _read_parquet(file)
+        df = _read_parquet(file, columns=columns)
     df = coerce_table(name, df.reset_index(drop=True))
-    if check:
+    if check and columns is None:
         check_part(name, df, file)
     return df
 
@@ -210,8 +218,9 @@ class TablePart:
     offset: int  # rows of the table before this part (for 0-based table row numbers)
     partitioned: bool = False  # a part of a folder (schema-checked on its own)
 
-    def read(self, name: str) -> pd.DataFrame:
-        return read_part(name, self.file, self.row_groups, check=self.partitioned)
+    def read(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The piece as table `name` (only `columns` when given: see `read_part`)."""
+        return read_part(name, self.file, self.row_groups, check=self.partitioned, columns=columns)
 
 
 def table_parts(path: str | Path, *, target_rows: int = 2_000_000) -> list[TablePart]:

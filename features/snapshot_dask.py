@@ -358,7 +358,7 @@ def snapshots_from_folder(
             event_rows = len(events)  # the persisted partitions' lengths (a CSV's too)
         n = npartitions or bucket_count(event_rows, n_workers(client))
         if as_of_max is None and events is not None and "ts" in meta.columns:
-            as_of_max_ns, outliers = _end_of_data_on(events, event_rows, small)
+            as_of_max_ns, outliers = end_of_data_on(events, event_rows, small)
         else:
             as_of_max_ns, outliers = end_of_data(small, as_of_max)
         if on_outliers is not None:
@@ -380,10 +380,12 @@ def snapshots_from_folder(
     return frame, small
 
 
-def _end_of_data_on(events: Any, count: int, small: Mapping[str, pd.DataFrame]) -> tuple[int, Any]:
+def end_of_data_on(events: Any, count: int, small: Mapping[str, pd.DataFrame]) -> tuple[int, Any]:
     """`features.snapshot.end_of_data` of the small tables and the `count` events on the
-    cluster (validated: `ts` is never null): only the events' extremes and late rows come
-    back to the client."""
+    cluster (a dask DataFrame with `ts`, validated: never null, and ROW): only the events'
+    extremes and late rows come back to the client. Shared by the snapshots and by
+    `surfacer data validate --engine dask` (`features.dataset_dask`), which warn of the
+    same late rows."""
     import dask
 
     from features.pit import to_ns

@@ -11,10 +11,10 @@ otherwise it is left as it was and `validate_table` reports the values that did 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ import pyarrow.compute as pc
 
 from features.contract import TABLE_ORDER, TABLES, Column, TableSpec
 from features.pit import codes_for, to_ns
+
+if TYPE_CHECKING:
+    from features.timespan import TimeOutliers
 
 MAX_EXAMPLE_ROWS = 5
 
@@ -559,7 +562,7 @@ def check_dataset(tables: Mapping[str, pd.DataFrame], context: str = "dataset") 
 # --------------------------------------------------------------------------- warnings
 
 # Rows dated before their item was created, per table: (table, its time column).
-_DATED_AFTER_CREATION = (("events", "ts"), ("moderation", "ts"), ("appeals", "filed_at"))
+DATED_AFTER_CREATION = (("events", "ts"), ("moderation", "ts"), ("appeals", "filed_at"))
 
 
 def dataset_warnings(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
@@ -572,15 +575,29 @@ def dataset_warnings(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
       counted in the item's snapshots as they are (the counting rule is not changed);
     - conflicting labels: the same item, issue and `labeled_at` labeled 0 and 1
       (training reads 1, `label_conflicts`).
+
+    The Dask engine (`features.dataset_dask`) finds the first two on the cluster and hands
+    them to `warnings_of`, so both engines print the same lines.
     """
     from features.timespan import time_outliers
 
-    outliers = time_outliers(tables)
+    items = ItemTimes.of(tables.get("items"))
+    early = [
+        early_rows(name, column, tables.get(name), items) for name, column in DATED_AFTER_CREATION
+    ]
+    return warnings_of(time_outliers(tables), early, tables.get("labels"))
+
+
+def warnings_of(
+    outliers: TimeOutliers | None, early: Sequence[EarlyRows | None], labels: pd.DataFrame | None
+) -> list[Problem]:
+    """The warnings in the order `dataset_warnings` gives them, from the late rows, the rows
+    dated before their item (per table of `DATED_AFTER_CREATION`) and the labels table."""
     problems = outliers.problems() if outliers is not None else []
-    problems += _dated_before_creation(tables)
-    conflicts = label_conflicts(tables.get("labels"))
-    if conflicts.any():
-        labels = tables["labels"].reset_index(drop=True)
+    problems += [e.problem() for e in early if e is not None]
+    conflicts = label_conflicts(labels)
+    if labels is not None and conflicts.any():
+        labels = labels.reset_index(drop=True)
         msg = (
             "the same item, issue and labeled_at labeled both 0 and 1 (training reads 1), "
             f"e.g. {_example(labels['item_id'], conflicts)}"
@@ -589,33 +606,96 @@ def dataset_warnings(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
     return problems
 
 
-def _dated_before_creation(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
-    items = tables.get("items")
-    if items is None or not len(items):
-        return []
-    ids = pd.Index(items["item_id"].astype("object"))
-    created = to_ns(items["created_at"])
+@dataclass(frozen=True)
+class ItemTimes:
+    """Each item's `created_at` (ns, NaT as int64 min) by item id: what the rows dated
+    before their item are judged against (sent once to every Dask worker)."""
+
+    ids: pd.Index
+    created_ns: np.ndarray
+
+    @classmethod
+    def of(cls, items: pd.DataFrame | None) -> ItemTimes | None:
+        if items is None or not len(items):
+            return None
+        return cls(pd.Index(items["item_id"].astype("object")), to_ns(items["created_at"]))
+
+
+@dataclass(frozen=True)
+class EarlyRows:
+    """Rows of a table (or of a piece of it) dated before their item's `created_at`.
+
+    It keeps what the warning says, so that the pieces of a table (in table order) add up
+    to the whole table's warning (`merge_early`): the same count, largest lead and first
+    row as one pass over the table.
+    """
+
+    table: str
+    column: str
+    rows: tuple[int, ...]  # the first few, 0-based positions in the table
+    count: int
+    lead_ns: int  # the largest lead over the item's created_at
+    at_ns: int  # the first row's time
+    born_ns: int  # the first row's item's created_at
+
+    def problem(self) -> Problem:
+        lead = pd.Timedelta(self.lead_ns, unit="ns")
+        first = self.rows[0]
+        msg = (
+            f"dated before the item's created_at (by up to {lead}), e.g. row {first}: "
+            f"{pd.Timestamp(self.at_ns, tz='UTC').isoformat()} for an item created "
+            f"{pd.Timestamp(self.born_ns, tz='UTC').isoformat()}; counted in the item's "
+            "snapshots as they are (a small lead is clock skew)"
+        )
+        return Problem(self.table, self.column, msg, list(self.rows), self.count)
+
+
+def early_rows(
+    table: str,
+    column: str,
+    df: pd.DataFrame | None,
+    items: ItemTimes | None,
+    offset: int = 0,
+) -> EarlyRows | None:
+    """The rows of `df` (a validated table, or its piece starting at row `offset`) dated by
+    `column` before their item's created_at; None when there are none."""
+    if items is None or df is None or not len(df):
+        return None
     nat = np.iinfo(np.int64).min
-    problems = []
-    for name, column in _DATED_AFTER_CREATION:
-        df = tables.get(name)
-        if df is None or not len(df):
-            continue
-        item = codes_for(df["item_id"], ids)
-        at = to_ns(df[column])
-        born = np.where(item >= 0, created[np.maximum(item, 0)], nat)
-        early = (item >= 0) & (at != nat) & (born != nat) & (at < born)
-        if early.any():
-            lead = pd.Timedelta(int((born - at)[early].max()), unit="ns")
-            first = int(np.flatnonzero(early)[0])
-            msg = (
-                f"dated before the item's created_at (by up to {lead}), e.g. row {first}: "
-                f"{pd.Timestamp(at[first], tz='UTC').isoformat()} for an item created "
-                f"{pd.Timestamp(born[first], tz='UTC').isoformat()}; counted in the item's "
-                "snapshots as they are (a small lead is clock skew)"
-            )
-            problems.append(_problem(name, column, msg, early))
-    return problems
+    item = codes_for(df["item_id"], items.ids)
+    at = to_ns(df[column])
+    born = np.where(item >= 0, items.created_ns[np.maximum(item, 0)], nat)
+    early = (item >= 0) & (at != nat) & (born != nat) & (at < born)
+    if not early.any():
+        return None
+    idx = np.flatnonzero(early)
+    first = int(idx[0])
+    return EarlyRows(
+        table,
+        column,
+        tuple(int(i) + offset for i in idx[:MAX_EXAMPLE_ROWS]),
+        int(idx.size),
+        int((born - at)[early].max()),
+        int(at[first]),
+        int(born[first]),
+    )
+
+
+def merge_early(pieces: Sequence[EarlyRows | None]) -> EarlyRows | None:
+    """The pieces of one table (in table order) as the whole table's `EarlyRows`."""
+    found = [p for p in pieces if p is not None]
+    if not found:
+        return None
+    first = found[0]
+    return EarlyRows(
+        first.table,
+        first.column,
+        tuple(r for p in found for r in p.rows)[:MAX_EXAMPLE_ROWS],
+        sum(p.count for p in found),
+        max(p.lead_ns for p in found),
+        first.at_ns,
+        first.born_ns,
+    )
 
 
 def label_conflicts(labels: pd.DataFrame | None) -> np.ndarray:

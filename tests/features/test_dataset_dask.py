@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.dataset_dask import validate_folder_dask
+from features.dataset_dask import check_folder_dask, validate_folder_dask
 from features.io import PartitionError, load_dataset, table_summary, write_dataset
-from features.validate import ContractError
+from features.validate import ContractError, dataset_warnings
 from simulator.config import SimConfig
 from simulator.core import simulate
 from surfacer.cli import run
@@ -64,6 +64,58 @@ def write_raw(tables: dict[str, pd.DataFrame], folder: Path, parts: int | None) 
     return folder
 
 
+def planted(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """A valid dataset with what `dataset_warnings` warns of, spread over the events' parts:
+    a far-future event and appeal, events and a moderation row dated before their item
+    (the largest lead not in the first part), and a pair of conflicting labels."""
+    out = dict(tables)
+    created = tables["items"].set_index("item_id")["created_at"]
+    events = tables["events"].copy()
+    n = len(events)
+    ts = events["ts"].copy()
+    ts.iloc[2 * n // 3] = pd.Timestamp("2099-01-01", tz="UTC")
+    for row, lead in ((n // 10, "2s"), (n // 2, "3h"), (n - 5, "1min")):
+        ts.iloc[row] = created[events["item_id"].iloc[row]] - pd.Timedelta(lead)
+    events["ts"] = ts
+    moderation = tables["moderation"].copy()
+    moderation.loc[1, "ts"] = created[moderation.loc[1, "item_id"]] - pd.Timedelta("5s")
+    appeals = tables["appeals"].copy()
+    appeals.loc[0, "resolved_at"] = pd.Timestamp("2099-06-01", tz="UTC")
+    labels = tables["labels"]
+    flipped = labels.iloc[[2]].assign(label=1 - labels["label"].iloc[2])
+    out |= {"events": events, "moderation": moderation, "appeals": appeals}
+    out["labels"] = pd.concat([labels, flipped], ignore_index=True)
+    return out
+
+
+@pytest.mark.parametrize("parts", [None, 4, "csv"])
+def test_same_warnings_as_pandas(
+    scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path, parts: int | str | None
+) -> None:
+    path = write_raw(planted(sim_tables), tmp_path / "ds", parts if parts != "csv" else None)
+    if parts == "csv":  # one piece, read as text (the times too)
+        events = pd.read_parquet(path / "events.parquet")
+        (path / "events.parquet").unlink()
+        events.to_csv(path / "events.csv", index=False)
+    want = dataset_warnings(load_dataset(path))
+    kinds = [(p.table, p.column, p.message.split(",")[0]) for p in want]
+    assert kinds == [
+        ("events", "ts", "dated far beyond the rest of the data"),
+        ("appeals", "resolved_at", "dated far beyond the rest of the data"),
+        ("events", "ts", "dated before the item's created_at (by up to 0 days 03:00:00)"),
+        ("moderation", "ts", "dated before the item's created_at (by up to 0 days 00:00:05)"),
+        ("labels", "label", "the same item"),
+    ]
+    assert want[2].count == 3
+    # small pieces: a single events file is read as several row-group pieces too
+    got = check_folder_dask(path, scheduler=scheduler, target_rows=1000)
+    assert [str(p) for p in got.warnings] == [str(p) for p in want]
+    assert got.warnings == want
+    pd.testing.assert_frame_equal(got.summary, table_summary(load_dataset(path)))
+    clean = write_raw(sim_tables, tmp_path / "clean", parts if parts != "csv" else None)
+    assert check_folder_dask(clean, scheduler=scheduler, target_rows=1000).warnings == []
+
+
 @pytest.mark.parametrize("parts", [None, 4])
 def test_valid_dataset_same_summary(
     scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path, parts: int | None
@@ -109,6 +161,21 @@ def test_cli_validate_on_dask(
     bad = write_raw(broken(sim_tables), tmp_path / "bad", 2)
     assert run(["data", "validate", str(bad), "--engine", "dask", "--scheduler", scheduler]) == 2
     assert "item_id not in items" in capsys.readouterr().err
+
+
+def test_cli_validate_on_dask_prints_the_warnings(
+    scheduler: str, sim_tables: dict[str, pd.DataFrame], tmp_path: Path, capsys
+) -> None:
+    path = write_raw(planted(sim_tables), tmp_path / "ds", 3)
+    assert run(["data", "validate", str(path), "--no-progress"]) == 0
+    want = capsys.readouterr().out
+    args = ["data", "validate", str(path), "--engine", "dask", "--scheduler", scheduler]
+    assert run([*args, "--no-progress"]) == 0
+    got = capsys.readouterr().out
+    warnings = [line for line in got.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 5, got
+    assert warnings == [line for line in want.splitlines() if line.startswith("warning: ")]
+    assert "note:" not in got
 
 
 @pytest.mark.parametrize("parts", [None, 3])
