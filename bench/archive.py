@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--message-events", type=int, default=1000, help="events per message")
     parser.add_argument("--count", type=int, default=64, help="messages per read")
     parser.add_argument("--reps", type=int, default=5, help="runs of each mode, interleaved")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/0", help="the Redis store the bench uses"
+    )
     args = parser.parse_args()
 
     from features.online import OnlineConfig, open_store

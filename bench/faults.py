@@ -217,7 +217,9 @@ def main() -> None:
     )
     ap.add_argument("--outage-s", type=float, default=30.0, help="How long the database is cut.")
     ap.add_argument("--load-s", type=float, default=6.0, help="Load around each fault.")
-    ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument(
+        "--connections", type=int, default=256, help="connections opened at once in the flood fault"
+    )
     ap.add_argument(
         "--only",
         default="",

@@ -170,8 +170,13 @@ def evaluate(path: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="default,1,2", help="'default' and/or world seeds")
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--out", type=Path, default=_ROOT / ".surfacer" / "bench" / "ceiling")
+    parser.add_argument("--items", type=int, default=20_000, help="items of the simulated world")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=_ROOT / ".surfacer" / "bench" / "ceiling",
+        help="where the simulated world is written",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scorers = ("tabular", "+doc", "+comments", "ceiling")

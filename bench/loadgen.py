@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="service URL, loopback")
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
-    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--api-key", required=True, help="X-API-Key sent with every request")
     args = parser.parse_args(argv)
     items = json.load(sys.stdin)
     if not items:

@@ -483,9 +483,11 @@ def _group_lag(client: Any, stream: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=8000)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=8000, help="items of the simulated world")
+    parser.add_argument("--days", type=int, default=14, help="days the world simulates")
+    parser.add_argument(
+        "--events", type=int, default=100_000, help="events each ingest phase sends"
+    )
     parser.add_argument("--batch", type=int, default=5000, help="events per HTTP batch")
     parser.add_argument(
         "--message-events", type=int, default=1000, help="events per stream message"
@@ -523,9 +525,14 @@ def main() -> None:
         help="CPU class of the live ingester, one live phase each: `--nice "
         "--ingest-nice` (its default) and `--idle` (SCHED_IDLE)",
     )
-    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=20_000,
+        help="events the naive baseline (one Redis round trip each) applies",
+    )
     parser.add_argument("--threads", type=int, default=2, help="HTTP ingest client threads")
-    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="GET requests per second")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of one GET round")
     parser.add_argument(
         "--rounds",
@@ -542,8 +549,12 @@ def main() -> None:
         "(default) or inline in the bench's process; with both, rounds alternate and the "
         "table shows the first",
     )
-    parser.add_argument("--probes", type=int, default=50)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--probes", type=int, default=50, help="probe events timed for freshness, per phase"
+    )
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/0", help="the Redis store the bench uses"
+    )
     parser.add_argument(
         "--archive",
         action="store_true",

@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world-items", type=int, default=None, help="items per drawn world")
     parser.add_argument("--days", type=int, default=None, help="simulated days (default 28)")
     parser.add_argument("--boot", type=int, default=200, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data draws and fits")
     parser.add_argument(
         "--out", type=Path, default=_ROOT / ".surfacer" / "bench" / "quality",
         help="folder for quality.csv / quality.json and the simulation cache",

@@ -424,7 +424,13 @@ def main() -> None:
     ap.add_argument(
         "--duration", type=int, default=20, help="Seconds per closed-loop and fixed-rate run."
     )
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[8, 64],
+        help="requests in flight at once, one run each",
+    )
     ap.add_argument(
         "--rate", type=float, default=500.0, help="Fixed request rate for the open-loop run."
     )
@@ -434,7 +440,12 @@ def main() -> None:
     ap.add_argument(
         "--no-wrk", action="store_true", help="Use the asyncio client even if wrk exists."
     )
-    ap.add_argument("--random-state", type=int, default=0)
+    ap.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        help="seed of the model's training and of the sampled records",
+    )
     args = ap.parse_args()
     if args.client:
         client_main(args.client)

@@ -87,8 +87,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-items", type=int, default=20_000, help="items of the baseline run"
     )
-    parser.add_argument("--days", type=int, default=28)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--days", type=int, default=28, help="days the world simulates")
+    parser.add_argument("--seed", type=int, default=0, help="the simulator's seed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="surfacer-bench-train-") as tmp:

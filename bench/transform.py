@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=3000, help="simulated items")
     parser.add_argument("--calls", type=int, default=20_000, help="transform_one calls")
     parser.add_argument("--naive-calls", type=int, default=2_000, help="baseline calls")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the simulator's seed")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
