@@ -543,34 +543,3 @@ def dataset_name(path: str | Path) -> str | None:
             )
         return name.strip()
     return None
-
-
-# Rows converted to Arrow at a time by `write_frame`.
-WRITE_BLOCK_ROWS = 250_000
-
-
-def write_frame(
-    frame: pd.DataFrame, path: str | Path, *, block_rows: int = WRITE_BLOCK_ROWS
-) -> None:
-    """`frame.to_parquet(path, index=False)`, a block of rows at a time.
-
-    pandas converts the whole frame to one Arrow table before writing, a second copy of the
-    rows (some 2 GB for the snapshots of 1M items); here only a block is converted at once,
-    each written as its own row group, against the schema of the whole frame (so a block
-    whose object column holds only nulls keeps the column's type). Reading the file back
-    gives the same frame as `to_parquet` would.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if len(frame) <= block_rows:
-        frame.to_parquet(path, index=False)
-        return
-    schema = pa.Schema.from_pandas(frame, preserve_index=False)
-    with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, len(frame), block_rows):
-            block = frame.iloc[start : start + block_rows]
-            writer.write_table(
-                pa.Table.from_pandas(block, schema=schema, preserve_index=False),
-                row_group_size=block_rows,
-            )

@@ -115,7 +115,7 @@ def build_snapshot_file(
     The file is written next to `out` and renamed into place, so readers never see half a
     file; an existing `out` is replaced.
     """
-    from features.io import load_dataset, write_frame
+    from features.io import load_dataset
 
     out = Path(out)
     if out.suffix != ".parquet":
@@ -152,7 +152,7 @@ def build_snapshot_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        write_frame(frame, tmp)  # a block at a time: no second, Arrow copy of the rows
+        frame.to_parquet(tmp, index=False)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -304,12 +304,10 @@ def score_to_file(
     else:
         snaps, left, reasons = _rows_to_score(data)
         scored = score_dataset(bundle, snaps, engine=engine)  # type: ignore[arg-type]
-    from features.io import write_frame
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        write_frame(scored, tmp)
+        scored.to_parquet(tmp, index=False)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)

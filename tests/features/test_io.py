@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -288,30 +287,3 @@ def test_files_that_are_no_table_are_named_not_silently_skipped(
     assert ignored_files(folder) == ["event.csv"]
     assert run(["data", "validate", str(folder), "--no-progress"]) == 0
     assert "note: not read, no contract table: event.csv" in capsys.readouterr().out
-
-
-def test_write_frame_writes_blocks_that_read_back_as_to_parquet(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    from features.io import write_frame
-
-    n = 1000
-    frame = pd.DataFrame(
-        {
-            "item_id": pd.Series([f"i{k}" for k in range(n)], dtype="str"),
-            # nulls only in the first blocks: the whole frame's type, not the block's
-            "action": pd.Series([None] * 700 + ["remove"] * 300, dtype=object),
-            "as_of": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),
-            "format": pd.Categorical(["short", "long"] * (n // 2)),
-            "n_view": np.r_[np.full(500, np.nan), np.arange(500.0)],
-            "creator_verified": pd.Series([True, None] * (n // 2), dtype="boolean"),
-        }
-    )
-    frame.attrs["disabled"] = {"harmful_interactions": "no signal"}
-    frame.to_parquet(tmp_path / "whole.parquet", index=False)
-    write_frame(frame, tmp_path / "blocks.parquet", block_rows=300)
-    assert pq.ParquetFile(tmp_path / "blocks.parquet").metadata.num_row_groups == 4
-    want = pd.read_parquet(tmp_path / "whole.parquet")
-    got = pd.read_parquet(tmp_path / "blocks.parquet")
-    pd.testing.assert_frame_equal(got, want)
-    assert got.attrs == want.attrs == frame.attrs
