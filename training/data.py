@@ -136,7 +136,7 @@ def _load_raw(
 
         def select(keys: pd.DataFrame, small: Mapping[str, pd.DataFrame]) -> np.ndarray | None:
             # every row's item, instant and anchor, in order: the labels, then the sample
-            counted["rows"], counted["post"] = len(keys), _post_rows(keys)
+            counted["post"] = _post_rows(keys)
             chosen = [i for i in issues if sample_issues is None or i.name in sample_issues]
             sample = _sample_keep(labeled(keys, small), chosen, max_rows, random_state)
             if sample is None:
